@@ -1,0 +1,1 @@
+from reg2rg_lib._version import __version__

@@ -1,0 +1,65 @@
+"""Where each stage reads and writes inside one profile run's output folder.
+
+A later stage reads only what an earlier one wrote here, so any notebook can run on its own once its inputs exist.
+
+    outputs/<profile>/
+      data/benchmark/      the embedded benchmark in the RadGenome-ChestCT layout (`reg2rg synth`)
+      data/manifest.json   the dataset manifest
+      cache/               preprocessed tensors, one file per case (`reg2rg prepare`)
+      tokenizer/           the locally trained tokenizer (CPU presets)
+      runs/<name>/         one training run: checkpoints/, train_log.csv, predictions.csv, metrics/
+      notebooks/           executed notebooks
+      summary.json         the main job's summary
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The repository root (where `notebooks/` and `figures/` live) when running from a checkout.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths inside one profile run's output folder `root`."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser().resolve())
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data" / "benchmark"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "data" / "manifest.json"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def run(self, name: str) -> Path:
+        """Folder of the training run `name` (e.g. `full`, `no_rra`)."""
+        return self.root / "runs" / name
+
+
+def default_out_dir(profile: str) -> Path:
+    """`outputs/<profile>` under the repository root."""
+    return REPO_ROOT / "outputs" / profile
