@@ -16,7 +16,8 @@ from reg2rg_lib.errors import KitError
 
 #: Modules that add subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "reg2rg_lib.commands.core",  # version, doctor, run-notebooks
+    "reg2rg_lib.commands.core",  # version, doctor, assets, run-notebooks
+    "reg2rg_lib.bench",  # bench <name>
 )
 
 
