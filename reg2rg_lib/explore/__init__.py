@@ -1,0 +1,65 @@
+"""The region-grounded report explorer (notebook 07): look at a case's CT, its region masks and its reports.
+
+Modules: `view` (slices, windows, overlays -> PNG; numpy + Pillow), `report` (region paragraphs, alignment, word
+diffs as HTML), `findings` (per-case metrics, labeler findings), `sources` (datasets and prediction files),
+`widgets` (the ipywidgets `Explorer`), `snapshot` (a static PNG of the current view), `export` (HTML export of
+an executed notebook with its widget state, and the `make screenshot` check in headless Chromium).
+
+    from reg2rg_lib.explore import open_explorer
+    ex = open_explorer("outputs/demo")          # the run's benchmark + runs/full (and no_rra) predictions
+    ex.widget                                   # display it; ex.select_region("lung"); ex.snapshot(path)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.paths import RunPaths
+
+if TYPE_CHECKING:
+    from reg2rg_lib.explore.sources import VolumeSource
+    from reg2rg_lib.explore.widgets import Explorer
+
+#: Runs whose predictions the explorer shows by default, when present: the full model and one ablation.
+DEFAULT_RUNS: tuple[str, ...] = ("full", "no_rra")
+
+
+def open_dataset(path: str | os.PathLike[str]) -> VolumeSource:
+    """A dataset folder for the explorer: a prepared cache (`cases/*.safetensors`) or the RadGenome layout."""
+    from reg2rg_lib.explore.sources import CacheSource, LayoutSource
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BadInputError(path, "dataset folder not found (run notebook 01, or pass data_dir)")
+    if (path / "cases").is_dir() and any((path / "cases").glob("*.safetensors")):
+        return CacheSource(path)
+    return LayoutSource(path)
+
+
+def run_predictions(out_dir: str | os.PathLike[str], runs: Iterable[str] = DEFAULT_RUNS) -> dict[str, Path]:
+    """{run: predictions.csv} for the runs of `out_dir` that have written one (missing runs are left out)."""
+    paths = RunPaths(out_dir)
+    found = {name: paths.run(name) / "predictions.csv" for name in runs}
+    return {name: p for name, p in found.items() if p.is_file()}
+
+
+def open_explorer(
+    out_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    predictions: str | os.PathLike[str] | Iterable[str] | Mapping[str, str] | None = None,
+    case: str | None = None,
+    runs: Iterable[str] = DEFAULT_RUNS,
+) -> Explorer:
+    """An `Explorer` on `data_dir` (default: the run's embedded benchmark) with `predictions` (default: the
+    predictions CSVs of `runs` in `out_dir`; none found means ground truth only, which the explorer says)."""
+    from reg2rg_lib.explore.sources import Explorable
+    from reg2rg_lib.explore.widgets import Explorer
+
+    source = open_dataset(data_dir if data_dir is not None else RunPaths(out_dir).data)
+    if predictions is None:
+        predictions = run_predictions(out_dir, runs)
+    return Explorer(Explorable(source, predictions), case=case)

@@ -1,0 +1,134 @@
+"""The ipywidgets explorer driven through its callbacks, without a browser: what the image and report show."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.explore.sources import ArraySource, Explorable, read_prediction_table
+from reg2rg_lib.explore.widgets import Explorer
+from reg2rg_lib.generate import PRED_COLUMNS
+
+GT = ("The region 0 is heart: Heart size is normal. "
+      "The region 1 is lung: A 6 mm nodule in the right upper lobe. Pleural effusion on the left.")
+PRED_A = "The region 0 is heart: Heart size is enlarged. The region 1 is lung: A nodule in the right upper lobe."
+PRED_B = "The region 0 is lung: The lungs are clear. The region 1 is heart: Cardiomegaly."
+
+
+def _case(seed: int):
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(-700, 100, (24, 20, 12)).astype(np.float32)  # (X, Y, Z) HU
+    heart = np.zeros(vol.shape, bool)
+    heart[4:10, 5:12, 2:5] = True  # largest axial extent in slices 2..4
+    lung = np.zeros(vol.shape, bool)
+    lung[12:22, 3:17, 6:11] = True
+    lung[12:22, 3:17, 8] = False
+    lung[10:23, 2:18, 9] = True  # the largest lung slice is 9
+    return vol, {"heart": heart, "lung": lung}, (1.0, 1.0, 3.0)
+
+
+def write_predictions(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(PRED_COLUMNS)
+        w.writerows([name, "prompt", gt, pred] for name, gt, pred in rows)
+    return path
+
+
+@pytest.fixture
+def explorer(tmp_path):
+    cases = {name: (*_case(i), "") for i, name in enumerate(["valid_1_a_1", "valid_2_a_1"])}
+    full = write_predictions(tmp_path / "full.csv", [("valid_1_a_1.nii.gz", GT, PRED_A)])
+    other = write_predictions(tmp_path / "no_rra.csv", [("valid_1_a_1", GT, PRED_B)])
+    return Explorer(Explorable(ArraySource(cases), {"full": full, "no_rra": other}), longest=96)
+
+
+def test_opens_on_the_predicted_case_with_both_prediction_columns(explorer):
+    assert explorer.case.name == "valid_1_a_1"  # AccNum with .nii.gz matched to the volume name
+    assert explorer.columns == ["gt", "full", "no_rra"]
+    assert set(explorer.paragraph_buttons) == {"heart", "lung"}
+    assert bytes(explorer.image.value).startswith(b"\x89PNG")
+    assert explorer.highlighted() == [] and "No predictions" not in explorer.notice.value
+    # GT vs prediction: the changed word is marked, and no_rra's organ mix-up is flagged
+    assert ">normal.</del>" in explorer.cells[("heart", "full")].value
+    assert "ground truth: lung" in explorer.cells[("heart", "no_rra")].value
+
+
+def test_clicking_a_paragraph_highlights_its_mask_and_jumps_to_its_slice(explorer):
+    before = bytes(explorer.image.value)
+    explorer.paragraph_buttons["lung"].click()
+    assert explorer.state.selected == "lung"
+    assert explorer.slice_slider.value == 9  # where the lung mask is largest
+    assert explorer.focus_picker.value == "lung"
+    assert bytes(explorer.image.value) != before
+    assert sorted(explorer.highlighted()) == [("lung", "full"), ("lung", "gt"), ("lung", "no_rra")]
+    explorer.paragraph_buttons["lung"].click()  # a second click clears the selection
+    assert explorer.state.selected is None and explorer.highlighted() == []
+
+
+def test_selecting_a_region_highlights_its_paragraph(explorer):
+    explorer.set_plane("coronal")
+    explorer.focus_picker.value = "heart"  # what a user does in the dropdown
+    assert explorer.state.selected == "heart"
+    assert explorer.slice_slider.value in range(5, 12)  # a coronal slice through the heart
+    assert {r for r, _ in explorer.highlighted()} == {"heart"}
+    assert 'data-selected="true"' in explorer.cells[("heart", "gt")].value
+    assert 'data-selected="false"' in explorer.cells[("lung", "gt")].value
+
+
+def test_slider_window_plane_and_overlay_toggles_change_the_image(explorer):
+    seen = {bytes(explorer.image.value)}
+    explorer.slice_slider.value = 3
+    assert explorer.state.slice_index(explorer.case.volume.shape) == 3
+    seen.add(bytes(explorer.image.value))
+    explorer.window_picker.value = "lung"
+    seen.add(bytes(explorer.image.value))
+    explorer.overlay_toggles["heart"].value = False
+    assert "heart" not in explorer.state.visible
+    seen.add(bytes(explorer.image.value))
+    explorer.plane_picker.value = "sagittal"
+    seen.add(bytes(explorer.image.value))
+    assert len(seen) == 5  # every change drew a different picture
+    explorer.overlay_toggles["heart"].value = True
+    explorer.plane_picker.value = "axial"
+    explorer.window_picker.value = "mediastinum"
+    assert bytes(explorer.image.value) == explorer.render()
+
+
+def test_case_without_predictions_shows_ground_truth_only_and_says_so(explorer):
+    old_button, old_cell = explorer.paragraph_buttons["heart"], explorer.cells[("heart", "full")]
+    explorer.case_picker.value = "valid_2_a_1"
+    assert old_button.comm is None and old_cell.comm is None  # the previous case's widgets were closed
+    assert explorer.case.name == "valid_2_a_1" and explorer.columns == ["gt"]
+    assert "No predictions" in explorer.notice.value and "do not cover it" in explorer.notice.value
+    assert explorer.state.selected is None
+
+
+def test_metrics_and_labeler_findings_are_shown(explorer):
+    summary = explorer.summary.value
+    assert "region recognition" in summary and "no_rra" in summary
+    assert "Lung nodule" in summary and "Pleural effusion" in summary  # what the labeler reads in the GT
+    assert "missed" in summary  # full misses the effusion
+
+
+def test_snapshot_png_shows_the_current_view(explorer, tmp_path):
+    first = explorer.snapshot(tmp_path / "a.png").read_bytes()
+    explorer.select_region("heart")
+    second = explorer.snapshot(tmp_path / "b.png").read_bytes()
+    assert first.startswith(b"\x89PNG") and first != second
+    assert explorer.snapshot(tmp_path / "c.png").read_bytes() == second  # same view, same bytes
+
+
+def test_prediction_files_are_checked(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(BadInputError, match="bad.csv"):
+        read_prediction_table(bad)
+    with pytest.raises(BadInputError, match="not found"):
+        read_prediction_table(tmp_path / "none.csv")
+    released = tmp_path / "released.csv"
+    released.write_text('AccNum,Question,GT_whole_report,Pred_whole_report\n12,q,"The region 0 is heart: a.",b\n')
+    assert read_prediction_table(released) == {"12": ("The region 0 is heart: a.", "b")}
