@@ -1,0 +1,86 @@
+"""The language model: any HF causal LM by path, or a LLaMA-architecture model built from the config (random init,
+for CPUs and for inspecting the paper's shapes on the meta device); then LoRA / full / frozen fine-tuning.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.model.config import Reg2RGConfig
+
+
+def llama_config(cfg: Reg2RGConfig, vocab_size: int, tokenizer=None):
+    """A `LlamaConfig` with the config's LLM sizes and `vocab_size` rows."""
+    from transformers import LlamaConfig
+
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=cfg.llm_hidden, intermediate_size=cfg.llm_intermediate,
+        num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads, num_key_value_heads=cfg.llm_kv_heads,
+        max_position_embeddings=cfg.llm_max_positions, rms_norm_eps=1e-5, tie_word_embeddings=False, **ids,
+    )
+
+
+def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | None = None) -> nn.Module:
+    """The bare causal LM: loaded from `cfg.llm_path` (pretrained) or built from the config (random init).
+
+    On `device="meta"` nothing is allocated (`llm_path` is then ignored: the shapes come from the config). The
+    vocabulary is the tokenizer's base vocabulary when known (`cfg.llm_vocab` otherwise); the caller resizes it
+    to fit the added Reg2RG tokens.
+    """
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    meta = device is not None and torch.device(device).type == "meta"
+    if cfg.llm_path and not meta:
+        try:
+            return AutoModelForCausalLM.from_pretrained(cfg.llm_path, dtype="auto")
+        except (OSError, ValueError) as err:
+            raise BadInputError(cfg.llm_path, f"cannot load the LLM ({str(err).splitlines()[0]})") from None
+    vocab = len(tokenizer) if tokenizer is not None else cfg.llm_vocab
+    config = llama_config(cfg, vocab, tokenizer)
+    if meta:
+        with torch.device("meta"):
+            return LlamaForCausalLM(config)
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def apply_finetuning(llm: nn.Module, cfg: Reg2RGConfig) -> nn.Module:
+    """Freeze / LoRA-wrap the LLM as `cfg.llm_finetune` says; returns the (possibly peft-wrapped) model.
+
+    lora: the base model is frozen and LoRA adapters (r, alpha, dropout, target modules from the config) are the
+    only trainable LLM weights (4,194,304 on LLaMA-2-7B with r=8 on q_proj/v_proj). full: every LLM weight trains
+    (a random-init CPU LLM has nothing pretrained to preserve). frozen: nothing in the LLM trains.
+    """
+    if cfg.gradient_checkpointing:
+        kwargs = {"use_reentrant": False}
+        if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.llm_finetune == "full":
+        llm.requires_grad_(True)
+        return llm
+    llm.requires_grad_(False)
+    if cfg.llm_finetune == "frozen":
+        return llm
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # peft calls a transformers API that warns about its own deprecation
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(llm, lora)
+
+
+def base_llm(llm: nn.Module) -> nn.Module:
+    """The underlying `PreTrainedModel` (unwraps peft)."""
+    get_base = getattr(llm, "get_base_model", None)
+    return get_base() if callable(get_base) else llm

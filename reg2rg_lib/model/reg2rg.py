@@ -1,0 +1,338 @@
+"""The composed Reg2RG model: visual tokens from the embedding layer, spliced into the LLM's prompt embeddings.
+
+    global CT ─ ViT3D (frozen) ─┐
+                                ├─ Perceiver (shared) ─ fc ──> 32 global tokens, 32 texture tokens per region
+    region crop ─ ViT3D ────────┘
+    region mask ─ geometry ViT ─ mean ─ mask_fc ─────────────> 1 geometry token per region
+    prompt ids ─ LLM embeddings; <image>/<region> tokens from the official `image/region_token_weight`;
+                 placeholder positions  <- visual tokens (masked_scatter) ─> LLM (LoRA) ─> report
+
+Module names follow the official checkpoint: `embedding_layer.{vision_encoder, mask_encoder, perceiver, fc, mask_fc,
+image_token_weight, region_token_weight}` and `lang_model` (the peft-wrapped LLM), so `checkpoint.py` maps the
+released weights with almost no renaming.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.model import prompt as P
+from reg2rg_lib.model.config import Reg2RGConfig
+from reg2rg_lib.model.geometry import MaskEncoder
+from reg2rg_lib.model.llm import apply_finetuning, base_llm, build_llm
+from reg2rg_lib.model.perceiver import PerceiverResampler
+from reg2rg_lib.model.tokenizer import add_reg2rg_tokens
+from reg2rg_lib.model.vit3d import ViT3D
+
+#: Integer codes of the per-token kind table (a buffer indexed by token id).
+KIND_CODES: dict[str, int] = {P.TEXT: 0, P.STRUCT: 1, P.GLOBAL: 2, P.TEXTURE: 3, P.GEOMETRY: 4}
+
+
+class Reg2RGEmbedding(nn.Module):
+    """Everything between the CT and the LLM (the official `embedding_layer`), minus the LLM's own token table.
+
+    Only the parts the config uses are built (e.g. no geometry encoder when `use_geometry` is off), so parameter
+    counts of an ablation are its own.
+    """
+
+    def __init__(self, cfg: Reg2RGConfig, llm_dim: int) -> None:
+        super().__init__()
+        # embeddings of <image>, </image> and <region>, </region> (trainable, as the official 2 x D tables)
+        self.image_token_weight = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
+        self.region_token_weight = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
+        self.vision_encoder = self.perceiver = self.fc = None
+        self.mask_encoder = self.mask_fc = None
+        if cfg.global_tokens or cfg.texture_tokens:
+            self.vision_encoder = ViT3D(cfg.image_size, cfg.vit_patch, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads,
+                                        cfg.vit_dim_head, cfg.vit_mlp, cfg.in_channels, cfg.vit_pos_rows)
+        if cfg.geometry_tokens:
+            self.mask_encoder = MaskEncoder.from_config(cfg)
+        if cfg.global_tokens or cfg.texture_tokens:
+            self.perceiver = PerceiverResampler(cfg.vit_dim, cfg.perceiver_depth, cfg.perceiver_heads,
+                                                cfg.perceiver_dim_head, cfg.perceiver_latents, cfg.perceiver_ff_mult)
+            self.fc = nn.Linear(cfg.vit_dim, llm_dim)
+        if cfg.geometry_tokens:
+            self.mask_fc = nn.Linear(cfg.mask_dim, llm_dim)
+
+    @property
+    def struct_table(self) -> torch.Tensor:
+        """(4, D): <image>, </image>, <region>, </region> in `prompt.STRUCT_TOKENS` order."""
+        return torch.cat([self.image_token_weight, self.region_token_weight], dim=0)
+
+
+def splice(embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor, what: str) -> torch.Tensor:
+    """Write `features` (n, D) into the positions where `mask` (B, L) is True, in row-major order.
+
+    The number of True positions must equal n (checked, except on the meta device where counts are unknown).
+    """
+    if not embeds.is_meta:
+        n_pos, n_feat = int(mask.sum()), features.shape[0]
+        if n_pos != n_feat:
+            raise KitError(f"{what} tokens: the prompts have {n_pos} placeholder positions but {n_feat} feature "
+                           "vectors were given (check the region count per sample and the order of the regions)")
+    return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), features.to(embeds.dtype))
+
+
+class _MetaVocab:
+    """Stand-in tokenizer for the meta device when the LLM's tokenizer is not at hand (the paper preset here):
+    the Reg2RG tokens get ids after `cfg.llm_vocab`, as `add_reg2rg_tokens` would give them."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __init__(self, cfg: Reg2RGConfig) -> None:
+        self._vocab = {t: cfg.llm_vocab + i for i, t in enumerate(P.reg2rg_special_tokens(cfg))}
+        self._size = cfg.llm_vocab + len(self._vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self._vocab)
+
+    def __len__(self) -> int:
+        return self._size
+
+
+class Reg2RG(nn.Module):
+    """Reg2RG: `embedding_layer` (vision, geometry, Perceiver, projections, structure tokens) + `lang_model`.
+
+    Args:
+        cfg: the configuration (image size, sizes, ablation switches).
+        tokenizer: the HF tokenizer; the Reg2RG tokens are added to it (in place) if missing. May be None on the
+            meta device only (ids are then laid out after `cfg.llm_vocab`).
+        device: "meta" builds the model without allocating weights (inspection, FLOP counting). Other devices:
+            build on CPU, then move with `.to(device)`.
+    """
+
+    def __init__(self, cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        meta = device is not None and torch.device(device).type == "meta"
+        if tokenizer is None:
+            if not meta:
+                raise KitError("Reg2RG needs a tokenizer (train_tokenizer / load_tokenizer); only device='meta' "
+                               "may omit it")
+            tokenizer = _MetaVocab(cfg)
+        else:
+            add_reg2rg_tokens(tokenizer, cfg)
+        self.config, self.tokenizer = cfg, tokenizer
+        vocab = tokenizer.get_vocab()
+        self.base_vocab = vocab[P.STRUCT_TOKENS[0]]  # rows of the LLM's original table (official `weight`)
+
+        llm = build_llm(cfg, tokenizer if not isinstance(tokenizer, _MetaVocab) else None, device)
+        if llm.get_input_embeddings().num_embeddings < len(tokenizer):
+            llm.resize_token_embeddings(len(tokenizer), mean_resizing=not meta)
+        llm_dim = llm.get_input_embeddings().embedding_dim
+        if meta:
+            with torch.device("meta"):
+                self.embedding_layer = Reg2RGEmbedding(cfg, llm_dim)
+        else:
+            torch.manual_seed(cfg.seed)
+            self.embedding_layer = Reg2RGEmbedding(cfg, llm_dim)
+        if self.embedding_layer.vision_encoder is not None and cfg.freeze_vision:
+            self.embedding_layer.vision_encoder.requires_grad_(False)
+        self.lang_model = apply_finetuning(llm, cfg)
+
+        kinds = torch.zeros(len(tokenizer), dtype=torch.long)  # token id -> KIND_CODES
+        struct_index = torch.full((len(tokenizer),), -1, dtype=torch.long)  # token id -> row of struct_table
+        for tid, kind in P.token_kinds(tokenizer, cfg).items():
+            kinds[tid] = KIND_CODES[kind]
+        for row, tok in enumerate(P.STRUCT_TOKENS):
+            struct_index[vocab[tok]] = row
+        buffer_device = torch.device("meta") if meta else None
+        self.register_buffer("token_kind", kinds.to(buffer_device), persistent=False)
+        self.register_buffer("struct_index", struct_index.to(buffer_device), persistent=False)
+        self.reg2rg_token_ids = sorted(vocab[t] for t in P.reg2rg_special_tokens(cfg) if t in vocab)
+
+        if not meta:
+            from reg2rg_lib.model.checkpoint import load_radfm_perceiver, load_radfm_vision
+
+            if cfg.vision_checkpoint:
+                load_radfm_vision(self, cfg.vision_checkpoint)
+            if cfg.perceiver_checkpoint:
+                load_radfm_perceiver(self, cfg.perceiver_checkpoint)
+
+    # ---- visual tokens ---------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.embedding_layer.image_token_weight.device
+
+    def encode_vision(self, x: torch.Tensor) -> torch.Tensor:
+        """ViT tokens of CT volumes: x (N, 1|C, H, W, D) -> (N, T, vit_dim). No autograd while the ViT is frozen,
+        so the outputs can be computed once and cached (pass them back as `global_feats` / `region_feats`)."""
+        enc = self.embedding_layer.vision_encoder
+        if enc is None:
+            raise KitError("this configuration has no vision encoder (no global and no texture tokens)")
+        x = x.to(device=self.device, dtype=enc.to_patch_embedding[2].weight.dtype)
+        if self.config.freeze_vision:
+            with torch.no_grad():
+                return enc(x)
+        return enc(x)
+
+    def visual_tokens(self, global_images=None, global_feats=None, region_images=None, region_feats=None,
+                      region_masks=None) -> dict[str, torch.Tensor]:
+        """Kind -> (n, D_llm) tokens in prompt order: GLOBAL (B*L), TEXTURE (N*L), GEOMETRY (N) as configured."""
+        cfg, el = self.config, self.embedding_layer
+        media, sizes = [], []  # Perceiver inputs, batched together (the Perceiver is shared)
+        for kind, arg, used, feats, images in (
+            (P.GLOBAL, "global", cfg.global_tokens, global_feats, global_images),
+            (P.TEXTURE, "region", cfg.texture_tokens, region_feats, region_images),
+        ):
+            if not used:
+                continue
+            if feats is None:
+                if images is None:
+                    raise KitError(f"the configuration uses {kind} tokens: pass {arg}_images or {arg}_feats")
+                feats = self.encode_vision(images)
+            media.append(feats.to(device=self.device))
+            sizes.append((kind, feats.shape[0]))
+        out: dict[str, torch.Tensor] = {}
+        if media:
+            dtype = el.fc.weight.dtype
+            latents = el.perceiver(torch.cat(media).to(dtype))  # (B + N, L, vit_dim)
+            tokens = el.fc(latents)  # (B + N, L, D)
+            for (kind, _), chunk in zip(sizes, tokens.split([n for _, n in sizes])):
+                out[kind] = chunk.reshape(-1, chunk.shape[-1])  # (n * L, D), row-major = prompt order
+        if cfg.geometry_tokens:
+            if region_masks is None:
+                raise KitError("the configuration uses geometry tokens: pass region_masks")
+            masks = region_masks.to(device=self.device, dtype=el.mask_fc.weight.dtype)
+            out[P.GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
+        return out
+
+    def embed_inputs(self, input_ids: torch.Tensor, **visual: Any) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D) embeddings with structure tokens and visual tokens spliced in."""
+        input_ids = input_ids.to(self.device)
+        embeds = self.lang_model.get_input_embeddings()(input_ids)  # (B, L, D)
+        kinds = self.token_kind[input_ids]  # (B, L)
+        table = self.embedding_layer.struct_table.to(embeds.dtype)  # (4, D)
+        struct_rows = table[self.struct_index[input_ids].clamp(min=0)]  # (B, L, D), gathered, not one-hot
+        embeds = torch.where((kinds == KIND_CODES[P.STRUCT]).unsqueeze(-1), struct_rows, embeds)
+        tokens = self.visual_tokens(**visual)
+        for kind in (P.GLOBAL, P.TEXTURE, P.GEOMETRY):
+            mask = kinds == KIND_CODES[kind]
+            if kind in tokens:
+                embeds = splice(embeds, mask, tokens[kind], kind)
+            elif not embeds.is_meta and bool(mask.any()):
+                raise KitError(f"the prompts contain {kind} placeholders but the configuration produces none")
+        return embeds
+
+    # ---- LLM -------------------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **visual: Any):
+        """Teacher-forced pass; `.loss` is the mean next-token cross-entropy over labels != -100."""
+        embeds = self.embed_inputs(input_ids, **visual)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+        if labels is not None:
+            labels = labels.to(self.device)
+        return self.lang_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                 global_images=None, global_feats=None, region_images=None, region_feats=None, region_masks=None,
+                 max_new_tokens: int = 256, **generate_kwargs: Any) -> torch.Tensor:
+        """Generate reports for a LEFT-padded batch of prompts; returns only the new token ids (B, new).
+
+        Uses the HF `generate` on `inputs_embeds` (KV cache, greedy or sampling through `generate_kwargs`). The
+        Reg2RG tokens are suppressed: the model must write text, not placeholders.
+        """
+        if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
+            raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
+        embeds = self.embed_inputs(input_ids, global_images=global_images, global_feats=global_feats,
+                                   region_images=region_images, region_feats=region_feats, region_masks=region_masks)
+        tok = self.tokenizer
+        generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", tok.eos_token_id)
+        generate_kwargs.setdefault("suppress_tokens", self.reg2rg_token_ids)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+        return self.lang_model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                        max_new_tokens=max_new_tokens, **generate_kwargs)
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Token ids -> report strings (special tokens dropped, whitespace trimmed)."""
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    # ---- parameters ------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def llm(self) -> nn.Module:
+        """The underlying HF causal LM (without the peft wrapper)."""
+        return base_llm(self.lang_model)
+
+    def parameter_summary(self) -> dict[str, Any]:
+        """Counts per component (+ trainable, total) and the official embedding-layer key shapes.
+
+        `components` has exactly: vision_encoder, mask_encoder, perceiver, fc, mask_fc, llm (the LLM without LoRA,
+        with its resized token table), lora. `total` also counts the 4 structure-token rows
+        (image/region_token_weight), which belong to no listed component.
+        """
+        from reg2rg_lib.model.checkpoint import official_key_shapes
+
+        el = self.embedding_layer
+        comp = {name: _count(getattr(el, name)) for name in ("vision_encoder", "mask_encoder", "perceiver", "fc",
+                                                              "mask_fc")}
+        lora = sum(p.numel() for n, p in self.lang_model.named_parameters() if "lora_" in n)
+        comp["llm"] = _count(self.lang_model) - lora
+        comp["lora"] = lora
+        return {
+            "components": comp,
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in self.parameters()),
+            "official_keys": official_key_shapes(self.config, self.base_vocab, self.llm_dim),
+        }
+
+    def component_table(self) -> list[dict[str, Any]]:
+        """One row per component: name, trainable and frozen parameter counts (for tables in notebooks)."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {}
+        for name, p in self.named_parameters():
+            if name.startswith("embedding_layer."):
+                part = name.split(".")[1]
+                key = "structure tokens" if part.endswith("token_weight") else part
+            else:
+                key = "lora" if "lora_" in name else "llm"
+            groups.setdefault(key, []).append((name, p))
+        return [{"component": k, "trainable": sum(p.numel() for _, p in v if p.requires_grad),
+                 "frozen": sum(p.numel() for _, p in v if not p.requires_grad)} for k, v in groups.items()]
+
+    @property
+    def llm_dim(self) -> int:
+        return self.lang_model.get_input_embeddings().embedding_dim
+
+    # ---- checkpoints (implemented in checkpoint.py) ---------------------------------------------------------
+    def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
+        from reg2rg_lib.model.checkpoint import save_pretrained
+
+        save_pretrained(self, out_dir)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Reg2RG:
+        from reg2rg_lib.model.checkpoint import from_pretrained
+
+        return from_pretrained(path, device)
+
+
+def _count(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def vision_inputs(tensors: dict[str, torch.Tensor], cfg: Reg2RGConfig) -> dict[str, torch.Tensor | None]:
+    """What one cached case feeds the encoders, per the config (regions in the case's canonical order).
+
+    `tensors` is `cache.load(name)`: image (1,H,W,D), full (1,H,W,D), texture (R,H,W,D), geometry (R,H,W,D).
+    Returns global_images (1,1,H,W,D), region_images (R,1,H,W,D): the texture crops with LFD, or the whole CT
+    masked by the region (uncropped) without it, and region_masks (R,1,H,W,D); None for what the config skips.
+    Permute the region tensors with `Sample.order` before batching.
+    """
+    glob = tensors["image"].unsqueeze(0) if cfg.global_tokens else None  # (1, 1, H, W, D)
+    regions = None
+    if cfg.texture_tokens:
+        if cfg.decoupled:
+            regions = tensors["texture"].unsqueeze(1)  # (R, 1, H, W, D)
+        else:
+            regions = (tensors["full"] * tensors["geometry"]).unsqueeze(1)  # (1,H,W,D)*(R,H,W,D) -> (R,1,H,W,D)
+    masks = tensors["geometry"].unsqueeze(1) if cfg.geometry_tokens else None  # (R, 1, H, W, D)
+    return {"global_images": glob, "region_images": regions, "region_masks": masks}

@@ -1,0 +1,127 @@
+"""Checkpoints: our save/load round trip, the official whole-model naming, RadFM's ViT3D / Perceiver files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.model import (
+    Reg2RG,
+    build_sample,
+    collate,
+    load_official_checkpoint,
+    load_radfm_perceiver,
+    load_radfm_vision,
+    official_key_shapes,
+)
+
+REGIONS = ["lung", "heart"]
+REPORTS = {"lung": "Clear lungs.", "heart": "Normal heart."}
+
+
+def _logits(model, vis):
+    batch = collate([build_sample(REGIONS, REPORTS, model.tokenizer, model.config)], model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        return model(**batch, **vis).logits
+
+
+def test_save_and_load_round_trip(tiny_model, visual_batch, tmp_path):
+    vis = visual_batch(tiny_model.config, 1, 2)
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "tokenizer", "model.safetensors"}
+    loaded = Reg2RG.from_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.config == tiny_model.config
+    assert len(loaded.tokenizer) == len(tiny_model.tokenizer)
+    torch.testing.assert_close(_logits(loaded, vis), _logits(tiny_model, vis))
+
+
+def test_lora_checkpoint_round_trip(tiny_cfg, tokenizer_factory, visual_batch, tmp_path):
+    model = Reg2RG(tiny_cfg.replace(llm_finetune="lora"), tokenizer_factory()).eval()
+    with torch.no_grad():  # LoRA B starts at zero; make the adapters matter
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    model.save_pretrained(tmp_path)
+    loaded = Reg2RG.from_pretrained(tmp_path).eval()
+    vis = visual_batch(tiny_cfg, 1, 2)
+    torch.testing.assert_close(_logits(loaded, vis), _logits(model, vis))
+
+
+def test_bad_checkpoint_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(BadInputError, match="config.json missing"):
+        Reg2RG.from_pretrained(tmp_path)
+
+
+def _official_state(model, old_peft_naming: bool, base_vocab: int) -> dict[str, torch.Tensor]:
+    """A state dict in the official layout with this model's (tiny) shapes and random values."""
+    g = torch.Generator().manual_seed(1)
+    cfg = model.config
+    state = {f"embedding_layer.{k}": torch.randn(*shape, generator=g)
+             for k, shape in official_key_shapes(cfg, base_vocab, model.llm_dim).items()}
+    for key, t in model.lang_model.state_dict().items():
+        name = f"lang_model.{key}"
+        if old_peft_naming:  # peft < 0.7 in-memory naming: no base_layer, and no adapter name
+            name = name.replace(".base_layer", "").replace(".default", "")
+        shape = list(t.shape)
+        if key.endswith(("embed_tokens.weight", "lm_head.weight")):
+            shape[0] = base_vocab  # the official LLM was never resized
+        state[name] = torch.randn(*shape, generator=g)
+    return state
+
+
+@pytest.mark.parametrize("old_peft_naming", [False, True])
+def test_official_names_with_tiny_shapes_load(tiny_cfg, tokenizer_factory, old_peft_naming):
+    model = Reg2RG(tiny_cfg.replace(llm_finetune="lora"), tokenizer_factory())
+    base = model.base_vocab
+    state = _official_state(model, old_peft_naming, base)
+    report = load_official_checkpoint(model, state, strict=True)
+    assert not report.missing and not report.unexpected
+    # embedding_layer.weight, embed_tokens and lm_head fill the first rows of our resized tables
+    assert len(report.partial_rows) == 3
+    el = model.embedding_layer
+    assert torch.equal(el.fc.weight, state["embedding_layer.fc.weight"])
+    assert torch.equal(el.image_token_weight, state["embedding_layer.image_token_weight"])
+    assert torch.equal(el.vision_encoder.pos_embedding.dep_embed.weight,
+                       state["embedding_layer.vision_encoder.pos_embedding.dep_embed.weight"])
+    # the official input table is embedding_layer.weight (it wins over lang_model's copy)
+    table = model.lang_model.get_input_embeddings().weight
+    assert torch.equal(table[:base], state["embedding_layer.weight"])
+    own = dict(model.named_parameters())
+    own_key = next(k for k in own if "layers.0.self_attn.q_proj.lora_A" in k)
+    official_key = next(k for k in state if "layers.0.self_attn.q_proj.lora_A" in k)
+    assert torch.equal(own[own_key], state[official_key])
+
+
+def test_official_shape_mismatch_names_the_key(tiny_model):
+    bad = {"embedding_layer.fc.weight": torch.zeros(3, 3)}
+    with pytest.raises(BadInputError, match=r"embedding_layer.fc.weight: shape \[3, 3\]"):
+        load_official_checkpoint(tiny_model, bad)
+
+
+def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path):
+    model = Reg2RG(tiny_cfg, tokenizer_factory())
+    vit = {k: torch.full_like(v, 0.5) for k, v in model.embedding_layer.vision_encoder.state_dict().items()}
+    torch.save(vit, tmp_path / "RadFM_vit3d.pth")
+    perceiver = {k: torch.full_like(v, 0.25) for k, v in model.embedding_layer.perceiver.state_dict().items()}
+    torch.save({"perceiver": perceiver, "fc": {"weight": torch.zeros(5120, 768)}}, tmp_path / "RadFM_perceiver_fc.pth")
+    load_radfm_vision(model, tmp_path / "RadFM_vit3d.pth")
+    load_radfm_perceiver(model, tmp_path / "RadFM_perceiver_fc.pth")
+    assert (model.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
+    assert (model.embedding_layer.perceiver.latents == 0.25).all()
+    # a ViT file for another architecture is refused with the file named
+    torch.save({"to_patch_embedding.2.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(BadInputError, match="other.pth: does not fit the vision encoder"):
+        load_radfm_vision(model, tmp_path / "other.pth")
+    # the config can name them: they load at construction, and save_pretrained then skips the frozen ViT
+    cfg = tiny_cfg.replace(vision_checkpoint=str(tmp_path / "RadFM_vit3d.pth"))
+    built = Reg2RG(cfg, tokenizer_factory())
+    assert (built.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
+    built.save_pretrained(tmp_path / "ckpt")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "ckpt" / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith("embedding_layer.vision_encoder.") for k in keys)
+    reloaded = Reg2RG.from_pretrained(tmp_path / "ckpt")
+    assert (reloaded.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
