@@ -1,0 +1,27 @@
+"""The paper's evaluation, offline: NLG metrics, clinical efficacy, region recognition, plus bootstrap CIs.
+
+Modules
+- `reports`: parse "The region i is <organ>: ..." reports (`split_regions`, `strip_region_prefix`).
+- `nlg`: BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr exactly as the authors computed them (`evaluate_nlg`).
+- `nltk_assets`: WordNet + Punkt for METEOR without nltk's downloader (`reg2rg assets fetch` builds them).
+- `labeler`: report -> 18 CT-RATE labels (`RuleLabeler`, or a local transformers classifier).
+- `ce`: clinical-efficacy precision/recall/F1 in the authors' file formats (`evaluate_ce`).
+- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`).
+- `stats`: bootstrap CIs and the paired bootstrap test (`reg2rg evaluate compare`).
+- `pipeline`: `evaluate_predictions(pred_csv, out_dir, labels=None, ...)`, the one call notebooks 04/05 use.
+- `io`: reading prediction/label CSVs with one-line errors.
+Command line: `reg2rg evaluate nlg|ce|region|compare|all`; benchmark: `reg2rg bench metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["evaluate_predictions"]
+
+
+def evaluate_predictions(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """See `reg2rg_lib.metrics.pipeline.evaluate_predictions` (imported lazily: the metric libraries are heavy)."""
+    from reg2rg_lib.metrics.pipeline import evaluate_predictions as _evaluate
+
+    return _evaluate(*args, **kwargs)

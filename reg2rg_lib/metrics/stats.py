@@ -1,0 +1,99 @@
+"""Uncertainty the paper did not report: bootstrap 95% CIs for every metric, and a paired bootstrap test.
+
+Resampling unit: the report pair (a test case). The same resample indices serve every metric of one evaluation, and
+a paired test applies the same indices to both systems (Koehn 2004), so case-level difficulty cancels out.
+Per-sample metrics resample their per-case scores; corpus metrics (Overall_BLEU-n, CE micro/macro F1) are
+recomputed on each resample from per-case sufficient statistics (n-gram counts, label matrices), vectorised.
+CIs are percentile intervals (2.5th, 97.5th) from `numpy.random.default_rng(seed)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from reg2rg_lib.metrics.nlg import NLGResult
+
+DEFAULT_RESAMPLES = 1000
+
+
+def bootstrap_indices(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(n_resamples, n) case indices drawn with replacement."""
+    if n <= 0:
+        return np.zeros((n_resamples, 0), dtype=np.int64)
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(low, high) percentile interval of bootstrap replicates."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.size == 0:
+        return (0.0, 0.0)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return (float(low), float(high))
+
+
+def mean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean of `values` over each resample: (B,)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[idx].mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
+
+
+def bleu_replicates(result: NLGResult, idx: np.ndarray, order: int) -> np.ndarray:
+    """Corpus BLEU-`order` on each resample, from the per-case n-gram counts: (B,)."""
+    from reg2rg_lib.metrics.nlg import bleu_from_counts
+
+    c = result.counts
+    return bleu_from_counts(c.matches[idx].sum(axis=1), c.possible[idx].sum(axis=1),  # (B, 4)
+                            c.hyp_len[idx].sum(axis=1), c.ref_len[idx].sum(axis=1), order)  # (B,)
+
+
+def nlg_replicates(result: NLGResult, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of every NLG number (per-sample means and the Overall_* values)."""
+    from reg2rg_lib.metrics.nlg import MAX_ORDER, SAMPLE_METRICS
+
+    reps = {m: mean_replicates(result.per_sample[m].to_numpy(), idx) for m in SAMPLE_METRICS}
+    for n in range(1, MAX_ORDER + 1):
+        reps[f"Overall_BLEU-{n}"] = bleu_replicates(result, idx, n)
+    reps["Overall_METEOR"] = reps["METEOR"]
+    for name in ("ROUGE-1", "ROUGE-2", "ROUGE-L"):
+        reps[f"Overall_{name}"] = reps[name]  # the original's Overall_ROUGE is itself a bootstrap mean
+    return reps
+
+
+def nlg_bootstrap_ci(result: NLGResult, n_resamples: int = DEFAULT_RESAMPLES,
+                     seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% CIs for all NLG numbers of one evaluation."""
+    idx = bootstrap_indices(result.n, n_resamples, seed)
+    return {k: percentile_ci(v) for k, v in nlg_replicates(result, idx).items()}
+
+
+def replicate_ci(statistic: Callable[[np.ndarray], float], n: int, n_resamples: int = DEFAULT_RESAMPLES,
+                 seed: int = 0) -> tuple[float, float]:
+    """CI of any statistic of case indices (for metrics without a vectorised form)."""
+    idx = bootstrap_indices(n, n_resamples, seed)
+    return percentile_ci(np.array([statistic(row) for row in idx]))
+
+
+def paired_test(a_reps: np.ndarray, b_reps: np.ndarray, a_value: float, b_value: float) -> dict[str, Any]:
+    """Paired bootstrap comparison of B vs A from replicates drawn with the same indices.
+
+    p_value is two-sided: twice the share of resamples whose difference has the other sign than the observed one
+    (capped at 1), i.e. how often B would not beat A (or vice versa) if the test set were redrawn.
+    """
+    diff = np.asarray(b_reps, dtype=np.float64) - np.asarray(a_reps, dtype=np.float64)
+    delta = float(b_value - a_value)
+    if diff.size == 0:
+        return {"A": a_value, "B": b_value, "delta": delta, "ci95": [0.0, 0.0], "p_value": 1.0}
+    if delta > 0:
+        p = 2.0 * float(np.mean(diff <= 0))
+    elif delta < 0:
+        p = 2.0 * float(np.mean(diff >= 0))
+    else:
+        p = 1.0
+    low, high = percentile_ci(diff)
+    return {"A": float(a_value), "B": float(b_value), "delta": delta, "ci95": [low, high], "p_value": min(p, 1.0)}
