@@ -1,0 +1,345 @@
+"""The RadGenome-ChestCT layout: where volumes, region masks and report/label tables live, and safe NIfTI I/O.
+
+Real data and the embedded benchmark share this layout, so one prep path serves both:
+
+    <root>/<split>_preprocessed/<split>_<pid>/<split>_<pid><scan>/<split>_<pid>_<scan>_<recon>.nii.gz
+    <mask_root>/seg_<volume name>/<region>.nii.gz        one binary mask per region, voxel-aligned with the volume
+    <split>_region_report.csv                             Volumename, Anatomy, Sentence (empty Anatomy = whole report)
+    <split>_predicted_labels.csv                          VolumeName + the 18 CT-RATE abnormality columns
+
+Volumes are found by glob and keyed by file name (without `.nii.gz`); the split comes from the name's prefix
+(`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). Every reader raises
+`BadInputError(path, problem)`: one line naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import atomic_path
+from reg2rg_lib.regions import LABELS, REGIONS
+
+NIFTI_SUFFIX = ".nii.gz"
+#: name prefix -> split used everywhere in the kit ("train" | "test")
+SPLIT_PREFIXES: dict[str, str] = {"train": "train", "valid": "test", "validation": "test", "test": "test"}
+#: the file-name prefix the embedded benchmark writes for each split (CT-RATE calls its test split "valid")
+SPLIT_FILE_PREFIX: dict[str, str] = {"train": "train", "test": "valid"}
+REPORT_COLUMNS: tuple[str, ...] = ("Volumename", "Anatomy", "Sentence")
+LABEL_ID_COLUMN = "VolumeName"
+#: header fields whose disagreement makes a mask unusable with its volume (mm; voxel-aligned means same grid)
+AFFINE_ATOL_MM = 1e-2
+
+
+def volume_name(path: str | os.PathLike[str]) -> str:
+    """`train_1_a_1` for `.../train_1_a_1.nii.gz`."""
+    name = Path(path).name
+    return name[: -len(NIFTI_SUFFIX)] if name.endswith(NIFTI_SUFFIX) else Path(name).stem
+
+
+def split_of(name: str) -> str | None:
+    """"train" or "test" from a volume name's prefix; None when the prefix is not a known split."""
+    return SPLIT_PREFIXES.get(name.split("_", 1)[0])
+
+
+def volume_relpath(name: str) -> Path:
+    """Where the layout keeps volume `name` (`train_12_a_1`) relative to the dataset root."""
+    split, pid, scan, _recon = name.split("_", 3)
+    return Path(f"{split}_preprocessed") / f"{split}_{pid}" / f"{split}_{pid}{scan}" / f"{name}{NIFTI_SUFFIX}"
+
+
+def mask_dirname(name: str) -> str:
+    return f"seg_{name}"
+
+
+def mask_filename(region: str) -> str:
+    """`trachea and bronchie.nii.gz`: the region name as is, spaces included."""
+    return f"{region}{NIFTI_SUFFIX}"
+
+
+@dataclass
+class Layout:
+    """What a scan of a dataset folder found: files keyed by volume name, tables keyed by split."""
+
+    root: Path
+    volumes: dict[str, Path] = field(default_factory=dict)
+    mask_dirs: dict[str, Path] = field(default_factory=dict)
+    report_csvs: dict[str, Path] = field(default_factory=dict)
+    label_csvs: dict[str, Path] = field(default_factory=dict)
+
+    def names(self, split: str | None = None) -> list[str]:
+        """Volume names (sorted naturally: train_2 before train_10), optionally of one split."""
+        names = [n for n in self.volumes if split is None or split_of(n) == split]
+        return sorted(names, key=natural_key)
+
+    def mask_path(self, name: str, region: str) -> Path | None:
+        d = self.mask_dirs.get(name)
+        return d / mask_filename(region) if d is not None else None
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers numerically (`train_2_a_1` < `train_10_a_1`)."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _table_split(filename: str, suffix: str) -> str | None:
+    return SPLIT_PREFIXES.get(filename[: -len(suffix)].rstrip("_")) if filename.endswith(suffix) else None
+
+
+def scan_layout(root: str | os.PathLike[str], mask_root: str | os.PathLike[str] | None = None) -> Layout:
+    """Walk `root` (and `mask_root`, default `root`) once and index volumes, mask folders and tables.
+
+    Two volume files with the same name are an error (which one is meant is ambiguous); so is a root that does
+    not exist or holds no volume at all.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise BadInputError(root, "dataset folder not found")
+    layout = Layout(root)
+    roots = [root] if mask_root is None else [root, Path(mask_root).expanduser().resolve()]
+    duplicates: list[str] = []
+    for top in roots:
+        for dirpath, dirnames, filenames in os.walk(top):
+            keep = []
+            for d in sorted(dirnames):
+                if d.startswith("seg_"):
+                    layout.mask_dirs.setdefault(d[4:], Path(dirpath) / d)
+                elif not d.startswith("."):
+                    keep.append(d)
+            dirnames[:] = keep  # never descend into mask folders: their files are masks, not volumes
+            for f in sorted(filenames):
+                path = Path(dirpath) / f
+                if f.endswith(NIFTI_SUFFIX) and top == root:
+                    name = volume_name(f)
+                    if name in layout.volumes and layout.volumes[name] != path:
+                        duplicates.append(f"{name} ({layout.volumes[name]} and {path})")
+                    layout.volumes.setdefault(name, path)
+                elif (split := _table_split(f, "region_report.csv")) is not None:
+                    layout.report_csvs.setdefault(split, path)
+                elif (split := _table_split(f, "predicted_labels.csv")) is not None:
+                    layout.label_csvs.setdefault(split, path)
+    if duplicates:
+        raise BadInputError(root, f"duplicate volume names: {'; '.join(duplicates[:3])}"
+                                  + (f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""))
+    if not layout.volumes:
+        raise BadInputError(root, "no volumes (*.nii.gz) found; expected the RadGenome-ChestCT layout "
+                                  "(<split>_preprocessed/.../<name>.nii.gz)")
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+
+def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise BadInputError(path, f"not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise BadInputError(path, f"missing required column(s) {', '.join(map(repr, missing))}; "
+                                  f"has {', '.join(map(repr, df.columns))}")
+    return df
+
+
+def read_region_reports(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The `<split>_region_report.csv` table (strings; empty Anatomy = the whole-report row)."""
+    df = _read_csv(Path(path), REPORT_COLUMNS)
+    df["Anatomy"] = df["Anatomy"].str.strip()
+    return df
+
+
+def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The CT-RATE `<split>_predicted_labels.csv` table: VolumeName + the 18 LABELS as 0/1 integers."""
+    path = Path(path)
+    df = _read_csv(path, (LABEL_ID_COLUMN, *LABELS))
+    out = df[[LABEL_ID_COLUMN]].copy()
+    for label in LABELS:
+        values = pd.to_numeric(df[label], errors="coerce")
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise BadInputError(path, f"column {label!r} must hold 0/1, row {row + 2} has {df[label].iloc[row]!r}")
+        out[label] = values.astype(int)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- NIfTI
+
+
+@dataclass
+class Nifti:
+    """A decoded NIfTI image: data in stored voxel order (float32 for volumes, bool for masks) and its affine."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def _gunzip(payload: bytes, path: Path) -> bytes:
+    """Decompress every gzip member in one call each (zlib releases the GIL: threads decode files in parallel)."""
+    import zlib
+
+    parts = []
+    while payload:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            parts.append(d.decompress(payload))
+        except zlib.error as err:
+            raise BadInputError(path, f"corrupt or truncated NIfTI (gzip: {err})") from None
+        if not d.eof:
+            raise BadInputError(path, "corrupt or truncated NIfTI (gzip stream ends early)")
+        payload = d.unused_data.lstrip(b"\0")
+    return b"".join(parts)
+
+
+def _voxels(header, payload: bytes, path: Path) -> np.ndarray:
+    """The unscaled voxel array as a read-only view of the decoded bytes (no copy), Fortran order as stored."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    dtype = header.get_data_dtype()
+    # single-file NIfTI: data start at vox_offset, never inside the header (0 means "right after it")
+    offset = max(int(header.get_data_offset()), int(getattr(header, "single_vox_offset", 0)))
+    count = int(np.prod(shape))
+    if offset + count * dtype.itemsize > len(payload):
+        have = max(0, len(payload) - offset) // max(1, dtype.itemsize)
+        raise BadInputError(path, f"corrupt or truncated NIfTI (expected {count} voxels, found {have})")
+    return np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
+
+
+def read_nifti(path: str | os.PathLike[str], kind: str = "volume") -> Nifti:
+    """Decode a NIfTI-1/2 file (`.nii.gz` or `.nii`); `kind` "volume" gives float32 HU, "mask" a bool array.
+
+    Raises `BadInputError` for a missing, empty, truncated or corrupt file, a file that is not NIfTI, an image
+    that is not 3-D, or NaN voxels.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, f"{kind} file missing")
+    payload = path.read_bytes()
+    if not payload:
+        raise BadInputError(path, f"{kind} file is empty (0 bytes)")
+    if payload[:2] == b"\x1f\x8b":
+        payload = _gunzip(payload, path)
+    img = None
+    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            img = cls.from_bytes(payload)
+            break
+        except Exception:  # nibabel raises several types for a header it cannot parse; try the next format
+            continue
+    if img is None:
+        raise BadInputError(path, "not a NIfTI file (no valid NIfTI-1/2 header)")
+    raw = _voxels(img.header, payload, path)
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if raw.ndim > 3:
+        raw = raw.reshape(raw.shape[:3], order="F") if all(n == 1 for n in raw.shape[3:]) else raw
+    if raw.ndim != 3:
+        raise BadInputError(path, f"expected a 3-D image, got shape {raw.shape}")
+    if raw.dtype.kind == "f" and np.isnan(raw).any():
+        raise BadInputError(path, f"{int(np.isnan(raw).sum())} NaN voxel(s)")
+    if kind == "mask":
+        binary = raw.dtype.itemsize == 1 and raw.dtype.kind in "uib" and raw.min() >= 0 and raw.max() <= 1
+        data = raw.view(bool) if binary else raw > 0  # a 0/1 byte mask is viewed, not copied
+    else:
+        data = raw.astype(np.float32)
+        if (slope is not None and slope != 1) or (inter is not None and inter != 0):
+            data *= np.float32(1.0 if slope is None else slope)
+            data += np.float32(0.0 if inter is None else inter)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return Nifti(data, np.asarray(img.affine, dtype=np.float64), zooms)
+
+
+def check_aligned(mask: Nifti, volume: Nifti, path: str | os.PathLike[str]) -> None:
+    """Raise `BadInputError` unless `mask` lies on the voxel grid of `volume` (same shape and affine)."""
+    if mask.data.shape != volume.data.shape:
+        raise BadInputError(path, f"mask grid {mask.data.shape} does not match the volume's {volume.data.shape}")
+    if not np.allclose(mask.affine, volume.affine, atol=AFFINE_ATOL_MM):
+        raise BadInputError(path, "mask affine does not match the volume's (not voxel-aligned)")
+
+
+def write_nifti(path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray, compresslevel: int = 1) -> Path:
+    """Write `data` as a gzipped NIfTI-1 with a fixed gzip header (mtime 0, no file name), atomically.
+
+    The same array and affine always give the same bytes, which is what makes `reg2rg synth` reproducible.
+    """
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    raw = bytearray(img.to_bytes())
+    if struct.unpack_from("<i", raw, 0)[0] == 348 and struct.unpack_from("<f", raw, 108)[0] == 0:
+        struct.pack_into("<f", raw, 108, 352.0)  # vox_offset: nibabel leaves 0; the standard wants >= 352
+    payload = gzip.compress(bytes(raw), compresslevel=compresslevel, mtime=0)
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
+        return path  # unchanged: keep the file (and its mtime, so prep caches stay valid)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------- cases
+
+
+@dataclass
+class CaseData:
+    """One case read straight from the layout (no preprocessing): for exploration and figures."""
+
+    name: str
+    volume: np.ndarray  # (X, Y, Z) float32 HU, stored voxel order
+    masks: dict[str, np.ndarray]  # region -> (X, Y, Z) bool, regions present in canonical order
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    reports: dict[str, str]  # region -> paragraph
+    report: str  # the whole report
+    labels: dict[str, int]
+
+
+def list_cases(root: str | os.PathLike[str], split: str | None = None) -> list[str]:
+    """Volume names in a dataset folder ("train" / "test" / None for both)."""
+    return scan_layout(root).names(split)
+
+
+def load_case(root: str | os.PathLike[str], name: str, layout: Layout | None = None) -> CaseData:
+    """Volume, region masks (those present), report paragraphs and labels of case `name`."""
+    layout = layout or scan_layout(root)
+    if name not in layout.volumes:
+        raise KitError(f"{layout.root}: no volume named {name!r}")
+    vol = read_nifti(layout.volumes[name])
+    masks = {}
+    for region in REGIONS:
+        path = layout.mask_path(name, region)
+        if path is not None and path.is_file():
+            m = read_nifti(path, kind="mask")
+            check_aligned(m, vol, path)
+            masks[region] = m.data
+    split = split_of(name)
+    reports, report, labels = {}, "", {}
+    if split in layout.report_csvs:
+        df = read_region_reports(layout.report_csvs[split])
+        rows = df[df["Volumename"].map(volume_name) == name]
+        for anatomy, sentence in zip(rows["Anatomy"], rows["Sentence"]):
+            if anatomy == "":
+                report = sentence
+            elif anatomy in REGIONS:
+                reports[anatomy] = sentence
+    if split in layout.label_csvs:
+        df = read_labels(layout.label_csvs[split])
+        row = df[df[LABEL_ID_COLUMN].map(volume_name) == name]
+        if len(row):
+            labels = {k: int(row.iloc[0][k]) for k in LABELS}
+    return CaseData(name, vol.data, masks, vol.affine, vol.spacing, reports, report, labels)

@@ -1,0 +1,422 @@
+"""The paper's preprocessing, computed once per case and cached (`reg2rg prepare`, `load_cache`).
+
+Per case, from the CT (HU) and its region masks (paper, Sec. III; the MONAI recipe in `recipe.py`):
+
+* image    (1, H, W, D)  global input: crop to the foreground (HU > -1000), normalise, resize;
+* full     (1, H, W, D)  the whole CT, normalised and resized without cropping (for the LFD-off ablation);
+* texture  (R, H, W, D)  per region: CT x mask with background -1024, cropped to the region's box, normalised,
+                         resized (so absolute size and position are gone: that is what geometry is for);
+* geometry (R, H, W, D)  per region: the uncropped mask, area-resized (voxel occupancy in [0, 1]).
+
+Normalisation: clip HU to [-1000, 200], then (x + 400) / 600. Resizing is area averaging (MONAI's default, torch's
+kernel); each geometry mask is resized only over the block its bounding box touches (`resize.py`); boxes come from
+projections; the 1 + R files are decoded in threads while regions already decoded are being processed.
+
+Cache layout: `CACHE/manifest.json` (parameters + their hash, one record per case, skipped items with reasons)
+and `CACHE/cases/<name>.safetensors` (float32 tensors, written under a temporary name, then renamed). A case is
+recomputed only when the parameters or its input files (size, mtime) change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reg2rg_lib.data import layout as L
+from reg2rg_lib.data.manifest import CaseEntry, DatasetIndex, index_dataset
+from reg2rg_lib.data.resize import Box, area_resize, bounding_box, mask_resize_block, normalise_hu
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import atomic_path, write_json_atomic
+
+PREP_VERSION = 1  # bump when the tensors a parameter set produces change
+CACHE_FORMAT = "reg2rg-prep-cache/1"
+
+
+@dataclass(frozen=True)
+class PrepParams:
+    """Everything that determines the cached tensors; its hash names a cache generation."""
+
+    image_size: tuple[int, int, int] = (256, 256, 64)
+    hu_min: float = -1000.0  # clip window (paper)
+    hu_max: float = 200.0
+    centre: float = -400.0  # (x - centre) / scale maps the window to [-1, 1]
+    scale: float = 600.0
+    background_hu: float = -1024.0  # outside-region value in texture crops
+    foreground_hu: float = -1000.0  # the global crop keeps voxels with HU > this
+    version: int = PREP_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_profile(cls, profile) -> PrepParams:
+        from reg2rg_lib.profiles import load_profile
+
+        return cls(image_size=tuple(int(s) for s in load_profile(profile).data.image_size))
+
+
+@dataclass
+class CaseRecord:
+    """One prepared case, as listed in the cache manifest (tensors via `PrepCache.load(name)`)."""
+
+    name: str  # volume file name without .nii.gz
+    split: str  # "train" | "test"
+    regions: list[str]  # present regions, canonical order (= texture/geometry channel order)
+    reports: dict[str, str]  # region -> paragraph
+    labels: dict[str, int]  # the 18 LABELS (empty if the dataset has no label table)
+    report: str  # the whole report
+    other: dict[str, str] = field(default_factory=dict)  # CTRG: "other report" blocks, {} for RadGenome
+
+
+# ------------------------------------------------------------------------------------------------ the tensors
+
+
+def _norm(x: torch.Tensor, p: PrepParams) -> torch.Tensor:
+    return normalise_hu(x, p.hu_min, p.hu_max, p.centre, p.scale)
+
+
+class _CaseTensors:
+    """Builds one case's tensors: the global pair from the volume first, then one region at a time.
+
+    nibabel-style arrays are Fortran-ordered: we work on their transposes (C-ordered views with the axes reversed)
+    so nothing full-size is copied, and flip each small output back as it is written into (R, H, W, D).
+    """
+
+    def __init__(self, volume: np.ndarray, params: PrepParams, n_regions: int, in_place: bool = False) -> None:
+        self.flip = volume.flags.f_contiguous and not volume.flags.c_contiguous
+        vol = volume.T if self.flip else volume
+        final = tuple(int(s) for s in params.image_size)
+        self.size = final[::-1] if self.flip else final
+        self.grid = vol.shape
+        fg = bounding_box(vol > params.foreground_hu)  # before normalising (in place, it overwrites the HU)
+        if fg is None:
+            raise ValueError(f"no voxel above {params.foreground_hu} HU (empty foreground)")
+        if in_place and vol.dtype == np.float32 and vol.flags.writeable and vol.flags.c_contiguous:
+            t = torch.from_numpy(vol)  # a decoded volume nobody else holds: normalise without new full-size arrays
+            self.normed = t.clamp_(params.hu_min, params.hu_max).sub_(params.centre).div_(params.scale)
+        else:
+            self.normed = _norm(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32)), params)  # bg -> -1
+        self.image = self._back(area_resize(self.normed[fg][None], self.size))  # (1, H, W, D)
+        self.full = self._back(area_resize(self.normed[None], self.size))  # (1, H, W, D)
+        self.floor = float(_norm(torch.tensor(params.background_hu), params))
+        self.texture = torch.empty((n_regions, *final))
+        self.geometry = torch.zeros((n_regions, *final))  # zero outside each mask's block
+        self.count = 0
+
+    def _back(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 2, 1).contiguous() if self.flip else x  # (C, D, W, H) -> (C, H, W, D)
+
+    def add(self, mask: np.ndarray, box: Box) -> None:
+        """Texture crop and geometry mask of one non-empty region (`box` from `bounding_box(mask)`)."""
+        self.fill(self.count, mask, box)
+        self.count += 1
+
+    def slot(self) -> int:
+        """Reserve the next region slot (for `fill` from another thread)."""
+        self.count += 1
+        return self.count - 1
+
+    def fill(self, i: int, mask: np.ndarray, box: Box) -> None:
+        """Compute region slot `i`; distinct slots may be filled from concurrent threads (torch frees the GIL)."""
+        if self.flip:
+            mask, box = mask.T, box[::-1]
+        m = torch.from_numpy(np.array(mask[box], order="C"))  # a copy: decoded masks are read-only views
+        crop = torch.where(m, self.normed[box], self.floor)  # CT x mask, background -1024 HU (normalised)
+        self._place(self.texture[i], area_resize(crop[None], self.size)[0])
+        block, out = mask_resize_block(mask, box, self.size)  # zero outside its box: resize only that block
+        geo = self.geometry[i]
+        self._place(geo[out[::-1]] if self.flip else geo[out], block)
+
+    def _place(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        dst.copy_(src.permute(2, 1, 0) if self.flip else src)  # (D, W, H) -> (H, W, D) when working transposed
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        n = self.count
+        return {"image": self.image, "full": self.full, "texture": self.texture[:n], "geometry": self.geometry[:n]}
+
+
+def preprocess_arrays(volume: np.ndarray, masks: Sequence[np.ndarray], params: PrepParams,
+                      boxes: Sequence[Box | None] | None = None) -> dict[str, torch.Tensor]:
+    """The four tensors of one case from a float32 HU volume (X, Y, Z) and R bool masks on the same grid.
+
+    Every mask must be non-empty (callers drop empty regions first, recording why). `boxes` (from
+    `bounding_box`) may be passed when the caller already has them.
+    """
+    boxes = [bounding_box(m) for m in masks] if boxes is None else list(boxes)
+    if any(b is None for b in boxes):
+        raise ValueError(f"mask {[b is None for b in boxes].index(True)} is empty")
+    builder = _CaseTensors(volume, params, len(masks))
+    for mask, box in zip(masks, boxes):
+        builder.add(mask, box)
+    return builder.tensors()
+
+
+@dataclass
+class PreparedCase:
+    name: str
+    tensors: dict[str, torch.Tensor] | None
+    regions: list[str]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_mask(path: Path) -> L.Nifti | BadInputError:
+    try:
+        return L.read_nifti(path, kind="mask")
+    except BadInputError as err:  # a bad mask drops its region, not the case
+        return err
+
+
+def prepare_case(entry: CaseEntry, params: PrepParams, threads: int = 1) -> PreparedCase:
+    """Decode, check and preprocess one case; bad regions are dropped and bad cases skipped, with reasons.
+
+    With `threads` > 1 the files are decoded in a thread pool while the main thread already works on what has
+    arrived (the global image as soon as the volume is in, then each region as its mask is in).
+    """
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        if pool is not None:
+            vol_future = pool.submit(L.read_nifti, entry.volume)
+            pending = {r: pool.submit(_read_mask, p) for r, p in entry.masks.items()}
+            get = {r: f.result for r, f in pending.items()}
+        else:
+            vol_future = None
+            get = {r: (lambda p=p: _read_mask(p)) for r, p in entry.masks.items()}
+        try:
+            vol = vol_future.result() if vol_future is not None else L.read_nifti(entry.volume)
+            builder = _CaseTensors(vol.data, params, len(entry.masks), in_place=True)
+        except BadInputError as err:
+            return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": str(err)}])
+        except ValueError as err:
+            return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": f"{entry.volume}: {err}"}])
+        skipped, regions, fills = [], [], []
+        for region, fetch in get.items():
+            m, item = fetch(), f"{entry.name}/{region}"
+            if isinstance(m, BadInputError):
+                skipped.append({"item": item, "reason": str(m)})
+                continue
+            try:
+                L.check_aligned(m, vol, entry.masks[region])
+            except BadInputError as err:
+                skipped.append({"item": item, "reason": str(err)})
+                continue
+            box = bounding_box(m.data)
+            if box is None:
+                skipped.append({"item": item, "reason": f"{entry.masks[region]}: mask is empty (no voxel set)"})
+                continue
+            if pool is not None:  # region work overlaps the remaining decodes
+                fills.append(pool.submit(builder.fill, builder.slot(), m.data, box))
+            else:
+                builder.add(m.data, box)
+            regions.append(region)
+        for f in fills:
+            f.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if not regions:
+        skipped.append({"item": entry.name, "reason": "no usable region mask left"})
+        return PreparedCase(entry.name, None, [], skipped)
+    return PreparedCase(entry.name, builder.tensors(), regions, skipped)
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def _source_key(entry: CaseEntry, params_hash: str) -> str:
+    """Changes when the parameters or any input file of the case (size, mtime) change."""
+    parts = [params_hash]
+    for p in [entry.volume, *entry.masks.values()]:
+        st = p.stat()
+        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _write_case(cache_dir: Path, prepared: PreparedCase, key: str) -> None:
+    from safetensors.torch import save_file
+
+    target = cache_dir / "cases" / f"{prepared.name}.safetensors"
+    meta = {"regions": json.dumps(prepared.regions), "source_key": key}
+    with atomic_path(target, suffix=".tmp") as tmp:
+        save_file({k: v.contiguous() for k, v in prepared.tensors.items()}, str(tmp), metadata=meta)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cache_dir: str, params: PrepParams, threads: int) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(cache_dir=Path(cache_dir), params=params, threads=threads)
+
+
+def _work(job: tuple[CaseEntry, str]) -> tuple[str, list[str], list[dict[str, Any]]]:
+    entry, key = job
+    prepared = prepare_case(entry, _WORKER["params"], _WORKER["threads"])
+    if prepared.tensors is not None:
+        _write_case(_WORKER["cache_dir"], prepared, key)
+    return entry.name, prepared.regions, prepared.skipped
+
+
+def _read_manifest(cache_dir: Path) -> dict[str, Any] | None:
+    path = cache_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        man = json.loads(path.read_text())
+    except ValueError:
+        return None  # a damaged manifest: rebuild the cache rather than trust it
+    return man if man.get("format") == CACHE_FORMAT else None
+
+
+def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], params: PrepParams,
+            workers: int = 1, mask_root: str | os.PathLike[str] | None = None,
+            progress: bool = True, dataset: str = "radgenome") -> PrepCache:
+    """Preprocess every usable case of the dataset at `data_dir` into `cache_dir`, reusing what is current.
+
+    `dataset` is "radgenome" or "ctrg" (see `manifest.index_dataset`); it changes the records, not the tensors.
+    """
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    index: DatasetIndex = index_dataset(data_dir, mask_root, dataset)
+    phash = params.hash()
+    old = _read_manifest(cache_dir) or {}
+    same = old.get("params_hash") == phash and old.get("dataset", "radgenome") == dataset
+    old_cases = {c["name"]: c for c in old.get("cases", [])} if same else {}
+    records, todo, reused = {}, [], 0
+    for entry in index.cases:
+        key = _source_key(entry, phash)
+        prev = old_cases.get(entry.name)
+        if prev and prev.get("source_key") == key and (cache_dir / prev["file"]).is_file():
+            records[entry.name] = prev
+            reused += 1
+        else:
+            todo.append((entry, key))
+    skipped = list(index.skipped)
+    by_name = {e.name: e for e in index.cases}
+    keys = dict((e.name, k) for e, k in todo)
+    (cache_dir / "cases").mkdir(parents=True, exist_ok=True)
+    threads = 1 if workers > 1 else min(4, os.cpu_count() or 1)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(str(cache_dir), params, threads))
+        results = pool.map(_work, todo, chunksize=max(1, min(8, len(todo) // (4 * workers))))
+    else:
+        pool = None
+        _init_worker(str(cache_dir), params, threads)
+        results = map(_work, todo)
+    try:
+        for name, regions, skips in tqdm(results, total=len(todo), desc="prepare", unit="case",
+                                         disable=not progress or not todo):
+            skipped += skips
+            if regions:
+                e = by_name[name]
+                records[name] = {**asdict(CaseRecord(name, e.split, regions, {r: e.reports[r] for r in regions},
+                                                     e.labels, e.report, _other(e, regions))),
+                                 "file": f"cases/{name}.safetensors", "source_key": keys[name]}
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    # keep the previous records' skips of reused cases (their decode problems did not go away)
+    for name in records:
+        if name in old_cases and name not in keys:
+            skipped += [s for s in old.get("skipped", []) if s["item"].startswith(f"{name}/")
+                        and s not in skipped]
+    ordered = [records[e.name] for e in index.cases if e.name in records]
+    _remove_orphans(cache_dir, {r["file"] for r in ordered})
+    manifest = {
+        "format": CACHE_FORMAT,
+        "params": params.to_dict(),
+        "params_hash": phash,
+        "data_dir": str(index.root),
+        "dataset": dataset,
+        "counts": {"cases": len(ordered), "train": sum(r["split"] == "train" for r in ordered),
+                   "test": sum(r["split"] == "test" for r in ordered), "reused": reused,
+                   "computed": len(todo), "skipped": len(skipped)},
+        "cases": ordered,
+        "skipped": skipped,
+    }
+    write_json_atomic(cache_dir / "manifest.json", manifest)
+    return PrepCache(cache_dir, manifest)
+
+
+def _other(entry: CaseEntry, regions: list[str]) -> dict[str, str]:
+    """CTRG: regions whose mask turned out unusable also report in the other-report blocks (canonical order)."""
+    if not entry.other:
+        return {}
+    from reg2rg_lib.regions import REGIONS
+
+    texts = {**entry.other, **{r: entry.reports[r] for r in entry.reports if r not in regions}}
+    return {k: texts[k] for k in (*REGIONS, "other") if k in texts}
+
+
+def _remove_orphans(cache_dir: Path, keep: set[str]) -> None:
+    """Delete cached case files that the new manifest does not list (stale parameters or removed cases)."""
+    for p in (cache_dir / "cases").glob("*.safetensors"):
+        if f"cases/{p.name}" not in keep:
+            p.unlink()
+
+
+class PrepCache:
+    """Read access to a prepared cache: `cases(split)`, `load(name)`, `params`, `skipped`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.params: dict[str, Any] = manifest["params"]
+        self.skipped: list[dict[str, Any]] = manifest.get("skipped", [])
+        fields = CaseRecord.__dataclass_fields__
+        self._records = [CaseRecord(**{k: c[k] for k in fields if k in c}) for c in manifest["cases"]]
+        self._files = {c["name"]: root / c["file"] for c in manifest["cases"]}
+
+    def cases(self, split: str | None = None) -> list[CaseRecord]:
+        """Records of the prepared cases ("train", "test" or None for all), in dataset order."""
+        if split not in (None, "train", "test"):
+            raise ValueError(f"split must be 'train', 'test' or None, not {split!r}")
+        return [r for r in self._records if split is None or r.split == split]
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D)."""
+        from safetensors.torch import load_file
+
+        path = self._files.get(name)
+        if path is None:
+            raise KeyError(f"{name!r} is not in the cache at {self.root}")
+        try:
+            return load_file(str(path))
+        except Exception as err:  # a file removed or damaged after prepare
+            raise BadInputError(path, f"unreadable cache entry ({type(err).__name__}); rerun `reg2rg prepare`") from None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        c = self.manifest["counts"]
+        return (f"PrepCache({self.root}, {c['train']} train + {c['test']} test cases, "
+                f"image_size {self.params['image_size']})")
+
+
+def load_cache(cache_dir: str | os.PathLike[str]) -> PrepCache:
+    """Open a cache written by `prepare` / `reg2rg prepare`."""
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    man = _read_manifest(cache_dir)
+    if man is None:
+        raise KitError(f"{cache_dir}: no prepared cache here (manifest.json missing or not a prep cache); "
+                       "run `reg2rg prepare --data DATA --out CACHE` first")
+    return PrepCache(cache_dir, man)
