@@ -7,13 +7,16 @@ o along an axis averages input voxels [floor(o*n/m), ceil((o+1)*n/m)). `area_res
 The uncropped region masks are where the work hides: 10 full-size grids per case, each almost all zeros.
 `mask_resize_block` resizes only the part of a mask that can be non-zero: along an axis whose size is an integer
 multiple of the target (512 -> 256), bins are aligned tiles, so the tiles touching the mask's box can be resized on
-their own with the same kernel and give exactly the global result; other axes are kept whole. For a thyroid mask
-that is well under 1 % of the full grid.
+their own and give exactly the global result; other axes are kept whole. For a thyroid mask that is well under
+1 % of the full grid. Inside the block the bins are counted in small integers instead of going through the float
+kernel (a sum of 0/1 voxels is exact in any order), which gives torch's float32 result bit for bit at about a
+quarter of the cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,10 +55,48 @@ def aligned_block(box: Sequence[slice], grid: Sequence[int], size: Sequence[int]
 
 def mask_resize_block(mask: np.ndarray, box: Sequence[slice], size: Sequence[int]) -> tuple[torch.Tensor, Box]:
     """Area-resize a 3-D bool mask that is False outside `box`: returns the non-trivial output block and where
-    it goes in the (size) output; everything else of the output is 0. Equal to resizing the whole mask."""
+    it goes in the (size) output; everything else of the output is 0. Equal to resizing the whole mask.
+
+    Bit-for-bit torch's kernel without its float passes over the block: a bin sum of 0/1 voxels is an exact
+    integer whatever the order, so the bins are counted in small integers (shifted slices added, the middle
+    axis first: whole contiguous rows while the block is largest), then divided as the kernel divides
+    (float32 `sum / kd / kh / kw`).
+    """
     inp, out = aligned_block(box, mask.shape, size)
-    block = torch.from_numpy(np.array(mask[inp], order="C")).to(torch.float32)  # (bx, by, bz); a bool copy
-    return area_resize(block[None], [o.stop - o.start for o in out])[0], out
+    counts = mask[inp].view(np.uint8)  # (b0, b1, b2) 0/1, a view: nothing copied yet
+    divisors: list[np.ndarray] = [np.ones(1, np.float32)] * 3
+    top = 1  # the largest value a count can reach so far
+    for axis in (1, 2, 0):
+        n, m = counts.shape[axis], out[axis].stop - out[axis].start
+        if n == m:
+            continue
+        o = np.arange(m)
+        lo, hi = (o * n) // m, -((-(o + 1) * n) // m)  # torch's bins [floor(o n / m), ceil((o + 1) n / m))
+        width = int((hi - lo).max())
+        top *= width
+        total = None
+        for j in range(width):
+            idx: list[Any] = [slice(None)] * 3
+            if n % m == 0:  # aligned tiles of n // m voxels: a strided slice, no gather
+                idx[axis] = slice(j, None, n // m)
+                part = counts[tuple(idx)]
+            else:
+                part = np.take(counts, np.minimum(lo + j, n - 1), axis=axis)
+                idx[axis] = np.flatnonzero(lo + j >= hi)  # bins shorter than `width` add nothing here
+                part[tuple(idx)] = 0
+            total = part.astype(_count_dtype(top)) if total is None else total + part
+        counts = total
+        divisors[axis] = (hi - lo).astype(np.float32)
+    res = counts.astype(np.float32)  # exact: counts < 2**24
+    res /= divisors[0][:, None, None]
+    res /= divisors[1][None, :, None]
+    res /= divisors[2]
+    return torch.from_numpy(res), out
+
+
+def _count_dtype(top: int) -> type:
+    """Smallest integer type that holds counts up to `top`."""
+    return np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32
 
 
 def bounding_box(mask: np.ndarray) -> Box | None:
