@@ -10,7 +10,7 @@ LLM      ?=
 STAMP    := $(VENV)/.setup-done
 NB_ARGS  := $(if $(DATA),-p data_dir=$(DATA)) $(if $(LLM),-p llm_path=$(LLM))
 
-.PHONY: setup reproduce test lint strip clean
+.PHONY: setup reproduce test lint strip clean screenshot
 
 setup: $(STAMP)  ## create ./.venv, install the kit with dev extras, register the kernel, fetch offline assets
 
@@ -30,6 +30,9 @@ test: setup  ## the test suite (unit tests + a papermill smoke run of every note
 lint: setup  ## ruff, plus: notebooks are committed without outputs and with one parameters cell
 	$(BIN)/ruff check reg2rg_lib tests
 	$(BIN)/python -m reg2rg_lib.nbhygiene notebooks
+
+screenshot: setup  ## (dev) the executed 07_explore notebook's HTML export in headless Chromium -> OUT/explorer_screenshot.png
+	$(BIN)/python -m reg2rg_lib.explore.export --notebook $(OUT)/notebooks/07_explore.ipynb --png $(OUT)/explorer_screenshot.png
 
 strip: setup  ## remove outputs and execution counts from notebooks/ (run before committing)
 	$(BIN)/python -m reg2rg_lib.nbhygiene --strip notebooks

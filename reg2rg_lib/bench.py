@@ -14,7 +14,11 @@ import time
 from typing import Any
 
 #: Modules that add `reg2rg bench <name>` subcommands.
-BENCH_MODULES: tuple[str, ...] = ()
+BENCH_MODULES: tuple[str, ...] = (
+    "reg2rg_lib.train_bench",  # train-step, generate, gpu-step
+    "reg2rg_lib.metrics.bench",  # metrics
+    "reg2rg_lib.data.bench",  # preprocess
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

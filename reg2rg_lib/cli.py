@@ -18,6 +18,11 @@ from reg2rg_lib.errors import KitError
 COMMAND_MODULES: tuple[str, ...] = (
     "reg2rg_lib.commands.core",  # version, doctor, assets, run-notebooks
     "reg2rg_lib.bench",  # bench <name>
+    "reg2rg_lib.commands.data",  # synth, prepare
+    "reg2rg_lib.commands.train",  # train, generate
+    "reg2rg_lib.commands.model",  # model summary
+    "reg2rg_lib.commands.ablate",  # ablate (Tables 4-7)
+    "reg2rg_lib.commands.evaluate",  # evaluate nlg|ce|region|compare|all
 )
 
 

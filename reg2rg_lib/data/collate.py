@@ -1,0 +1,48 @@
+"""Batching for training and generation: dynamic padding to the longest sample in the batch, visual tensors packed.
+
+The paper's code pads every sample to 2048 tokens; a tiny model's samples are a few hundred tokens long, so padding
+to the batch's longest sample is most of the speed-up on a CPU (`reg2rg bench train-step` measures it). Token
+padding is the model's `collate` (right padding for training, left for batched generation); this module adds the
+visual inputs, concatenated sample by sample in prompt order, which is the layout `Reg2RG.forward` expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: Visual inputs of `Reg2RG.forward` / `generate`; a batch holds those the dataset produced.
+VISUAL_KEYS: tuple[str, ...] = ("global_feats", "global_images", "region_feats", "region_images", "region_masks")
+#: Everything in a batch that `Reg2RG.forward` takes.
+MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels") + VISUAL_KEYS
+
+
+@dataclass(frozen=True)
+class Collator:
+    """`collate_fn` for a DataLoader over `ReportDataset` items (a class, so DataLoader workers can pickle it)."""
+
+    pad_id: int
+    padding_side: str = "right"  # "left" for generation
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from reg2rg_lib.model import collate
+
+        batch = collate([it["sample"] for it in items], self.pad_id, padding_side=self.padding_side)
+        # (B, L) input_ids / attention_mask / labels, L = the longest sample in this batch
+        for key in VISUAL_KEYS:
+            parts = [it.get(key) for it in items]
+            if parts[0] is None:
+                continue
+            # global: B x (1, ...) -> (B, ...); regions: B x (R_i, ...) -> (sum R_i, ...), sample by sample
+            batch[key] = torch.cat(parts).float() if key == "region_masks" else torch.cat(parts)
+        batch["names"] = [it["name"] for it in items]
+        batch["samples"] = [it["sample"] for it in items]
+        return batch
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `Reg2RG.forward` found in `batch`."""
+    return {k: batch[k] for k in MODEL_KEYS if k in batch}

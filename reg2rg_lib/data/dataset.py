@@ -1,0 +1,139 @@
+"""A torch Dataset over the prep cache: one item per case = tokenised prompt + RRA target + visual inputs.
+
+Region-report alignment (RRA): in training, each case's regions are put into the prompt in a random order and the
+target names each region's organ ("The region 2 is heart: ..."), so the model has to recognise the organ from the
+region's features instead of from its position. The order is drawn from `random.Random(f"{seed}:{epoch}:{case}")`,
+a pure function of the seed, the epoch and the case: a resumed run sees exactly the orders the interrupted one would
+have seen, whatever the data-loader workers do. At test time (`shuffle_regions=False`) regions keep the canonical
+order. The per-region tensors are permuted with the sample's `order`, so region i of the prompt gets region i's
+features.
+
+Visual inputs come either from the frozen-ViT feature cache (`featcache.FeatureCache`: `global_feats`,
+`region_feats`, the default when the ViT is frozen) or as raw images (`global_images`, `region_images`). The
+binary region masks always go in as images, since the geometry encoder trains; they are kept in memory as bool.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from reg2rg_lib.errors import KitError
+
+
+class ReportDataset(torch.utils.data.Dataset):
+    """Items for `Collator`: {"name", "sample" (model.Sample), visual tensors permuted to prompt order}.
+
+    `cache` is the prep cache (`load_cache(dir)`), `split` "train" | "test". `features` (a built FeatureCache)
+    replaces the raw images by cached ViT features. `with_targets=False` builds prompts only (generation);
+    `load_tensors=False` gives text-only items (for looking at prompts and targets).
+    """
+
+    def __init__(
+        self,
+        cache: Any,
+        split: str,
+        tokenizer: Any,
+        cfg: Any,
+        *,
+        features: Any = None,
+        shuffle_regions: bool = True,
+        with_targets: bool = True,
+        seed: int = 0,
+        names: Sequence[str] | None = None,
+        load_tensors: bool = True,
+    ) -> None:
+        from reg2rg_lib.model import vision_inputs
+
+        records = cache.cases(split)
+        if names is not None:
+            wanted = set(names)
+            records = [r for r in records if r.name in wanted]
+        if not records:
+            raise KitError(f"{getattr(cache, 'root', 'prep cache')}: no {split!r} cases to build a dataset from")
+        self.records = records
+        self.cache, self.tokenizer, self.cfg, self.features = cache, tokenizer, cfg, features
+        self.shuffle = shuffle_regions and cfg.rra
+        self.with_targets, self.seed, self.epoch = with_targets, seed, 0
+        self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
+        for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
+            try:
+                vis = vision_inputs(cache.load(rec.name), cfg)
+            except KitError:
+                raise
+            except Exception as err:
+                raise KitError(f"case {rec.name}: cannot read its prep-cache tensors ({type(err).__name__}: "
+                               f"{err}); rerun `reg2rg prepare`") from err
+            keep: dict[str, torch.Tensor] = {}
+            if vis.get("region_masks") is not None:
+                keep["region_masks"] = vis["region_masks"].bool()  # (R, 1, H, W, D)
+            if features is None:
+                for key in ("global_images", "region_images"):
+                    if vis.get(key) is not None:
+                        keep[key] = vis[key]
+            n_regions = len(rec.regions)
+            for key, value in keep.items():
+                if key != "global_images" and value.shape[0] != n_regions:
+                    raise KitError(f"case {rec.name}: {key} has {value.shape[0]} regions, the manifest lists "
+                                   f"{n_regions}; rerun `reg2rg prepare`")
+            self._images[rec.name] = keep
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each epoch: a new RRA region order per epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    def region_rng(self, name: str) -> random.Random | None:
+        return random.Random(f"{self.seed}:{self.epoch}:{name}") if self.shuffle else None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from reg2rg_lib.model import build_sample
+
+        rec = self.records[index]
+        try:
+            sample = build_sample(rec.regions, rec.reports if self.with_targets else None, self.tokenizer,
+                                  self.cfg, rng=self.region_rng(rec.name))
+        except Exception as err:
+            raise KitError(f"case {rec.name}: cannot build its prompt/target ({type(err).__name__}: {err})") \
+                from err
+        order = torch.as_tensor(sample.order, dtype=torch.long)
+        item: dict[str, Any] = {"name": rec.name, "sample": sample}
+        tensors = dict(self._images[rec.name])
+        if self.features is not None:
+            tensors.update(self.features.get(rec.name))
+        for key, value in tensors.items():
+            if not key.startswith("global") and value.shape[0] != len(sample.order):
+                raise KitError(f"case {rec.name}: {key} has {value.shape[0]} regions, the manifest lists "
+                               f"{len(sample.order)}; the prep or feature cache is stale (rerun `reg2rg prepare`)")
+        for key, value in tensors.items():
+            # global tensors have one row per case; region tensors one per region, put into prompt order
+            item[key] = value if key.startswith("global") else value[order]  # (R, ...) -> (R, ...) permuted
+        return item
+
+
+def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """What region shuffling does to one training case over `epochs` epochs (notebook 03): per epoch, the prompt
+    order of the regions and the start of the target the model is trained to write."""
+    from reg2rg_lib.model import add_reg2rg_tokens
+
+    add_reg2rg_tokens(tokenizer, cfg)
+    records = cache.cases("train")
+    rec = next((r for r in records if r.name == name), records[0]) if name else records[0]
+    ds = ReportDataset(cache, "train", tokenizer, cfg, seed=seed, names=[rec.name], load_tensors=False)
+    rows = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        sample = ds[0]["sample"]
+        rows.append({"case": rec.name, "epoch": epoch, "prompt order": ", ".join(sample.regions),
+                     "target starts": sample.target[:90] + "..."})
+    return rows

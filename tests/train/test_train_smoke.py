@@ -1,0 +1,216 @@
+"""Training and generation with the real Reg2RG (tiny preset) on smoke-profile inputs built once per session."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reg2rg_lib.cli import main as cli_main
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.generate import PRED_COLUMNS, read_predictions
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.train import ensure_inputs, model_config, read_train_log, train_run
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> RunPaths:
+    """The smoke profile's benchmark, prep cache and tokenizer (the same builder `reg2rg train` uses)."""
+    paths = RunPaths(tmp_path_factory.mktemp("smoke_inputs"))
+    ensure_inputs(load_profile("smoke"), paths, paths.cache, paths.tokenizer, log=lambda s: None)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(smoke) -> Path:
+    run = smoke.run("full")
+    train_run("smoke", run, max_steps=4, save_every=2, progress=False, log=lambda s: None)
+    return run
+
+
+def _dataset(smoke, shuffle=True, features=None):
+    from reg2rg_lib.data.dataset import ReportDataset
+    from reg2rg_lib.data.prep import load_cache
+    from reg2rg_lib.model import Reg2RG, load_tokenizer
+
+    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
+    cfg = model_config(load_profile("smoke"))
+    model = Reg2RG(cfg, tok)
+    return ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=shuffle, seed=0), model, cache
+
+
+def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke):
+    from reg2rg_lib.regions import REGIONS
+
+    ds, _, cache = _dataset(smoke)
+    first = [ds[i]["sample"].order for i in range(len(ds))]
+    assert first == [ds[i]["sample"].order for i in range(len(ds))]  # same epoch: same orders
+    ds.set_epoch(1)
+    assert first != [ds[i]["sample"].order for i in range(len(ds))]  # a new epoch reshuffles
+    item = ds[0]
+    rec = cache.cases("train")[0]
+    geometry = cache.load(rec.name)["geometry"]  # (R, H, W, D) in canonical order
+    for i, region in enumerate(item["sample"].regions):  # the masks follow the prompt order
+        assert torch.equal(item["region_masks"][i, 0], geometry[rec.regions.index(region)].bool())
+    assert f"The region 0 is {item['sample'].regions[0]}:" in item["sample"].target
+    test_ds, _, _ = _dataset(smoke, shuffle=False)
+    orders = [test_ds[i]["sample"].order for i in range(len(test_ds))]
+    assert all(o == sorted(o) for o in orders)
+    assert all(list(test_ds[i]["sample"].regions) == sorted(test_ds[i]["sample"].regions, key=REGIONS.index)
+               for i in range(len(test_ds)))
+
+
+def test_cached_features_give_the_raw_images_loss(smoke):
+    from reg2rg_lib.data.collate import Collator, model_inputs
+    from reg2rg_lib.featcache import feature_cache_for
+
+    raw, model, cache = _dataset(smoke)
+    names = [r.name for r in cache.cases("train")]
+    feats = feature_cache_for(model, cache, names, progress=False)
+    cached, _, _ = _dataset(smoke, features=feats)
+    collate = Collator(model.tokenizer.pad_token_id)
+    a = collate([raw[0], raw[1]])
+    b = collate([cached[0], cached[1]])
+    assert "region_images" in a and "region_feats" in b and "region_images" not in b
+    assert a["input_ids"].shape[1] == max(len(raw[i]["sample"].input_ids) for i in (0, 1))  # dynamic padding
+    with torch.no_grad():
+        assert model(**model_inputs(a)).loss.item() == pytest.approx(model(**model_inputs(b)).loss.item(), rel=1e-5)
+    # new encoder weights -> a new key (a stale feature is never read)
+    key = feats.key
+    with torch.no_grad():
+        next(model.embedding_layer.vision_encoder.parameters()).add_(1.0)
+    assert feature_cache_for(model, cache, names[:1], progress=False).key != key
+
+
+def test_resumed_real_run_logs_the_same_losses(smoke, trained):
+    quiet = {"progress": False, "log": lambda s: None}
+    cut = smoke.run("cut")
+    train_run("smoke", cut, max_steps=2, save_every=2, **quiet)
+    resumed = train_run("smoke", cut, max_steps=4, save_every=2, resume=True, **quiet)
+    assert resumed.resumed_from == 2
+    assert [r["loss"] for r in read_train_log(cut)] == [r["loss"] for r in read_train_log(trained)]
+    full_digest = (trained / "train_summary.json").read_text()
+    assert resumed.weights_sha256 in full_digest
+    assert list(trained.glob("tensorboard/events.out.tfevents.*"))
+    assert (trained / "checkpoints" / "step-00000004" / "model" / "config.json").is_file()
+
+
+def test_generate_cli_writes_the_released_format_and_resumes(smoke, trained, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    args = ["generate", "--checkpoint", str(trained), "--out", str(out), "--max-new-tokens", "8"]
+    assert cli_main([*args, "--limit", "2"]) == 0  # --data defaults to the run's profile folder cache
+    rows = read_predictions(out)
+    assert out.read_text().splitlines()[0] == ",".join(PRED_COLUMNS)
+    assert len(rows) == 2
+    first = out.read_text()
+    assert rows[0]["GT_combined_report"].startswith("The region 0 is ")
+    assert "<region0>" in rows[0]["Question"]
+    assert cli_main([*args, "--data", str(smoke.root), "--batch-size", "1"]) == 0  # the rest, resumed
+    rows = read_predictions(out)
+    assert len(rows) == load_profile("smoke").data.cases_test == 3
+    assert out.read_text().startswith(first)  # the first rows were kept, not regenerated
+    assert "greedy" in capsys.readouterr().out
+
+
+def test_bad_case_file_is_named(smoke, tmp_path):
+    import shutil
+
+    from reg2rg_lib.data.prep import load_cache
+
+    cache_copy = tmp_path / "cache"
+    shutil.copytree(smoke.cache, cache_copy)
+    victim = load_cache(cache_copy).cases("train")[1]
+    (cache_copy / "cases" / f"{victim.name}.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(KitError, match=re.escape(victim.name)):
+        train_run("smoke", tmp_path / "run", cache_dir=cache_copy, tokenizer_dir=smoke.tokenizer, max_steps=1,
+                  progress=False, log=lambda s: None)
+
+
+def test_missing_inputs_say_what_to_run(tmp_path):
+    with pytest.raises(KitError, match="missing prep cache .* run notebook 01"):
+        train_run("demo", tmp_path / "runs" / "full", max_steps=1, progress=False, log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "reg2rg_lib.cli", "train", "--profile", "smoke", "--max-steps", "4", "--out", str(run),
+           "--cache", str(smoke.cache), "--tokenizer", str(smoke.tokenizer)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "world_size 2" in res.stdout
+    digests = dict(re.findall(r"rank (\d) weights_sha256 ([0-9a-f]{64})", res.stdout))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    assert len(read_train_log(run)) == 4
+
+
+def test_recipe_splice_equals_masked_scatter(smoke):
+    from reg2rg_lib.data.collate import Collator
+    from reg2rg_lib.train_bench import pad_to, recipe_embeddings
+
+    ds, model, _ = _dataset(smoke)
+    batch = Collator(model.tokenizer.pad_token_id)([ds[0], ds[1]])
+    visual = {k: batch[k] for k in ("global_images", "region_images", "region_masks")}
+    with torch.no_grad():
+        kit = model.embed_inputs(batch["input_ids"], **visual)
+        recipe = recipe_embeddings(model, batch["input_ids"], **visual)
+        assert torch.equal(kit, recipe)
+        padded = pad_to(batch, 2048)
+        assert padded["input_ids"].shape == (2, 2048) and int(padded["attention_mask"].sum()) == int(
+            batch["attention_mask"].sum())
+        assert recipe_embeddings(model, padded["input_ids"], **visual).shape == (2, 2048, kit.shape[-1])
+
+
+def test_bench_train_step_and_generate_print_json(smoke, trained, capsys):
+    import json
+
+    assert cli_main(["bench", "train-step", "--json", "--profile", "smoke", "--out", str(smoke.root),
+                     "--batch-size", "2", "--steps", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["recipe_tokens"] == 2048 and figures["kit_tokens"] < 2048
+    assert figures["loss_rel_diff"] <= 1e-4  # the same weights and batch: the same loss
+    assert figures["speedup_vs_recipe"] > 1
+    assert cli_main(["bench", "generate", "--json", "--profile", "smoke", "--out", str(smoke.root),
+                     "--cases", "3", "--max-new-tokens", "6"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["model"] != "untrained" and figures["single_batch_size"] == 1
+    assert figures["batched_reports_per_s"] > 0 and 0 <= figures["same_text_fraction"] <= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_step_needs_a_gpu(capsys):
+    assert cli_main(["bench", "gpu-step"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_step_code_path_runs_on_cpu_with_the_tiny_preset():
+    from reg2rg_lib.train_bench import gpu_step, peak_tflops
+
+    out = gpu_step("tiny", seq_len=300, steps=1)
+    assert out["tokens_per_step"] <= 300 and out["tokens_per_s"] > 0 and out["model_tflops_per_step"] > 0
+    assert peak_tflops("NVIDIA H200") == pytest.approx(989.4)
+    assert peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
+
+
+def test_accelerate_configs_load(repo_root):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = {p.stem: load_config_from_file(str(p)) for p in (repo_root / "configs" / "accelerate").glob("*.yaml")}
+    assert {"ddp", "deepspeed_zero2", "fsdp"} <= set(configs)
+    assert configs["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
+    assert configs["deepspeed_zero2"].deepspeed_config["gradient_accumulation_steps"] == load_profile(
+        "paper").train.grad_accum
+    assert configs["fsdp"].distributed_type.value == "FSDP"
+    assert all(c.mixed_precision == "bf16" for n, c in configs.items() if n != "cpu_2proc")
