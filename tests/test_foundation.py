@@ -6,11 +6,11 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 
 from reg2rg_lib import nbhygiene
@@ -39,7 +39,7 @@ def test_profile_overrides_and_errors():
     with pytest.raises(ValueError, match="train.max_stepz"):
         load_profile("smoke", overrides={"train.max_stepz": 1})
     with pytest.raises(AttributeError, match="data has no setting 'imagesize'"):
-        load_profile("smoke").data.imagesize
+        _ = load_profile("smoke").data.imagesize
 
 
 def test_notebooks_are_numbered_clean_and_parameterised(repo_root):

@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _version(args: argparse.Namespace) -> int:
-    from reg2rg_lib.doctor import package_versions
     from reg2rg_lib._version import __version__
+    from reg2rg_lib.doctor import package_versions
 
     print(f"reg2rg-kit {__version__}")
     for name, version in package_versions().items():
