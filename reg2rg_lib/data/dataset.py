@@ -16,12 +16,17 @@ binary region masks always go in as images, since the geometry encoder trains; t
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.regions import REGIONS
+
+#: "The region i is <organ>:" in a target; group 1 is the organ name.
+_NAME_RE = re.compile(r"The region \d+ is (" + "|".join(re.escape(r) for r in REGIONS) + r"):")
 
 
 class ReportDataset(torch.utils.data.Dataset):
@@ -106,7 +111,8 @@ class ReportDataset(torch.utils.data.Dataset):
             raise KitError(f"case {rec.name}: cannot build its prompt/target ({type(err).__name__}: {err})") \
                 from err
         order = torch.as_tensor(sample.order, dtype=torch.long)
-        item: dict[str, Any] = {"name": rec.name, "sample": sample}
+        item: dict[str, Any] = {"name": rec.name, "sample": sample,
+                                "name_positions": name_positions(sample, self.tokenizer) if self.with_targets else []}
         tensors = dict(self._images[rec.name])
         if self.features is not None:
             tensors.update(self.features.get(rec.name))
@@ -118,6 +124,22 @@ class ReportDataset(torch.utils.data.Dataset):
             # global tensors have one row per case; region tensors one per region, put into prompt order
             item[key] = value if key.startswith("global") else value[order]  # (R, ...) -> (R, ...) permuted
         return item
+
+
+def name_positions(sample: Any, tokenizer: Any) -> list[int]:
+    """Positions in `sample.input_ids` of the organ-name tokens of the RRA target ("The region i is <organ>:"),
+    where the model shows whether it recognised the region (the loss can weigh them up: `region_name_weight`)."""
+    if not sample.target:
+        return []
+    spans = [m.span(1) for m in _NAME_RE.finditer(sample.target)]
+    if not spans:
+        return []
+    enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for t, (a, b) in enumerate(enc["offset_mapping"]):
+        if any(a < end and b > start for start, end in spans):
+            out.append(sample.n_prompt + t)
+    return [p for p in out if p < len(sample.input_ids)]
 
 
 def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,

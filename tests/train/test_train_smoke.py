@@ -214,3 +214,22 @@ def test_accelerate_configs_load(repo_root):
         "paper").train.grad_accum
     assert configs["fsdp"].distributed_type.value == "FSDP"
     assert all(c.mixed_precision == "bf16" for n, c in configs.items() if n != "cpu_2proc")
+
+
+def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
+    from reg2rg_lib.data.collate import Collator, model_inputs
+    from reg2rg_lib.train import weighted_lm_loss
+
+    ds, model, _ = _dataset(smoke)
+    item = ds[0]
+    sample, tok = item["sample"], model.tokenizer
+    names = tok.decode([sample.input_ids[p] for p in item["name_positions"]])
+    assert names.split() == " ".join(sample.regions).split()  # every organ name of the target, in order
+    batch = Collator(tok.pad_token_id)([ds[0], ds[1]])
+    inputs = model_inputs(batch)
+    with torch.no_grad():
+        out = model(**inputs)
+        plain = weighted_lm_loss(out.logits, inputs["labels"], batch["name_mask"], 1.0)
+        heavy = weighted_lm_loss(out.logits, inputs["labels"], batch["name_mask"], 10.0)
+    assert plain.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert heavy.item() > plain.item()
