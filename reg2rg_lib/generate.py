@@ -233,8 +233,24 @@ def load_model(checkpoint: str | os.PathLike[str], device: str | None = None) ->
     return Reg2RG.from_pretrained(resolve_checkpoint(checkpoint), device=device)
 
 
+def load_official_model(checkpoint: str | os.PathLike[str], llm_path: str | os.PathLike[str],
+                        device: str | None = None) -> Any:
+    """The paper preset with the authors' released whole-model checkpoint (LLaMA-2-7B-chat from `llm_path`, the
+    Reg2RG weights and LoRA from `checkpoint`), for `reg2rg generate --official CKPT --llm PATH` on a GPU."""
+    import torch
+
+    from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_official_checkpoint, load_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = Reg2RGConfig.preset("paper", llm_path=str(llm_path))
+    model = Reg2RG(cfg, load_tokenizer(llm_path))
+    report = load_official_checkpoint(model, str(checkpoint))
+    print(f"[generate] official checkpoint {checkpoint}: {report}")
+    return model.to(device)
+
+
 def generate_run(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | Any,
     cache_dir: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
     *,
@@ -245,10 +261,11 @@ def generate_run(
     limit: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Load a trained model and write predictions for `split` of the prep cache at `cache_dir` (`reg2rg generate`)."""
+    """Load a trained model (or take a loaded `Reg2RG`) and write predictions for `split` of the prep cache at
+    `cache_dir` (`reg2rg generate`)."""
     from reg2rg_lib.data.prep import load_cache
 
-    model = load_model(checkpoint)
+    model = load_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     cache = load_cache(cache_dir)
     names = [r.name for r in cache.cases(split)][:limit] if limit else None
     features = None

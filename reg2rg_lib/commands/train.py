@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 2 -m reg2rg_lib.cli train --profile smoke --max-steps 4 --out RUN
     accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml -m reg2rg_lib.cli train --profile paper --out RUN
     reg2rg generate --checkpoint outputs/demo/runs/full --data outputs/demo/cache --out outputs/demo/runs/full/predictions.csv
+    reg2rg generate --official Reg2RG.bin --llm-path Llama-2-7b-chat-hf --data CACHE --out P.csv --paper-decoding  # GPU
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate reports with a trained checkpoint, batched with the KV cache; greedy decoding by "
         "default, --paper-decoding for the paper's sampling settings (top_k=30, max_new_tokens=500).",
     )
-    p.add_argument("--checkpoint", required=True,
+    p.add_argument("--checkpoint", default=None,
                    help="run folder (newest checkpoint), checkpoint folder, or save_pretrained folder")
+    p.add_argument("--official", default=None, metavar="CKPT",
+                   help="instead of --checkpoint: the authors' released Reg2RG checkpoint (paper preset, GPU; "
+                   "needs --llm-path)")
+    p.add_argument("--llm-path", default=None, help="LLaMA-2-7B-chat folder for --official")
     p.add_argument("--data", default=None,
                    help="prep cache folder or profile output folder (default: the cache of the checkpoint's run)")
     p.add_argument("--out", required=True, help="predictions CSV (AccNum, Question, GT_combined_report, "
@@ -85,19 +90,29 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         decode = DecodeSettings.from_profile(section, max_new_tokens=args.max_new_tokens, seed=args.seed)
     batch_size = args.batch_size or section.get("batch_size", 8)
+    from reg2rg_lib.errors import KitError
+
+    if (args.checkpoint is None) == (args.official is None):
+        raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")
+    if args.official and not (args.llm_path and args.data):
+        raise KitError("--official needs --llm-path (LLaMA-2-7B-chat) and --data (a prep cache at 256x256x64)")
     data = Path(args.data) if args.data else None
     if data is None:  # <profile out>/runs/<name>/checkpoints/step-N/model -> <profile out>/cache
         model_dir = resolve_checkpoint(args.checkpoint)
         run = next((p for p in [model_dir, *model_dir.parents] if p.parent.name == "runs"), None)
         data = run_inputs(run).cache if run else None
         if data is None:
-            from reg2rg_lib.errors import KitError
-
             raise KitError("--data is needed: the checkpoint is not inside a profile folder's runs/")
     if not (data / "manifest.json").is_file() and (data / "cache" / "manifest.json").is_file():
         data = data / "cache"  # a profile output folder
     print(f"[generate] decoding: {decode.describe()}, batch size {batch_size}")
-    out = generate_run(args.checkpoint, data, args.out, decode=decode, batch_size=batch_size, split=args.split,
+    if args.official:
+        from reg2rg_lib.generate import load_official_model
+
+        source = load_official_model(args.official, args.llm_path)
+    else:
+        source = args.checkpoint
+    out = generate_run(source, data, args.out, decode=decode, batch_size=batch_size, split=args.split,
                        limit=args.limit)
     print(f"[generate] predictions in {out}")
     return 0
