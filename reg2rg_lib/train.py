@@ -60,6 +60,7 @@ class TrainSettings:
     keep_checkpoints: int = 2  # older complete checkpoints are deleted
     precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate mixed precision)
     gradient_checkpointing: bool = False
+    compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
 
@@ -212,6 +213,10 @@ def fit(
 
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
+    if settings.compile_layers:
+        from reg2rg_lib.model.llm import compile_decoder_layers
+
+        compile_decoder_layers(model.lang_model if hasattr(model, "lang_model") else model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise KitError("the model has no trainable parameters")

@@ -94,7 +94,8 @@ def training_flops(cfg: Reg2RGConfig, n_regions: int = 10, text_tokens: int | No
     if cfg.geometry_tokens:
         visual["region_masks"] = torch.zeros(n_regions, 1, H, W, D, **meta)
     with FlopCounterMode(display=False) as fwd_counter:
-        loss = model(ids, labels=ids, **visual).loss
+        # use_cache: with no mask and no cache, transformers probes position ids for packing (data-dependent: no meta)
+        loss = model(ids, labels=ids, use_cache=True, **visual).loss
     with FlopCounterMode(display=False) as bwd_counter:
         loss.backward()
     forward, backward = fwd_counter.get_total_flops(), bwd_counter.get_total_flops()

@@ -84,3 +84,17 @@ def base_llm(llm: nn.Module) -> nn.Module:
     """The underlying `PreTrainedModel` (unwraps peft)."""
     get_base = getattr(llm, "get_base_model", None)
     return get_base() if callable(get_base) else llm
+
+
+def compile_decoder_layers(llm: nn.Module) -> int:
+    """`torch.compile` each decoder layer in place (regional compilation: identical layers share one compiled graph,
+    so a 32-layer model compiles in seconds, not minutes). Returns how many layers were compiled.
+
+    On an H200 this takes the paper preset's LoRA step from 36% to 49% model-FLOPs utilisation (benchmarks/RESULTS.md).
+    """
+    layers = getattr(getattr(base_llm(llm), "model", None), "layers", None)
+    if layers is None:
+        raise BadInputError(type(base_llm(llm)).__name__, "has no `.model.layers` to compile")
+    for layer in layers:
+        layer.compile()
+    return len(layers)

@@ -220,14 +220,17 @@ class Reg2RG(nn.Module):
 
     # ---- LLM -------------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **visual: Any):
+                labels: torch.Tensor | None = None, use_cache: bool = False, **visual: Any):
         """Teacher-forced pass; `.loss` is the mean next-token cross-entropy over labels != -100."""
         embeds = self.embed_inputs(input_ids, **visual)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
         if labels is not None:
             labels = labels.to(self.device)
-        return self.lang_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        # use_cache=False by default: a teacher-forced pass needs no KV cache (building one costs memory and copies,
+        # and makes compiled decoder layers recompile for each layer's cache state)
+        return self.lang_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                               use_cache=use_cache)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,

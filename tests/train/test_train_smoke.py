@@ -233,3 +233,18 @@ def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
         heavy = weighted_lm_loss(out.logits, inputs["labels"], batch["name_mask"], 10.0)
     assert plain.item() == pytest.approx(out.loss.item(), rel=1e-5)
     assert heavy.item() > plain.item()
+
+
+def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
+    from reg2rg_lib.errors import BadInputError
+    from reg2rg_lib.model import Reg2RG, Reg2RGConfig
+    from reg2rg_lib.model.llm import compile_decoder_layers
+    from reg2rg_lib.train_bench import synthetic_tokenizer
+
+    cfg = Reg2RGConfig.preset("tiny")
+    model = Reg2RG(cfg, synthetic_tokenizer(cfg.llm_vocab))
+    layers = model.llm().model.layers
+    assert compile_decoder_layers(model.lang_model) == cfg.llm_layers == len(layers)
+    assert all(layer._compiled_call_impl is not None for layer in layers)  # compiled lazily, on first call
+    with pytest.raises(BadInputError, match="no `.model.layers`"):
+        compile_decoder_layers(torch.nn.Linear(2, 2))
