@@ -243,11 +243,14 @@ def run_ablations(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int | None = None,
 ) -> dict[str, Any]:
     """Run the grid, write `out_dir/summary.json` and `out_dir/ablation_stats.csv`; return the summary.
 
     `runs` defaults to the profile's `ablations.runs`, `max_steps` to its step count (`run_steps`), `n_resamples`
-    to `ablations.resamples`.
+    to `ablations.resamples`, `parallel` (runs trained at once, in worker processes that share the CPU cores) to
+    `ablations.parallel` (1: one after the other, in this process). Runs are independent and seeded, so the
+    numbers do not depend on `parallel`.
     """
     from reg2rg_lib.profiles import load_profile
 
@@ -265,13 +268,24 @@ def run_ablations(
     if steps != profile.train.get("max_steps"):
         log(f"[ablate] the grid trains {steps} steps, notebook 03's full {profile.train.get('max_steps')}: "
             f"every run of the grid, full included, goes to runs/<name>_s{steps}/")
+    unique: list[Ablation] = []
     for ab in todo:
-        twin = next((done for done in results if same_model_as(profile, ab, ablation(done))), None)
+        twin = next((u.name for u in unique if same_model_as(profile, ab, u)), None)
         if twin is not None:
             log(f"[ablate] {ab.name}: the same model as {twin}; reusing its outputs")
-            results[ab.name], aliases[ab.name] = results[twin], twin
-            continue
-        results[ab.name] = run_one(profile, paths, ab, steps, names, force=force, progress=progress, log=log)
+            aliases[ab.name] = twin
+        else:
+            unique.append(ab)
+    workers = max(1, min(int(parallel if parallel is not None else profile.ablations.get("parallel") or 1),
+                         len(unique)))
+    if workers == 1:
+        for ab in unique:
+            results[ab.name] = run_one(profile, paths, ab, steps, names, force=force, progress=progress, log=log)
+    else:
+        results.update(_run_parallel(profile, paths, unique, steps, names, force, workers, log))
+    for name, twin in aliases.items():
+        results[name] = results[twin]
+    results = {a.name: results[a.name] for a in todo}  # the grid's order, full first
     summary = write_summary(paths, profile.name, results)
     resamples = int(n_resamples or profile.ablations.get("resamples") or 1000)
     folders = {a.name: run_folder(profile, aliases.get(a.name, a.name), steps) for a in todo}
@@ -279,6 +293,44 @@ def run_ablations(
     with atomic_path(paths.root / STATS_FILE) as tmp:
         stats.to_csv(tmp, index=False, lineterminator="\n")
     return summary
+
+
+def _worker(profile: Any, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
+            threads: int) -> tuple[str, dict[str, Any], list[str]]:
+    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its log lines."""
+    import torch
+
+    torch.set_num_threads(threads)
+    lines: list[str] = []
+    headline = run_one(profile, RunPaths(out_dir), ab, steps, names, force=force, progress=False,
+                       log=lines.append)
+    return ab.name, headline, lines
+
+
+def _run_parallel(profile: Any, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
+                  names: Sequence[str], force: bool, workers: int, log: Callable[[str], None]
+                  ) -> dict[str, dict[str, Any]]:
+    """`runs` in `workers` spawned processes, each with an equal share of the cores (small models train faster
+    on one thread each, side by side, than on all threads one after the other). The largest LLM starts first."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    order = sorted(runs, key=lambda a: a.llm_arch is None)  # llm_<arch> runs first: they take longest
+    log(f"[ablate] {len(order)} runs in {workers} worker processes x {threads} thread(s): "
+        + ", ".join(a.name for a in order))
+    results: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, profile, str(paths.root), ab, steps, names, force, threads)
+                   for ab in order]
+        for fut in cf.as_completed(futures):
+            name, headline, lines = fut.result()
+            for line in lines:
+                log(line)
+            results[name] = headline
+            log(f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)")
+    return results
 
 
 def write_summary(paths: RunPaths, profile: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

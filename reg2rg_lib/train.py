@@ -53,7 +53,8 @@ class TrainSettings:
     batch_size: int = 1  # per process
     grad_accum: int = 1
     lr: float = 1e-3
-    warmup_steps: int = 0  # linear warm-up from 0, then constant (the paper's schedule)
+    warmup_steps: int = 0  # linear warm-up from 0, then `lr_schedule`
+    lr_schedule: str = "constant"  # "constant" (the paper) | "cosine" (decay to 0 at the last step)
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     save_every: int = 100  # optimizer steps between checkpoints (the last step is always saved)
@@ -61,6 +62,7 @@ class TrainSettings:
     precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate mixed precision)
     gradient_checkpointing: bool = False
     compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
+    region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
 
@@ -73,8 +75,11 @@ class TrainSettings:
 
     def order_key(self, world_size: int) -> dict[str, Any]:
         """The settings that fix the data order and the update rule: a resume must not change them."""
-        return {"seed": self.seed, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                "world_size": world_size}
+        key = {"seed": self.seed, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+               "world_size": world_size}
+        if self.lr_schedule != "constant":  # a decaying schedule is fixed by its length too
+            key |= {"lr_schedule": self.lr_schedule, "max_steps": self.max_steps, "epochs": self.epochs}
+        return key
 
 
 @dataclass
@@ -121,6 +126,24 @@ def epoch_batches(n: int, epoch: int, seed: int, rank: int, world_size: int, bat
 def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up over `warmup_steps` optimizer steps, then 1."""
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warm-up, then constant (the paper) or a cosine decay that reaches 0
+    after the last of `total_steps` steps (settles a small model trained from scratch: it stops hopping between
+    solutions late in training)."""
+    warm = warmup_constant(warmup_steps)
+    if schedule == "constant":
+        return warm
+    if schedule != "cosine":
+        raise KitError(f"train.lr_schedule must be 'constant' or 'cosine', not {schedule!r}")
+    span = max(1, total_steps - warmup_steps)
+
+    def cosine(step: int) -> float:
+        if step < warmup_steps:
+            return warm(step)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step + 1 - warmup_steps) / span)))
+    return cosine
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -221,7 +244,8 @@ def fit(
     if not params:
         raise KitError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(settings.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_multiplier(settings.lr_schedule, settings.warmup_steps, total))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
     # process, which makes the warm-up depend on the world size.
     engine = acc.distributed_type.value in ("DEEPSPEED", "FSDP")  # they own weights/optimizer state on disk
@@ -479,7 +503,7 @@ def train_run(
             log(f"[train] frozen-ViT features of {len(names)} cases in {features.folder} "
                 f"({features.computed} computed in {time.perf_counter() - start:.1f} s, the rest reused)")
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
-                            seed=settings.seed)
+                            seed=settings.seed, region_dropout=settings.region_dropout)
     if acc.is_main_process:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(run_dir) / "run_config.json", {

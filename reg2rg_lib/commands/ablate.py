@@ -1,6 +1,6 @@
 """`reg2rg ablate`: the ablation grid of Tables 4-7 on the embedded benchmark (reg2rg_lib/ablate.py).
 
-    reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] [--max-steps N] [--force]
+    reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] [--max-steps N] [--parallel K] [--force]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate runs that are already finished")
     p.add_argument("--resamples", type=int, default=None,
                    help="bootstrap resamples (default: the profile's ablations.resamples)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="runs trained at once in worker processes (default: the profile's ablations.parallel)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_ablate)
 
@@ -35,7 +37,7 @@ def _ablate(args: argparse.Namespace) -> int:
     out = args.out or default_out_dir(args.profile)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     summary = run_ablations(args.profile, out, runs=runs, max_steps=args.max_steps, force=args.force,
-                            n_resamples=args.resamples, progress=not args.quiet)
+                            n_resamples=args.resamples, progress=not args.quiet, parallel=args.parallel)
     width = max(map(len, summary["runs"]))
     print(f"{'run':<{width}}  " + "  ".join(f"{m:>15}" for m in SUMMARY_METRICS))
     for name, metrics in summary["runs"].items():

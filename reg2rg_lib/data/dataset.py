@@ -50,6 +50,7 @@ class ReportDataset(torch.utils.data.Dataset):
         seed: int = 0,
         names: Sequence[str] | None = None,
         load_tensors: bool = True,
+        region_dropout: float = 0.0,
     ) -> None:
         from reg2rg_lib.model import vision_inputs
 
@@ -62,6 +63,9 @@ class ReportDataset(torch.utils.data.Dataset):
         self.records = records
         self.cache, self.tokenizer, self.cfg, self.features = cache, tokenizer, cfg, features
         self.shuffle = shuffle_regions and cfg.rra
+        if not 0.0 <= region_dropout < 1.0:
+            raise KitError(f"region_dropout must be in [0, 1), got {region_dropout}")
+        self.region_dropout = region_dropout if self.shuffle else 0.0
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
@@ -100,26 +104,40 @@ class ReportDataset(torch.utils.data.Dataset):
     def region_rng(self, name: str) -> random.Random | None:
         return random.Random(f"{self.seed}:{self.epoch}:{name}") if self.shuffle else None
 
+    def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
+        """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability
+        `region_dropout` a sample loses 1-3 of its regions (prompt, visual tokens and target paragraphs alike, at
+        least one kept), so that the model cannot lean on "every organ appears once" and has to recognise each
+        region from its own tokens: a case with a region missing then reads like any other."""
+        keep = list(range(n))
+        if rng is None or self.region_dropout <= 0.0 or n < 2 or rng.random() >= self.region_dropout:
+            return keep
+        drop = set(rng.sample(keep, rng.randint(1, min(3, n - 1))))
+        return [i for i in keep if i not in drop]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         from reg2rg_lib.model import build_sample
 
         rec = self.records[index]
+        rng = self.region_rng(rec.name)
+        keep = self.kept_regions(len(rec.regions), rng)
+        regions = [rec.regions[i] for i in keep]
+        reports = {r: rec.reports[r] for r in regions if r in rec.reports} if self.with_targets else None
         try:
-            sample = build_sample(rec.regions, rec.reports if self.with_targets else None, self.tokenizer,
-                                  self.cfg, rng=self.region_rng(rec.name))
+            sample = build_sample(regions, reports, self.tokenizer, self.cfg, rng=rng)
         except Exception as err:
             raise KitError(f"case {rec.name}: cannot build its prompt/target ({type(err).__name__}: {err})") \
                 from err
-        order = torch.as_tensor(sample.order, dtype=torch.long)
+        order = torch.as_tensor([keep[i] for i in sample.order], dtype=torch.long)  # rows of the case's tensors
         item: dict[str, Any] = {"name": rec.name, "sample": sample,
                                 "name_positions": name_positions(sample, self.tokenizer) if self.with_targets else []}
         tensors = dict(self._images[rec.name])
         if self.features is not None:
             tensors.update(self.features.get(rec.name))
         for key, value in tensors.items():
-            if not key.startswith("global") and value.shape[0] != len(sample.order):
+            if not key.startswith("global") and value.shape[0] != len(rec.regions):
                 raise KitError(f"case {rec.name}: {key} has {value.shape[0]} regions, the manifest lists "
-                               f"{len(sample.order)}; the prep or feature cache is stale (rerun `reg2rg prepare`)")
+                               f"{len(rec.regions)}; the prep or feature cache is stale (rerun `reg2rg prepare`)")
         for key, value in tensors.items():
             # global tensors have one row per case; region tensors one per region, put into prompt order
             item[key] = value if key.startswith("global") else value[order]  # (R, ...) -> (R, ...) permuted

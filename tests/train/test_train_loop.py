@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import signal
 import subprocess
@@ -35,6 +37,21 @@ def test_warmup_then_constant():
     f = warmup_constant(4)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_constant(0)(0) == 1.0
+
+
+def test_cosine_schedule_warms_up_decays_to_zero_and_rejects_unknown_names():
+    from reg2rg_lib.errors import KitError
+    from reg2rg_lib.train import lr_multiplier
+
+    assert lr_multiplier("constant", 2, 10)(9) == 1.0
+    f = lr_multiplier("cosine", 2, 10)
+    values = [f(s) for s in range(10)]
+    assert values[:2] == [0.5, 1.0]  # the warm-up is the constant schedule's
+    assert all(a > b for a, b in zip(values[1:], values[2:]))  # then strictly decreasing
+    assert values[-1] == pytest.approx(0.0, abs=1e-12)  # the last step runs at lr 0
+    assert values[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    with pytest.raises(KitError, match="lr_schedule"):
+        lr_multiplier("linear", 0, 10)
 
 
 def test_resumed_run_logs_the_same_losses(tmp_path):

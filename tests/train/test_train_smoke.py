@@ -67,6 +67,33 @@ def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke):
                for i in range(len(test_ds)))
 
 
+def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke):
+    from reg2rg_lib.data.dataset import ReportDataset
+
+    ds, _, cache = _dataset(smoke)
+    drop = ReportDataset(cache, "train", ds.tokenizer, ds.cfg, shuffle_regions=True, region_dropout=0.9)
+    seen_fewer = False
+    for epoch in range(4):
+        drop.set_epoch(epoch)
+        for i in range(len(drop)):
+            item, rec = drop[i], drop.records[i]
+            regions = item["sample"].regions
+            assert 1 <= len(regions) <= len(rec.regions) and len(set(regions)) == len(regions)
+            seen_fewer |= len(regions) < len(rec.regions)
+            geometry = cache.load(rec.name)["geometry"]
+            assert item["region_masks"].shape[0] == len(regions)
+            for j, region in enumerate(regions):  # the masks follow the kept regions in prompt order
+                assert torch.equal(item["region_masks"][j, 0], geometry[rec.regions.index(region)].bool())
+                assert f"The region {j} is {region}:" in item["sample"].target
+            assert f"The region {len(regions)} is" not in item["sample"].target
+            assert item["sample"].prompt.count("<region>") == len(regions)
+    assert seen_fewer
+    test = ReportDataset(cache, "test", ds.tokenizer, ds.cfg, shuffle_regions=False, region_dropout=0.9)
+    assert all(list(test[i]["sample"].regions) == list(test.records[i].regions) for i in range(len(test)))  # never at test
+    with pytest.raises(KitError, match="region_dropout"):
+        ReportDataset(cache, "train", ds.tokenizer, ds.cfg, region_dropout=1.0)
+
+
 def test_cached_features_give_the_raw_images_loss(smoke):
     from reg2rg_lib.data.collate import Collator, model_inputs
     from reg2rg_lib.featcache import feature_cache_for
@@ -248,3 +275,26 @@ def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
     assert all(layer._compiled_call_impl is not None for layer in layers)  # compiled lazily, on first call
     with pytest.raises(BadInputError, match="no `.model.layers`"):
         compile_decoder_layers(torch.nn.Linear(2, 2))
+
+
+def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path):
+    import shutil
+
+    from reg2rg_lib.ablate import SUMMARY_METRICS, STATS_FILE, run_ablations
+
+    out = {}
+    for parallel in (1, 2):
+        root = tmp_path / f"p{parallel}"
+        for sub in ("cache", "tokenizer", "data"):
+            shutil.copytree(smoke.root / sub, root / sub)
+        logs: list[str] = []
+        summary = run_ablations("smoke", root, runs=["full", "no_rra"], n_resamples=20, progress=False,
+                                log=logs.append, parallel=parallel)
+        assert list(summary["runs"]) == ["full", "no_rra"]
+        assert all(m in summary["runs"]["full"] for m in SUMMARY_METRICS)
+        assert (root / STATS_FILE).is_file()
+        assert any("worker processes" in line for line in logs) == (parallel == 2)
+        out[parallel] = {run: read_train_log(root / "runs" / run) for run in ("full", "no_rra")}
+    for run in ("full", "no_rra"):  # the same seeded runs, whether side by side or one after the other
+        assert [r["step"] for r in out[1][run]] == [r["step"] for r in out[2][run]] == [1, 2, 3, 4]
+        assert [r["loss"] for r in out[1][run]] == pytest.approx([r["loss"] for r in out[2][run]], rel=1e-3)
