@@ -65,6 +65,8 @@ class TrainSettings:
     region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
+    threads: int | None = None  # torch CPU threads while training (None: torch's default); 1 = the same numbers
+                                # on any machine with the same torch build, whatever its core count
 
     @classmethod
     def from_profile(cls, section: Mapping[str, Any], **overrides: Any) -> TrainSettings:
@@ -521,8 +523,14 @@ def train_run(
         labels = inputs.pop("labels")
         return weighted_lm_loss(m(**inputs).logits, labels, batch["name_mask"], settings.region_name_weight)
 
-    return fit(model, dataset, Collator(tokenizer.pad_token_id), step_fn, settings, run_dir, resume=resume,
-               export=lambda m, folder: m.save_pretrained(folder), accelerator=acc, progress=progress, log=log)
+    threads_before = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
+    try:
+        return fit(model, dataset, Collator(tokenizer.pad_token_id), step_fn, settings, run_dir, resume=resume,
+                   export=lambda m, folder: m.save_pretrained(folder), accelerator=acc, progress=progress, log=log)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def ensure_inputs(profile: Any, paths: Any, cache_dir: Path, tokenizer_dir: Path,

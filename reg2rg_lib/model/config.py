@@ -35,6 +35,7 @@ SHORT_INSTRUCTION = "Identify each region and write its report."
 
 #: LLM architectures by name (LLaMA family). `llama2-7b` is Llama-2-7b-chat-hf's shape (32000-token vocabulary).
 LLM_ARCHS: dict[str, dict[str, Any]] = {
+    "micro": dict(llm_hidden=64, llm_layers=2, llm_heads=2, llm_kv_heads=2, llm_intermediate=192),
     "tiny": dict(llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=384),
     "small": dict(llm_hidden=256, llm_layers=4, llm_heads=8, llm_kv_heads=8, llm_intermediate=768),
     "llama2-7b": dict(llm_hidden=4096, llm_layers=32, llm_heads=32, llm_kv_heads=32, llm_intermediate=11008,
@@ -112,6 +113,10 @@ class Reg2RGConfig:
     use_global: bool = True  # 32 global tokens of the whole CT
     decoupled: bool = True  # LFD. False: the region's masked UNcropped CT through ViT+Perceiver, no geometry token
     rra: bool = True  # region-report alignment. False: target = paragraphs in canonical order, no prefixes
+    # Not in the paper: add the embedding of the region's index digit ("3" of "The region 3 is") to each of its
+    # visual tokens, so a small LLM trained from scratch can find region i's tokens when it writes "The region i is"
+    # (a pretrained LLM does this look-up in context; the tiny one has to learn it first). No new weights.
+    slot_tags: bool = False
 
     seed: int = 0  # initialisation seed of the randomly initialised parts
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json

@@ -280,7 +280,7 @@ def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
 def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path):
     import shutil
 
-    from reg2rg_lib.ablate import SUMMARY_METRICS, STATS_FILE, run_ablations
+    from reg2rg_lib.ablate import STATS_FILE, SUMMARY_METRICS, run_ablations
 
     out = {}
     for parallel in (1, 2):
@@ -298,3 +298,12 @@ def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path):
     for run in ("full", "no_rra"):  # the same seeded runs, whether side by side or one after the other
         assert [r["step"] for r in out[1][run]] == [r["step"] for r in out[2][run]] == [1, 2, 3, 4]
         assert [r["loss"] for r in out[1][run]] == pytest.approx([r["loss"] for r in out[2][run]], rel=1e-3)
+
+
+def test_train_threads_setting_applies_and_is_restored(smoke, tmp_path):
+    before = torch.get_num_threads()
+    prof = load_profile("smoke", overrides={"train.threads": 1})
+    result = train_run(prof, tmp_path / "run", cache_dir=smoke.cache, tokenizer_dir=smoke.tokenizer, max_steps=1,
+                       progress=False, log=lambda s: None)
+    assert result.steps == 1 and torch.get_num_threads() == before
+    assert __import__("json").loads((tmp_path / "run" / "run_config.json").read_text())["settings"]["threads"] == 1
