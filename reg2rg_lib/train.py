@@ -431,11 +431,13 @@ def run_inputs(run_dir: str | os.PathLike[str]) -> Any:
 
 
 def model_config(profile: Any, changes: Mapping[str, Any] | None = None, llm_arch: str | None = None) -> Any:
-    """The profile's model config (preset at the profile's image size), with ablation `changes` and LLM arch."""
+    """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
+    ablation `changes` and an LLM arch (`llm_arch` argument first)."""
     from reg2rg_lib.model import Reg2RGConfig
 
     overrides = {"llm_path": profile.model.llm_path} if profile.model.get("llm_path") else {}
     cfg = Reg2RGConfig.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
+    llm_arch = llm_arch or profile.model.get("llm_arch")  # the profile may swap the preset's LLM size
     if llm_arch:
         cfg = cfg.with_llm(llm_arch)
     return cfg.replace(**dict(changes)) if changes else cfg

@@ -31,6 +31,11 @@ def test_llm_of_the_preset_is_the_full_model():
     assert ablate.same_model_as(prof, ablate.ablation("llm_tiny"), ablate.ablation("full"))
     assert not ablate.same_model_as(prof, ablate.ablation("llm_small"), ablate.ablation("full"))
     assert not ablate.same_model_as(prof, ablate.ablation("no_rra"), ablate.ablation("full"))
+    demo = load_profile("demo")  # the demo swaps the preset's LLM for `micro` (profile model.llm_arch)
+    assert ablate.same_model_as(demo, ablate.ablation("llm_micro"), ablate.ablation("full"))
+    assert not ablate.same_model_as(demo, ablate.ablation("llm_tiny"), ablate.ablation("full"))
+    assert ablate.same_model_as(load_profile("demo", {"model.llm_arch": None}), ablate.ablation("llm_tiny"),
+                                ablate.ablation("full"))
 
 
 def test_run_steps_follow_training_unless_set():
