@@ -359,24 +359,15 @@ class GpuStepBench:
             compile_decoder_layers(self.model.llm())
         self.opt = torch.optim.AdamW(self.model.trainable_parameters(), lr=1e-5)
 
-    def _set_checkpointing(self, on: bool) -> None:
-        llm = self.model.llm()
-        if on:
-            enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
-            key = ("activation_checkpointing_kwargs" if hasattr(llm, "activation_checkpointing_enable")
-                   else "gradient_checkpointing_kwargs")
-            enable(**{key: {"use_reentrant": False}})
-        else:
-            disable = getattr(llm, "activation_checkpointing_disable", None) or llm.gradient_checkpointing_disable
-            disable()
-
     def measure(self, seq_len: int = 1024, batch_size: int = 1, steps: int = 5, feature_cache: bool = False,
                 gradient_checkpointing: bool = False, peak: float | None = None) -> dict[str, Any]:
         from reg2rg_lib.model import build_sample, collate
         from reg2rg_lib.regions import REGIONS
 
         cfg, tok, device, dtype, model = self.cfg, self.tok, self.device, self.dtype, self.model
-        self._set_checkpointing(gradient_checkpointing)
+        from reg2rg_lib.model.llm import set_gradient_checkpointing
+
+        set_gradient_checkpointing(model.llm(), gradient_checkpointing)
         # a sample with all 10 regions; the target is filled with words up to `seq_len` tokens
         probe = build_sample(list(REGIONS), {r: "w5" for r in REGIONS}, tok, cfg)
         n_words = max(1, (seq_len - len(probe.input_ids)) // len(REGIONS))

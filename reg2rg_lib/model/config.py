@@ -113,10 +113,6 @@ class Reg2RGConfig:
     use_global: bool = True  # 32 global tokens of the whole CT
     decoupled: bool = True  # LFD. False: the region's masked UNcropped CT through ViT+Perceiver, no geometry token
     rra: bool = True  # region-report alignment. False: target = paragraphs in canonical order, no prefixes
-    # Not in the paper: add the embedding of the region's index digit ("3" of "The region 3 is") to each of its
-    # visual tokens, so a small LLM trained from scratch can find region i's tokens when it writes "The region i is"
-    # (a pretrained LLM does this look-up in context; the tiny one has to learn it first). No new weights.
-    slot_tags: bool = False
 
     seed: int = 0  # initialisation seed of the randomly initialised parts
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json

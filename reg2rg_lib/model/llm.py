@@ -50,6 +50,20 @@ def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | No
     return LlamaForCausalLM(config)
 
 
+def set_gradient_checkpointing(llm: nn.Module, on: bool) -> None:
+    """Recompute the LLM's activations in backward (`on`) or keep them; non-reentrant, under either name that
+    transformers has used for the switch (`activation_checkpointing_*` from 5.x, `gradient_checkpointing_*`)."""
+    new_api = hasattr(llm, "activation_checkpointing_enable")
+    if on and new_api:
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif on:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif new_api:
+        llm.activation_checkpointing_disable()
+    else:
+        llm.gradient_checkpointing_disable()
+
+
 def apply_finetuning(llm: nn.Module, cfg: Reg2RGConfig) -> nn.Module:
     """Freeze / LoRA-wrap the LLM as `cfg.llm_finetune` says; returns the (possibly peft-wrapped) model.
 
@@ -58,11 +72,7 @@ def apply_finetuning(llm: nn.Module, cfg: Reg2RGConfig) -> nn.Module:
     (a random-init CPU LLM has nothing pretrained to preserve). frozen: nothing in the LLM trains.
     """
     if cfg.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
-            llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        set_gradient_checkpointing(llm, True)
     if cfg.llm_finetune == "full":
         llm.requires_grad_(True)
         return llm

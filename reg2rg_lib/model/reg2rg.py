@@ -143,15 +143,6 @@ class Reg2RG(nn.Module):
         buffer_device = torch.device("meta") if meta else None
         self.register_buffer("token_kind", kinds.to(buffer_device), persistent=False)
         self.register_buffer("struct_index", struct_index.to(buffer_device), persistent=False)
-        slot_digit = torch.full((len(tokenizer),), -1, dtype=torch.long)  # region placeholder id -> its digit's id
-        if cfg.slot_tags:
-            per = cfg.region_tokens
-            for slot in range(cfg.max_regions):
-                digit = tokenizer(cfg.region_template.format(i=slot, tokens="").split(str(slot))[0] + str(slot),
-                                  add_special_tokens=False)["input_ids"][-1]
-                for k in range(per):
-                    slot_digit[vocab[f"<region{slot * per + k}>"]] = digit
-        self.register_buffer("slot_digit", slot_digit.to(buffer_device), persistent=False)
         self.reg2rg_token_ids = sorted(vocab[t] for t in P.reg2rg_special_tokens(cfg) if t in vocab)
 
         if not meta:
@@ -225,14 +216,6 @@ class Reg2RG(nn.Module):
                 embeds = splice(embeds, mask, tokens[kind], kind)
             elif not embeds.is_meta and bool(mask.any()):
                 raise KitError(f"the prompts contain {kind} placeholders but the configuration produces none")
-        if self.config.slot_tags:  # region i's tokens + the embedding of the digit i (config.slot_tags)
-            digits = self.slot_digit[input_ids]  # (B, L), -1 off region placeholders
-            tags = self.lang_model.get_input_embeddings()(digits.clamp(min=0))
-            # at the visual token's own scale (visual tokens are ~60x larger than text embeddings, which would
-            # drown an unscaled tag): each token gets its digit's direction with its own RMS
-            rms = lambda x: x.float().pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
-            scale = (rms(embeds).detach() / rms(tags).clamp_min(1e-8)).to(embeds.dtype)
-            embeds = embeds + tags * scale * (digits >= 0).unsqueeze(-1).to(embeds.dtype)
         return embeds
 
     # ---- LLM -------------------------------------------------------------------------------------------------

@@ -143,30 +143,3 @@ def test_lora_with_gradient_checkpointing_trains(tiny_cfg, tokenizer_factory, vi
     assert lora_grads and all(g is not None for g in lora_grads)
     assert all(p.grad is None for n, p in model.named_parameters() if n.endswith("q_proj.base_layer.weight"))
 
-
-def test_slot_tags_add_the_region_digit_embedding_to_region_tokens_only(tiny_cfg, tokenizer_factory, visual_batch):
-    tok = tokenizer_factory()
-    plain = Reg2RG(tiny_cfg, tok).eval()
-    tagged = Reg2RG(tiny_cfg.replace(slot_tags=True), tok).eval()
-    tagged.load_state_dict(plain.state_dict())  # no new weights: the same state dict loads
-    batch = _batch(plain, [REGIONS])
-    vis = visual_batch(tiny_cfg, 1, 3)
-    with torch.no_grad():
-        diff = tagged.embed_inputs(batch["input_ids"], **vis) - plain.embed_inputs(batch["input_ids"], **vis)
-    ids = batch["input_ids"][0].tolist()
-    table = plain.lang_model.get_input_embeddings().weight
-    per = tiny_cfg.region_tokens
-    vocab = tok.get_vocab()
-    for pos, tid in enumerate(ids):
-        token = tok.convert_ids_to_tokens(tid)
-        if token.startswith("<region") and token[7:-1].isdigit():  # <region{k}>: slot k // per
-            slot = int(token[7:-1]) // per
-            digit = tok(f"The region {slot}", add_special_tokens=False)["input_ids"][-1]
-            with torch.no_grad():
-                base = plain.embed_inputs(batch["input_ids"], **vis)[0, pos]
-            rms = base.pow(2).mean().sqrt() / table[digit].pow(2).mean().sqrt()
-            torch.testing.assert_close(diff[0, pos], table[digit] * rms)  # the digit, at the token's scale
-        else:
-            assert torch.count_nonzero(diff[0, pos]) == 0, token
-    assert sum(t.startswith("<region") and t[7:-1].isdigit() for t in tok.convert_ids_to_tokens(ids)) == 3 * per
-    assert "<region0>" in vocab
