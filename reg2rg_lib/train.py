@@ -81,6 +81,8 @@ class TrainSettings:
                "world_size": world_size}
         if self.lr_schedule != "constant":  # a decaying schedule is fixed by its length too
             key |= {"lr_schedule": self.lr_schedule, "max_steps": self.max_steps, "epochs": self.epochs}
+        if self.region_dropout:  # which regions each sample keeps
+            key["region_dropout"] = self.region_dropout
         return key
 
 

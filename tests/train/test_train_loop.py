@@ -94,6 +94,14 @@ def test_resume_rejects_a_changed_batch_size(tmp_path):
         toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True, grad_accum=1)
 
 
+def test_resume_rejects_a_changed_region_dropout(tmp_path):
+    # region dropout decides which regions each sample keeps: resuming with another rate would change the data
+    toyloop.run(tmp_path / "r", max_steps=2, save_every=2, region_dropout=0.3)
+    with pytest.raises(KitError, match="region_dropout"):
+        toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True)
+    assert toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True, region_dropout=0.3).resumed_from == 2
+
+
 def test_bad_batch_names_the_case(tmp_path):
     def broken(model, batch):
         raise RuntimeError("shape mismatch in splice")
