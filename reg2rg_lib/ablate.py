@@ -6,7 +6,7 @@
 | `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
 | `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
 | `texture_geometry` | `use_global=False` | Table 5 |
-| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" | Table 6 |
+| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
 | `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
 
 Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
@@ -64,7 +64,7 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("texture_only", "texture tokens only (no geometry, no global)",
              {"use_geometry": False, "use_global": False}),
     Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
-    Ablation("no_rra", "RRA off: canonical order, no region prefixes", {"rra": False}),
+    Ablation("no_rra", "RRA off: canonical order, no region prefixes (and no region dropout)", {"rra": False}),
 )}
 
 
