@@ -238,12 +238,18 @@ def fit(
     else:
         raise KitError("train settings need max_steps or epochs")
 
-    if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable()
+    llm = getattr(model, "lang_model", model)  # a Reg2RG's (peft-wrapped) LLM, or a bare LLM
+    if settings.gradient_checkpointing:
+        from reg2rg_lib.model.llm import set_gradient_checkpointing
+
+        if not any(hasattr(llm, f"{kind}_checkpointing_enable") for kind in ("gradient", "activation")):
+            raise KitError(f"gradient_checkpointing: {type(model).__name__} has no transformers LLM to "
+                           "recompute the activations of")
+        set_gradient_checkpointing(llm, True)  # transformers renamed the switch in 5.x: one helper for both
     if settings.compile_layers:
         from reg2rg_lib.model.llm import compile_decoder_layers
 
-        compile_decoder_layers(model.lang_model if hasattr(model, "lang_model") else model)
+        compile_decoder_layers(llm)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise KitError("the model has no trainable parameters")

@@ -107,8 +107,9 @@ class ReportDataset(torch.utils.data.Dataset):
     def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
         """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability
         `region_dropout` a sample loses 1-3 of its regions (prompt, visual tokens and target paragraphs alike, at
-        least one kept), so that the model cannot lean on "every organ appears once" and has to recognise each
-        region from its own tokens: a case with a region missing then reads like any other."""
+        least one kept). Prompt lengths then vary, so the model cannot find region i's tokens by where they sit in
+        the usual 10-region prompt and has to match the digit i: a case with a region missing then reads like any
+        other (the demo uses 0.3; benchmarks/RESULTS.md)."""
         keep = list(range(n))
         if rng is None or self.region_dropout <= 0.0 or n < 2 or rng.random() >= self.region_dropout:
             return keep

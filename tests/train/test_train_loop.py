@@ -137,3 +137,8 @@ def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path):
     full = toyloop.run(tmp_path / "full", max_steps=12, save_every=2)
     assert resumed.weights_sha256 == full.weights_sha256
     assert [r["loss"] for r in read_train_log(run)] == [r["loss"] for r in read_train_log(tmp_path / "full")]
+
+
+def test_gradient_checkpointing_on_a_model_without_an_llm_is_an_error(tmp_path):
+    with pytest.raises(KitError, match="gradient_checkpointing"):
+        toyloop.run(tmp_path / "gc", max_steps=1, save_every=1, gradient_checkpointing=True)

@@ -307,3 +307,12 @@ def test_train_threads_setting_applies_and_is_restored(smoke, tmp_path):
                        progress=False, log=lambda s: None)
     assert result.steps == 1 and torch.get_num_threads() == before
     assert __import__("json").loads((tmp_path / "run" / "run_config.json").read_text())["settings"]["threads"] == 1
+
+
+def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
+    # recomputing activations in backward changes memory and time, not the numbers
+    profile = load_profile("smoke", {"train.gradient_checkpointing": True})
+    run = smoke.run("gc")
+    train_run(profile, run, max_steps=2, save_every=2, progress=False, log=lambda s: None)
+    assert [r["loss"] for r in read_train_log(run)] == pytest.approx(
+        [r["loss"] for r in read_train_log(trained)][:2], rel=1e-5)
