@@ -29,13 +29,13 @@ test: setup  ## the test suite (unit tests + a papermill smoke run of every note
 
 lint: setup  ## ruff, plus: notebooks are committed without outputs and with one parameters cell
 	$(BIN)/ruff check reg2rg_lib tests
-	$(BIN)/python -m reg2rg_lib.nbhygiene notebooks
+	$(BIN)/python -m reg2rg_lib.nbtools.hygiene notebooks
 
 screenshot: setup  ## (dev) the executed 07_explore notebook's HTML export in headless Chromium -> OUT/explorer_screenshot.png
 	$(BIN)/python -m reg2rg_lib.explore.export --notebook $(OUT)/notebooks/07_explore.ipynb --png $(OUT)/explorer_screenshot.png
 
 strip: setup  ## remove outputs and execution counts from notebooks/ (run before committing)
-	$(BIN)/python -m reg2rg_lib.nbhygiene --strip notebooks
+	$(BIN)/python -m reg2rg_lib.nbtools.hygiene --strip notebooks
 
 clean:  ## remove outputs, caches and the virtual environment
 	rm -rf outputs .pytest_cache .ruff_cache $(VENV) build *.egg-info

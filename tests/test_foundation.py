@@ -13,9 +13,9 @@ import pytest
 import tomllib
 import yaml
 
-from reg2rg_lib import nbhygiene
 from reg2rg_lib.cli import main
-from reg2rg_lib.notebooks import NotebookFailed, discover, run_notebooks, select
+from reg2rg_lib.nbtools import hygiene as nbhygiene
+from reg2rg_lib.nbtools.runner import NotebookFailed, discover, run_notebooks, select
 from reg2rg_lib.profiles import PROFILE_NAMES, load_profile
 
 

@@ -10,7 +10,7 @@ import json
 import nbformat
 import pytest
 
-from reg2rg_lib.notebooks import NOTEBOOK_DIR, discover, run_notebooks
+from reg2rg_lib.nbtools.runner import NOTEBOOK_DIR, discover, run_notebooks
 
 NOTEBOOKS = discover(NOTEBOOK_DIR)
 

@@ -5,9 +5,8 @@
     synth/        the embedded benchmark: a real CT -> N patients with known findings and reports (`reg2rg synth`)
     resize.py     area resizing, mask blocks and bounding boxes (the fast core of prep)
     prep.py       the paper's preprocessing, cached once per case (`reg2rg prepare`, `load_cache`)
-    recipe.py     the straightforward per-sample MONAI recipe prep is checked and benchmarked against
     ctrg.py       CTRG-Chest-548K's "other report" and prompt sentence
     views.py      figures and tables of the data (notebook 01)
-    bench.py      `reg2rg bench preprocess`
-    dataset.py, collate.py   the torch Dataset over the cache and its batching (training)
+    slices.py     CT slices with region overlays as RGB/PNG (windows, outlines; the explorer and Fig. 4 use it)
+    sources.py    volume sources: a dataset in the layout or a prep cache, as (volume, masks, spacing, report)
 """

@@ -8,7 +8,7 @@ block after the numbered region paragraphs:
 
 and the prompt ends with one more sentence asking for it (`PROMPT_SUFFIX`). `prepare(..., dataset="ctrg")` fills
 `CaseRecord.other` with those blocks (regions in canonical order, then "other", which is always present, possibly
-empty); `other_report` writes the block text. Parsing generated reports back is `reg2rg_lib.metrics.reports`'s job.
+empty); `other_report` writes the block text. Parsing generated reports back is `reg2rg_lib.regions`'s job.
 """
 
 from __future__ import annotations

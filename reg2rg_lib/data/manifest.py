@@ -158,7 +158,7 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
 
 
 def _file_entry(path: Path, checksums: bool) -> dict[str, Any]:
-    from reg2rg_lib.assets import sha256_file
+    from reg2rg_lib.env.assets import sha256_file
 
     entry: dict[str, Any] = {"bytes": path.stat().st_size}
     if checksums:

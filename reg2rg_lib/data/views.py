@@ -1,7 +1,7 @@
 """Pictures and tables of the data for notebook 01: region overlays, the model's inputs, dataset statistics.
 
-Figures are bare matplotlib `Figure`s (no pyplot state) drawn under `reg2rg_lib.figures.style()`; save them with
-`reg2rg_lib.figures.savefig`. Arrays are (X, Y, Z) in stored voxel order; for the benchmark (and CT-RATE) that is
+Figures are bare matplotlib `Figure`s (no pyplot state) drawn under `reg2rg_lib.plotting.style()`; save them with
+`reg2rg_lib.plotting.savefig`. Arrays are (X, Y, Z) in stored voxel order; for the benchmark (and CT-RATE) that is
 LAS: x runs from the patient's right to left, y from back to front, z from feet to head. Axial slices are drawn
 with the patient's right on the left of the image and anterior up (radiological convention).
 """
@@ -45,7 +45,7 @@ def _coronal(a: np.ndarray, y: int) -> np.ndarray:
 def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spacing: Sequence[float],
                         title: str = "", n_axial: int = 3) -> Figure:
     """Axial slices (spread over the regions' z extent) and one coronal slice, regions coloured."""
-    from reg2rg_lib.figures import new_figure
+    from reg2rg_lib.plotting import new_figure
 
     union = np.any(np.stack(list(masks.values())), axis=0)
     zs = np.flatnonzero(union.any((0, 1)))
@@ -74,7 +74,7 @@ def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spa
 def inputs_figure(tensors: Mapping[str, Any], regions: Sequence[str], title: str = "") -> Figure:
     """What the model sees for one case: global image and whole CT, then per region the texture crop (top) and
     the geometry mask (bottom), each at the slice where the region is largest."""
-    from reg2rg_lib.figures import new_figure
+    from reg2rg_lib.plotting import new_figure
 
     tex = np.asarray(tensors["texture"])  # (R, H, W, D)
     geo = np.asarray(tensors["geometry"])
@@ -125,7 +125,7 @@ def dataset_tables(cache) -> dict[str, pd.DataFrame]:
 
 def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
     """Region sizes (box plots), label counts per split (bars) and report lengths (histogram)."""
-    from reg2rg_lib.figures import new_figure
+    from reg2rg_lib.plotting import new_figure
 
     fig = new_figure(13, 3.6)
     ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.1, 1.3, 0.8])

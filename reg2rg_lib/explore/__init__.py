@@ -1,7 +1,7 @@
 """The region-grounded report explorer (notebook 07): look at a case's CT, its region masks and its reports.
 
-Modules: `view` (slices, windows, overlays -> PNG; numpy + Pillow), `report` (region paragraphs, alignment, word
-diffs as HTML), `findings` (per-case metrics, labeler findings), `sources` (datasets and prediction files),
+Modules: `report` (region paragraphs, alignment, word
+diffs as HTML), `findings` (per-case metrics, labeler findings), `sources` (prediction files beside a dataset from `data.sources`; slices are drawn by `data.slices`),
 `widgets` (the ipywidgets `Explorer`), `snapshot` (a static PNG of the current view), `export` (HTML export of
 an executed notebook with its widget state, and the `make screenshot` check in headless Chromium).
 
@@ -21,7 +21,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.paths import RunPaths
 
 if TYPE_CHECKING:
-    from reg2rg_lib.explore.sources import VolumeSource
+    from reg2rg_lib.data.sources import VolumeSource
     from reg2rg_lib.explore.widgets import Explorer
 
 #: Runs whose predictions the explorer shows by default, when present: the full model and one ablation.
@@ -30,7 +30,7 @@ DEFAULT_RUNS: tuple[str, ...] = ("full", "no_rra")
 
 def open_dataset(path: str | os.PathLike[str]) -> VolumeSource:
     """A dataset folder for the explorer: a prepared cache (`cases/*.safetensors`) or the RadGenome layout."""
-    from reg2rg_lib.explore.sources import CacheSource, LayoutSource
+    from reg2rg_lib.data.sources import CacheSource, LayoutSource
 
     path = Path(path).expanduser()
     if not path.exists():

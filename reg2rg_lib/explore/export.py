@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from reg2rg_lib.assets import asset_dir, sha256_file
+from reg2rg_lib.env.assets import asset_dir, sha256_file
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_text_atomic
 

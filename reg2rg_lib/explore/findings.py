@@ -23,7 +23,7 @@ _TD = "padding:2px 8px;border:1px solid #ddd"
 
 def recognition(gt_text: str, pred_text: str) -> dict[str, float]:
     """Region recognition and coverage of one prediction against its ground truth, and mean word overlap."""
-    from reg2rg_lib.metrics.reports import region_sequence
+    from reg2rg_lib.regions import region_sequence
 
     gt_seq, pred_seq = region_sequence(gt_text), region_sequence(pred_text)
     named = [i for i in pred_seq if i in gt_seq]
@@ -60,7 +60,7 @@ def metrics_html(gt_text: str, predictions: Mapping[str, str], scores: Mapping[s
 def findings_html(gt_text: str, predictions: Mapping[str, str]) -> str:
     """Table of the abnormalities the labeler finds in the ground truth or any prediction, agreement marked."""
     from reg2rg_lib.metrics.labeler import RuleLabeler
-    from reg2rg_lib.metrics.reports import strip_region_prefix
+    from reg2rg_lib.regions import strip_region_prefix
 
     sources = {"ground truth": gt_text, **predictions}
     table = RuleLabeler().label([strip_region_prefix(t) for t in sources.values()])

@@ -46,7 +46,7 @@ def paragraphs(text: str) -> list[Paragraph]:
 
     A report without region prefixes is one `WHOLE_REPORT` paragraph.
     """
-    from reg2rg_lib.metrics.reports import split_regions
+    from reg2rg_lib.regions import split_regions
 
     text = text if isinstance(text, str) else ""
     merged: dict[str, Paragraph] = {}

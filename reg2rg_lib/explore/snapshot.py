@@ -41,8 +41,8 @@ def snapshot_png(explorer: object, path: str | os.PathLike[str]) -> Path:
 
     Same state, same bytes: the figure style is fixed and the PNG carries no date or software version.
     """
-    from reg2rg_lib.explore.view import render_slice
-    from reg2rg_lib.figures import DPI, new_figure, style
+    from reg2rg_lib.data.slices import render_slice
+    from reg2rg_lib.plotting import DPI, new_figure, style
 
     ex = explorer
     case, state = ex.case, ex.state  # type: ignore[attr-defined]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import ipywidgets as w
 
+from reg2rg_lib.data import slices as view
 from reg2rg_lib.explore import report as rep
-from reg2rg_lib.explore import view
 from reg2rg_lib.explore.findings import case_summary_html
 from reg2rg_lib.explore.sources import Explorable, ExploreCase
 from reg2rg_lib.regions import REGION_COLORS

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reg2rg_lib.metrics.stats import DEFAULT_RESAMPLES, bootstrap_indices, mean_replicates, percentile_ci
+
 #: Per-sample metric columns, in the released file's order.
 SAMPLE_METRICS: tuple[str, ...] = (
     "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-1", "ROUGE-2", "ROUGE-L", "CIDEr",
@@ -167,7 +169,7 @@ def meteor_scores(refs: Sequence[str], hyps: Sequence[str], show_progress: bool 
     from nltk.translate.meteor_score import meteor_score
     from tqdm.auto import tqdm
 
-    from reg2rg_lib.metrics.nltk_assets import get_wordnet, word_tokenize
+    from reg2rg_lib.env.nltk import get_wordnet, word_tokenize
 
     wordnet, stemmer = _MemoWordNet(get_wordnet()), _MemoStemmer()
     pairs = zip(refs, hyps)
@@ -354,7 +356,7 @@ def evaluate_nlg(references: Sequence[str], predictions: Sequence[str], ids: Seq
     overall = {**bleu["overall"], "Overall_METEOR": _mean(meteor), **rouge["overall"]}
     result = NLGResult(per_sample, {k: overall[k] for k in OVERALL_METRICS}, counts, notes)
     if bootstrap and result.n > 1:
-        from reg2rg_lib.metrics.stats import nlg_bootstrap_ci
+        from reg2rg_lib.metrics.nlg import nlg_bootstrap_ci
 
         result.ci95 = nlg_bootstrap_ci(result, n_resamples=bootstrap, seed=seed)
     return result
@@ -387,7 +389,7 @@ def paired_region_paragraphs(references: Sequence[str], predictions: Sequence[st
     Numbered paragraphs pair by prompt index (region i of the prompt is the same mask in both); "other report"
     blocks pair by name. A region the prediction lacks is paired with "" (scores 0).
     """
-    from reg2rg_lib.metrics.reports import split_regions
+    from reg2rg_lib.regions import split_regions
 
     rows = []
     for s, (ref, hyp) in enumerate(zip(_clean(references), _clean(predictions))):
@@ -417,3 +419,34 @@ def evaluate_nlg_by_region(references: Sequence[str], predictions: Sequence[str]
             res = evaluate_nlg(g["reference"].tolist(), g["prediction"].tolist(), bootstrap=0)
         rows.append({"region": name, "n": res.n, **res.headline()})
     return pd.DataFrame(rows)
+
+
+
+
+def bleu_replicates(result: NLGResult, idx: np.ndarray, order: int) -> np.ndarray:
+    """Corpus BLEU-`order` on each resample, from the per-case n-gram counts: (B,)."""
+    from reg2rg_lib.metrics.nlg import bleu_from_counts
+
+    c = result.counts
+    return bleu_from_counts(c.matches[idx].sum(axis=1), c.possible[idx].sum(axis=1),  # (B, 4)
+                            c.hyp_len[idx].sum(axis=1), c.ref_len[idx].sum(axis=1), order)  # (B,)
+
+
+def nlg_replicates(result: NLGResult, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of every NLG number (per-sample means and the Overall_* values)."""
+    from reg2rg_lib.metrics.nlg import MAX_ORDER, SAMPLE_METRICS
+
+    reps = {m: mean_replicates(result.per_sample[m].to_numpy(), idx) for m in SAMPLE_METRICS}
+    for n in range(1, MAX_ORDER + 1):
+        reps[f"Overall_BLEU-{n}"] = bleu_replicates(result, idx, n)
+    reps["Overall_METEOR"] = reps["METEOR"]
+    for name in ("ROUGE-1", "ROUGE-2", "ROUGE-L"):
+        reps[f"Overall_{name}"] = reps[name]  # the original's Overall_ROUGE is itself a bootstrap mean
+    return reps
+
+
+def nlg_bootstrap_ci(result: NLGResult, n_resamples: int = DEFAULT_RESAMPLES,
+                     seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% CIs for all NLG numbers of one evaluation."""
+    idx = bootstrap_indices(result.n, n_resamples, seed)
+    return {k: percentile_ci(v) for k, v in nlg_replicates(result, idx).items()}

@@ -83,7 +83,7 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
     from reg2rg_lib.metrics.labeler import get_labeler
     from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, write_nlg_outputs
     from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
-    from reg2rg_lib.metrics.reports import strip_region_prefix as strip
+    from reg2rg_lib.regions import strip_region_prefix as strip
 
     out = Path(out_dir)
     pairs = read_report_pairs(pred_csv, gt_column, pred_column)
@@ -167,10 +167,10 @@ def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str 
     from reg2rg_lib.metrics.ce import ce_metrics, ce_replicates
     from reg2rg_lib.metrics.io import read_report_pairs
     from reg2rg_lib.metrics.labeler import get_labeler
-    from reg2rg_lib.metrics.nlg import evaluate_nlg
+    from reg2rg_lib.metrics.nlg import evaluate_nlg, nlg_replicates
     from reg2rg_lib.metrics.region import region_recognition
-    from reg2rg_lib.metrics.reports import strip_region_prefix as strip
-    from reg2rg_lib.metrics.stats import bootstrap_indices, nlg_replicates, paired_test
+    from reg2rg_lib.metrics.stats import bootstrap_indices, paired_test
+    from reg2rg_lib.regions import strip_region_prefix as strip
 
     a, b = read_report_pairs(a_csv, gt_column, pred_column), read_report_pairs(b_csv, gt_column, pred_column)
     ia, ib = _aligned(a, b)

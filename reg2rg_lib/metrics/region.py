@@ -45,7 +45,7 @@ def _macro(per_region: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[
 def region_recognition(references: Sequence[str], predictions: Sequence[str],
                        ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """Region-recognition metrics from the "The region i is X:" prefixes of reference and predicted reports."""
-    from reg2rg_lib.metrics.reports import region_sequence
+    from reg2rg_lib.regions import region_sequence
 
     ids = list(ids) if ids is not None else list(range(len(references)))
     tp: dict[str, int] = defaultdict(int)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from reg2rg_lib.metrics.nlg import NLGResult
+    pass
 
 DEFAULT_RESAMPLES = 1000
 
@@ -41,35 +41,6 @@ def mean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Mean of `values` over each resample: (B,)."""
     values = np.asarray(values, dtype=np.float64)
     return values[idx].mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
-
-
-def bleu_replicates(result: NLGResult, idx: np.ndarray, order: int) -> np.ndarray:
-    """Corpus BLEU-`order` on each resample, from the per-case n-gram counts: (B,)."""
-    from reg2rg_lib.metrics.nlg import bleu_from_counts
-
-    c = result.counts
-    return bleu_from_counts(c.matches[idx].sum(axis=1), c.possible[idx].sum(axis=1),  # (B, 4)
-                            c.hyp_len[idx].sum(axis=1), c.ref_len[idx].sum(axis=1), order)  # (B,)
-
-
-def nlg_replicates(result: NLGResult, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of every NLG number (per-sample means and the Overall_* values)."""
-    from reg2rg_lib.metrics.nlg import MAX_ORDER, SAMPLE_METRICS
-
-    reps = {m: mean_replicates(result.per_sample[m].to_numpy(), idx) for m in SAMPLE_METRICS}
-    for n in range(1, MAX_ORDER + 1):
-        reps[f"Overall_BLEU-{n}"] = bleu_replicates(result, idx, n)
-    reps["Overall_METEOR"] = reps["METEOR"]
-    for name in ("ROUGE-1", "ROUGE-2", "ROUGE-L"):
-        reps[f"Overall_{name}"] = reps[name]  # the original's Overall_ROUGE is itself a bootstrap mean
-    return reps
-
-
-def nlg_bootstrap_ci(result: NLGResult, n_resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% CIs for all NLG numbers of one evaluation."""
-    idx = bootstrap_indices(result.n, n_resamples, seed)
-    return {k: percentile_ci(v) for k, v in nlg_replicates(result, idx).items()}
 
 
 def replicate_ci(statistic: Callable[[np.ndarray], float], n: int, n_resamples: int = DEFAULT_RESAMPLES,

@@ -3,7 +3,8 @@ HF causal LM whose placeholder tokens are replaced by the visual tokens (`masked
 
 Modules, top-down: `config` (dataclass + presets), `vit3d`, `perceiver`, `geometry` (building blocks), `prompt`
 (templates, special tokens, samples, collate), `tokenizer`, `llm` (HF LLM, tiny LLaMA, LoRA), `reg2rg` (the
-composed model + splice), `checkpoint` (safetensors I/O, official / RadFM key mapping), `flops` (counts, FLOPs).
+composed model + splice), `weights` (our safetensors folders, RadFM's files), `checkpoint` (the official key mapping),
+`flops` (counts, FLOPs).
 
 The API other stages code against (exact signatures)
 ----------------------------------------------------
@@ -73,17 +74,12 @@ Checkpoints::
     official_key_shapes(cfg, base_vocab: int | None = None) -> dict[str, list[int]]
 """
 
-from reg2rg_lib.model.checkpoint import (
-    LoadReport,
-    load_official_checkpoint,
-    load_radfm_perceiver,
-    load_radfm_vision,
-    official_key_shapes,
-)
+from reg2rg_lib.model.checkpoint import LoadReport, load_official_checkpoint
 from reg2rg_lib.model.config import LLM_ARCHS, PRESETS, Reg2RGConfig
 from reg2rg_lib.model.prompt import Sample, build_prompt, build_sample, build_target, collate
-from reg2rg_lib.model.reg2rg import Reg2RG, vision_inputs
+from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokenizer_for_run, train_tokenizer
+from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
 __all__ = [
     "LLM_ARCHS", "PRESETS", "LoadReport", "Reg2RG", "Reg2RGConfig", "Sample", "add_reg2rg_tokens", "build_prompt",

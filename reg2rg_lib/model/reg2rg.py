@@ -28,6 +28,13 @@ from reg2rg_lib.model.llm import apply_finetuning, base_llm, build_llm
 from reg2rg_lib.model.perceiver import PerceiverResampler
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens
 from reg2rg_lib.model.vit3d import ViT3D
+from reg2rg_lib.model.weights import (
+    load_radfm_perceiver,
+    load_radfm_vision,
+    load_saved_state,
+    read_pretrained,
+    save_pretrained,
+)
 
 #: Integer codes of the per-token kind table (a buffer indexed by token id).
 KIND_CODES: dict[str, int] = {P.TEXT: 0, P.STRUCT: 1, P.GLOBAL: 2, P.TEXTURE: 3, P.GEOMETRY: 4}
@@ -76,6 +83,21 @@ def splice(embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor, wha
             raise KitError(f"{what} tokens: the prompts have {n_pos} placeholder positions but {n_feat} feature "
                            "vectors were given (check the region count per sample and the order of the regions)")
     return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), features.to(embeds.dtype))
+
+
+def official_key_shapes(cfg: Reg2RGConfig, base_vocab: int | None = None,
+                        llm_dim: int | None = None) -> dict[str, list[int]]:
+    """Names and shapes of the official embedding layer for `cfg` (keys without the `embedding_layer.` prefix).
+
+    `weight` is the LLM's input table over the base vocabulary (`base_vocab`, default `cfg.llm_vocab`); the rest
+    are this kit's `embedding_layer` tensors, whose names are the official ones. Built on the meta device.
+    """
+    dim = llm_dim or cfg.llm_hidden
+    with torch.device("meta"):
+        layer = Reg2RGEmbedding(cfg, dim)
+    shapes = {"weight": [base_vocab or cfg.llm_vocab, dim]}
+    shapes.update({k: list(v.shape) for k, v in layer.state_dict().items()})
+    return shapes
 
 
 class _MetaVocab:
@@ -146,8 +168,6 @@ class Reg2RG(nn.Module):
         self.reg2rg_token_ids = sorted(vocab[t] for t in P.reg2rg_special_tokens(cfg) if t in vocab)
 
         if not meta:
-            from reg2rg_lib.model.checkpoint import load_radfm_perceiver, load_radfm_vision
-
             if cfg.vision_checkpoint:
                 load_radfm_vision(self, cfg.vision_checkpoint)
             if cfg.perceiver_checkpoint:
@@ -273,7 +293,7 @@ class Reg2RG(nn.Module):
         with its resized token table), lora. `total` also counts the 4 structure-token rows
         (image/region_token_weight), which belong to no listed component.
         """
-        from reg2rg_lib.model.checkpoint import official_key_shapes
+        from reg2rg_lib.model.reg2rg import official_key_shapes
 
         el = self.embedding_layer
         comp = {name: _count(getattr(el, name)) for name in ("vision_encoder", "mask_encoder", "perceiver", "fc",
@@ -305,17 +325,17 @@ class Reg2RG(nn.Module):
     def llm_dim(self) -> int:
         return self.lang_model.get_input_embeddings().embedding_dim
 
-    # ---- checkpoints (implemented in checkpoint.py) ---------------------------------------------------------
+    # ---- checkpoints (the folder format: weights.py) -------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
-        from reg2rg_lib.model.checkpoint import save_pretrained
-
         save_pretrained(self, out_dir)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Reg2RG:
-        from reg2rg_lib.model.checkpoint import from_pretrained
-
-        return from_pretrained(path, device)
+        """Rebuild a model from a `save_pretrained` folder; every saved tensor must fit (else a one-line error)."""
+        cfg, tokenizer, state, where = read_pretrained(path)
+        model = cls(cfg, tokenizer)
+        load_saved_state(model, state, where)
+        return model.to(device) if device is not None else model
 
 
 def _count(module: nn.Module | None) -> int:

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reg2rg_lib.bench.recipe import recipe_case
 from reg2rg_lib.data.manifest import index_dataset
 from reg2rg_lib.data.prep import PrepParams, load_cache, prepare, prepare_case
-from reg2rg_lib.data.recipe import recipe_case
 from reg2rg_lib.data.resize import area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.data.synth.build import synthesize
 from reg2rg_lib.errors import KitError

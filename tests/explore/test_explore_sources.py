@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from reg2rg_lib.data.layout import mask_dirname, mask_filename, volume_relpath, write_nifti
+from reg2rg_lib.data.sources import LayoutSource, region_report_text, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_dataset, open_explorer, run_predictions
-from reg2rg_lib.explore.sources import LayoutSource, as_prediction_files, case_key, region_report_text, to_ras
-from reg2rg_lib.generate import PRED_COLUMNS
+from reg2rg_lib.explore.sources import as_prediction_files, case_key
+from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.paths import RunPaths
 
 #: Stored L-A-S (like the embedded CT): voxel i runs toward the patient's left, 2 mm x 2 mm x 5 mm.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reg2rg_lib.explore import view
+from reg2rg_lib.data import slices as view
 from reg2rg_lib.regions import REGION_COLORS
 
 

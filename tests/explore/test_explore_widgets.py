@@ -7,10 +7,11 @@ import csv
 import numpy as np
 import pytest
 
+from reg2rg_lib.data.sources import ArraySource
 from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.explore.sources import ArraySource, Explorable, read_prediction_table
+from reg2rg_lib.explore.sources import Explorable, read_prediction_table
 from reg2rg_lib.explore.widgets import Explorer
-from reg2rg_lib.generate import PRED_COLUMNS
+from reg2rg_lib.infer.predictions import PRED_COLUMNS
 
 GT = ("The region 0 is heart: Heart size is normal. "
       "The region 1 is lung: A 6 mm nodule in the right upper lobe. Pleural effusion on the left.")

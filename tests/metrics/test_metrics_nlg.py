@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reg2rg_lib.metrics.bench import reference_compute_bleu
+from reg2rg_lib.bench.metrics import reference_compute_bleu
 from reg2rg_lib.metrics.nlg import (
     OVERALL_METRICS,
     SAMPLE_METRICS,
@@ -85,8 +85,8 @@ def test_rouge_matches_rouge_score_and_keeps_numpy_state():
 def test_meteor_uses_wordnet_synonyms(nltk_ready):
     from nltk.translate.meteor_score import meteor_score
 
+    from reg2rg_lib.env.nltk import word_tokenize
     from reg2rg_lib.metrics.nlg import meteor_scores
-    from reg2rg_lib.metrics.nltk_assets import word_tokenize
 
     same = meteor_scores(["The heart is normal."], ["The heart is normal."])[0]
     assert same == pytest.approx(1 - 0.5 * (1 / 5) ** 3)  # 5 tokens, one chunk

@@ -114,8 +114,8 @@ def test_compare_two_prediction_files(nltk_ready, tmp_path):
 def test_labeler_on_the_embedded_benchmark_reports(tmp_path):
     """The benchmark's reports come with exact labels: the rules should reproduce them (goal >= 0.95 macro F1)."""
     pytest.importorskip("reg2rg_lib.data.synth.build")
-    from reg2rg_lib.assets import find_ct_source
     from reg2rg_lib.data.synth.build import synthesize
+    from reg2rg_lib.env.assets import find_ct_source
     from reg2rg_lib.errors import KitError
     from reg2rg_lib.metrics.labeler import RuleLabeler, agreement
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from reg2rg_lib.cli import main
 from reg2rg_lib.metrics.region import region_recognition
-from reg2rg_lib.metrics.reports import strip_region_prefix
+from reg2rg_lib.regions import strip_region_prefix
 
 
 def test_nlg_equals_released_results_at_every_printed_decimal(release_dir, nltk_ready, tmp_path):

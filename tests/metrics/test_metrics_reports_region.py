@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reg2rg_lib.metrics.region import region_recognition, region_report_text, write_region_outputs
-from reg2rg_lib.metrics.reports import region_sequence, split_regions, strip_region_prefix
+from reg2rg_lib.regions import region_sequence, split_regions, strip_region_prefix
 
 REPORT = ("The region 0 is lung: No nodule. The region 1 is trachea and bronchie: Patent airways. "
           "The other report is: {pleura: No effusion.}{other: }")

@@ -14,8 +14,8 @@ from reg2rg_lib.model.checkpoint import (
     PAPER_OFFICIAL_KEY_COUNT,
     PAPER_OFFICIAL_KEYS_SHA256,
     PAPER_PARAMETER_COUNTS,
-    official_key_shapes,
 )
+from reg2rg_lib.model.reg2rg import official_key_shapes
 
 #: Trainable parameter names per the paper: LoRA, Perceiver, projections, geometry encoder, new token embeddings.
 INTENDED_TRAINABLE = re.compile(

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.train import TrainSettings, epoch_batches, fit, read_train_log, warmup_constant
-from reg2rg_lib.trainckpt import COMPLETE, latest_checkpoint, list_checkpoints
+from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint, list_checkpoints
+from reg2rg_lib.train.loop import TrainSettings, epoch_batches, fit, read_train_log, warmup_constant
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toyloop  # noqa: E402
@@ -40,7 +40,7 @@ def test_warmup_then_constant():
 
 def test_cosine_schedule_warms_up_decays_to_zero_and_rejects_unknown_names():
     from reg2rg_lib.errors import KitError
-    from reg2rg_lib.train import lr_multiplier
+    from reg2rg_lib.train.loop import lr_multiplier
 
     assert lr_multiplier("constant", 2, 10)(9) == 1.0
     f = lr_multiplier("cosine", 2, 10)

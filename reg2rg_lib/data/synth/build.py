@@ -110,8 +110,8 @@ def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int
     """
     from tqdm.auto import tqdm
 
-    from reg2rg_lib.assets import PROVENANCE
     from reg2rg_lib.data.manifest import build_manifest, write_manifest
+    from reg2rg_lib.env.assets import PROVENANCE
 
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)

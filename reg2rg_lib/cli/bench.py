@@ -1,0 +1,25 @@
+"""`reg2rg bench ...`: benchmarks that print a ratio measured in one run (never timed tests).
+
+Each benchmark family lives next to the code it measures and exposes `register_bench(subparsers)`; its handler
+returns a dict of figures, which `report` prints as a table or, with `--json`, as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: Modules that add `reg2rg bench <name>` subcommands.
+BENCH_MODULES: tuple[str, ...] = (
+    "reg2rg_lib.bench.train",  # train-step, generate, gpu-step
+    "reg2rg_lib.bench.metrics",  # metrics
+    "reg2rg_lib.bench.preprocess",  # preprocess
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (each prints the kit against a reference recipe, as a ratio)")
+    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bench_sub.required = True
+    for name in BENCH_MODULES:
+        importlib.import_module(name).register_bench(bench_sub)

@@ -1,0 +1,179 @@
+"""`reg2rg evaluate nlg|ce|region|compare|all`: the paper's metrics on any predictions CSV, from any path.
+
+Column names default to the released formats (GT_combined_report/Pred_combined_report, else
+GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _report_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gt-column", default=None, help="reference report column (default: auto-detect)")
+    p.add_argument("--pred-column", default=None, help="predicted report column (default: auto-detect)")
+
+
+def _resampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="NLG, clinical-efficacy and region metrics as the paper computed them")
+    ev = p.add_subparsers(dest="evaluate", metavar="WHAT")
+    ev.required = True
+
+    q = ev.add_parser("nlg", help="BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr -> DIR/nlg_evaluation_results.csv")
+    q.add_argument("--predictions", required=True, help="CSV with reference and predicted reports")
+    _report_columns(q)
+    q.add_argument("--strip-region-prefix", action="store_true",
+                   help='remove "The region i is X:" prefixes and unwrap "{region: ...}" blocks first')
+    q.add_argument("--by-region", action="store_true",
+                   help="also score each region's paragraphs separately -> DIR/nlg_by_region.csv")
+    q.add_argument("--out", required=True, help="output folder")
+    _resampling(q)
+    q.set_defaults(func=_nlg)
+
+    q = ev.add_parser("ce", help="clinical efficacy over the 18 CT-RATE labels -> DIR/ce_metrics.csv")
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--labels", help="label table with GT_<label>/Pred_<label> columns (e.g. label_inferred.csv)")
+    src.add_argument("--predictions", help="predictions CSV: both reports are labelled with --labeler")
+    _report_columns(q)
+    q.add_argument("--labeler", default="rules", help="'rules' (offline, default) or a local classifier folder")
+    q.add_argument("--gt-prefix", default="GT_", help="label-table column prefix of the references")
+    q.add_argument("--pred-prefix", default="Pred_", help="label-table column prefix of the predictions")
+    q.add_argument("--out", required=True, help="output folder")
+    _resampling(q)
+    q.set_defaults(func=_ce)
+
+    q = ev.add_parser("region", help="region-recognition accuracy and per-region P/R/F1 -> DIR/region_metrics.json")
+    q.add_argument("--predictions", required=True, help="CSV with reports that carry 'The region i is X:' prefixes")
+    _report_columns(q)
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_region)
+
+    q = ev.add_parser("compare", help="paired bootstrap test of B against A (same cases)")
+    q.add_argument("a", help="predictions CSV of system A (the baseline)")
+    q.add_argument("b", help="predictions CSV of system B")
+    _report_columns(q)
+    q.add_argument("--no-strip-region-prefix", dest="strip", action="store_false",
+                   help="score whole reports with their region prefixes (default: strip them, as the paper)")
+    q.add_argument("--labeler", default="rules", help="labeler for the CE rows ('rules' or a classifier folder)")
+    q.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    q.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    q.add_argument("--out", default=None, help="also write DIR/compare.csv and DIR/compare.json")
+    q.add_argument("--json", action="store_true", help="print one JSON line")
+    q.set_defaults(func=_compare)
+
+    q = ev.add_parser("all", help="everything notebooks 04/05 report, in one call (evaluate_predictions)")
+    q.add_argument("--predictions", required=True, help="predictions CSV")
+    _report_columns(q)
+    q.add_argument("--labels", default=None,
+                   help="exact reference labels (id column + 18 labels) or a GT_/Pred_ label table")
+    q.add_argument("--labeler", default="rules", help="'rules' (default) or a local classifier folder")
+    q.add_argument("--by-region", action="store_true", help="also write DIR/nlg_by_region.csv")
+    q.add_argument("--out", required=True, help="output folder")
+    _resampling(q)
+    q.set_defaults(func=_all)
+
+
+def _print_row(title: str, row: dict[str, str]) -> None:
+    print(title)
+    width = max(map(len, row))
+    for k, v in row.items():
+        print(f"  {k:<{width}}  {v}")
+
+
+def _nlg(args: argparse.Namespace) -> int:
+    from reg2rg_lib.io import atomic_path
+    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, write_nlg_outputs
+    from reg2rg_lib.regions import strip_region_prefix
+
+    pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+    refs, hyps = pairs.references, pairs.predictions
+    if args.strip_region_prefix:
+        refs, hyps = [strip_region_prefix(t) for t in refs], [strip_region_prefix(t) for t in hyps]
+    result = evaluate_nlg(refs, hyps, ids=pairs.ids, bootstrap=args.bootstrap, seed=args.seed, show_progress=True)
+    paths = write_nlg_outputs(result, args.out)
+    if args.by_region:
+        with atomic_path(Path(args.out) / "nlg_by_region.csv") as tmp:
+            evaluate_nlg_by_region(pairs.references, pairs.predictions).to_csv(tmp, index=False)
+    _print_row(f"NLG on {result.n} pairs ({pairs.gt_column} vs {pairs.pred_column}):", result.summary_row())
+    print(f"wrote {paths['results']}")
+    return 0
+
+
+def _ce(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.ce import evaluate_ce, label_reports, read_label_table, write_ce_outputs
+    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.labeler import get_labeler
+    from reg2rg_lib.regions import strip_region_prefix
+
+    if args.labels:
+        y_true, y_pred, _ = read_label_table(args.labels, gt_prefix=args.gt_prefix, pred_prefix=args.pred_prefix)
+    else:
+        pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+        table = label_reports([strip_region_prefix(t) for t in pairs.references],
+                              [strip_region_prefix(t) for t in pairs.predictions], get_labeler(args.labeler))
+        y_true = table.filter(like="GT_").to_numpy()
+        y_pred = table.filter(like="Pred_").to_numpy()
+        from reg2rg_lib.io import atomic_path
+
+        with atomic_path(Path(args.out) / "ce_labels.csv") as tmp:
+            table.insert(0, "AccNum", pairs.ids)
+            table.to_csv(tmp, index=False)
+    metrics = evaluate_ce(y_true, y_pred, bootstrap=args.bootstrap, seed=args.seed)
+    paths = write_ce_outputs(metrics, args.out)
+    print(metrics["report"], end="")
+    print(f"wrote {paths['csv']}")
+    return 0
+
+
+def _region(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
+
+    pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+    m = region_recognition(pairs.references, pairs.predictions, pairs.ids)
+    paths = write_region_outputs(m, args.out)
+    print(f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples")
+    print(f"macro F1: all regions {m['macro_all']['f1']:.4f}; without lung/pleura "
+          f"{m['macro_without_lung_pleura']['f1']:.4f}")
+    print(f"wrote {paths['json']}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from reg2rg_lib.io import atomic_path, write_json_atomic
+    from reg2rg_lib.metrics.pipeline import compare_predictions
+
+    table = compare_predictions(args.a, args.b, gt_column=args.gt_column, pred_column=args.pred_column,
+                                strip_region_prefix=args.strip, labeler=args.labeler, n_resamples=args.resamples,
+                                seed=args.seed)
+    record = {**table.attrs, "metrics": table.to_dict(orient="records")}
+    if args.out:
+        with atomic_path(Path(args.out) / "compare.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        write_json_atomic(Path(args.out) / "compare.json", record)
+    if args.json:
+        print(json.dumps(record, default=float))
+        return 0
+    print(f"B = {table.attrs['B']}\nA = {table.attrs['A']}\n{table.attrs['n']} shared cases, "
+          f"{table.attrs['resamples']} paired resamples")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
+def _all(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.pipeline import evaluate_predictions
+
+    headline = evaluate_predictions(args.predictions, args.out, labels=args.labels, gt_column=args.gt_column,
+                                    pred_column=args.pred_column, labeler=args.labeler, by_region=args.by_region,
+                                    bootstrap=args.bootstrap, seed=args.seed, show_progress=True)
+    _print_row("headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()})
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0

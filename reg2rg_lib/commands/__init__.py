@@ -1,1 +1,0 @@
-"""CLI command families; each module exposes `register(subparsers)`."""

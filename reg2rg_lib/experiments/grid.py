@@ -1,0 +1,110 @@
+"""The ablation grid (Tables 4-7): train, generate and evaluate each variant of Reg2RG on the embedded benchmark.
+
+| run | model change | paper |
+|---|---|---|
+| `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
+| `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
+| `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
+| `texture_geometry` | `use_global=False` | Table 5 |
+| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
+| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
+
+Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
+Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
+encoder) and `generate_run` (greedy decoding), and the Evaluation stage's `evaluate_predictions` against the
+benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an interrupted grid
+resumes and notebook 03's `full` is not trained again; `llm_<arch>` with the profile's own LLM is the `full` model
+and reuses its outputs. A grid with a shorter step count than training (to fit a time budget) keeps its runs, its
+own `full` included, in `runs/<name>_s<steps>/`, so that every comparison is at equal steps and notebook 03's run
+is never overwritten.
+
+Uncertainty (`ablation_stats`): for every headline metric, a bootstrap 95% CI over test cases and a paired
+bootstrap test against `full` with the same resample indices for all runs (`reg2rg_lib.metrics.stats`).
+Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) and `out_dir/ablation_stats.csv`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.summary import REFERENCE
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One run of the grid: its name, what it changes, and in words what it tests."""
+
+    name: str
+    description: str
+    changes: Mapping[str, Any] = field(default_factory=dict)  # Reg2RGConfig fields
+    llm_arch: str | None = None  # a key of LLM_ARCHS, or None for the profile's LLM
+
+
+#: The component ablations (the LLM-size runs are made by `ablation("llm_<arch>")`).
+ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
+    Ablation("full", "texture + geometry + global, LFD, RRA"),
+    Ablation("no_lfd", "LFD off: masked uncropped CT per region, no geometry token", {"decoupled": False}),
+    Ablation("texture_only", "texture tokens only (no geometry, no global)",
+             {"use_geometry": False, "use_global": False}),
+    Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
+    Ablation("no_rra", "RRA off: canonical order, no region prefixes (and no region dropout)", {"rra": False}),
+)}
+
+
+def ablation(name: str) -> Ablation:
+    """The ablation called `name`: one of `ABLATIONS` or `llm_<arch>` with arch in `LLM_ARCHS`."""
+    if name in ABLATIONS:
+        return ABLATIONS[name]
+    if name.startswith("llm_"):
+        from reg2rg_lib.model import LLM_ARCHS
+
+        arch = name[len("llm_"):]
+        if arch not in LLM_ARCHS:
+            raise KitError(f"ablation {name!r}: unknown LLM {arch!r}; expected one of {', '.join(LLM_ARCHS)}")
+        return Ablation(name, f"LLM {arch} ({_llm_size(LLM_ARCHS[arch])})", llm_arch=arch)
+    known = ", ".join([*ABLATIONS, "llm_<arch>"])
+    raise KitError(f"unknown ablation {name!r}; expected one of {known}")
+
+
+def _llm_size(arch: Mapping[str, Any]) -> str:
+    return f"{arch['llm_layers']} layers x {arch['llm_hidden']} wide"
+
+
+def same_model_as(profile: Any, a: Ablation, b: Ablation) -> bool:
+    """True when two ablations build the same model config (e.g. `llm_tiny` and `full` under the tiny preset)."""
+    from reg2rg_lib.train.run import model_config
+
+    return model_config(profile, a.changes, a.llm_arch) == model_config(profile, b.changes, b.llm_arch)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One run
+
+
+def run_folder(profile: Any, name: str, steps: int | None) -> str:
+    """The folder name under `runs/` of ablation `name` trained for `steps`: the plain name when `steps` is the
+    profile's training length (so notebook 03's `full` is the grid's `full`), else `<name>_s<steps>`, so that a
+    shorter grid never overwrites notebook 03's run."""
+    return name if steps == profile.train.get("max_steps") else f"{name}_s{steps}"
+
+
+def run_steps(profile: Any) -> int | None:
+    """Optimizer steps of every ablation run: `ablations.max_steps`, else the profile's `train.max_steps`."""
+    steps = profile.ablations.get("max_steps")
+    return int(steps) if steps is not None else profile.train.get("max_steps")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The grid
+
+
+def grid(profile: Any, runs: Sequence[str] | None = None) -> list[Ablation]:
+    """The runs to do, `full` first (the reference of every paired test), from `runs` or the profile."""
+    names = list(runs or profile.ablations.runs)
+    if REFERENCE not in names:
+        names.insert(0, REFERENCE)
+    names.sort(key=lambda n: n != REFERENCE)  # stable: the profile's order otherwise
+    return [ablation(n) for n in dict.fromkeys(names)]

@@ -1,0 +1,249 @@
+"""The ablation grid (Tables 4-7): train, generate and evaluate each variant of Reg2RG on the embedded benchmark.
+
+| run | model change | paper |
+|---|---|---|
+| `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
+| `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
+| `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
+| `texture_geometry` | `use_global=False` | Table 5 |
+| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
+| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
+
+Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
+Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
+encoder) and `generate_run` (greedy decoding), and the Evaluation stage's `evaluate_predictions` against the
+benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an interrupted grid
+resumes and notebook 03's `full` is not trained again; `llm_<arch>` with the profile's own LLM is the `full` model
+and reuses its outputs. A grid with a shorter step count than training (to fit a time budget) keeps its runs, its
+own `full` included, in `runs/<name>_s<steps>/`, so that every comparison is at equal steps and notebook 03's run
+is never overwritten.
+
+Uncertainty (`ablation_stats`): for every headline metric, a bootstrap 95% CI over test cases and a paired
+bootstrap test against `full` with the same resample indices for all runs (`reg2rg_lib.metrics.stats`).
+Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) and `out_dir/ablation_stats.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.grid import Ablation, grid, run_folder, run_steps, same_model_as
+from reg2rg_lib.experiments.stats import ablation_stats
+from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.io import atomic_path
+from reg2rg_lib.paths import RunPaths
+
+
+def _test_names(cache_dir: Path) -> list[str]:
+    from reg2rg_lib.data.prep import load_cache
+
+    return [r.name for r in load_cache(cache_dir).cases("test")]
+
+
+def predictions_complete(pred_csv: Path, names: Sequence[str]) -> bool:
+    """True when `pred_csv` holds a prediction for every test case in `names`."""
+    if not pred_csv.is_file():
+        return False
+    from reg2rg_lib.infer.predictions import read_predictions
+
+    return set(names) <= {r["AccNum"] for r in read_predictions(pred_csv)}
+
+
+def trained_steps(run_dir: Path) -> int | None:
+    """Steps of the run's finished training (`train_summary.json`), None when it has not finished."""
+    from reg2rg_lib.train.loop import summary
+
+    steps = summary(run_dir).get("steps")
+    return int(steps) if steps is not None else None
+
+
+def test_labels(paths: RunPaths) -> Path | None:
+    """The benchmark's exact test labels (`test_predicted_labels.csv`), the CE reference of every run; None when
+    the profile's data has none (then the labeler labels the ground-truth reports too)."""
+    if not paths.data.is_dir():
+        return None
+    from reg2rg_lib.data.layout import scan_layout
+
+    return scan_layout(paths.data).label_csvs.get("test")
+
+
+def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
+    """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation finished
+    with the same CE reference labels, else None (then it is evaluated again)."""
+    summary, ce = run_dir / "metrics" / "summary.json", run_dir / "metrics" / "ce_metrics.json"
+    if not (summary.is_file() and ce.is_file()):
+        return None
+    wanted = str(labels) if labels is not None else None
+    used = json.loads(ce.read_text()).get("reference_labels")
+    if wanted is not None and used != wanted or wanted is None and not str(used).startswith("labeler"):
+        return None
+    return json.loads(summary.read_text())["headline"]
+
+
+def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | None]:
+    """The numbers summary.json keeps for a run: every numeric headline metric plus the training steps.
+
+    `region_accuracy` is null (not 0) for a run whose reports carry no region names at all (`no_rra`: without
+    region-report alignment the model is never asked to name the organ), so no one reads it as a failure.
+    """
+    out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()
+                                    if isinstance(v, int | float) and not isinstance(v, bool)}
+    region = run_dir / "metrics" / "region_metrics.json"
+    if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
+        out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
+    out["train_steps"] = float(trained_steps(run_dir) or 0)
+    return out
+
+
+def run_one(
+    profile: Any,
+    paths: RunPaths,
+    ab: Ablation,
+    steps: int | None,
+    names: Sequence[str],
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train (unless finished), generate (unless complete) and evaluate one run; return its headline metrics.
+
+    Each stage resumes: training from its newest checkpoint, generation from the rows already written.
+    """
+    from reg2rg_lib.infer.generate import DecodeSettings, generate_run
+    from reg2rg_lib.metrics import evaluate_predictions
+    from reg2rg_lib.train.run import train_run
+
+    run_dir = paths.run(run_folder(profile, ab.name, steps))
+    pred = run_dir / "predictions.csv"
+    labels = test_labels(paths)
+    if force:
+        for stale in (pred, run_dir / "metrics" / "summary.json", run_dir / "train_summary.json"):
+            stale.unlink(missing_ok=True)
+    done = metrics_of(run_dir, labels)
+    if done is not None and predictions_complete(pred, names) and trained_steps(run_dir) in (steps, None):
+        log(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
+        return _headline(done, run_dir)
+    start = time.perf_counter()
+    have = trained_steps(run_dir)
+    if have is None or (steps is not None and have != steps):
+        if have is not None:
+            log(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
+        log(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
+        train_run(profile, run_dir, cache_dir=paths.cache, tokenizer_dir=paths.tokenizer, max_steps=steps,
+                  resume=not force and have is None, model_changes=dict(ab.changes) or None, llm_arch=ab.llm_arch,
+                  progress=progress, log=log)
+        pred.unlink(missing_ok=True)  # predictions of an older model must not be resumed into
+    if not predictions_complete(pred, names):
+        decode = DecodeSettings.from_profile(profile.generate)
+        generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=int(profile.generate.batch_size),
+                     progress=progress)
+    headline = _headline(evaluate_predictions(pred, run_dir / "metrics", labels=labels), run_dir)
+    log(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
+        + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
+    return headline
+
+
+def run_ablations(
+    profile: Any,
+    out_dir: str | os.PathLike[str],
+    runs: Sequence[str] | None = None,
+    max_steps: int | None = None,
+    force: bool = False,
+    n_resamples: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    parallel: int | None = None,
+) -> dict[str, Any]:
+    """Run the grid, write `out_dir/summary.json` and `out_dir/ablation_stats.csv`; return the summary.
+
+    `runs` defaults to the profile's `ablations.runs`, `max_steps` to its step count (`run_steps`), `n_resamples`
+    to `ablations.resamples`, `parallel` (runs trained at once, in worker processes that share the CPU cores) to
+    `ablations.parallel` (1: one after the other, in this process). Runs are independent and seeded, so the
+    numbers do not depend on `parallel`.
+    """
+    from reg2rg_lib.profiles import load_profile
+
+    profile = load_profile(profile)
+    paths = RunPaths(out_dir)
+    if not (paths.cache / "manifest.json").is_file():
+        raise KitError(f"no prep cache at {paths.cache}: run notebooks 01-03 (or `reg2rg prepare`) first")
+    steps = max_steps if max_steps is not None else run_steps(profile)
+    names = _test_names(paths.cache)
+    todo = grid(profile, runs)
+    log(f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
+        + ", ".join(a.name for a in todo))
+    results: dict[str, dict[str, Any]] = {}
+    aliases: dict[str, str] = {}
+    if steps != profile.train.get("max_steps"):
+        log(f"[ablate] the grid trains {steps} steps, notebook 03's full {profile.train.get('max_steps')}: "
+            f"every run of the grid, full included, goes to runs/<name>_s{steps}/")
+    unique: list[Ablation] = []
+    for ab in todo:
+        twin = next((u.name for u in unique if same_model_as(profile, ab, u)), None)
+        if twin is not None:
+            log(f"[ablate] {ab.name}: the same model as {twin}; reusing its outputs")
+            aliases[ab.name] = twin
+        else:
+            unique.append(ab)
+    workers = max(1, min(int(parallel if parallel is not None else profile.ablations.get("parallel") or 1),
+                         len(unique)))
+    if workers == 1:
+        for ab in unique:
+            results[ab.name] = run_one(profile, paths, ab, steps, names, force=force, progress=progress, log=log)
+    else:
+        results.update(_run_parallel(profile, paths, unique, steps, names, force, workers, log))
+    for name, twin in aliases.items():
+        results[name] = results[twin]
+    results = {a.name: results[a.name] for a in todo}  # the grid's order, full first
+    summary = write_summary(paths, profile.name, results)
+    resamples = int(n_resamples or profile.ablations.get("resamples") or 1000)
+    folders = {a.name: run_folder(profile, aliases.get(a.name, a.name), steps) for a in todo}
+    stats = ablation_stats(paths, [a.name for a in todo], aliases, folders, n_resamples=resamples, seed=seed)
+    with atomic_path(paths.root / STATS_FILE) as tmp:
+        stats.to_csv(tmp, index=False, lineterminator="\n")
+    return summary
+
+
+def _worker(profile: Any, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
+            threads: int) -> tuple[str, dict[str, Any], list[str]]:
+    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its log lines."""
+    import torch
+
+    torch.set_num_threads(threads)
+    lines: list[str] = []
+    headline = run_one(profile, RunPaths(out_dir), ab, steps, names, force=force, progress=False,
+                       log=lines.append)
+    return ab.name, headline, lines
+
+
+def _run_parallel(profile: Any, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
+                  names: Sequence[str], force: bool, workers: int, log: Callable[[str], None]
+                  ) -> dict[str, dict[str, Any]]:
+    """`runs` in `workers` spawned processes, each with an equal share of the cores (small models train faster
+    on one thread each, side by side, than on all threads one after the other). The largest LLM starts first."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    order = sorted(runs, key=lambda a: a.llm_arch is None)  # llm_<arch> runs first: they take longest
+    log(f"[ablate] {len(order)} runs in {workers} worker processes x {threads} thread(s): "
+        + ", ".join(a.name for a in order))
+    results: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, profile, str(paths.root), ab, steps, names, force, threads)
+                   for ab in order]
+        for fut in cf.as_completed(futures):
+            name, headline, lines = fut.result()
+            for line in lines:
+                log(line)
+            results[name] = headline
+            log(f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)")
+    return results

@@ -1,0 +1,192 @@
+"""The ablation grid (Tables 4-7): train, generate and evaluate each variant of Reg2RG on the embedded benchmark.
+
+| run | model change | paper |
+|---|---|---|
+| `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
+| `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
+| `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
+| `texture_geometry` | `use_global=False` | Table 5 |
+| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
+| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
+
+Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
+Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
+encoder) and `generate_run` (greedy decoding), and the Evaluation stage's `evaluate_predictions` against the
+benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an interrupted grid
+resumes and notebook 03's `full` is not trained again; `llm_<arch>` with the profile's own LLM is the `full` model
+and reuses its outputs. A grid with a shorter step count than training (to fit a time budget) keeps its runs, its
+own `full` included, in `runs/<name>_s<steps>/`, so that every comparison is at equal steps and notebook 03's run
+is never overwritten.
+
+Uncertainty (`ablation_stats`): for every headline metric, a bootstrap 95% CI over test cases and a paired
+bootstrap test against `full` with the same resample indices for all runs (`reg2rg_lib.metrics.stats`).
+Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) and `out_dir/ablation_stats.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.grid import ablation
+from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.paths import RunPaths
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bootstrap CIs and paired tests
+
+
+@dataclass
+class PerCase:
+    """What one run's bootstrap needs, aligned on the test cases: per-case scores and CE label matrices."""
+
+    ids: list[str]
+    scores: dict[str, np.ndarray]  # metric -> (N,) per-case score (NaN: not scored)
+    y_true: np.ndarray | None = None  # (N, L) ground-truth labels
+    y_pred: np.ndarray | None = None  # (N, L) predicted labels
+
+    def take(self, ids: Sequence[str], where: Path) -> PerCase:
+        """The same data in the order of `ids` (every id must be present)."""
+        pos = {k: i for i, k in enumerate(self.ids)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise BadInputError(where, f"no per-case scores for {len(missing)} test case(s), e.g. {missing[0]}")
+        order = np.array([pos[i] for i in ids], dtype=np.int64)
+        return PerCase(list(ids), {k: v[order] for k, v in self.scores.items()},
+                       None if self.y_true is None else self.y_true[order],
+                       None if self.y_pred is None else self.y_pred[order])
+
+
+def per_case(metrics_dir: Path) -> PerCase:
+    """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L and CE labels from a run's evaluation folder."""
+    from reg2rg_lib.metrics.io import read_csv_checked
+
+    nlg = read_csv_checked(metrics_dir / "nlg_per_sample.csv", required=("id", "BLEU-4"), what="per-sample NLG")
+    ids = nlg["id"].astype(str).tolist()
+    scores = {m: nlg[m].astype(float).to_numpy() for m in ("BLEU-4", "METEOR", "ROUGE-L") if m in nlg.columns}
+    region = json.loads((metrics_dir / "region_metrics.json").read_text())
+    acc = [math.nan if a is None else float(a) for a in region.get("per_sample_accuracy", [])]
+    if len(acc) == len(ids):
+        scores["region_accuracy"] = np.array(acc)
+    out = PerCase(ids, scores)
+    labels_csv = metrics_dir / "ce_labels.csv"
+    if labels_csv.is_file():
+        from reg2rg_lib.metrics.ce import read_label_table
+
+        out.y_true, out.y_pred = read_label_table(labels_csv)[:2]
+    return out
+
+
+def _nanmean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean over each resample ignoring unscored cases (NaN): (B,)."""
+    taken = values[idx]  # (B, N)
+    ok = ~np.isnan(taken)
+    return np.where(ok, taken, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+
+
+def replicates(data: PerCase, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap replicates (B,) of every headline metric that `data` supports."""
+    from reg2rg_lib.metrics.ce import ce_replicates
+
+    reps = {m: _nanmean_replicates(v, idx) for m, v in data.scores.items() if not np.isnan(v).all()}
+    if data.y_true is not None and data.y_pred is not None:
+        reps["CE_micro_F1"] = ce_replicates(data.y_true, data.y_pred, idx)["micro_f1"]
+    return reps
+
+
+def ablation_stats(
+    paths: RunPaths,
+    runs: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    folders: Mapping[str, str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    reference: str = REFERENCE,
+) -> pd.DataFrame:
+    """Long table (run, metric, value, ci_low, ci_high, delta_vs_full, p_vs_full, same_as), headline metrics.
+
+    `value` is the run's own evaluation (summary.json; NaN where not applicable); CIs and p-values come from one
+    set of resample indices shared by all runs (paired). `aliases` maps a run to the run whose outputs it reused
+    (its `same_as`); `folders` maps a run to its folder under `runs/` (default: the run's name, or its alias's).
+    """
+    from reg2rg_lib.metrics.stats import bootstrap_indices, paired_test, percentile_ci
+
+    aliases = dict(aliases or {})
+    summary = read_summary(paths.summary)["runs"]
+    folders = dict(folders or {})
+    folder = {r: paths.run(folders.get(r, aliases.get(r, r))) / "metrics" for r in runs}
+    ref_data = per_case(folder[reference])
+    idx = bootstrap_indices(len(ref_data.ids), n_resamples, seed)  # (B, N), shared: paired comparisons
+    ref_reps = replicates(ref_data, idx)
+    rows = []
+    for run in runs:
+        data = per_case(folder[run]).take(ref_data.ids, folder[run])
+        reps = replicates(data, idx)
+        for metric in SUMMARY_METRICS:
+            given = summary.get(run, {}).get(metric)
+            value = float(given) if given is not None else math.nan
+            low, high = percentile_ci(reps[metric]) if metric in reps else (math.nan, math.nan)
+            row = {"run": run, "metric": metric, "value": value, "ci_low": low, "ci_high": high,
+                   "delta_vs_full": math.nan, "p_vs_full": math.nan, "same_as": aliases.get(run, "")}
+            ref_value = summary.get(reference, {}).get(metric)
+            if run != reference and metric in reps and metric in ref_reps and ref_value is not None:
+                test = paired_test(ref_reps[metric], reps[metric], float(ref_value), value)
+                row.update(delta_vs_full=test["delta"], p_vs_full=test["p_value"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_stats(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """`ablation_stats.csv`, checked."""
+    from reg2rg_lib.metrics.io import read_csv_checked
+
+    stats = read_csv_checked(path, required=("run", "metric", "value", "ci_low", "ci_high", "p_vs_full"),
+                             what="ablation stats")
+    for col in ("value", "ci_low", "ci_high", "delta_vs_full", "p_vs_full"):
+        if col in stats.columns:
+            stats[col] = pd.to_numeric(stats[col], errors="coerce")
+    return stats
+
+
+def descriptions(stats: pd.DataFrame) -> dict[str, str]:
+    """run -> what it changes (and which run it is the same model as), for the tables' `setting` column."""
+    same = dict(zip(stats["run"], stats["same_as"].fillna(""))) if "same_as" in stats.columns else {}
+    out = {}
+    for r in dict.fromkeys(stats["run"]):
+        try:
+            out[r] = ablation(r).description
+        except KitError:
+            out[r] = ""
+        if same.get(r):
+            out[r] += f" (the same model as {same[r]}: its outputs reused)"
+    return out
+
+
+def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENCE) -> pd.DataFrame:
+    """For every run and metric: the difference to `full` and what it means, in words.
+
+    `verdict` is "full better" / "run better" when the paired bootstrap test gives p < `alpha`, "no clear
+    difference" otherwise, and "not applicable" where the run has no value (e.g. region accuracy without RRA).
+    """
+    rows = []
+    for r in stats[stats["run"] != reference].itertuples(index=False):
+        same = getattr(r, "same_as", "")
+        if isinstance(same, str) and same:
+            verdict = f"same model as {same}"
+        elif math.isnan(r.value) or math.isnan(r.p_vs_full):
+            verdict = "not applicable"
+        elif r.p_vs_full < alpha:
+            verdict = "full better" if r.delta_vs_full < 0 else f"{r.run} better"
+        else:
+            verdict = "no clear difference"
+        rows.append({"run": r.run, "metric": r.metric, "delta_vs_full": r.delta_vs_full, "p_vs_full": r.p_vs_full,
+                     "verdict": verdict})
+    return pd.DataFrame(rows, columns=["run", "metric", "delta_vs_full", "p_vs_full", "verdict"])

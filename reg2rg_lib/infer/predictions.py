@@ -1,0 +1,109 @@
+"""Batched report generation into the released predictions format, resumable row by row.
+
+The authors released their predictions as a CSV with one row per test case: `AccNum` (the case), `Question` (the
+prompt with its placeholder tokens), the ground truth and the prediction, both with "The region i is <organ>:"
+prefixes. `reg2rg generate` writes the same columns (`GT_combined_report`, `Pred_combined_report`), one flushed
+row per case, so an interrupted run resumes by skipping the AccNums already written.
+
+Decoding: greedy by default (deterministic, what the kit's tables report); `DecodeSettings.paper()` gives the
+paper's settings, top_k=30 and max_new_tokens=500 on top of the Llama-2-chat generation config (sampling with
+temperature 0.6 and top_p 0.9), which is what produced the published numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.io import atomic_path
+
+PRED_COLUMNS: tuple[str, ...] = ("AccNum", "Question", "GT_combined_report", "Pred_combined_report")
+
+
+def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Complete rows of a predictions CSV; a last row cut short by a crash is left out."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if "\n" not in text:  # empty, or a header that never finished
+        return []
+    rows = []
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    except csv.Error as err:
+        raise BadInputError(path, f"not a CSV file ({err})") from None
+    missing = [c for c in PRED_COLUMNS if c not in header]
+    if missing:
+        raise BadInputError(path, f"missing column(s) {', '.join(missing)}; expected {', '.join(PRED_COLUMNS)}")
+    try:
+        for record in reader:
+            rows.append(record)
+    except csv.Error:  # an unterminated quoted field at the end: the crash cut it
+        pass
+    if rows and not text.endswith("\n"):
+        rows.pop()  # the writer ends every row with a newline; one without it never finished
+    return [dict(zip(header, r)) for r in rows if len(r) == len(header)]
+
+
+class PredictionWriter:
+    """Append rows to a predictions CSV, flushing each; `done` holds the AccNums already present.
+
+    Opening an existing file keeps its complete rows (rewriting it atomically without a cut-off last row), so a
+    rerun continues where the last one stopped."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = read_predictions(self.path) if self.path.is_file() else []
+        self.done: set[str] = {r["AccNum"] for r in rows}
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=PRED_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+
+    def write(self, acc_num: str, question: str, gt: str, pred: str) -> None:
+        self._writer.writerow([acc_num, question, gt, pred])
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.done.add(str(acc_num))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decoding_path(out_csv: str | os.PathLike[str]) -> Path:
+    """`predictions.decoding.json` next to `predictions.csv`: which decoding produced the file."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(f"{out_csv.stem}.decoding.json")
+
+
+def side_by_side(pred_csv: str | os.PathLike[str], n_cases: int = 3, names: list[str] | None = None) -> list[dict]:
+    """Rows (case, i, region, ground truth, prediction) pairing each reference paragraph with the predicted
+    paragraph of the same index, for the first `n_cases` cases (or `names`) of a predictions CSV."""
+    from reg2rg_lib.regions import split_regions
+
+    rows = read_predictions(pred_csv)
+    chosen = [r for r in rows if r["AccNum"] in set(names)] if names else rows[:n_cases]
+    out = []
+    for r in chosen:
+        gt = split_regions(r["GT_combined_report"])
+        pred = {p.index: p for p in split_regions(r["Pred_combined_report"]) if p.index is not None}
+        for p in gt:
+            hyp = pred.get(p.index)
+            out.append({"case": r["AccNum"], "i": p.index, "region (truth)": p.region,
+                        "region (predicted)": hyp.region if hyp else "(missing)", "ground truth": p.paragraph,
+                        "prediction": hyp.paragraph if hyp else ""})
+    return out

@@ -1,0 +1,81 @@
+"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
+
+Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
+untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
+`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
+same inputs writes identical bytes (tests/figures checks this).
+
+| figure | function | paper |
+|---|---|---|
+| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
+| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
+| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
+| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
+| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from reg2rg_lib.io import atomic_path
+
+#: Rendering settings shared by every figure. Fonts ship with matplotlib, so every machine draws the same glyphs.
+STYLE: dict[str, Any] = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,  # embed TrueType (editable text in the PDF)
+    "svg.hashsalt": "reg2rg-kit",  # fixed ids should anyone save SVG
+    "path.simplify": False,
+    "image.interpolation": "nearest",  # the benchmark's volumes are small: show voxels, not blur
+}
+DPI = 150
+#: Metadata keys matplotlib would otherwise fill with the date and its version.
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+_FIG_NAME = re.compile(r"^fig\d+_[a-z0-9_]+$")
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """Apply `STYLE` for the duration of the block (figure building and saving both read rcParams)."""
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure of `width` x `height` inches (call inside `style()`)."""
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def savefig(fig: Figure, figures_dir: str | os.PathLike[str], name: str) -> list[Path]:
+    """Write `fig` as `figures_dir/<name>.png` and `.pdf`, atomically and byte-reproducibly; return both paths.
+
+    `name` must look like `fig<N>_<topic>` (lower case), the naming the issue and the README promise.
+    """
+    if not _FIG_NAME.match(name):
+        raise ValueError(f"figure name {name!r} must look like 'fig<N>_<topic>' (lower case, digits, underscores)")
+    out = Path(figures_dir)
+    written = []
+    with style():
+        for fmt, metadata in (("png", _PNG_METADATA), ("pdf", _PDF_METADATA)):
+            target = out / f"{name}.{fmt}"
+            with atomic_path(target, suffix=f".{fmt}") as tmp:
+                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+            written.append(target)
+    return written

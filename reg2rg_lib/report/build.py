@@ -1,0 +1,246 @@
+"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
+
+Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
+untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
+`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
+same inputs writes identical bytes (tests/figures checks this).
+
+| figure | function | paper |
+|---|---|---|
+| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
+| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
+| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
+| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
+| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reg2rg_lib.experiments.stats import descriptions, read_stats
+from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.report.figures import (
+    fig2_report_length,
+    fig3_case_study,
+    fig4_region_report,
+    fig5_training_curves,
+    fig6_ablation_bars,
+    load_pairs,
+    pick_case,
+)
+from reg2rg_lib.report.tables import (
+    BENCHMARK,
+    CTRG,
+    ce_averages,
+    load_json,
+    recompute_release_ce,
+    recompute_release_nlg,
+    region_rows,
+    save_ablation_tables,
+    save_table,
+    table1_nlg,
+    table2_ce,
+    table3_region_recognition,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Everything from disk (notebook 06, tests): what the earlier notebooks wrote -> every table and figure
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where the tables and figures come from: one profile run's output folder and, optionally, the authors'
+    released CTRG files (`release_dir`); `recompute_release` re-runs the kit's NLG metrics on the release."""
+
+    out_dir: Path
+    figures_dir: Path
+    profile: str
+    release_dir: Path | None = None
+    recompute_release: bool = False
+
+    @classmethod
+    def from_profile(cls, profile: Any, out_dir: str | os.PathLike[str], figures_dir: str | os.PathLike[str],
+                     release_dir: str | os.PathLike[str] | None = None,
+                     recompute_release: bool | None = None) -> Inputs:
+        """The inputs of one profile run. `release_dir` and `recompute_release` default to the profile's
+        `figures` section; a relative `release_dir` is taken from the repository root, "" leaves the release out,
+        and a folder that does not exist is left out too (its rows are skipped, not faked)."""
+        from reg2rg_lib.paths import REPO_ROOT
+        from reg2rg_lib.profiles import load_profile
+
+        prof = load_profile(profile)
+        release = release_dir if release_dir is not None else prof.figures.get("release_dir")
+        found = (REPO_ROOT / release).resolve() if release else None
+        recompute = prof.figures.get("recompute_release", False) if recompute_release is None else recompute_release
+        return cls(Path(out_dir).resolve(), Path(figures_dir).resolve(), prof.name,
+                   found if found is not None and found.is_dir() else None, bool(recompute))
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.out_dir)
+
+    def metrics_dir(self, run: str) -> Path:
+        return self.paths.run(run) / "metrics"
+
+    def runs(self) -> list[str]:
+        """Evaluated runs (predictions + NLG metrics), `full` first, then summary.json's order, then by name."""
+        root = self.paths.root / "runs"
+        found = sorted(p.name for p in root.iterdir() if (p / "predictions.csv").is_file()
+                       and (p / "metrics" / "nlg_evaluation_results.csv").is_file()) if root.is_dir() else []
+        order = ["full"]
+        if self.paths.summary.is_file():
+            order += list(read_summary(self.paths.summary)["runs"])
+        rank = {r: i for i, r in enumerate(dict.fromkeys(order))}
+        return sorted(found, key=lambda r: (rank.get(r, len(rank)), r))
+
+
+def make_fig2(inp: Inputs) -> list[Path] | None:
+    """Fig. 2: report lengths; one panel for the released CTRG predictions, one for the kit's runs."""
+    panels: dict[str, dict[str, Any]] = {}
+    if inp.release_dir:
+        panels["CTRG-Chest-548K test (authors' release)"] = {
+            "Reg2RG (authors)": inp.release_dir / "ctrg_combined_reports.csv"}
+    panels[f"embedded benchmark test (kit, {inp.profile})"] = {
+        r: inp.paths.run(r) / "predictions.csv" for r in inp.runs()}
+    panels = {k: v for k, v in panels.items() if v}
+    return fig2_report_length(panels, inp.figures_dir)[1] if panels else None
+
+
+def _case_study_source(inp: Inputs) -> tuple[Any, str] | None:
+    """The predictions the case study shows: the kit's full run when evaluated, else the authors' release."""
+    if "full" in inp.runs():
+        return load_pairs(inp.paths.run("full") / "predictions.csv"), "kit full"
+    if inp.release_dir:
+        return load_pairs(inp.release_dir / "ctrg_combined_reports.csv"), "Reg2RG (authors)"
+    return None
+
+
+def make_fig3(inp: Inputs) -> list[Path] | None:
+    """Fig. 3: the case `pick_case` chooses, ground truth vs prediction, findings highlighted."""
+    source = _case_study_source(inp)
+    if source is None:
+        return None
+    pairs, model = source
+    i = pick_case(pairs)
+    return fig3_case_study(pairs.references[i], pairs.predictions[i], inp.figures_dir, case_id=pairs.ids[i],
+                           model=model)[1]
+
+
+def make_fig4(inp: Inputs) -> list[Path] | None:
+    """Fig. 4: the case study's benchmark case on CT slices with the full run's region paragraphs."""
+    if "full" not in inp.runs() or not inp.paths.data.is_dir():
+        return None
+    from reg2rg_lib.data.sources import LayoutSource
+    from reg2rg_lib.regions import split_regions
+
+    pairs = load_pairs(inp.paths.run("full") / "predictions.csv")
+    i = pick_case(pairs)
+    volume, masks, spacing, _ = LayoutSource(inp.paths.data).load(pairs.ids[i])
+    report, source = pairs.predictions[i], "kit full, generated"
+    if not any(p.index is not None for p in split_regions(report)):  # an untrained model names no region
+        report, source = pairs.references[i], "ground truth: the generated report names no region"
+    return fig4_region_report(volume, masks, report, inp.figures_dir, spacing=spacing, case_id=pairs.ids[i],
+                              source=source)
+
+
+def make_fig5(inp: Inputs) -> list[Path] | None:
+    """Training curves of every run with a `train_log.csv`."""
+    root = inp.paths.root / "runs"
+    runs = {r: inp.paths.run(r) for r in (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
+            if (inp.paths.run(r) / "train_log.csv").is_file()}
+    ordered = {r: runs[r] for r in sorted(runs, key=lambda r: r != "full")}
+    return fig5_training_curves(ordered, inp.figures_dir) if ordered else None
+
+
+def make_fig6(inp: Inputs) -> list[Path] | None:
+    """Ablation bars with bootstrap CIs from `out_dir/ablation_stats.csv`."""
+    path = inp.paths.root / STATS_FILE
+    return fig6_ablation_bars(read_stats(path), inp.figures_dir) if path.is_file() else None
+
+
+def regenerate(inp: Inputs, log: Any = print) -> dict[str, Any]:
+    """Every table and figure whose inputs exist, in order; {maker name: files written or None (skipped)}."""
+    written = {}
+    for make in (*TABLE_MAKERS, make_fig2, make_fig3, make_fig4, make_fig5, make_fig6):
+        files = make(inp)
+        written[make.__name__] = files
+        names = sorted({Path(p).name for p in (files.values() if isinstance(files, dict) else files or [])})
+        log(f"[figures] {make.__name__}: " + (", ".join(names) if names else "skipped (inputs not found)"))
+    return written
+
+
+def show(files: Any) -> None:
+    """Display what a maker wrote in a notebook: Markdown tables as Markdown, PNG figures as images."""
+    from IPython.display import Image, Markdown, display
+
+    if not files:
+        print("skipped: its inputs were not found (see the notebook's introduction)")
+        return
+    for path in sorted({Path(p) for p in (files.values() if isinstance(files, Mapping) else files)}):
+        if path.suffix == ".md":
+            display(Markdown(path.read_text()))
+        elif path.suffix == ".png":
+            display(Image(filename=str(path)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# From disk: each table from what the earlier notebooks wrote (notebook 06, `figures.regenerate`)
+
+
+def _kit_full(inp: Any) -> Path | None:
+    """The metrics folder of notebook 04's `full` run, when it was evaluated."""
+    return inp.metrics_dir("full") if "full" in inp.runs() else None
+
+
+def _save_nonempty(df: pd.DataFrame, inp: Any, name: str, caption: str) -> dict[str, Path] | None:
+    return None if df.empty else save_table(df, inp.figures_dir, name, caption)
+
+
+def make_table1(inp: Any) -> dict[str, Path] | None:
+    """Table 1 from the release (when given) and the kit's `full` run (when finished); None if neither."""
+    recomputed = recompute_release_nlg(inp.release_dir) if inp.release_dir and inp.recompute_release else None
+    full = _kit_full(inp)
+    df = table1_nlg(inp.release_dir, recomputed, {"full": full} if full else None, inp.profile)
+    return _save_nonempty(df, inp, "table1_nlg", "Table 1: NLG metrics (per-sample means). "
+                          f"{CTRG} rows come from the authors' release; {BENCHMARK} rows from the kit's runs.")
+
+
+def make_table2(inp: Any) -> dict[str, Path] | None:
+    """Table 2 (CE) from the release (as released and recomputed from its labels) and the kit's `full` run."""
+    recomputed = recompute_release_ce(inp.release_dir) if inp.release_dir else None
+    full = _kit_full(inp)
+    kit = {"full": ce_averages(load_json(full / "ce_metrics.json"))} if full else None
+    return _save_nonempty(table2_ce(inp.release_dir, recomputed, kit, inp.profile), inp, "table2_ce",
+                          "Table 2: clinical efficacy over the 18 CT-RATE labels. "
+                          f"{CTRG}: RadBERT labels from the authors' release; {BENCHMARK}: the kit's rule labeler.")
+
+
+def make_table3(inp: Any) -> dict[str, Path] | None:
+    """Table 3 (region recognition) from the release's region report and the kit's `full` run."""
+    full = _kit_full(inp)
+    kit = {"full": region_rows(load_json(full / "region_metrics.json"))} if full else None
+    return _save_nonempty(table3_region_recognition(inp.release_dir, kit, inp.profile), inp,
+                          "table3_region_recognition",
+                          "Table 3: region recognition (\"The region i is X\" names vs the ground truth).")
+
+
+def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
+    """Tables 4-7 from `out_dir/ablation_stats.csv` (written by `reg2rg ablate` / notebook 05)."""
+    path = inp.paths.root / STATS_FILE
+    if not path.is_file():
+        return None
+    stats = read_stats(path)
+    written = save_ablation_tables(stats, inp.figures_dir, descriptions(stats), inp.profile)
+    return {f"{name}.{ext}": p for name, files in written.items() for ext, p in files.items()} or None
+
+
+#: The table makers in order (each returns the files written, or None when its inputs are absent).
+TABLE_MAKERS = (make_table1, make_table2, make_table3, make_ablation_tables)

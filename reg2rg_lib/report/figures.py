@@ -1,0 +1,399 @@
+"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
+
+Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
+untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
+`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
+same inputs writes identical bytes (tests/figures checks this).
+
+| figure | function | paper |
+|---|---|---|
+| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
+| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
+| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
+| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
+| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS
+from reg2rg_lib.plotting import new_figure, savefig, style
+from reg2rg_lib.regions import LABELS, REGION_COLORS
+
+#: Colours for the case study: findings in both reports, missed by the prediction, only in the prediction.
+FINDING_COLORS = {"matched": "#b8e6b8", "missed": "#ffd59e", "extra": "#f5b7b1"}
+SOURCE_PALETTE = ("#444444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Predictions CSVs
+
+
+def load_pairs(src: Any) -> Any:
+    """A predictions CSV path as the Evaluation stage's `ReportPairs` (ids, references, predictions); a
+    `ReportPairs` passes through. The released `*_whole_report` spelling is accepted too."""
+    from reg2rg_lib.metrics.io import read_report_pairs
+
+    return src if hasattr(src, "references") else read_report_pairs(src)
+
+
+def word_count(text: str) -> int:
+    """Words in a report after removing 'The region i is <organ>:' prefixes (what a reader sees)."""
+    from reg2rg_lib.regions import strip_region_prefix
+
+    return len(strip_region_prefix(text).split())
+
+
+def report_lengths(predictions: Mapping[str, Any]) -> pd.DataFrame:
+    """Long table (source, AccNum, words): ground truth once (from the first file), then each model's reports.
+
+    `predictions` maps a model name to a predictions CSV (or `ReportPairs`).
+    """
+    rows: list[tuple[str, str, int]] = []
+    for i, (model, src) in enumerate(predictions.items()):
+        pairs = load_pairs(src)
+        if i == 0:
+            rows += [("ground truth", a, word_count(t)) for a, t in zip(pairs.ids, pairs.references)]
+        rows += [(model, a, word_count(t)) for a, t in zip(pairs.ids, pairs.predictions)]
+    return pd.DataFrame(rows, columns=["source", "AccNum", "words"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fig. 2: report lengths
+
+
+def fig2_report_length(
+    panels: Mapping[str, Mapping[str, Any]],
+    figures_dir: str | os.PathLike[str],
+    bins: int = 30,
+) -> tuple[pd.DataFrame, list[Path]]:
+    """Fig. 2: distributions of report length in words, ground truth vs models (step histograms + medians).
+
+    `panels` maps a panel title (one per dataset, so that datasets are never mixed in one plot) to
+    {model name: predictions CSV or `ReportPairs`}; each panel's ground truth comes from its first file.
+    Returns the per-panel, per-source summary (n, mean, median, std of words) and the written files.
+    """
+    panels = {title: models for title, models in panels.items() if models}
+    if not panels:
+        raise ValueError("fig2_report_length needs at least one predictions file")
+    summaries = []
+    with style():
+        fig = new_figure(5.2 * len(panels), 3.2)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (title, models) in zip(axes, panels.items()):
+            lengths = report_lengths(models)
+            top = max(int(lengths["words"].max()), 1)
+            edges = np.linspace(0, top * 1.02 + 1, bins + 1)
+            for i, source in enumerate(dict.fromkeys(lengths["source"])):
+                words = lengths.loc[lengths["source"] == source, "words"].to_numpy()
+                color = SOURCE_PALETTE[i % len(SOURCE_PALETTE)]
+                ax.hist(words, bins=edges, histtype="step", linewidth=1.6, color=color,
+                        label=f"{source} (median {np.median(words):.0f})")
+                ax.axvline(float(np.median(words)), color=color, linestyle="--", linewidth=0.9)
+            ax.set_xlabel("words per report (region prefixes removed)")
+            ax.set_ylabel("reports")
+            ax.set_title(title)
+            ax.legend(frameon=False)
+            summary = lengths.groupby("source", sort=False)["words"].agg(["count", "mean", "median", "std"])
+            summaries.append(summary.rename(columns={"count": "n"}).reset_index().assign(panel=title))
+        files = savefig(fig, figures_dir, "fig2_report_length")
+    table = pd.concat(summaries, ignore_index=True)
+    return table[["panel", "source", "n", "mean", "median", "std"]], files
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fig. 3: case study
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a report (a plain rule: a full stop followed by a capital); empty pieces dropped."""
+    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+def _sentence_findings(sentences: Sequence[str], labeler: Any) -> list[set[str]]:
+    """The set of positive labels per sentence, according to `labeler.label(texts)` (a DataFrame over LABELS)."""
+    if not sentences:
+        return []
+    table = labeler.label(list(sentences))
+    cols = [c for c in LABELS if c in table.columns]
+    return [{c for c in cols if int(row[c]) == 1} for _, row in table.iterrows()]
+
+
+def _default_labeler() -> Any:
+    from reg2rg_lib.metrics.labeler import RuleLabeler
+
+    return RuleLabeler()
+
+
+def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, Any]:
+    """Labels found in each report and per-sentence highlights: 'matched', 'missed' (GT only), 'extra' (pred only).
+
+    A sentence is highlighted by its labels: matched when every label it mentions is in both reports.
+    """
+    from reg2rg_lib.regions import strip_region_prefix
+
+    labeler = labeler or _default_labeler()
+    gt_s, pred_s = split_sentences(strip_region_prefix(gt)), split_sentences(strip_region_prefix(pred))
+    gt_f, pred_f = _sentence_findings(gt_s, labeler), _sentence_findings(pred_s, labeler)
+    gt_all = set().union(*gt_f) if gt_f else set()
+    pred_all = set().union(*pred_f) if pred_f else set()
+
+    def tag(found: set[str], other: set[str], unmatched: str) -> str | None:
+        if not found:
+            return None
+        return "matched" if found <= other else unmatched
+
+    return {
+        "gt_labels": sorted(gt_all, key=LABELS.index),
+        "pred_labels": sorted(pred_all, key=LABELS.index),
+        "gt": [(s, tag(f, pred_all, "missed"), sorted(f, key=LABELS.index)) for s, f in zip(gt_s, gt_f)],
+        "pred": [(s, tag(f, gt_all, "extra"), sorted(f, key=LABELS.index)) for s, f in zip(pred_s, pred_f)],
+    }
+
+
+def pick_case(predictions: Any, labeler: Any | None = None) -> int:
+    """Index of an informative case in a predictions CSV (or `ReportPairs`): most findings shared by ground truth
+    and prediction, then most ground-truth findings. Ties go to the first case, so the choice is deterministic."""
+    from reg2rg_lib.regions import strip_region_prefix
+
+    pairs = load_pairs(predictions)
+    if not pairs.ids:
+        raise BadInputError(getattr(pairs, "path", "<predictions>"), "no predictions to pick a case from")
+    labeler = labeler or _default_labeler()
+    gt = labeler.label([strip_region_prefix(t) for t in pairs.references])
+    pred = labeler.label([strip_region_prefix(t) for t in pairs.predictions])
+    cols = [c for c in LABELS if c in gt.columns]
+    g, p = gt[cols].to_numpy().astype(int), pred[cols].to_numpy().astype(int)  # (N, L)
+    score = (g & p).sum(axis=1) * 100 + g.sum(axis=1)  # (N,) lexicographic: shared first, then GT findings
+    return int(np.argmax(score))
+
+
+def _draw_text_column(ax: Any, title: str, sentences: Sequence[tuple[str, str | None, list[str]]], width: int) -> None:
+    """Sentences top to bottom in `ax` (axis units 0..1 are replaced by line units), highlighted by tag."""
+    lines: list[tuple[str, str | None]] = []
+    for sentence, tag, _ in sentences:
+        lines += [(line, tag) for line in textwrap.wrap(sentence, width) or [""]]
+        lines.append(("", None))  # a small gap between sentences
+    total = max(len(lines), 1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(total + 1.5, 0)
+    ax.axis("off")
+    ax.text(0, 0.2, title, fontsize=10, fontweight="bold", va="top")
+    for i, (line, tag) in enumerate(lines):
+        if not line:
+            continue
+        box = {"facecolor": FINDING_COLORS[tag], "edgecolor": "none", "pad": 1.0} if tag else None
+        ax.text(0, i + 1.5, line, fontsize=8, va="center", family="DejaVu Sans", bbox=box)
+
+
+def fig3_case_study(
+    gt: str,
+    pred: str,
+    figures_dir: str | os.PathLike[str],
+    case_id: str = "",
+    model: str = "prediction",
+    labeler: Any | None = None,
+    width_chars: int = 62,
+) -> tuple[dict[str, Any], list[Path]]:
+    """Fig. 3: ground truth beside the prediction, sentences with findings highlighted by the labeler.
+
+    Green: a finding in both reports; orange: a ground-truth finding the prediction missed; red: a finding only in
+    the prediction. Returns the findings (see `case_findings`) and the written files.
+    """
+    found = case_findings(gt, pred, labeler)
+    n_lines = max(
+        sum(len(textwrap.wrap(s, width_chars)) + 1 for s, _, _ in found[side]) for side in ("gt", "pred")
+    )
+    with style():
+        fig = new_figure(9.0, max(2.5, 0.16 * n_lines + 1.2))
+        ax_gt, ax_pred = fig.subplots(1, 2)
+        _draw_text_column(ax_gt, "Ground truth", found["gt"], width_chars)
+        _draw_text_column(ax_pred, f"Generated ({model})", found["pred"], width_chars)
+        handles = [Patch(color=c, label=k) for k, c in FINDING_COLORS.items()]
+        labels = ["finding in both", "missed finding (GT only)", "finding only in the prediction"]
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
+        shown = f"case {case_id}: " if case_id else ""
+        fig.suptitle(
+            f"{shown}GT findings: {', '.join(found['gt_labels']) or 'none'} | "
+            f"predicted: {', '.join(found['pred_labels']) or 'none'}",
+            fontsize=8,
+        )
+        files = savefig(fig, figures_dir, "fig3_case_study")
+    return found, files
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fig. 4: a region-aligned report
+
+
+def representative_slices(masks: Mapping[str, np.ndarray], n: int = 3, axis: int = 2) -> list[int]:
+    """`n` slice indices along `axis` spread over the extent of all masks (their 20..80% quantiles)."""
+    union = np.any(np.stack([np.asarray(m, dtype=bool) for m in masks.values()]), axis=0)  # (X, Y, Z)
+    other = tuple(a for a in range(union.ndim) if a != axis)
+    occupied = np.flatnonzero(union.any(axis=other))  # slices holding any region
+    if occupied.size == 0:
+        occupied = np.arange(union.shape[axis])
+    picks = np.quantile(occupied, np.linspace(0.2, 0.8, n)) if n > 1 else [np.median(occupied)]
+    return sorted({int(round(p)) for p in picks})
+
+
+def fig4_region_report(
+    volume_hu: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    report: str,
+    figures_dir: str | os.PathLike[str],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    case_id: str = "",
+    source: str = "ground truth",
+    n_slices: int = 3,
+    window: str = "mediastinum",
+    width_chars: int = 72,
+) -> list[Path]:
+    """Fig. 4: axial CT slices with each region's mask coloured, and each region's paragraph beside it.
+
+    `volume_hu` is the CT in Hounsfield units and `masks` maps region -> binary mask, all (X, Y, Z) in RAS+ voxel
+    order (as `reg2rg_lib.explore.sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
+    explorer's `render_slice`, so the figure and the explorer show the same picture. `report` is a region-structured
+    report ("The region i is X: ..."), the ground truth or a prediction; each paragraph is shown in its region's
+    colour (a named organ without a mask in this case, i.e. a wrongly named region, in grey).
+    """
+    from reg2rg_lib.data.slices import ViewState, render_slice
+    from reg2rg_lib.regions import split_regions
+
+    volume = np.asarray(volume_hu, dtype=np.float32)
+    bad = [r for r, m in masks.items() if np.shape(m) != volume.shape]
+    if volume.ndim != 3 or bad:
+        raise ValueError(f"volume {volume.shape} must be (X, Y, Z) and every mask the same shape (bad: {bad})")
+    slices = representative_slices(masks, n_slices)
+    text = []
+    for index, region, paragraph in split_regions(report):
+        head = f"The region {index} is {region}:" if index is not None else (f"{region}:" if region else "")
+        color = REGION_COLORS.get(region, "#bbbbbb") if region in masks else "#bbbbbb"
+        text.append((head, color, textwrap.wrap(paragraph, width_chars) or [""]))
+    n_lines = sum(len(body) + 1.6 for _, _, body in text)
+    with style():
+        fig = new_figure(11.0, max(3.6, 0.15 * n_lines + 0.8))
+        grid = fig.add_gridspec(len(slices), 2, width_ratios=[1, 2.6])
+        for i, k in enumerate(slices):
+            state = ViewState(plane="axial", index={"axial": k}, window=window, visible=frozenset(masks))
+            ax = fig.add_subplot(grid[i, 0])
+            ax.imshow(render_slice(volume, masks, state, spacing=spacing, longest=256), interpolation="nearest")
+            ax.set_title(f"axial slice {k} of {volume.shape[2]}", fontsize=8)
+            ax.axis("off")
+        ax = fig.add_subplot(grid[:, 1])
+        ax.axis("off")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(n_lines + 0.5, 0)
+        y = 0.5
+        for head, color, body in text:
+            if head:
+                ax.text(0, y, head, fontweight="bold", fontsize=8, va="center",
+                        bbox={"facecolor": color, "edgecolor": "none", "pad": 1.2, "alpha": 0.6})
+            for line in body:
+                y += 1
+                ax.text(0.01, y, line, fontsize=8, va="center")
+            y += 1.6
+        fig.suptitle(f"Region-aligned report ({source})" + (f", case {case_id}" if case_id else ""), fontsize=10)
+        return savefig(fig, figures_dir, "fig4_region_report")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training curves and ablation bars
+
+
+def read_log(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """A run's `train_log.csv` as a DataFrame sorted by step (the Training stage's reader; needs `step`, `loss`)."""
+    from reg2rg_lib.train.loop import read_train_log
+
+    log = pd.DataFrame(read_train_log(run_dir))
+    missing = {"step", "loss"} - set(log.columns)
+    if missing:
+        raise BadInputError(Path(run_dir) / "train_log.csv", f"missing columns {sorted(missing)}")
+    return log.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
+    """Bias-corrected exponential moving average (TensorBoard's smoothing)."""
+    out, avg = np.empty(len(values)), 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * float(v)
+        out[i] = avg / (1 - weight ** (i + 1))
+    return out
+
+
+def fig5_training_curves(
+    runs: Mapping[str, str | os.PathLike[str]],
+    figures_dir: str | os.PathLike[str],
+    smoothing: float = 0.9,
+) -> list[Path]:
+    """Training loss per step of each run {name: run folder} (raw, faint; smoothed, solid) and the lr schedule."""
+    if not runs:
+        raise ValueError("fig5_training_curves needs at least one run folder with a train_log.csv")
+    with style():
+        fig = new_figure(7.0, 3.2)
+        ax, ax_lr = fig.subplots(1, 2, width_ratios=[2.2, 1])
+        for i, (name, run_dir) in enumerate(runs.items()):
+            log = read_log(run_dir)
+            color = SOURCE_PALETTE[(i + 1) % len(SOURCE_PALETTE)]
+            ax.plot(log["step"], log["loss"], color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(log["step"], smooth(log["loss"].to_numpy(), smoothing), color=color, linewidth=1.5, label=name)
+            if "lr" in log.columns:
+                ax_lr.plot(log["step"], log["lr"], color=color, linewidth=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss (token cross-entropy)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(frameon=False, ncol=2)
+        ax_lr.set_xlabel("step")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.xaxis.get_major_locator().set_params(integer=True)
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        return savefig(fig, figures_dir, "fig5_training_curves")
+
+
+def fig6_ablation_bars(
+    stats: pd.DataFrame,
+    figures_dir: str | os.PathLike[str],
+    metrics: Sequence[str] = SUMMARY_METRICS,
+    title: str = "Ablations on the embedded benchmark (bootstrap 95% CI)",
+) -> list[Path]:
+    """Grouped bars: one group per metric, one bar per run, error bars from the bootstrap 95% CI.
+
+    `stats` is long: columns run, metric, value, ci_low, ci_high (as `reg2rg_lib.experiments.stats.ablation_stats` writes).
+    """
+    need = {"run", "metric", "value", "ci_low", "ci_high"}
+    if not need <= set(stats.columns):
+        raise ValueError(f"ablation stats need columns {sorted(need)}, have {list(stats.columns)}")
+    runs = list(dict.fromkeys(stats["run"]))
+    metrics = [m for m in metrics if m in set(stats["metric"])]
+    width = 0.8 / max(len(runs), 1)
+    with style():
+        fig = new_figure(max(6.0, 1.2 * len(metrics) + 0.35 * len(runs)), 3.4)
+        ax = fig.add_subplot()
+        for i, run in enumerate(runs):
+            sub = stats[stats["run"] == run].set_index("metric").reindex(metrics)
+            x = np.arange(len(metrics)) + (i - (len(runs) - 1) / 2) * width
+            val = sub["value"].to_numpy(float)
+            err = np.vstack([val - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - val])
+            ax.bar(x, val, width * 0.92, yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=2,
+                   color=SOURCE_PALETTE[i % len(SOURCE_PALETTE)], label=run, error_kw={"linewidth": 0.8})
+        ax.set_xticks(np.arange(len(metrics)), metrics)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("score")
+        ax.set_title(title)
+        ax.legend(frameon=False, ncol=min(len(runs), 4), fontsize=7, loc="upper right")
+        return savefig(fig, figures_dir, "fig6_ablation_bars")

@@ -1,0 +1,120 @@
+"""The ablation grid's logic without training: run names, reuse of identical models, summary.json, paired stats."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.grid import ablation, grid, run_folder, run_steps, same_model_as
+from reg2rg_lib.experiments.stats import PerCase, ablation_stats, verdicts
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import load_profile
+
+
+def test_ablation_names_and_grid_order():
+    assert ablation("no_lfd").changes == {"decoupled": False}
+    assert ablation("llm_small").llm_arch == "small"
+    with pytest.raises(KitError, match="unknown LLM"):
+        ablation("llm_huge")
+    with pytest.raises(KitError, match="unknown ablation"):
+        ablation("no_everything")
+    runs = grid(load_profile("demo"), ["no_rra", "llm_small", "no_rra"])
+    assert [a.name for a in runs] == ["full", "no_rra", "llm_small"]  # full first, duplicates dropped
+
+
+def test_llm_of_the_preset_is_the_full_model():
+    prof = load_profile("smoke")
+    assert same_model_as(prof, ablation("llm_tiny"), ablation("full"))
+    assert not same_model_as(prof, ablation("llm_small"), ablation("full"))
+    assert not same_model_as(prof, ablation("no_rra"), ablation("full"))
+    demo = load_profile("demo")  # the demo swaps the preset's LLM for `micro` (profile model.llm_arch)
+    assert same_model_as(demo, ablation("llm_micro"), ablation("full"))
+    assert not same_model_as(demo, ablation("llm_tiny"), ablation("full"))
+    assert same_model_as(load_profile("demo", {"model.llm_arch": None}), ablation("llm_tiny"),
+                                ablation("full"))
+
+
+def test_run_steps_follow_training_unless_set():
+    smoke = load_profile("smoke")
+    assert run_steps(smoke) == smoke.train.max_steps
+    assert run_steps(load_profile("smoke", {"ablations.max_steps": 7})) == 7
+    assert run_folder(smoke, "full", smoke.train.max_steps) == "full"  # notebook 03's run is the grid's
+    assert run_folder(smoke, "full", 7) == "full_s7"  # a shorter grid never overwrites it
+
+
+def _fake_run(paths: RunPaths, name: str, bleu: list[float], acc: list[float | None], labels: np.ndarray) -> None:
+    """The files `evaluate_predictions` writes, with chosen per-case numbers."""
+    out = paths.run(name) / "metrics"
+    out.mkdir(parents=True)
+    ids = [f"c{i}" for i in range(len(bleu))]
+    pd.DataFrame({"id": ids, "BLEU-4": bleu, "METEOR": bleu, "ROUGE-L": bleu}).to_csv(out / "nlg_per_sample.csv",
+                                                                                      index=False)
+    scored = [a for a in acc if a is not None]
+    (out / "region_metrics.json").write_text(json.dumps({
+        "per_sample_accuracy": acc, "n_scored": len(scored), "accuracy": float(np.mean(scored)) if scored else 0.0}))
+    from reg2rg_lib.regions import LABELS
+
+    table = pd.DataFrame({"AccNum": ids})
+    for j, lab in enumerate(LABELS):
+        table[f"GT_{lab}"] = labels[:, j] if j < labels.shape[1] else 0
+        table[f"Pred_{lab}"] = labels[:, j] if j < labels.shape[1] else 0
+    table.to_csv(out / "ce_labels.csv", index=False)
+
+
+def test_summary_and_paired_stats(tmp_path):
+    paths = RunPaths(tmp_path)
+    rng = np.random.default_rng(0)
+    n = 40
+    good = list(rng.uniform(0.5, 0.7, n))
+    labels = rng.integers(0, 2, (n, 3))
+    _fake_run(paths, "full", good, [1.0] * n, labels)
+    _fake_run(paths, "no_rra", [g - 0.2 for g in good], [None] * n, labels)
+    _fake_run(paths, "no_lfd", [g + rng.normal(0, 0.01) for g in good], [1.0] * n, labels)
+    headline = {m: 0.5 for m in SUMMARY_METRICS}
+    results = {"full": {**headline, "BLEU-4": float(np.mean(good))},
+               "no_rra": {**headline, "region_accuracy": None, "BLEU-4": float(np.mean(good)) - 0.2},
+               "no_lfd": headline, "llm_tiny": {**headline, "BLEU-4": float(np.mean(good))}}
+    summary = write_summary(paths, "smoke", results)
+    on_disk = json.loads(paths.summary.read_text())
+    assert on_disk == summary and on_disk["profile"] == "smoke"
+    assert list(on_disk["runs"]) == ["full", "no_rra", "no_lfd", "llm_tiny"]
+    assert on_disk["runs"]["no_rra"]["region_accuracy"] is None
+
+    stats = ablation_stats(paths, ["full", "no_rra", "no_lfd", "llm_tiny"], {"llm_tiny": "full"},
+                                  n_resamples=300)
+    row = stats.set_index(["run", "metric"])
+    assert row.loc[("no_rra", "BLEU-4"), "p_vs_full"] < 0.01
+    assert row.loc[("no_rra", "BLEU-4"), "delta_vs_full"] == pytest.approx(-0.2)
+    assert math.isnan(row.loc[("no_rra", "region_accuracy"), "value"])
+    assert row.loc[("no_lfd", "BLEU-4"), "p_vs_full"] > 0.05
+    full = row.loc[("full", "BLEU-4")]
+    assert full["ci_low"] < full["value"] < full["ci_high"]
+    verdict = verdicts(stats).set_index(["run", "metric"])["verdict"]
+    assert verdict[("no_rra", "BLEU-4")] == "full better"
+    assert verdict[("no_rra", "region_accuracy")] == "not applicable"
+    assert verdict[("no_lfd", "BLEU-4")] == "no clear difference"
+    assert verdict[("llm_tiny", "METEOR")] == "same model as full"
+
+
+def test_summary_merges_earlier_runs_and_refuses_incomplete_metrics(tmp_path):
+    paths = RunPaths(tmp_path)
+    full = {m: 0.1 for m in SUMMARY_METRICS}
+    write_summary(paths, "demo", {"old": full})
+    assert list(write_summary(paths, "demo", {"full": full})["runs"]) == ["full", "old"]
+    assert list(write_summary(paths, "smoke", {"full": full})["runs"]) == ["full"]  # no mixing profiles
+    with pytest.raises(KitError, match="BLEU-4"):
+        write_summary(paths, "smoke", {"bad": {"region_accuracy": 1.0}})
+    assert json.loads(paths.summary.read_text())["runs"] == {"full": full}  # unchanged after the refusal
+
+
+def test_missing_cases_are_named(tmp_path):
+    data = PerCase(["a", "b"], {"BLEU-4": np.array([0.1, 0.2])})
+    assert list(data.take(["b", "a"], tmp_path).scores["BLEU-4"]) == [0.2, 0.1]
+    with pytest.raises(Exception, match="e.g. c"):
+        data.take(["a", "c"], tmp_path)

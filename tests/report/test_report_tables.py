@@ -1,0 +1,99 @@
+"""Tables: the one writer (CSV + Markdown + LaTeX, a source column), the released-file readers, Tables 1-7."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.report.tables import (
+    CTRG,
+    read_nlg_results,
+    save_ablation_tables,
+    save_table,
+    table1_nlg,
+    table2_ce,
+    table3_region_recognition,
+)
+
+
+def test_save_table_writes_three_formats_with_sources(tmp_path):
+    df = pd.DataFrame({"model": ["a_b", "c"], "source": ["x|y", "z"], "BLEU-4": [0.123456, math.nan]})
+    paths = save_table(df, tmp_path, "table9_demo", caption="Demo 50% & more")
+    assert {p.name for p in paths.values()} == {"table9_demo.csv", "table9_demo.md", "table9_demo.tex"}
+    assert all(p.parent == tmp_path / "tables" for p in paths.values())
+    csv = pd.read_csv(paths["csv"])
+    assert csv["BLEU-4"][0] == pytest.approx(0.123456)  # CSV keeps full precision
+    md = paths["md"].read_text()
+    assert "| a_b | x\\|y | 0.1235 |" in md and "| c | z | – |" in md
+    tex = paths["tex"].read_text()
+    assert r"a\_b & x|y & 0.1235 \\" in tex and r"Demo 50\% \& more" in tex and "{llr}" in tex
+
+
+def test_save_table_rejects_missing_source_and_bad_names(tmp_path):
+    with pytest.raises(ValueError, match="source"):
+        save_table(pd.DataFrame({"x": [1]}), tmp_path, "table1_x")
+    with pytest.raises(ValueError, match="table<N>_<topic>"):
+        save_table(pd.DataFrame({"source": ["s"]}), tmp_path, "Table1")
+    assert not (tmp_path / "tables").exists() or not any((tmp_path / "tables").iterdir())
+
+
+def test_rows_with_own_decimals_are_shown_at_their_precision(tmp_path):
+    df = pd.DataFrame({"source": ["printed", "computed"], "F1": [0.28, 0.281234], "decimals": [2, None]})
+    md = save_table(df, tmp_path, "table2_x")["md"].read_text()
+    assert "| printed | 0.28 | 2 |" in md and "| computed | 0.2812 | – |" in md
+
+
+def test_read_nlg_results_parses_mean_std_and_rejects_garbage(tmp_path):
+    good = tmp_path / "nlg.csv"
+    good.write_text("BLEU-1,BLEU-4,CIDEr,Overall_BLEU-4\n0.5000±0.1000,0.3204±0.1833,0.3127±1.4454,0.3203\n")
+    got = read_nlg_results(good)
+    assert got["BLEU-4"] == 0.3204 and got["BLEU-4_std"] == 0.1833 and got["Overall_BLEU-4"] == 0.3203
+    bad = tmp_path / "bad.csv"
+    bad.write_text("BLEU-4\nabc\n")
+    with pytest.raises(BadInputError, match="bad.csv"):
+        read_nlg_results(bad)
+    with pytest.raises(BadInputError, match="not found"):
+        read_nlg_results(tmp_path / "missing.csv")
+
+
+def test_tables_1_to_3_from_the_release(release_dir):
+    t1 = table1_nlg(release_dir)
+    row = t1.iloc[0]
+    assert row["dataset"] == CTRG and "as released" in row["source"]
+    assert (row["BLEU-1"], row["BLEU-4"], row["METEOR"], row["ROUGE-L"]) == (0.4963, 0.3204, 0.4971, 0.4776)
+    t2 = table2_ce(release_dir)
+    weighted = t2[(t2["average"] == "weighted")].iloc[0]
+    assert weighted["F1"] == pytest.approx(0.2211286430091559) and weighted["support"] == 509
+    micro = t2[t2["average"] == "micro"].iloc[0]
+    assert (micro["precision"], micro["recall"], micro["F1"], micro["decimals"]) == (0.54, 0.18, 0.28, 2)
+    t3 = table3_region_recognition(release_dir)
+    assert t3.iloc[0]["accuracy"] == pytest.approx(0.8945488721804512)
+    assert "unreleased prediction file" in t3.iloc[0]["source"]
+    assert t3.iloc[0]["F1 heart"] == pytest.approx(0.9857499578584948)
+    assert t3.iloc[0]["F1 trachea and bronchie"] == 0.0  # the release's "trachea" (its truncated name)
+
+
+def _stats() -> pd.DataFrame:
+    rows = []
+    for run, base, p in (("full", 0.9, math.nan), ("no_rra", 0.5, 0.001), ("llm_tiny", 0.9, 1.0),
+                         ("llm_small", 0.85, 0.2)):
+        for metric in ("region_accuracy", "BLEU-4"):
+            rows.append({"run": run, "metric": metric, "value": base, "ci_low": base - 0.05,
+                         "ci_high": base + 0.05, "p_vs_full": p})
+    return pd.DataFrame(rows)
+
+
+def test_ablation_tables_mark_significant_differences_and_skip_missing_runs(tmp_path):
+    written = save_ablation_tables(_stats(), tmp_path, describe={"no_rra": "RRA off"}, profile="smoke")
+    assert set(written) == {"table6_rra", "table7_llm_size"}  # no_lfd / texture runs absent: no empty tables
+    t6 = pd.read_csv(written["table6_rra"]["csv"])
+    assert list(t6["run"]) == ["full", "no_rra"]
+    assert t6.loc[1, "region_accuracy_p_vs_full"] == pytest.approx(0.001)
+    md = written["table6_rra"]["md"].read_text()
+    assert "0.5000 [0.4500, 0.5500]*" in md and "0.9000 [0.8500, 0.9500] |" in md and "RRA off" in md
+    t7 = pd.read_csv(written["table7_llm_size"]["csv"])
+    assert list(t7["run"]) == ["llm_tiny", "llm_small"]
+    assert "[0.8000, 0.9000] |" in written["table7_llm_size"]["md"].read_text()  # p = 0.2: no star
