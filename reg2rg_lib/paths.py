@@ -31,6 +31,21 @@ class RunPaths:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root).expanduser().resolve())
 
+    @classmethod
+    def of_run(cls, run_dir: str | os.PathLike[str]) -> RunPaths:
+        """The profile folder a training run reads its data from: OUT for OUT/runs/<name>, else the run folder
+        itself (a run outside a profile folder keeps its data/, cache/ and tokenizer/ inside)."""
+        run_dir = Path(run_dir).expanduser().resolve()
+        return cls(run_dir.parent.parent if run_dir.parent.name == "runs" else run_dir)
+
+    @classmethod
+    def of_checkpoint(cls, path: str | os.PathLike[str]) -> RunPaths | None:
+        """The profile folder of the run that holds `path` (OUT/runs/<name>/checkpoints/step-N/model, or any
+        folder inside OUT/runs/<name>), found from the nearest such run folder; None outside any `runs/`."""
+        path = Path(path).expanduser().resolve()
+        run_dir = next((p for p in [path, *path.parents] if p.parent.name == "runs"), None)
+        return cls.of_run(run_dir) if run_dir is not None else None
+
     @property
     def data(self) -> Path:
         return self.root / "data" / "benchmark"

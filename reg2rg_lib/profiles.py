@@ -1,102 +1,290 @@
 """Profiles: `smoke` (CI), `demo` (the main job on a CPU), `paper` (the published configuration).
 
-Every size, budget and default path lives in `profiles.yaml` next to this file. A notebook names a profile in its
-`parameters` cell and reads everything else from it; overrides are explicit dotted keys, and a typo is an error.
+Every size, budget and default path lives in `profiles.yaml` next to this file: a `base` block, and per
+profile only what differs from it. `load_profile` resolves a profile once into a frozen, typed `Profile` (one
+dataclass per section) and validates it: an unknown, missing or mistyped setting is a `ProfileError` naming
+the profile and the key. A notebook names a profile in its `parameters` cell and reads everything else from
+it; overrides are explicit dotted keys, validated the same way.
 
     >>> p = load_profile("smoke", overrides={"train.max_steps": 2})
     >>> p.train.max_steps
     2
+    >>> p.data.image_size
+    (32, 32, 8)
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Iterator, Mapping
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import yaml
 
+from reg2rg_lib.errors import KitError
+
 PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper")
+BASE = "base"  # the block of profiles.yaml that every profile starts from
+
+Size3 = tuple[int, int, int]  # (H, W, D) voxels
 
 
-class Section(Mapping):
-    """Read-only nested mapping with attribute access (`profile.data.image_size`)."""
+class ProfileError(KitError, ValueError):
+    """A profile that does not resolve: unknown name, or an unknown, missing or mistyped setting. A
+    `KitError`, so the CLI prints it as one line; a `ValueError`, as it was before profiles were typed."""
 
-    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
-        self._data = dict(data)
-        self._path = path
 
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        try:
-            return self[key]
-        except KeyError:
-            where = self._path or "profile"
-            raise AttributeError(f"{where} has no setting {key!r}; known: {', '.join(self._data)}") from None
+# ---- the sections ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSection:
+    """What data the pipeline makes or reads, and at which sizes."""
 
-    def __getitem__(self, key: str) -> Any:
-        value = self._data[key]
-        if isinstance(value, Mapping):
-            return Section(value, f"{self._path}.{key}" if self._path else key)
-        return value
+    cases_train: int | None  # embedded benchmark cases in the train split; None: every case of a real dataset
+    cases_test: int | None  # ... and in the test split
+    synth_seed: int  # same seed, same bytes
+    synth_shape: Size3  # grid the embedded volumes are written at (the source CT is 512x512x133)
+    image_size: Size3  # model input: global image, texture crops, geometry masks (the paper: 256x256x64)
+    workers: int  # processes for synthesis and preparation
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
 
-    def __len__(self) -> int:
-        return len(self._data)
+@dataclass(frozen=True)
+class ModelSection:
+    """Which Reg2RG: a preset of `model.config` and the LLM."""
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self._data else default
+    preset: str  # a key of model.config.PRESETS: "tiny" | "small" | "paper"
+    llm_path: str | None  # HF name or local folder; None: a random LLaMA built from the preset
+    llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (micro, tiny, ...)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The optimisation recipe (`train.loop.TrainSettings.from_profile`) and how training runs."""
+
+    seed: int
+    max_steps: int | None  # optimizer steps; None: `epochs` decides
+    batch_size: int  # per process
+    grad_accum: int
+    lr: float
+    warmup_steps: int  # linear warm-up from 0, then `lr_schedule`
+    lr_schedule: str  # "constant" (the paper) | "cosine" (decays to 0 at the last step)
+    save_every: int  # optimizer steps between checkpoints (the last step is always saved)
+    precision: str  # "no" | "bf16" | "fp16" (GPU)
+    feature_cache: bool | None  # cache the frozen ViT's outputs per case; None: on when the ViT is frozen
+    gradient_checkpointing: bool  # recompute LLM activations in backward (GPU memory for time)
+    compile_layers: bool  # torch.compile each LLM decoder layer (GPU throughput)
+    threads: int | None  # torch CPU threads while training; None: torch's default; 1: same numbers anywhere
+    region_dropout: float  # P(a training sample loses 1-3 regions); the paper: 0
+    region_name_weight: float  # loss weight of the organ names in RRA targets (the paper: 1)
+    epochs: int | None = None  # passes over the train split when `max_steps` is None
+
+
+@dataclass(frozen=True)
+class GenerateSection:
+    """How reports are decoded (`infer.generate.DecodeSettings.from_profile`)."""
+
+    batch_size: int  # reports per batch
+    max_new_tokens: int
+    do_sample: bool  # False: greedy; True: sampling (temperature, top_p: the Llama-2-chat generation config)
+    top_k: int | None = None  # sampling only; None: the generation config's
+
+
+@dataclass(frozen=True)
+class AblationsSection:
+    """The ablation grid (`experiments`)."""
+
+    runs: tuple[str, ...]  # names of experiments.grid.ABLATIONS or llm_<arch>; `full` always runs first
+    max_steps: int | None  # steps per run; None: train.max_steps, so notebook 03's `full` is reused
+    resamples: int  # bootstrap resamples for CIs and paired tests
+    parallel: int  # runs trained at once in worker processes (sharing the cores); 1: in this process
+
+
+@dataclass(frozen=True)
+class FiguresSection:
+    """Where the tables and figures take the authors' released outputs from (`report.build.Inputs`)."""
+
+    release_dir: str  # authors' released CTRG outputs, repo-relative; "" or a missing folder: rows left out
+    recompute_release: bool  # Table 1: also recompute NLG from the released predictions (needs WordNet)
+
+
+@dataclass(frozen=True)
+class NotebooksSection:
+    """How the papermill runner executes the notebooks."""
+
+    cell_timeout_s: int  # seconds one cell may run
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named configuration, resolved from `profiles.yaml` (`base` + the profile's block) and validated."""
+
+    name: str  # its key in profiles.yaml
+    description: str
+    data: DataSection
+    model: ModelSection
+    train: TrainSection
+    generate: GenerateSection
+    ablations: AblationsSection
+    figures: FiguresSection
+    notebooks: NotebooksSection
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Profile:
+        """The profile `name` from its resolved settings (`{"description": ..., "data": {...}, ...}`),
+        validated; sizes become tuples, and numbers of float settings floats."""
+        unknown = [k for k in data if k not in SECTIONS and k != "description"]
+        if unknown:
+            raise ProfileError(f"profile {name!r}: unknown section {unknown[0]!r}; expected description, "
+                               + ", ".join(SECTIONS))
+        if "description" not in data:
+            raise ProfileError(f"profile {name!r}: missing setting description")
+        description = _check(name, "description", data["description"], str)
+        sections = {key: _section(name, key, data.get(key), section) for key, section in SECTIONS.items()}
+        return cls(name, description, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self._data)
-
-    def __repr__(self) -> str:
-        return f"Section({self._path or 'profile'}: {json.dumps(self._data, default=str)})"
-
-
-class Profile(Section):
-    """A named configuration; `name` is its key in `profiles.yaml`."""
-
-    def __init__(self, name: str, data: Mapping[str, Any]) -> None:
-        super().__init__(data)
-        self.__dict__["name"] = name
-
-    def __repr__(self) -> str:
-        return f"Profile({self.name!r})"
+        """The settings as plain YAML/JSON values (tuples as lists), without the name: `from_dict`'s input."""
+        return {"description": self.description,
+                **{key: _plain(dataclasses.asdict(getattr(self, key))) for key in SECTIONS}}
 
 
-def _all_profiles() -> dict[str, dict[str, Any]]:
-    text = resources.files("reg2rg_lib").joinpath("profiles.yaml").read_text()
-    return yaml.safe_load(text)
+#: The sections of a profile, in the order of profiles.yaml.
+SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,
+                             "generate": GenerateSection, "ablations": AblationsSection,
+                             "figures": FiguresSection, "notebooks": NotebooksSection}
 
 
+# ---- loading -----------------------------------------------------------------------------------------------
 def load_profile(name: str | Profile, overrides: Mapping[str, Any] | None = None) -> Profile:
-    """Load profile `name`, applying `overrides` given as dotted keys (`{"train.lr": 1e-4}`).
+    """Profile `name` (or the `Profile` itself), with `overrides` given as dotted keys (`{"train.lr": 1e-4}`).
 
-    An unknown profile or an override of a key the profile does not have raises a ValueError that names it.
+    A `Profile` without overrides is returned as it is. An unknown profile, an override of a setting that no
+    profile has, or a value of the wrong type raises a `ProfileError` that names the profile and the key.
     """
     if isinstance(name, Profile):
         if not overrides:
             return name
-        base, name = name.to_dict(), name.name
+        settings, name = name.to_dict(), name.name
     else:
-        profiles = _all_profiles()
-        if name not in profiles:
-            raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(profiles)}")
-        base = copy.deepcopy(profiles[name])
+        settings = resolve(name)
     for dotted, value in (overrides or {}).items():
-        node = base
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"profile {name!r} has no section {part!r} (override {dotted!r})")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"profile {name!r} has no setting {dotted!r}")
-        node[leaf] = value
-    return Profile(name, base)
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key or "." in key:
+            raise ProfileError(f"profile {name!r}: override {dotted!r} must name a setting as "
+                               f"<section>.<key>, with a section among {', '.join(SECTIONS)}")
+        if key not in _field_types(SECTIONS[section]):
+            raise ProfileError(f"profile {name!r} has no setting {dotted!r}; known: "
+                               + ", ".join(_field_types(SECTIONS[section])))
+        settings[section] = {**(settings.get(section) or {}), key: value}
+    return Profile.from_dict(name, settings)
+
+
+def resolve(name: str) -> dict[str, Any]:
+    """Profile `name`'s settings as plain values: the `base` block, then the profile's own block over it."""
+    blocks = _read_yaml()
+    if name not in blocks or name == BASE:
+        known = ", ".join(k for k in blocks if k != BASE)
+        raise ProfileError(f"unknown profile {name!r}; expected one of {known}")
+    return _merge(blocks.get(BASE) or {}, blocks[name] or {}, name)
+
+
+def _read_yaml() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("reg2rg_lib").joinpath("profiles.yaml").read_text())
+
+
+def _merge(base: Mapping[str, Any], own: Mapping[str, Any], name: str, where: str = "") -> dict[str, Any]:
+    """`own` over a copy of `base`: nested mappings merge key by key, any other value replaces base's."""
+    out = {k: _merge(v, {}, name, f"{where}{k}.") if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in own.items():
+        if isinstance(value, Mapping):
+            if not isinstance(out.get(key, {}), Mapping):
+                raise ProfileError(f"profile {name!r}: {where}{key} is a setting in {BASE}, not a section")
+            out[key] = _merge(out.get(key, {}), value, name, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+# ---- validation --------------------------------------------------------------------------------------------
+def _section(profile: str, key: str, values: Any, cls: type) -> Any:
+    """Section `key` of `profile` as a `cls`: every field present (or defaulted), no other key, all typed."""
+    if values is None:
+        raise ProfileError(f"profile {profile!r}: missing section {key}")
+    if not isinstance(values, Mapping):
+        raise ProfileError(f"profile {profile!r}: {key} must be a section of settings, got {values!r}")
+    types_ = _field_types(cls)
+    unknown = [k for k in values if k not in types_]
+    if unknown:
+        raise ProfileError(f"profile {profile!r}: unknown setting {key}.{unknown[0]}; "
+                           f"known: {', '.join(types_)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in values]
+    if missing:
+        raise ProfileError(f"profile {profile!r}: missing setting {key}.{missing[0]}")
+    return cls(**{k: _check(profile, f"{key}.{k}", v, types_[k]) for k, v in values.items()})
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> its type (annotations are strings under `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check(profile: str, where: str, value: Any, hint: Any) -> Any:
+    """`value` as type `hint` (lists become tuples, ints of float settings floats), or a ProfileError."""
+    ok, converted = _convert(value, hint)
+    if not ok:
+        raise ProfileError(f"profile {profile!r}: {where} must be {_describe(hint)}, got {value!r}")
+    return converted
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return type(None) in args, None
+        for arg in args:
+            if arg is not type(None):
+                ok, converted = _convert(value, arg)
+                if ok:
+                    return True, converted
+        return False, None
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False, None
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            return False, None
+        items = [_convert(v, t) for v, t in zip(value, item_types)]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if hint is float:  # a YAML "1" is a fine learning rate; the setting stays a float
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if args[-1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (sizes, run lists) as lists, recursively: what YAML and JSON hold."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -60,14 +60,6 @@ REGION_COLORS: dict[str, str] = {
 }
 
 
-def region_index(name: str) -> int:
-    """Index of a region in `REGIONS`; raises a ValueError naming the known regions."""
-    try:
-        return REGIONS.index(name)
-    except ValueError:
-        raise ValueError(f"unknown region {name!r}; expected one of {', '.join(REGIONS)}") from None
-
-
 
 #: "The region 3 is trachea and bronchie:" -> index 3, name "trachea and bronchie". Known names are tried first
 #: (longest first); any other name up to the colon is kept as written, so a hallucinated organ still counts.

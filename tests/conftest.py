@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import nbformat
 import pytest
+
+from reg2rg_lib.data.prep import PrepCache, load_cache
+from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.train.dataset import ReportDataset
+from reg2rg_lib.train.features import FeatureCache
+from reg2rg_lib.train.run import ensure_inputs, model_config, train_run
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -41,3 +51,50 @@ def nltk_ready() -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> RunPaths:
+    """The smoke profile's benchmark, prep cache and tokenizer (the same builder `reg2rg train` uses)."""
+    paths = RunPaths(tmp_path_factory.mktemp("smoke_inputs"))
+    ensure_inputs(load_profile("smoke"), paths, paths.cache, paths.tokenizer)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained(smoke: RunPaths) -> Path:
+    """A 4-step tiny Reg2RG run on the smoke inputs, checkpointed at steps 2 and 4."""
+    run = smoke.run("full")
+    train_run("smoke", run, max_steps=4, save_every=2, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(smoke: RunPaths) -> Callable[..., tuple[ReportDataset, Reg2RG, PrepCache]]:
+    """`smoke_dataset(shuffle=True, features=None)` -> (the training ReportDataset, a fresh untrained Reg2RG, the
+    prep cache): a new model each call, so a test may change its weights."""
+
+    def build(
+        shuffle: bool = True, features: FeatureCache | None = None
+    ) -> tuple[ReportDataset, Reg2RG, PrepCache]:
+        cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
+        cfg = model_config(load_profile("smoke"))
+        model = Reg2RG(cfg, tok)
+        ds = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=shuffle, seed=0)
+        return ds, model, cache
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def write_notebook() -> Callable[[Path, str], None]:
+    """`write_notebook(path, body)`: a three-cell notebook (intro, a `parameters` cell, then `body`)."""
+
+    def write(path: Path, body: str) -> None:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell('profile = "demo"\nout_dir = "x"\nfigures_dir = "y"')
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [nbformat.v4.new_markdown_cell("# t"), params, nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, path)
+
+    return write

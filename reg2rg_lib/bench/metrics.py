@@ -15,6 +15,13 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
+from reg2rg_lib.bench.common import report
+from reg2rg_lib.env.doctor import machine
+from reg2rg_lib.env.nltk import get_sentence_tokenizer, get_wordnet
+from reg2rg_lib.regions import strip_region_prefix
+
 
 def reference_compute_bleu(reference_corpus: list[list[list[str]]], translation_corpus: list[list[str]],
                            max_order: int = 4, smooth: bool = False) -> float:
@@ -54,8 +61,7 @@ def reference_compute_bleu(reference_corpus: list[list[list[str]]], translation_
 
 def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """N (reference, prediction) region-structured reports built from the embedded benchmark's templates."""
-    import numpy as np
-
+    # bench modules load at `reg2rg --help`: each handler imports the stage it measures when it runs
     from reg2rg_lib.data.synth.reports import ABNORMAL, NORMAL
 
     rng = np.random.default_rng(seed)
@@ -82,7 +88,6 @@ def _kit(refs: list[str], hyps: list[str]) -> tuple[float, float]:
     from reg2rg_lib.metrics.labeler import RuleLabeler
     from reg2rg_lib.metrics.nlg import evaluate_nlg
     from reg2rg_lib.metrics.region import region_recognition
-    from reg2rg_lib.regions import strip_region_prefix
 
     t0, c0 = time.perf_counter(), time.process_time()
     r, h = [strip_region_prefix(x) for x in refs], [strip_region_prefix(x) for x in hyps]
@@ -94,16 +99,13 @@ def _kit(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 
 
 def _reference(refs: list[str], hyps: list[str]) -> tuple[float, float]:
-    import numpy as np
+    # the metric libraries: slow to import, and bench modules load at `reg2rg --help`; only the recipe needs them
     from nltk.stem.porter import PorterStemmer
     from nltk.tokenize import NLTKWordTokenizer
     from nltk.translate.meteor_score import meteor_score
     from pycocoevalcap.cider.cider import Cider
     from rouge_score import rouge_scorer, scoring
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-
-    from reg2rg_lib.env.nltk import get_sentence_tokenizer, get_wordnet
-    from reg2rg_lib.regions import strip_region_prefix
 
     wordnet, splitter, words = get_wordnet(), get_sentence_tokenizer(), NLTKWordTokenizer()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -132,11 +134,6 @@ def _reference(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 def run(n_pairs: int = 2000, reference_pairs: int = 200, predictions: str | None = None,
         seed: int = 0) -> dict[str, Any]:
     """Time the kit on `n_pairs` and the reference recipe on a subset; return the figures `bench.report` prints."""
-    import numpy as np
-
-    from reg2rg_lib.env.doctor import machine
-    from reg2rg_lib.env.nltk import get_sentence_tokenizer, get_wordnet
-
     if predictions:
         from reg2rg_lib.metrics.io import read_report_pairs
 
@@ -179,6 +176,4 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from reg2rg_lib.bench.common import report
-
     return report(run(args.pairs, args.reference_pairs, args.predictions, args.seed), args.json)

@@ -17,33 +17,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from reg2rg_lib.bench.common import report
+from reg2rg_lib.bench.recipe import recipe_case
+from reg2rg_lib.env.assets import find_ct_source
+from reg2rg_lib.env.doctor import machine
+from reg2rg_lib.regions import REGIONS
 
 
 def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
     """The real CT's path and 10 full-resolution region masks written (gzipped NIfTI) under `folder`."""
+    # bench modules load at `reg2rg --help`: each handler imports nibabel and the stage it measures when it runs
     import nibabel as nib
-    import torch
 
     from reg2rg_lib.data.layout import mask_filename, write_nifti
     from reg2rg_lib.data.resize import area_resize
-    from reg2rg_lib.data.synth import anatomy as A
-    from reg2rg_lib.env.assets import find_ct_source
-    from reg2rg_lib.regions import REGIONS
+    from reg2rg_lib.data.synth.anatomy import (
+        FINE,
+        FINE_CLASSES,
+        FINE_TO_REGION_LUT,
+        _derive_regions,
+        _majority_vote,
+        _source_fine_lut,
+    )
 
     src = find_ct_source()
     img = nib.load(src.volume)
     raw = np.asarray(img.dataobj.get_unscaled()).astype(np.float32)
     hu = raw * float(img.dataobj.slope or 1.0) + float(img.dataobj.inter or 0.0)
     labels = np.asarray(nib.load(src.labels).dataobj.get_unscaled()).astype(np.uint8)
-    fine = A._source_fine_lut(src.structures)[labels]
+    fine = _source_fine_lut(src.structures)[labels]
     # derive pleura / mediastinum / breast at half resolution (fast), then copy them up onto unclaimed voxels
     half = tuple(n // 2 if i < 2 else n for i, n in enumerate(hu.shape))
     small_ct = area_resize(torch.from_numpy(np.maximum(hu, -1024.0))[None], half)[0].numpy()
-    small = A._derive_regions(small_ct, A._majority_vote(fine, half, len(A.FINE_CLASSES)))
+    small = _derive_regions(small_ct, _majority_vote(fine, half, len(FINE_CLASSES)))
     up = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)[: hu.shape[0], : hu.shape[1]]
-    derived = np.isin(up, [A.FINE[c] for c in ("mediastinum_fill", "pleura", "breast")])
-    fine = np.where((fine == A.FINE["background"]) & derived, up, fine)
-    region_map = A.FINE_TO_REGION_LUT[fine]
+    derived = np.isin(up, [FINE[c] for c in ("mediastinum_fill", "pleura", "breast")])
+    fine = np.where((fine == FINE["background"]) & derived, up, fine)
+    region_map = FINE_TO_REGION_LUT[fine]
     masks = {}
     for i, region in enumerate(REGIONS):
         path = folder / "seg_cxr" / mask_filename(region)
@@ -68,10 +80,8 @@ def run(repeat: int = 3, recipe: bool = True, image_size=(256, 256, 64)) -> dict
     """Figures for one full-size volume with 10 region masks (seconds per volume, best of `repeat`)."""
     import nibabel as nib
 
-    from reg2rg_lib.bench.recipe import recipe_case
     from reg2rg_lib.data.manifest import CaseEntry
     from reg2rg_lib.data.prep import PrepParams, prepare_case
-    from reg2rg_lib.env.doctor import machine
 
     params = PrepParams(image_size=tuple(image_size))
     with tempfile.TemporaryDirectory(prefix="reg2rg-bench-") as tmp:
@@ -112,7 +122,5 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from reg2rg_lib.bench.common import report
-
     size = tuple(int(s) for s in args.image_size.split(","))
     return report(run(args.repeat, not args.no_recipe, size), args.json)

@@ -1,6 +1,6 @@
 """The straightforward per-sample preprocessing recipe, written the obvious way with MONAI and nibabel.
 
-This is the reference `prep.py` must equal (tests/data: max abs diff <= 1e-3) and the baseline `reg2rg bench
+This is the reference `reg2rg_lib.data.prep` must equal (tests/data: max abs diff <= 1e-3) and the baseline `reg2rg bench
 preprocess` measures it against: every file loaded as float64, then 11 separate crop + resize passes (the global
 image and one per region), then the stacked geometry masks. Deliberately unoptimised; do not use it in pipelines.
 """
@@ -19,6 +19,7 @@ def recipe_case(volume_path: str | os.PathLike[str], mask_paths: Mapping[str, st
                 centre: float = -400.0, scale: float = 600.0,
                 background_hu: float = -1024.0) -> dict[str, torch.Tensor]:
     """image, full (1, H, W, D) and texture, geometry (R, H, W, D) for one case, regions in `mask_paths` order."""
+    # nibabel, monai (~10 s): bench modules load at `reg2rg --help`; only the recipe needs them
     import nibabel as nib
     from monai.transforms import CropForegroundd, Resize
 

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 
+from reg2rg_lib.bench.common import report
+from reg2rg_lib.env.doctor import machine
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.paths import RunPaths, default_out_dir
+from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.regions import REGIONS
 
 RECIPE_PAD = 2048  # the paper's code pads every sample to this many tokens
 
@@ -75,17 +82,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 def bench_inputs(profile_name: str, out: str | None, tmp: Path) -> tuple[Any, Any, Any, str]:
     """(profile, prep cache, tokenizer, where) for a benchmark: the profile run's inputs if present, else the smoke
     profile's, built under `tmp` (same code path, smaller images)."""
+    # bench modules load at `reg2rg --help`: each handler imports the stage it measures when it runs
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import load_tokenizer
-    from reg2rg_lib.paths import RunPaths, default_out_dir
-    from reg2rg_lib.profiles import load_profile
     from reg2rg_lib.train.run import ensure_inputs
 
     paths = RunPaths(out or default_out_dir(profile_name))
     profile = load_profile(profile_name)
     if not ((paths.cache / "manifest.json").is_file() and paths.tokenizer.is_dir()):
         profile, paths = load_profile("smoke"), RunPaths(tmp)
-        ensure_inputs(profile, paths, paths.cache, paths.tokenizer, log=lambda s: None)
+        train_logger = logging.getLogger("reg2rg_lib.train")  # its progress lines would mix with the figures
+        level = train_logger.level
+        train_logger.setLevel(logging.WARNING)
+        try:
+            ensure_inputs(profile, paths, paths.cache, paths.tokenizer)
+        finally:
+            train_logger.setLevel(level)
     return profile, load_cache(paths.cache), load_tokenizer(paths.tokenizer), str(paths.root)
 
 
@@ -93,7 +105,7 @@ def bench_inputs(profile_name: str, out: str | None, tmp: Path) -> tuple[Any, An
 def recipe_embeddings(model: Any, input_ids: torch.Tensor, **visual: Any) -> torch.Tensor:
     """The paper code's splice: per sample, one-hot(ids over [LLM table; structure rows; that sample's visual
     tokens]) @ that table. Equal in value to `Reg2RG.embed_inputs`, at O(L x (V + n)) cost per sample."""
-    from reg2rg_lib.model import prompt as P
+    from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, TEXTURE
     from reg2rg_lib.model.reg2rg import KIND_CODES
 
     el, device = model.embedding_layer, model.device
@@ -102,8 +114,8 @@ def recipe_embeddings(model: Any, input_ids: torch.Tensor, **visual: Any) -> tor
     tokens = model.visual_tokens(**visual)  # kind -> (n, D) in prompt order over the whole batch
     kinds = model.token_kind[input_ids]  # (B, L)
     per_kind = {}  # kind -> the batch's tokens split per sample
-    for kind, code in ((P.GLOBAL, KIND_CODES[P.GLOBAL]), (P.TEXTURE, KIND_CODES[P.TEXTURE]),
-                       (P.GEOMETRY, KIND_CODES[P.GEOMETRY])):
+    for kind, code in ((GLOBAL, KIND_CODES[GLOBAL]), (TEXTURE, KIND_CODES[TEXTURE]),
+                       (GEOMETRY, KIND_CODES[GEOMETRY])):
         if kind in tokens:
             counts = (kinds == code).sum(1).tolist()
             per_kind[code] = list(tokens[kind].split(counts))
@@ -112,7 +124,7 @@ def recipe_embeddings(model: Any, input_ids: torch.Tensor, **visual: Any) -> tor
         ids, kb = input_ids[b], kinds[b]
         table = [weight, el.struct_table.to(weight.dtype)]  # (V, D), (4, D)
         remap = ids.clone()
-        struct = kb == KIND_CODES[P.STRUCT]
+        struct = kb == KIND_CODES[STRUCT]
         remap[struct] = weight.shape[0] + model.struct_index[ids[struct]]
         offset = weight.shape[0] + 4
         for code, chunks in per_kind.items():
@@ -177,12 +189,10 @@ def train_step_bench(model: Any, kit_batch: dict[str, Any], recipe_batch: dict[s
 
 
 def _train_step(args: argparse.Namespace) -> int:
-    from reg2rg_lib.bench.common import report
-    from reg2rg_lib.env.doctor import machine
     from reg2rg_lib.model import Reg2RG
     from reg2rg_lib.train.collate import Collator
     from reg2rg_lib.train.dataset import ReportDataset
-    from reg2rg_lib.train.features import feature_cache_for
+    from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
     from reg2rg_lib.train.loop import seed_everything
     from reg2rg_lib.train.run import model_config
 
@@ -192,7 +202,8 @@ def _train_step(args: argparse.Namespace) -> int:
         seed_everything(0)
         model = Reg2RG(cfg, tok)
         names = [r.name for r in cache.cases("train")][: args.batch_size]
-        features = feature_cache_for(model, cache, names, progress=False)
+        # the kit's path: cached features whenever the model has a ViT to cache (this bench measures them)
+        features = feature_cache_for(model, cache, names, progress=False) if use_feature_cache(model, True) else None
         kit_ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, names=names)
         raw_ds = ReportDataset(cache, "train", tok, cfg, features=None, seed=0, names=names)
         collate = Collator(tok.pad_token_id)
@@ -207,12 +218,9 @@ def _train_step(args: argparse.Namespace) -> int:
 
 # ---- generate ----------------------------------------------------------------------------------------------------
 def _generate(args: argparse.Namespace) -> int:
-    from reg2rg_lib.bench.common import report
-    from reg2rg_lib.env.doctor import machine
     from reg2rg_lib.infer.generate import DecodeSettings, generate_predictions, load_model
     from reg2rg_lib.infer.predictions import read_predictions
     from reg2rg_lib.model import Reg2RG
-    from reg2rg_lib.paths import RunPaths, default_out_dir
     from reg2rg_lib.train.loop import seed_everything
     from reg2rg_lib.train.run import model_config
 
@@ -257,7 +265,7 @@ def peak_tflops(device_name: str) -> float | None:
 def synthetic_tokenizer(vocab_size: int) -> Any:
     """A word-level tokenizer with `vocab_size` entries (<unk> <s> </s> <pad> w4 w5 ...): the LLaMA-2 vocabulary
     size without its files, for benchmarks with random weights."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    # transformers: slow to import (~10 s); only the recipe tokenizer needs it
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "<pad>"])}
@@ -303,9 +311,6 @@ SWEEP: tuple[tuple[int, int, bool, bool], ...] = (
 
 
 def _gpu_step(args: argparse.Namespace) -> int:
-    from reg2rg_lib.bench.common import report
-    from reg2rg_lib.env.doctor import machine
-
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise KitError("bench gpu-step needs a CUDA GPU, and none is visible to torch "
                        f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); run it on a GPU "
@@ -368,7 +373,6 @@ class GpuStepBench:
     def measure(self, seq_len: int = 1024, batch_size: int = 1, steps: int = 5, feature_cache: bool = False,
                 gradient_checkpointing: bool = False, peak: float | None = None) -> dict[str, Any]:
         from reg2rg_lib.model import build_sample, collate
-        from reg2rg_lib.regions import REGIONS
 
         cfg, tok, device, dtype, model = self.cfg, self.tok, self.device, self.dtype, self.model
         from reg2rg_lib.model.llm import set_gradient_checkpointing

@@ -1,4 +1,4 @@
-"""`reg2rg ablate`: the ablation grid of Tables 4-7 on the embedded benchmark (reg2rg_lib/ablate.py).
+"""`reg2rg ablate`: the ablation grid of Tables 4-7 on the embedded benchmark (`reg2rg_lib.experiments`).
 
     reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] [--max-steps N] [--parallel K] [--force]
 """
@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+
+from reg2rg_lib.paths import RunPaths, default_out_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> int:
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.experiments.runner import run_ablations
     from reg2rg_lib.experiments.summary import SUMMARY_METRICS
-    from reg2rg_lib.paths import RunPaths, default_out_dir
 
     out = args.out or default_out_dir(args.profile)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None

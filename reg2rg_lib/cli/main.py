@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from reg2rg_lib._version import __version__
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.io import enable_logging
 
 #: Modules that add subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    enable_logging()  # the library's INFO messages ([train] ..., [generate] ...) are the commands' progress
     try:
         return int(args.func(args) or 0)
     except KitError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def summary_for_preset(preset: str, image_size: list[int] | None = None) -> dict:
     """`Reg2RG.parameter_summary()` of a preset built on the meta device (the LLM's base vocabulary is the
     preset's `llm_vocab`: 32000 for the paper's LLaMA-2, 2048 for the CPU presets)."""
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig
 
     cfg = Reg2RGConfig.preset(preset, image_size=image_size)
@@ -27,8 +29,6 @@ def summary_for_preset(preset: str, image_size: list[int] | None = None) -> dict
 
 
 def _summary(args: argparse.Namespace) -> int:
-    import json
-
     summary = summary_for_preset(args.preset, args.image_size)
     if args.json:
         print(json.dumps(summary))

@@ -1,4 +1,5 @@
-"""`reg2rg train` and `reg2rg generate`: the training loop and batched generation (reg2rg_lib/train.py, generate.py).
+"""`reg2rg train` and `reg2rg generate`: the training loop (`reg2rg_lib.train`) and batched generation
+(`reg2rg_lib.infer`).
 
     reg2rg train --profile demo --out outputs/demo/runs/full [--max-steps N] [--save-every K] [--resume]
     torchrun --nproc_per_node 2 -m reg2rg_lib.cli train --profile smoke --max-steps 4 --out RUN
@@ -10,6 +11,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import yaml
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import load_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from reg2rg_lib.errors import KitError
+    # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.train.run import train_run
 
     changes = {}
@@ -78,19 +84,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from reg2rg_lib.infer.generate import DecodeSettings, generate_run, resolve_checkpoint
-    from reg2rg_lib.profiles import load_profile
-    from reg2rg_lib.train.run import run_inputs
 
-    section = load_profile(args.profile).generate if args.profile else {}
+    section = load_profile(args.profile).generate if args.profile else None
     if args.paper_decoding:
         decode = DecodeSettings.paper(seed=args.seed)
     else:
         decode = DecodeSettings.from_profile(section, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    batch_size = args.batch_size or section.get("batch_size", 8)
-    from reg2rg_lib.errors import KitError
+    batch_size = args.batch_size or (section.batch_size if section is not None else 8)
 
     if (args.checkpoint is None) == (args.official is None):
         raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")
@@ -98,9 +99,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise KitError("--official needs --llm-path (LLaMA-2-7B-chat) and --data (a prep cache at 256x256x64)")
     data = Path(args.data) if args.data else None
     if data is None:  # <profile out>/runs/<name>/checkpoints/step-N/model -> <profile out>/cache
-        model_dir = resolve_checkpoint(args.checkpoint)
-        run = next((p for p in [model_dir, *model_dir.parents] if p.parent.name == "runs"), None)
-        data = run_inputs(run).cache if run else None
+        profile_dir = RunPaths.of_checkpoint(resolve_checkpoint(args.checkpoint))
+        data = profile_dir.cache if profile_dir else None
         if data is None:
             raise KitError("--data is needed: the checkpoint is not inside a profile folder's runs/")
     if not (data / "manifest.json").is_file() and (data / "cache" / "manifest.json").is_file():

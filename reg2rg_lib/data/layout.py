@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -39,10 +42,17 @@ LABEL_ID_COLUMN = "VolumeName"
 AFFINE_ATOL_MM = 1e-2
 
 
-def volume_name(path: str | os.PathLike[str]) -> str:
-    """`train_1_a_1` for `.../train_1_a_1.nii.gz`."""
-    name = Path(path).name
-    return name[: -len(NIFTI_SUFFIX)] if name.endswith(NIFTI_SUFFIX) else Path(name).stem
+def case_id(value: object) -> str:
+    """The kit's one case id: the value as a string, spaces trimmed, without a `.nii.gz` / `.nii` suffix.
+
+    A volume's file name (`train_1_a_1.nii.gz`), the tables' `Volumename` / `VolumeName` and a predictions CSV's
+    `AccNum` (`train_1_a_1`, or a CTRG number such as 1334) all become the same key, so they match one another.
+    """
+    s = str(value).strip()
+    for suffix in (NIFTI_SUFFIX, ".nii"):
+        if s.endswith(suffix):
+            return s[: -len(suffix)]
+    return s
 
 
 def split_of(name: str) -> str | None:
@@ -87,8 +97,6 @@ class Layout:
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers numerically (`train_2_a_1` < `train_10_a_1`)."""
-    import re
-
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
@@ -120,7 +128,7 @@ def scan_layout(root: str | os.PathLike[str], mask_root: str | os.PathLike[str] 
             for f in sorted(filenames):
                 path = Path(dirpath) / f
                 if f.endswith(NIFTI_SUFFIX) and top == root:
-                    name = volume_name(f)
+                    name = case_id(f)
                     if name in layout.volumes and layout.volumes[name] != path:
                         duplicates.append(f"{name} ({layout.volumes[name]} and {path})")
                     layout.volumes.setdefault(name, path)
@@ -188,8 +196,6 @@ class Nifti:
 
 def _gunzip(payload: bytes, path: Path) -> bytes:
     """Decompress every gzip member in one call each (zlib releases the GIL: threads decode files in parallel)."""
-    import zlib
-
     parts = []
     while payload:
         d = zlib.decompressobj(wbits=31)
@@ -222,8 +228,6 @@ def read_nifti(path: str | os.PathLike[str], kind: str = "volume") -> Nifti:
     Raises `BadInputError` for a missing, empty, truncated or corrupt file, a file that is not NIfTI, an image
     that is not 3-D, or NaN voxels.
     """
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, f"{kind} file missing")
@@ -274,8 +278,6 @@ def write_nifti(path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarr
 
     The same array and affine always give the same bytes, which is what makes `reg2rg synth` reproducible.
     """
-    import nibabel as nib
-
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
@@ -309,11 +311,6 @@ class CaseData:
     labels: dict[str, int]
 
 
-def list_cases(root: str | os.PathLike[str], split: str | None = None) -> list[str]:
-    """Volume names in a dataset folder ("train" / "test" / None for both)."""
-    return scan_layout(root).names(split)
-
-
 def load_case(root: str | os.PathLike[str], name: str, layout: Layout | None = None) -> CaseData:
     """Volume, region masks (those present), report paragraphs and labels of case `name`."""
     layout = layout or scan_layout(root)
@@ -331,7 +328,7 @@ def load_case(root: str | os.PathLike[str], name: str, layout: Layout | None = N
     reports, report, labels = {}, "", {}
     if split in layout.report_csvs:
         df = read_region_reports(layout.report_csvs[split])
-        rows = df[df["Volumename"].map(volume_name) == name]
+        rows = df[df["Volumename"].map(case_id) == name]
         for anatomy, sentence in zip(rows["Anatomy"], rows["Sentence"]):
             if anatomy == "":
                 report = sentence
@@ -339,7 +336,7 @@ def load_case(root: str | os.PathLike[str], name: str, layout: Layout | None = N
                 reports[anatomy] = sentence
     if split in layout.label_csvs:
         df = read_labels(layout.label_csvs[split])
-        row = df[df[LABEL_ID_COLUMN].map(volume_name) == name]
+        row = df[df[LABEL_ID_COLUMN].map(case_id) == name]
         if len(row):
             labels = {k: int(row.iloc[0][k]) for k in LABELS}
     return CaseData(name, vol.data, masks, vol.affine, vol.spacing, reports, report, labels)

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reg2rg_lib.data import layout as L
+from reg2rg_lib._version import __version__
+from reg2rg_lib.data.layout import (
+    LABEL_ID_COLUMN,
+    SPLIT_FILE_PREFIX,
+    case_id,
+    mask_dirname,
+    read_labels,
+    read_region_reports,
+    scan_layout,
+    split_of,
+)
+from reg2rg_lib.env.assets import sha256_file
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import write_json_atomic
 from reg2rg_lib.regions import LABELS, REGIONS
@@ -58,13 +69,13 @@ def _read_reports(index: DatasetIndex, csv_path: Path, known: set[str],
 
     `extra` names Anatomy values accepted besides the 10 regions (CTRG's "other").
     """
-    df = L.read_region_reports(csv_path)
+    df = read_region_reports(csv_path)
     out: dict[str, dict[str, str]] = defaultdict(dict)
     missing_volume: Counter[str] = Counter()
     unknown_region: Counter[str] = Counter()
     example: dict[str, str] = {}
     for vol, anatomy, text in zip(df["Volumename"], df["Anatomy"], df["Sentence"]):
-        name = L.volume_name(vol.strip())
+        name = case_id(vol)
         if name not in known:
             missing_volume[name] += 1
         elif anatomy != "" and anatomy not in REGIONS and anatomy not in extra:
@@ -83,10 +94,10 @@ def _read_reports(index: DatasetIndex, csv_path: Path, known: set[str],
 
 
 def _read_label_table(index: DatasetIndex, csv_path: Path) -> dict[str, dict[str, int]]:
-    df = L.read_labels(csv_path)
+    df = read_labels(csv_path)
     out: dict[str, dict[str, int]] = {}
     for record in df.to_dict("records"):
-        name = L.volume_name(str(record.pop(L.LABEL_ID_COLUMN)).strip())
+        name = case_id(record.pop(LABEL_ID_COLUMN))
         if name in out:
             index.skip(f"{csv_path.name}:{name}", "duplicate label row (kept the first)")
             continue
@@ -104,21 +115,21 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
     if dataset not in FORMATS:
         raise KitError(f"unknown dataset format {dataset!r}; expected one of {', '.join(FORMATS)}")
     ctrg = dataset == "ctrg"
-    layout = L.scan_layout(root, mask_root)
+    layout = scan_layout(root, mask_root)
     index = DatasetIndex(layout.root)
     known = set(layout.volumes)
-    splits = sorted({s for s in map(L.split_of, known) if s is not None})
+    splits = sorted({s for s in map(split_of, known) if s is not None})
     reports: dict[str, dict[str, str]] = {}
     labels: dict[str, dict[str, int]] = {}
     for split in splits:
         if split not in layout.report_csvs:
-            prefix = L.SPLIT_FILE_PREFIX[split]
+            prefix = SPLIT_FILE_PREFIX[split]
             raise BadInputError(layout.root, f"no {prefix}_region_report.csv for the {split} split's volumes")
         reports.update(_read_reports(index, layout.report_csvs[split], known, (OTHER,) if ctrg else ()))
         if split in layout.label_csvs:
             labels.update(_read_label_table(index, layout.label_csvs[split]))
     for name in layout.names():
-        split = L.split_of(name)
+        split = split_of(name)
         path = layout.volumes[name]
         if split is None:
             index.skip(name, "volume name does not start with a known split (train_/valid_/test_)")
@@ -138,7 +149,7 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
             if has_text and not exists and ctrg:
                 other[region] = rows[region]  # CTRG: text of a region without a mask goes to the other report
             elif has_text and not exists:
-                index.skip(f"{name}/{region}", f"{mpath or L.mask_dirname(name) + '/'}: mask missing")
+                index.skip(f"{name}/{region}", f"{mpath or mask_dirname(name) + '/'}: mask missing")
             elif exists and mpath.stat().st_size == 0:
                 index.skip(f"{name}/{region}", f"{mpath}: mask file is empty (0 bytes)")
             elif exists and not has_text:
@@ -158,8 +169,6 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
 
 
 def _file_entry(path: Path, checksums: bool) -> dict[str, Any]:
-    from reg2rg_lib.env.assets import sha256_file
-
     entry: dict[str, Any] = {"bytes": path.stat().st_size}
     if checksums:
         entry["sha256"] = sha256_file(path)
@@ -170,8 +179,6 @@ def build_manifest(root: str | os.PathLike[str], checksums: bool = False, extra:
                    mask_root: str | os.PathLike[str] | None = None, index: DatasetIndex | None = None,
                    dataset: str = "radgenome") -> dict[str, Any]:
     """The dataset manifest: every file (size, optionally sha256), cases per split, counts, skipped items."""
-    from reg2rg_lib._version import __version__
-
     index = index or index_dataset(root, mask_root, dataset)
     root = index.root
     files: dict[str, Any] = {}

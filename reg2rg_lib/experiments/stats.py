@@ -38,6 +38,9 @@ import pandas as pd
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.grid import ablation
 from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.metrics.ce import ce_replicates, read_label_table
+from reg2rg_lib.metrics.io import read_csv_checked
+from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test, percentile_ci
 from reg2rg_lib.paths import RunPaths
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,8 +70,6 @@ class PerCase:
 
 def per_case(metrics_dir: Path) -> PerCase:
     """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L and CE labels from a run's evaluation folder."""
-    from reg2rg_lib.metrics.io import read_csv_checked
-
     nlg = read_csv_checked(metrics_dir / "nlg_per_sample.csv", required=("id", "BLEU-4"), what="per-sample NLG")
     ids = nlg["id"].astype(str).tolist()
     scores = {m: nlg[m].astype(float).to_numpy() for m in ("BLEU-4", "METEOR", "ROUGE-L") if m in nlg.columns}
@@ -79,24 +80,13 @@ def per_case(metrics_dir: Path) -> PerCase:
     out = PerCase(ids, scores)
     labels_csv = metrics_dir / "ce_labels.csv"
     if labels_csv.is_file():
-        from reg2rg_lib.metrics.ce import read_label_table
-
         out.y_true, out.y_pred = read_label_table(labels_csv)[:2]
     return out
 
 
-def _nanmean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Mean over each resample ignoring unscored cases (NaN): (B,)."""
-    taken = values[idx]  # (B, N)
-    ok = ~np.isnan(taken)
-    return np.where(ok, taken, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
-
-
 def replicates(data: PerCase, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Bootstrap replicates (B,) of every headline metric that `data` supports."""
-    from reg2rg_lib.metrics.ce import ce_replicates
-
-    reps = {m: _nanmean_replicates(v, idx) for m, v in data.scores.items() if not np.isnan(v).all()}
+    reps = {m: nanmean_replicates(v, idx) for m, v in data.scores.items() if not np.isnan(v).all()}
     if data.y_true is not None and data.y_pred is not None:
         reps["CE_micro_F1"] = ce_replicates(data.y_true, data.y_pred, idx)["micro_f1"]
     return reps
@@ -117,8 +107,6 @@ def ablation_stats(
     set of resample indices shared by all runs (paired). `aliases` maps a run to the run whose outputs it reused
     (its `same_as`); `folders` maps a run to its folder under `runs/` (default: the run's name, or its alias's).
     """
-    from reg2rg_lib.metrics.stats import bootstrap_indices, paired_test, percentile_ci
-
     aliases = dict(aliases or {})
     summary = read_summary(paths.summary)["runs"]
     folders = dict(folders or {})
@@ -146,8 +134,6 @@ def ablation_stats(
 
 def read_stats(path: str | os.PathLike[str]) -> pd.DataFrame:
     """`ablation_stats.csv`, checked."""
-    from reg2rg_lib.metrics.io import read_csv_checked
-
     stats = read_csv_checked(path, required=("run", "metric", "value", "ci_low", "ci_high", "p_vs_full"),
                              what="ablation stats")
     for col in ("value", "ci_low", "ci_high", "delta_vs_full", "p_vs_full"):

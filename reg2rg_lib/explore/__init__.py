@@ -17,7 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reg2rg_lib.data.sources import CacheSource, LayoutSource
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.explore.sources import Explorable
+from reg2rg_lib.explore.widgets import Explorer
 from reg2rg_lib.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -30,8 +33,6 @@ DEFAULT_RUNS: tuple[str, ...] = ("full", "no_rra")
 
 def open_dataset(path: str | os.PathLike[str]) -> VolumeSource:
     """A dataset folder for the explorer: a prepared cache (`cases/*.safetensors`) or the RadGenome layout."""
-    from reg2rg_lib.data.sources import CacheSource, LayoutSource
-
     path = Path(path).expanduser()
     if not path.exists():
         raise BadInputError(path, "dataset folder not found (run notebook 01, or pass data_dir)")
@@ -56,9 +57,6 @@ def open_explorer(
 ) -> Explorer:
     """An `Explorer` on `data_dir` (default: the run's embedded benchmark) with `predictions` (default: the
     predictions CSVs of `runs` in `out_dir`; none found means ground truth only, which the explorer says)."""
-    from reg2rg_lib.explore.sources import Explorable
-    from reg2rg_lib.explore.widgets import Explorer
-
     source = open_dataset(data_dir if data_dir is not None else RunPaths(out_dir).data)
     if predictions is None:
         predictions = run_predictions(out_dir, runs)

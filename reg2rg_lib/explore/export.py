@@ -17,7 +17,9 @@ pinned SHA-256 sums, unpacked under the asset folder, and copied next to the HTM
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,9 +27,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from reg2rg_lib.env.assets import asset_dir, sha256_file
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 #: npm package -> (version, sha256 of the `npm pack` tarball, file the page loads, relative to the package root)
@@ -57,7 +64,7 @@ def fetch_js(root: Path | None = None, quiet: bool = False) -> dict[str, Path]:
                 raise KitError("npm not found: it fetches the offline widget renderer (apt-get install npm)")
             with tempfile.TemporaryDirectory() as tmp:
                 if not quiet:
-                    print(f"[export] npm pack {package}@{version}", flush=True)
+                    logger.info(f"[export] npm pack {package}@{version}")
                 res = subprocess.run(["npm", "pack", f"{package}@{version}", "--silent"], cwd=tmp,
                                      capture_output=True, text=True)
                 tarballs = list(Path(tmp).glob("*.tgz"))
@@ -76,6 +83,7 @@ def fetch_js(root: Path | None = None, quiet: bool = False) -> dict[str, Path]:
 
 def widget_state(notebook: str | os.PathLike[str]) -> dict:
     """The widget models saved in an executed notebook ({model id: state}); empty if none were saved."""
+    # nbformat, nbconvert: slow to import; only the notebook export needs them
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
@@ -89,6 +97,7 @@ def export_html(notebook: str | os.PathLike[str], out_html: str | os.PathLike[st
     Raises `BadInputError` when the notebook has no saved widget state (not executed, or executed by a client
     that does not store it), since the page would then show no explorer.
     """
+    # nbformat, nbconvert: slow to import; only the notebook export needs them
     from nbconvert import HTMLExporter
 
     notebook, out_html = Path(notebook), Path(out_html)
@@ -147,8 +156,6 @@ def rendered_views(html: str | os.PathLike[str], wait_ms: int = 15000) -> dict[s
 
     All zeros means the renderer did not run (e.g. it could not be loaded): the page shows no explorer.
     """
-    import re
-
     dom = _chromium(["--dump-dom", Path(html).resolve().as_uri()], wait_ms).stdout
     classes = re.findall(r'class="([^"]*)"', dom)
     return {kind: sum(kind in c.split() for c in classes) for kind in VIEW_CLASSES}
@@ -157,9 +164,6 @@ def rendered_views(html: str | os.PathLike[str], wait_ms: int = 15000) -> dict[s
 def screenshot(html: str | os.PathLike[str], png: str | os.PathLike[str], width: int = 1600,
                height: int = 2400, wait_ms: int = 15000) -> Path:
     """Render `html` in headless Chromium (fresh profile) and save a PNG, trimmed of the empty page bottom."""
-    import numpy as np
-    from PIL import Image
-
     html, png = Path(html).resolve(), Path(png)
     with atomic_path(png, suffix=".png") as tmp:
         _chromium([f"--window-size={width},{height}", f"--screenshot={tmp}", html.as_uri()], wait_ms)

@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping
 
 from reg2rg_lib.explore import report as rep
+from reg2rg_lib.metrics.labeler import RuleLabeler
+from reg2rg_lib.regions import region_sequence, strip_region_prefix
 
 _OK, _FP, _FN = "#dcf5e3", "#fff1d6", "#fde2e1"  # cell backgrounds: agrees, false alarm, missed
 _TABLE = 'style="border-collapse:collapse;font-size:12px;margin:4px 12px 4px 0"'
@@ -23,8 +25,6 @@ _TD = "padding:2px 8px;border:1px solid #ddd"
 
 def recognition(gt_text: str, pred_text: str) -> dict[str, float]:
     """Region recognition and coverage of one prediction against its ground truth, and mean word overlap."""
-    from reg2rg_lib.regions import region_sequence
-
     gt_seq, pred_seq = region_sequence(gt_text), region_sequence(pred_text)
     named = [i for i in pred_seq if i in gt_seq]
     gt_pars, pred_pars = rep.paragraphs(gt_text), rep.paragraphs(pred_text)
@@ -59,9 +59,6 @@ def metrics_html(gt_text: str, predictions: Mapping[str, str], scores: Mapping[s
 
 def findings_html(gt_text: str, predictions: Mapping[str, str]) -> str:
     """Table of the abnormalities the labeler finds in the ground truth or any prediction, agreement marked."""
-    from reg2rg_lib.metrics.labeler import RuleLabeler
-    from reg2rg_lib.regions import strip_region_prefix
-
     sources = {"ground truth": gt_text, **predictions}
     table = RuleLabeler().label([strip_region_prefix(t) for t in sources.values()])
     table.index = list(sources)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reg2rg_lib.regions import REGION_COLORS, REGIONS
+from reg2rg_lib.regions import REGION_COLORS, REGIONS, split_regions
 
 #: Region name for report text outside any "The region i is X:" paragraph (a whole report without prefixes).
 WHOLE_REPORT = "(no region)"
@@ -46,8 +46,6 @@ def paragraphs(text: str) -> list[Paragraph]:
 
     A report without region prefixes is one `WHOLE_REPORT` paragraph.
     """
-    from reg2rg_lib.regions import split_regions
-
     text = text if isinstance(text, str) else ""
     merged: dict[str, Paragraph] = {}
     for index, region, par in split_regions(text):

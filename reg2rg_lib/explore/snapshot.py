@@ -12,8 +12,10 @@ import os
 import textwrap
 from pathlib import Path
 
+from reg2rg_lib.data.slices import render_slice
 from reg2rg_lib.explore import report as rep
 from reg2rg_lib.io import atomic_path
+from reg2rg_lib.plotting import DPI, new_figure, style
 from reg2rg_lib.regions import REGION_COLORS
 
 #: Characters per line of a paragraph and lines shown per paragraph (longer paragraphs end in "...").
@@ -41,9 +43,6 @@ def snapshot_png(explorer: object, path: str | os.PathLike[str]) -> Path:
 
     Same state, same bytes: the figure style is fixed and the PNG carries no date or software version.
     """
-    from reg2rg_lib.data.slices import render_slice
-    from reg2rg_lib.plotting import DPI, new_figure, style
-
     ex = explorer
     case, state = ex.case, ex.state  # type: ignore[attr-defined]
     columns = ex.columns  # type: ignore[attr-defined]

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.data.sources import VolumeSource
+from reg2rg_lib.metrics.io import ID_COLUMNS, read_report_pairs
+from reg2rg_lib.metrics.nlg import SAMPLE_METRICS
 
 
 @dataclass
@@ -40,20 +44,11 @@ class ExploreCase:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def case_key(acc_num: object) -> str:
-    """Normalise a case id: a volume file name and its `AccNum` both become the bare name (no .nii/.nii.gz)."""
-    from reg2rg_lib.data.layout import volume_name
-
-    return volume_name(str(acc_num).strip())
-
-
 def read_prediction_table(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
     """Case id -> (ground-truth report, predicted report) from a predictions CSV (Evaluation's reader, which knows
     the kit's and the released column spellings and names the file when it is not a predictions CSV)."""
-    from reg2rg_lib.metrics.io import read_report_pairs
-
     pairs = read_report_pairs(path)
-    return {case_key(i): (gt, pred) for i, gt, pred in zip(pairs.ids, pairs.references, pairs.predictions)}
+    return {case_id(i): (gt, pred) for i, gt, pred in zip(pairs.ids, pairs.references, pairs.predictions)}
 
 
 def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
@@ -61,11 +56,6 @@ def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict
 
     That file is what notebook 04 (`metrics.evaluate_predictions`) writes for a run; scores are not recomputed here.
     """
-    import pandas as pd
-
-    from reg2rg_lib.metrics.io import ID_COLUMNS
-    from reg2rg_lib.metrics.nlg import SAMPLE_METRICS
-
     path = Path(predictions_csv).parent / "metrics" / "nlg_per_sample.csv"
     if not path.is_file():
         return {}
@@ -74,7 +64,7 @@ def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict
     if id_col is None:
         return {}
     shown = [c for c in SAMPLE_METRICS if c in frame.columns]
-    return {case_key(row[id_col]): {c: float(row[c]) for c in shown} for _, row in frame.iterrows()}
+    return {case_id(row[id_col]): {c: float(row[c]) for c in shown} for _, row in frame.iterrows()}
 
 
 def as_prediction_files(predictions: object) -> dict[str, Path]:

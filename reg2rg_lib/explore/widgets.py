@@ -23,11 +23,24 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import ipywidgets as w
+from ipywidgets import (
+    HTML,
+    Button,
+    Checkbox,
+    Dropdown,
+    HBox,
+    Image,
+    IntSlider,
+    Layout,
+    ToggleButtons,
+    VBox,
+    Widget,
+)
 
 from reg2rg_lib.data import slices as view
 from reg2rg_lib.explore import report as rep
 from reg2rg_lib.explore.findings import case_summary_html
+from reg2rg_lib.explore.snapshot import snapshot_png
 from reg2rg_lib.explore.sources import Explorable, ExploreCase
 from reg2rg_lib.regions import REGION_COLORS
 
@@ -35,7 +48,7 @@ GT = "gt"  # the source key of the ground-truth column
 _NONE = "(none)"
 
 
-def _close(widgets: tuple[w.Widget, ...]) -> None:
+def _close(widgets: tuple[Widget, ...]) -> None:
     """Close widgets and their children (rebuilt on every case change; open ones would pile up in the kernel)."""
     for widget in widgets:
         _close(getattr(widget, "children", ()))
@@ -65,23 +78,23 @@ class Explorer:
         self.state = view.ViewState()
         self._syncing = False
 
-        self.case_picker = w.Dropdown(options=names, description="case", layout=w.Layout(width="260px"))
-        self.plane_picker = w.ToggleButtons(options=list(view.PLANES), description="plane",
+        self.case_picker = Dropdown(options=names, description="case", layout=Layout(width="260px"))
+        self.plane_picker = ToggleButtons(options=list(view.PLANES), description="plane",
                                             style={"button_width": "80px"})
-        self.window_picker = w.ToggleButtons(options=list(view.WINDOWS), value=self.state.window,
+        self.window_picker = ToggleButtons(options=list(view.WINDOWS), value=self.state.window,
                                              description="window", style={"button_width": "95px"})
-        self.focus_picker = w.Dropdown(options=[_NONE], description="focus", layout=w.Layout(width="260px"))
-        self.slice_slider = w.IntSlider(min=0, max=1, description="slice", continuous_update=True,
-                                        layout=w.Layout(width="520px"))
-        self.image = w.Image(format="png", layout=w.Layout(border="1px solid #ccc"))
-        self.caption = w.HTML()
-        self.overlay_box = w.VBox(layout=w.Layout(min_width="190px"))
-        self.report_box = w.VBox(layout=w.Layout(flex="1 1 600px"))
-        self.summary = w.HTML()
-        self.notice = w.HTML()
-        self.overlay_toggles: dict[str, w.Checkbox] = {}
-        self.paragraph_buttons: dict[str, w.Button] = {}
-        self.cells: dict[tuple[str, str], w.HTML] = {}  # (region, source) -> paragraph cell
+        self.focus_picker = Dropdown(options=[_NONE], description="focus", layout=Layout(width="260px"))
+        self.slice_slider = IntSlider(min=0, max=1, description="slice", continuous_update=True,
+                                        layout=Layout(width="520px"))
+        self.image = Image(format="png", layout=Layout(border="1px solid #ccc"))
+        self.caption = HTML()
+        self.overlay_box = VBox(layout=Layout(min_width="190px"))
+        self.report_box = VBox(layout=Layout(flex="1 1 600px"))
+        self.summary = HTML()
+        self.notice = HTML()
+        self.overlay_toggles: dict[str, Checkbox] = {}
+        self.paragraph_buttons: dict[str, Button] = {}
+        self.cells: dict[tuple[str, str], HTML] = {}  # (region, source) -> paragraph cell
 
         self.case_picker.observe(lambda ch: self._from_widget(self.set_case, ch["new"]), names="value")
         self.plane_picker.observe(lambda ch: self._from_widget(self.set_plane, ch["new"]), names="value")
@@ -90,14 +103,14 @@ class Explorer:
         self.focus_picker.observe(
             lambda ch: self._from_widget(self.select_region, None if ch["new"] == _NONE else ch["new"]), names="value"
         )
-        controls = w.VBox([
-            w.HBox([self.case_picker, self.focus_picker]),
+        controls = VBox([
+            HBox([self.case_picker, self.focus_picker]),
             self.plane_picker, self.window_picker, self.slice_slider,
         ])
-        image_panel = w.VBox([w.HBox([self.image, self.overlay_box]), self.caption])
-        self.widget = w.VBox([
+        image_panel = VBox([HBox([self.image, self.overlay_box]), self.caption])
+        self.widget = VBox([
             controls, self.notice,
-            w.HBox([image_panel, self.report_box], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
+            HBox([image_panel, self.report_box], layout=Layout(flex_flow="row wrap", align_items="flex-start")),
             self.summary,
         ])
         self.set_case(case if case is not None else names[0])
@@ -168,8 +181,6 @@ class Explorer:
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         """Write a static PNG of the current view (image + report columns) to `path`; see `explore.snapshot`."""
-        from reg2rg_lib.explore.snapshot import snapshot_png
-
         return snapshot_png(self, path)
 
     # ---- rendering ----
@@ -207,34 +218,34 @@ class Explorer:
         _close(self.overlay_box.children)  # the previous case's toggles: free their front-end models
         self.overlay_toggles = {}
         for region in self.case.masks:
-            box = w.Checkbox(value=True, description=region, indent=False,
+            box = Checkbox(value=True, description=region, indent=False,
                              style={"background": rep.tint(REGION_COLORS.get(region, "#888888"), 0.45)},
-                             layout=w.Layout(width="180px", margin="1px 0"))
+                             layout=Layout(width="180px", margin="1px 0"))
             box.observe(lambda ch, r=region: self._from_widget(self.toggle_region, r, ch["new"]), names="value")
             self.overlay_toggles[region] = box
-        self.overlay_box.children = [w.HTML("<b>overlays</b>"), *self.overlay_toggles.values()]
+        self.overlay_box.children = [HTML("<b>overlays</b>"), *self.overlay_toggles.values()]
 
     def _build_report(self) -> None:
         """One row per region: a button (select) and one cell per column, so rows line up across columns."""
         assert self.case is not None
         _close(self.report_box.children)
         titles = {GT: "ground truth", **{s: f"prediction: {s}" for s in self.case.predictions}}
-        header = w.HBox([w.HTML(layout=w.Layout(width="150px"))] + [
-            w.HTML(f"<b>{titles[c]}</b>", layout=w.Layout(flex="1 1 0", min_width="220px")) for c in self.columns
+        header = HBox([HTML(layout=Layout(width="150px"))] + [
+            HTML(f"<b>{titles[c]}</b>", layout=Layout(flex="1 1 0", min_width="220px")) for c in self.columns
         ])
         self.paragraph_buttons, self.cells, rows = {}, {}, [header]
         for region in self.regions:
             color = REGION_COLORS.get(region, "#888888")
-            button = w.Button(description=region, tooltip=f"show {region}", layout=w.Layout(width="150px"),
+            button = Button(description=region, tooltip=f"show {region}", layout=Layout(width="150px"),
                               style={"button_color": color, "text_color": text_color_for(color)})
             button.on_click(lambda _b, r=region: self.select_region(None if self.state.selected == r else r))
             self.paragraph_buttons[region] = button
             cells = []
             for col in self.columns:
-                cell = w.HTML(layout=w.Layout(flex="1 1 0", min_width="220px"))
+                cell = HTML(layout=Layout(flex="1 1 0", min_width="220px"))
                 self.cells[(region, col)] = cell
                 cells.append(cell)
-            rows.append(w.HBox([button, *cells], layout=w.Layout(align_items="flex-start")))
+            rows.append(HBox([button, *cells], layout=Layout(align_items="flex-start")))
         self.report_box.children = rows
         self._refresh_report()
 

@@ -12,16 +12,29 @@ temperature 0.6 and top_p 0.9), which is what produced the published numbers.
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, PredictionWriter, decoding_path, read_predictions
-from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.io import write_csv_atomic, write_json_atomic
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, build_target, load_official_checkpoint, load_tokenizer
+from reg2rg_lib.profiles import GenerateSection
+from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint
+from reg2rg_lib.train.collate import Collator, model_inputs
+from reg2rg_lib.train.dataset import ReportDataset
+from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
+from reg2rg_lib.train.loop import batch_names, to_device
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,9 +55,12 @@ class DecodeSettings:
         return cls(max_new_tokens=500, do_sample=True, top_k=30, top_p=0.9, temperature=0.6, seed=seed)
 
     @classmethod
-    def from_profile(cls, section: Any, **overrides: Any) -> DecodeSettings:
+    def from_profile(cls, section: GenerateSection | None, **overrides: Any) -> DecodeSettings:
+        """The profile's `generate` settings (None: the defaults); `overrides` that are not None win. Sampling
+        without a temperature takes the Llama-2-chat generation config's (temperature 0.6, top_p 0.9)."""
         keys = {"max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "seed"}
-        values = {k: v for k, v in dict(section).items() if k in keys and v is not None}
+        given = asdict(section) if section is not None else {}
+        values = {k: v for k, v in given.items() if k in keys and v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("do_sample") and "temperature" not in values:  # the Llama-2-chat generation config
             values.setdefault("top_p", 0.9)
@@ -75,8 +91,6 @@ def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A `save_pretrained` folder from: itself, a training checkpoint (`.../step-N/model`), or a run folder
     (its newest complete checkpoint)."""
-    from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint
-
     path = Path(path).expanduser()
     if (path / "config.json").is_file():
         return path
@@ -92,14 +106,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 
 def generate_predictions(
-    model: Any,
-    cache: Any,
+    model: Reg2RG,
+    cache: PrepCache,
     out_csv: str | os.PathLike[str],
     *,
     split: str = "test",
     decode: DecodeSettings = DecodeSettings(),
     batch_size: int = 8,
-    features: Any = None,
+    features: FeatureCache | None = None,
     names: list[str] | None = None,
     progress: bool = True,
 ) -> Path:
@@ -110,14 +124,6 @@ def generate_predictions(
     group cases with the same number of regions (less padding), and the finished file is rewritten in the
     split's case order.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from reg2rg_lib.model import build_target
-    from reg2rg_lib.train.collate import Collator, model_inputs
-    from reg2rg_lib.train.dataset import ReportDataset
-    from reg2rg_lib.train.loop import batch_names, to_device
-
     tok, cfg = model.tokenizer, model.config
     data = ReportDataset(cache, split, tok, cfg, features=features, shuffle_regions=False, with_targets=False,
                          names=names)
@@ -153,41 +159,30 @@ def generate_predictions(
         bar.close()
     order = {n: k for k, n in enumerate(data.names)}
     rows = sorted(read_predictions(out_csv), key=lambda r: order.get(r["AccNum"], len(order)))
-    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=PRED_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv_atomic(out_csv, PRED_COLUMNS, rows, lineterminator="\n")
     return Path(out_csv)
 
 
-def load_model(checkpoint: str | os.PathLike[str], device: str | None = None) -> Any:
+def load_model(checkpoint: str | os.PathLike[str], device: str | None = None) -> Reg2RG:
     """`Reg2RG.from_pretrained` on what `resolve_checkpoint` finds, on `device` (default: CUDA when present)."""
-    import torch
-
-    from reg2rg_lib.model import Reg2RG
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Reg2RG.from_pretrained(resolve_checkpoint(checkpoint), device=device)
 
 
 def load_official_model(checkpoint: str | os.PathLike[str], llm_path: str | os.PathLike[str],
-                        device: str | None = None) -> Any:
+                        device: str | None = None) -> Reg2RG:
     """The paper preset with the authors' released whole-model checkpoint (LLaMA-2-7B-chat from `llm_path`, the
     Reg2RG weights and LoRA from `checkpoint`), for `reg2rg generate --official CKPT --llm PATH` on a GPU."""
-    import torch
-
-    from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_official_checkpoint, load_tokenizer
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = Reg2RGConfig.preset("paper", llm_path=str(llm_path))
     model = Reg2RG(cfg, load_tokenizer(llm_path))
     report = load_official_checkpoint(model, str(checkpoint))
-    print(f"[generate] official checkpoint {checkpoint}: {report}")
+    logger.info(f"[generate] official checkpoint {checkpoint}: {report}")
     return model.to(device)
 
 
 def generate_run(
-    checkpoint: str | os.PathLike[str] | Any,
+    checkpoint: str | os.PathLike[str] | Reg2RG,
     cache_dir: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
     *,
@@ -199,16 +194,13 @@ def generate_run(
     progress: bool = True,
 ) -> Path:
     """Load a trained model (or take a loaded `Reg2RG`) and write predictions for `split` of the prep cache at
-    `cache_dir` (`reg2rg generate`)."""
-    from reg2rg_lib.data.prep import load_cache
-
+    `cache_dir` (`reg2rg generate`). `feature_cache`: feed cached frozen-ViT features when the ViT is frozen
+    (`use_feature_cache`); False: run the ViT on every case."""
     model = load_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     cache = load_cache(cache_dir)
     names = [r.name for r in cache.cases(split)][:limit] if limit else None
     features = None
-    if feature_cache and model.config.freeze_vision and model.embedding_layer.vision_encoder is not None:
-        from reg2rg_lib.train.features import feature_cache_for
-
+    if use_feature_cache(model, None if feature_cache else False):
         features = feature_cache_for(model, cache, names or [r.name for r in cache.cases(split)],
                                      progress=progress)
     return generate_predictions(model, cache, out_csv, split=split, decode=decode, batch_size=batch_size,

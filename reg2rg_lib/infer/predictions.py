@@ -13,12 +13,12 @@ temperature 0.6 and top_p 0.9), which is what produced the published numbers.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from pathlib import Path
 
 from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.io import atomic_path
+from reg2rg_lib.io import AppendOnlyCSV, read_complete_csv
+from reg2rg_lib.regions import split_regions
 
 PRED_COLUMNS: tuple[str, ...] = ("AccNum", "Question", "GT_combined_report", "Pred_combined_report")
 
@@ -26,56 +26,36 @@ PRED_COLUMNS: tuple[str, ...] = ("AccNum", "Question", "GT_combined_report", "Pr
 def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Complete rows of a predictions CSV; a last row cut short by a crash is left out."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if "\n" not in text:  # empty, or a header that never finished
-        return []
-    rows = []
-    reader = csv.reader(io.StringIO(text))
     try:
-        header = next(reader)
-    except StopIteration:
-        return []
+        header, rows = read_complete_csv(path)
     except csv.Error as err:
         raise BadInputError(path, f"not a CSV file ({err})") from None
+    if header is None:  # empty, or a header that never finished
+        return []
     missing = [c for c in PRED_COLUMNS if c not in header]
     if missing:
         raise BadInputError(path, f"missing column(s) {', '.join(missing)}; expected {', '.join(PRED_COLUMNS)}")
-    try:
-        for record in reader:
-            rows.append(record)
-    except csv.Error:  # an unterminated quoted field at the end: the crash cut it
-        pass
-    if rows and not text.endswith("\n"):
-        rows.pop()  # the writer ends every row with a newline; one without it never finished
-    return [dict(zip(header, r)) for r in rows if len(r) == len(header)]
+    return rows
 
 
 class PredictionWriter:
-    """Append rows to a predictions CSV, flushing each; `done` holds the AccNums already present.
+    """Append rows to a predictions CSV, each flushed and synced to disk; `done` holds the AccNums present.
 
     Opening an existing file keeps its complete rows (rewriting it atomically without a cut-off last row), so a
-    rerun continues where the last one stopped."""
+    rerun continues where the last one stopped. Rows end with a bare line feed, as in the released files."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = read_predictions(self.path) if self.path.is_file() else []
         self.done: set[str] = {r["AccNum"] for r in rows}
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=PRED_COLUMNS, extrasaction="ignore", lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._csv = AppendOnlyCSV(self.path, PRED_COLUMNS, rows, lineterminator="\n", fsync=True)
 
     def write(self, acc_num: str, question: str, gt: str, pred: str) -> None:
-        self._writer.writerow([acc_num, question, gt, pred])
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._csv.write([acc_num, question, gt, pred])
         self.done.add(str(acc_num))
 
     def close(self) -> None:
-        self._file.close()
+        self._csv.close()
 
     def __enter__(self) -> PredictionWriter:
         return self
@@ -93,8 +73,6 @@ def decoding_path(out_csv: str | os.PathLike[str]) -> Path:
 def side_by_side(pred_csv: str | os.PathLike[str], n_cases: int = 3, names: list[str] | None = None) -> list[dict]:
     """Rows (case, i, region, ground truth, prediction) pairing each reference paragraph with the predicted
     paragraph of the same index, for the first `n_cases` cases (or `names`) of a predictions CSV."""
-    from reg2rg_lib.regions import split_regions
-
     rows = read_predictions(pred_csv)
     chosen = [r for r in rows if r["AccNum"] in set(names)] if names else rows[:n_cases]
     out = []

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from reg2rg_lib.metrics.pipeline import evaluate_predictions as _evaluate
+
 __all__ = ["evaluate_predictions"]
 
 
 def evaluate_predictions(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """See `reg2rg_lib.metrics.pipeline.evaluate_predictions` (imported lazily: the metric libraries are heavy)."""
-    from reg2rg_lib.metrics.pipeline import evaluate_predictions as _evaluate
-
     return _evaluate(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Clinical efficacy (CE): how well the abnormalities named in generated reports match those in the references.
 
-Both reports are turned into 18 binary CT-RATE labels (`labeler.py`; the authors used a RadBERT classifier), then
+Both reports are turned into 18 binary CT-RATE labels (`metrics.labeler`; the authors used a RadBERT classifier), then
 scored with scikit-learn's multilabel semantics: per-label precision/recall/F1/support, and micro, macro, weighted
 and samples averages (`zero_division=0`, as in the authors' run, where labels absent from both sides score 0).
 
@@ -23,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
+from reg2rg_lib.metrics.io import read_csv_checked
+from reg2rg_lib.metrics.stats import bootstrap_indices, percentile_ci
 from reg2rg_lib.regions import LABELS
 
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
@@ -34,8 +37,6 @@ def read_label_table(path: str | Path, labels: Sequence[str] = LABELS, gt_prefix
 
     Values are read as numbers (the release stores 0.0/1.0); anything else is a BadInputError naming the file.
     """
-    from reg2rg_lib.metrics.io import read_csv_checked
-
     cols = [f"{gt_prefix}{lab}" for lab in labels] + [f"{pred_prefix}{lab}" for lab in labels]
     table = read_csv_checked(path, cols, what="label table")
     values = table[cols].apply(pd.to_numeric, errors="coerce")
@@ -51,6 +52,7 @@ def read_label_table(path: str | Path, labels: Sequence[str] = LABELS, gt_prefix
 
 def ce_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """Per-label and averaged precision/recall/F1/support (sklearn semantics, zero_division=0)."""
+    # sklearn: slow to import (~2 s); only the CE scores need it
     from sklearn.metrics import precision_recall_fscore_support
 
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
@@ -94,6 +96,7 @@ def metrics_manual_table(metrics: dict[str, Any]) -> pd.DataFrame:
 def classification_report_text(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LABELS,
                                digits: int = 2) -> str:
     """sklearn's `classification_report` for the multilabel matrices (the released text file's format)."""
+    # sklearn: slow to import (~2 s); only the CE scores need it
     from sklearn.metrics import classification_report
 
     if len(y_true) == 0:
@@ -129,8 +132,6 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def evaluate_ce(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LABELS, bootstrap: int = 1000,
                 seed: int = 0) -> dict[str, Any]:
     """`ce_metrics` plus the report text and 95% CIs of the averaged F1s (and micro P/R)."""
-    from reg2rg_lib.metrics.stats import bootstrap_indices, percentile_ci
-
     metrics = ce_metrics(y_true, y_pred, labels)
     metrics["report"] = classification_report_text(y_true, y_pred, labels)
     if bootstrap and len(y_true) > 1:
@@ -141,8 +142,6 @@ def evaluate_ce(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = 
 
 def write_ce_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """DIR/ce_metrics.csv (metrics_manual format), DIR/ce_classification_report.txt, DIR/ce_metrics.json."""
-    from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
-
     out = Path(out_dir)
     paths = {"csv": out / "ce_metrics.csv", "report": out / "ce_classification_report.txt",
              "json": out / "ce_metrics.json"}

@@ -33,6 +33,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.metrics.ce import read_label_table
+from reg2rg_lib.metrics.io import read_csv_checked
 from reg2rg_lib.regions import LABELS
 
 # Building blocks (regex fragments) --------------------------------------------------------------------------
@@ -276,10 +279,9 @@ class TransformersLabeler:
 
     def __init__(self, path: str | Path, threshold: float = 0.5, batch_size: int = 16, max_length: int = 512,
                  device: str | None = None, labels: Sequence[str] = LABELS) -> None:
+        # torch, transformers: slow to import; only the RadBERT labeler needs them
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from reg2rg_lib.errors import KitError
 
         path = Path(path)
         if not path.exists():
@@ -300,6 +302,7 @@ class TransformersLabeler:
         self.name = f"transformers:{path}"
 
     def label(self, texts: Sequence[str]) -> pd.DataFrame:
+        # torch: slow to import; only the RadBERT labeler needs it
         import torch
 
         rows = []
@@ -325,6 +328,7 @@ def get_labeler(spec: str | Labeler | None = "rules", **kwargs: Any) -> Labeler:
 
 def agreement(reference: pd.DataFrame, predicted: pd.DataFrame, labels: Sequence[str] = LABELS) -> pd.DataFrame:
     """Per-label precision/recall/F1 of `predicted` against `reference` (0/1 frames), plus micro/macro rows."""
+    # sklearn: slow to import (~2 s); only the labeler agreement check needs it
     from sklearn.metrics import precision_recall_fscore_support
 
     t = reference[list(labels)].to_numpy(dtype=np.int64)
@@ -348,9 +352,6 @@ def radbert_agreement(label_table: str | Path, labeler: Labeler | None = None) -
     Returns {"GT": ..., "Pred": ..., "both": ...}: `agreement` tables with RadBERT as the reference, on the
     reference reports, the generated reports, and both together.
     """
-    from reg2rg_lib.metrics.ce import read_label_table
-    from reg2rg_lib.metrics.io import read_csv_checked
-
     labeler = labeler or RuleLabeler()
     y_gt, y_pred, _ = read_label_table(label_table)
     texts = read_csv_checked(label_table, ["GT_whole_report", "Pred_whole_report"], what="label table")

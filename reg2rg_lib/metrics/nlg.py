@@ -33,8 +33,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pycocoevalcap.cider.cider import Cider
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+from tqdm.auto import tqdm
 
+from reg2rg_lib.env.nltk import get_wordnet, word_tokenize
+from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.stats import DEFAULT_RESAMPLES, bootstrap_indices, mean_replicates, percentile_ci
+from reg2rg_lib.regions import split_regions
 
 #: Per-sample metric columns, in the released file's order.
 SAMPLE_METRICS: tuple[str, ...] = (
@@ -70,8 +76,6 @@ class NgramCounts:
 
 def tokenize_13a(texts: Sequence[str]) -> list[list[str]]:
     """sacrebleu's 13a tokenisation (as `evaluate`'s BLEU), one token list per text."""
-    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-
     tok = Tokenizer13a()
     return [tok(t).split() for t in texts]
 
@@ -153,6 +157,7 @@ class _MemoStemmer:
     """nltk's default PorterStemmer with `stem(word)` memoised."""
 
     def __init__(self) -> None:
+        # nltk: slow to import (~3 s); only METEOR needs it
         from nltk.stem.porter import PorterStemmer
 
         self._stemmer, self._cache = PorterStemmer(), {}
@@ -166,10 +171,8 @@ class _MemoStemmer:
 
 def meteor_scores(refs: Sequence[str], hyps: Sequence[str], show_progress: bool = False) -> np.ndarray:
     """nltk METEOR per pair on `word_tokenize` tokens (WordNet/Punkt found offline, see nltk_assets)."""
+    # nltk: slow to import (~3 s); only METEOR needs it
     from nltk.translate.meteor_score import meteor_score
-    from tqdm.auto import tqdm
-
-    from reg2rg_lib.env.nltk import get_wordnet, word_tokenize
 
     wordnet, stemmer = _MemoWordNet(get_wordnet()), _MemoStemmer()
     pairs = zip(refs, hyps)
@@ -206,6 +209,7 @@ def rouge_scores(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, Any]:
     ROUGE-1/2 come from `rouge_score`'s scorer; ROUGE-L uses its tokenizer and F-measure with `lcs_length` for the
     LCS (same numbers, ~50x faster than its DP table). numpy's global random state is restored afterwards.
     """
+    # rouge_score: slow to import (it loads nltk); only ROUGE needs it
     from rouge_score import rouge_scorer, scoring, tokenizers
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2"], use_stemmer=False)
@@ -243,8 +247,6 @@ def rouge_scores(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, Any]:
 
 def cider_scores(refs: Sequence[str], hyps: Sequence[str]) -> np.ndarray:
     """pycocoevalcap CIDEr per pair (raw strings, document frequencies from these references)."""
-    from pycocoevalcap.cider.cider import Cider
-
     if not hyps:
         return np.zeros(0)
     gts = {i: [r] for i, r in enumerate(refs)}
@@ -356,16 +358,12 @@ def evaluate_nlg(references: Sequence[str], predictions: Sequence[str], ids: Seq
     overall = {**bleu["overall"], "Overall_METEOR": _mean(meteor), **rouge["overall"]}
     result = NLGResult(per_sample, {k: overall[k] for k in OVERALL_METRICS}, counts, notes)
     if bootstrap and result.n > 1:
-        from reg2rg_lib.metrics.nlg import nlg_bootstrap_ci
-
         result.ci95 = nlg_bootstrap_ci(result, n_resamples=bootstrap, seed=seed)
     return result
 
 
 def write_nlg_outputs(result: NLGResult, out_dir: str | Path, prefix: str = "nlg") -> dict[str, Path]:
     """DIR/nlg_evaluation_results.csv (released format), DIR/nlg_per_sample.csv, DIR/nlg_evaluation.json."""
-    from reg2rg_lib.io import atomic_path, write_json_atomic
-
     out = Path(out_dir)
     paths = {
         "results": out / f"{prefix}_evaluation_results.csv",
@@ -389,8 +387,6 @@ def paired_region_paragraphs(references: Sequence[str], predictions: Sequence[st
     Numbered paragraphs pair by prompt index (region i of the prompt is the same mask in both); "other report"
     blocks pair by name. A region the prediction lacks is paired with "" (scores 0).
     """
-    from reg2rg_lib.regions import split_regions
-
     rows = []
     for s, (ref, hyp) in enumerate(zip(_clean(references), _clean(predictions))):
         pred = split_regions(hyp)
@@ -425,8 +421,6 @@ def evaluate_nlg_by_region(references: Sequence[str], predictions: Sequence[str]
 
 def bleu_replicates(result: NLGResult, idx: np.ndarray, order: int) -> np.ndarray:
     """Corpus BLEU-`order` on each resample, from the per-case n-gram counts: (B,)."""
-    from reg2rg_lib.metrics.nlg import bleu_from_counts
-
     c = result.counts
     return bleu_from_counts(c.matches[idx].sum(axis=1), c.possible[idx].sum(axis=1),  # (B, 4)
                             c.hyp_len[idx].sum(axis=1), c.ref_len[idx].sum(axis=1), order)  # (B,)
@@ -434,8 +428,6 @@ def bleu_replicates(result: NLGResult, idx: np.ndarray, order: int) -> np.ndarra
 
 def nlg_replicates(result: NLGResult, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Bootstrap replicates of every NLG number (per-sample means and the Overall_* values)."""
-    from reg2rg_lib.metrics.nlg import MAX_ORDER, SAMPLE_METRICS
-
     reps = {m: mean_replicates(result.per_sample[m].to_numpy(), idx) for m in SAMPLE_METRICS}
     for n in range(1, MAX_ORDER + 1):
         reps[f"Overall_BLEU-{n}"] = bleu_replicates(result, idx, n)

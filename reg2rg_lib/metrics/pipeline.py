@@ -21,19 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reg2rg_lib.errors import BadInputError
+from reg2rg_lib import regions
+from reg2rg_lib.data.layout import case_id
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.metrics.ce import ce_metrics, ce_replicates, evaluate_ce, read_label_table, write_ce_outputs
+from reg2rg_lib.metrics.io import read_csv_checked, read_report_pairs
+from reg2rg_lib.metrics.labeler import get_labeler
+from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, nlg_replicates, write_nlg_outputs
+from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
+from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test
 from reg2rg_lib.regions import LABELS
 
 LABEL_ID_COLUMNS: tuple[str, ...] = ("AccNum", "VolumeName", "volume_name", "name", "id")
-
-
-def _norm_id(x: Any) -> str:
-    """Case ids as strings without a NIfTI suffix, so "train_1_a_1.nii.gz" matches "train_1_a_1"."""
-    s = str(x).strip()
-    for suffix in (".nii.gz", ".nii"):
-        if s.endswith(suffix):
-            return s[: -len(suffix)]
-    return s
 
 
 def reference_labels(path: str | Path, ids: Sequence[str], labels: Sequence[str] = LABELS
@@ -43,9 +43,6 @@ def reference_labels(path: str | Path, ids: Sequence[str], labels: Sequence[str]
     Accepts a GT_<label>/Pred_<label> table with one row per prediction (used as-is, both sides), or an id column
     (AccNum/VolumeName/...) plus one column per label (exact reference labels, matched by id).
     """
-    from reg2rg_lib.metrics.ce import read_label_table
-    from reg2rg_lib.metrics.io import read_csv_checked
-
     table = read_csv_checked(path, what="label table")
     if all(f"GT_{lab}" in table.columns and f"Pred_{lab}" in table.columns for lab in labels):
         y_true, y_pred, _ = read_label_table(path, labels)
@@ -57,8 +54,8 @@ def reference_labels(path: str | Path, ids: Sequence[str], labels: Sequence[str]
     if id_col is None:
         raise BadInputError(path, f"label table needs an id column ({', '.join(LABEL_ID_COLUMNS)}) or "
                                   "GT_<label>/Pred_<label> columns")
-    keyed = table.assign(_id=table[id_col].map(_norm_id)).drop_duplicates("_id").set_index("_id")
-    wanted = [_norm_id(i) for i in ids]
+    keyed = table.assign(_id=table[id_col].map(case_id)).drop_duplicates("_id").set_index("_id")
+    wanted = [case_id(i) for i in ids]
     missing = [i for i in wanted if i not in keyed.index]
     if missing:
         raise BadInputError(path, f"no labels for {len(missing)} prediction id(s), e.g. {missing[:3]}")
@@ -77,18 +74,10 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
     Returns the headline numbers: region_accuracy, BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means),
     Overall_*, CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), region macro F1s, n.
     """
-    from reg2rg_lib.io import atomic_path, write_json_atomic
-    from reg2rg_lib.metrics.ce import evaluate_ce, write_ce_outputs
-    from reg2rg_lib.metrics.io import read_report_pairs
-    from reg2rg_lib.metrics.labeler import get_labeler
-    from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, write_nlg_outputs
-    from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
-    from reg2rg_lib.regions import strip_region_prefix as strip
-
     out = Path(out_dir)
     pairs = read_report_pairs(pred_csv, gt_column, pred_column)
-    refs = [strip(t) for t in pairs.references] if strip_region_prefix else pairs.references
-    hyps = [strip(t) for t in pairs.predictions] if strip_region_prefix else pairs.predictions
+    refs = [regions.strip_region_prefix(t) for t in pairs.references] if strip_region_prefix else pairs.references
+    hyps = [regions.strip_region_prefix(t) for t in pairs.predictions] if strip_region_prefix else pairs.predictions
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -144,8 +133,6 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
 
 def _aligned(a: Any, b: Any) -> tuple[list[int], list[int]]:
     """Row positions of the ids both files share, in A's order; KitError when they share none."""
-    from reg2rg_lib.errors import KitError
-
     pos_b = {i: k for k, i in enumerate(b.ids)}
     common = [(k, pos_b[i]) for k, i in enumerate(a.ids) if i in pos_b]
     if not common:
@@ -164,14 +151,6 @@ def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str 
     One row per metric: A, B, delta (B - A), its 95% CI and a two-sided p-value, for every NLG number, CE micro
     and macro F1 (labels from `labeler` on both sides) and region accuracy. Resamples are shared by A and B.
     """
-    from reg2rg_lib.metrics.ce import ce_metrics, ce_replicates
-    from reg2rg_lib.metrics.io import read_report_pairs
-    from reg2rg_lib.metrics.labeler import get_labeler
-    from reg2rg_lib.metrics.nlg import evaluate_nlg, nlg_replicates
-    from reg2rg_lib.metrics.region import region_recognition
-    from reg2rg_lib.metrics.stats import bootstrap_indices, paired_test
-    from reg2rg_lib.regions import strip_region_prefix as strip
-
     a, b = read_report_pairs(a_csv, gt_column, pred_column), read_report_pairs(b_csv, gt_column, pred_column)
     ia, ib = _aligned(a, b)
     if any(a.references[i] != b.references[j] for i, j in zip(ia, ib)):
@@ -183,8 +162,8 @@ def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str 
     for pairs, rows in ((a, ia), (b, ib)):
         raw_refs = [pairs.references[i] for i in rows]
         raw_hyps = [pairs.predictions[i] for i in rows]
-        refs = [strip(t) for t in raw_refs] if strip_region_prefix else raw_refs
-        hyps = [strip(t) for t in raw_hyps] if strip_region_prefix else raw_hyps
+        refs = [regions.strip_region_prefix(t) for t in raw_refs] if strip_region_prefix else raw_refs
+        hyps = [regions.strip_region_prefix(t) for t in raw_hyps] if strip_region_prefix else raw_hyps
         nlg = evaluate_nlg(refs, hyps, bootstrap=0)
         values, reps = nlg.headline(), nlg_replicates(nlg, idx)
         t = lab.label(refs)[list(LABELS)].to_numpy(dtype=np.int64)
@@ -196,9 +175,7 @@ def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str 
         acc = np.array([np.nan if x is None else x
                         for x in region_recognition(raw_refs, raw_hyps)["per_sample_accuracy"]])
         values["region_accuracy"] = float(np.nanmean(acc)) if np.isfinite(acc).any() else 0.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # resamples without scored cases
-            reps["region_accuracy"] = np.nan_to_num(np.nanmean(acc[idx], axis=1)) if len(acc) else np.zeros(0)
+        reps["region_accuracy"] = nanmean_replicates(acc, idx)  # unscored cases (no region prefix) left out
         per_system.append((values, reps))
     (va, ra), (vb, rb) = per_system
     rows_out = [{"metric": m, **paired_test(ra[m], rb[m], va[m], vb[m])} for m in va]

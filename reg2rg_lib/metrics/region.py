@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from reg2rg_lib.regions import REGIONS
+from reg2rg_lib.io import write_json_atomic, write_text_atomic
+from reg2rg_lib.regions import REGIONS, region_sequence
 
 #: Regions the authors' script left out of its averages.
 EXCLUDED_IN_ORIGINAL: tuple[str, ...] = ("lung", "pleura")
@@ -45,8 +46,6 @@ def _macro(per_region: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[
 def region_recognition(references: Sequence[str], predictions: Sequence[str],
                        ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """Region-recognition metrics from the "The region i is X:" prefixes of reference and predicted reports."""
-    from reg2rg_lib.regions import region_sequence
-
     ids = list(ids) if ids is not None else list(range(len(references)))
     tp: dict[str, int] = defaultdict(int)
     fp: dict[str, int] = defaultdict(int)
@@ -112,8 +111,6 @@ def region_report_text(metrics: dict[str, Any]) -> str:
 
 def write_region_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """DIR/region_metrics.json (full) and DIR/region_classification_report.txt."""
-    from reg2rg_lib.io import write_json_atomic, write_text_atomic
-
     out = Path(out_dir)
     paths = {"json": out / "region_metrics.json", "report": out / "region_classification_report.txt"}
     write_json_atomic(paths["json"], metrics)

@@ -9,13 +9,9 @@ CIs are percentile intervals (2.5th, 97.5th) from `numpy.random.default_rng(seed
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_RESAMPLES = 1000
 
@@ -43,11 +39,14 @@ def mean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return values[idx].mean(axis=1) if idx.shape[1] else np.zeros(len(idx))
 
 
-def replicate_ci(statistic: Callable[[np.ndarray], float], n: int, n_resamples: int = DEFAULT_RESAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
-    """CI of any statistic of case indices (for metrics without a vectorised form)."""
-    idx = bootstrap_indices(n, n_resamples, seed)
-    return percentile_ci(np.array([statistic(row) for row in idx]))
+def nanmean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean of `values` over each resample, ignoring unscored cases (NaN): (B,); 0 where a resample has none.
+
+    For per-case scores that some cases lack (region accuracy of a report without region prefixes).
+    """
+    taken = np.asarray(values, dtype=np.float64)[idx]  # (B, N)
+    ok = ~np.isnan(taken)
+    return np.where(ok, taken, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
 
 
 def paired_test(a_reps: np.ndarray, b_reps: np.ndarray, a_value: float, b_value: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import write_json_atomic
 
 #: The instruction the paper's model was trained with (the `Question` column of the released CTRG predictions).
 PAPER_INSTRUCTION = (
@@ -219,8 +220,6 @@ class Reg2RGConfig:
         return cls(**data).validate()
 
     def save(self, path: str | Path) -> Path:
-        from reg2rg_lib.io import write_json_atomic
-
         return write_json_atomic(path, self.to_dict())
 
     @classmethod

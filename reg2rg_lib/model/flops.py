@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from reg2rg_lib.model.config import Reg2RGConfig
+from reg2rg_lib.model.reg2rg import Reg2RG
 
 #: Rough plain-text token counts of one paper training sample with the LLaMA tokenizer (assumptions, adjustable):
 #: the prompt's words (~10 for the global phrase, ~6 per "The region i is ." and ~100 for the instruction) and a
@@ -24,8 +27,6 @@ PAPER_TARGET_TOKENS = 350
 def parameter_table(models: Mapping[str, Any]):
     """A DataFrame with one row per component and `<name> trainable` / `<name> frozen` columns per model, plus a
     total row; `models` maps a display name to a `Reg2RG` (meta-device models are fine)."""
-    import pandas as pd
-
     frames = []
     for name, model in models.items():
         rows = pd.DataFrame(model.component_table()).set_index("component")
@@ -73,10 +74,6 @@ def training_flops(cfg: Reg2RGConfig, n_regions: int = 10, text_tokens: int | No
 
     Returns a dict: seq_len, forward, backward, total (FLOPs) and forward_by_component.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from reg2rg_lib.model.reg2rg import Reg2RG
-
     text_tokens = PAPER_PROMPT_TEXT_TOKENS + PAPER_TARGET_TOKENS if text_tokens is None else text_tokens
     model = Reg2RG(cfg, None, device="meta")
     ids = layout_ids(model, n_regions, text_tokens).to("meta")

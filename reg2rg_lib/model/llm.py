@@ -4,6 +4,8 @@ for CPUs and for inspecting the paper's shapes on the meta device); then LoRA / 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ from reg2rg_lib.model.config import Reg2RGConfig
 
 def llama_config(cfg: Reg2RGConfig, vocab_size: int, tokenizer=None):
     """A `LlamaConfig` with the config's LLM sizes and `vocab_size` rows."""
+    # transformers: slow to import (~10 s); only a real LLM needs it
     from transformers import LlamaConfig
 
     ids = {}
@@ -33,6 +36,7 @@ def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | No
     vocabulary is the tokenizer's base vocabulary when known (`cfg.llm_vocab` otherwise); the caller resizes it
     to fit the added Reg2RG tokens.
     """
+    # transformers: slow to import (~10 s); only a real LLM needs it
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     meta = device is not None and torch.device(device).type == "meta"
@@ -79,8 +83,8 @@ def apply_finetuning(llm: nn.Module, cfg: Reg2RGConfig) -> nn.Module:
     llm.requires_grad_(False)
     if cfg.llm_finetune == "frozen":
         return llm
-    import warnings
 
+    # peft: slow to import (~5 s); only LoRA needs it
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

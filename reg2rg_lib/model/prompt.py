@@ -23,6 +23,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model.config import Reg2RGConfig
 
@@ -149,8 +151,6 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right")
 
     Use `padding_side="left"` for generation, so that every row's prompt ends at the last column.
     """
-    import torch
-
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     width = max(len(s.input_ids) for s in samples)

@@ -21,11 +21,20 @@ import torch
 from torch import nn
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import prompt as P
 from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.geometry import MaskEncoder
 from reg2rg_lib.model.llm import apply_finetuning, base_llm, build_llm
 from reg2rg_lib.model.perceiver import PerceiverResampler
+from reg2rg_lib.model.prompt import (
+    GEOMETRY,
+    GLOBAL,
+    STRUCT,
+    STRUCT_TOKENS,
+    TEXT,
+    TEXTURE,
+    reg2rg_special_tokens,
+    token_kinds,
+)
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens
 from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.model.weights import (
@@ -37,7 +46,7 @@ from reg2rg_lib.model.weights import (
 )
 
 #: Integer codes of the per-token kind table (a buffer indexed by token id).
-KIND_CODES: dict[str, int] = {P.TEXT: 0, P.STRUCT: 1, P.GLOBAL: 2, P.TEXTURE: 3, P.GEOMETRY: 4}
+KIND_CODES: dict[str, int] = {TEXT: 0, STRUCT: 1, GLOBAL: 2, TEXTURE: 3, GEOMETRY: 4}
 
 
 class Reg2RGEmbedding(nn.Module):
@@ -107,7 +116,7 @@ class _MetaVocab:
     bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
 
     def __init__(self, cfg: Reg2RGConfig) -> None:
-        self._vocab = {t: cfg.llm_vocab + i for i, t in enumerate(P.reg2rg_special_tokens(cfg))}
+        self._vocab = {t: cfg.llm_vocab + i for i, t in enumerate(reg2rg_special_tokens(cfg))}
         self._size = cfg.llm_vocab + len(self._vocab)
 
     def get_vocab(self) -> dict[str, int]:
@@ -140,7 +149,7 @@ class Reg2RG(nn.Module):
             add_reg2rg_tokens(tokenizer, cfg)
         self.config, self.tokenizer = cfg, tokenizer
         vocab = tokenizer.get_vocab()
-        self.base_vocab = vocab[P.STRUCT_TOKENS[0]]  # rows of the LLM's original table (official `weight`)
+        self.base_vocab = vocab[STRUCT_TOKENS[0]]  # rows of the LLM's original table (official `weight`)
 
         llm = build_llm(cfg, tokenizer if not isinstance(tokenizer, _MetaVocab) else None, device)
         if llm.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -158,14 +167,14 @@ class Reg2RG(nn.Module):
 
         kinds = torch.zeros(len(tokenizer), dtype=torch.long)  # token id -> KIND_CODES
         struct_index = torch.full((len(tokenizer),), -1, dtype=torch.long)  # token id -> row of struct_table
-        for tid, kind in P.token_kinds(tokenizer, cfg).items():
+        for tid, kind in token_kinds(tokenizer, cfg).items():
             kinds[tid] = KIND_CODES[kind]
-        for row, tok in enumerate(P.STRUCT_TOKENS):
+        for row, tok in enumerate(STRUCT_TOKENS):
             struct_index[vocab[tok]] = row
         buffer_device = torch.device("meta") if meta else None
         self.register_buffer("token_kind", kinds.to(buffer_device), persistent=False)
         self.register_buffer("struct_index", struct_index.to(buffer_device), persistent=False)
-        self.reg2rg_token_ids = sorted(vocab[t] for t in P.reg2rg_special_tokens(cfg) if t in vocab)
+        self.reg2rg_token_ids = sorted(vocab[t] for t in reg2rg_special_tokens(cfg) if t in vocab)
 
         if not meta:
             if cfg.vision_checkpoint:
@@ -196,8 +205,8 @@ class Reg2RG(nn.Module):
         cfg, el = self.config, self.embedding_layer
         media, sizes = [], []  # Perceiver inputs, batched together (the Perceiver is shared)
         for kind, arg, used, feats, images in (
-            (P.GLOBAL, "global", cfg.global_tokens, global_feats, global_images),
-            (P.TEXTURE, "region", cfg.texture_tokens, region_feats, region_images),
+            (GLOBAL, "global", cfg.global_tokens, global_feats, global_images),
+            (TEXTURE, "region", cfg.texture_tokens, region_feats, region_images),
         ):
             if not used:
                 continue
@@ -218,7 +227,7 @@ class Reg2RG(nn.Module):
             if region_masks is None:
                 raise KitError("the configuration uses geometry tokens: pass region_masks")
             masks = region_masks.to(device=self.device, dtype=el.mask_fc.weight.dtype)
-            out[P.GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
+            out[GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
         return out
 
     def embed_inputs(self, input_ids: torch.Tensor, **visual: Any) -> torch.Tensor:
@@ -228,9 +237,9 @@ class Reg2RG(nn.Module):
         kinds = self.token_kind[input_ids]  # (B, L)
         table = self.embedding_layer.struct_table.to(embeds.dtype)  # (4, D)
         struct_rows = table[self.struct_index[input_ids].clamp(min=0)]  # (B, L, D), gathered, not one-hot
-        embeds = torch.where((kinds == KIND_CODES[P.STRUCT]).unsqueeze(-1), struct_rows, embeds)
+        embeds = torch.where((kinds == KIND_CODES[STRUCT]).unsqueeze(-1), struct_rows, embeds)
         tokens = self.visual_tokens(**visual)
-        for kind in (P.GLOBAL, P.TEXTURE, P.GEOMETRY):
+        for kind in (GLOBAL, TEXTURE, GEOMETRY):
             mask = kinds == KIND_CODES[kind]
             if kind in tokens:
                 embeds = splice(embeds, mask, tokens[kind], kind)
@@ -293,8 +302,6 @@ class Reg2RG(nn.Module):
         with its resized token table), lora. `total` also counts the 4 structure-token rows
         (image/region_token_weight), which belong to no listed component.
         """
-        from reg2rg_lib.model.reg2rg import official_key_shapes
-
         el = self.embedding_layer
         comp = {name: _count(getattr(el, name)) for name in ("vision_encoder", "mask_encoder", "perceiver", "fc",
                                                               "mask_fc")}

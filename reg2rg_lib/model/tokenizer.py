@@ -8,12 +8,19 @@ environment allows it). `add_reg2rg_tokens` appends the Reg2RG special tokens (s
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.model.config import Reg2RGConfig
+from reg2rg_lib.model.config import PAPER_INSTRUCTION, SHORT_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.model.prompt import reg2rg_special_tokens
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.regions import REGIONS
 
 #: Special tokens of the locally trained tokenizer (ids 0..3).
 BASE_SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
@@ -22,9 +29,6 @@ BASE_SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "<
 def prompt_texts(repeat: int = 20) -> list[str]:
     """The fixed wording of prompts and RRA targets ("The region 3 is lung:", the instructions, ...), repeated so
     that BPE learns them as few tokens: a region prefix then costs ~5 tokens instead of ~12."""
-    from reg2rg_lib.model.config import PAPER_INSTRUCTION, SHORT_INSTRUCTION
-    from reg2rg_lib.regions import REGIONS
-
     cfg = Reg2RGConfig()
     lines = [cfg.global_template.format(tokens=""), PAPER_INSTRUCTION, SHORT_INSTRUCTION]
     lines += [cfg.target_template.format(i=i, region=r, report="") for i in range(cfg.max_regions) for r in REGIONS]
@@ -39,7 +43,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str] | None
     with the references. With `include_prompt_text` the prompt/target wording (`prompt_texts`) joins the corpus.
     Returns a `PreTrainedTokenizerFast` with <s>, </s>, <pad>, <unk>.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    # transformers: slow to import (~10 s); only a built or loaded tokenizer needs it
     from transformers import PreTrainedTokenizerFast
 
     texts = [t for t in texts if t and t.strip()]
@@ -64,9 +68,6 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str] | None
 
 def save_tokenizer(tokenizer, out_dir: str | os.PathLike[str]) -> Path:
     """Save into `out_dir` via a temporary sibling folder renamed at the end: no half-written tokenizer."""
-    import shutil
-    import tempfile
-
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -83,6 +84,7 @@ def save_tokenizer(tokenizer, out_dir: str | os.PathLike[str]) -> Path:
 
 def load_tokenizer(path_or_name: str | os.PathLike[str]):
     """`AutoTokenizer.from_pretrained`, with a one-line error naming the folder when it is not a tokenizer."""
+    # transformers: slow to import (~10 s); only a built or loaded tokenizer needs it
     from transformers import AutoTokenizer
 
     try:
@@ -100,8 +102,6 @@ def add_reg2rg_tokens(tokenizer, cfg: Reg2RGConfig) -> int:
     Order: <image> </image> <region> </region>, <image0>..., <region0>... (see `prompt.reg2rg_special_tokens`).
     Idempotent: tokens already present keep their ids, so a tokenizer saved with a checkpoint is reused as is.
     """
-    from tokenizers import AddedToken
-
     vocab = tokenizer.get_vocab()
     missing = [t for t in reg2rg_special_tokens(cfg) if t not in vocab]
     if not missing:
@@ -110,20 +110,23 @@ def add_reg2rg_tokens(tokenizer, cfg: Reg2RGConfig) -> int:
                                 special_tokens=True)
 
 
+def tokenizer_from_cache(cache: PrepCache, out_dir: str | os.PathLike[str] | None = None,
+                         vocab_size: int = 1024):
+    """The CPU presets' tokenizer: a byte-level BPE trained on the region paragraphs of the prep cache's train
+    split, saved to `out_dir` when given (`reg2rg train` does; notebook 02 keeps it in memory)."""
+    texts = [p for rec in cache.cases("train") for p in rec.reports.values()]
+    return train_tokenizer(texts, out_dir, vocab_size=vocab_size)
+
+
 def tokenizer_for_run(out_dir: str | os.PathLike[str], vocab_size: int = 1024):
     """The tokenizer of a profile run: `out_dir/tokenizer` when an earlier stage saved it, else one trained in
-    memory (nothing written) on the train split's reports in the prep cache. A KitError says what to run first."""
-    from reg2rg_lib.paths import RunPaths
-
+    memory (nothing written) on the prep cache (`tokenizer_from_cache`). A KitError says what to run first."""
     paths = RunPaths(out_dir)
     if paths.tokenizer.is_dir():
         return load_tokenizer(paths.tokenizer)
     try:
-        from reg2rg_lib.data.prep import load_cache
-
         cache = load_cache(paths.cache)
-        texts = [p for rec in cache.cases("train") for p in rec.reports.values()]
-    except (ImportError, OSError, KitError) as err:
+    except (OSError, KitError) as err:
         raise KitError(f"{paths.tokenizer}: no tokenizer, and no prep cache to train one ({err}); "
                        "run notebook 01 (or `reg2rg prepare`) first") from None
-    return train_tokenizer(texts, None, vocab_size)
+    return tokenizer_from_cache(cache, vocab_size=vocab_size)

@@ -6,6 +6,7 @@ the runner injects those three (plus any extra parameters) and writes the execut
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,9 @@ from typing import Any
 
 from reg2rg_lib.env.doctor import kernel_name
 from reg2rg_lib.paths import REPO_ROOT, RunPaths
+from reg2rg_lib.profiles import load_profile
+
+logger = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
@@ -72,10 +76,9 @@ def run_notebooks(
     progress: bool = True,
 ) -> list[NotebookResult]:
     """Execute the selected notebooks in order; raise `NotebookFailed` at the first failure."""
+    # papermill: slow to import (~2 s); only running notebooks needs it
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from reg2rg_lib.profiles import load_profile
 
     prof = load_profile(profile)
     paths = RunPaths(out_dir)
@@ -89,7 +92,7 @@ def run_notebooks(
     for nb in select(discover(Path(notebook_dir)), only):
         executed = paths.notebooks / nb.name
         start = time.perf_counter()
-        print(f"[run-notebooks] {nb.name} (profile {prof.name}, kernel {kernel})", flush=True)
+        logger.info(f"[run-notebooks] {nb.name} (profile {prof.name}, kernel {kernel})")
         try:
             papermill.execute_notebook(
                 str(nb),
@@ -107,6 +110,6 @@ def run_notebooks(
         except Exception as err:  # kernel death, timeout, missing kernel: still name the notebook
             raise NotebookFailed(nb, None, "", f"{type(err).__name__}: {err}", executed) from None
         seconds = time.perf_counter() - start
-        print(f"[run-notebooks] {nb.name} done in {seconds:.1f} s -> {executed}", flush=True)
+        logger.info(f"[run-notebooks] {nb.name} done in {seconds:.1f} s -> {executed}")
         results.append(NotebookResult(nb, executed, seconds))
     return results

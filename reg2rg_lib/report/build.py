@@ -16,6 +16,7 @@ same inputs writes identical bytes (tests/figures checks this).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +25,12 @@ from typing import Any
 
 import pandas as pd
 
+from reg2rg_lib.data.sources import LayoutSource
 from reg2rg_lib.experiments.stats import descriptions, read_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import REPO_ROOT, RunPaths
+from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
     fig2_report_length,
     fig3_case_study,
@@ -51,6 +55,8 @@ from reg2rg_lib.report.tables import (
     table3_region_recognition,
 )
 
+logger = logging.getLogger(__name__)
+
 # ----------------------------------------------------------------------------------------------------------------
 # Everything from disk (notebook 06, tests): what the earlier notebooks wrote -> every table and figure
 
@@ -67,19 +73,16 @@ class Inputs:
     recompute_release: bool = False
 
     @classmethod
-    def from_profile(cls, profile: Any, out_dir: str | os.PathLike[str], figures_dir: str | os.PathLike[str],
-                     release_dir: str | os.PathLike[str] | None = None,
+    def from_profile(cls, profile: str | Profile, out_dir: str | os.PathLike[str],
+                     figures_dir: str | os.PathLike[str], release_dir: str | os.PathLike[str] | None = None,
                      recompute_release: bool | None = None) -> Inputs:
         """The inputs of one profile run. `release_dir` and `recompute_release` default to the profile's
         `figures` section; a relative `release_dir` is taken from the repository root, "" leaves the release out,
         and a folder that does not exist is left out too (its rows are skipped, not faked)."""
-        from reg2rg_lib.paths import REPO_ROOT
-        from reg2rg_lib.profiles import load_profile
-
         prof = load_profile(profile)
-        release = release_dir if release_dir is not None else prof.figures.get("release_dir")
+        release = release_dir if release_dir is not None else prof.figures.release_dir
         found = (REPO_ROOT / release).resolve() if release else None
-        recompute = prof.figures.get("recompute_release", False) if recompute_release is None else recompute_release
+        recompute = prof.figures.recompute_release if recompute_release is None else recompute_release
         return cls(Path(out_dir).resolve(), Path(figures_dir).resolve(), prof.name,
                    found if found is not None and found.is_dir() else None, bool(recompute))
 
@@ -138,8 +141,6 @@ def make_fig4(inp: Inputs) -> list[Path] | None:
     """Fig. 4: the case study's benchmark case on CT slices with the full run's region paragraphs."""
     if "full" not in inp.runs() or not inp.paths.data.is_dir():
         return None
-    from reg2rg_lib.data.sources import LayoutSource
-    from reg2rg_lib.regions import split_regions
 
     pairs = load_pairs(inp.paths.run("full") / "predictions.csv")
     i = pick_case(pairs)
@@ -166,19 +167,20 @@ def make_fig6(inp: Inputs) -> list[Path] | None:
     return fig6_ablation_bars(read_stats(path), inp.figures_dir) if path.is_file() else None
 
 
-def regenerate(inp: Inputs, log: Any = print) -> dict[str, Any]:
+def regenerate(inp: Inputs) -> dict[str, Any]:
     """Every table and figure whose inputs exist, in order; {maker name: files written or None (skipped)}."""
     written = {}
     for make in (*TABLE_MAKERS, make_fig2, make_fig3, make_fig4, make_fig5, make_fig6):
         files = make(inp)
         written[make.__name__] = files
         names = sorted({Path(p).name for p in (files.values() if isinstance(files, dict) else files or [])})
-        log(f"[figures] {make.__name__}: " + (", ".join(names) if names else "skipped (inputs not found)"))
+        logger.info(f"[figures] {make.__name__}: " + (", ".join(names) if names else "skipped (inputs not found)"))
     return written
 
 
 def show(files: Any) -> None:
     """Display what a maker wrote in a notebook: Markdown tables as Markdown, PNG figures as images."""
+    # IPython: present only in a notebook kernel's display path
     from IPython.display import Image, Markdown, display
 
     if not files:

@@ -27,10 +27,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from reg2rg_lib.data.slices import ViewState, render_slice
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
+from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.plotting import new_figure, savefig, style
-from reg2rg_lib.regions import LABELS, REGION_COLORS
+from reg2rg_lib.regions import LABELS, REGION_COLORS, split_regions, strip_region_prefix
+from reg2rg_lib.train.loop import read_train_log
 
 #: Colours for the case study: findings in both reports, missed by the prediction, only in the prediction.
 FINDING_COLORS = {"matched": "#b8e6b8", "missed": "#ffd59e", "extra": "#f5b7b1"}
@@ -44,15 +48,11 @@ SOURCE_PALETTE = ("#444444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467b
 def load_pairs(src: Any) -> Any:
     """A predictions CSV path as the Evaluation stage's `ReportPairs` (ids, references, predictions); a
     `ReportPairs` passes through. The released `*_whole_report` spelling is accepted too."""
-    from reg2rg_lib.metrics.io import read_report_pairs
-
     return src if hasattr(src, "references") else read_report_pairs(src)
 
 
 def word_count(text: str) -> int:
     """Words in a report after removing 'The region i is <organ>:' prefixes (what a reader sees)."""
-    from reg2rg_lib.regions import strip_region_prefix
-
     return len(strip_region_prefix(text).split())
 
 
@@ -135,8 +135,6 @@ def _sentence_findings(sentences: Sequence[str], labeler: Any) -> list[set[str]]
 
 
 def _default_labeler() -> Any:
-    from reg2rg_lib.metrics.labeler import RuleLabeler
-
     return RuleLabeler()
 
 
@@ -145,8 +143,6 @@ def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, A
 
     A sentence is highlighted by its labels: matched when every label it mentions is in both reports.
     """
-    from reg2rg_lib.regions import strip_region_prefix
-
     labeler = labeler or _default_labeler()
     gt_s, pred_s = split_sentences(strip_region_prefix(gt)), split_sentences(strip_region_prefix(pred))
     gt_f, pred_f = _sentence_findings(gt_s, labeler), _sentence_findings(pred_s, labeler)
@@ -169,8 +165,6 @@ def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, A
 def pick_case(predictions: Any, labeler: Any | None = None) -> int:
     """Index of an informative case in a predictions CSV (or `ReportPairs`): most findings shared by ground truth
     and prediction, then most ground-truth findings. Ties go to the first case, so the choice is deterministic."""
-    from reg2rg_lib.regions import strip_region_prefix
-
     pairs = load_pairs(predictions)
     if not pairs.ids:
         raise BadInputError(getattr(pairs, "path", "<predictions>"), "no predictions to pick a case from")
@@ -272,9 +266,6 @@ def fig4_region_report(
     report ("The region i is X: ..."), the ground truth or a prediction; each paragraph is shown in its region's
     colour (a named organ without a mask in this case, i.e. a wrongly named region, in grey).
     """
-    from reg2rg_lib.data.slices import ViewState, render_slice
-    from reg2rg_lib.regions import split_regions
-
     volume = np.asarray(volume_hu, dtype=np.float32)
     bad = [r for r, m in masks.items() if np.shape(m) != volume.shape]
     if volume.ndim != 3 or bad:
@@ -318,8 +309,6 @@ def fig4_region_report(
 
 def read_log(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """A run's `train_log.csv` as a DataFrame sorted by step (the Training stage's reader; needs `step`, `loss`)."""
-    from reg2rg_lib.train.loop import read_train_log
-
     log = pd.DataFrame(read_train_log(run_dir))
     missing = {"step", "loss"} - set(log.columns)
     if missing:

@@ -30,8 +30,13 @@ from typing import Any
 
 import pandas as pd
 
+from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
+from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.nlg import evaluate_nlg
 from reg2rg_lib.regions import REGIONS
 
 _TABLE_NAME = re.compile(r"^table\d+_[a-z0-9_]+$")
@@ -258,9 +263,6 @@ def table1_nlg(
 def recompute_release_nlg(release_dir: str | os.PathLike[str]) -> dict[str, float]:
     """The kit's NLG metrics on the released `ctrg_combined_reports_rm_region_text.csv`, used as-is (as the authors
     did: that file is what their numbers were computed on). Per-sample means and `Overall_*` values."""
-    from reg2rg_lib.metrics.io import read_report_pairs
-    from reg2rg_lib.metrics.nlg import evaluate_nlg
-
     pairs = read_report_pairs(Path(release_dir) / "ctrg_combined_reports_rm_region_text.csv")
     return evaluate_nlg(pairs.references, pairs.predictions, pairs.ids, bootstrap=0).headline()
 
@@ -276,8 +278,6 @@ def ce_averages(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 def recompute_release_ce(release_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """CE averages computed by the kit from the released RadBERT labels (`label_inferred.csv`)."""
-    from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
-
     y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
     return ce_averages(ce_metrics(y_true, y_pred))
 
@@ -398,8 +398,6 @@ def ablation_table(
     `<metric>_p_vs_full` columns; the display shows `value [low, high]`, with `*` where the paired bootstrap
     test against `full` gives p < `alpha`.
     """
-    from reg2rg_lib.experiments.summary import SUMMARY_METRICS
-
     metrics = [m for m in (metrics or SUMMARY_METRICS) if m in set(stats["metric"])]
     runs = _select_runs(runs, list(dict.fromkeys(stats["run"])))
     num_rows, show_rows = [], []
@@ -456,13 +454,9 @@ def load_json(path: str | os.PathLike[str]) -> Any:
 def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
     """The README's "current demo results" block: `summary.json`'s headline metrics per run, with the date and
     machine it was produced on (`reg2rg_lib.env.doctor.machine()` when not given)."""
-    from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
-
     summary = read_summary(summary_path)
     if machine is None:
-        from reg2rg_lib.env.doctor import machine as current
-
-        machine = current()
+        machine = doctor.machine()
     rows = [{"run": run, **{m: format_cell(None if metrics.get(m) is None else float(metrics[m])).replace("–", "n/a")
                             for m in SUMMARY_METRICS}} for run, metrics in summary["runs"].items()]
     where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")

@@ -1,9 +1,9 @@
 """Training: the generic loop and the Reg2RG wiring (Sec. III-D; notebook 03).
 
     loop.py         `fit`: accelerate loop, schedule, log, resumable atomic checkpoints (knows nothing of Reg2RG)
-    run.py          `train_run`: the profile's Reg2RG on the prep cache (`reg2rg train`), inputs, tokenizer
+    run.py          `train_run`: the profile's Reg2RG on the prep cache (`reg2rg train`), `ensure_inputs`
     checkpoints.py  training-state checkpoints (`step-N/`, COMPLETE marker, keep-last)
-    features.py     the frozen-ViT feature cache (the frozen encoder runs once per case)
+    features.py     the frozen-ViT feature cache (the frozen encoder runs once per case), `use_feature_cache`
     dataset.py      cached case -> prompt and RRA target (region shuffling, region dropout)
     collate.py      batching of samples and their visual tensors
 """

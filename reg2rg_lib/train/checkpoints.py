@@ -19,6 +19,7 @@ the next writer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from reg2rg_lib.errors import BadInputError
 
@@ -111,8 +113,6 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the trainable parameters' bytes in name order: equal digests mean equal weights."""
-    import hashlib
-
     h = hashlib.sha256()
     for name, t in sorted(trainable_state(model).items()):
         h.update(name.encode())
@@ -145,8 +145,6 @@ class CheckpointWriter:
 
         `engine_save(folder)` replaces the weights/optimizer/RNG files when a sharding engine (DeepSpeed, FSDP)
         owns them: accelerate's `save_state` then writes its shards into `engine/` from every rank."""
-        from safetensors.torch import save_file
-
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{step_dir_name(step)}"
         if self.rank == 0:
@@ -199,8 +197,6 @@ def load_checkpoint(
     """Restore trainable weights, optimizer, scheduler and this rank's RNG state; returns the trainer state.
 
     `engine_load(folder)` (accelerate's `load_state`) restores what `engine_save` wrote."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / COMPLETE).is_file():
         raise BadInputError(folder, "not a complete checkpoint (no COMPLETE marker); it was never finished")

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from reg2rg_lib.model import collate
+
 #: Visual inputs of `Reg2RG.forward` / `generate`; a batch holds those the dataset produced.
 VISUAL_KEYS: tuple[str, ...] = ("global_feats", "global_images", "region_feats", "region_images", "region_masks")
 #: Everything in a batch that `Reg2RG.forward` takes.
@@ -28,8 +30,6 @@ class Collator:
     padding_side: str = "right"  # "left" for generation
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        from reg2rg_lib.model import collate
-
         batch = collate([it["sample"] for it in items], self.pad_id, padding_side=self.padding_side)
         # (B, L) input_ids / attention_mask / labels, L = the longest sample in this batch
         for key in VISUAL_KEYS:

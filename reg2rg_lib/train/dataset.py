@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.model import add_reg2rg_tokens, build_sample, vision_inputs
 from reg2rg_lib.regions import REGIONS
 
 #: "The region i is <organ>:" in a target; group 1 is the organ name.
@@ -52,8 +53,6 @@ class ReportDataset(torch.utils.data.Dataset):
         load_tensors: bool = True,
         region_dropout: float = 0.0,
     ) -> None:
-        from reg2rg_lib.model import vision_inputs
-
         records = cache.cases(split)
         if names is not None:
             wanted = set(names)
@@ -117,8 +116,6 @@ class ReportDataset(torch.utils.data.Dataset):
         return [i for i in keep if i not in drop]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from reg2rg_lib.model import build_sample
-
         rec = self.records[index]
         rng = self.region_rng(rec.name)
         keep = self.kept_regions(len(rec.regions), rng)
@@ -165,8 +162,6 @@ def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, e
                 seed: int = 0) -> list[dict[str, Any]]:
     """What region shuffling does to one training case over `epochs` epochs (notebook 03): per epoch, the prompt
     order of the regions and the start of the target the model is trained to write."""
-    from reg2rg_lib.model import add_reg2rg_tokens
-
     add_reg2rg_tokens(tokenizer, cfg)
     records = cache.cases("train")
     rec = next((r for r in records if r.name == name), records[0]) if name else records[0]

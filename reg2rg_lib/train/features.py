@@ -23,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.model import Reg2RG, vision_inputs
 
 VISION_FIELDS = ("image_size", "in_channels", "vit_patch", "vit_dim", "vit_depth", "vit_heads", "vit_dim_head",
                  "vit_mlp", "vit_pos_rows", "use_global", "use_texture", "decoupled")
@@ -65,11 +69,6 @@ class FeatureCache:
     def build(self, model: Any, cache: Any, names: Iterable[str], batch_size: int = 8, progress: bool = True,
               dtype: torch.dtype = torch.float32) -> FeatureCache:
         """Compute and write the features of the cases that have none (or stale ones), in batches of images."""
-        from safetensors.torch import save_file
-        from tqdm.auto import tqdm
-
-        from reg2rg_lib.model import vision_inputs
-
         names = list(names)
         todo = [n for n in names if self._stale(n, cache)]
         if todo:
@@ -97,8 +96,6 @@ class FeatureCache:
 
     def _stale(self, name: str, cache: Any) -> bool:
         """True when the case's features are missing or were computed from another version of its prep file."""
-        from safetensors import safe_open
-
         path = self.path(name)
         if not path.is_file():
             return True
@@ -110,8 +107,6 @@ class FeatureCache:
 
     def get(self, name: str) -> dict[str, torch.Tensor]:
         """{"global_feats": (1, T, vit_dim), "region_feats": (R, T, vit_dim)} (keys the config does not use absent)."""
-        from safetensors.torch import load_file
-
         if name in self._mem:
             return self._mem[name]
         path = self.path(name)
@@ -136,6 +131,15 @@ def source_fingerprint(cache: Any, name: str) -> str:
     except OSError:
         size = -1
     return f"{entry.get('source_key', '')}:{size}"
+
+
+def use_feature_cache(model: Reg2RG, setting: bool | None) -> bool:
+    """Whether `model` is fed cached ViT features instead of running its ViT: never without a ViT; `setting`
+    None (the default of `reg2rg train` and the profiles): exactly when the ViT is frozen; else `setting`.
+
+    The one decision for training (`train_run`), generation (`generate_run`) and the benchmarks."""
+    has_vit = model.embedding_layer.vision_encoder is not None
+    return has_vit and (model.config.freeze_vision if setting is None else bool(setting))
 
 
 def feature_cache_for(model: Any, cache: Any, names: Iterable[str], progress: bool = True,

@@ -10,27 +10,35 @@ is a pure function of (seed, epoch, case), and the RNG states, optimizer and sch
 resumed from step k logs the same losses as an uninterrupted one.
 
 `fit` knows nothing about Reg2RG: it takes a model, a dataset, a collate function and a `step_fn(model, batch)`
-that returns the loss. `train_run` (bottom) wires in the real model and the prep cache for `reg2rg train`.
+that returns the loss. `run.train_run` wires in the real model and the prep cache for `reg2rg train`.
+
+`fit` reads top-down: `_setup` (run length, optimizer, schedule, accelerate), `_resume` or `_fresh_start`, then
+`_run_epoch` until the step budget is spent, each update finished by `_optimizer_step` (log, `_save`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.io import AppendOnlyCSV, read_complete_csv, write_json_atomic
+from reg2rg_lib.model.llm import compile_decoder_layers, set_gradient_checkpointing
+from reg2rg_lib.profiles import TrainSection
 from reg2rg_lib.train.checkpoints import (
     CheckpointWriter,
     latest_checkpoint,
@@ -39,6 +47,8 @@ from reg2rg_lib.train.checkpoints import (
     remove_checkpoint,
     weights_digest,
 )
+
+logger = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "elapsed_s")
 
@@ -69,9 +79,10 @@ class TrainSettings:
                                 # on any machine with the same torch build, whatever its core count
 
     @classmethod
-    def from_profile(cls, section: Mapping[str, Any], **overrides: Any) -> TrainSettings:
+    def from_profile(cls, section: TrainSection, **overrides: Any) -> TrainSettings:
+        """The profile's `train` settings; `overrides` that are not None win (e.g. `--max-steps`)."""
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in dict(section).items() if k in known}
+        values = {k: v for k, v in asdict(section).items() if k in known}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -104,11 +115,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_accelerator(settings: TrainSettings) -> Any:
+def make_accelerator(settings: TrainSettings) -> Accelerator:
     """An `Accelerator` for this process. Without CUDA it is told `cpu=True`: only then does it treat a
     `torchrun` launch (RANK/WORLD_SIZE in the environment) as multi-process CPU training with gloo."""
-    from accelerate import Accelerator
-
     return Accelerator(mixed_precision=settings.precision, gradient_accumulation_steps=settings.grad_accum,
                        cpu=not torch.cuda.is_available())
 
@@ -175,27 +184,79 @@ class TrainLog:
         self.path = path
         rows = self.read(path) if resume_step is not None and path.exists() else []
         rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=LOG_COLUMNS)
+        self._csv = AppendOnlyCSV(path, LOG_COLUMNS, rows)
 
     @staticmethod
     def read(path: Path) -> list[dict[str, str]]:
-        text = Path(path).read_text()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        rows = list(csv.DictReader(text.splitlines()))
+        """The complete rows of a training log (every column filled)."""
+        _, rows = read_complete_csv(path)
         return [r for r in rows if all(r.get(c) not in (None, "") for c in LOG_COLUMNS)]
 
-    def write(self, **row: Any) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
+    def write(self, step: int, epoch: int, loss: float, lr: float, elapsed_s: float) -> None:
+        """One optimizer step's row; floats as `repr` (exact), the time to the millisecond."""
+        self._csv.write([step, epoch, repr(loss), repr(lr), f"{elapsed_s:.3f}"])
 
     def close(self) -> None:
-        self._file.close()
+        self._csv.close()
+
+
+@dataclass
+class _Run:
+    """What one `fit` call builds before its first step and keeps unchanged to its end."""
+
+    acc: Accelerator
+    settings: TrainSettings
+    model: torch.nn.Module  # as prepared by accelerate (DDP / DeepSpeed / FSDP wrapper): what steps run
+    core: torch.nn.Module  # the unwrapped model: what checkpoints save and load
+    params: list[torch.nn.Parameter]  # the trainable ones, for gradient clipping
+    optimizer: torch.optim.Optimizer  # the bare optimizer: checkpoints store its state
+    prepared_opt: Any  # accelerate's wrapper of `optimizer`: steps only at accumulation boundaries
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    per_epoch: int  # micro-batches per epoch on each rank
+    total: int  # optimizer steps of the whole run
+    engine: bool  # DeepSpeed / FSDP: they own the weights and optimizer state on disk
+    writer: CheckpointWriter
+    export: Callable[[torch.nn.Module, Path], None] | None
+
+
+@dataclass
+class _TrainState:
+    """Where the loop stands: restored from a checkpoint on resume, advanced by every micro-batch."""
+
+    device: torch.device
+    step: int = 0  # optimizer steps done
+    micro: int = 0  # micro-batches done: fixes the epoch and the position in it
+    resumed_from: int | None = None
+    samples: int = 0  # samples this rank has trained on in this call
+    losses: list[float] = field(default_factory=list)  # mean loss of each optimizer step of this call
+    running: torch.Tensor = field(init=False)  # loss summed over the current step's micro-batches
+
+    def __post_init__(self) -> None:
+        self.running = torch.zeros((), device=self.device)
+
+
+@dataclass
+class _Monitor:
+    """Where each optimizer step is reported: the CSV log and TensorBoard (main process only) and the bar."""
+
+    log: TrainLog | None
+    board: SummaryWriter | None
+    bar: tqdm
+    start: float  # perf_counter() when training started
+
+    def record(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        if self.log is not None:
+            self.log.write(step, epoch, loss, lr, time.perf_counter() - self.start)
+            self.board.add_scalar("train/loss", loss, step)
+            self.board.add_scalar("train/lr", lr, step)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
+            self.board.close()
 
 
 def fit(
@@ -208,9 +269,8 @@ def fit(
     *,
     resume: bool = False,
     export: Callable[[torch.nn.Module, Path], None] | None = None,
-    accelerator: Any = None,
+    accelerator: Accelerator | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train `model` on `dataset` and checkpoint into `run_dir/checkpoints/`; see the module docstring.
 
@@ -219,37 +279,37 @@ def fit(
     folder)` adds the model's own `save_pretrained` export to each checkpoint. The model must be built with the
     same seed on every rank; the caller seeds with `settings.seed` before building it.
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(settings)
-    rank, world = acc.process_index, acc.num_processes
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log(f"[train] world_size {world}, device {acc.device}, distributed {acc.distributed_type.value}, "
-            f"precision {settings.precision}")
+        logger.info(f"[train] world_size {acc.num_processes}, device {acc.device}, distributed "
+                    f"{acc.distributed_type.value}, precision {settings.precision}")
     acc.wait_for_everyone()
+    run = _setup(model, len(dataset), settings, acc, run_dir / "checkpoints", export)
+    state = _resume(run) if resume else _fresh_start(run)
+    monitor = _open_monitor(run, state, run_dir, progress)
+    run.model.train()
+    try:
+        while state.step < run.total:
+            _run_epoch(run, state, dataset, collate_fn, step_fn, monitor)
+    finally:
+        monitor.close()
+    return _finish(run, state, run_dir, time.perf_counter() - monitor.start)
 
-    per_epoch = len(epoch_batches(len(dataset), 0, settings.seed, rank, world, settings.batch_size))
+
+def _setup(model: torch.nn.Module, n_samples: int, settings: TrainSettings, acc: Accelerator, ckpt_root: Path,
+           export: Callable[[torch.nn.Module, Path], None] | None) -> _Run:
+    """The run's length, the LLM's memory/speed switches, AdamW + the LR schedule, all prepared by accelerate."""
+    rank, world = acc.process_index, acc.num_processes
+    per_epoch = len(epoch_batches(n_samples, 0, settings.seed, rank, world, settings.batch_size))
     if settings.max_steps is not None:
         total = int(settings.max_steps)
     elif settings.epochs is not None:
         total = math.ceil(settings.epochs * per_epoch / settings.grad_accum)
     else:
         raise KitError("train settings need max_steps or epochs")
-
-    llm = getattr(model, "lang_model", model)  # a Reg2RG's (peft-wrapped) LLM, or a bare LLM
-    if settings.gradient_checkpointing:
-        from reg2rg_lib.model.llm import set_gradient_checkpointing
-
-        if not any(hasattr(llm, f"{kind}_checkpointing_enable") for kind in ("gradient", "activation")):
-            raise KitError(f"gradient_checkpointing: {type(model).__name__} has no transformers LLM to "
-                           "recompute the activations of")
-        set_gradient_checkpointing(llm, True)  # transformers renamed the switch in 5.x: one helper for both
-    if settings.compile_layers:
-        from reg2rg_lib.model.llm import compile_decoder_layers
-
-        compile_decoder_layers(llm)
+    _switch_llm(model, settings)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise KitError("the model has no trainable parameters")
@@ -258,113 +318,143 @@ def fit(
         optimizer, lr_multiplier(settings.lr_schedule, settings.warmup_steps, total))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
     # process, which makes the warm-up depend on the world size.
-    engine = acc.distributed_type.value in ("DEEPSPEED", "FSDP")  # they own weights/optimizer state on disk
     if acc.distributed_type.value == "DEEPSPEED":  # no prepared DataLoader to read the micro-batch size from
         ds = acc.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = settings.batch_size
         if ds.get("gradient_accumulation_steps") not in (None, "auto", settings.grad_accum):
             raise KitError(f"the DeepSpeed config accumulates {ds['gradient_accumulation_steps']} micro-batches, "
                            f"the profile's train.grad_accum is {settings.grad_accum}: make them equal")
-    model, prepared_opt = acc.prepare(model, optimizer)
-    core = acc.unwrap_model(model)
-    engine_save = acc.save_state if engine else None
-    engine_load = acc.load_state if engine else None
-
-    ckpt_root = run_dir / "checkpoints"
+    prepared, prepared_opt = acc.prepare(model, optimizer)
     writer = CheckpointWriter(ckpt_root, rank=rank, barrier=acc.wait_for_everyone,
                               keep_last=settings.keep_checkpoints)
-    step, micro, resumed_from = 0, 0, None
-    if resume:
-        latest = latest_checkpoint(ckpt_root)
-        if latest is None:
-            if acc.is_main_process:
-                log(f"[train] --resume: no complete checkpoint in {ckpt_root}; starting from step 0")
-        else:
-            state = load_checkpoint(latest, core, optimizer, scheduler, rank=rank, engine_load=engine_load)
-            if state.get("order_key") != settings.order_key(world):
-                raise KitError(f"{latest}: checkpoint was written with {state.get('order_key')}, this run has "
-                               f"{settings.order_key(world)}; a resume must keep them (or start a new run folder)")
-            if acc.scaler is not None and (latest / "scaler.pt").is_file():
-                acc.scaler.load_state_dict(torch.load(latest / "scaler.pt", weights_only=False))
-            step, micro, resumed_from = state["step"], state["micro_step"], state["step"]
-            if acc.is_main_process:
-                log(f"[train] resumed from {latest} (step {step})")
-    else:
+    return _Run(acc=acc, settings=settings, model=prepared, core=acc.unwrap_model(prepared), params=params,
+                optimizer=optimizer, prepared_opt=prepared_opt, scheduler=scheduler, per_epoch=per_epoch,
+                total=total, engine=acc.distributed_type.value in ("DEEPSPEED", "FSDP"), writer=writer,
+                export=export)
+
+
+def _switch_llm(model: torch.nn.Module, settings: TrainSettings) -> None:
+    """Gradient checkpointing and per-layer compilation of the model's LLM, when the settings ask for them."""
+    llm = getattr(model, "lang_model", model)  # a Reg2RG's (peft-wrapped) LLM, or a bare LLM
+    if settings.gradient_checkpointing:
+        if not any(hasattr(llm, f"{kind}_checkpointing_enable") for kind in ("gradient", "activation")):
+            raise KitError(f"gradient_checkpointing: {type(model).__name__} has no transformers LLM to "
+                           "recompute the activations of")
+        set_gradient_checkpointing(llm, True)  # transformers renamed the switch in 5.x: one helper for both
+    if settings.compile_layers:
+        compile_decoder_layers(llm)
+
+
+def _resume(run: _Run) -> _TrainState:
+    """Restore the newest complete checkpoint (weights, optimizer, scheduler, RNG, scaler); refuse one written
+    with another data order or update rule. Without a checkpoint the run starts from step 0."""
+    acc, root = run.acc, run.writer.root
+    latest = latest_checkpoint(root)
+    if latest is None:
         if acc.is_main_process:
-            for _old_step, folder in list_checkpoints(ckpt_root):  # a fresh run must not resume into old ones
-                remove_checkpoint(folder)
-        acc.wait_for_everyone()
-        seed_everything(settings.seed + rank)  # dropout masks differ per rank, as in DDP training
+            logger.info(f"[train] --resume: no complete checkpoint in {root}; starting from step 0")
+        return _TrainState(acc.device)
+    saved = load_checkpoint(latest, run.core, run.optimizer, run.scheduler, rank=acc.process_index,
+                            engine_load=acc.load_state if run.engine else None)
+    order_key = run.settings.order_key(acc.num_processes)
+    if saved.get("order_key") != order_key:
+        raise KitError(f"{latest}: checkpoint was written with {saved.get('order_key')}, this run has "
+                       f"{order_key}; a resume must keep them (or start a new run folder)")
+    if acc.scaler is not None and (latest / "scaler.pt").is_file():
+        acc.scaler.load_state_dict(torch.load(latest / "scaler.pt", weights_only=False))
+    if acc.is_main_process:
+        logger.info(f"[train] resumed from {latest} (step {saved['step']})")
+    return _TrainState(acc.device, step=saved["step"], micro=saved["micro_step"], resumed_from=saved["step"])
 
-    tlog = TrainLog(run_dir / "train_log.csv", resumed_from) if acc.is_main_process else None
-    tb = _tensorboard(run_dir / "tensorboard", purge_step=step + 1) if acc.is_main_process else None
 
-    def save_checkpoint() -> None:
-        state = {"step": step, "micro_step": micro, "order_key": settings.order_key(world),
-                 "settings": asdict(settings), "total_steps": total}
-        final = writer.save(step, core, optimizer, scheduler, state, export=export, engine_save=engine_save)
-        if acc.scaler is not None and acc.is_main_process:
-            torch.save(acc.scaler.state_dict(), final / "scaler.pt")
+def _fresh_start(run: _Run) -> _TrainState:
+    """Delete the run folder's old checkpoints (a fresh run must not resume into them) and seed each rank."""
+    acc = run.acc
+    if acc.is_main_process:
+        for _old_step, folder in list_checkpoints(run.writer.root):
+            remove_checkpoint(folder)
+    acc.wait_for_everyone()
+    seed_everything(run.settings.seed + acc.process_index)  # dropout masks differ per rank, as in DDP training
+    return _TrainState(acc.device)
 
-    losses: list[float] = []
+
+def _open_monitor(run: _Run, state: _TrainState, run_dir: Path, progress: bool) -> _Monitor:
+    """The log (continued after the resumed step), TensorBoard (its later events purged) and the progress bar."""
+    main = run.acc.is_main_process
+    log = TrainLog(run_dir / "train_log.csv", state.resumed_from) if main else None
+    board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=state.step + 1) if main else None
     start = time.perf_counter()
-    samples = 0
-    bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and acc.is_main_process),
+    bar = tqdm(total=run.total, initial=state.step, desc="train", disable=not (progress and main),
                dynamic_ncols=True)
-    running = torch.zeros((), device=acc.device)
-    model.train()
-    try:
-        while step < total:
-            epoch, offset = divmod(micro, per_epoch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            batches = epoch_batches(len(dataset), epoch, settings.seed, rank, world, settings.batch_size)
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_sampler=batches[offset:], collate_fn=collate_fn,
-                num_workers=settings.num_workers, generator=torch.Generator(),  # keeps the global RNG untouched
-            )
-            for batch in loader:
-                with acc.accumulate(model):
-                    loss = _micro_step(acc, model, step_fn, batch, step)
-                    if acc.sync_gradients and settings.max_grad_norm:
-                        acc.clip_grad_norm_(params, settings.max_grad_norm)
-                    prepared_opt.step()
-                    prepared_opt.zero_grad(set_to_none=True)
-                running += loss.detach().float()
-                micro += 1
-                samples += len(batch["names"]) if isinstance(batch, dict) and "names" in batch else 1
-                if not acc.sync_gradients:
-                    continue
-                lr = scheduler.get_last_lr()[0]  # the rate this update used
-                scheduler.step()
-                step += 1
-                mean_loss = acc.reduce(running / settings.grad_accum, reduction="mean").item()
-                running.zero_()
-                losses.append(mean_loss)
-                if tlog is not None:
-                    tlog.write(step=step, epoch=epoch, loss=repr(mean_loss), lr=repr(lr),
-                               elapsed_s=f"{time.perf_counter() - start:.3f}")
-                    tb.add_scalar("train/loss", mean_loss, step)
-                    tb.add_scalar("train/lr", lr, step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", epoch=epoch)
-                if step % settings.save_every == 0 or step == total:
-                    save_checkpoint()
-                if step >= total:
-                    break
-    finally:
-        bar.close()
-        if tlog is not None:
-            tlog.close()
-            tb.close()
+    return _Monitor(log, board, bar, start)
 
-    seconds = time.perf_counter() - start
-    digest = weights_digest(core)
-    log(f"[train] rank {rank} weights_sha256 {digest}")
+
+def _run_epoch(run: _Run, state: _TrainState, dataset: torch.utils.data.Dataset,
+               collate_fn: Callable[[list[Any]], Any], step_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+               monitor: _Monitor) -> None:
+    """This rank's batches of the current epoch from where `state` stands, until the epoch or the run ends."""
+    acc, settings = run.acc, run.settings
+    epoch, offset = divmod(state.micro, run.per_epoch)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    batches = epoch_batches(len(dataset), epoch, settings.seed, acc.process_index, acc.num_processes,
+                            settings.batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches[offset:], collate_fn=collate_fn,
+        num_workers=settings.num_workers, generator=torch.Generator(),  # keeps the global RNG untouched
+    )
+    for batch in loader:
+        with acc.accumulate(run.model):
+            loss = _micro_step(acc, run.model, step_fn, batch, state.step)
+            if acc.sync_gradients and settings.max_grad_norm:
+                acc.clip_grad_norm_(run.params, settings.max_grad_norm)
+            run.prepared_opt.step()
+            run.prepared_opt.zero_grad(set_to_none=True)
+        state.running += loss.detach().float()
+        state.micro += 1
+        state.samples += len(batch["names"]) if isinstance(batch, dict) and "names" in batch else 1
+        if not acc.sync_gradients:
+            continue
+        _optimizer_step(run, state, epoch, monitor)
+        if state.step >= run.total:
+            break
+
+
+def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor) -> None:
+    """Bookkeeping after an update: the schedule, the step's loss averaged over ranks, the log, a checkpoint."""
+    lr = run.scheduler.get_last_lr()[0]  # the rate this update used
+    run.scheduler.step()
+    state.step += 1
+    mean_loss = run.acc.reduce(state.running / run.settings.grad_accum, reduction="mean").item()
+    state.running.zero_()
+    state.losses.append(mean_loss)
+    monitor.record(state.step, epoch, mean_loss, lr)
+    if state.step % run.settings.save_every == 0 or state.step == run.total:
+        _save(run, state)
+
+
+def _save(run: _Run, state: _TrainState) -> None:
+    """Checkpoint `step-N/`: weights, optimizer, scheduler, RNG, the loop's position and settings (+ scaler)."""
+    acc = run.acc
+    trainer_state = {"step": state.step, "micro_step": state.micro,
+                     "order_key": run.settings.order_key(acc.num_processes), "settings": asdict(run.settings),
+                     "total_steps": run.total}
+    final = run.writer.save(state.step, run.core, run.optimizer, run.scheduler, trainer_state, export=run.export,
+                            engine_save=acc.save_state if run.engine else None)
+    if acc.scaler is not None and acc.is_main_process:
+        torch.save(acc.scaler.state_dict(), final / "scaler.pt")
+
+
+def _finish(run: _Run, state: _TrainState, run_dir: Path, seconds: float) -> TrainResult:
+    """The result (each rank logs its weights' digest: equal digests show the ranks stayed in sync), and
+    `train_summary.json`."""
+    acc = run.acc
+    digest = weights_digest(run.core)
+    logger.info(f"[train] rank {acc.process_index} weights_sha256 {digest}")
     result = TrainResult(
-        steps=step, final_loss=losses[-1] if losses else float("nan"), seconds=seconds,
-        samples_per_s=samples * world / seconds if seconds > 0 else 0.0, world_size=world,
-        weights_sha256=digest, resumed_from=resumed_from, losses=losses,
+        steps=state.step, final_loss=state.losses[-1] if state.losses else float("nan"), seconds=seconds,
+        samples_per_s=state.samples * acc.num_processes / seconds if seconds > 0 else 0.0,
+        world_size=acc.num_processes, weights_sha256=digest, resumed_from=state.resumed_from, losses=state.losses,
     )
     if acc.is_main_process:
         write_json_atomic(run_dir / "train_summary.json", {k: v for k, v in asdict(result).items() if k != "losses"})
@@ -372,7 +462,7 @@ def fit(
     return result
 
 
-def _micro_step(acc: Any, model: torch.nn.Module, step_fn: Callable, batch: Any, step: int) -> torch.Tensor:
+def _micro_step(acc: Accelerator, model: torch.nn.Module, step_fn: Callable, batch: Any, step: int) -> torch.Tensor:
     """Forward + backward of one micro-batch; failures name the cases in the batch."""
     batch = to_device(batch, acc.device)
     try:
@@ -389,12 +479,6 @@ def _micro_step(acc: Any, model: torch.nn.Module, step_fn: Callable, batch: Any,
         raise KitError(f"training step {step + 1} failed on case(s) {batch_names(batch)}: "
                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     return loss
-
-
-def _tensorboard(folder: Path, purge_step: int) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 
 def read_train_log(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from reg2rg_lib.cli import main
-from reg2rg_lib.data import layout as L
+from reg2rg_lib.data import prep
+from reg2rg_lib.data.layout import mask_dirname, mask_filename, read_labels, volume_relpath, write_nifti
 from reg2rg_lib.data.prep import PrepParams, load_cache, prepare
 from reg2rg_lib.data.synth.build import synthesize
 from reg2rg_lib.errors import BadInputError
@@ -35,11 +36,11 @@ def data(clean, tmp_path) -> Path:
 
 
 def _vol(data: Path, name: str) -> Path:
-    return data / L.volume_relpath(name)
+    return data / volume_relpath(name)
 
 
 def _mask(data: Path, name: str, region: str) -> Path:
-    return next(data.rglob(L.mask_dirname(name))) / L.mask_filename(region)
+    return next(data.rglob(mask_dirname(name))) / mask_filename(region)
 
 
 def _prepare(data: Path, out: Path):
@@ -76,7 +77,7 @@ def test_bad_volume_skips_its_case(data, tmp_path, kind, expected):
         img = nib.load(path)
         vol = np.asarray(img.dataobj, dtype=np.float32)
         vol[3, 4, 5] = np.nan
-        L.write_nifti(path, vol, img.affine)
+        write_nifti(path, vol, img.affine)
     cache = _prepare(data, tmp_path / "cache")
     reason = _reason(cache, "train_2_a_1")
     assert str(path) in reason and expected in reason
@@ -98,10 +99,10 @@ def test_bad_mask_drops_its_region(data, tmp_path, kind, expected):
         path.write_bytes(b"")
     elif kind == "empty":
         img = nib.load(path)
-        L.write_nifti(path, np.zeros(img.shape, np.uint8), img.affine)
+        write_nifti(path, np.zeros(img.shape, np.uint8), img.affine)
     elif kind == "grid":
         img = nib.load(path)
-        L.write_nifti(path, np.ones((8, 8, 8), np.uint8), img.affine)
+        write_nifti(path, np.ones((8, 8, 8), np.uint8), img.affine)
     else:
         path.write_bytes(path.read_bytes()[:60])
     cache = _prepare(data, tmp_path / "cache")
@@ -163,17 +164,15 @@ def test_missing_dataset_folder_and_label_values(tmp_path, capsys, data):
     text[1] = text[1].rsplit(",", 1)[0] + ",yes"
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(BadInputError, match="must hold 0/1"):
-        L.read_labels(path)
+        read_labels(path)
 
 
 def test_interrupted_write_leaves_no_cache_entry(data, tmp_path, monkeypatch):
-    import safetensors.torch
-
     def boom(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half")  # a partial file under the temporary name
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(prep, "save_file", boom)  # the cache writer, where prep calls it
     with pytest.raises(KeyboardInterrupt):
         prepare(data, tmp_path / "cache", PrepParams(image_size=SIZE), progress=False)
     assert list((tmp_path / "cache" / "cases").iterdir()) == []

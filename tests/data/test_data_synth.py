@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reg2rg_lib.data import layout as L
+from reg2rg_lib.data.layout import load_case, read_labels, read_region_reports, scan_layout
 from reg2rg_lib.data.manifest import index_dataset
 from reg2rg_lib.data.synth.anatomy import FINE, FINE_TO_REGION_LUT, build_atlas
 from reg2rg_lib.data.synth.build import synthesize
@@ -40,20 +40,20 @@ def test_exact_radgenome_layout(bench):
     for name in ("train_region_report.csv", "valid_region_report.csv", "train_predicted_labels.csv",
                  "valid_predicted_labels.csv"):
         assert (bench / name).is_file(), name
-    reports = L.read_region_reports(bench / "train_region_report.csv")
+    reports = read_region_reports(bench / "train_region_report.csv")
     assert list(reports.columns) == ["Volumename", "Anatomy", "Sentence"]
     first = reports[reports["Volumename"] == "train_1_a_1.nii.gz"]
     assert first["Anatomy"].iloc[0] == "", "the whole-report row (empty Anatomy) comes first"
     assert set(first["Anatomy"].iloc[1:]) <= set(REGIONS)
-    labels = L.read_labels(bench / "valid_predicted_labels.csv")
+    labels = read_labels(bench / "valid_predicted_labels.csv")
     assert list(labels.columns) == ["VolumeName", *LABELS] and len(labels) == 2
 
 
 def test_layout_round_trip_matches_the_generator(bench):
-    layout = L.scan_layout(bench)
+    layout = scan_layout(bench)
     assert layout.names("train") == [f"train_{i}_a_1" for i in range(1, 6)]
     assert layout.names("test") == ["valid_1_a_1", "valid_2_a_1"]
-    case = L.load_case(bench, "train_2_a_1", layout)
+    case = load_case(bench, "train_2_a_1", layout)
     again = make_case(build_atlas(SHAPE), "train_2_a_1", "train", 3, 1)
     np.testing.assert_array_equal(case.volume, again.ct.astype(np.float32))
     assert list(case.masks) == list(again.masks) and list(case.masks) == [r for r in REGIONS if r in case.masks]
@@ -77,7 +77,7 @@ def test_rerun_with_fewer_cases_removes_stale_ones(tmp_path):
     out = tmp_path / "b"
     synthesize(out, 3, 1, seed=0, shape=SHAPE, progress=False)
     synthesize(out, 2, 1, seed=0, shape=SHAPE, progress=False)
-    assert L.scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "valid_1_a_1"]
+    assert scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "valid_1_a_1"]
     assert len(index_dataset(out).cases) == 3
 
 
@@ -135,7 +135,7 @@ def test_synth_and_prepare_commands(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["synth", "--out", str(out), "--cases", "3", "--seed", "2", "--profile", "smoke", "--quiet"]) == 0
     assert "2 train + 1 test cases" in capsys.readouterr().out
-    assert L.scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "valid_1_a_1"]
+    assert scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "valid_1_a_1"]
     assert json.loads((out / "manifest.json").read_text())["generator"]["seed"] == 2
     assert main(["prepare", "--data", str(out), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"]) == 0
     assert "(3 computed, 0 reused" in capsys.readouterr().out

@@ -70,10 +70,3 @@ def test_sources_and_doctor_line(nltk_ready):
     assert check.ok and "WordNet:" in check.detail and "Punkt:" in check.detail
     # fetching again keeps what is there (no download when the data is present)
     assert set(na.fetch_nltk_data(root=na.kit_nltk_dir(), quiet=True)) == {"wordnet", "punkt"}
-
-
-def test_metrics_benchmark_runs(nltk_ready):
-    from reg2rg_lib.bench.metrics import run
-
-    figures = run(n_pairs=20, reference_pairs=4)
-    assert figures["pairs"] == 20 and figures["kit_wall_s"] > 0 and figures["speedup_cpu_per_pair"] > 0

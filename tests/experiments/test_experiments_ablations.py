@@ -13,8 +13,10 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.grid import ablation, grid, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.stats import PerCase, ablation_stats, verdicts
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
+from reg2rg_lib.metrics.stats import bootstrap_indices, mean_replicates, paired_test, percentile_ci
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.regions import LABELS
 
 
 def test_ablation_names_and_grid_order():
@@ -24,7 +26,7 @@ def test_ablation_names_and_grid_order():
         ablation("llm_huge")
     with pytest.raises(KitError, match="unknown ablation"):
         ablation("no_everything")
-    runs = grid(load_profile("demo"), ["no_rra", "llm_small", "no_rra"])
+    runs = grid(load_profile("demo").ablations, ["no_rra", "llm_small", "no_rra"])
     assert [a.name for a in runs] == ["full", "no_rra", "llm_small"]  # full first, duplicates dropped
 
 
@@ -58,8 +60,6 @@ def _fake_run(paths: RunPaths, name: str, bleu: list[float], acc: list[float | N
     scored = [a for a in acc if a is not None]
     (out / "region_metrics.json").write_text(json.dumps({
         "per_sample_accuracy": acc, "n_scored": len(scored), "accuracy": float(np.mean(scored)) if scored else 0.0}))
-    from reg2rg_lib.regions import LABELS
-
     table = pd.DataFrame({"AccNum": ids})
     for j, lab in enumerate(LABELS):
         table[f"GT_{lab}"] = labels[:, j] if j < labels.shape[1] else 0
@@ -118,3 +118,24 @@ def test_missing_cases_are_named(tmp_path):
     assert list(data.take(["b", "a"], tmp_path).scores["BLEU-4"]) == [0.2, 0.1]
     with pytest.raises(Exception, match="e.g. c"):
         data.take(["a", "c"], tmp_path)
+
+
+def test_ablation_stats_are_the_metrics_bootstrap(tmp_path):
+    """The ablation CIs and paired tests are `metrics.stats` on the per-case scores: same seed, same indices."""
+    paths = RunPaths(tmp_path)
+    rng = np.random.default_rng(1)
+    n = 25
+    full, other = list(rng.uniform(0.2, 0.6, n)), list(rng.uniform(0.2, 0.6, n))
+    labels = rng.integers(0, 2, (n, 3))
+    _fake_run(paths, "full", full, [1.0] * n, labels)
+    _fake_run(paths, "no_lfd", other, [1.0] * n, labels)
+    headline = {m: 0.5 for m in SUMMARY_METRICS}
+    write_summary(paths, "smoke", {"full": {**headline, "BLEU-4": float(np.mean(full))},
+                                   "no_lfd": {**headline, "BLEU-4": float(np.mean(other))}})
+    stats = ablation_stats(paths, ["full", "no_lfd"], n_resamples=200, seed=3).set_index(["run", "metric"])
+    idx = bootstrap_indices(n, 200, 3)
+    a, b = mean_replicates(np.array(full), idx), mean_replicates(np.array(other), idx)
+    assert tuple(stats.loc[("no_lfd", "BLEU-4"), ["ci_low", "ci_high"]]) == percentile_ci(b)
+    test = paired_test(a, b, float(np.mean(full)), float(np.mean(other)))
+    assert stats.loc[("no_lfd", "BLEU-4"), "p_vs_full"] == test["p_value"]
+    assert stats.loc[("no_lfd", "BLEU-4"), "delta_vs_full"] == test["delta"]

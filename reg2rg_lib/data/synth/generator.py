@@ -12,9 +12,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from reg2rg_lib.data.synth import findings as F
 from reg2rg_lib.data.synth.anatomy import FINE, FINE_TO_REGION_LUT, Atlas
+from reg2rg_lib.data.synth.findings import CARDIOMEGALY_RATE, FINDING_RATES, GENERATORS, Canvas, Finding
 from reg2rg_lib.data.synth.reports import region_paragraphs, whole_report
 from reg2rg_lib.regions import LABELS, REGIONS
 
@@ -34,7 +36,7 @@ class SynthCase:
     paragraphs: dict[str, str]
     report: str
     labels: dict[str, int]
-    findings: list[F.Finding]
+    findings: list[Finding]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,33 +97,30 @@ def sampling_coords(atlas: Atlas, rng: np.random.Generator, heart_scale: float) 
 
 def resample(volumes: list[np.ndarray], coords: np.ndarray, modes: list[str]) -> list[np.ndarray]:
     """Sample each (X, Y, Z) volume at voxel coordinates `coords` (3, X', Y', Z'); edges extend outwards."""
-    import torch
-    import torch.nn.functional as tF
-
     size = torch.tensor(volumes[0].shape, dtype=torch.float32)
     grid = torch.from_numpy(coords.astype(np.float32, copy=False)).permute(1, 2, 3, 0)  # (X', Y', Z', 3)
     grid = (2 * grid / (size - 1) - 1).flip(-1)[None].contiguous()  # grid_sample wants (z, y, x) in [-1, 1]
     out = []
     for volume, mode in zip(volumes, modes):
         src = torch.from_numpy(np.array(volume, dtype=np.float32))[None, None]  # (1, 1, X, Y, Z)
-        out.append(tF.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy())
+        out.append(F.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy())
     return out
 
 
 def make_case(atlas: Atlas, name: str, split: str, seed: int, index: int) -> SynthCase:
     """Generate case `index` of `split` deterministically from `seed`."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-    cardiomegaly = rng.random() < F.CARDIOMEGALY_RATE
+    cardiomegaly = rng.random() < CARDIOMEGALY_RATE
     heart_scale = rng.uniform(1.22, 1.35) if cardiomegaly else rng.uniform(0.95, 1.05)
     coords, pose = sampling_coords(atlas, rng, heart_scale)
     ct, fine = resample([atlas.ct, atlas.fine], coords, ["bilinear", "nearest"])
     fine = fine.astype(np.uint8)
-    canvas = F.Canvas(ct, fine, atlas.spacing)
-    found: list[F.Finding] = []
+    canvas = Canvas(ct, fine, atlas.spacing)
+    found: list[Finding] = []
     if cardiomegaly:
-        found.append(F.Finding("cardiomegaly", "heart", "Cardiomegaly", {"heart_scale": round(heart_scale, 3)}))
-    draws = {kind: rng.random() < rate for kind, rate in F.FINDING_RATES.items()}  # fixed number of draws
-    for kind, gen in F.GENERATORS.items():
+        found.append(Finding("cardiomegaly", "heart", "Cardiomegaly", {"heart_scale": round(heart_scale, 3)}))
+    draws = {kind: rng.random() < rate for kind, rate in FINDING_RATES.items()}  # fixed number of draws
+    for kind, gen in GENERATORS.items():
         if draws[kind]:
             made = gen(canvas, rng)
             found.extend(made if isinstance(made, list) else [made] if made is not None else [])

@@ -1,4 +1,4 @@
-"""The explorer's image half: windows, slice orientation, aspect, overlays, selection outline."""
+"""Slice rendering (the explorer's image half): windows, slice orientation, aspect, overlays, selection outline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training and generation with the real Reg2RG (tiny preset) on smoke-profile inputs built once per session."""
+"""Training the real Reg2RG (tiny preset) on the smoke-profile inputs of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,50 +7,20 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from reg2rg_lib.cli import main as cli_main
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
-from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.loop import read_train_log
-from reg2rg_lib.train.run import ensure_inputs, model_config, train_run
+from reg2rg_lib.train.run import train_run
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> RunPaths:
-    """The smoke profile's benchmark, prep cache and tokenizer (the same builder `reg2rg train` uses)."""
-    paths = RunPaths(tmp_path_factory.mktemp("smoke_inputs"))
-    ensure_inputs(load_profile("smoke"), paths, paths.cache, paths.tokenizer, log=lambda s: None)
-    return paths
-
-
-@pytest.fixture(scope="module")
-def trained(smoke) -> Path:
-    run = smoke.run("full")
-    train_run("smoke", run, max_steps=4, save_every=2, progress=False, log=lambda s: None)
-    return run
-
-
-def _dataset(smoke, shuffle=True, features=None):
-    from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.model import Reg2RG, load_tokenizer
-    from reg2rg_lib.train.dataset import ReportDataset
-
-    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke"))
-    model = Reg2RG(cfg, tok)
-    return ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=shuffle, seed=0), model, cache
-
-
-def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke):
+def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke_dataset):
     from reg2rg_lib.regions import REGIONS
 
-    ds, _, cache = _dataset(smoke)
+    ds, _, cache = smoke_dataset()
     first = [ds[i]["sample"].order for i in range(len(ds))]
     assert first == [ds[i]["sample"].order for i in range(len(ds))]  # same epoch: same orders
     ds.set_epoch(1)
@@ -61,17 +31,17 @@ def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke):
     for i, region in enumerate(item["sample"].regions):  # the masks follow the prompt order
         assert torch.equal(item["region_masks"][i, 0], geometry[rec.regions.index(region)].bool())
     assert f"The region 0 is {item['sample'].regions[0]}:" in item["sample"].target
-    test_ds, _, _ = _dataset(smoke, shuffle=False)
+    test_ds, _, _ = smoke_dataset(shuffle=False)
     orders = [test_ds[i]["sample"].order for i in range(len(test_ds))]
     assert all(o == sorted(o) for o in orders)
     assert all(list(test_ds[i]["sample"].regions) == sorted(test_ds[i]["sample"].regions, key=REGIONS.index)
                for i in range(len(test_ds)))
 
 
-def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke):
+def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke_dataset):
     from reg2rg_lib.train.dataset import ReportDataset
 
-    ds, _, cache = _dataset(smoke)
+    ds, _, cache = smoke_dataset()
     drop = ReportDataset(cache, "train", ds.tokenizer, ds.cfg, shuffle_regions=True, region_dropout=0.9)
     seen_fewer = False
     for epoch in range(4):
@@ -95,14 +65,14 @@ def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke):
         ReportDataset(cache, "train", ds.tokenizer, ds.cfg, region_dropout=1.0)
 
 
-def test_cached_features_give_the_raw_images_loss(smoke):
+def test_cached_features_give_the_raw_images_loss(smoke_dataset):
     from reg2rg_lib.train.collate import Collator, model_inputs
     from reg2rg_lib.train.features import feature_cache_for
 
-    raw, model, cache = _dataset(smoke)
+    raw, model, cache = smoke_dataset()
     names = [r.name for r in cache.cases("train")]
     feats = feature_cache_for(model, cache, names, progress=False)
-    cached, _, _ = _dataset(smoke, features=feats)
+    cached, _, _ = smoke_dataset(features=feats)
     collate = Collator(model.tokenizer.pad_token_id)
     a = collate([raw[0], raw[1]])
     b = collate([cached[0], cached[1]])
@@ -117,8 +87,25 @@ def test_cached_features_give_the_raw_images_loss(smoke):
     assert feature_cache_for(model, cache, names[:1], progress=False).key != key
 
 
+def test_one_feature_cache_decision_and_one_tokenizer_builder(smoke_dataset, smoke):
+    from reg2rg_lib.data.prep import load_cache
+    from reg2rg_lib.model import load_tokenizer
+    from reg2rg_lib.model.tokenizer import tokenizer_for_run, tokenizer_from_cache
+    from reg2rg_lib.train.features import use_feature_cache
+
+    _, model, _ = smoke_dataset()
+    assert model.config.freeze_vision
+    assert use_feature_cache(model, None) and use_feature_cache(model, True) and not use_feature_cache(model, False)
+    model.embedding_layer.vision_encoder = None  # no ViT: nothing to cache, whatever the setting
+    assert not use_feature_cache(model, True)
+    # notebook 02's in-memory tokenizer is the one `reg2rg train` saved (same texts, same BPE)
+    built = tokenizer_from_cache(load_cache(smoke.cache))
+    assert built.get_vocab() == load_tokenizer(smoke.tokenizer).get_vocab()
+    assert tokenizer_for_run(smoke.root).get_vocab() == built.get_vocab()
+
+
 def test_resumed_real_run_logs_the_same_losses(smoke, trained):
-    quiet = {"progress": False, "log": lambda s: None}
+    quiet = {"progress": False}
     cut = smoke.run("cut")
     train_run("smoke", cut, max_steps=2, save_every=2, **quiet)
     resumed = train_run("smoke", cut, max_steps=4, save_every=2, resume=True, **quiet)
@@ -128,23 +115,6 @@ def test_resumed_real_run_logs_the_same_losses(smoke, trained):
     assert resumed.weights_sha256 in full_digest
     assert list(trained.glob("tensorboard/events.out.tfevents.*"))
     assert (trained / "checkpoints" / "step-00000004" / "model" / "config.json").is_file()
-
-
-def test_generate_cli_writes_the_released_format_and_resumes(smoke, trained, tmp_path, capsys):
-    out = tmp_path / "pred.csv"
-    args = ["generate", "--checkpoint", str(trained), "--out", str(out), "--max-new-tokens", "8"]
-    assert cli_main([*args, "--limit", "2"]) == 0  # --data defaults to the run's profile folder cache
-    rows = read_predictions(out)
-    assert out.read_text().splitlines()[0] == ",".join(PRED_COLUMNS)
-    assert len(rows) == 2
-    first = out.read_text()
-    assert rows[0]["GT_combined_report"].startswith("The region 0 is ")
-    assert "<region0>" in rows[0]["Question"]
-    assert cli_main([*args, "--data", str(smoke.root), "--batch-size", "1"]) == 0  # the rest, resumed
-    rows = read_predictions(out)
-    assert len(rows) == load_profile("smoke").data.cases_test == 3
-    assert out.read_text().startswith(first)  # the first rows were kept, not regenerated
-    assert "greedy" in capsys.readouterr().out
 
 
 def test_bad_case_file_is_named(smoke, tmp_path):
@@ -158,12 +128,12 @@ def test_bad_case_file_is_named(smoke, tmp_path):
     (cache_copy / "cases" / f"{victim.name}.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(KitError, match=re.escape(victim.name)):
         train_run("smoke", tmp_path / "run", cache_dir=cache_copy, tokenizer_dir=smoke.tokenizer, max_steps=1,
-                  progress=False, log=lambda s: None)
+                  progress=False)
 
 
 def test_missing_inputs_say_what_to_run(tmp_path):
     with pytest.raises(KitError, match="missing prep cache .* run notebook 01"):
-        train_run("demo", tmp_path / "runs" / "full", max_steps=1, progress=False, log=lambda s: None)
+        train_run("demo", tmp_path / "runs" / "full", max_steps=1, progress=False)
 
 
 @pytest.mark.slow
@@ -184,54 +154,6 @@ def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
     assert len(read_train_log(run)) == 4
 
 
-def test_recipe_splice_equals_masked_scatter(smoke):
-    from reg2rg_lib.bench.train import pad_to, recipe_embeddings
-    from reg2rg_lib.train.collate import Collator
-
-    ds, model, _ = _dataset(smoke)
-    batch = Collator(model.tokenizer.pad_token_id)([ds[0], ds[1]])
-    visual = {k: batch[k] for k in ("global_images", "region_images", "region_masks")}
-    with torch.no_grad():
-        kit = model.embed_inputs(batch["input_ids"], **visual)
-        recipe = recipe_embeddings(model, batch["input_ids"], **visual)
-        assert torch.equal(kit, recipe)
-        padded = pad_to(batch, 2048)
-        assert padded["input_ids"].shape == (2, 2048) and int(padded["attention_mask"].sum()) == int(
-            batch["attention_mask"].sum())
-        assert recipe_embeddings(model, padded["input_ids"], **visual).shape == (2, 2048, kit.shape[-1])
-
-
-def test_bench_train_step_and_generate_print_json(smoke, trained, capsys):
-    import json
-
-    assert cli_main(["bench", "train-step", "--json", "--profile", "smoke", "--out", str(smoke.root),
-                     "--batch-size", "2", "--steps", "1"]) == 0
-    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert figures["recipe_tokens"] == 2048 and figures["kit_tokens"] < 2048
-    assert figures["loss_rel_diff"] <= 1e-4  # the same weights and batch: the same loss
-    assert figures["speedup_vs_recipe"] > 1
-    assert cli_main(["bench", "generate", "--json", "--profile", "smoke", "--out", str(smoke.root),
-                     "--cases", "3", "--max-new-tokens", "6"]) == 0
-    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert figures["model"] != "untrained" and figures["single_batch_size"] == 1
-    assert figures["batched_reports_per_s"] > 0 and 0 <= figures["same_text_fraction"] <= 1
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-def test_gpu_step_needs_a_gpu(capsys):
-    assert cli_main(["bench", "gpu-step"]) == 2
-    assert "needs a CUDA GPU" in capsys.readouterr().err
-
-
-def test_gpu_step_code_path_runs_on_cpu_with_the_tiny_preset():
-    from reg2rg_lib.bench.train import gpu_step, peak_tflops
-
-    out = gpu_step("tiny", seq_len=300, steps=1)
-    assert out["tokens_per_step"] <= 300 and out["tokens_per_s"] > 0 and out["model_tflops_per_step"] > 0
-    assert peak_tflops("NVIDIA H200") == pytest.approx(989.4)
-    assert peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
-
-
 def test_accelerate_configs_load(repo_root):
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -244,11 +166,11 @@ def test_accelerate_configs_load(repo_root):
     assert all(c.mixed_precision == "bf16" for n, c in configs.items() if n != "cpu_2proc")
 
 
-def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
+def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke_dataset):
     from reg2rg_lib.train.collate import Collator, model_inputs
     from reg2rg_lib.train.run import weighted_lm_loss
 
-    ds, model, _ = _dataset(smoke)
+    ds, model, _ = smoke_dataset()
     item = ds[0]
     sample, tok = item["sample"], model.tokenizer
     names = tok.decode([sample.input_ids[p] for p in item["name_positions"]])
@@ -263,50 +185,11 @@ def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke):
     assert heavy.item() > plain.item()
 
 
-def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
-    from reg2rg_lib.bench.train import synthetic_tokenizer
-    from reg2rg_lib.errors import BadInputError
-    from reg2rg_lib.model import Reg2RG, Reg2RGConfig
-    from reg2rg_lib.model.llm import compile_decoder_layers
-
-    cfg = Reg2RGConfig.preset("tiny")
-    model = Reg2RG(cfg, synthetic_tokenizer(cfg.llm_vocab))
-    layers = model.llm().model.layers
-    assert compile_decoder_layers(model.lang_model) == cfg.llm_layers == len(layers)
-    assert all(layer._compiled_call_impl is not None for layer in layers)  # compiled lazily, on first call
-    with pytest.raises(BadInputError, match="no `.model.layers`"):
-        compile_decoder_layers(torch.nn.Linear(2, 2))
-
-
-def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path):
-    import shutil
-
-    from reg2rg_lib.experiments.runner import run_ablations
-    from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS
-
-    out = {}
-    for parallel in (1, 2):
-        root = tmp_path / f"p{parallel}"
-        for sub in ("cache", "tokenizer", "data"):
-            shutil.copytree(smoke.root / sub, root / sub)
-        logs: list[str] = []
-        summary = run_ablations("smoke", root, runs=["full", "no_rra"], n_resamples=20, progress=False,
-                                log=logs.append, parallel=parallel)
-        assert list(summary["runs"]) == ["full", "no_rra"]
-        assert all(m in summary["runs"]["full"] for m in SUMMARY_METRICS)
-        assert (root / STATS_FILE).is_file()
-        assert any("worker processes" in line for line in logs) == (parallel == 2)
-        out[parallel] = {run: read_train_log(root / "runs" / run) for run in ("full", "no_rra")}
-    for run in ("full", "no_rra"):  # the same seeded runs, whether side by side or one after the other
-        assert [r["step"] for r in out[1][run]] == [r["step"] for r in out[2][run]] == [1, 2, 3, 4]
-        assert [r["loss"] for r in out[1][run]] == pytest.approx([r["loss"] for r in out[2][run]], rel=1e-3)
-
-
 def test_train_threads_setting_applies_and_is_restored(smoke, tmp_path):
     before = torch.get_num_threads()
     prof = load_profile("smoke", overrides={"train.threads": 1})
     result = train_run(prof, tmp_path / "run", cache_dir=smoke.cache, tokenizer_dir=smoke.tokenizer, max_steps=1,
-                       progress=False, log=lambda s: None)
+                       progress=False)
     assert result.steps == 1 and torch.get_num_threads() == before
     assert __import__("json").loads((tmp_path / "run" / "run_config.json").read_text())["settings"]["threads"] == 1
 
@@ -315,6 +198,6 @@ def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
     # recomputing activations in backward changes memory and time, not the numbers
     profile = load_profile("smoke", {"train.gradient_checkpointing": True})
     run = smoke.run("gc")
-    train_run(profile, run, max_steps=2, save_every=2, progress=False, log=lambda s: None)
+    train_run(profile, run, max_steps=2, save_every=2, progress=False)
     assert [r["loss"] for r in read_train_log(run)] == pytest.approx(
         [r["loss"] for r in read_train_log(trained)][:2], rel=1e-5)
