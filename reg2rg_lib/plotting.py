@@ -1,17 +1,10 @@
-"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
+"""One figure style for every figure of the kit, and one `savefig` (the base: data, report and explore use it).
 
-Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
-untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
+Figures are bare `matplotlib.figure.Figure`s (no pyplot state, so a notebook's inline backend is untouched) drawn
+under `style()` (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved by `savefig` as
 `figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
-same inputs writes identical bytes (tests/figures checks this).
-
-| figure | function | paper |
-|---|---|---|
-| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
-| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
-| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
-| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
-| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+same inputs writes identical bytes.
+Used by: data/views.py (Figs. 7-9), report/figures.py (Figs. 2-6), explore/snapshot.py.
 """
 
 from __future__ import annotations

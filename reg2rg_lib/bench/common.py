@@ -1,7 +1,4 @@
-"""`reg2rg bench ...`: benchmarks that print a ratio measured in one run (never timed tests).
-
-Each benchmark family lives next to the code it measures and exposes `register_bench(subparsers)`; its handler
-returns a dict of figures, which `report` prints as a table or, with `--json`, as one JSON line.
+"""What every `reg2rg bench ...` shares: printing its figures as an aligned table or, with `--json`, one JSON line.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""What the explorer shows, loaded from disk: a case's CT, its region masks, the ground truth and predictions.
+"""Volume sources: a case's CT in HU, its region masks, voxel spacing and reference report, from disk.
 
-Two kinds of dataset are accepted (`open_dataset` tells them apart):
-- a dataset in the RadGenome-ChestCT layout (the embedded benchmark by default), read through
-  `reg2rg_lib.data.layout`: full-resolution volumes in HU with their affine, so slices are shown the right way up;
-- a prepared cache (`reg2rg prepare`), read through `reg2rg_lib.data.prep.load_cache`: the model's own input at
-  `image_size` (the whole CT "full" tensor and the "geometry" masks), to look at exactly what the model saw.
-Predictions come from any number of CSVs in the released format (`AccNum, Question, GT_combined_report,
-Pred_combined_report`; the authors' `GT_whole_report`/`Pred_whole_report` spelling is accepted too), and each
-run's per-case NLG scores from the `metrics/nlg_per_sample.csv` beside its predictions when notebook 04 wrote one.
+- `LayoutSource`: a dataset in the RadGenome-ChestCT layout (`data.layout`), full resolution, RAS+ voxel order;
+- `CacheSource`: a prepared cache (`reg2rg prepare`), the model's own input at `image_size`;
+- `ArraySource`: arrays in memory (tests, a user's own volumes).
+The explorer and Fig. 4 read cases through these.
 """
 
 from __future__ import annotations

@@ -1,7 +1,4 @@
-"""`reg2rg doctor`: what the kit needs, what is present, and how to get what is missing.
-
-Checks are small functions registered in `CHECKS`; each returns a `Check`. Stages that need an offline asset
-(the embedded CT, NLTK data, ...) add a check here so that one command tells a user what is missing.
+"""`Check`: one line of the `reg2rg doctor` report (what was checked, whether it is fine, how to fix it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ablation grid (Tables 4-7): train, generate and evaluate each variant of Reg2RG on the embedded benchmark.
+"""The ablation grid (Tables 4-7): which runs exist and what each changes in the model or its LLM.
 
 | run | model change | paper |
 |---|---|---|
@@ -9,18 +9,8 @@
 | `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
 | `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
 
-Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
-Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
-encoder) and `generate_run` (greedy decoding), and the Evaluation stage's `evaluate_predictions` against the
-benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an interrupted grid
-resumes and notebook 03's `full` is not trained again; `llm_<arch>` with the profile's own LLM is the `full` model
-and reuses its outputs. A grid with a shorter step count than training (to fit a time budget) keeps its runs, its
-own `full` included, in `runs/<name>_s<steps>/`, so that every comparison is at equal steps and notebook 03's run
-is never overwritten.
-
-Uncertainty (`ablation_stats`): for every headline metric, a bootstrap 95% CI over test cases and a paired
-bootstrap test against `full` with the same resample indices for all runs (`reg2rg_lib.metrics.stats`).
-Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) and `out_dir/ablation_stats.csv`.
+`grid` lists a profile's runs (`full` first); `same_model_as` tells when an `llm_<arch>` run is `full` itself, so
+its outputs are reused; `run_folder` names a run's folder (`runs/<name>_s<steps>/` for a shorter grid).
 """
 
 from __future__ import annotations

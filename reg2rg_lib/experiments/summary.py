@@ -1,26 +1,6 @@
-"""The ablation grid (Tables 4-7): train, generate and evaluate each variant of Reg2RG on the embedded benchmark.
+"""`summary.json`: the headline metrics of every run of one profile (`{"profile", "runs": {run: {metric: value}}}`).
 
-| run | model change | paper |
-|---|---|---|
-| `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
-| `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
-| `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
-| `texture_geometry` | `use_global=False` | Table 5 |
-| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
-| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
-
-Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
-Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
-encoder) and `generate_run` (greedy decoding), and the Evaluation stage's `evaluate_predictions` against the
-benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an interrupted grid
-resumes and notebook 03's `full` is not trained again; `llm_<arch>` with the profile's own LLM is the `full` model
-and reuses its outputs. A grid with a shorter step count than training (to fit a time budget) keeps its runs, its
-own `full` included, in `runs/<name>_s<steps>/`, so that every comparison is at equal steps and notebook 03's run
-is never overwritten.
-
-Uncertainty (`ablation_stats`): for every headline metric, a bootstrap 95% CI over test cases and a paired
-bootstrap test against `full` with the same resample indices for all runs (`reg2rg_lib.metrics.stats`).
-Outputs: `out_dir/summary.json` (`{"profile", "runs": {run: {metric: value}}}`) and `out_dir/ablation_stats.csv`.
+`SUMMARY_METRICS` are the keys every run carries; runs from an earlier grid are kept when a new grid is merged in.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""Batched report generation into the released predictions format, resumable row by row.
+"""The predictions CSV in the authors' released format, one row per test case, appended and flushed row by row.
 
-The authors released their predictions as a CSV with one row per test case: `AccNum` (the case), `Question` (the
-prompt with its placeholder tokens), the ground truth and the prediction, both with "The region i is <organ>:"
-prefixes. `reg2rg generate` writes the same columns (`GT_combined_report`, `Pred_combined_report`), one flushed
-row per case, so an interrupted run resumes by skipping the AccNums already written.
-
-Decoding: greedy by default (deterministic, what the kit's tables report); `DecodeSettings.paper()` gives the
-paper's settings, top_k=30 and max_new_tokens=500 on top of the Llama-2-chat generation config (sampling with
-temperature 0.6 and top_p 0.9), which is what produced the published numbers.
+Columns `AccNum, Question, GT_combined_report, Pred_combined_report` (the prompt with its placeholder tokens, the
+ground truth and the prediction, both with "The region i is <organ>:" prefixes). An interrupted run resumes by
+skipping the AccNums already written; a last row cut short by a crash is dropped.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
-
-Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
-untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
-`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
-same inputs writes identical bytes (tests/figures checks this).
-
-| figure | function | paper |
-|---|---|---|
-| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
-| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
-| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
-| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
-| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+"""Every table and figure from disk: `Inputs` says where one profile run's files are, each `make_*` reads them and
+writes its table or figure (or returns None when its inputs are absent), and `regenerate` runs them all in order
+(notebook 06). `show` displays what a maker wrote inside a notebook.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""The paper's figures, regenerated from files on disk, through one `savefig` helper.
-
-Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, so a notebook's inline backend is
-untouched) under one fixed style (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved as
-`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
-same inputs writes identical bytes (tests/figures checks this).
+"""The paper's figures, each one function of the data it shows (drawn in `reg2rg_lib.plotting`'s style).
 
 | figure | function | paper |
 |---|---|---|
