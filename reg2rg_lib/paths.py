@@ -59,6 +59,15 @@ class RunPaths:
         return self.root / "cache"
 
     @property
+    def vision(self) -> Path:
+        """`reg2rg pretrain-vision`'s output: RadFM_vit3d.pth (the pretrained ViT3D) and pretrain.json."""
+        return self.root / "vision"
+
+    @property
+    def vision_checkpoint(self) -> Path:
+        return self.vision / "RadFM_vit3d.pth"  # RadFM's file name, so both load through `vision_checkpoint`
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 

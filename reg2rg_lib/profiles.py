@@ -27,7 +27,7 @@ import yaml
 
 from reg2rg_lib.errors import KitError
 
-PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper")
+PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper", "demo_smollm2")  # demo_smollm2: Table 7, issue 14
 BASE = "base"  # the block of profiles.yaml that every profile starts from
 
 Size3 = tuple[int, int, int]  # (H, W, D) voxels
@@ -44,6 +44,7 @@ class DataSection:
     """What data the pipeline makes or reads, and at which sizes."""
 
     cases_train: int | None  # embedded benchmark cases in the train split; None: every case of a real dataset
+    cases_validation: int | None  # ... and in the validation split (carved from train); None: the dataset's list
     cases_test: int | None  # ... and in the test split
     synth_seed: int  # same seed, same bytes
     synth_shape: Size3  # grid the embedded volumes are written at (the source CT is 512x512x133)
@@ -58,6 +59,8 @@ class ModelSection:
     preset: str  # a key of model.config.PRESETS: "tiny" | "small" | "paper"
     llm_path: str | None  # HF name or local folder; None: a random LLaMA built from the preset
     llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (micro, tiny, ...)
+    vision_checkpoint: str | None = None  # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
+    #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ class TrainSection:
     region_dropout: float  # P(a training sample loses 1-3 regions); the paper: 0
     region_name_weight: float  # loss weight of the organ names in RRA targets (the paper: 1)
     epochs: int | None = None  # passes over the train split when `max_steps` is None
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    """Vision pretraining, the CPU stand-in for RadFM's (`train.pretrain_vision`, `reg2rg pretrain-vision`)."""
+
+    objective: str  # "findings" | "findings+organ" | "simmim" (chosen on validation: benchmarks/RESULTS.md)
+    epochs: int  # passes over the train split's region crops and global images
+    batch_size: int
+    lr: float
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,8 @@ class AblationsSection:
 class FiguresSection:
     """Where the tables and figures take the authors' released outputs from (`report.build.Inputs`)."""
 
-    release_dir: str  # authors' released CTRG outputs, repo-relative; "" or a missing folder: rows left out
+    release_dir: str  # authors' released CTRG outputs, repo-relative; used when neither a parameter nor
+    #                   $REG2RG_RELEASE names one (report.release.find_release); "": left out, and tables say so
     recompute_release: bool  # Table 1: also recompute NLG from the released predictions (needs WordNet)
 
 
@@ -125,6 +140,7 @@ class Profile:
     description: str
     data: DataSection
     model: ModelSection
+    pretrain: PretrainSection
     train: TrainSection
     generate: GenerateSection
     ablations: AblationsSection
@@ -152,8 +168,8 @@ class Profile:
 
 
 #: The sections of a profile, in the order of profiles.yaml.
-SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,
-                             "generate": GenerateSection, "ablations": AblationsSection,
+SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "pretrain": PretrainSection,
+                             "train": TrainSection, "generate": GenerateSection, "ablations": AblationsSection,
                              "figures": FiguresSection, "notebooks": NotebooksSection}
 
 

@@ -1,10 +1,32 @@
-"""reg2rg_lib.io: the crash-safe append-only CSV, run-folder lookup, and the logging switch."""
+"""reg2rg_lib.io: the crash-safe append-only CSV, a full disk, one writer per folder, run-folder lookup, logging."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from reg2rg_lib.io import AppendOnlyCSV, enable_logging, read_complete_csv
+import pytest
+
+from reg2rg_lib import io as io_module
+from reg2rg_lib.io import (
+    LOCK_NAME,
+    AppendOnlyCSV,
+    DiskFullError,
+    FolderBusyError,
+    enable_logging,
+    folder_lock,
+    lock_holder,
+    read_complete_csv,
+    write_json_atomic,
+)
 from reg2rg_lib.paths import RunPaths
 
 
@@ -41,3 +63,152 @@ def test_enable_logging_is_idempotent(capsys):
     logging.getLogger("reg2rg_lib.train.loop").info("[train] hello")
     assert capsys.readouterr().out == "[train] hello\n"  # once, plain
     assert len(logger.handlers) == 1
+
+
+# ---- a full disk ------------------------------------------------------------------------------------------------
+def _half_then_enospc(real):
+    """A stand-in for `io._write_all` that writes half of the bytes, then fails as a full disk does."""
+
+    def write(fd, data):
+        real(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return write
+
+
+def test_a_full_disk_mid_row_keeps_the_complete_rows_and_a_rerun_continues(tmp_path, monkeypatch):
+    path = tmp_path / "predictions.csv"
+    out = AppendOnlyCSV(path, ("a", "b"), lineterminator="\n")
+    out.write([1, "x"])
+    out.write([2, "y"])
+    monkeypatch.setattr(io_module, "_write_all", _half_then_enospc(io_module._write_all))
+    with pytest.raises(DiskFullError) as err:
+        out.write([3, "a long row that is cut in the middle"])
+    out.close()
+    message = str(err.value)
+    assert message.startswith(f"{path}: the disk is full") and "its 2 complete row(s)" in message
+    assert "\n" not in message
+    assert path.read_bytes().startswith(b"a,b\n1,x\n2,y\n3,a long"), "half a row reached the disk"
+    header, rows = read_complete_csv(path)
+    assert rows == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}], "the cut row is not taken for complete"
+    monkeypatch.undo()
+    with AppendOnlyCSV(path, header, rows, lineterminator="\n") as again:  # the rerun, space freed
+        again.write([3, "z"])
+    assert path.read_bytes() == b"a,b\n1,x\n2,y\n3,z\n"
+
+
+def test_a_full_disk_in_an_atomic_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    write_json_atomic(target, {"v": 1})
+    real = Path.write_text
+
+    def full(self, text, *args, **kwargs):
+        real(self, text[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DiskFullError, match=r"summary\.json: the disk is full .*the previous summary\.json is unchanged"):
+        write_json_atomic(target, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"], "no temporary file is left behind"
+
+
+# ---- one writer per output folder -------------------------------------------------------------------------------
+HOLD = """import sys, time
+from reg2rg_lib.io import folder_lock
+with folder_lock(sys.argv[1], sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def held(folder: Path, stage: str = "train"):
+    """Another process (a real one) holding `folder`'s lock until the block ends."""
+    script = folder.parent / "hold.py"
+    script.write_text(HOLD)
+    proc = subprocess.Popen([sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
+    run = tmp_path / "run"
+    with held(run) as proc:
+        assert lock_holder(run)["pid"] == proc.pid
+        start = time.perf_counter()
+        with pytest.raises(FolderBusyError) as err:
+            with folder_lock(run, "train"):
+                pass
+        assert time.perf_counter() - start < 2, "refused at once, not after a wait"
+        message = str(err.value)
+        assert message.startswith(f"{run.resolve()}: in use by another process, pid {proc.pid}")
+        assert "hold.py" in message and "train" in message and "\n" not in message
+        with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):  # a folder inside it is refused too
+            with folder_lock(run / "checkpoints", "train"):
+                pass
+        with pytest.raises(FolderBusyError, match=f"{run.resolve()}: in use .* pid {proc.pid}"):  # and above it
+            with folder_lock(tmp_path, "ablate"):
+                pass
+    with folder_lock(run, "train"):  # released when the holder ends
+        assert lock_holder(run)["pid"] == os.getpid()
+    assert lock_holder(run) is None and not (run / LOCK_NAME).exists()
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
+    run = tmp_path / "run"
+    with held(run) as proc:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == proc.pid, "kill -9 left its lock file"
+        assert lock_holder(run) is None, "but the kernel released the lock itself"
+        with caplog.at_level(logging.WARNING, logger="reg2rg_lib.io"), folder_lock(run, "train"):
+            assert lock_holder(run)["pid"] == os.getpid()
+    assert f"taking over the lock of pid {proc.pid}" in caplog.text
+
+
+def test_child_processes_write_under_their_parents_lock_and_nesting_is_fine(tmp_path):
+    out = tmp_path / "profile"
+    with folder_lock(out, "run-notebooks"):
+        with folder_lock(out, "ablate"), folder_lock(out / "runs" / "full", "train"):  # nested, same process
+            assert lock_holder(out / "runs" / "full")["pid"] == os.getpid()
+        child = subprocess.run([sys.executable, "-c", (  # a notebook kernel: a child of the runner
+            "from reg2rg_lib.io import folder_lock\n"
+            f"with folder_lock({str(out)!r}, 'ablate'), folder_lock({str(out / 'cache')!r}, 'prepare'):\n"
+            "    print('ok')")], capture_output=True, text=True)
+        assert child.returncode == 0 and child.stdout.strip() == "ok", child.stderr
+        assert lock_holder(out)["pid"] == os.getpid()
+    assert lock_holder(out) is None
+
+
+def test_safetensors_and_torch_full_disk_errors_are_recognised(tmp_path):
+    target = tmp_path / "features.safetensors"
+    target.write_bytes(b"complete")
+    serde = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    with pytest.raises(DiskFullError, match="the previous features.safetensors is unchanged"):
+        with io_module.atomic_path(target) as tmp:
+            tmp.write_bytes(b"par")
+            raise RuntimeError(serde)  # what safetensors' save_file raises on a full disk
+    assert target.read_bytes() == b"complete" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    with pytest.raises(ValueError):  # other errors pass through unchanged
+        with io_module.atomic_path(target):
+            raise ValueError("not a write error")
+
+
+def test_without_flock_the_recorded_pid_and_start_time_decide(tmp_path, monkeypatch, caplog):
+    run = tmp_path / "run"
+    monkeypatch.setattr(io_module, "fcntl", None)  # a file system / platform without flock
+    with held(run) as proc:
+        with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):
+            with folder_lock(run, "train"):
+                pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with caplog.at_level(logging.WARNING, logger="reg2rg_lib.io"), folder_lock(run, "train"):
+            assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of pid {proc.pid}" in caplog.text
+    stale = {"pid": os.getpid(), "start": "1", "host": io_module.socket.gethostname()}  # a reused pid
+    assert not io_module._alive(stale) and io_module._alive({**stale, "start": io_module._proc_start(os.getpid())})

@@ -57,10 +57,11 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert demo.figures.recompute_release is True and demo.generate.do_sample is False
     # its own
     assert demo.data.image_size == (64, 64, 16) and demo.data.synth_shape == (128, 128, 32)
-    assert (demo.data.cases_train, demo.data.cases_test, demo.data.workers) == (200, 50, 2)
+    assert (demo.data.cases_train, demo.data.cases_validation, demo.data.cases_test) == (200, 40, 50)
+    assert demo.data.workers == 2
     assert demo.model.llm_arch == "micro"
     assert demo.train.max_steps == 2000 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
-    assert demo.train.region_dropout == 0.3 and demo.train.region_name_weight == 10.0
+    assert demo.train.region_dropout == 0.15 and demo.train.region_name_weight == 10.0
     assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (16, 320)
     assert demo.ablations.runs[-2:] == ("llm_micro", "llm_tiny") and demo.ablations.parallel == 2
     assert demo.notebooks.cell_timeout_s == 1800
@@ -170,6 +171,6 @@ def test_sections_map_onto_the_settings_they_fill():
     train_keys = {f.name for f in dataclasses.fields(TrainSection)}
     assert train_keys - {f.name for f in dataclasses.fields(TrainSettings)} == {"feature_cache"}
     demo = TrainSettings.from_profile(load_profile("demo").train, max_steps=10)
-    assert (demo.max_steps, demo.lr_schedule, demo.threads, demo.region_dropout) == (10, "cosine", 1, 0.3)
+    assert (demo.max_steps, demo.lr_schedule, demo.threads, demo.region_dropout) == (10, "cosine", 1, 0.15)
     assert DecodeSettings.from_profile(load_profile("paper").generate) == DecodeSettings.paper()
     assert DecodeSettings.from_profile(None, seed=3) == DecodeSettings(seed=3)

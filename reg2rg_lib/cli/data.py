@@ -29,8 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("prepare", help="preprocess a RadGenome-layout dataset once per case into a tensor cache")
-    p.add_argument("--data", required=True, help="dataset folder (RadGenome-ChestCT layout, real or embedded)")
+    p.add_argument("--data", default=None, help="dataset folder (RadGenome-ChestCT layout, real or embedded); "
+                   "required except with --merge")
     p.add_argument("--out", required=True, help="cache folder (manifest.json + cases/<name>.safetensors)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="prepare only the K-th of N disjoint parts (K from 1; one array job task each), then --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="join the N shards' manifests in OUT into its manifest.json (after every --shard K/N)")
     p.add_argument("--profile", default="demo", help="smoke | demo | paper: sets image_size (default demo)")
     p.add_argument("--masks", default=None, help="folder holding the seg_<name>/ mask folders (default: DATA)")
     p.add_argument("--format", default="radgenome", choices=["radgenome", "ctrg"],
@@ -40,10 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_prepare)
 
 
-def split_counts(total: int) -> tuple[int, int]:
-    """A 4:1 train:test split of `total` cases, at least one of each when total >= 2."""
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not (shard[1] >= 1 and 1 <= shard[0] <= shard[1]):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 3/8, got {text!r}")
+    return shard
+
+
+def split_counts(total: int) -> tuple[int, int, int]:
+    """(train, validation, test) for `total` cases: ~70/10/20, at least one test case when total >= 2 and one
+    validation case when total >= 5."""
     n_test = max(1, round(total / 5)) if total >= 2 else 0
-    return total - n_test, n_test
+    n_val = max(1, round(total / 10)) if total >= 5 else 0
+    return total - n_test - n_val, n_val, n_test
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -54,34 +72,45 @@ def _synth(args: argparse.Namespace) -> int:
     if args.cases is not None:
         if args.cases < 1:
             raise KitError(f"--cases must be at least 1, got {args.cases}")
-        n_train, n_test = split_counts(args.cases)
+        n_train, n_val, n_test = split_counts(args.cases)
     else:
         if prof.cases_train is None:
             raise KitError(f"profile {args.profile!r} uses a real dataset; pass --cases N for a synthetic one")
-        n_train, n_test = int(prof.cases_train), int(prof.cases_test)
+        n_train, n_val, n_test = int(prof.cases_train), int(prof.cases_validation or 0), int(prof.cases_test)
     man = synthesize(
-        args.out, n_train, n_test,
+        args.out, n_train, n_test, n_validation=n_val,
         seed=prof.synth_seed if args.seed is None else args.seed,
         shape=args.shape or prof.synth_shape,
         workers=prof.workers if args.workers is None else args.workers,
         manifest=args.manifest, progress=not args.quiet,
     )
-    print(f"[synth] {man['splits'].get('train', 0)} train + {man['splits'].get('test', 0)} test cases -> {man['root']}")
+    n = man["splits"]
+    print(f"[synth] {n.get('train', 0)} train + {n.get('validation', 0)} validation + {n.get('test', 0)} test cases "
+          f"-> {man['root']}")
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from reg2rg_lib.data.prep import PrepParams, prepare
+    from reg2rg_lib.data.prep import PrepParams, merge_shards, prepare
 
-    prof = load_profile(args.profile)
-    cache = prepare(
-        args.data, args.out, PrepParams.from_profile(prof.data),
-        workers=prof.data.workers if args.workers is None else args.workers,
-        mask_root=args.masks, progress=not args.quiet, dataset=args.format,
-    )
+    if args.merge:
+        if args.shard or args.data:
+            raise KitError("--merge joins the shards already prepared in --out: give it without --data and --shard")
+        cache = merge_shards(args.out)
+    else:
+        if not args.data:
+            raise KitError("prepare needs --data DATASET_FOLDER (or --merge to join shards)")
+        prof = load_profile(args.profile)
+        cache = prepare(
+            args.data, args.out, PrepParams.from_profile(prof.data),
+            workers=prof.data.workers if args.workers is None else args.workers,
+            mask_root=args.masks, progress=not args.quiet, dataset=args.format, shard=args.shard,
+        )
+    note = (f" (shard {args.shard[0]}/{args.shard[1]}: `reg2rg prepare --out {args.out} --merge` once every shard "
+            "is done)") if args.shard else ""
     c = cache.manifest["counts"]
-    print(f"[prepare] {c['train']} train + {c['test']} test cases ({c['computed']} computed, {c['reused']} reused, "
-          f"{c['skipped']} skipped item(s)) -> {cache.root}")
+    print(f"[prepare] {c['train']} train + {c.get('validation', 0)} validation + {c['test']} test cases ({c['computed']} computed, {c['reused']} reused, "
+          f"{c['skipped']} skipped item(s)) -> {cache.root}{note}")
     for s in cache.skipped[:5]:
         print(f"  skipped {s['item']}: {s['reason']}")
     if len(cache.skipped) > 5:

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import yaml
 
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import folder_lock
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 
@@ -57,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="predictions CSV (AccNum, Question, GT_combined_report, "
                    "Pred_combined_report)")
     p.add_argument("--profile", default=None, help="take batch size and decoding from this profile's generate section")
-    p.add_argument("--split", default="test", help="train | test (default: test)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="train | validation | test (default: test; choose settings on validation)")
     p.add_argument("--batch-size", type=int, default=None, help="reports per batch (default: profile's, else 8)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per report (default: profile's, else 320)")
     p.add_argument("--paper-decoding", action="store_true",
@@ -84,6 +87,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    # one writer per output folder: a second generate into the same folder is refused before anything loads
+    with folder_lock(Path(args.out).expanduser().parent, "generate"):
+        return _generate_unlocked(args)
+
+
+def _generate_unlocked(args: argparse.Namespace) -> int:
     from reg2rg_lib.infer.generate import DecodeSettings, generate_run, resolve_checkpoint
 
     section = load_profile(args.profile).generate if args.profile else None
@@ -97,6 +106,9 @@ def _generate(args: argparse.Namespace) -> int:
         raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")
     if args.official and not (args.llm_path and args.data):
         raise KitError("--official needs --llm-path (LLaMA-2-7B-chat) and --data (a prep cache at 256x256x64)")
+    for given in (args.checkpoint, args.official, args.llm_path, args.data):
+        if given and not Path(given).expanduser().exists():
+            raise BadInputError(given, "does not exist")
     data = Path(args.data) if args.data else None
     if data is None:  # <profile out>/runs/<name>/checkpoints/step-N/model -> <profile out>/cache
         profile_dir = RunPaths.of_checkpoint(resolve_checkpoint(args.checkpoint))
@@ -105,6 +117,8 @@ def _generate(args: argparse.Namespace) -> int:
             raise KitError("--data is needed: the checkpoint is not inside a profile folder's runs/")
     if not (data / "manifest.json").is_file() and (data / "cache" / "manifest.json").is_file():
         data = data / "cache"  # a profile output folder
+    if args.checkpoint:
+        _check_same_image_size(resolve_checkpoint(args.checkpoint), data)
     print(f"[generate] decoding: {decode.describe()}, batch size {batch_size}")
     if args.official:
         from reg2rg_lib.infer.generate import load_official_model
@@ -116,3 +130,19 @@ def _generate(args: argparse.Namespace) -> int:
                        limit=args.limit)
     print(f"[generate] predictions in {out}")
     return 0
+
+
+def _check_same_image_size(model_dir: Path, data: Path) -> None:
+    """A checkpoint and a prep cache of different image sizes (another profile's cache) are refused at once,
+    before the model fails deep inside its vision encoder."""
+    from reg2rg_lib.data.prep import load_cache
+
+    try:
+        size = json.loads((model_dir / "config.json").read_text()).get("image_size")
+    except (OSError, ValueError):
+        raise BadInputError(model_dir / "config.json", "unreadable model config; the checkpoint is damaged") from None
+    cached = load_cache(data).params.get("image_size")
+    if size is not None and list(size) != list(cached):
+        raise BadInputError(data, f"prepared at image size {tuple(cached)}, the checkpoint {model_dir} was trained "
+                            f"at {tuple(size)}: a checkpoint of another configuration; pass the cache of its "
+                            "profile (--data)")

@@ -9,4 +9,8 @@
     views.py      figures and tables of the data (notebook 01)
     slices.py     CT slices with region overlays as RGB/PNG (windows, outlines; the explorer and Fig. 4 use it)
     sources.py    volume sources: a dataset in the layout or a prep cache, as (volume, masks, spacing, report)
+    importer.py   a user's CT (DICOM series, NIfTI, NRRD, MHA) -> one volume of the layout in HU (`reg2rg import-ct`)
+    segmentation.py  TotalSegmentator / SAT / label-map output -> the 10 region masks (`reg2rg regions`)
+
+Splits: train, validation (train volumes listed in `validation_volumes.txt`: every choice is made on it) and test.
 """

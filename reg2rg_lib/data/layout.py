@@ -8,8 +8,12 @@ Real data and the embedded benchmark share this layout, so one prep path serves 
     <split>_predicted_labels.csv                          VolumeName + the 18 CT-RATE abnormality columns
 
 Volumes are found by glob and keyed by file name (without `.nii.gz`); the split comes from the name's prefix
-(`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). Every reader raises
-`BadInputError(path, problem)`: one line naming the file and what is wrong with it.
+(`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). A validation split is carved out of
+the train volumes by a list at the root, `validation_volumes.txt` (one volume name per line): those volumes keep
+their `train_` names and rows in the train tables (as a split carved from RadGenome's train set would), and the kit
+calls their split "validation". Every choice (steps, learning rate, checkpoints, pretraining) is made on it; the
+test split is only reported. Every reader raises `BadInputError(path, problem)`: one line naming the file and what
+is wrong with it.
 """
 
 from __future__ import annotations
@@ -28,14 +32,19 @@ import numpy as np
 import pandas as pd
 
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.io import atomic_path
+from reg2rg_lib.io import atomic_path, write_text_atomic
 from reg2rg_lib.regions import LABELS, REGIONS
 
 NIFTI_SUFFIX = ".nii.gz"
 #: name prefix -> split used everywhere in the kit ("train" | "test")
 SPLIT_PREFIXES: dict[str, str] = {"train": "train", "valid": "test", "validation": "test", "test": "test"}
-#: the file-name prefix the embedded benchmark writes for each split (CT-RATE calls its test split "valid")
-SPLIT_FILE_PREFIX: dict[str, str] = {"train": "train", "test": "valid"}
+#: the file-name prefix the embedded benchmark writes for each split (CT-RATE calls its test split "valid";
+#: validation volumes are train volumes listed in VALIDATION_LIST)
+SPLIT_FILE_PREFIX: dict[str, str] = {"train": "train", "validation": "train", "test": "valid"}
+#: the kit's splits, in the order tables list them
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: at a dataset's root: the train volumes that form the validation split, one name per line
+VALIDATION_LIST = "validation_volumes.txt"
 REPORT_COLUMNS: tuple[str, ...] = ("Volumename", "Anatomy", "Sentence")
 LABEL_ID_COLUMN = "VolumeName"
 #: header fields whose disagreement makes a mask unusable with its volume (mm; voxel-aligned means same grid)
@@ -84,10 +93,15 @@ class Layout:
     mask_dirs: dict[str, Path] = field(default_factory=dict)
     report_csvs: dict[str, Path] = field(default_factory=dict)
     label_csvs: dict[str, Path] = field(default_factory=dict)
+    validation: frozenset[str] = frozenset()  # train volumes listed in VALIDATION_LIST
+
+    def split(self, name: str) -> str | None:
+        """"train", "validation" or "test" for volume `name`; None when its prefix is not a known split."""
+        return "validation" if name in self.validation else split_of(name)
 
     def names(self, split: str | None = None) -> list[str]:
         """Volume names (sorted naturally: train_2 before train_10), optionally of one split."""
-        names = [n for n in self.volumes if split is None or split_of(n) == split]
+        names = [n for n in self.volumes if split is None or self.split(n) == split]
         return sorted(names, key=natural_key)
 
     def mask_path(self, name: str, region: str) -> Path | None:
@@ -142,7 +156,35 @@ def scan_layout(root: str | os.PathLike[str], mask_root: str | os.PathLike[str] 
     if not layout.volumes:
         raise BadInputError(root, "no volumes (*.nii.gz) found; expected the RadGenome-ChestCT layout "
                                   "(<split>_preprocessed/.../<name>.nii.gz)")
+    layout.validation = read_validation_list(root / VALIDATION_LIST, layout.volumes)
     return layout
+
+
+def read_validation_list(path: Path, volumes: Iterable[str]) -> frozenset[str]:
+    """The validation volumes named in `path` (absent file: none). Each must be a train volume of the dataset."""
+    if not path.is_file():
+        return frozenset()
+    try:
+        names = [case_id(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(path, f"cannot read the validation list ({type(err).__name__})") from None
+    known = set(volumes)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInputError(path, f"names volumes the dataset does not have: {', '.join(unknown[:3])}"
+                                  + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
+    not_train = [n for n in names if split_of(n) != "train"]
+    if not_train:
+        raise BadInputError(path, f"validation volumes must be train volumes (carved out of the train split), "
+                                  f"not {', '.join(not_train[:3])}")
+    return frozenset(names)
+
+
+def write_validation_list(root: str | os.PathLike[str], names: Iterable[str]) -> Path:
+    """Write VALIDATION_LIST at `root` (natural order, one name per line), atomically."""
+    path = Path(root) / VALIDATION_LIST
+    write_text_atomic(path, "".join(f"{n}\n" for n in sorted(set(names), key=natural_key)))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------- tables

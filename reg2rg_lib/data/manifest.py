@@ -20,6 +20,7 @@ from reg2rg_lib._version import __version__
 from reg2rg_lib.data.layout import (
     LABEL_ID_COLUMN,
     SPLIT_FILE_PREFIX,
+    VALIDATION_LIST,
     case_id,
     mask_dirname,
     read_labels,
@@ -38,7 +39,7 @@ class CaseEntry:
     """A usable case before decoding: its files, paragraphs and labels."""
 
     name: str
-    split: str  # "train" | "test"
+    split: str  # "train" | "validation" | "test"
     volume: Path
     masks: dict[str, Path]  # region -> mask file, canonical order; regions with both a mask and a paragraph
     reports: dict[str, str]  # region -> paragraph (same keys as masks)
@@ -58,6 +59,7 @@ class DatasetIndex:
     root: Path
     cases: list[CaseEntry] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    shard: dict[str, Any] | None = None  # set by `prep.select_shard`: which part of the whole index this is
 
     def skip(self, item: str, reason: str, **info: Any) -> None:
         self.skipped.append({"item": item, "reason": reason, **info})
@@ -129,7 +131,7 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
         if split in layout.label_csvs:
             labels.update(_read_label_table(index, layout.label_csvs[split]))
     for name in layout.names():
-        split = split_of(name)
+        split = layout.split(name)
         path = layout.volumes[name]
         if split is None:
             index.skip(name, "volume name does not start with a known split (train_/valid_/test_)")
@@ -183,13 +185,10 @@ def build_manifest(root: str | os.PathLike[str], checksums: bool = False, extra:
     root = index.root
     files: dict[str, Any] = {}
 
-    def rel(p: Path) -> str:
-        try:
-            return p.relative_to(root).as_posix()
-        except ValueError:
-            return str(p)
+    def rel(p: Path) -> str:  # relative even for masks kept outside the dataset folder: the pair can move
+        return Path(os.path.relpath(p, root)).as_posix()
 
-    layout_tables = [p for p in root.glob("*.csv")]
+    layout_tables = [p for p in root.glob("*.csv")] + [p for p in [root / VALIDATION_LIST] if p.is_file()]
     for p in sorted(layout_tables):
         files[rel(p)] = _file_entry(p, checksums)
     cases = []
@@ -214,12 +213,24 @@ def build_manifest(root: str | os.PathLike[str], checksums: bool = False, extra:
         },
         "cases": cases,
         "files": files,
-        "skipped": index.skipped,
+        "skipped": [{**s, "reason": s["reason"].replace(f"{root}{os.sep}", "")} for s in index.skipped],
     }
     man.update(extra or {})
     return man
 
 
 def write_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a manifest atomically (JSON)."""
+    """Write a manifest atomically (JSON), its `root` relative to the manifest's own folder (every other path is
+    relative to `root`): the same dataset written into two folders gives the same bytes, and a dataset moved
+    together with its manifest still resolves (`manifest_root`)."""
+    path = Path(path)
+    root = manifest.get("root")
+    if root and Path(root).is_absolute():
+        relative = os.path.relpath(Path(root).resolve(), path.expanduser().resolve().parent)
+        manifest = {**manifest, "root": Path(relative).as_posix()}
     return write_json_atomic(path, manifest)
+
+
+def manifest_root(path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """The dataset folder a manifest read from `path` describes (its `root` is relative to `path`'s folder)."""
+    return (Path(path).expanduser().resolve().parent / manifest.get("root", ".")).resolve()

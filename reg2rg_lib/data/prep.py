@@ -14,7 +14,9 @@ projections; the 1 + R files are decoded in threads while regions already decode
 
 Cache layout: `CACHE/manifest.json` (parameters + their hash, one record per case, skipped items with reasons)
 and `CACHE/cases/<name>.safetensors` (float32 tensors, written under a temporary name, then renamed). A case is
-recomputed only when the parameters or its input files (size, mtime) change.
+recomputed only when the parameters or its input files (size, mtime) change. Case files are byte-reproducible
+(`stable_safetensors`). At dataset scale, `prepare(shard=(k, n))` prepares one of n disjoint parts and
+`merge_shards` joins their manifests (`reg2rg prepare --shard K/N`, `--merge`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,14 +34,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from reg2rg_lib.data.layout import Nifti, check_aligned, read_nifti
+from reg2rg_lib.data.layout import SPLITS, Nifti, check_aligned, read_nifti
 from reg2rg_lib.data.manifest import CaseEntry, DatasetIndex, index_dataset
 from reg2rg_lib.data.resize import Box, area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.io import atomic_path, one_writer, write_json_atomic
 from reg2rg_lib.profiles import DataSection
 from reg2rg_lib.regions import REGIONS
 
@@ -77,7 +82,7 @@ class CaseRecord:
     """One prepared case, as listed in the cache manifest (tensors via `PrepCache.load(name)`)."""
 
     name: str  # volume file name without .nii.gz
-    split: str  # "train" | "test"
+    split: str  # "train" | "validation" | "test"
     regions: list[str]  # present regions, canonical order (= texture/geometry channel order)
     reports: dict[str, str]  # region -> paragraph
     labels: dict[str, int]  # the 18 LABELS (empty if the dataset has no label table)
@@ -234,9 +239,26 @@ def _source_key(entry: CaseEntry, params_hash: str) -> str:
 
 def _write_case(cache_dir: Path, prepared: PreparedCase, key: str) -> None:
     target = cache_dir / "cases" / f"{prepared.name}.safetensors"
-    meta = {"regions": json.dumps(prepared.regions), "source_key": key}
-    with atomic_path(target, suffix=".tmp") as tmp:
-        save_file({k: v.contiguous() for k, v in prepared.tensors.items()}, str(tmp), metadata=meta)
+    meta = {"regions": json.dumps(prepared.regions), "skipped": json.dumps(prepared.skipped), "source_key": key}
+    with atomic_path(target, suffix=".tmp") as tmp:  # a full disk: DiskFullError, the previous file kept
+        write_bytes(tmp, stable_safetensors({k: v.contiguous() for k, v in prepared.tensors.items()}, meta))
+
+
+def stable_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes with its metadata keys in sorted order. safetensors writes them in hash order,
+    which changes from process to process; sorted, the same case gives the same bytes in any run or shard."""
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write one cache file's bytes (a seam for the full-disk tests)."""
+    path.write_bytes(data)
 
 
 _WORKER: dict[str, Any] = {}
@@ -266,32 +288,73 @@ def _read_manifest(cache_dir: Path) -> dict[str, Any] | None:
     return man if man.get("format") == CACHE_FORMAT else None
 
 
+@one_writer(lambda a: shard_folder(a["cache_dir"], a["shard"]), "prepare")
 def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], params: PrepParams,
             workers: int = 1, mask_root: str | os.PathLike[str] | None = None,
-            progress: bool = True, dataset: str = "radgenome") -> PrepCache:
+            progress: bool = True, dataset: str = "radgenome", shard: tuple[int, int] | None = None) -> PrepCache:
     """Preprocess every usable case of the dataset at `data_dir` into `cache_dir`, reusing what is current.
 
     `dataset` is "radgenome" or "ctrg" (see `manifest.index_dataset`); it changes the records, not the tensors.
+    `shard=(k, n)` prepares only the k-th of n disjoint parts (cases k, k+n, ... in dataset order, k from 1): its
+    case files go to `cache_dir/cases/` as usual, its manifest to `cache_dir/shards/k-of-n/`; `merge_shards`
+    then writes the cache manifest, the same as one unsharded run's.
     """
     cache_dir = Path(cache_dir).expanduser().resolve()
-    index: DatasetIndex = index_dataset(data_dir, mask_root, dataset)
+    index: DatasetIndex = select_shard(index_dataset(data_dir, mask_root, dataset), shard)
     phash = params.hash()
-    old = _read_manifest(cache_dir) or {}
+    old = _read_manifest(shard_folder(cache_dir, shard)) or _read_manifest(cache_dir) or {}
     same = old.get("params_hash") == phash and old.get("dataset", "radgenome") == dataset
     old_cases = {c["name"]: c for c in old.get("cases", [])} if same else {}
-    records, todo, reused = {}, [], 0
+    records, todo, reused, found_skips = {}, [], 0, {}
     for entry in index.cases:
         key = _source_key(entry, phash)
         prev = old_cases.get(entry.name)
         if prev and prev.get("source_key") == key and (cache_dir / prev["file"]).is_file():
-            records[entry.name] = prev
+            records[entry.name] = {**prev, "split": entry.split}  # the validation list may have changed
+            reused += 1
+        elif (done := _finished_case(cache_dir, entry, key)) is not None:  # written by a run killed before
+            records[entry.name], found_skips[entry.name] = _record(entry, done[0], key), done[1]  # its manifest
             reused += 1
         else:
             todo.append((entry, key))
-    skipped = list(index.skipped)
+    skipped = list(index.skipped) + [s for skips in found_skips.values() for s in skips]
     by_name = {e.name: e for e in index.cases}
     keys = dict((e.name, k) for e, k in todo)
     (cache_dir / "cases").mkdir(parents=True, exist_ok=True)
+    for name, regions, skips in _compute(todo, cache_dir, params, workers, progress):
+        skipped += skips
+        if regions:
+            records[name] = _record(by_name[name], regions, keys[name])
+    # keep the previous records' skips of reused cases (their decode problems did not go away)
+    for name in records:
+        if name in old_cases and name not in keys:
+            skipped += [s for s in old.get("skipped", []) if s["item"].startswith(f"{name}/")
+                        and s not in skipped]
+    ordered = [records[e.name] for e in index.cases if e.name in records]
+    if shard is None:  # a shard sees only its own cases' files
+        _remove_orphans(cache_dir, {r["file"] for r in ordered})
+    manifest = {
+        "format": CACHE_FORMAT,
+        "params": params.to_dict(),
+        "params_hash": phash,
+        "data_dir": str(index.root),
+        "dataset": dataset,
+        "counts": {"cases": len(ordered), "train": sum(r["split"] == "train" for r in ordered),
+                   "validation": sum(r["split"] == "validation" for r in ordered),
+                   "test": sum(r["split"] == "test" for r in ordered), "reused": reused,
+                   "computed": len(todo), "skipped": len(skipped)},
+        "cases": ordered,
+        "skipped": skipped,
+        **({"shard": index.shard} if shard is not None else {}),
+    }
+    write_json_atomic(shard_folder(cache_dir, shard) / "manifest.json", manifest)
+    return PrepCache(cache_dir, manifest)
+
+
+def _compute(todo: list[tuple[CaseEntry, str]], cache_dir: Path, params: PrepParams, workers: int,
+             progress: bool) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
+    """(name, regions, skipped items) of each case of `todo`, in order, its file written into the cache; in
+    `workers` spawned processes when there is more than one."""
     threads = 1 if workers > 1 else min(4, os.cpu_count() or 1)
     if workers > 1 and len(todo) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
@@ -302,38 +365,105 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
         _init_worker(str(cache_dir), params, threads)
         results = map(_work, todo)
     try:
-        for name, regions, skips in tqdm(results, total=len(todo), desc="prepare", unit="case",
-                                         disable=not progress or not todo):
-            skipped += skips
-            if regions:
-                e = by_name[name]
-                records[name] = {**asdict(CaseRecord(name, e.split, regions, {r: e.reports[r] for r in regions},
-                                                     e.labels, e.report, _other(e, regions))),
-                                 "file": f"cases/{name}.safetensors", "source_key": keys[name]}
+        yield from tqdm(results, total=len(todo), desc="prepare", unit="case", disable=not progress or not todo)
     finally:
         if pool is not None:
             pool.shutdown()
-    # keep the previous records' skips of reused cases (their decode problems did not go away)
-    for name in records:
-        if name in old_cases and name not in keys:
-            skipped += [s for s in old.get("skipped", []) if s["item"].startswith(f"{name}/")
-                        and s not in skipped]
-    ordered = [records[e.name] for e in index.cases if e.name in records]
-    _remove_orphans(cache_dir, {r["file"] for r in ordered})
-    manifest = {
-        "format": CACHE_FORMAT,
-        "params": params.to_dict(),
-        "params_hash": phash,
-        "data_dir": str(index.root),
-        "dataset": dataset,
-        "counts": {"cases": len(ordered), "train": sum(r["split"] == "train" for r in ordered),
-                   "test": sum(r["split"] == "test" for r in ordered), "reused": reused,
-                   "computed": len(todo), "skipped": len(skipped)},
-        "cases": ordered,
-        "skipped": skipped,
-    }
+
+
+# ---- preparation at dataset scale: disjoint shards (`reg2rg prepare --shard K/N`), then one merge ---------------
+def shard_folder(cache_dir: str | os.PathLike[str], shard: tuple[int, int] | None) -> Path:
+    """Where shard (k, n) keeps its manifest (and its writer lock): `cache_dir/shards/k-of-n/`; the cache itself
+    for None."""
+    cache_dir = Path(cache_dir).expanduser()
+    return cache_dir if shard is None else cache_dir / "shards" / f"{shard[0]}-of-{shard[1]}"
+
+
+def select_shard(index: DatasetIndex, shard: tuple[int, int] | None) -> DatasetIndex:
+    """The index's cases of shard (k, n): every n-th case from the k-th, in dataset order (round robin keeps the
+    splits balanced); the whole index for None. (A shard still running holds `cache_dir/shards/k-of-n/`, so the
+    writer lock of an unsharded `prepare` or of `merge_shards` on `cache_dir` refuses to start meanwhile.)"""
+    if shard is None:
+        return index
+    k, n = shard
+    if not (n >= 1 and 1 <= k <= n):
+        raise KitError(f"shard {k}/{n}: expected K/N with 1 <= K <= N (K counts from 1)")
+    chosen = [(i, c) for i, c in enumerate(index.cases) if i % n == k - 1]
+    return DatasetIndex(index.root, [c for _, c in chosen], list(index.skipped),
+                        shard={"index": k, "count": n, "total": len(index.cases), "index_skipped": len(index.skipped),
+                               "positions": {c.name: i for i, c in chosen}})
+
+
+def _read_parts(cache_dir: Path) -> list[dict[str, Any]]:
+    """The shard manifests under `cache_dir/shards/`, checked to be all n parts of one preparation."""
+    found = {}
+    for path in sorted((cache_dir / "shards").glob("*-of-*/manifest.json")):
+        man = _read_manifest(path.parent)
+        if man is None or "shard" not in man:
+            raise BadInputError(path, "not a shard manifest of `reg2rg prepare --shard`; delete it and rerun that shard")
+        found[(man["shard"]["index"], man["shard"]["count"])] = man
+    if not found:
+        raise KitError(f"{cache_dir}: no shard manifests under shards/; run `reg2rg prepare --shard K/N` first")
+    counts = sorted({n for _, n in found})
+    if len(counts) > 1:
+        raise KitError(f"{cache_dir / 'shards'}: parts of different shard counts ({', '.join(map(str, counts))}); "
+                       "delete the folders of the count you do not use")
+    n = counts[0]
+    missing = [str(k) for k in range(1, n + 1) if (k, n) not in found]
+    if missing:
+        raise KitError(f"{cache_dir}: shard(s) {', '.join(missing)} of {n} not prepared yet; run `reg2rg prepare "
+                       f"--shard K/{n}` for each, then merge")
+    parts = [found[(k, n)] for k in range(1, n + 1)]
+    for key in ("params_hash", "data_dir", "dataset"):
+        values = {json.dumps(p.get(key)) for p in parts}
+        if len(values) > 1:
+            raise KitError(f"{cache_dir}: the shards were prepared with different {key} ({', '.join(values)}); "
+                           "prepare them again with the same data and profile")
+    return parts
+
+
+@one_writer("cache_dir", "prepare --merge")
+def merge_shards(cache_dir: str | os.PathLike[str]) -> PrepCache:
+    """Join the n shard manifests of `cache_dir` into its cache manifest (cases and skipped items in dataset
+    order, counts summed): the same manifest one unsharded `prepare` writes. Then the shard folders go."""
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    parts = _read_parts(cache_dir)
+    positions = {name: i for p in parts for name, i in p["shard"]["positions"].items()}
+    if len(positions) != parts[0]["shard"]["total"]:
+        raise KitError(f"{cache_dir}: the shards cover {len(positions)} cases, the dataset has "
+                       f"{parts[0]['shard']['total']}; prepare the shards again from the same data")
+    first, n_index = parts[0], parts[0]["shard"]["index_skipped"]
+    cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: positions[c["name"]])
+    per_case = [s for p in parts for s in p["skipped"][n_index:]]
+    skipped = first["skipped"][:n_index] + sorted(per_case, key=lambda s: positions.get(s["item"].split("/")[0], -1))
+    manifest = {k: v for k, v in first.items() if k != "shard"}
+    counts = {k: sum(p["counts"][k] for p in parts) for k in first["counts"]}
+    manifest.update(counts={**counts, "cases": len(cases), "skipped": len(skipped)}, cases=cases, skipped=skipped)
+    _remove_orphans(cache_dir, {c["file"] for c in cases})
     write_json_atomic(cache_dir / "manifest.json", manifest)
+    shutil.rmtree(cache_dir / "shards", ignore_errors=True)
     return PrepCache(cache_dir, manifest)
+
+
+def _record(e: CaseEntry, regions: list[str], key: str) -> dict[str, Any]:
+    """The manifest record of a prepared case."""
+    return {**asdict(CaseRecord(e.name, e.split, regions, {r: e.reports[r] for r in regions}, e.labels, e.report,
+                                _other(e, regions))),
+            "file": f"cases/{e.name}.safetensors", "source_key": key}
+
+
+def _finished_case(cache_dir: Path, entry: CaseEntry, key: str) -> tuple[list[str], list[dict[str, Any]]] | None:
+    """(regions, skipped items) of a case file that a run killed before writing its manifest left complete and
+    current (case files are renamed into place whole; their metadata holds the source key), else None."""
+    path = cache_dir / "cases" / f"{entry.name}.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # missing or unreadable: prepare it again
+        return None
+    if meta.get("source_key") != key or "skipped" not in meta:
+        return None
+    return json.loads(meta["regions"]), json.loads(meta["skipped"])
 
 
 def _other(entry: CaseEntry, regions: list[str]) -> dict[str, str]:
@@ -350,6 +480,8 @@ def _remove_orphans(cache_dir: Path, keep: set[str]) -> None:
     for p in (cache_dir / "cases").glob("*.safetensors"):
         if f"cases/{p.name}" not in keep:
             p.unlink()
+    for p in (cache_dir / "cases").glob(".*.tmp"):  # a case file a kill cut short before its rename
+        p.unlink(missing_ok=True)
 
 
 class PrepCache:
@@ -366,8 +498,8 @@ class PrepCache:
 
     def cases(self, split: str | None = None) -> list[CaseRecord]:
         """Records of the prepared cases ("train", "test" or None for all), in dataset order."""
-        if split not in (None, "train", "test"):
-            raise ValueError(f"split must be 'train', 'test' or None, not {split!r}")
+        if split not in (None, *SPLITS):
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, not {split!r}")
         return [r for r in self._records if split is None or r.split == split]
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
@@ -385,7 +517,7 @@ class PrepCache:
 
     def __repr__(self) -> str:
         c = self.manifest["counts"]
-        return (f"PrepCache({self.root}, {c['train']} train + {c['test']} test cases, "
+        return (f"PrepCache({self.root}, {c['train']} train + {c.get('validation', 0)} validation + {c['test']} test cases, "
                 f"image_size {self.params['image_size']})")
 
 

@@ -77,7 +77,7 @@ class LayoutSource:
         self.root = self.layout.root
 
     def names(self) -> list[str]:
-        return self.layout.names("test") + self.layout.names("train")
+        return self.layout.names("test") + self.layout.names("validation") + self.layout.names("train")
 
     def load(self, name: str) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, float, float], str]:
         case = load_case(self.layout.root, name, layout=self.layout)
@@ -90,7 +90,7 @@ class LayoutSource:
 class CacheSource:
     """A prepared cache (`reg2rg prepare`): the whole CT ("full") and the region masks ("geometry") at the model's
     `image_size`, i.e. what the model saw. Intensities are mapped back from the cache's normalisation to HU (so the
-    window presets apply; HU outside the clip range stays clipped). Test cases first, then train.
+    window presets apply; HU outside the clip range stays clipped). Test cases first, then validation, then train.
 
     Cached tensors keep the stored voxel order; when the dataset the cache was made from is still there, each
     volume's header gives the orientation and spacing (rescaled to `image_size`), so slices show the right way up.
@@ -99,7 +99,7 @@ class CacheSource:
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.cache = load_cache(cache_dir)
         self.root = self.cache.root
-        self.records = {r.name: r for split in ("test", "train") for r in self.cache.cases(split)}
+        self.records = {r.name: r for split in ("test", "validation", "train") for r in self.cache.cases(split)}
         self.volumes: dict[str, Path] = {}
         data_dir = self.cache.manifest.get("data_dir")
         if data_dir and Path(data_dir).is_dir():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reg2rg_lib.env.doctor import kernel_name
+from reg2rg_lib.io import one_writer
 from reg2rg_lib.paths import REPO_ROOT, RunPaths
 from reg2rg_lib.profiles import load_profile
 
@@ -64,6 +65,7 @@ def select(notebooks: Sequence[Path], only: Iterable[str] | None) -> list[Path]:
     return [p for p in notebooks if p.name[:2] in wanted]
 
 
+@one_writer("out_dir", "run-notebooks")  # the notebooks' kernels write under this lock
 def run_notebooks(
     profile: str,
     out_dir: str | Path,

@@ -45,6 +45,10 @@ from reg2rg_lib.train.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     remove_checkpoint,
+    rng_state,
+    safe_torch_load,
+    set_rng_state,
+    step_dir_name,
     weights_digest,
 )
 
@@ -117,7 +121,16 @@ def seed_everything(seed: int) -> None:
 
 def make_accelerator(settings: TrainSettings) -> Accelerator:
     """An `Accelerator` for this process. Without CUDA it is told `cpu=True`: only then does it treat a
-    `torchrun` launch (RANK/WORLD_SIZE in the environment) as multi-process CPU training with gloo."""
+    `torchrun` launch (RANK/WORLD_SIZE in the environment) as multi-process CPU training with gloo.
+
+    A launch that asks for FSDP or DeepSpeed (`accelerate launch --config_file configs/accelerate/fsdp.yaml` sets
+    ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED) without CUDA is refused: accelerate (1.16) enables either only
+    on GPUs and would otherwise train every process unsharded, as plain DDP over gloo, without a word."""
+    engines = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+               if os.environ.get(var, "false").lower() == "true"]
+    if engines and not torch.cuda.is_available():
+        raise KitError(f"the launch asks for {engines[0]}, which needs GPUs (accelerate would train unsharded on "
+                       "CPUs); on CPUs launch with torchrun or configs/accelerate/cpu_2proc.yaml")
     return Accelerator(mixed_precision=settings.precision, gradient_accumulation_steps=settings.grad_accum,
                        cpu=not torch.cuda.is_available())
 
@@ -217,6 +230,7 @@ class _Run:
     engine: bool  # DeepSpeed / FSDP: they own the weights and optimizer state on disk
     writer: CheckpointWriter
     export: Callable[[torch.nn.Module, Path], None] | None
+    on_checkpoint: Callable[[int, Path], None] | None = None  # see `fit`
 
 
 @dataclass
@@ -271,13 +285,17 @@ def fit(
     export: Callable[[torch.nn.Module, Path], None] | None = None,
     accelerator: Accelerator | None = None,
     progress: bool = True,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> TrainResult:
     """Train `model` on `dataset` and checkpoint into `run_dir/checkpoints/`; see the module docstring.
 
     `step_fn(model, batch)` returns the scalar loss of one micro-batch (already on the device). If the dataset has
     `set_epoch(epoch)`, it is called before each epoch (region shuffling for RRA depends on it). `export(model,
     folder)` adds the model's own `save_pretrained` export to each checkpoint. The model must be built with the
-    same seed on every rank; the caller seeds with `settings.seed` before building it.
+    same seed on every rank; the caller seeds with `settings.seed` before building it. `on_checkpoint(step,
+    folder)` (optional; the main process only) runs after each checkpoint is complete and before an older one is
+    pruned next time, e.g. to score it (notebook 03's region accuracy against step); the RNGs are restored after it,
+    so training goes on exactly as without it.
     """
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(settings)
@@ -287,6 +305,7 @@ def fit(
                     f"{acc.distributed_type.value}, precision {settings.precision}")
     acc.wait_for_everyone()
     run = _setup(model, len(dataset), settings, acc, run_dir / "checkpoints", export)
+    run.on_checkpoint = on_checkpoint
     state = _resume(run) if resume else _fresh_start(run)
     monitor = _open_monitor(run, state, run_dir, progress)
     run.model.train()
@@ -361,7 +380,7 @@ def _resume(run: _Run) -> _TrainState:
         raise KitError(f"{latest}: checkpoint was written with {saved.get('order_key')}, this run has "
                        f"{order_key}; a resume must keep them (or start a new run folder)")
     if acc.scaler is not None and (latest / "scaler.pt").is_file():
-        acc.scaler.load_state_dict(torch.load(latest / "scaler.pt", weights_only=False))
+        acc.scaler.load_state_dict(safe_torch_load(latest / "scaler.pt"))
     if acc.is_main_process:
         logger.info(f"[train] resumed from {latest} (step {saved['step']})")
     return _TrainState(acc.device, step=saved["step"], micro=saved["micro_step"], resumed_from=saved["step"])
@@ -407,7 +426,7 @@ def _run_epoch(run: _Run, state: _TrainState, dataset: torch.utils.data.Dataset,
         with acc.accumulate(run.model):
             loss = _micro_step(acc, run.model, step_fn, batch, state.step)
             if acc.sync_gradients and settings.max_grad_norm:
-                acc.clip_grad_norm_(run.params, settings.max_grad_norm)
+                _check_grad_norm(acc, acc.clip_grad_norm_(run.params, settings.max_grad_norm), state.step, batch)
             run.prepared_opt.step()
             run.prepared_opt.zero_grad(set_to_none=True)
         state.running += loss.detach().float()
@@ -431,6 +450,12 @@ def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor
     monitor.record(state.step, epoch, mean_loss, lr)
     if state.step % run.settings.save_every == 0 or state.step == run.total:
         _save(run, state)
+        if run.on_checkpoint is not None:
+            if run.acc.is_main_process:
+                rngs = rng_state()
+                run.on_checkpoint(state.step, run.writer.root / step_dir_name(state.step))
+                set_rng_state(rngs)
+            run.acc.wait_for_everyone()
 
 
 def _save(run: _Run, state: _TrainState) -> None:
@@ -439,10 +464,9 @@ def _save(run: _Run, state: _TrainState) -> None:
     trainer_state = {"step": state.step, "micro_step": state.micro,
                      "order_key": run.settings.order_key(acc.num_processes), "settings": asdict(run.settings),
                      "total_steps": run.total}
-    final = run.writer.save(state.step, run.core, run.optimizer, run.scheduler, trainer_state, export=run.export,
-                            engine_save=acc.save_state if run.engine else None)
-    if acc.scaler is not None and acc.is_main_process:
-        torch.save(acc.scaler.state_dict(), final / "scaler.pt")
+    run.writer.save(state.step, run.core, run.optimizer, run.scheduler, trainer_state, export=run.export,
+                    engine_save=acc.save_state if run.engine else None,
+                    extra={"scaler.pt": acc.scaler.state_dict()} if acc.scaler is not None else None)  # fp16
 
 
 def _finish(run: _Run, state: _TrainState, run_dir: Path, seconds: float) -> TrainResult:
@@ -479,6 +503,16 @@ def _micro_step(acc: Accelerator, model: torch.nn.Module, step_fn: Callable, bat
         raise KitError(f"training step {step + 1} failed on case(s) {batch_names(batch)}: "
                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     return loss
+
+
+def _check_grad_norm(acc: Accelerator, norm: torch.Tensor | float | None, step: int, batch: Any) -> None:
+    """Stop before a NaN/inf gradient reaches the weights (a finite loss can still have one). Under fp16 the
+    gradient scaler skips such steps itself, so they pass."""
+    if norm is None or acc.scaler is not None or math.isfinite(float(norm)):
+        return
+    raise KitError(f"non-finite gradient norm {float(norm)} at step {step + 1} on case(s) {batch_names(batch)}; "
+                   "the weights were not updated and the newest checkpoint is still the last good one; lower "
+                   "train.lr or check these cases' inputs")
 
 
 def read_train_log(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -168,11 +168,11 @@ def test_missing_dataset_folder_and_label_values(tmp_path, capsys, data):
 
 
 def test_interrupted_write_leaves_no_cache_entry(data, tmp_path, monkeypatch):
-    def boom(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")  # a partial file under the temporary name
+    def boom(path, data):
+        Path(path).write_bytes(b"half")  # a partial file under the temporary name
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prep, "save_file", boom)  # the cache writer, where prep calls it
+    monkeypatch.setattr(prep, "write_bytes", boom)  # the cache writer, where prep calls it
     with pytest.raises(KeyboardInterrupt):
         prepare(data, tmp_path / "cache", PrepParams(image_size=SIZE), progress=False)
     assert list((tmp_path / "cache" / "cases").iterdir()) == []

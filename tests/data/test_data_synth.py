@@ -133,12 +133,13 @@ def test_synth_and_prepare_commands(tmp_path, capsys):
     from reg2rg_lib.cli import main
 
     out = tmp_path / "b"
-    assert main(["synth", "--out", str(out), "--cases", "3", "--seed", "2", "--profile", "smoke", "--quiet"]) == 0
-    assert "2 train + 1 test cases" in capsys.readouterr().out
-    assert scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "valid_1_a_1"]
+    assert main(["synth", "--out", str(out), "--cases", "5", "--seed", "2", "--profile", "smoke", "--quiet"]) == 0
+    assert "3 train + 1 validation + 1 test cases" in capsys.readouterr().out
+    assert scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "train_3_a_1", "train_4_a_1", "valid_1_a_1"]
+    assert scan_layout(out).names("validation") == ["train_4_a_1"]
     assert json.loads((out / "manifest.json").read_text())["generator"]["seed"] == 2
     assert main(["prepare", "--data", str(out), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"]) == 0
-    assert "(3 computed, 0 reused" in capsys.readouterr().out
+    assert "3 train + 1 validation + 1 test cases (5 computed, 0 reused" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:
         main(["bench", "preprocess", "--help"])
     assert stop.value.code == 0

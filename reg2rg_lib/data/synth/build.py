@@ -28,29 +28,34 @@ from reg2rg_lib.data.layout import (
     NIFTI_SUFFIX,
     REPORT_COLUMNS,
     SPLIT_FILE_PREFIX,
+    VALIDATION_LIST,
     mask_dirname,
     mask_filename,
     scan_layout,
     volume_relpath,
     write_nifti,
+    write_validation_list,
 )
 from reg2rg_lib.data.manifest import build_manifest, write_manifest
 from reg2rg_lib.data.synth.anatomy import REGION_MAPPING, Atlas, build_atlas
 from reg2rg_lib.data.synth.generator import SynthCase, make_case
 from reg2rg_lib.env.assets import PROVENANCE
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.io import make_folder, write_text_atomic
 from reg2rg_lib.regions import LABELS
 
 GENERATOR_VERSION = 1  # bump when the generator changes what a seed produces
 
 
-def case_names(n_train: int, n_test: int) -> list[tuple[str, str, int]]:
-    """(name, split, index) of every case: train_1_a_1 ... and valid_1_a_1 ... (CT-RATE's test split is "valid")."""
-    out = []
-    for split, n in (("train", n_train), ("test", n_test)):
-        prefix = SPLIT_FILE_PREFIX[split]
-        out += [(f"{prefix}_{i + 1}_a_1", split, i) for i in range(n)]
+def case_names(n_train: int, n_test: int, n_validation: int = 0) -> list[tuple[str, str, int]]:
+    """(name, split, index) of every case: train_1_a_1 ... and valid_1_a_1 ... (CT-RATE's test split is "valid").
+
+    Validation cases are train volumes numbered after the train split's (train_201_a_1 ... for 200 train cases),
+    listed in VALIDATION_LIST; each split has its own random stream, so adding validation cases changes no other.
+    """
+    out = [(f"{SPLIT_FILE_PREFIX['train']}_{i + 1}_a_1", "train", i) for i in range(n_train)]
+    out += [(f"{SPLIT_FILE_PREFIX['validation']}_{n_train + i + 1}_a_1", "validation", i) for i in range(n_validation)]
+    out += [(f"{SPLIT_FILE_PREFIX['test']}_{i + 1}_a_1", "test", i) for i in range(n_test)]
     return out
 
 
@@ -104,8 +109,8 @@ def _csv_text(rows: list[list[Any]], header: list[str]) -> str:
 
 def write_tables(root: Path, cases: list[dict[str, Any]]) -> None:
     """`<split>_region_report.csv` (whole-report row first, then one row per region) and the label CSVs."""
-    for split, prefix in SPLIT_FILE_PREFIX.items():
-        mine = [c for c in cases if c["split"] == split]
+    for prefix in dict.fromkeys(SPLIT_FILE_PREFIX.values()):  # validation rows live in the train tables
+        mine = [c for c in cases if SPLIT_FILE_PREFIX[c["split"]] == prefix]
         reports, labels = [], []
         for c in mine:
             file = c["name"] + NIFTI_SUFFIX
@@ -118,27 +123,32 @@ def write_tables(root: Path, cases: list[dict[str, Any]]) -> None:
 
 def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int = 0,
                shape: tuple[int, int, int] = (128, 128, 32), workers: int = 1,
-               manifest: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+               manifest: str | os.PathLike[str] | None = None, progress: bool = True,
+               n_validation: int = 0) -> dict[str, Any]:
     """Write the embedded benchmark to `out` and its manifest (default `<out>/manifest.json`); return the manifest.
 
     Stale cases from an earlier, larger run in the same folder are removed, so the folder always holds exactly
     the cases the manifest lists.
     """
-    root = Path(out).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_folder(Path(out).expanduser().resolve())
     shape = tuple(int(s) for s in shape)
-    jobs = case_names(n_train, n_test)
+    jobs = case_names(n_train, n_test, n_validation)
     manifest = Path(manifest) if manifest else root / "manifest.json"
     _remove_stale(root, {name for name, _, _ in jobs}, manifest)
     cases = list(tqdm(_run(jobs, root, shape, seed, workers), total=len(jobs), desc="synth", unit="case",
                       disable=not progress))
     write_tables(root, cases)
+    validation = root / VALIDATION_LIST
+    if n_validation:
+        write_validation_list(root, [c["name"] for c in cases if c["split"] == "validation"])
+    elif validation.is_file():
+        validation.unlink()  # an earlier run's list would name volumes this run does not write
     atlas = build_atlas(shape)
     extra = {
         "dataset": "embedded benchmark (reg2rg-kit synth)",
         "generator": {"version": GENERATOR_VERSION, "seed": seed, "shape": list(shape),
                       "spacing_mm": [round(s, 4) for s in atlas.spacing], "cases_train": n_train,
-                      "cases_test": n_test},
+                      "cases_validation": n_validation, "cases_test": n_test},
         "provenance": PROVENANCE,
         "region_mapping": REGION_MAPPING,
         "ground_truth": {c["name"]: {k: c[k] for k in ("findings", "pose", "intensity", "dropped_regions")}

@@ -20,7 +20,7 @@ from reg2rg_lib.data.synth.findings import CARDIOMEGALY_RATE, FINDING_RATES, GEN
 from reg2rg_lib.data.synth.reports import region_paragraphs, whole_report
 from reg2rg_lib.regions import LABELS, REGIONS
 
-SPLIT_IDS = {"train": 0, "test": 1}
+SPLIT_IDS = {"train": 0, "test": 1, "validation": 2}  # validation: its own stream, train unchanged
 #: probability that a case has no mask and no paragraph for a region (real data lacks some regions too)
 REGION_DROP_RATES = {"breast": 0.2, "thyroid": 0.1}
 
