@@ -4,7 +4,8 @@ train-step: the same tiny model and batch through the kit's path (dynamic paddin
     frozen-ViT features) and through the paper code's recipe (every sample padded to 2048 tokens, the visual tokens
     spliced by multiplying a one-hot matrix over the extended vocabulary with the embedding table, the frozen ViT
     recomputed at every step). Both start from the same weights, so their first losses must agree.
-generate: batched greedy generation against batch size 1 on the same cases: reports/s and the ratio.
+generate: batched greedy generation against batch size 1 on the same cases, as `reg2rg generate` runs it (cached
+    frozen-ViT features, the kit's greedy loop): reports/s and the ratio, the arms alternating batch by batch.
 gpu-step: the paper preset (LLaMA-2-7B shape, random weights, bf16, LoRA, ViT3D) on one GPU: step time, tokens/s,
     peak memory and model FLOPs utilisation against the card's bf16 peak.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +56,11 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cases", type=int, default=8, help="test cases to generate (default 8)")
     p.add_argument("--batch-size", type=int, default=None, help="batched size (default: the profile's)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
+    p.add_argument("--engine", choices=("auto", "hf", "kit"), default="auto",
+                   help="auto (default): the kit's greedy loop where it applies; hf: Hugging Face generate")
+    p.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                   help="run the frozen ViT inside the timed generation (default: cached features, as "
+                        "`reg2rg generate`)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("gpu-step", help="paper preset on one GPU: step time, tokens/s, peak memory, MFU")
@@ -218,9 +226,9 @@ def _train_step(args: argparse.Namespace) -> int:
 
 # ---- generate ----------------------------------------------------------------------------------------------------
 def _generate(args: argparse.Namespace) -> int:
-    from reg2rg_lib.infer.generate import DecodeSettings, generate_predictions, load_model
-    from reg2rg_lib.infer.predictions import read_predictions
+    from reg2rg_lib.infer.generate import DecodeSettings, batch_groups, decode_engine, load_model
     from reg2rg_lib.model import Reg2RG
+    from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
     from reg2rg_lib.train.loop import seed_everything
     from reg2rg_lib.train.run import model_config
 
@@ -235,23 +243,55 @@ def _generate(args: argparse.Namespace) -> int:
             model = Reg2RG(model_config(profile), tok)
         decode = DecodeSettings.from_profile(profile.generate, max_new_tokens=args.max_new_tokens)
         batch = args.batch_size or profile.generate.batch_size
-        names = [r.name for r in cache.cases("test")][: args.cases]
+        records = cache.cases("test")[: args.cases]
+        features = None  # as `reg2rg generate`: the frozen ViT's features from the cache, built before the clock
+        if use_feature_cache(model, None if args.feature_cache else False):
+            features = feature_cache_for(model, cache, [r.name for r in records], progress=False)
         figures: dict[str, Any] = {"profile": profile.name, "inputs": where, "model": str(ckpt) if trained
-                                   else "untrained", "cases": len(names), "decoding": decode.describe()}
-        texts = {}
-        for label, size in (("batched", batch), ("single", 1)):
-            out = Path(tmp) / f"{label}.csv"
-            t0 = time.perf_counter()
-            generate_predictions(model, cache, out, decode=decode, batch_size=size, names=names, progress=False)
-            seconds = time.perf_counter() - t0
-            figures[f"{label}_batch_size"] = size
-            figures[f"{label}_reports_per_s"] = len(names) / seconds
-            texts[label] = {r["AccNum"]: r["Pred_combined_report"] for r in read_predictions(out)}
-        figures["speedup_batched"] = figures["batched_reports_per_s"] / figures["single_reports_per_s"]
-        figures["same_text_fraction"] = sum(texts["batched"][n] == texts["single"].get(n) for n in texts["batched"]) \
-            / max(1, len(texts["batched"]))
+                                   else "untrained", "cases": len(records), "decoding": decode.describe(),
+                                   "engine": decode_engine(model, decode, args.engine),
+                                   "feature_cache": features is not None}
+        groups = batch_groups([r.name for r in records], [len(r.regions) for r in records], batch)
+        figures.update(generate_bench(model, cache, groups, decode, batch, Path(tmp), features=features,
+                                      engine=args.engine))
     figures.update(machine())
     return report(figures, args.json)
+
+
+def generate_bench(model: Any, cache: Any, groups: list[list[str]], decode: Any, batch_size: int, tmp: Path,
+                   **kwargs: Any) -> dict[str, Any]:
+    """Time `generate_predictions` at `batch_size` and at 1 on the same cases, batch by batch, the two arms
+    alternating (which goes first alternates too), so a change in the machine's load falls on both. `groups`: the
+    batches the batched arm decodes (`batch_groups`); `kwargs` go to `generate_predictions`."""
+    from reg2rg_lib.infer.generate import generate_predictions
+    from reg2rg_lib.infer.predictions import read_predictions
+
+    warm = dataclasses.replace(decode, max_new_tokens=2)  # first calls allocate and dispatch: untimed
+    generate_predictions(model, cache, tmp / "warm-up.csv", decode=warm, batch_size=1, names=groups[0][:1],
+                         progress=False, **kwargs)
+    arms = (("batched", batch_size), ("single", 1))
+    seconds, texts = {"batched": 0.0, "single": 0.0}, {"batched": {}, "single": {}}
+    load = [os.getloadavg()[0]]
+    for k, group in enumerate(groups):
+        for label, size in arms if k % 2 == 0 else arms[::-1]:
+            out = tmp / f"{label}-{k}.csv"
+            t0 = time.perf_counter()
+            generate_predictions(model, cache, out, decode=decode, batch_size=size, names=group, progress=False,
+                                 **kwargs)
+            seconds[label] += time.perf_counter() - t0
+            texts[label].update({r["AccNum"]: r["Pred_combined_report"] for r in read_predictions(out)})
+    load.append(os.getloadavg()[0])
+    n = sum(len(g) for g in groups)
+    figures: dict[str, Any] = {}
+    for label, size in arms:
+        figures[f"{label}_batch_size"] = size
+        figures[f"{label}_seconds"] = seconds[label]
+        figures[f"{label}_reports_per_s"] = n / seconds[label]
+    figures["speedup_batched"] = seconds["single"] / seconds["batched"]
+    figures["same_text_fraction"] = sum(texts["batched"][c] == texts["single"].get(c) for c in texts["batched"]) \
+        / max(1, len(texts["batched"]))
+    figures["load_avg_1min"] = [round(x, 2) for x in load]  # before, after: other work on the machine
+    return figures
 
 
 # ---- gpu-step ----------------------------------------------------------------------------------------------------

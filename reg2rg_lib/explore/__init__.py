@@ -8,20 +8,24 @@ an executed notebook with its widget state, and the `make screenshot` check in h
     from reg2rg_lib.explore import open_explorer
     ex = open_explorer("outputs/demo")          # the run's benchmark + runs/full (and no_rra) predictions
     ex.widget                                   # display it; ex.select_region("lung"); ex.snapshot(path)
+    open_explorer("outputs/demo", report_dir="outputs/demo/own_ct/report")   # a `reg2rg report` folder
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reg2rg_lib.data.sources import CacheSource, LayoutSource
+from reg2rg_lib.data.layout import mask_filename, read_nifti
+from reg2rg_lib.data.sources import ArraySource, CacheSource, LayoutSource, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore.sources import Explorable
 from reg2rg_lib.explore.widgets import Explorer
 from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.regions import REGIONS
 
 if TYPE_CHECKING:
     from reg2rg_lib.data.sources import VolumeSource
@@ -48,15 +52,38 @@ def run_predictions(out_dir: str | os.PathLike[str], runs: Iterable[str] = DEFAU
     return {name: p for name, p in found.items() if p.is_file()}
 
 
+def open_report(report_dir: str | os.PathLike[str]) -> tuple[ArraySource, dict[str, Path], str]:
+    """A folder `reg2rg report` wrote (notebook 08): its CT and region masks (RAS+), its predictions, its case."""
+    report_dir = Path(report_dir).expanduser()
+    inputs = report_dir / "report_inputs.json"
+    if not inputs.is_file():
+        raise BadInputError(report_dir, "not a report folder (no report_inputs.json); write one with `reg2rg report`")
+    record = json.loads(inputs.read_text())
+    ct = read_nifti(record["ct"])
+    volume, spacing = to_ras(ct.data, ct.affine, ct.spacing)
+    masks = {}
+    for region in REGIONS:
+        path = Path(record["regions_dir"]) / mask_filename(region)
+        if path.is_file():
+            masks[region] = to_ras(read_nifti(path, kind="mask").data, ct.affine, ct.spacing)[0]
+    source = ArraySource({record["case"]: (volume, masks, spacing, "")})
+    return source, {"report": report_dir / "predictions.csv"}, record["case"]
+
+
 def open_explorer(
     out_dir: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
     predictions: str | os.PathLike[str] | Iterable[str] | Mapping[str, str] | None = None,
     case: str | None = None,
     runs: Iterable[str] = DEFAULT_RUNS,
+    report_dir: str | os.PathLike[str] | None = None,
 ) -> Explorer:
     """An `Explorer` on `data_dir` (default: the run's embedded benchmark) with `predictions` (default: the
-    predictions CSVs of `runs` in `out_dir`; none found means ground truth only, which the explorer says)."""
+    predictions CSVs of `runs` in `out_dir`; none found means ground truth only, which the explorer says).
+    `report_dir`: a report folder of `reg2rg report` instead (its CT, masks and report; notebook 08)."""
+    if report_dir is not None:
+        source, files, name = open_report(report_dir)
+        return Explorer(Explorable(source, files), case=case or name)
     source = open_dataset(data_dir if data_dir is not None else RunPaths(out_dir).data)
     if predictions is None:
         predictions = run_predictions(out_dir, runs)

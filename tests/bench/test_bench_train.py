@@ -37,7 +37,10 @@ def test_bench_train_step_and_generate_print_json(smoke, trained, capsys):
                      "--cases", "3", "--max-new-tokens", "6"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["model"] != "untrained" and figures["single_batch_size"] == 1
-    assert 0 <= figures["same_text_fraction"] <= 1
+    assert figures["engine"] == "kit" and figures["feature_cache"] is True  # as `reg2rg generate` runs
+    assert figures["same_text_fraction"] == 1.0  # greedy: batching changes no report
+    assert figures["speedup_batched"] == figures["single_seconds"] / figures["batched_seconds"]
+    assert figures["cases"] == 3 and len(figures["load_avg_1min"]) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

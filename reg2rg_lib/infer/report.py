@@ -1,0 +1,115 @@
+"""One case end to end (`reg2rg report`): a user's CT and its region masks -> the model's region-grounded report.
+
+The case goes through exactly what a benchmark case goes through: the paper's preprocessing (`data.prep.
+prepare_case`, at the model's `image_size`), a one-case prep cache in a temporary folder, and the batched generator
+(`infer.generate.generate_predictions`, regions in the canonical order, the profile's decoding). Regions without a
+mask file, or whose mask prep refuses (empty, not on the CT's grid), are absent: they are left out of the prompt
+and listed, so a missing region never crashes generation.
+
+This module stops at the generated paragraphs; `metrics.case_report` adds the labeler's findings and writes
+report.md, report.json and report.png (the labeler is an Evaluation tool, a later stage than inference).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from reg2rg_lib.data.layout import case_id, mask_filename
+from reg2rg_lib.data.manifest import CaseEntry
+from reg2rg_lib.data.prep import CACHE_FORMAT, CaseRecord, PrepCache, PrepParams, prepare_case
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.infer.generate import DecodeSettings, generate_predictions
+from reg2rg_lib.infer.predictions import read_predictions
+from reg2rg_lib.model import Reg2RG
+from reg2rg_lib.regions import REGIONS, split_regions
+
+logger = logging.getLogger(__name__)
+
+#: the split the one-case cache files the case under (generation reads one split)
+CASE_SPLIT = "test"
+
+
+@dataclass
+class CaseGeneration:
+    """What the model wrote for one case: one paragraph per present region (prompt = canonical order)."""
+
+    case: str
+    ct: Path
+    regions_dir: Path
+    regions: list[str]  # present regions, in prompt order
+    paragraphs: dict[str, str]  # region -> generated paragraph ("" when the model wrote none for it)
+    named: dict[str, str]  # region -> the organ name the model gave its paragraph ("" when none)
+    absent: list[str]  # regions left out (no mask, or a mask prep refused), canonical order
+    text: str  # the whole generated report, with its "The region i is ...:" prefixes
+    question: str  # the prompt
+    decoding: str
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # why masks were refused
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ct"], d["regions_dir"] = str(self.ct), str(self.regions_dir)
+        return d
+
+
+def case_entry(ct: str | os.PathLike[str], regions_dir: str | os.PathLike[str]) -> CaseEntry:
+    """The case as prep wants it: the volume and the region mask files present (canonical order)."""
+    ct, regions_dir = Path(ct).expanduser().resolve(), Path(regions_dir).expanduser().resolve()
+    if not ct.is_file():
+        raise BadInputError(ct, "CT volume not found (write it with `reg2rg import-ct`)")
+    if not regions_dir.is_dir():
+        raise BadInputError(regions_dir, "region mask folder not found (write it with `reg2rg regions`)")
+    masks = {r: regions_dir / mask_filename(r) for r in REGIONS if (regions_dir / mask_filename(r)).is_file()}
+    if not masks:
+        raise BadInputError(regions_dir, "no region mask (<region>.nii.gz) in this folder; run `reg2rg regions`")
+    return CaseEntry(case_id(ct.name), CASE_SPLIT, ct, masks, {r: "" for r in masks}, "", {})
+
+
+def one_case_cache(entry: CaseEntry, params: PrepParams, folder: Path) -> tuple[PrepCache, list[dict[str, Any]]]:
+    """Preprocess `entry` and hold it in a prep cache in `folder` (the layout `data.prep.prepare` writes)."""
+    prepared = prepare_case(entry, params, threads=min(4, os.cpu_count() or 1))
+    if prepared.tensors is None:
+        reasons = "; ".join(s["reason"] for s in prepared.skipped) or "unusable"
+        raise BadInputError(entry.volume, f"cannot be prepared: {reasons}")
+    file = f"cases/{entry.name}.safetensors"
+    (folder / "cases").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in prepared.tensors.items()}, str(folder / file))
+    record = CaseRecord(entry.name, CASE_SPLIT, prepared.regions, {r: "" for r in prepared.regions}, {}, "")
+    manifest = {"format": CACHE_FORMAT, "params": params.to_dict(), "params_hash": params.hash(),
+                "data_dir": str(entry.volume.parent), "cases": [{**asdict(record), "file": file}],
+                "skipped": prepared.skipped}
+    return PrepCache(folder, manifest), prepared.skipped
+
+
+def generate_case(model: Reg2RG, ct: str | os.PathLike[str], regions_dir: str | os.PathLike[str], *,
+                  decode: DecodeSettings = DecodeSettings()) -> CaseGeneration:
+    """Prepare the CT at `ct` with the masks in `regions_dir` and generate its report with `model`."""
+    entry = case_entry(ct, regions_dir)
+    params = PrepParams(image_size=tuple(int(s) for s in model.config.image_size))
+    with tempfile.TemporaryDirectory(prefix="reg2rg-report-") as tmp:
+        cache, skipped = one_case_cache(entry, params, Path(tmp))
+        regions = cache.cases(CASE_SPLIT)[0].regions
+        out_csv = Path(tmp) / "predictions.csv"
+        generate_predictions(model, cache, out_csv, split=CASE_SPLIT, decode=decode, batch_size=1,
+                             names=[entry.name], progress=False)
+        rows = read_predictions(out_csv)
+    if len(rows) != 1:
+        raise KitError(f"generation wrote {len(rows)} rows for case {entry.name}, expected 1")
+    text, question = rows[0]["Pred_combined_report"], rows[0]["Question"]
+    by_index = {}
+    for p in split_regions(text):
+        if p.index is not None:
+            by_index.setdefault(p.index, p)
+    paragraphs = {r: by_index[i].paragraph if i in by_index else "" for i, r in enumerate(regions)}
+    named = {r: by_index[i].region if i in by_index else "" for i, r in enumerate(regions)}
+    absent = [r for r in REGIONS if r not in regions]  # no file, or refused by prep (reasons in `skipped`)
+    for s in skipped:
+        logger.info(f"[report] left out {s['item']}: {s['reason']}")
+    return CaseGeneration(entry.name, entry.volume, Path(regions_dir).expanduser().resolve(), regions, paragraphs,
+                          named, absent, text, question, decode.describe(), skipped)
