@@ -1,7 +1,9 @@
-"""`reg2rg evaluate nlg|ce|region|compare|all`: the paper's metrics on any predictions CSV, from any path.
+"""`reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|compare|all`: the paper's metrics and the kit's
+additions (CRG, region-level CE, grounded findings, BERTScore from local weights) on any predictions CSV.
 
 Column names default to the released formats (GT_combined_report/Pred_combined_report, else
-GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column.
+GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column. Bad input (a missing file or
+column, no rows, duplicate ids, empty cells, non-UTF-8 text, not a CSV) is one line `error: FILE: ...`, exit 2.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from reg2rg_lib.regions import strip_region_prefix
 def _report_columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt-column", default=None, help="reference report column (default: auto-detect)")
     p.add_argument("--pred-column", default=None, help="predicted report column (default: auto-detect)")
+    p.add_argument("--allow-empty-predictions", action="store_true",
+                   help="score empty predicted reports as empty (0) instead of refusing the file")
+
+
+def _pairs(args: argparse.Namespace, path: str | None = None):
+    from reg2rg_lib.metrics.io import read_report_pairs
+
+    return read_report_pairs(path or args.predictions, args.gt_column, args.pred_column,
+                             allow_empty_predictions=args.allow_empty_predictions)
 
 
 def _resampling(p: argparse.ArgumentParser) -> None:
@@ -52,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _resampling(q)
     q.set_defaults(func=_ce)
 
+    _register_beyond_the_paper(ev)
+
     q = ev.add_parser("region", help="region-recognition accuracy and per-region P/R/F1 -> DIR/region_metrics.json")
     q.add_argument("--predictions", required=True, help="CSV with reports that carry 'The region i is X:' prefixes")
     _report_columns(q)
@@ -78,9 +91,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exact reference labels (id column + 18 labels) or a GT_/Pred_ label table")
     q.add_argument("--labeler", default="rules", help="'rules' (default) or a local classifier folder")
     q.add_argument("--by-region", action="store_true", help="also write DIR/nlg_by_region.csv")
+    q.add_argument("--data", default=None,
+                   help="the embedded benchmark folder (or its manifest.json): also score grounded findings")
+    q.add_argument("--bertscore-model", default=None, help="local encoder folder: also compute BERTScore")
     q.add_argument("--out", required=True, help="output folder")
     _resampling(q)
     q.set_defaults(func=_all)
+
+
+def _register_beyond_the_paper(ev: argparse._SubParsersAction) -> None:
+    """`grounded`, `region-ce`, `model-based`: evaluation the paper did not report (issue 17)."""
+    q = ev.add_parser("grounded", help="grounded finding accuracy on the embedded benchmark -> DIR/grounded_by_kind.csv")
+    q.add_argument("--predictions", required=True, help="predictions CSV on the benchmark's test cases")
+    q.add_argument("--data", required=True, help="the benchmark folder (or its manifest.json) with the ground truth")
+    _report_columns(q)
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_grounded)
+
+    q = ev.add_parser("region-ce", help="clinical efficacy per region paragraph -> DIR/all_regions_macro_avg_results.csv")
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", help="predictions CSV with 'The region i is X:' paragraphs")
+    src.add_argument("--release-dir", help="a folder of <region>_reports.csv files (the authors' release format)")
+    _report_columns(q)
+    q.add_argument("--labeler", default="rules", help="'rules' (offline, default) or a local classifier folder")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_region_ce)
+
+    q = ev.add_parser("model-based", help="BERTScore from a local model folder (never downloads) -> DIR/bertscore.csv")
+    q.add_argument("--predictions", required=True, help="predictions CSV")
+    _report_columns(q)
+    q.add_argument("--bertscore-model", default=None, help="local transformers encoder folder for BERTScore")
+    q.add_argument("--bertscore-layers", type=int, default=None, help="encoder layer to use (default: the last)")
+    q.add_argument("--no-strip-region-prefix", dest="strip", action="store_false",
+                   help="score whole reports with their region prefixes (default: strip them, as the paper)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_model_based)
 
 
 def _print_row(title: str, row: dict[str, str]) -> None:
@@ -92,10 +137,9 @@ def _print_row(title: str, row: dict[str, str]) -> None:
 
 def _nlg(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
-    from reg2rg_lib.metrics.io import read_report_pairs
     from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, write_nlg_outputs
 
-    pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+    pairs = _pairs(args)
     refs, hyps = pairs.references, pairs.predictions
     if args.strip_region_prefix:
         refs, hyps = [strip_region_prefix(t) for t in refs], [strip_region_prefix(t) for t in hyps]
@@ -111,13 +155,13 @@ def _nlg(args: argparse.Namespace) -> int:
 
 def _ce(args: argparse.Namespace) -> int:
     from reg2rg_lib.metrics.ce import evaluate_ce, label_reports, read_label_table, write_ce_outputs
-    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.crg import crg_score, write_crg
     from reg2rg_lib.metrics.labeler import get_labeler
 
     if args.labels:
         y_true, y_pred, _ = read_label_table(args.labels, gt_prefix=args.gt_prefix, pred_prefix=args.pred_prefix)
     else:
-        pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+        pairs = _pairs(args)
         table = label_reports([strip_region_prefix(t) for t in pairs.references],
                               [strip_region_prefix(t) for t in pairs.predictions], get_labeler(args.labeler))
         y_true = table.filter(like="GT_").to_numpy()
@@ -126,18 +170,71 @@ def _ce(args: argparse.Namespace) -> int:
         with atomic_path(Path(args.out) / "ce_labels.csv") as tmp:
             table.insert(0, "AccNum", pairs.ids)
             table.to_csv(tmp, index=False)
+    crg = crg_score(y_true, y_pred, source=args.labels or args.predictions)  # A = 0: an error before any metric file
     metrics = evaluate_ce(y_true, y_pred, bootstrap=args.bootstrap, seed=args.seed)
     paths = write_ce_outputs(metrics, args.out)
+    crg_path = write_crg(crg, args.out)
     print(metrics["report"], end="")
-    print(f"wrote {paths['csv']}")
+    print(f"CRG {crg['CRG']:.4f} (TP {crg['TP']}, FN {crg['FN']}, FP {crg['FP']}, X {crg['X']}, A {crg['A']})")
+    print(f"wrote {paths['csv']} and {crg_path}")
+    return 0
+
+
+def _grounded(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.grounded import evaluate_grounded
+
+    s = evaluate_grounded(args.predictions, args.data, args.out, args.gt_column, args.pred_column,
+                          allow_empty_predictions=args.allow_empty_predictions)
+    fmt = {k: "n/a" if s[k] is None else f"{s[k]:.4f}" for k in
+           ("grounded_recall", "attribute_accuracy", "false_findings_per_case")}
+    print(f"{s['n_cases']} cases, {s['inserted']} inserted findings, {s['reported']} reported in their region")
+    print(f"grounded recall {fmt['grounded_recall']}, attribute accuracy {fmt['attribute_accuracy']} "
+          f"({s['attributes_checked']} checks), false findings per case {fmt['false_findings_per_case']}")
+    print(f"wrote {Path(args.out) / 'grounded_by_kind.csv'}")
+    return 0
+
+
+def _region_ce(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.labeler import get_labeler
+    from reg2rg_lib.metrics.region import (
+        region_ce,
+        region_ce_from_folder,
+        region_report_tables,
+        write_region_ce_outputs,
+    )
+
+    tables = None
+    if args.release_dir:
+        result = region_ce_from_folder(args.release_dir, get_labeler(args.labeler))
+    else:
+        pairs = _pairs(args)
+        tables = region_report_tables(pairs.references, pairs.predictions, pairs.ids)
+        result = region_ce(tables, get_labeler(args.labeler))
+    paths = write_region_ce_outputs(result, args.out, tables)
+    print(result["macro"].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"wrote {paths['macro']}")
+    return 0
+
+
+def _model_based(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.model_based import evaluate_model_based
+
+    pairs = _pairs(args)
+    refs, hyps = pairs.references, pairs.predictions
+    if args.strip:
+        refs, hyps = [strip_region_prefix(t) for t in refs], [strip_region_prefix(t) for t in hyps]
+    res = evaluate_model_based(pairs.ids, refs, hyps, args.out, bertscore_model=args.bertscore_model,
+                               bertscore_layers=args.bertscore_layers)
+    print(f"BERTScore on {res['n']} pairs: P {res['BERTScore_P']:.4f} R {res['BERTScore_R']:.4f} "
+          f"F1 {res['BERTScore_F1']:.4f}")
+    print(f"wrote {Path(args.out) / 'bertscore.csv'}")
     return 0
 
 
 def _region(args: argparse.Namespace) -> int:
-    from reg2rg_lib.metrics.io import read_report_pairs
     from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
 
-    pairs = read_report_pairs(args.predictions, args.gt_column, args.pred_column)
+    pairs = _pairs(args)
     m = region_recognition(pairs.references, pairs.predictions, pairs.ids)
     paths = write_region_outputs(m, args.out)
     print(f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples")
@@ -152,7 +249,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     table = compare_predictions(args.a, args.b, gt_column=args.gt_column, pred_column=args.pred_column,
                                 strip_region_prefix=args.strip, labeler=args.labeler, n_resamples=args.resamples,
-                                seed=args.seed)
+                                seed=args.seed, allow_empty_predictions=args.allow_empty_predictions)
     record = {**table.attrs, "metrics": table.to_dict(orient="records")}
     if args.out:
         with atomic_path(Path(args.out) / "compare.csv") as tmp:
@@ -172,7 +269,9 @@ def _all(args: argparse.Namespace) -> int:
 
     headline = evaluate_predictions(args.predictions, args.out, labels=args.labels, gt_column=args.gt_column,
                                     pred_column=args.pred_column, labeler=args.labeler, by_region=args.by_region,
-                                    bootstrap=args.bootstrap, seed=args.seed, show_progress=True)
+                                    bootstrap=args.bootstrap, seed=args.seed, show_progress=True,
+                                    ground_truth=args.data, bertscore_model=args.bertscore_model,
+                                    allow_empty_predictions=args.allow_empty_predictions)
     _print_row("headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()})
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0

@@ -6,11 +6,16 @@ Modules
 - `nltk_assets`: WordNet + Punkt for METEOR without nltk's downloader (`reg2rg assets fetch` builds them).
 - `labeler`: report -> 18 CT-RATE labels (`RuleLabeler`, or a local transformers classifier).
 - `ce`: clinical-efficacy precision/recall/F1 in the authors' file formats (`evaluate_ce`).
-- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`).
+- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), and region-level CE
+  (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
+- `crg`: the VLM3D challenge's CRG over the label table (`crg_score`).
+- `grounded`: grounded finding accuracy against the embedded benchmark's ground truth (`grounded_findings`).
+- `model_based`: BERTScore from a local model folder only (`bertscore`; optional extra `bertscore`).
 - `stats`: bootstrap CIs and the paired bootstrap test (`reg2rg evaluate compare`).
 - `pipeline`: `evaluate_predictions(pred_csv, out_dir, labels=None, ...)`, the one call notebooks 04/05 use.
 - `io`: reading prediction/label CSVs with one-line errors.
-Command line: `reg2rg evaluate nlg|ce|region|compare|all`; benchmark: `reg2rg bench metrics`.
+- `case_report`: one case's `report.json` / `report.md` / `report.png` (`reg2rg report`).
+Command line: `reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|compare|all`; benchmark: `reg2rg bench metrics`.
 """
 
 from __future__ import annotations

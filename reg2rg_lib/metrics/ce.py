@@ -8,7 +8,8 @@ Outputs (`write_ce_outputs`), in the authors' formats:
 - DIR/ce_metrics.csv: `Label, Precision, Recall, F1 Score, Support` per label plus a `Weighted Average` row
   (= the released `metrics_manual.csv`);
 - DIR/ce_classification_report.txt: sklearn's `classification_report` text (= `test_classification_report.txt`);
-- DIR/ce_metrics.json: every average at full precision, with bootstrap 95% CIs.
+- DIR/ce_metrics.json: every average at full precision, with bootstrap 95% CIs;
+- DIR/crg.json: the VLM3D challenge's CRG over the same label table (`metrics.crg`; written by the callers).
 A label table (`GT_<label>`, `Pred_<label>` columns; the released `label_inferred.csv`) is read by
 `read_label_table`; `label_reports` builds one from report text.
 """
@@ -24,7 +25,7 @@ import pandas as pd
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
-from reg2rg_lib.metrics.io import read_csv_checked
+from reg2rg_lib.metrics.io import check_rows, read_csv_checked
 from reg2rg_lib.metrics.stats import bootstrap_indices, percentile_ci
 from reg2rg_lib.regions import LABELS
 
@@ -39,6 +40,7 @@ def read_label_table(path: str | Path, labels: Sequence[str] = LABELS, gt_prefix
     """
     cols = [f"{gt_prefix}{lab}" for lab in labels] + [f"{pred_prefix}{lab}" for lab in labels]
     table = read_csv_checked(path, cols, what="label table")
+    check_rows(Path(path), table, what="label table")
     values = table[cols].apply(pd.to_numeric, errors="coerce")
     bad = values.isna() | ~values.isin([0, 1])
     if bad.to_numpy().any():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -188,6 +188,7 @@ class Mention:
     status: str  # "positive" | "negated" | "uncertain"
     text: str
     clause: str
+    sentence: str = ""  # the sentence the clause belongs to (`find_mentions` fills it: sizes sit in other clauses)
 
 
 class Labeler(Protocol):
@@ -246,6 +247,19 @@ def _sentence_mentions(sentence: str, labels: tuple[str, ...]) -> tuple[Mention,
                 for m in pat.finditer(clause):
                     out.append(Mention(lab, _status(clause, m, inherited), m.group(0), clause.strip()))
     return tuple(out)
+
+
+def find_mentions(text: str, patterns: Mapping[str, Sequence[re.Pattern]]) -> list[Mention]:
+    """Mentions of any named patterns in `text`, split and negated exactly as the rule labeler does (without its
+    lung/other-organ filter: the caller knows which region's paragraph it reads). Used by grounded findings."""
+    out = []
+    for sentence in _SENTENCE_SPLIT.split("" if text is None else str(text).lower()):
+        for clause, inherited in _clauses(sentence):
+            for name, pats in patterns.items():
+                for pat in pats:
+                    out += [Mention(name, _status(clause, m, inherited), m.group(0), clause.strip(), sentence.strip())
+                            for m in pat.finditer(clause)]
+    return out
 
 
 class RuleLabeler:

@@ -7,8 +7,11 @@
   benchmark's `<split>_predicted_labels.csv`, or a full GT_/Pred_ label table) or from the labeler, prediction
   labels from the labeler (rules by default),
 and writes into out_dir: nlg_evaluation_results.csv, nlg_per_sample.csv, nlg_evaluation.json, ce_labels.csv,
-ce_metrics.csv, ce_classification_report.txt, ce_metrics.json, region_metrics.json,
-region_classification_report.txt and summary.json (the returned headline numbers).
+ce_metrics.csv, ce_classification_report.txt, ce_metrics.json, crg.json, region_metrics.json,
+region_classification_report.txt, all_regions_macro_avg_results.csv, all_regions_micro_avg_results.csv,
+region_reports/<region>_reports.csv, with the benchmark's ground truth grounded_findings.csv,
+grounded_false_findings.csv, grounded_by_kind.csv and grounded.json, with a BERTScore model bertscore.csv and
+model_metrics.json, and summary.json (the returned headline numbers).
 """
 
 from __future__ import annotations
@@ -26,10 +29,25 @@ from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, ce_replicates, evaluate_ce, read_label_table, write_ce_outputs
+from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score, write_crg
+from reg2rg_lib.metrics.grounded import (
+    GROUNDED_METRICS,
+    grounded_findings,
+    read_ground_truth,
+    write_grounded_outputs,
+)
 from reg2rg_lib.metrics.io import read_csv_checked, read_report_pairs
 from reg2rg_lib.metrics.labeler import get_labeler
+from reg2rg_lib.metrics.model_based import evaluate_model_based
 from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, nlg_replicates, write_nlg_outputs
-from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
+from reg2rg_lib.metrics.region import (
+    region_ce,
+    region_ce_headline,
+    region_recognition,
+    region_report_tables,
+    write_region_ce_outputs,
+    write_region_outputs,
+)
 from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test
 from reg2rg_lib.regions import LABELS
 
@@ -68,14 +86,21 @@ def reference_labels(path: str | Path, ids: Sequence[str], labels: Sequence[str]
 def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str | Path | None = None, *,
                          gt_column: str | None = None, pred_column: str | None = None,
                          labeler: Any = "rules", strip_region_prefix: bool = True, by_region: bool = False,
-                         bootstrap: int = 1000, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
+                         bootstrap: int = 1000, seed: int = 0, show_progress: bool = False,
+                         ground_truth: str | Path | None = None, bertscore_model: str | Path | None = None,
+                         allow_empty_predictions: bool = True) -> dict[str, Any]:
     """Every metric for one predictions CSV; writes the files listed in the module docstring.
 
     Returns the headline numbers: region_accuracy, BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means),
-    Overall_*, CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), region macro F1s, n.
+    Overall_*, CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), CRG, region macro F1s,
+    region_CE_macro_F1/region_CE_micro_F1, n; with `ground_truth` (the benchmark folder or its manifest)
+    grounded_recall, attribute_accuracy, false_findings_per_case; with `bertscore_model` BERTScore_F1.
+    Empty predicted reports are scored as "" (0) with a warning here (the kit's own runs may generate nothing);
+    `allow_empty_predictions=False` makes them an error, as the CLI does by default.
     """
     out = Path(out_dir)
-    pairs = read_report_pairs(pred_csv, gt_column, pred_column)
+    labeler = get_labeler(labeler)  # one instance for CE and region-level CE (a local classifier loads once)
+    pairs = read_report_pairs(pred_csv, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions)
     refs = [regions.strip_region_prefix(t) for t in pairs.references] if strip_region_prefix else pairs.references
     hyps = [regions.strip_region_prefix(t) for t in pairs.predictions] if strip_region_prefix else pairs.predictions
     caught: list[str] = []
@@ -89,7 +114,34 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
 
     region = region_recognition(pairs.references, pairs.predictions, pairs.ids)
     write_region_outputs(region, out)
+    ce, y_true, y_pred = _clinical_efficacy(pairs, refs, hyps, labels, labeler, out, bootstrap, seed)
 
+    if by_region:
+        table = evaluate_nlg_by_region(pairs.references, pairs.predictions)
+        with atomic_path(out / "nlg_by_region.csv") as tmp:
+            table.to_csv(tmp, index=False)
+
+    headline: dict[str, Any] = {"n": nlg.n, "region_accuracy": region["accuracy"],
+                                "region_macro_F1": region["macro_all"]["f1"],
+                                "region_macro_F1_without_lung_pleura": region["macro_without_lung_pleura"]["f1"]}
+    headline.update(nlg.headline())
+    for avg in ("micro", "macro", "weighted", "samples"):
+        headline[f"CE_{avg}_F1"] = ce[avg]["f1"]
+    headline["CE_micro_precision"] = ce["micro"]["precision"]
+    headline["CE_micro_recall"] = ce["micro"]["recall"]
+    headline.update(_beyond_the_paper(pairs, y_true, y_pred, labeler, out, ground_truth, bertscore_model, caught))
+    ci = {**nlg.ci95, **{f"CE_{k.replace('_f1', '_F1')}": tuple(v) for k, v in ce.get("ci95", {}).items()}}
+    write_json_atomic(out / "summary.json", {"predictions": str(pairs.path), "columns": [pairs.gt_column,
+                      pairs.pred_column], "strip_region_prefix": strip_region_prefix, "headline": headline,
+                      "ci95": {k: list(v) for k, v in ci.items()}, "warnings": caught})
+    return headline
+
+
+def _clinical_efficacy(pairs: Any, refs: Sequence[str], hyps: Sequence[str], labels: str | Path | None,
+                       labeler: Any, out: Path, bootstrap: int, seed: int
+                       ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """CE from the reference labels (a file, or the labeler) and the labeler's prediction labels; writes
+    ce_labels.csv and the CE outputs; returns (metrics, y_true, y_pred)."""
     lab = get_labeler(labeler)
     y_pred_given = None
     if labels is not None:
@@ -110,25 +162,37 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
     ce["reference_labels"] = gt_source
     ce["prediction_labels"] = "table" if y_pred_given is not None else f"labeler {getattr(lab, 'name', '')}"
     write_ce_outputs(ce, out)
+    return ce, y_true, y_pred
 
-    if by_region:
-        table = evaluate_nlg_by_region(pairs.references, pairs.predictions)
-        with atomic_path(out / "nlg_by_region.csv") as tmp:
-            table.to_csv(tmp, index=False)
 
-    headline: dict[str, Any] = {"n": nlg.n, "region_accuracy": region["accuracy"],
-                                "region_macro_F1": region["macro_all"]["f1"],
-                                "region_macro_F1_without_lung_pleura": region["macro_without_lung_pleura"]["f1"]}
-    headline.update(nlg.headline())
-    for avg in ("micro", "macro", "weighted", "samples"):
-        headline[f"CE_{avg}_F1"] = ce[avg]["f1"]
-    headline["CE_micro_precision"] = ce["micro"]["precision"]
-    headline["CE_micro_recall"] = ce["micro"]["recall"]
-    ci = {**nlg.ci95, **{f"CE_{k.replace('_f1', '_F1')}": tuple(v) for k, v in ce.get("ci95", {}).items()}}
-    write_json_atomic(out / "summary.json", {"predictions": str(pairs.path), "columns": [pairs.gt_column,
-                      pairs.pred_column], "strip_region_prefix": strip_region_prefix, "headline": headline,
-                      "ci95": {k: list(v) for k, v in ci.items()}, "warnings": caught})
-    return headline
+def _beyond_the_paper(pairs: Any, y_true: np.ndarray, y_pred: np.ndarray, labeler: Any, out: Path,
+                      ground_truth: str | Path | None, bertscore_model: str | Path | None,
+                      caught: list[str]) -> dict[str, Any]:
+    """CRG (crg.json), region-level CE (all_regions_*_avg_results.csv), grounded findings (grounded_*.csv) with
+    `ground_truth`, BERTScore with `bertscore_model`: their headline numbers (None where not applicable)."""
+    head: dict[str, Any] = {}
+    try:
+        crg = crg_score(y_true, y_pred, source=pairs.path)
+        write_crg(crg, out)
+        head["CRG"] = crg["CRG"]
+    except NoPositiveLabelError as err:
+        (out / "crg.json").unlink(missing_ok=True)
+        caught.append(str(err))
+        warnings.warn(str(err), stacklevel=3)
+        head["CRG"] = None
+    tables = region_report_tables(pairs.references, pairs.predictions, pairs.ids)
+    rce = region_ce(tables, labeler)
+    write_region_ce_outputs(rce, out, tables)
+    head.update(region_ce_headline(rce))
+    if ground_truth is not None:
+        result = grounded_findings(pairs.ids, pairs.references, pairs.predictions, read_ground_truth(ground_truth),
+                                   source=str(pairs.path))
+        write_grounded_outputs(result, out)
+        head.update({k: result["summary"][k] for k in GROUNDED_METRICS})
+    if bertscore_model is not None:
+        mb = evaluate_model_based(pairs.ids, pairs.references, pairs.predictions, out, bertscore_model)
+        head["BERTScore_F1"] = mb["BERTScore_F1"]
+    return head
 
 
 def _aligned(a: Any, b: Any) -> tuple[list[int], list[int]]:
@@ -145,13 +209,14 @@ def _aligned(a: Any, b: Any) -> tuple[list[int], list[int]]:
 
 def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str | None = None,
                         pred_column: str | None = None, strip_region_prefix: bool = True, labeler: Any = "rules",
-                        n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+                        n_resamples: int = 1000, seed: int = 0, allow_empty_predictions: bool = True) -> pd.DataFrame:
     """Paired bootstrap test of system B against system A on the cases both files cover.
 
     One row per metric: A, B, delta (B - A), its 95% CI and a two-sided p-value, for every NLG number, CE micro
     and macro F1 (labels from `labeler` on both sides) and region accuracy. Resamples are shared by A and B.
     """
-    a, b = read_report_pairs(a_csv, gt_column, pred_column), read_report_pairs(b_csv, gt_column, pred_column)
+    a, b = (read_report_pairs(f, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions)
+            for f in (a_csv, b_csv))
     ia, ib = _aligned(a, b)
     if any(a.references[i] != b.references[j] for i, j in zip(ia, ib)):
         warnings.warn("compare: the two files' reference reports differ for some cases; each system is scored "
