@@ -10,13 +10,13 @@ LLM      ?=
 STAMP    := $(VENV)/.setup-done
 NB_ARGS  := $(if $(DATA),-p data_dir=$(DATA)) $(if $(LLM),-p llm_path=$(LLM))
 
-.PHONY: setup reproduce test lint strip clean screenshot
+.PHONY: setup reproduce test lint strip clean screenshot lock
 
 setup: $(STAMP)  ## create ./.venv, install the kit with dev extras, register the kernel, fetch offline assets
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name reg2rg-kit --display-name "Python (reg2rg-kit)" >/dev/null
 	$(BIN)/reg2rg assets fetch
 	@touch $(STAMP)
@@ -36,6 +36,11 @@ screenshot: setup  ## (dev) the executed 07_explore notebook's HTML export in he
 
 strip: setup  ## remove outputs and execution counts from notebooks/ (run before committing)
 	$(BIN)/python -m reg2rg_lib.nbtools.hygiene --strip notebooks
+
+lock: setup  ## (dev) rewrite constraints.txt: the exact versions `make setup` installs (pyproject.toml keeps the ranges)
+	@echo "# Exact versions \`make setup\` installs (pip -c). Written by \`make lock\`; pyproject.toml keeps the ranges." > constraints.txt.tmp
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | LC_ALL=C sort >> constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 clean:  ## remove outputs, caches and the virtual environment
 	rm -rf outputs .pytest_cache .ruff_cache $(VENV) build *.egg-info

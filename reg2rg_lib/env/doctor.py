@@ -15,7 +15,7 @@ from dataclasses import asdict
 from importlib import metadata
 from typing import Any
 
-from reg2rg_lib.env.assets import check_assets
+from reg2rg_lib.env.assets import check_assets, check_smollm2
 from reg2rg_lib.env.checks import Check
 from reg2rg_lib.env.nltk import check_nltk
 
@@ -23,7 +23,7 @@ from reg2rg_lib.env.nltk import check_nltk
 KEY_PACKAGES: tuple[str, ...] = (
     "torch", "transformers", "peft", "accelerate", "monai", "nibabel", "tokenizers", "safetensors",
     "papermill", "ipywidgets", "pandas", "matplotlib", "scikit-learn", "nltk", "sacrebleu", "rouge-score",
-    "pycocoevalcap",
+    "pycocoevalcap", "gguf",
 )
 
 
@@ -79,9 +79,9 @@ def check_hf_offline() -> Check:
 
 
 #: Checks in the order they are printed; later stages append theirs. `check_nltk`: WordNet + Punkt for METEOR
-#: (the user's NLTK data or the kit's copy).
+#: (the user's NLTK data or the kit's copy). `check_smollm2`: the converted pretrained LLM (optional).
 CHECKS: list[Callable[[], Check]] = [
-    check_packages, check_kernel, check_torch, check_hf_offline, check_assets, check_nltk,
+    check_packages, check_kernel, check_torch, check_hf_offline, check_assets, check_nltk, check_smollm2,
 ]
 
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import write_json_atomic
@@ -17,6 +21,10 @@ from reg2rg_lib.paths import RunPaths
 
 #: The metrics summary.json must carry for every run (the issue's contract); more keys may follow.
 SUMMARY_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
+#: Evaluation beyond the paper (issue 17) that every run also carries: null where not applicable (CRG without a
+#: positive reference label, grounded findings off the embedded benchmark, attribute accuracy with nothing checked).
+EVALUATION_METRICS: tuple[str, ...] = ("CRG", "grounded_recall", "attribute_accuracy", "false_findings_per_case",
+                                       "region_CE_macro_F1")
 REFERENCE = "full"
 STATS_FILE = "ablation_stats.csv"
 
@@ -41,9 +49,19 @@ def write_summary(paths: RunPaths, profile: str, results: Mapping[str, Mapping[s
         missing = [m for m in SUMMARY_METRICS if m not in metrics]
         if missing:
             raise KitError(f"run {name}: evaluation gave no {', '.join(missing)}; cannot write {paths.summary}")
-    summary = {"profile": profile, "runs": runs}
+    summary = {"profile": profile, "runs": runs, "environment": environment()}
     write_json_atomic(paths.summary, summary)
     return summary
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers were computed with: Python, the platform, torch's CPU kernels and threads, and the
+    version of every installed distribution (what `make setup` installed from constraints.txt)."""
+    packages = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(),
+            "packages": dict(sorted((k, v) for k, v in packages.items() if k))}
 
 
 def read_summary(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -43,6 +43,14 @@ LLM_ARCHS: dict[str, dict[str, Any]] = {
                       llm_vocab=32000, llm_max_positions=4096),
 }
 
+#: Pretrained LLMs by the symbolic `llm_path` a profile may give (`env.assets.LLM_ASSETS` resolves the folder):
+#: the config fields that name the model and its real shape, and LoRA as the paper (r, alpha, dropout, q/v from the
+#: defaults below), set by `Reg2RGConfig.preset` unless the caller overrides them.
+PRETRAINED_LLMS: dict[str, dict[str, Any]] = {
+    "smollm2": dict(llm_name="smollm2-135m", llm_hidden=576, llm_layers=30, llm_heads=9, llm_kv_heads=3,
+                    llm_intermediate=1536, llm_vocab=49152, llm_max_positions=8192, llm_finetune="lora"),
+}
+
 Size3 = tuple[int, int, int]
 
 
@@ -128,13 +136,17 @@ class Reg2RGConfig:
 
     @classmethod
     def preset(cls, name: str, image_size: Size3 | list[int] | None = None, **overrides: Any) -> Reg2RGConfig:
-        """The named preset (`tiny`, `small`, `paper`) at `image_size`, with field `overrides`; validated."""
+        """The named preset (`tiny`, `small`, `paper`) at `image_size`, with field `overrides`; validated.
+
+        An `llm_path` of `PRETRAINED_LLMS` (`"smollm2"`) also sets that LLM's shape and LoRA fine-tuning."""
         if name not in PRESETS:
             raise KitError(f"unknown model preset {name!r}; expected one of {', '.join(PRESETS)}")
         fields = dict(PRESETS[name])
         if image_size is not None:
             fields["image_size"] = tuple(image_size)
         fields.update(overrides)
+        named = PRETRAINED_LLMS.get(str(fields.get("llm_path")), {})  # e.g. llm_path="smollm2"
+        fields.update({k: v for k, v in named.items() if k not in overrides})
         cfg = cls(**fields)
         cfg.extra.setdefault("preset", name)
         return cfg.validate()
@@ -147,7 +159,7 @@ class Reg2RGConfig:
         """A copy whose LLM has the architecture `arch` (a key of LLM_ARCHS)."""
         if arch not in LLM_ARCHS:
             raise KitError(f"unknown LLM architecture {arch!r}; expected one of {', '.join(LLM_ARCHS)}")
-        return self.replace(llm_name=arch, **LLM_ARCHS[arch])
+        return self.replace(llm_name=arch, llm_path=None, **LLM_ARCHS[arch])  # built from the shape, not a path
 
     # ---- derived sizes ---------------------------------------------------------------------------------------
     @property

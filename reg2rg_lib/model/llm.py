@@ -9,6 +9,7 @@ import warnings
 import torch
 from torch import nn
 
+from reg2rg_lib.env.assets import resolve_llm_path
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.model.config import Reg2RGConfig
 
@@ -32,7 +33,9 @@ def llama_config(cfg: Reg2RGConfig, vocab_size: int, tokenizer=None):
 def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | None = None) -> nn.Module:
     """The bare causal LM: loaded from `cfg.llm_path` (pretrained) or built from the config (random init).
 
-    On `device="meta"` nothing is allocated (`llm_path` is then ignored: the shapes come from the config). The
+    `llm_path` may also be a symbolic name of a fetched asset (`smollm2`: SmolLM2-135M-Instruct, converted by
+    `reg2rg assets fetch`, loaded in float32). On `device="meta"` nothing is allocated (`llm_path` is then
+    ignored: the shapes come from the config). The
     vocabulary is the tokenizer's base vocabulary when known (`cfg.llm_vocab` otherwise); the caller resizes it
     to fit the added Reg2RG tokens.
     """
@@ -41,8 +44,9 @@ def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | No
 
     meta = device is not None and torch.device(device).type == "meta"
     if cfg.llm_path and not meta:
+        path, dtype = resolve_llm_path(cfg.llm_path)  # "smollm2": the converted asset folder (else a KitError)
         try:
-            return AutoModelForCausalLM.from_pretrained(cfg.llm_path, dtype="auto")
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         except (OSError, ValueError) as err:
             raise BadInputError(cfg.llm_path, f"cannot load the LLM ({str(err).splitlines()[0]})") from None
     vocab = len(tokenizer) if tokenizer is not None else cfg.llm_vocab

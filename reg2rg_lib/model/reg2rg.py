@@ -153,6 +153,8 @@ class Reg2RG(nn.Module):
 
         llm = build_llm(cfg, tokenizer if not isinstance(tokenizer, _MetaVocab) else None, device)
         if llm.get_input_embeddings().num_embeddings < len(tokenizer):
+            if not meta:  # mean resizing samples the new rows; a checkpoint does not store a pretrained LLM's
+                torch.manual_seed(cfg.seed)  # frozen table, so a reload must draw the same rows again
             llm.resize_token_embeddings(len(tokenizer), mean_resizing=not meta)
         llm_dim = llm.get_input_embeddings().embedding_dim
         if meta:

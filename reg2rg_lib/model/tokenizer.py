@@ -16,6 +16,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from reg2rg_lib.data.prep import PrepCache, load_cache
+from reg2rg_lib.env.assets import resolve_llm_path
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, SHORT_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.model.prompt import reg2rg_special_tokens
@@ -83,12 +84,16 @@ def save_tokenizer(tokenizer, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_tokenizer(path_or_name: str | os.PathLike[str]):
-    """`AutoTokenizer.from_pretrained`, with a one-line error naming the folder when it is not a tokenizer."""
+    """`AutoTokenizer.from_pretrained`, with a one-line error naming the folder when it is not a tokenizer.
+
+    A symbolic LLM name (`smollm2`) loads the fetched asset's own tokenizer (a KitError says to run
+    `reg2rg assets fetch` when it is missing); `Reg2RG` then appends the kit's tokens (`add_reg2rg_tokens`)."""
     # transformers: slow to import (~10 s); only a built or loaded tokenizer needs it
     from transformers import AutoTokenizer
 
+    path, _ = resolve_llm_path(str(path_or_name))
     try:
-        tok = AutoTokenizer.from_pretrained(str(path_or_name))
+        tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise BadInputError(path_or_name, f"cannot load a tokenizer ({str(err).splitlines()[0]})") from None
     if tok.pad_token is None:  # LLaMA has no pad token; padding positions are masked out anyway

@@ -25,6 +25,7 @@ from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.tokenizer import load_tokenizer, save_tokenizer
 
 CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
+INLINE_VISION_MAX_PARAMS = 20_000_000  # pretrained vision encoders up to this size are saved inside the folder
 
 
 def read_state_dict(source) -> Mapping[str, torch.Tensor]:
@@ -78,18 +79,32 @@ def _restorable_elsewhere(name: str, cfg: Reg2RGConfig) -> bool:
     return bool(cfg.vision_checkpoint) and name.startswith("embedding_layer.vision_encoder.")
 
 
+def _saved_config(model) -> Reg2RGConfig:
+    """The config a folder records. A pretrained vision encoder small enough to carry (the CPU presets' ViT from
+    `reg2rg pretrain-vision`) is saved with the folder, so that a rerun of pretraining never changes a trained
+    model; its source path is kept in `extra`. RadFM's ViT (~90M parameters) stays a reference to its file."""
+    cfg = model.config
+    encoder = model.embedding_layer.vision_encoder
+    if not cfg.vision_checkpoint or encoder is None:
+        return cfg
+    if sum(p.numel() for p in encoder.parameters()) > INLINE_VISION_MAX_PARAMS:
+        return cfg
+    return cfg.replace(vision_checkpoint=None, extra={**cfg.extra, "vision_pretrained_from": cfg.vision_checkpoint})
+
+
 def save_pretrained(model, out_dir: str | os.PathLike[str]) -> Path:
     """Write config.json, tokenizer/ and model.safetensors into `out_dir` (each file atomically, weights last)."""
     if model.device.type == "meta":
         raise KitError("cannot save a model built on the meta device (it has no weights)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.config.save(out / CONFIG_NAME)
+    cfg = _saved_config(model)
+    cfg.save(out / CONFIG_NAME)
     save_tokenizer(model.tokenizer, out / TOKENIZER_DIR)
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
-               if p.requires_grad or not _restorable_elsewhere(n, model.config)}
+               if p.requires_grad or not _restorable_elsewhere(n, cfg)}
     with atomic_path(out / WEIGHTS_NAME, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "writer": "reg2rg-kit"})
+        save_file(tensors, str(tmp), metadata={"format": "pt"})  # one key: safetensors writes several in hash order
     return out
 
 

@@ -64,7 +64,9 @@ class ReportDataset(torch.utils.data.Dataset):
         self.shuffle = shuffle_regions and cfg.rra
         if not 0.0 <= region_dropout < 1.0:
             raise KitError(f"region_dropout must be in [0, 1), got {region_dropout}")
-        self.region_dropout = region_dropout if self.shuffle else 0.0
+        # region dropout is a training setting of its own, not part of RRA: a no-RRA run keeps it (its prompt stays
+        # in canonical order), so the `no_rra` ablation differs from `full` in alignment only
+        self.region_dropout = region_dropout if shuffle_regions else 0.0
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
@@ -101,7 +103,8 @@ class ReportDataset(torch.utils.data.Dataset):
         return [r.name for r in self.records]
 
     def region_rng(self, name: str) -> random.Random | None:
-        return random.Random(f"{self.seed}:{self.epoch}:{name}") if self.shuffle else None
+        wanted = self.shuffle or self.region_dropout > 0.0
+        return random.Random(f"{self.seed}:{self.epoch}:{name}") if wanted else None
 
     def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
         """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,12 @@ from accelerate import Accelerator
 from reg2rg_lib.data.prep import PrepCache, PrepParams, load_cache, prepare
 from reg2rg_lib.data.synth.build import synthesize
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.io import write_json_atomic
+from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.tokenizer import tokenizer_from_cache
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import RunPaths, default_out_dir
 from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.train.checkpoints import check_resume_config
 from reg2rg_lib.train.collate import Collator, model_inputs
 from reg2rg_lib.train.dataset import ReportDataset
 from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
@@ -65,11 +66,26 @@ def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: floa
 
 
 # ---- Reg2RG: the profile's model on the prep cache (`reg2rg train`, notebooks 03 and 05) ------------------------
+def vision_checkpoint(profile: Profile, paths: RunPaths | None = None) -> str | None:
+    """The profile's `model.vision_checkpoint` as a path: "pretrained" is `reg2rg pretrain-vision`'s output in the
+    profile folder `paths` (default: outputs/<profile>)."""
+    value = profile.model.vision_checkpoint
+    if value != "pretrained":
+        return value
+    return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
+
+
 def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
-                 llm_arch: str | None = None) -> Any:
+                 llm_arch: str | None = None, paths: RunPaths | None = None) -> Any:
     """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
-    ablation `changes` and an LLM arch (`llm_arch` argument first)."""
+    ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the profile
+    folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
     overrides = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
+    if profile.model.vision_checkpoint:
+        overrides["vision_checkpoint"] = vision_checkpoint(profile, paths)
+    changes = dict(changes or {})
+    if changes.get("vision_checkpoint") == "pretrained":  # an ablation that turns the pretrained ViT on
+        changes["vision_checkpoint"] = str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
     cfg = Reg2RGConfig.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
     llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
     if llm_arch:
@@ -77,6 +93,7 @@ def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
     return cfg.replace(**dict(changes)) if changes else cfg
 
 
+@one_writer("run_dir", "train")  # a second writer into the run folder is refused at once
 def train_run(
     profile: str | Profile,
     run_dir: str | os.PathLike[str],
@@ -90,13 +107,15 @@ def train_run(
     llm_arch: str | None = None,
     feature_cache: bool | None = None,
     progress: bool = True,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> TrainResult:
     """Train the profile's Reg2RG on the prep cache's train split into `run_dir` (checkpoints, log, summary).
 
     `cache_dir` / `tokenizer_dir` default to the profile folder's `cache/` and `tokenizer/` (`RunPaths.of_run`);
     the smoke profile builds them when missing. `model_changes` are config fields for ablations (`{"rra": False}`),
     `llm_arch` swaps the LLM size. `feature_cache` (default: the profile's, `use_feature_cache`) runs the frozen
-    ViT once per case instead of at every step.
+    ViT once per case instead of at every step. `on_checkpoint(step, folder)`: see `loop.fit` (notebook 03 scores
+    each checkpoint's validation reports with it, `experiments.curves.checkpoint_scorer`).
     """
     profile = load_profile(profile)
     settings = TrainSettings.from_profile(profile.train, max_steps=max_steps, save_every=save_every)
@@ -111,8 +130,13 @@ def train_run(
         llm_path = profile.model.llm_path
         tokenizer = load_tokenizer(llm_path or tokenizer_dir)  # the paper preset: the LLM's own tokenizer
 
-    cfg = model_config(profile, model_changes, llm_arch)
+    cfg = model_config(profile, model_changes, llm_arch, paths)
+    if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
+        raise KitError(f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
+                       f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first")
     cfg = cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
+    if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
+        check_resume_config(Path(run_dir) / "checkpoints", cfg.to_dict())
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tokenizer)  # same seed on every rank: identical initial weights
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
@@ -128,7 +152,7 @@ def train_run(
         return fit(model, dataset, Collator(tokenizer.pad_token_id),
                    functools.partial(reg2rg_step, name_weight=settings.region_name_weight), settings, run_dir,
                    resume=resume, export=lambda m, folder: m.save_pretrained(folder), accelerator=acc,
-                   progress=progress)
+                   progress=progress, on_checkpoint=on_checkpoint)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -175,7 +199,8 @@ def ensure_inputs(profile: Profile, paths: RunPaths, cache_dir: Path, tokenizer_
         logger.info(f"[train] smoke profile: building the benchmark and prep cache under {paths.root}")
         d = profile.data
         if not (paths.data / "manifest.json").is_file():
-            synthesize(paths.data, int(d.cases_train), int(d.cases_test), seed=d.synth_seed,
+            synthesize(paths.data, int(d.cases_train), int(d.cases_test), n_validation=int(d.cases_validation or 0),
+                       seed=d.synth_seed,
                        shape=d.synth_shape, workers=d.workers, progress=False)
         prepare(paths.data, cache_dir, PrepParams.from_profile(d), workers=d.workers, progress=False)
     if not profile.model.llm_path and not tokenizer_dir.is_dir():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -99,7 +101,7 @@ def test_official_shape_mismatch_names_the_key(tiny_model):
         load_official_checkpoint(tiny_model, bad)
 
 
-def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path):
+def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path, monkeypatch):
     model = Reg2RG(tiny_cfg, tokenizer_factory())
     vit = {k: torch.full_like(v, 0.5) for k, v in model.embedding_layer.vision_encoder.state_dict().items()}
     torch.save(vit, tmp_path / "RadFM_vit3d.pth")
@@ -113,15 +115,26 @@ def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path):
     torch.save({"to_patch_embedding.2.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     with pytest.raises(BadInputError, match="other.pth: does not fit the vision encoder"):
         load_radfm_vision(model, tmp_path / "other.pth")
-    # the config can name them: they load at construction, and save_pretrained then skips the frozen ViT
+    # the config can name them: they load at construction. A ViT of RadFM's size stays a reference to its file
+    # (save_pretrained skips the frozen weights); a small one (the CPU presets' pretrained ViT) is carried in the
+    # folder, so that pretraining again never changes a trained model
+    from safetensors import safe_open
+
+    import reg2rg_lib.model.weights as weights
+
     cfg = tiny_cfg.replace(vision_checkpoint=str(tmp_path / "RadFM_vit3d.pth"))
     built = Reg2RG(cfg, tokenizer_factory())
     assert (built.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
-    built.save_pretrained(tmp_path / "ckpt")
-    from safetensors import safe_open
-
-    with safe_open(tmp_path / "ckpt" / "model.safetensors", "pt") as f:
-        keys = list(f.keys())
-    assert keys and not any(k.startswith("embedding_layer.vision_encoder.") for k in keys)
-    reloaded = Reg2RG.from_pretrained(tmp_path / "ckpt")
-    assert (reloaded.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
+    for limit, carried in ((0, False), (weights.INLINE_VISION_MAX_PARAMS, True)):
+        monkeypatch.setattr(weights, "INLINE_VISION_MAX_PARAMS", limit)
+        folder = tmp_path / f"ckpt{limit}"
+        built.save_pretrained(folder)
+        with safe_open(folder / "model.safetensors", "pt") as f:
+            keys = list(f.keys())
+        assert keys and any(k.startswith("embedding_layer.vision_encoder.") for k in keys) == carried
+        saved_cfg = json.loads((folder / "config.json").read_text())
+        assert (saved_cfg["vision_checkpoint"] is None) == carried
+        reloaded = Reg2RG.from_pretrained(folder)
+        assert (reloaded.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
+    (tmp_path / "RadFM_vit3d.pth").unlink()  # the carried copy does not need the file any more
+    assert (Reg2RG.from_pretrained(folder).embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
