@@ -20,10 +20,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reg2rg_lib.cli.core",  # version, doctor, assets, run-notebooks
     "reg2rg_lib.cli.bench",  # bench <name>
     "reg2rg_lib.cli.data",  # synth, prepare
+    "reg2rg_lib.cli.own_ct",  # import-ct, regions, report (your own CT)
+    "reg2rg_lib.cli.pretrain",  # pretrain-vision
     "reg2rg_lib.cli.train",  # train, generate
     "reg2rg_lib.cli.model",  # model summary
     "reg2rg_lib.cli.ablate",  # ablate (Tables 4-7)
     "reg2rg_lib.cli.evaluate",  # evaluate nlg|ce|region|compare|all
+    "reg2rg_lib.cli.readme",  # readme (the README's generated demo block)
 )
 
 

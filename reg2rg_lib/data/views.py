@@ -17,6 +17,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from reg2rg_lib.data.layout import SPLITS
 from reg2rg_lib.plotting import new_figure
 from reg2rg_lib.regions import LABELS, REGION_COLORS, REGIONS
 
@@ -72,28 +73,37 @@ def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spa
 
 def inputs_figure(tensors: Mapping[str, Any], regions: Sequence[str], title: str = "") -> Figure:
     """What the model sees for one case: global image and whole CT, then per region the texture crop (top) and
-    the geometry mask (bottom), each at the slice where the region is largest."""
+    the geometry mask (bottom), each at the slice where the region is largest. Each panel's title carries its
+    axial slice `z=<index>/<depth>`; colour bars give the intensity scale of each row."""
     tex = np.asarray(tensors["texture"])  # (R, H, W, D)
-    geo = np.asarray(tensors["geometry"])
+    geo = np.asarray(tensors["geometry"])  # (R, H, W, D)
     n = len(regions) + 1
-    fig = new_figure(1.5 * n, 3.4)
+    fig = new_figure(1.5 * n + 1.0, 3.8)
     axes = fig.subplots(2, n, squeeze=False)
-    image, full = np.asarray(tensors["image"])[0], np.asarray(tensors["full"])[0]
+    image, full = np.asarray(tensors["image"])[0], np.asarray(tensors["full"])[0]  # (H, W, D) each
+    grey = None
     for ax, vol, name in ((axes[0, 0], image, "global (cropped)"), (axes[1, 0], full, "whole CT")):
-        ax.imshow(vol[:, :, vol.shape[2] // 2].T, cmap="gray", origin="lower", vmin=-1, vmax=1)
-        ax.set_title(name, fontsize=7)
+        z = vol.shape[2] // 2
+        grey = ax.imshow(vol[:, :, z].T, cmap="gray", origin="lower", vmin=-1, vmax=1)
+        ax.set_title(f"{name}\nz={z}/{vol.shape[2]}", fontsize=7)
+    occupancy = None
     for i, region in enumerate(regions):
         z_tex = int(np.argmax((tex[i] > -1).sum((0, 1))))
         z_geo = int(np.argmax(geo[i].sum((0, 1))))
-        axes[0, i + 1].imshow(tex[i][:, :, z_tex].T, cmap="gray", origin="lower", vmin=-1, vmax=1)
-        axes[1, i + 1].imshow(geo[i][:, :, z_geo].T, cmap="magma", origin="lower", vmin=0, vmax=1)
-        axes[0, i + 1].set_title(region.replace("trachea and bronchie", "trachea/bronchie"), fontsize=7,
+        grey = axes[0, i + 1].imshow(tex[i][:, :, z_tex].T, cmap="gray", origin="lower", vmin=-1, vmax=1)
+        occupancy = axes[1, i + 1].imshow(geo[i][:, :, z_geo].T, cmap="magma", origin="lower", vmin=0, vmax=1)
+        label = region.replace("trachea and bronchie", "trachea/bronchie")
+        axes[0, i + 1].set_title(f"{label}\nz={z_tex}/{tex.shape[3]}", fontsize=7,
                                  color=REGION_COLORS[region] if region != "bone" else "#555555")
+        axes[1, i + 1].set_title(f"z={z_geo}/{geo.shape[3]}", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("texture", fontsize=7)
     axes[1, 0].set_ylabel("geometry", fontsize=7)
+    fig.colorbar(grey, ax=axes[0, :], shrink=0.6, label="normalised HU")
+    if occupancy is not None:
+        fig.colorbar(occupancy, ax=axes[1, :], shrink=0.6, label="occupancy")
     if title:
         fig.suptitle(title)
     return fig
@@ -116,7 +126,7 @@ def dataset_tables(cache) -> dict[str, pd.DataFrame]:
     labels = pd.DataFrame([{"split": r.split, **r.labels} for r in cache.cases() if r.labels])
     prevalence = (labels.groupby("split")[list(LABELS)].sum().T if len(labels)
                   else pd.DataFrame(index=list(LABELS)))
-    prevalence = prevalence[[s for s in ("train", "test") if s in prevalence.columns]]
+    prevalence = prevalence[[s for s in SPLITS if s in prevalence.columns]]
     return {"region_sizes": sizes, "label_counts": prevalence, "report_lengths": pd.DataFrame(lengths)}
 
 

@@ -4,4 +4,6 @@
     runner.py   train -> generate -> evaluate each run, resumably, optionally in worker processes
     summary.py  `summary.json` (headline metrics per run)
     stats.py    bootstrap CIs and paired tests against `full` (`ablation_stats.csv`), verdicts
+    baselines.py constant-report baselines, distinct reports per run, full's shuffled-region-order probe
+    curves.py   region accuracy against training step, from a run's checkpoints (notebook 03)
 """

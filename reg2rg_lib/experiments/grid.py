@@ -1,16 +1,27 @@
-"""The ablation grid (Tables 4-7): which runs exist and what each changes in the model or its LLM.
+"""The ablation grid (Tables 4-7): which runs exist and what each changes in the model, its LLM or its training.
 
-| run | model change | paper |
+| run | change | paper |
 |---|---|---|
 | `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
 | `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
 | `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
 | `texture_geometry` | `use_global=False` | Table 5 |
-| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:" (no region dropout either) | Table 6 |
+| `no_rra` | `rra=False`: paragraphs in canonical order without "The region i is X:"; training as `full` | Table 6 |
+| `no_region_dropout` | training setting `region_dropout=0` (the paper's), model as `full` | Table 6 |
+| `name_weight_1` | training setting `region_name_weight=1` (the paper's plain cross-entropy), model as `full` | Table 6 |
+| `vit_random` / `vit_pretrained` | `vision_checkpoint` None / "pretrained": the frozen ViT random, or pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full` | kit (RadFM's pretraining) |
 | `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
 
-`grid` lists a profile's runs (`full` first); `same_model_as` tells when an `llm_<arch>` run is `full` itself, so
-its outputs are reused; `run_folder` names a run's folder (`runs/<name>_s<steps>/` for a shorter grid).
+One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training settings
+(`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no name tokens to
+weigh without "The region i is X:" targets), and the two settings the demo added for RRA, region dropout and the
+organ-name weight, have their own rows. Region dropout is a training setting of its own (train/dataset.py keeps
+it for a run without RRA, whose prompts stay in canonical order), so `no_rra` trains with the profile's region
+dropout, as `full` does.
+
+`grid` lists a profile's runs (`full` first); `same_model_as` tells when a run is `full` itself (an `llm_<arch>`
+that is the profile's LLM, a training setting the profile already has), so its outputs are reused; `run_folder`
+names a run's folder (`runs/<name>_s<steps>/` for a shorter grid).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from typing import Any
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.summary import REFERENCE
 from reg2rg_lib.model import LLM_ARCHS
-from reg2rg_lib.profiles import AblationsSection, Profile
+from reg2rg_lib.profiles import AblationsSection, Profile, load_profile
 from reg2rg_lib.train.run import model_config
 
 
@@ -34,6 +45,7 @@ class Ablation:
     description: str
     changes: Mapping[str, Any] = field(default_factory=dict)  # Reg2RGConfig fields
     llm_arch: str | None = None  # a key of LLM_ARCHS, or None for the profile's LLM
+    train: Mapping[str, Any] = field(default_factory=dict)  # profile `train` settings (e.g. region_dropout)
 
 
 #: The component ablations (the LLM-size runs are made by `ablation("llm_<arch>")`).
@@ -43,8 +55,29 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("texture_only", "texture tokens only (no geometry, no global)",
              {"use_geometry": False, "use_global": False}),
     Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
-    Ablation("no_rra", "RRA off: canonical order, no region prefixes (and no region dropout)", {"rra": False}),
+    Ablation("no_rra", "RRA off: canonical order, no region prefixes (region dropout as in full)",
+             {"rra": False}),
+    Ablation("no_region_dropout", "region dropout 0 (the paper's); model as full", train={"region_dropout": 0.0}),
+    Ablation("name_weight_1", "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
+             train={"region_name_weight": 1.0}),
+    Ablation("vit_random", "frozen random ViT instead of the frozen pretrained one (no vision pretraining)",
+             {"vision_checkpoint": None}),
+    Ablation("vit_pretrained", "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
+             "frozen random one", {"vision_checkpoint": "pretrained"}),
 )}
+
+
+#: The table each run is tested in (Tables 4-7): the family of its Holm correction (`stats.ablation_stats`).
+FAMILIES: dict[str, str] = {
+    "no_lfd": "table4_lfd", "texture_only": "table5_region_features", "texture_geometry": "table5_region_features",
+    "no_rra": "table6_rra", "no_region_dropout": "table6_rra", "name_weight_1": "table6_rra",
+    "vit_random": "table5_region_features", "vit_pretrained": "table5_region_features",
+}
+
+
+def family(run: str) -> str:
+    """The table (family of tests) of run `run`: `FAMILIES`, `table7_llm_size` for `llm_<arch>`, else "other"."""
+    return FAMILIES.get(run) or ("table7_llm_size" if run.startswith("llm_") else "other")
 
 
 def ablation(name: str) -> Ablation:
@@ -64,9 +97,17 @@ def _llm_size(arch: Mapping[str, Any]) -> str:
     return f"{arch['llm_layers']} layers x {arch['llm_hidden']} wide"
 
 
+def profile_for(profile: Profile, ab: Ablation) -> Profile:
+    """The profile a run trains under: `profile` with the run's `train` settings over it."""
+    return load_profile(profile, {f"train.{k}": v for k, v in ab.train.items()}) if ab.train else profile
+
+
 def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
-    """True when two ablations build the same model config (e.g. `llm_tiny` and `full` under the tiny preset)."""
-    return model_config(profile, a.changes, a.llm_arch) == model_config(profile, b.changes, b.llm_arch)
+    """True when two ablations build the same model config and train with the same settings (e.g. `llm_tiny` and
+    `full` under the tiny preset, or `no_region_dropout` under a profile whose region dropout is already 0)."""
+    pa, pb = profile_for(profile, a), profile_for(profile, b)
+    return (model_config(pa, a.changes, a.llm_arch) == model_config(pb, b.changes, b.llm_arch)
+            and pa.train == pb.train)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,17 +25,21 @@ import torch
 from reg2rg_lib.data.layout import scan_layout
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.experiments.grid import Ablation, grid, run_folder, run_steps, same_model_as
+from reg2rg_lib.experiments.baselines import annotate_runs
+from reg2rg_lib.experiments.grid import Ablation, grid, profile_for, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.stats import ablation_stats
-from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.experiments.summary import EVALUATION_METRICS, STATS_FILE, SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
-from reg2rg_lib.io import atomic_path
+from reg2rg_lib.io import atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
+from reg2rg_lib.metrics.grounded import benchmark_manifest
+from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.loop import summary
-from reg2rg_lib.train.run import train_run
+from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
+from reg2rg_lib.train.run import model_config, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,8 @@ def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     used = json.loads(ce.read_text()).get("reference_labels")
     if wanted is not None and used != wanted or wanted is None and not str(used).startswith("labeler"):
         return None
-    return json.loads(summary.read_text())["headline"]
+    headline = json.loads(summary.read_text())["headline"]
+    return headline if "CRG" in headline else None  # evaluated before CRG/grounded findings existed: evaluate again
 
 
 def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | None]:
@@ -91,8 +96,24 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
     region = run_dir / "metrics" / "region_metrics.json"
     if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
         out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
+    for key in EVALUATION_METRICS:
+        out.setdefault(key, None)  # not applicable for this run (e.g. no positive reference label): null, not 0
     out["train_steps"] = float(trained_steps(run_dir) or 0)
     return out
+
+
+def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[Ablation],
+                              progress: bool = True) -> None:
+    """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
+    missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's objective)."""
+    needed = [ab.name for ab in runs
+              if model_config(profile, ab.changes, ab.llm_arch, paths).vision_checkpoint == str(paths.vision_checkpoint)]
+    if not needed or paths.vision_checkpoint.is_file():
+        return
+    logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")
+    rules = RuleLabeler()
+    pretrain_for_profile(profile, paths.vision, lambda texts: rules.label(texts).to_numpy(), cache_dir=paths.cache,
+                         progress=progress)
 
 
 def run_one(
@@ -124,20 +145,22 @@ def run_one(
         if have is not None:
             logger.warning(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
         logger.info(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
-        train_run(profile, run_dir, cache_dir=paths.cache, tokenizer_dir=paths.tokenizer, max_steps=steps,
-                  resume=not force and have is None, model_changes=dict(ab.changes) or None, llm_arch=ab.llm_arch,
-                  progress=progress)
+        train_run(profile_for(profile, ab), run_dir, cache_dir=paths.cache, tokenizer_dir=paths.tokenizer,
+                  max_steps=steps, resume=not force and have is None, model_changes=dict(ab.changes) or None,
+                  llm_arch=ab.llm_arch, progress=progress)
         pred.unlink(missing_ok=True)  # predictions of an older model must not be resumed into
     if not predictions_complete(pred, names):
         decode = DecodeSettings.from_profile(profile.generate)
         generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=profile.generate.batch_size,
                      progress=progress)
-    headline = _headline(evaluate_predictions(pred, run_dir / "metrics", labels=labels), run_dir)
+    headline = _headline(evaluate_predictions(pred, run_dir / "metrics", labels=labels,
+                                              ground_truth=benchmark_manifest(paths.data)), run_dir)
     logger.info(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
                 + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
     return headline
 
 
+@one_writer("out_dir", "ablate")  # its runs train and generate under this lock (worker processes too)
 def run_ablations(
     profile: str | Profile,
     out_dir: str | os.PathLike[str],
@@ -178,6 +201,7 @@ def run_ablations(
             aliases[ab.name] = twin
         else:
             unique.append(ab)
+    ensure_vision_pretraining(profile, paths, unique, progress)
     workers = max(1, min(parallel if parallel is not None else profile.ablations.parallel,
                          len(unique)))
     if workers == 1:
@@ -188,10 +212,12 @@ def run_ablations(
     for name, twin in aliases.items():
         results[name] = results[twin]
     results = {a.name: results[a.name] for a in todo}  # the grid's order, full first
+    folders = {a.name: run_folder(profile, aliases.get(a.name, a.name), steps) for a in todo}
+    baselines = annotate_runs(profile, paths, results, folders, names, test_labels(paths), progress)
     summary = write_summary(paths, profile.name, results)
     resamples = n_resamples or profile.ablations.resamples
-    folders = {a.name: run_folder(profile, aliases.get(a.name, a.name), steps) for a in todo}
-    stats = ablation_stats(paths, [a.name for a in todo], aliases, folders, n_resamples=resamples, seed=seed)
+    stats = ablation_stats(paths, [a.name for a in todo], aliases, folders, n_resamples=resamples, seed=seed,
+                           baselines=baselines, seeds=[profile.train.seed])
     with atomic_path(paths.root / STATS_FILE) as tmp:
         stats.to_csv(tmp, index=False, lineterminator="\n")
     return summary

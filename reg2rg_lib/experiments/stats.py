@@ -13,16 +13,24 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.experiments.grid import ablation
+from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, diversity_note, run_extras
+from reg2rg_lib.experiments.grid import ablation, family
 from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.metrics.ce import ce_replicates, read_label_table
 from reg2rg_lib.metrics.io import read_csv_checked
-from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test, percentile_ci
+from reg2rg_lib.metrics.stats import (
+    bootstrap_indices,
+    holm_adjust,
+    nanmean_replicates,
+    paired_test,
+    percentile_ci,
+)
 from reg2rg_lib.paths import RunPaths
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -82,45 +90,87 @@ def ablation_stats(
     n_resamples: int = 1000,
     seed: int = 0,
     reference: str = REFERENCE,
+    baselines: Mapping[str, Path] | None = None,
+    seeds: Sequence[int] = (0,),
 ) -> pd.DataFrame:
-    """Long table (run, metric, value, ci_low, ci_high, delta_vs_full, p_vs_full, same_as), headline metrics.
+    """Long table, one row per (run, metric): value, ci_low, ci_high, delta_vs_full, p_vs_full, p_holm, family,
+    tests_in_family, n_resamples, seeds, kind, distinct_reports, n_test_cases, same_as.
 
     `value` is the run's own evaluation (summary.json; NaN where not applicable); CIs and p-values come from one
-    set of resample indices shared by all runs (paired). `aliases` maps a run to the run whose outputs it reused
-    (its `same_as`); `folders` maps a run to its folder under `runs/` (default: the run's name, or its alias's).
+    set of resample indices shared by all runs (paired). `p_holm` is Holm-adjusted within the run's table
+    (`grid.family`; the baselines are a family of their own; a run that is another's model, `same_as`, is not
+    tested). `aliases` maps a run to the run whose outputs it
+    reused (its `same_as`); `folders` maps a run to its folder under `runs/` (default: the run's name, or its
+    alias's); `baselines` maps a baseline to its folder (`baselines.run_baselines`), scored like a run.
+    `seeds`: the training seeds behind every run (one run per seed; the kit trains one).
     """
     aliases = dict(aliases or {})
     summary = read_summary(paths.summary)["runs"]
     folders = dict(folders or {})
     folder = {r: paths.run(folders.get(r, aliases.get(r, r))) / "metrics" for r in runs}
+    values = {r: summary.get(r, {}) for r in runs}
+    for name, where in (baselines or {}).items():
+        folder[name] = Path(where) / "metrics"
+        values[name] = _baseline_values(folder[name], name)
     ref_data = per_case(folder[reference])
     idx = bootstrap_indices(len(ref_data.ids), n_resamples, seed)  # (B, N), shared: paired comparisons
     ref_reps = replicates(ref_data, idx)
     rows = []
-    for run in runs:
-        data = per_case(folder[run]).take(ref_data.ids, folder[run])
-        reps = replicates(data, idx)
+    for run in [*runs, *(baselines or {})]:
+        reps = replicates(per_case(folder[run]).take(ref_data.ids, folder[run]), idx)
+        kind = "baseline" if run in (baselines or {}) else "run"
+        extra = {"family": "baselines" if kind == "baseline" else family(run), "n_resamples": int(n_resamples),
+                 "seeds": len(seeds), "kind": kind, "same_as": aliases.get(run, ""),
+                 "distinct_reports": values[run].get("distinct_reports", math.nan),
+                 "n_test_cases": values[run].get("n_test_cases", math.nan)}
         for metric in SUMMARY_METRICS:
-            given = summary.get(run, {}).get(metric)
-            value = float(given) if given is not None else math.nan
-            low, high = percentile_ci(reps[metric]) if metric in reps else (math.nan, math.nan)
-            row = {"run": run, "metric": metric, "value": value, "ci_low": low, "ci_high": high,
-                   "delta_vs_full": math.nan, "p_vs_full": math.nan, "same_as": aliases.get(run, "")}
-            ref_value = summary.get(reference, {}).get(metric)
-            if run != reference and metric in reps and metric in ref_reps and ref_value is not None:
-                test = paired_test(ref_reps[metric], reps[metric], float(ref_value), value)
-                row.update(delta_vs_full=test["delta"], p_vs_full=test["p_value"])
-            rows.append(row)
-    return pd.DataFrame(rows)
+            given = values[run].get(metric)
+            rows.append({"run": run, "metric": metric, **_compare(
+                reps, ref_reps, metric, float(given) if given is not None else math.nan,
+                values[reference].get(metric), run != reference and not extra["same_as"]), **extra})
+    return _holm_by_family(pd.DataFrame(rows))
+
+
+def _baseline_values(metrics_dir: Path, name: str) -> dict[str, Any]:
+    """A baseline's headline metrics (its metrics/summary.json) and output counts (its predictions)."""
+    path = metrics_dir / "summary.json"
+    if not path.is_file():
+        raise BadInputError(path, f"baseline {name} was not evaluated; rerun the ablations")
+    return {**json.loads(path.read_text())["headline"], **run_extras(metrics_dir.parent / "predictions.csv")}
+
+
+def _compare(reps: Mapping[str, np.ndarray], ref_reps: Mapping[str, np.ndarray], metric: str, value: float,
+             ref_value: float | None, test: bool) -> dict[str, float]:
+    """value, its bootstrap CI and (when `test`) the paired test against the reference."""
+    low, high = percentile_ci(reps[metric]) if metric in reps else (math.nan, math.nan)
+    row = {"value": value, "ci_low": low, "ci_high": high, "delta_vs_full": math.nan, "p_vs_full": math.nan}
+    if test and metric in reps and metric in ref_reps and ref_value is not None and not math.isnan(value):
+        result = paired_test(ref_reps[metric], reps[metric], float(ref_value), value)
+        row.update(delta_vs_full=result["delta"], p_vs_full=result["p_value"])
+    return row
+
+
+def _holm_by_family(stats: pd.DataFrame) -> pd.DataFrame:
+    """`p_holm` (Holm within each family's tests) and `tests_in_family` columns."""
+    stats = stats.assign(p_holm=math.nan, tests_in_family=0)
+    for _, sub in stats.groupby("family", sort=False):
+        tested = sub.index[sub["p_vs_full"].notna()]
+        stats.loc[tested, "p_holm"] = holm_adjust(stats.loc[tested, "p_vs_full"].to_numpy())
+        stats.loc[sub.index, "tests_in_family"] = len(tested)
+    return stats
 
 
 def read_stats(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """`ablation_stats.csv`, checked."""
+    """`ablation_stats.csv`, checked (files from before the baselines and Holm columns read too)."""
     stats = read_csv_checked(path, required=("run", "metric", "value", "ci_low", "ci_high", "p_vs_full"),
                              what="ablation stats")
-    for col in ("value", "ci_low", "ci_high", "delta_vs_full", "p_vs_full"):
+    for col in ("value", "ci_low", "ci_high", "delta_vs_full", "p_vs_full", "p_holm", "tests_in_family",
+                "n_resamples", "seeds", "distinct_reports", "n_test_cases"):
         if col in stats.columns:
             stats[col] = pd.to_numeric(stats[col], errors="coerce")
+    if "kind" not in stats.columns:
+        stats["kind"] = "run"
+    stats["kind"] = stats["kind"].fillna("run")
     return stats
 
 
@@ -130,7 +180,7 @@ def descriptions(stats: pd.DataFrame) -> dict[str, str]:
     out = {}
     for r in dict.fromkeys(stats["run"]):
         try:
-            out[r] = ablation(r).description
+            out[r] = BASELINE_SETTINGS[r] if r in BASELINE_SETTINGS else ablation(r).description
         except KitError:
             out[r] = ""
         if same.get(r):
@@ -141,20 +191,40 @@ def descriptions(stats: pd.DataFrame) -> dict[str, str]:
 def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENCE) -> pd.DataFrame:
     """For every run and metric: the difference to `full` and what it means, in words.
 
-    `verdict` is "full better" / "run better" when the paired bootstrap test gives p < `alpha`, "no clear
-    difference" otherwise, and "not applicable" where the run has no value (e.g. region accuracy without RRA).
+    `verdict` is "full better" / "run better" when the paired bootstrap test, Holm-adjusted within the run's
+    table (`p_holm`; the raw p where a stats file has none), is below `alpha`, "no clear difference" otherwise,
+    and "not applicable" where the run has no value (e.g. region accuracy without RRA). `note` flags a verdict
+    that rests on near-constant output (the run's or full's: `baselines.is_near_constant`). Baselines get none.
     """
     rows = []
-    for r in stats[stats["run"] != reference].itertuples(index=False):
-        same = getattr(r, "same_as", "")
+    kinds = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
+    ref = _extras(stats, reference)
+    for r in stats[(stats["run"] != reference) & (kinds != "baseline")].to_dict("records"):
+        p = r.get("p_holm", math.nan)
+        p = r["p_vs_full"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
+        same = r.get("same_as", "")
         if isinstance(same, str) and same:
             verdict = f"same model as {same}"
-        elif math.isnan(r.value) or math.isnan(r.p_vs_full):
+        elif math.isnan(r["value"]) or math.isnan(p):
             verdict = "not applicable"
-        elif r.p_vs_full < alpha:
-            verdict = "full better" if r.delta_vs_full < 0 else f"{r.run} better"
+        elif p < alpha:
+            verdict = "full better" if r["delta_vs_full"] < 0 else f"{r['run']} better"
         else:
             verdict = "no clear difference"
-        rows.append({"run": r.run, "metric": r.metric, "delta_vs_full": r.delta_vs_full, "p_vs_full": r.p_vs_full,
-                     "verdict": verdict})
-    return pd.DataFrame(rows, columns=["run", "metric", "delta_vs_full", "p_vs_full", "verdict"])
+        notes = [diversity_note(r["run"], _extras(stats, r["run"])), diversity_note(reference, ref)]
+        tested = verdict.endswith("better") or verdict == "no clear difference"
+        note = "; ".join(n for n in notes if n) if tested else ""
+        rows.append({"run": r["run"], "metric": r["metric"], "delta_vs_full": r["delta_vs_full"],
+                     "p_vs_full": r["p_vs_full"], "p_holm": p, "verdict": verdict, "note": note})
+    return pd.DataFrame(rows, columns=["run", "metric", "delta_vs_full", "p_vs_full", "p_holm", "verdict", "note"])
+
+
+def _extras(stats: pd.DataFrame, run: str) -> dict[str, float]:
+    """distinct_reports / n_test_cases of `run` in a stats table ({} when the file has none)."""
+    sub = stats[stats["run"] == run]
+    if sub.empty or "distinct_reports" not in stats.columns:
+        return {}
+    first = sub.iloc[0]
+    out = {k: float(first[k]) for k in ("distinct_reports", "n_test_cases") if k in sub.columns
+           and not pd.isna(first[k])}
+    return out

@@ -39,6 +39,8 @@ class Row:
     pred: Paragraph | None
     #: for a predicted paragraph, the organ the ground truth has at the same index when it differs (else None)
     expected_region: str | None = None
+    #: shown instead of "(missing from the prediction)" when the prediction has no region paragraphs at all
+    note: str | None = None
 
 
 def paragraphs(text: str) -> list[Paragraph]:
@@ -66,12 +68,36 @@ def region_order(*reports: Sequence[Paragraph]) -> list[str]:
     return known + sorted(seen - set(known))
 
 
+#: The note of a region row when the prediction is one whole report (a model without region prefixes).
+WHOLE_NOTE = f"written as one whole report, without region prefixes: see the {WHOLE_REPORT} row"
+#: The ground truth's cell in that row: its region paragraphs, the rows above, are what the prediction is diffed with.
+GT_WHOLE_NOTE = "the ground truth's region paragraphs above, as one report"
+
+
+def is_whole_report(pars: Sequence[Paragraph]) -> bool:
+    """True when a report has text but no region paragraph (e.g. the `no_rra` ablation's reports)."""
+    return bool(pars) and all(p.region == WHOLE_REPORT for p in pars)
+
+
+def whole_report(pars: Sequence[Paragraph]) -> Paragraph:
+    """A report's paragraphs joined into one `WHOLE_REPORT` paragraph, in reading order (prefixes dropped)."""
+    return Paragraph(-1, WHOLE_REPORT, " ".join(p.text for p in pars if p.text))
+
+
 def align(gt: Sequence[Paragraph], pred: Sequence[Paragraph]) -> dict[str, Row]:
     """Pair the ground-truth and predicted paragraphs about the same region.
 
     Regions are matched by name (the model may list them in any order). A predicted paragraph whose index names a
     different organ in the ground truth is a region-recognition error; its `expected_region` says which organ.
+    A prediction without any region paragraph (a model trained without region prefixes) is compared as one whole
+    report with the whole ground truth, in one `WHOLE_REPORT` row; the region rows then carry `WHOLE_NOTE`
+    instead of reading as regions missing from the prediction.
     """
+    if is_whole_report(pred) and not is_whole_report(gt):
+        rows = {r: Row(r, next(p for p in gt if p.region == r), None, note=WHOLE_NOTE)
+                for r in region_order(gt) if r != WHOLE_REPORT}
+        rows[WHOLE_REPORT] = Row(WHOLE_REPORT, whole_report(gt), whole_report(pred))
+        return rows
     gt_by_region = {p.region: p for p in gt}
     pred_by_region = {p.region: p for p in pred}
     gt_by_index = {p.index: p.region for p in gt if p.index >= 0}
@@ -131,8 +157,12 @@ def cell_html(row: Row, source: str, selected: bool) -> str:
     if selected:
         box += f";background:{tint(color)}"
     attrs = f'data-region="{html.escape(row.region)}" data-selected="{str(selected).lower()}"'
-    if source == "gt":
+    if source == "gt" and row.gt is None and row.note:
+        body = f'<i style="color:#666">({html.escape(row.note)})</i>'
+    elif source == "gt":
         body = html.escape(row.gt.text) if row.gt else '<i style="color:#888">(no paragraph in the ground truth)</i>'
+    elif row.pred is None and row.note:
+        body = f'<i style="color:#666">({html.escape(row.note)})</i>'
     elif row.pred is None:
         body = '<i style="color:#a3262b">(missing from the prediction)</i>'
     else:

@@ -254,7 +254,9 @@ class Explorer:
             selected = region == self.state.selected
             if col == GT:
                 gt = next((p for p in self.gt_paragraphs if p.region == region), None)
-                row = rep.Row(region, gt, None)
+                whole = region == rep.WHOLE_REPORT and gt is None and any(
+                    rows.get(region) is not None and rows[region].gt is not None for rows in self.rows.values())
+                row = rep.Row(region, gt, None, note=rep.GT_WHOLE_NOTE if whole else None)
             else:
                 row = self.rows[col].get(region) or rep.Row(region, None, None)
                 if row.gt is None and row.pred is None:

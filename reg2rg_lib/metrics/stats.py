@@ -67,3 +67,32 @@ def paired_test(a_reps: np.ndarray, b_reps: np.ndarray, a_value: float, b_value:
         p = 1.0
     low, high = percentile_ci(diff)
     return {"A": float(a_value), "B": float(b_value), "delta": delta, "ci95": [low, high], "p_value": min(p, 1.0)}
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are not tests and stay NaN).
+
+    The k-th smallest of m p-values is multiplied by (m - k + 1), made monotone and capped at 1; rejecting where
+    the adjusted p < alpha keeps the family-wise error rate at alpha (Holm 1979).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adjusted
+    return out
+
+
+def format_p(p: float | None, n_resamples: int, tests: int = 1) -> str:
+    """A bootstrap p-value as text: `< 1/B` (e.g. `< 0.001` for B = 1000) where no resample reached the observed
+    difference's opposite sign (p = 0 from the count), since 0 is below what B resamples resolve; after a Holm
+    adjustment over `tests` tests that bound is `< tests/B`. Otherwise 3 decimals; None/NaN (no test): en dash."""
+    if p is None or np.isnan(p):
+        return "–"
+    if p <= 0.0:
+        return f"< {min(1.0, max(int(tests), 1) / max(int(n_resamples), 1)):.3g}"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"

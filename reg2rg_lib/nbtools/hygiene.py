@@ -1,4 +1,5 @@
-"""Notebook hygiene: committed notebooks carry no outputs and exactly one `parameters`-tagged cell.
+"""Notebook hygiene: committed notebooks carry no outputs, exactly one `parameters`-tagged cell, and the kit's
+one Jupyter kernel name (`env.doctor.KERNEL_NAME`) in their metadata.
 
     python -m reg2rg_lib.nbtools.hygiene notebooks            # check (exit 1 and list problems)
     python -m reg2rg_lib.nbtools.hygiene --strip notebooks    # remove outputs and execution counts in place
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import nbformat
 
+from reg2rg_lib.env.doctor import KERNEL_NAME
+
 
 def problems(path: Path) -> list[str]:
     nb = nbformat.read(path, as_version=4)
@@ -22,6 +25,9 @@ def problems(path: Path) -> list[str]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             found.append(f"{path}: cell {i} has committed outputs or an execution count (run `make strip`)")
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    if kernel != KERNEL_NAME:
+        found.append(f"{path}: kernelspec name {kernel!r} (need {KERNEL_NAME!r}, the kernel `make setup` registers)")
     if nb.cells and nb.cells[0].cell_type != "markdown":
         found.append(f"{path}: the first cell should be the markdown introduction")
     return found

@@ -5,6 +5,7 @@ writes its table or figure (or returns None when its inputs are absent), and `re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -15,12 +16,14 @@ from typing import Any
 import pandas as pd
 
 from reg2rg_lib.data.sources import LayoutSource
+from reg2rg_lib.experiments.baselines import BASELINES, baseline_dir
 from reg2rg_lib.experiments.stats import descriptions, read_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
-from reg2rg_lib.paths import REPO_ROOT, RunPaths
+from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
+    PICK_RULE,
     fig2_report_length,
     fig3_case_study,
     fig4_region_report,
@@ -29,19 +32,23 @@ from reg2rg_lib.report.figures import (
     load_pairs,
     pick_case,
 )
+from reg2rg_lib.report.release import ReleaseLookup, find_release, with_release_rows
 from reg2rg_lib.report.tables import (
     BENCHMARK,
     CTRG,
     ce_averages,
     load_json,
     recompute_release_ce,
+    recompute_release_crg,
     recompute_release_nlg,
     region_rows,
     save_ablation_tables,
     save_table,
     table1_nlg,
     table2_ce,
+    table9_ce_per_label,
     table3_region_recognition,
+    table8_grounded,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,20 +67,21 @@ class Inputs:
     profile: str
     release_dir: Path | None = None
     recompute_release: bool = False
+    release_lookup: ReleaseLookup | None = None  # where the release was looked for (tables say so when absent)
 
     @classmethod
     def from_profile(cls, profile: str | Profile, out_dir: str | os.PathLike[str],
                      figures_dir: str | os.PathLike[str], release_dir: str | os.PathLike[str] | None = None,
                      recompute_release: bool | None = None) -> Inputs:
-        """The inputs of one profile run. `release_dir` and `recompute_release` default to the profile's
-        `figures` section; a relative `release_dir` is taken from the repository root, "" leaves the release out,
-        and a folder that does not exist is left out too (its rows are skipped, not faked)."""
+        """The inputs of one profile run. The release: `release_dir`, else $REG2RG_RELEASE, else the profile's
+        `figures.release_dir` (`report.release.find_release`; relative paths from the repository root, ""
+        leaves it out); a folder that does not exist is not read, and Tables 1-3 say where it was looked for.
+        `recompute_release` defaults to the profile's setting."""
         prof = load_profile(profile)
-        release = release_dir if release_dir is not None else prof.figures.release_dir
-        found = (REPO_ROOT / release).resolve() if release else None
+        lookup = find_release(release_dir, prof.figures.release_dir)
         recompute = prof.figures.recompute_release if recompute_release is None else recompute_release
-        return cls(Path(out_dir).resolve(), Path(figures_dir).resolve(), prof.name,
-                   found if found is not None and found.is_dir() else None, bool(recompute))
+        return cls(Path(out_dir).resolve(), Path(figures_dir).resolve(), prof.name, lookup.found, bool(recompute),
+                   lookup)
 
     @property
     def paths(self) -> RunPaths:
@@ -122,8 +130,9 @@ def make_fig3(inp: Inputs) -> list[Path] | None:
         return None
     pairs, model = source
     i = pick_case(pairs)
+    rule = f"{PICK_RULE} among the {len(pairs.ids)} cases of the {model} predictions"
     return fig3_case_study(pairs.references[i], pairs.predictions[i], inp.figures_dir, case_id=pairs.ids[i],
-                           model=model)[1]
+                           model=model, picked_by=rule)[1]
 
 
 def make_fig4(inp: Inputs) -> list[Path] | None:
@@ -198,29 +207,59 @@ def _save_nonempty(df: pd.DataFrame, inp: Any, name: str, caption: str) -> dict[
 def make_table1(inp: Any) -> dict[str, Path] | None:
     """Table 1 from the release (when given) and the kit's `full` run (when finished); None if neither."""
     recomputed = recompute_release_nlg(inp.release_dir) if inp.release_dir and inp.recompute_release else None
-    full = _kit_full(inp)
-    df = table1_nlg(inp.release_dir, recomputed, {"full": full} if full else None, inp.profile)
-    return _save_nonempty(df, inp, "table1_nlg", "Table 1: NLG metrics (per-sample means). "
-                          f"{CTRG} rows come from the authors' release; {BENCHMARK} rows from the kit's runs.")
+    df = table1_nlg(inp.release_dir, recomputed, _kit_rows(inp) or None, inp.profile)
+    return _save_nonempty(_release_rows(df, inp, "table1"), inp, "table1_nlg", "Table 1: NLG metrics (per-sample "
+                          f"means). {CTRG} rows come from the authors' release; {BENCHMARK} rows from the kit's runs"
+                          + _baselines_caption(inp))
 
 
 def make_table2(inp: Any) -> dict[str, Path] | None:
     """Table 2 (CE) from the release (as released and recomputed from its labels) and the kit's `full` run."""
     recomputed = recompute_release_ce(inp.release_dir) if inp.release_dir else None
-    full = _kit_full(inp)
-    kit = {"full": ce_averages(load_json(full / "ce_metrics.json"))} if full else None
-    return _save_nonempty(table2_ce(inp.release_dir, recomputed, kit, inp.profile), inp, "table2_ce",
+    kit = {run: ce_averages(load_json(d / "ce_metrics.json")) for run, d in _kit_rows(inp).items()}
+    df = table2_ce(inp.release_dir, recomputed, kit or None, inp.profile, crg=_crg_values(inp))
+    return _save_nonempty(_release_rows(df, inp, "table2"), inp, "table2_ce",
                           "Table 2: clinical efficacy over the 18 CT-RATE labels. "
-                          f"{CTRG}: RadBERT labels from the authors' release; {BENCHMARK}: the kit's rule labeler.")
+                          f"{CTRG}: RadBERT labels from the authors' release; {BENCHMARK}: the kit's rule labeler"
+                          + _baselines_caption(inp))
 
 
 def make_table3(inp: Any) -> dict[str, Path] | None:
     """Table 3 (region recognition) from the release's region report and the kit's `full` run."""
+    kit = {run: region_rows(load_json(d / "region_metrics.json")) for run, d in _kit_rows(inp).items()}
+    return _save_nonempty(_release_rows(table3_region_recognition(inp.release_dir, kit or None, inp.profile), inp,
+                                        "table3"), inp, "table3_region_recognition",
+                          "Table 3: region recognition (\"The region i is X\" names vs the ground truth)"
+                          + _baselines_caption(inp))
+
+
+def _kit_rows(inp: Any) -> dict[str, Path]:
+    """{name: metrics folder}: notebook 04's `full` run, then the baselines scored against its references
+    (`experiments.baselines`, written by the ablations) when they exist."""
     full = _kit_full(inp)
-    kit = {"full": region_rows(load_json(full / "region_metrics.json"))} if full else None
-    return _save_nonempty(table3_region_recognition(inp.release_dir, kit, inp.profile), inp,
-                          "table3_region_recognition",
-                          "Table 3: region recognition (\"The region i is X\" names vs the ground truth).")
+    if full is None:
+        return {}
+    rows = {"full": full}
+    for name in BASELINES:
+        folder = baseline_dir(inp.paths, name) / "metrics"
+        if (folder / "summary.json").is_file():
+            rows[name] = folder
+    return rows
+
+
+def _baselines_caption(inp: Any) -> str:
+    kit = _kit_rows(inp)
+    if "full" not in kit:
+        return "."
+    if len(kit) == 1:
+        return "; baselines: not computed yet (the ablations, notebook 05, score them)."
+    return ("; baseline rows: one constant report for every case (experiments.baselines), the normal one naming "
+            "the organs in canonical order.")
+
+
+def _release_rows(df: pd.DataFrame, inp: Any, table: str) -> pd.DataFrame:
+    """`df` with the paper's printed rows and, when the release is absent, where it was looked for."""
+    return df if df.empty else with_release_rows(df, table, getattr(inp, "release_lookup", None), CTRG)
 
 
 def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
@@ -233,5 +272,38 @@ def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
     return {f"{name}.{ext}": p for name, files in written.items() for ext, p in files.items()} or None
 
 
+def _crg_values(inp: Any) -> dict[str, float | None]:
+    """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (issue 17)."""
+    out: dict[str, float | None] = {}
+    if inp.release_dir and (inp.release_dir / "label_inferred.csv").is_file():
+        out["recomputed"] = recompute_release_crg(inp.release_dir)
+    for run, folder in _kit_rows(inp).items():
+        out[run] = load_json(folder / "crg.json")["CRG"] if (folder / "crg.json").is_file() else None
+    return out
+
+
+def make_table8(inp: Any) -> dict[str, Path] | None:
+    """Table 8 (the kit's): grounded finding accuracy of every evaluated run with `grounded_by_kind.csv`."""
+    runs = {run: inp.metrics_dir(run) for run in inp.runs()}
+    return _save_nonempty(table8_grounded(runs, inp.profile), inp, "table8_grounded_findings",
+                          "Table 8: grounded finding accuracy on the embedded benchmark: each inserted finding "
+                          "reported in its own region's paragraph (grounded recall), with the right lobe/side and "
+                          "size within +-20 % (attribute accuracy), and findings the model invented per case.")
+
+
 #: The table makers in order (each returns the files written, or None when its inputs are absent).
-TABLE_MAKERS = (make_table1, make_table2, make_table3, make_ablation_tables)
+def make_table9(inp: Any) -> dict[str, Path] | None:
+    """Table 9 (the kit's): per-label CE of `full`, beside the frozen encoders' validation probes (notebook 02)."""
+    labels_csv = inp.metrics_dir("full") / "ce_labels.csv"
+    if "full" not in inp.runs() or not labels_csv.is_file():
+        return None
+    report = inp.paths.vision / "pretrain.json"
+    pretrain = json.loads(report.read_text()) if report.is_file() else None
+    return _save_nonempty(table9_ce_per_label(labels_csv, pretrain), inp, "table9_ce_per_label",
+                          "Table 9 (the kit's): clinical efficacy of `full` per label on the test split (support: test cases "
+                          "with the finding; reported: cases where `full` writes it)"
+                          + ("; probe F1: a logistic-regression read-out of the frozen ViT's pooled tokens per region "
+                             "crop, fit on train and scored on validation (notebook 02)" if pretrain else ""))
+
+
+TABLE_MAKERS = (make_table1, make_table2, make_table9, make_table3, make_ablation_tables, make_table8)

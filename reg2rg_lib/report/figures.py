@@ -6,7 +6,8 @@
 | `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
 | `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
 | `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
-| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs |
+| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs and the baselines |
+| `fig10_region_accuracy_by_step` | `fig10_region_accuracy_by_step` | (kit) region accuracy of each checkpoint (notebook 03) |
 """
 
 from __future__ import annotations
@@ -69,38 +70,54 @@ def report_lengths(predictions: Mapping[str, Any]) -> pd.DataFrame:
 # Fig. 2: report lengths
 
 
+def ecdf(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the empirical CDF: the sorted values and the share of values <= each."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    return x, np.arange(1, len(x) + 1) / max(len(x), 1)
+
+
+#: Line styles cycled on top of the colours, so that more sources than colours stay apart.
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def source_style(i: int) -> dict[str, Any]:
+    """Colour and line style of the i-th source of a plot (ground truth first, in dark grey)."""
+    return {"color": SOURCE_PALETTE[i % len(SOURCE_PALETTE)],
+            "linestyle": LINESTYLES[(i // len(SOURCE_PALETTE) + i) % len(LINESTYLES)] if i else "-"}
+
+
 def fig2_report_length(
     panels: Mapping[str, Mapping[str, Any]],
     figures_dir: str | os.PathLike[str],
     bins: int = 30,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Fig. 2: distributions of report length in words, ground truth vs models (step histograms + medians).
+    """Fig. 2: report length in words, ground truth vs models, as empirical CDFs (one step curve per source, its
+    median in the legend): readable with many runs, where overlaid histograms are not.
 
     `panels` maps a panel title (one per dataset, so that datasets are never mixed in one plot) to
     {model name: predictions CSV or `ReportPairs`}; each panel's ground truth comes from its first file.
-    Returns the per-panel, per-source summary (n, mean, median, std of words) and the written files.
+    Returns the per-panel, per-source summary (n, mean, median, std of words) and the written files. `bins` is
+    kept for callers of the histogram version and unused.
     """
     panels = {title: models for title, models in panels.items() if models}
     if not panels:
         raise ValueError("fig2_report_length needs at least one predictions file")
     summaries = []
     with style():
-        fig = new_figure(5.2 * len(panels), 3.2)
+        fig = new_figure(5.2 * len(panels), 3.6)
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (title, models) in zip(axes, panels.items()):
             lengths = report_lengths(models)
-            top = max(int(lengths["words"].max()), 1)
-            edges = np.linspace(0, top * 1.02 + 1, bins + 1)
             for i, source in enumerate(dict.fromkeys(lengths["source"])):
                 words = lengths.loc[lengths["source"] == source, "words"].to_numpy()
-                color = SOURCE_PALETTE[i % len(SOURCE_PALETTE)]
-                ax.hist(words, bins=edges, histtype="step", linewidth=1.6, color=color,
-                        label=f"{source} (median {np.median(words):.0f})")
-                ax.axvline(float(np.median(words)), color=color, linestyle="--", linewidth=0.9)
+                x, y = ecdf(words)
+                ax.step(np.r_[0, x], np.r_[0, y], where="post", linewidth=2.2 if i == 0 else 1.3,
+                        label=f"{source} (median {np.median(words):.0f})", **source_style(i))
             ax.set_xlabel("words per report (region prefixes removed)")
-            ax.set_ylabel("reports")
+            ax.set_ylabel("share of reports with at most x words")
+            ax.set_ylim(0, 1.02)
             ax.set_title(title)
-            ax.legend(frameon=False)
+            ax.legend(frameon=False, fontsize=7, loc="lower right")
             summary = lengths.groupby("source", sort=False)["words"].agg(["count", "mean", "median", "std"])
             summaries.append(summary.rename(columns={"count": "n"}).reset_index().assign(panel=title))
         files = savefig(fig, figures_dir, "fig2_report_length")
@@ -157,19 +174,25 @@ def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, A
     }
 
 
+#: how Fig. 3's case is chosen; printed on the figure. It looks at the ground truth only, never at how well the
+#: prediction did, so the figure shows a typical case rather than the model's best.
+PICK_RULE = "the first case with the median number of ground-truth findings"
+
+
 def pick_case(predictions: Any, labeler: Any | None = None) -> int:
-    """Index of an informative case in a predictions CSV (or `ReportPairs`): most findings shared by ground truth
-    and prediction, then most ground-truth findings. Ties go to the first case, so the choice is deterministic."""
+    """Index of Fig. 3's case in a predictions CSV (or `ReportPairs`) by `PICK_RULE`: the labeler's ground-truth
+    findings are counted per case, and the first case whose count equals the median (rounded down to a count that
+    occurs) is taken. The prediction plays no part, so the pick cannot flatter the model."""
     pairs = load_pairs(predictions)
     if not pairs.ids:
         raise BadInputError(getattr(pairs, "path", "<predictions>"), "no predictions to pick a case from")
     labeler = labeler or _default_labeler()
     gt = labeler.label([strip_region_prefix(t) for t in pairs.references])
-    pred = labeler.label([strip_region_prefix(t) for t in pairs.predictions])
     cols = [c for c in LABELS if c in gt.columns]
-    g, p = gt[cols].to_numpy().astype(int), pred[cols].to_numpy().astype(int)  # (N, L)
-    score = (g & p).sum(axis=1) * 100 + g.sum(axis=1)  # (N,) lexicographic: shared first, then GT findings
-    return int(np.argmax(score))
+    counts = gt[cols].to_numpy().astype(int).sum(axis=1)  # (N,) ground-truth findings per case
+    target = np.median(counts)
+    occurring = counts[counts <= target]
+    return int(np.flatnonzero(counts == occurring.max())[0])
 
 
 def _draw_text_column(ax: Any, title: str, sentences: Sequence[tuple[str, str | None, list[str]]], width: int) -> None:
@@ -198,8 +221,10 @@ def fig3_case_study(
     model: str = "prediction",
     labeler: Any | None = None,
     width_chars: int = 62,
+    picked_by: str = "",
 ) -> tuple[dict[str, Any], list[Path]]:
     """Fig. 3: ground truth beside the prediction, sentences with findings highlighted by the labeler.
+    `picked_by` (e.g. `PICK_RULE` with its numbers) is printed under the title: how the case was chosen.
 
     Green: a finding in both reports; orange: a ground-truth finding the prediction missed; red: a finding only in
     the prediction. Returns the findings (see `case_findings`) and the written files.
@@ -219,7 +244,8 @@ def fig3_case_study(
         shown = f"case {case_id}: " if case_id else ""
         fig.suptitle(
             f"{shown}GT findings: {', '.join(found['gt_labels']) or 'none'} | "
-            f"predicted: {', '.join(found['pred_labels']) or 'none'}",
+            f"predicted: {', '.join(found['pred_labels']) or 'none'}"
+            + (f"\ncase picked as {picked_by}" if picked_by else ""),
             fontsize=8,
         )
         files = savefig(fig, figures_dir, "fig3_case_study")
@@ -324,28 +350,36 @@ def fig5_training_curves(
     runs: Mapping[str, str | os.PathLike[str]],
     figures_dir: str | os.PathLike[str],
     smoothing: float = 0.9,
+    log_loss: bool = True,
 ) -> list[Path]:
-    """Training loss per step of each run {name: run folder} (raw, faint; smoothed, solid) and the lr schedule."""
+    """Training loss per step of each run {name: run folder} (smoothed; the raw loss faint) and the lr schedule.
+
+    Every run gets its own colour and line style and the loss axis is logarithmic (`log_loss`), so runs whose
+    curves lie close together stay visible; the legend sits below the plots, one entry per run.
+    """
     if not runs:
         raise ValueError("fig5_training_curves needs at least one run folder with a train_log.csv")
     with style():
-        fig = new_figure(7.0, 3.2)
+        fig = new_figure(7.4, 3.6 + 0.12 * len(runs))
         ax, ax_lr = fig.subplots(1, 2, width_ratios=[2.2, 1])
         for i, (name, run_dir) in enumerate(runs.items()):
             log = read_log(run_dir)
-            color = SOURCE_PALETTE[(i + 1) % len(SOURCE_PALETTE)]
-            ax.plot(log["step"], log["loss"], color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(log["step"], smooth(log["loss"].to_numpy(), smoothing), color=color, linewidth=1.5, label=name)
+            look = source_style(i + 1)
+            ax.plot(log["step"], log["loss"], color=look["color"], alpha=0.12, linewidth=0.6)
+            ax.plot(log["step"], smooth(log["loss"].to_numpy(), smoothing), linewidth=1.5, label=name, **look)
             if "lr" in log.columns:
-                ax_lr.plot(log["step"], log["lr"], color=color, linewidth=1.2)
+                ax_lr.plot(log["step"], log["lr"], linewidth=1.2, **look)
+        if log_loss:
+            ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss (token cross-entropy)")
+        ax.set_ylabel("training loss" + (" (log scale)" if log_loss else ""))
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(frameon=False, ncol=2)
         ax_lr.set_xlabel("step")
         ax_lr.set_ylabel("learning rate")
         ax_lr.xaxis.get_major_locator().set_params(integer=True)
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 4),
+                   frameon=False)
         return savefig(fig, figures_dir, "fig5_training_curves")
 
 
@@ -357,27 +391,82 @@ def fig6_ablation_bars(
 ) -> list[Path]:
     """Grouped bars: one group per metric, one bar per run, error bars from the bootstrap 95% CI.
 
-    `stats` is long: columns run, metric, value, ci_low, ci_high (as `reg2rg_lib.experiments.stats.ablation_stats` writes).
+    A metric that does not apply to a run (NaN, e.g. region accuracy without RRA) is written "n/a" where its bar
+    would stand; a true zero gets a "0" above an empty bar, so the two never look alike. Baseline rows (`kind`
+    "baseline", `experiments.baselines`) are drawn as dashed horizontal lines across each metric's group.
+    `stats` is long: columns run, metric, value, ci_low, ci_high (as `experiments.stats.ablation_stats` writes).
     """
     need = {"run", "metric", "value", "ci_low", "ci_high"}
     if not need <= set(stats.columns):
         raise ValueError(f"ablation stats need columns {sorted(need)}, have {list(stats.columns)}")
-    runs = list(dict.fromkeys(stats["run"]))
+    kind = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
+    runs = list(dict.fromkeys(stats.loc[kind != "baseline", "run"]))
+    baselines = list(dict.fromkeys(stats.loc[kind == "baseline", "run"]))
     metrics = [m for m in metrics if m in set(stats["metric"])]
     width = 0.8 / max(len(runs), 1)
     with style():
-        fig = new_figure(max(6.0, 1.2 * len(metrics) + 0.35 * len(runs)), 3.4)
+        fig = new_figure(max(6.0, 1.2 * len(metrics) + 0.35 * len(runs)), 3.8)
         ax = fig.add_subplot()
         for i, run in enumerate(runs):
             sub = stats[stats["run"] == run].set_index("metric").reindex(metrics)
             x = np.arange(len(metrics)) + (i - (len(runs) - 1) / 2) * width
             val = sub["value"].to_numpy(float)
             err = np.vstack([val - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - val])
-            ax.bar(x, val, width * 0.92, yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=2,
-                   color=SOURCE_PALETTE[i % len(SOURCE_PALETTE)], label=run, error_kw={"linewidth": 0.8})
+            ax.bar(x, np.nan_to_num(val), width * 0.92, yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=2,
+                   color=SOURCE_PALETTE[i % len(SOURCE_PALETTE)], label=run, error_kw={"linewidth": 0.8},
+                   hatch="//" if i >= len(SOURCE_PALETTE) else None)
+            for xi, v in zip(x, val):
+                if np.isnan(v):
+                    ax.text(xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#555555")
+                elif v == 0:
+                    ax.text(xi, 0.025, "0", ha="center", va="bottom", fontsize=6)  # above the cap
+        _baseline_lines(ax, stats, baselines, metrics)
         ax.set_xticks(np.arange(len(metrics)), metrics)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("score")
         ax.set_title(title)
-        ax.legend(frameon=False, ncol=min(len(runs), 4), fontsize=7, loc="upper right")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", frameon=False, fontsize=7,
+                   ncol=min(len(runs) + len(baselines), 4))
         return savefig(fig, figures_dir, "fig6_ablation_bars")
+
+
+def _baseline_lines(ax: Any, stats: pd.DataFrame, baselines: Sequence[str], metrics: Sequence[str]) -> None:
+    """A dashed line per baseline across each metric's group of bars (labelled once, for the legend)."""
+    for j, name in enumerate(baselines):
+        sub = stats[stats["run"] == name].set_index("metric").reindex(metrics)
+        for k, v in enumerate(sub["value"].to_numpy(float)):
+            if not np.isnan(v):
+                ax.hlines(v, k - 0.45, k + 0.45, colors="black", linestyles=LINESTYLES[(j + 1) % len(LINESTYLES)],
+                          linewidth=1.0, label=name if k == 0 or np.isnan(sub["value"].iloc[:k]).all() else None)
+
+
+def fig10_region_accuracy_by_step(
+    curve: pd.DataFrame,
+    figures_dir: str | os.PathLike[str],
+    baseline: float | None = None,
+    run: str = "full",
+) -> list[Path]:
+    """Region accuracy of each saved checkpoint against its step (`experiments.curves.region_accuracy_by_step`),
+    with the canonical-order baseline (organ names by position alone, `experiments.baselines`) as a dashed line
+    when given. A step whose reports name no region at all is marked "n/a" on the axis, not drawn as 0."""
+    need = {"step", "region_accuracy"}
+    if not need <= set(curve.columns) or curve.empty:
+        raise ValueError(f"the curve needs rows with columns {sorted(need)}")
+    acc = pd.to_numeric(curve["region_accuracy"], errors="coerce").to_numpy(float)
+    steps = curve["step"].to_numpy(int)
+    with style():
+        fig = new_figure(5.0, 3.0)
+        ax = fig.add_subplot()
+        ok = ~np.isnan(acc)
+        ax.plot(steps[ok], acc[ok], marker="o", color=SOURCE_PALETTE[1], label=f"{run}: generated reports")
+        for s in steps[~ok]:
+            ax.text(s, 0.02, "n/a", ha="center", fontsize=7, color="#555555")
+        if baseline is not None:
+            ax.axhline(baseline, color="black", linestyle="--", linewidth=1.0,
+                       label=f"organ names in canonical order ({baseline:.3f})")
+        ax.set_xlabel("training step (saved checkpoints)")
+        ax.set_ylabel(f"region accuracy ({curve['split'].iloc[0]} split)" if "split" in curve.columns else "region accuracy")
+        ax.set_ylim(0, 1.05)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(frameon=False, loc="lower right")
+        return savefig(fig, figures_dir, "fig10_region_accuracy_by_step")

@@ -13,6 +13,7 @@ from the **kit's own runs** on the embedded benchmark. The `dataset` and `source
 | `table5_region_features.*` | `ablation_table` | texture / + geometry / + global features |
 | `table6_rra.*` | `ablation_table` | region-report alignment (RRA) on/off |
 | `table7_llm_size.*` | `ablation_table` | LLM size |
+| `table8_grounded_findings.*` | `table8_grounded` | grounded finding accuracy per finding kind (kit only) |
 
 No number "as printed in the paper" is typed in here: the released files are the authors' own outputs, and the
 kit's numbers are computed. A rerun on the same inputs writes identical bytes.
@@ -32,12 +33,15 @@ import pandas as pd
 
 from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
+from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
 from reg2rg_lib.metrics.io import read_report_pairs
 from reg2rg_lib.metrics.nlg import evaluate_nlg
-from reg2rg_lib.regions import REGIONS
+from reg2rg_lib.metrics.stats import format_p
+from reg2rg_lib.regions import LABELS, REGIONS
 
 _TABLE_NAME = re.compile(r"^table\d+_[a-z0-9_]+$")
 #: NLG metric columns in the order of the released `nlg_evaluation_results.csv`.
@@ -228,6 +232,8 @@ def read_region_report(path: str | os.PathLike[str]) -> tuple[float, pd.DataFram
 
 def _kit_source(run: str, profile: str) -> str:
     """The source column of a kit run's row (relative, so tables do not depend on the machine)."""
+    if run.startswith("baseline_"):  # experiments.baselines: a constant report, scored like a run
+        return f"kit baseline, profile {profile or '?'}: baselines/{run}/metrics"
     return f"kit run, profile {profile or '?'}: runs/{run}/metrics"
 
 
@@ -294,6 +300,7 @@ def table2_ce(
     recomputed: pd.DataFrame | None = None,
     kit_runs: Mapping[str, pd.DataFrame] | None = None,
     profile: str = "",
+    crg: Mapping[str, float | None] | None = None,
 ) -> pd.DataFrame:
     """Table 2, clinical efficacy over the 18 CT-RATE labels: precision/recall/F1 per averaging, one row per source.
 
@@ -301,9 +308,12 @@ def table2_ce(
       `test_classification_report.txt` (every average, 2 decimals as printed);
     - `recomputed`: averages computed by the kit from the released `label_inferred.csv` (columns average,
       precision, recall, F1, support);
-    - `kit_runs`: {run: the same kind of averages table} for the kit's runs (labels from the kit's labeler).
+    - `kit_runs`: {run: the same kind of averages table} for the kit's runs (labels from the kit's labeler);
+    - `crg`: the VLM3D challenge's CRG of a source's whole label table (`metrics.crg`), {"recomputed": value,
+      run: value}, repeated on each of that source's rows (one number per source, not per average).
     """
     rows = []
+    crg = crg or {}
     if release_dir is not None:
         rel = Path(release_dir)
         manual = read_ce_manual(rel / "metrics_manual.csv")
@@ -323,14 +333,15 @@ def table2_ce(
             rows.append({"dataset": CTRG, "model": "Reg2RG (authors)", "labeler": "RadBERT (authors)",
                          "source": "kit CE metrics recomputed from the released label_inferred.csv",
                          "average": r.average, "precision": r.precision, "recall": r.recall, "F1": r.F1,
-                         "support": r.support})
+                         "support": r.support, "CRG": crg.get("recomputed")})
     for run, table in (kit_runs or {}).items():
         for r in table.itertuples(index=False):
             rows.append({"dataset": BENCHMARK, "model": f"kit: {run}", "labeler": "kit RuleLabeler",
                          "source": _kit_source(run, profile),
                          "average": r.average, "precision": r.precision, "recall": r.recall, "F1": r.F1,
-                         "support": r.support})
-    cols = ["dataset", "model", "labeler", "source", "average", "precision", "recall", "F1", "support", "decimals"]
+                         "support": r.support, "CRG": crg.get(run)})
+    cols = ["dataset", "model", "labeler", "source", "average", "precision", "recall", "F1", "support", "CRG",
+            "decimals"]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -371,7 +382,8 @@ ABLATION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("table4_lfd", "Table 4: local feature decoupling (LFD)", ("full", "no_lfd")),
     ("table5_region_features", "Table 5: region features (texture, + geometry, + global = full)",
      ("texture_only", "texture_geometry", "full")),
-    ("table6_rra", "Table 6: region-report alignment (RRA)", ("full", "no_rra")),
+    ("table6_rra", "Table 6: region-report alignment (RRA) and the training settings that came with it",
+     ("full", "no_rra", "no_region_dropout", "name_weight_1")),
     ("table7_llm_size", "Table 7: LLM size", ("llm_*",)),
 )
 
@@ -392,34 +404,79 @@ def ablation_table(
     metrics: Sequence[str] | None = None,
     alpha: float = 0.05,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One ablation table from the long stats table (run, metric, value, ci_low, ci_high, p_vs_full).
+    """One ablation table from the long stats table (run, metric, value, ci_low, ci_high, p_vs_full, ...).
 
     Returns (numbers, display): the numbers table has `<metric>`, `<metric>_ci_low`, `<metric>_ci_high`,
-    `<metric>_p_vs_full` columns; the display shows `value [low, high]`, with `*` where the paired bootstrap
-    test against `full` gives p < `alpha`.
+    `<metric>_p_vs_full` and `<metric>_p_holm` columns, and `distinct_reports`; the display shows
+    `value [low, high] p=...` (Holm-adjusted within the table where the stats have it, `< k/B` where no resample
+    reached the observed difference), with `*` where that p < `alpha`. The baselines (stats rows of kind
+    "baseline") follow the runs in every table, without tests: they are the floor a run has to clear.
     """
     metrics = [m for m in (metrics or SUMMARY_METRICS) if m in set(stats["metric"])]
-    runs = _select_runs(runs, list(dict.fromkeys(stats["run"])))
+    kinds = dict(zip(stats["run"], stats["kind"])) if "kind" in stats.columns else {}
+    available = [r for r in dict.fromkeys(stats["run"]) if kinds.get(r, "run") != "baseline"]
+    runs = _select_runs(runs, available)
+    baselines = [r for r in dict.fromkeys(stats["run"]) if kinds.get(r) == "baseline"] if runs else []
     num_rows, show_rows = [], []
-    for run in runs:
-        sub = stats[stats["run"] == run].set_index("metric")
-        base = {"run": run, "setting": (describe or {}).get(run, ""),
-                "source": _kit_source(run, profile)}
-        num, show = dict(base), dict(base)
-        for m in metrics:
-            if m not in sub.index or math.isnan(float(sub.loc[m, "value"])):
-                num[m] = math.nan
-                show[m] = "n/a" if m in sub.index else "–"
-                continue
-            r = sub.loc[m]
-            p = float(r.get("p_vs_full", math.nan))
-            num.update({m: float(r["value"]), f"{m}_ci_low": float(r["ci_low"]),
-                        f"{m}_ci_high": float(r["ci_high"]), f"{m}_p_vs_full": p})
-            star = "*" if run != "full" and not math.isnan(p) and p < alpha else ""
-            show[m] = f"{r['value']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]{star}"
+    for run in [*runs, *baselines]:
+        num, show = _ablation_row(stats[stats["run"] == run].set_index("metric"), run, metrics, describe, profile,
+                                  alpha, tested=run != "full" and run not in baselines)
         num_rows.append(num)
         show_rows.append(show)
     return pd.DataFrame(num_rows), pd.DataFrame(show_rows)
+
+
+def _ablation_row(sub: pd.DataFrame, run: str, metrics: Sequence[str], describe: Mapping[str, str] | None,
+                  profile: str, alpha: float, tested: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(numbers, display) of one run's row in an ablation table."""
+    first = sub.iloc[0] if len(sub) else pd.Series(dtype=object)
+    distinct, n = first.get("distinct_reports", math.nan), first.get("n_test_cases", math.nan)
+    base = {"run": run, "setting": (describe or {}).get(run, ""), "source": _kit_source(run, profile)}
+    num = {**base, "distinct_reports": distinct}
+    show = {**base, "distinct reports": "–" if pd.isna(distinct) else f"{int(distinct)} of {int(n)}"
+            + (" (near-constant)" if is_near_constant(float(distinct), float(n)) else "")}
+    resamples, tests = int(first.get("n_resamples", 0) or 0), int(first.get("tests_in_family", 1) or 1)
+    for m in metrics:
+        if m not in sub.index or math.isnan(float(sub.loc[m, "value"])):
+            num[m] = math.nan
+            show[m] = "n/a" if m in sub.index else "–"  # n/a: the run has the metric but it does not apply
+            continue
+        r = sub.loc[m]
+        p = float(r.get("p_vs_full", math.nan))
+        holm = float(r.get("p_holm", math.nan)) if "p_holm" in sub.columns else p
+        holm = p if math.isnan(holm) else holm
+        num.update({m: float(r["value"]), f"{m}_ci_low": float(r["ci_low"]), f"{m}_ci_high": float(r["ci_high"]),
+                    f"{m}_p_vs_full": p, f"{m}_p_holm": holm})
+        text = f"{r['value']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        if tested and not math.isnan(holm):
+            p_text = format_p(holm, resamples, tests) if resamples else f"{holm:.3f}"
+            text += f" p{'=' if p_text[0].isdigit() else ' '}{p_text}" + ("*" if holm < alpha else "")
+        show[m] = text
+    return num, show
+
+
+def _ablation_caption(caption: str, stats: pd.DataFrame, name: str) -> str:
+    """The caption of an ablation table: what the numbers are, the test and its correction, seeds, baselines."""
+    col = stats.get("family")
+    fam = stats[col == name] if col is not None else stats.iloc[0:0]
+    tests = int(fam["tests_in_family"].max()) if len(fam) and "tests_in_family" in fam else 0
+    resamples = int(stats["n_resamples"].max()) if "n_resamples" in stats and stats["n_resamples"].notna().any() \
+        else None
+    seeds = int(stats["seeds"].max()) if "seeds" in stats and stats["seeds"].notna().any() else None
+    parts = [f"{caption}. Kit runs on the {BENCHMARK}; value [bootstrap 95% CI]"]
+    if resamples:
+        parts.append(f"p: paired bootstrap against full ({resamples} resamples), Holm-adjusted over this table's "
+                     f"{tests} tests; * = adjusted p < 0.05; '< k/B': no resample reached the observed difference")
+    else:
+        parts.append("* = paired bootstrap p < 0.05 against full")
+    parts.append(f"{seeds} training seed(s) per run: seed-to-seed variation is not in the CIs" if seeds
+                 else "training seeds per run: not recorded in these stats")
+    if "kind" in stats and (stats["kind"] == "baseline").any():
+        parts.append("baseline rows: constant reports scored like the runs (region accuracy of baseline_normal = "
+                     "organ names in canonical order)")
+    else:
+        parts.append("baselines: not computed for these stats (rerun the ablations)")
+    return "; ".join(parts) + "."
 
 
 def save_ablation_tables(
@@ -432,12 +489,15 @@ def save_ablation_tables(
     written = {}
     for name, caption, runs in ABLATION_TABLES:
         numbers, display = ablation_table(stats, runs, describe, profile)
-        if numbers.empty or set(numbers["run"]) <= {"full"}:
+        if numbers.empty or set(numbers["run"]) - set(_baseline_runs(stats)) <= {"full"}:
             continue
-        caption_full = (f"{caption}. Kit runs on the {BENCHMARK}; value [bootstrap 95% CI]; "
-                        "* = paired bootstrap p < 0.05 against full.")
-        written[name] = save_table(numbers, figures_dir, name, caption_full, display=display)
+        written[name] = save_table(numbers, figures_dir, name, _ablation_caption(caption, stats, name),
+                                   display=display)
     return written
+
+
+def _baseline_runs(stats: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if "kind" in stats else []
 
 
 def load_json(path: str | os.PathLike[str]) -> Any:
@@ -463,3 +523,68 @@ def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str,
     head = (f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} "
             f"(`make reproduce`; from `outputs/{summary['profile']}/summary.json`).\n\n")
     return head + to_markdown(pd.DataFrame(rows, columns=["run", *SUMMARY_METRICS]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Beyond the paper (issue 17): CRG for Table 2, grounded finding accuracy for Table 8
+
+
+def recompute_release_crg(release_dir: str | os.PathLike[str]) -> float | None:
+    """CRG (`metrics.crg`) of the released RadBERT label table `label_inferred.csv`; None without a positive."""
+    y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
+    try:
+        return crg_score(y_true, y_pred)["CRG"]
+    except NoPositiveLabelError:
+        return None
+
+
+#: Table 8's columns from a run's `metrics/grounded_by_kind.csv` (`metrics.grounded`), in order.
+TABLE8_COLUMNS: tuple[str, ...] = ("kind", "region", "inserted", "reported", "grounded_recall", "misplaced",
+                                   "attributes_checked", "attribute_accuracy", "lobe_accuracy", "side_accuracy",
+                                   "size_accuracy", "false_findings", "false_findings_per_case")
+
+
+def table8_grounded(kit_runs: Mapping[str, str | os.PathLike[str]], profile: str = "") -> pd.DataFrame:
+    """Table 8, grounded finding accuracy (the kit's own: only the embedded benchmark has exact ground truth):
+    for each run {run: metrics folder} with a `grounded_by_kind.csv`, one row per finding kind and `all`."""
+    frames = []
+    for run, folder in kit_runs.items():
+        path = Path(folder) / "grounded_by_kind.csv"
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path).reindex(columns=list(TABLE8_COLUMNS))
+        table.insert(0, "source", _kit_source(run, profile))
+        table.insert(0, "model", f"kit: {run}")
+        table.insert(0, "dataset", BENCHMARK)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["dataset", "model", "source", *TABLE8_COLUMNS])
+
+
+def table9_ce_per_label(labels_csv: str | os.PathLike[str], pretrain: Mapping[str, Any] | None = None,
+                         labels: Sequence[str] = LABELS) -> pd.DataFrame:
+    """Per-label clinical efficacy of one run (its `ce_labels.csv`): which findings it reports and which it misses.
+
+    For each label that occurs in the references or the predictions: test cases with it (support), cases where
+    the run reports it, precision, recall, F1. With `pretrain` (notebook 02's `pretrain.json`), the validation
+    probe F1 of the frozen encoders for that label is added: how well a linear read-out of the ViT's pooled
+    tokens finds it in a region crop. A label the probe cannot find is one the LLM has little chance to report.
+    """
+    table = pd.read_csv(labels_csv)
+    probe = (pretrain or {}).get("probe_validation", {})
+    rows = []
+    for label in labels:
+        gt, pred = table[f"GT_{label}"].astype(int), table[f"Pred_{label}"].astype(int)
+        if not gt.any() and not pred.any():
+            continue
+        tp = int((gt & pred).sum())
+        p = tp / int(pred.sum()) if pred.any() else 0.0
+        r = tp / int(gt.sum()) if gt.any() else 0.0
+        row = {"label": label, "support": int(gt.sum()), "reported": int(pred.sum()), "precision": p, "recall": r,
+               "F1": 2 * p * r / (p + r) if p + r else 0.0, "source": f"{Path(labels_csv).name} (test split)"
+               + ("; probes: pretrain.json (validation)" if probe else "")}
+        for arm, name in (("random_init", "probe F1, random ViT"), ("pretrained", "probe F1, pretrained ViT")):
+            if arm in probe:
+                row[name] = probe[arm]["per_label_f1"].get(label)
+        rows.append(row)
+    return pd.DataFrame(rows)

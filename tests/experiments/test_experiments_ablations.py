@@ -100,6 +100,7 @@ def test_summary_and_paired_stats(tmp_path):
     assert verdict[("no_rra", "region_accuracy")] == "not applicable"
     assert verdict[("no_lfd", "BLEU-4")] == "no clear difference"
     assert verdict[("llm_tiny", "METEOR")] == "same model as full"
+    assert math.isnan(row.loc[("llm_tiny", "BLEU-4"), "p_vs_full"])  # full's own outputs: not a test of the table
 
 
 def test_summary_merges_earlier_runs_and_refuses_incomplete_metrics(tmp_path):

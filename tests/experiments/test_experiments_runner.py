@@ -9,6 +9,7 @@ import pytest
 from reg2rg_lib.train.loop import read_train_log
 
 
+@pytest.mark.slow  # trains 4 smoke runs and generates: ~100-170 s on a shared 2-core CPU
 def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path, caplog):
     import shutil
 
@@ -30,6 +31,38 @@ def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path, capl
         assert (root / STATS_FILE).is_file()
         assert any("worker processes" in line for line in logs) == (parallel == 2)
         out[parallel] = {run: read_train_log(root / "runs" / run) for run in ("full", "no_rra")}
+        _check_baselines_and_probes(root, summary)
     for run in ("full", "no_rra"):  # the same seeded runs, whether side by side or one after the other
         assert [r["step"] for r in out[1][run]] == [r["step"] for r in out[2][run]] == [1, 2, 3, 4]
         assert [r["loss"] for r in out[1][run]] == pytest.approx([r["loss"] for r in out[2][run]], rel=1e-3)
+
+
+def _check_baselines_and_probes(root, summary):
+    """The grid's extras: distinct reports per run, full's shuffled-order region accuracy, baselines in the stats."""
+    import json
+
+    import pandas as pd
+
+    from reg2rg_lib.experiments.baselines import BASELINES_FILE
+    from reg2rg_lib.experiments.stats import read_stats
+    from reg2rg_lib.experiments.summary import STATS_FILE
+    from reg2rg_lib.infer.predictions import read_predictions
+    from reg2rg_lib.regions import region_sequence
+
+    full = summary["runs"]["full"]
+    preds = read_predictions(root / "runs" / "full" / "predictions.csv")
+    assert full["distinct_reports"] == len({r["Pred_combined_report"] for r in preds})
+    assert full["n_test_cases"] == len(preds)
+    assert "region_accuracy_shuffled" in full and "region_accuracy_shuffled" not in summary["runs"]["no_rra"]
+    shuffled = read_predictions(root / "runs" / "full" / "shuffled_regions" / "predictions.csv")
+    assert {r["AccNum"] for r in shuffled} == {r["AccNum"] for r in preds}
+    orders = [[n for _, n in sorted(region_sequence(r["GT_combined_report"]).items())] for r in shuffled]
+    canonical = [[n for _, n in sorted(region_sequence(r["GT_combined_report"]).items())] for r in preds]
+    assert orders != canonical and [sorted(o) for o in orders] == [sorted(c) for c in canonical]
+    made = json.loads((root / BASELINES_FILE).read_text())
+    assert set(made["baselines"]) == {"baseline_normal", "baseline_frequent_finding"}
+    normal = made["baselines"]["baseline_normal"]
+    assert normal["distinct_reports"] == 1 and made["canonical_order_region_accuracy"] == normal["region_accuracy"]
+    stats = read_stats(root / STATS_FILE)
+    assert set(stats.loc[stats["kind"] == "baseline", "run"]) == set(made["baselines"])
+    assert pd.notna(stats["p_holm"]).any() and set(stats["seeds"]) == {1}

@@ -55,3 +55,20 @@ def test_word_overlap_and_tint():
     assert rep.word_overlap("a b c d", "a b c d") == 1.0
     assert 0 < rep.word_overlap("a b c d", "a b x y") < 1
     assert rep.tint("#000000", 0.5) == "#808080" and rep.tint("#ffffff") == "#ffffff"
+
+
+def test_a_prediction_without_region_prefixes_is_one_whole_report_row():
+    whole = "Heart size is normal. A small nodule in the right upper lobe."
+    rows = rep.align(rep.paragraphs(GT), rep.paragraphs(whole))
+    assert list(rows) == ["heart", "lung", rep.WHOLE_REPORT]
+    assert rows[rep.WHOLE_REPORT].gt.text == "Heart size is normal. A small nodule in the right upper lobe."
+    assert rows[rep.WHOLE_REPORT].pred.text == whole
+    assert all(rows[r].note == rep.WHOLE_NOTE and rows[r].pred is None for r in ("heart", "lung"))
+    html = rep.cell_html(rows["heart"], "kit", selected=False)
+    assert "missing from the prediction" not in html and "one whole report" in html
+    diffed = rep.cell_html(rows[rep.WHOLE_REPORT], "kit", selected=False)
+    assert "<del" not in diffed and "<ins" not in diffed  # the same words: nothing marked
+    gt_cell = rep.cell_html(rep.Row(rep.WHOLE_REPORT, None, None, note=rep.GT_WHOLE_NOTE), "gt", selected=False)
+    assert "as one report" in gt_cell and "no paragraph" not in gt_cell
+    # a region-structured prediction still aligns by organ
+    assert rep.align(rep.paragraphs(GT), rep.paragraphs(PRED))["heart"].note is None

@@ -133,3 +133,18 @@ def test_prediction_files_are_checked(tmp_path):
     released = tmp_path / "released.csv"
     released.write_text('AccNum,Question,GT_whole_report,Pred_whole_report\n12,q,"The region 0 is heart: a.",b\n')
     assert read_prediction_table(released) == {"12": ("The region 0 is heart: a.", "b")}
+
+
+def test_a_model_without_region_prefixes_is_shown_as_one_whole_report_row(tmp_path):
+    cases = {"valid_1_a_1": (*_case(0), "")}
+    whole = "Heart size is normal. A 6 mm nodule in the right upper lobe."
+    full = write_predictions(tmp_path / "full.csv", [("valid_1_a_1", GT, PRED_A)])
+    plain = write_predictions(tmp_path / "no_rra.csv", [("valid_1_a_1", GT, whole)])
+    ex = Explorer(Explorable(ArraySource(cases), {"full": full, "no_rra": plain}), longest=96)
+    assert "(no region)" in ex.paragraph_buttons  # one extra row for the whole report, not ten missing regions
+    assert "missing from the prediction" not in ex.cells[("heart", "no_rra")].value
+    assert "one whole report" in ex.cells[("lung", "no_rra")].value
+    row = ex.cells[("(no region)", "no_rra")].value
+    assert "Heart size is normal." in row and "<del" in row  # diffed against the whole ground truth
+    assert "as one report" in ex.cells[("(no region)", "gt")].value
+    assert "region 0 named" not in ex.cells[("heart", "full")].value  # the region-structured run is unchanged

@@ -6,6 +6,7 @@ import re
 
 import nbformat
 
+from reg2rg_lib.env.doctor import KERNEL_NAME
 from reg2rg_lib.nbtools import hygiene
 from reg2rg_lib.nbtools.runner import discover
 
@@ -25,6 +26,7 @@ def test_notebooks_are_numbered_clean_and_parameterised(repo_root):
 
 def test_hygiene_detects_outputs_and_strips_them(tmp_path):
     nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (reg2rg-kit)", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell("# intro"), nbformat.v4.new_code_cell("x = 1")]
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="1")]
@@ -35,3 +37,23 @@ def test_hygiene_detects_outputs_and_strips_them(tmp_path):
     assert hygiene.main([str(tmp_path)]) == 1
     assert hygiene.main(["--strip", str(tmp_path)]) == 0
     assert hygiene.problems(path) == []
+
+
+def _clean_notebook(path, kernelspec):
+    nb = nbformat.v4.new_notebook()
+    if kernelspec is not None:
+        nb.metadata["kernelspec"] = kernelspec
+    nb.cells = [nbformat.v4.new_markdown_cell("# intro"), nbformat.v4.new_code_cell("x = 1")]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_hygiene_requires_the_kits_kernel_name(tmp_path):
+    good = _clean_notebook(tmp_path / "01_good.ipynb", {"name": KERNEL_NAME, "display_name": "x", "language": "python"})
+    other = _clean_notebook(tmp_path / "02_other.ipynb", {"name": "python3", "display_name": "x", "language": "python"})
+    missing = _clean_notebook(tmp_path / "03_missing.ipynb", None)
+    assert hygiene.problems(good) == []
+    assert any("kernelspec name 'python3'" in m for m in hygiene.problems(other))
+    assert any("kernelspec name None" in m for m in hygiene.problems(missing))
+    assert hygiene.main([str(tmp_path)]) == 1

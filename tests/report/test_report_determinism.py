@@ -72,5 +72,7 @@ def test_smoke_tables_and_figures_are_byte_identical_on_rerun(smoke_run, tmp_pat
     assert written[0]["make_fig4"] is None  # no benchmark NIfTI in this run folder: skipped, not faked
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "first", tmp_path / "second", files, shallow=False)
     assert not mismatch and not errors, f"differ on rerun: {mismatch + errors}"
+    table1 = pd.read_csv(tmp_path / "first" / "tables" / "table1_nlg.csv")
+    assert (table1["source"] == "authors' release: left out (release_dir=\"\")").sum() == 1  # said, not dropped
     table6 = pd.read_csv(tmp_path / "first" / "tables" / "table6_rra.csv")
     assert list(table6["run"]) == ["full", "no_rra"] and table6["source"].str.contains("kit run").all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,13 +80,27 @@ def test_case_findings_tags_matched_missed_and_extra():
     assert found["gt_labels"] == ["Emphysema", "Lung nodule"]
 
 
-def test_pick_case_prefers_shared_findings(tmp_path):
-    csv = _pred_csv(tmp_path / "p.csv", [
-        ("a", "q", "Emphysema. Lung nodule.", "Nothing."),
-        ("b", "q", "Emphysema.", "Emphysema."),
-        ("c", "q", "Emphysema. Lung nodule.", "Emphysema."),
-    ])
-    assert pick_case(csv, KeywordLabeler()) == 2  # one shared finding and the most GT findings
+def test_pick_case_takes_the_median_ground_truth_case_whatever_the_prediction(tmp_path):
+    rows = [
+        ("a", "q", "Emphysema. Lung nodule.", "Nothing."),  # 2 GT findings
+        ("b", "q", "Nothing.", "Nothing."),  # 0
+        ("c", "q", "Emphysema.", "Nothing."),  # 1: the median of (2, 0, 1, 1)
+        ("d", "q", "Lung nodule.", "Lung nodule."),  # 1, and the only good prediction
+    ]
+    assert pick_case(_pred_csv(tmp_path / "p.csv", rows), KeywordLabeler()) == 2
+    # a perfect prediction elsewhere does not move the pick: only the ground truth counts
+    rows[0] = ("a", "q", "Emphysema. Lung nodule.", "Emphysema. Lung nodule.")
+    assert pick_case(_pred_csv(tmp_path / "q.csv", rows), KeywordLabeler()) == 2
+
+
+def test_fig3_states_how_its_case_was_picked(tmp_path, monkeypatch):
+    import reg2rg_lib.report.figures as figures
+
+    titles = []
+    monkeypatch.setattr(figures, "savefig", lambda fig, d, name: titles.append(fig._suptitle.get_text()) or [])
+    fig3_case_study("Emphysema is seen.", "No change.", tmp_path, labeler=KeywordLabeler(),
+                    picked_by=figures.PICK_RULE)
+    assert "case picked as the first case with the median number of ground-truth findings" in titles[0]
 
 
 def test_fig3_and_fig4_write_files(tmp_path):
@@ -114,3 +130,50 @@ def test_fig5_reads_train_logs_and_fig6_checks_columns(tmp_path):
     assert list(smooth(np.array([2.0, 2.0, 2.0]))) == pytest.approx([2.0, 2.0, 2.0])
     with pytest.raises(ValueError, match="ci_low"):
         fig6_ablation_bars(pd.DataFrame({"run": ["full"], "metric": ["BLEU-4"], "value": [0.1]}), tmp_path)
+
+
+def _captured(monkeypatch):
+    """Replace the figures module's savefig by one that keeps the figure (to look at what was drawn)."""
+    import reg2rg_lib.report.figures as figures
+
+    kept = []
+    monkeypatch.setattr(figures, "savefig", lambda fig, d, name: kept.append(fig) or [Path(d) / f"{name}.png"])
+    return kept
+
+
+def test_fig6_marks_not_applicable_apart_from_zero_and_draws_the_baselines(monkeypatch, tmp_path):
+    kept = _captured(monkeypatch)
+    rows = [("full", "region_accuracy", 0.9), ("full", "BLEU-4", 0.2), ("no_rra", "region_accuracy", np.nan),
+            ("no_rra", "BLEU-4", 0.0)]
+    stats = pd.DataFrame([{"run": r, "metric": m, "value": v, "ci_low": v, "ci_high": v, "kind": "run"}
+                          for r, m, v in rows]
+                         + [{"run": "baseline_normal", "metric": m, "value": 0.5, "ci_low": 0.5, "ci_high": 0.5,
+                             "kind": "baseline"} for m in ("region_accuracy", "BLEU-4")])
+    fig6_ablation_bars(stats, tmp_path)
+    ax = kept[0].axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("n/a") == 1 and texts.count("0") == 1  # n/a (not applicable) is not drawn as a zero
+    assert len(ax.patches) == 4  # bars for the two runs only: the baseline is a line
+    lines = [c for c in ax.collections if c.get_label() == "baseline_normal"]
+    assert len(lines) == 1 and len(ax.collections) >= 2  # one line per metric, labelled once
+
+
+def test_fig5_keeps_every_run_apart_on_a_log_axis_and_fig2_draws_ecdfs(monkeypatch, tmp_path):
+    kept = _captured(monkeypatch)
+    runs = {}
+    for k in range(7):
+        run = tmp_path / "runs" / f"r{k}"
+        run.mkdir(parents=True)
+        (run / "train_log.csv").write_text("step,epoch,loss,lr,elapsed_s\n1,0,5.0,0.001,0.1\n2,0,4.0,0.001,0.2\n")
+        runs[f"r{k}"] = run
+    fig5_training_curves(runs, tmp_path)
+    ax = kept[0].axes[0]
+    assert ax.get_yscale() == "log"
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in ax.lines if ln.get_label() in runs}
+    assert len(styles) == 7  # the same loss for all seven runs, and still seven distinct curves
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"AccNum": ["a", "b", "c"], "Question": "q", "GT_combined_report": ["x y", "x y z", "x"],
+                  "Pred_combined_report": ["x", "x", "x y"]}).to_csv(csv, index=False)
+    fig2_report_length({"bench": {"kit": csv}}, tmp_path)
+    curves = [ln for ln in kept[1].axes[0].lines if ln.get_label().startswith(("ground truth", "kit"))]
+    assert len(curves) == 2 and curves[0].get_ydata()[-1] == pytest.approx(1.0)  # a CDF ends at 1

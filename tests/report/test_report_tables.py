@@ -93,7 +93,50 @@ def test_ablation_tables_mark_significant_differences_and_skip_missing_runs(tmp_
     assert list(t6["run"]) == ["full", "no_rra"]
     assert t6.loc[1, "region_accuracy_p_vs_full"] == pytest.approx(0.001)
     md = written["table6_rra"]["md"].read_text()
-    assert "0.5000 [0.4500, 0.5500]*" in md and "0.9000 [0.8500, 0.9500] |" in md and "RRA off" in md
+    assert "0.5000 [0.4500, 0.5500] p=0.001*" in md and "0.9000 [0.8500, 0.9500] |" in md and "RRA off" in md
     t7 = pd.read_csv(written["table7_llm_size"]["csv"])
     assert list(t7["run"]) == ["llm_tiny", "llm_small"]
-    assert "[0.8000, 0.9000] |" in written["table7_llm_size"]["md"].read_text()  # p = 0.2: no star
+    assert "[0.8000, 0.9000] p=0.200 |" in written["table7_llm_size"]["md"].read_text()  # p = 0.2: no star
+    assert "baselines: not computed" in md and "seeds per run: not recorded" in md  # an old stats file says so
+
+
+def test_ablation_tables_show_holm_p_bounds_seeds_distinct_reports_and_baselines(tmp_path):
+    stats = _stats().assign(n_resamples=1000, seeds=1, kind="run", distinct_reports=40, n_test_cases=50,
+                            family="table6_rra", tests_in_family=2)
+    stats.loc[stats["run"] == "no_rra", ["p_vs_full", "distinct_reports"]] = (0.0, 1)  # no resample beat it
+    stats["p_holm"] = stats["p_vs_full"] * 2
+    base = stats[stats["run"] == "full"].assign(run="baseline_normal", kind="baseline", value=0.3,
+                                                family="baselines", distinct_reports=1)
+    stats = pd.concat([stats, base], ignore_index=True)
+    written = save_ablation_tables(stats, tmp_path, profile="smoke")
+    md = written["table6_rra"]["md"].read_text()
+    t6 = pd.read_csv(written["table6_rra"]["csv"])
+    assert list(t6["run"]) == ["full", "no_rra", "baseline_normal"]  # the baselines follow the runs
+    assert "p < 0.002*" in md  # 0 from the count: below 1/B, times the table's 2 tests (Holm)
+    assert "1 of 50 (near-constant)" in md and "40 of 50 |" in md
+    assert "Holm-adjusted over this table's 2 tests" in md and "1 training seed(s) per run" in md
+    assert "kit baseline, profile smoke: baselines/baseline_normal/metrics" in md
+    assert "baseline_normal" in list(pd.read_csv(written["table7_llm_size"]["csv"])["run"])  # beside every table
+
+
+def test_table9_per_label_counts_reported_and_missed_findings(tmp_path):
+    from reg2rg_lib.regions import LABELS
+    from reg2rg_lib.report.tables import table9_ce_per_label
+
+    rows = []
+    for gt_card, pred_card, gt_eff in [(1, 1, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1)]:
+        row = {f"GT_{lab}": 0 for lab in LABELS} | {f"Pred_{lab}": 0 for lab in LABELS}
+        row |= {"GT_Cardiomegaly": gt_card, "Pred_Cardiomegaly": pred_card, "GT_Pleural effusion": gt_eff}
+        rows.append(row)
+    csv = tmp_path / "ce_labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    probe = {"probe_validation": {"random_init": {"per_label_f1": {"Cardiomegaly": 0.5}},
+                                  "pretrained": {"per_label_f1": {"Cardiomegaly": 0.8}}}}
+    t = table9_ce_per_label(csv, probe).set_index("label")
+    assert list(t.index) == ["Cardiomegaly", "Pleural effusion"]  # labels that never occur are left out
+    card = t.loc["Cardiomegaly"]
+    assert (card["support"], card["reported"]) == (2, 2)
+    assert card["precision"] == card["recall"] == card["F1"] == 0.5
+    assert card["probe F1, pretrained ViT"] == 0.8
+    eff = t.loc["Pleural effusion"]
+    assert (eff["support"], eff["reported"], eff["F1"]) == (2, 0, 0.0)

@@ -1,0 +1,471 @@
+"""Computed prose: the sentences that notebooks, captions and the README state about a run, generated from the
+run's files with their numbers in them, so that no sentence can contradict the outputs it sits next to.
+
+    training_story(run_dir, profile)   notebook 03: the schedule and the loss the run used, the curve's shape
+    schedule_check(run_dir, profile)   notebook 03: the logged learning rate follows the stated schedule
+    ablation_story(summary, stats)     notebook 05, the README: which run beats which on each metric, with p-values
+    release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as printed?
+    region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
+    readme_results(summary_path)       the README's generated demo block; `write_readme_results` writes it
+    expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it fails
+
+Each story function returns Markdown (a `str`); a notebook shows it with `display(Markdown(...))`.
+`expectation` returns an `Expectation`, which Jupyter renders as Markdown by itself.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.stats import read_stats, verdicts
+from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.metrics.stats import format_p as stats_format_p
+from reg2rg_lib.model import LLM_ARCHS
+from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
+from reg2rg_lib.report.deviations import replace_block
+from reg2rg_lib.report.tables import format_cell, summary_markdown
+from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
+from reg2rg_lib.train.run import model_config
+
+logger = logging.getLogger(__name__)
+
+#: The README's generated block lies between these two lines (`write_readme_results`).
+README_START, README_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
+PLATEAU_TAIL = 0.2  # the share of the last steps `loss_trend` looks at
+PLATEAU_TOLERANCE = 0.05  # |relative change of the mean loss| within the tail below which the curve has plateaued
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Expectations: a stated expectation, checked when the notebook runs
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """An expectation a notebook states (`text`), whether the run met it (`ok`; None: not checked) and what was
+    measured. Rendered as Markdown: a plain line when met, a "Warning:" box when not."""
+
+    text: str
+    ok: bool | None
+    measured: str = ""
+
+    @property
+    def markdown(self) -> str:
+        measured = f" (measured: {self.measured})" if self.measured else ""
+        if self.ok is None:
+            return f"*Not checked on this run:* {self.text}{measured}."
+        if self.ok:
+            return f"**Expectation met:** {self.text}{measured}."
+        body = html.escape(f"expected {self.text}, but this run does not meet it{measured}.", quote=False)
+        return f'<div class="alert alert-block alert-warning">\n\n**Warning:** {body}\n\n</div>'
+
+    @property
+    def line(self) -> str:
+        """One line of Markdown without HTML (a README list item)."""
+        return f"**Warning:** {str(self).removeprefix('Warning: ')}" if self.ok is False else self.markdown
+
+    def _repr_markdown_(self) -> str:  # Jupyter shows an Expectation as Markdown
+        return self.markdown
+
+    def __str__(self) -> str:
+        if self.ok is False:
+            return f"Warning: expected {self.text}, but this run does not meet it ({self.measured})."
+        return self.markdown
+
+
+def expectation(cond: bool | None, text: str, measured: str = "") -> Expectation:
+    """The expectation `text` checked by `cond` (None: not checked, e.g. a smoke run too short to mean anything).
+    A failed one is also logged as a warning, so that a papermill run's log says so too."""
+    ok = None if cond is None else bool(cond)
+    if ok is False:
+        logger.warning(f"expectation not met: {text} ({measured})")
+    return Expectation(text, ok, measured)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training (notebook 03): what the run actually did, from run_config.json and train_log.csv
+
+
+def run_settings(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> tuple[TrainSettings, dict,
+                                                                                                   str]:
+    """(the training settings a run used, its model config as a dict, where they came from): the run's
+    `run_config.json` when it exists, else the profile's `train` section (the run has not been trained yet)."""
+    path = Path(run_dir) / "run_config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+            known = {k: v for k, v in config["settings"].items() if k in TrainSettings.__dataclass_fields__}
+            return TrainSettings(**known), dict(config.get("model") or {}), "run_config.json"
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise BadInputError(path, f"not a run config ({err})") from None
+    if profile is None:
+        raise BadInputError(path, "not found, and no profile given to read the settings from; train the run first")
+    return TrainSettings.from_profile(load_profile(profile).train), {}, f"profile {load_profile(profile).name}"
+
+
+def loss_trend(losses: Sequence[float], tail: float = PLATEAU_TAIL, tolerance: float = PLATEAU_TOLERANCE
+               ) -> dict[str, Any]:
+    """The loss over the last `tail` share of the steps, split in two halves: their means, the relative change
+    and the verdict (`plateau` when |change| < `tolerance`, `falling`, `rising`; `too short` under 4 steps)."""
+    values = np.asarray(losses, dtype=np.float64)
+    n_tail = int(math.ceil(len(values) * tail))
+    out: dict[str, Any] = {"tail_steps": n_tail, "tail": tail, "tolerance": tolerance}
+    if n_tail < 4:
+        return out | {"verdict": "too short"}
+    window = values[-n_tail:]
+    first, second = float(window[: n_tail // 2].mean()), float(window[n_tail // 2:].mean())
+    change = (second - first) / abs(first) if first else math.inf
+    verdict = "plateau" if abs(change) < tolerance else ("falling" if change < 0 else "rising")
+    return out | {"first_half_mean": first, "second_half_mean": second, "relative_change": change,
+                  "verdict": verdict}
+
+
+def _schedule_sentence(s: TrainSettings, total: int | None) -> str:
+    steps = f"{s.warmup_steps} step" + ("" if s.warmup_steps == 1 else "s")
+    warm = (f"rose linearly from 0 to {s.lr:g} over the first {steps}, then"
+            if s.warmup_steps > 0 else f"started at {s.lr:g} (no warm-up) and")
+    if s.lr_schedule == "constant":
+        return f"The learning rate {warm} stayed constant at {s.lr:g} (`train.lr_schedule: constant`, the paper's)."
+    end = f"step {total}" if total else "the last step"
+    return (f"The learning rate {warm} followed a {s.lr_schedule} decay to 0 at {end} "
+            f"(`train.lr_schedule: {s.lr_schedule}`; the paper keeps it constant after the warm-up).")
+
+
+def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
+    rra = bool(model.get("rra", True))
+    w = float(s.region_name_weight)
+    if w == 1.0:
+        text = "The loss is plain next-token cross-entropy on the target tokens (`train.region_name_weight: 1`, " \
+               "as in the paper)."
+    elif rra:
+        text = (f"The loss is next-token cross-entropy with the organ-name tokens of the \"The region i is "
+                f"<organ>:\" prefixes weighted {w:g}x (`train.region_name_weight: {w:g}`; the paper: 1, plain "
+                "cross-entropy), normalised by the number of target tokens.")
+    else:
+        text = (f"The loss is next-token cross-entropy; `train.region_name_weight: {w:g}` has no organ names to "
+                "weigh here (without RRA the targets carry no \"The region i is <organ>:\" prefixes).")
+    if s.region_dropout and rra:
+        text += (f" Region dropout: {s.region_dropout:.0%} of the training samples lose 1-3 regions "
+                 "(not in the paper).")
+    return text
+
+
+def training_story(run_dir: str | os.PathLike[str], profile: str | Profile | None = None,
+                   tail: float = PLATEAU_TAIL) -> str:
+    """Notebook 03's account of a run, in Markdown: the schedule and the loss it actually used (run_config.json,
+    else the profile), the logged learning rate and loss, and whether the loss plateaued over the last `tail`
+    share of the steps (`loss_trend`)."""
+    settings, model, origin = run_settings(run_dir, profile)
+    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
+    total = settings.max_steps or (int(log[-1]["step"]) if log else None)
+    parts = [_schedule_sentence(settings, total), _loss_sentence(settings, model)]
+    if not log:
+        parts.append(f"(Settings from {origin}; `train_log.csv` has no steps yet.)")
+        return " ".join(parts)
+    steps, losses, lrs = ([r[k] for r in log] for k in ("step", "loss", "lr"))
+    peak = int(np.argmax(lrs))
+    parts.append(f"The log ({len(log)} steps, settings from {origin}) shows the learning rate at {lrs[peak]:.3g} "
+                 f"at its peak (step {steps[peak]:.0f}) and {lrs[-1]:.3g} at the last step ({steps[-1]:.0f}); the "
+                 f"loss went from {losses[0]:.4f} at step {steps[0]:.0f} to {losses[-1]:.4f}.")
+    trend = loss_trend(losses, tail)
+    if trend["verdict"] == "too short":
+        parts.append(f"Too few steps ({len(log)}) to say whether the loss plateaued.")
+    else:
+        what = {"plateau": "it has plateaued", "falling": "it is still falling",
+                "rising": "it is rising"}[trend["verdict"]]
+        parts.append(f"Over the last {tail:.0%} of the steps ({trend['tail_steps']} steps) the mean loss went from "
+                     f"{trend['first_half_mean']:.4f} (first half) to {trend['second_half_mean']:.4f} (second "
+                     f"half), {trend['relative_change']:+.1%}: {what} (plateau: a change within "
+                     f"±{trend['tolerance']:.0%}).")
+    return " ".join(parts)
+
+
+def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> Expectation:
+    """Does the logged learning rate follow the schedule the run states (`train.loop.lr_multiplier`)? Step s of
+    `train_log.csv` records the rate its update used, multiplier(s - 1) x lr."""
+    settings, _, origin = run_settings(run_dir, profile)
+    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
+    text = f"the logged learning rate follows the stated schedule ({settings.lr_schedule}, from {origin})"
+    if not log:
+        return expectation(None, text, "no train_log.csv yet")
+    if settings.max_steps is None and settings.lr_schedule != "constant":
+        return expectation(None, text, "a decay over epochs: its length is not in the log")
+    total = settings.max_steps or int(log[-1]["step"])
+    mult = lr_multiplier(settings.lr_schedule, settings.warmup_steps, total)
+    gaps = [abs(r["lr"] - settings.lr * mult(int(r["step"]) - 1)) for r in log]
+    worst = int(np.argmax(gaps))
+    return expectation(gaps[worst] <= 1e-6 * settings.lr + 1e-12, text,
+                       f"largest gap {gaps[worst]:.3g} at step {log[worst]['step']:.0f} over {len(log)} steps")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ablations (notebook 05, README): which run beats which, with the paired tests
+
+
+def format_p(p: float | None, resamples: int | None = None, tests: int = 1) -> str:
+    """A bootstrap p-value as prose: `p < 1/B` when no resample went the other way (`metrics.stats.format_p`,
+    the tables' rule), else `p = 0.012`; "p n/a" without a test."""
+    if p is None or math.isnan(p):
+        return "p n/a"
+    if p <= 0 and not resamples:
+        return "p < 1/B"
+    text = stats_format_p(p, resamples or 1, tests)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _summary_and_stats(summary: Mapping[str, Any] | str | os.PathLike[str],
+                       stats: pd.DataFrame | str | os.PathLike[str] | None) -> tuple[dict, pd.DataFrame | None]:
+    """(summary dict, stats or None); a summary path finds `ablation_stats.csv` beside it when `stats` is None."""
+    if isinstance(summary, str | os.PathLike):
+        path = Path(summary)
+        summary = read_summary(path)
+        if stats is None and (path.parent / STATS_FILE).is_file():
+            stats = path.parent / STATS_FILE
+    if isinstance(stats, str | os.PathLike):
+        stats = read_stats(stats)
+    return dict(summary), stats
+
+
+def _resamples(summary: Mapping[str, Any]) -> int | None:
+    name = summary.get("profile")
+    return load_profile(name).ablations.resamples if name in PROFILE_NAMES else None
+
+
+def _metric_sentence(metric: str, runs: Mapping[str, Mapping[str, Any]], tests: pd.DataFrame | None,
+                     resamples: int | None, baselines: Mapping[str, float] | None = None) -> str:
+    values = {r: float(m[metric]) for r, m in runs.items() if m.get(metric) is not None}
+    if not values:
+        return f"- **{metric}**: no run has a value."
+    ranked = sorted(values, key=lambda r: -values[r])
+    text = f"- **{metric}** (highest first): " + ", ".join(f"`{r}` {values[r]:.4f}" for r in ranked) + "."
+    missing = [r for r in runs if r not in values]
+    if missing:
+        text += " Not applicable: " + ", ".join(f"`{r}`" for r in missing) + "."
+    if baselines:
+        text += " Baselines: " + ", ".join(f"`{b}` {v:.4f}" for b, v in baselines.items()) + "."
+    if tests is None:
+        return text + " (No paired tests: `ablation_stats.csv` not found.)"
+    rows = tests[tests["metric"] == metric]
+    groups: dict[str, list[str]] = {"beat `full`": [], "below `full`": [], "no clear difference from `full`": []}
+    for r in rows.to_dict("records"):
+        if r["run"] not in values or r["run"] == REFERENCE or r["verdict"].startswith(("same model", "not appl")):
+            continue
+        key = ("beat `full`" if r["verdict"] == f"{r['run']} better" else "below `full`"
+               if r["verdict"] == "full better" else "no clear difference from `full`")
+        groups[key].append(f"`{r['run']}` ({r['delta_vs_full']:+.4f}, {_p_of(r, resamples)}"
+                           + ("; rests on near-constant output" if _note(r) else "") + ")")
+    said = [f"{k}: {', '.join(v)}" for k, v in groups.items() if v]
+    return text + (" Paired tests against `full`: " + "; ".join(said) + "." if said else "")
+
+
+def _note(row: Mapping[str, Any]) -> str:
+    note = row.get("note")
+    return note if isinstance(note, str) else ""
+
+
+def _p_of(row: Mapping[str, Any], resamples: int | None) -> str:
+    """A verdict row's p-value as prose: Holm-adjusted where the stats have it (its `< 1/B` bound then scaled by
+    the table's number of tests), else the raw paired-test p."""
+    p, tests = row.get("p_holm"), row.get("tests_in_family")
+    if p is None or pd.isna(p):
+        return format_p(row["p_vs_full"], resamples)
+    return format_p(p, resamples, int(tests) if tests is not None and not pd.isna(tests) else 1)
+
+
+def _near_constant(tests: pd.DataFrame | None) -> str:
+    """The distinct near-constant-output notes of the verdicts, as one sentence ("" when none)."""
+    if tests is None or "note" not in tests.columns:
+        return ""
+    notes = dict.fromkeys(n for note in tests["note"].fillna("") for n in str(note).split("; ") if n)
+    return ("Near-constant output (a verdict that rests on it says little): " + "; ".join(notes) + ".") if notes \
+        else ""
+
+
+def _baselines(stats: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """metric -> {baseline run: value} from the stats' `kind == "baseline"` rows ({} for older files)."""
+    if stats is None or "kind" not in stats.columns:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for r in stats[stats["kind"] == "baseline"].to_dict("records"):
+        if not pd.isna(r["value"]):
+            out.setdefault(r["metric"], {})[r["run"]] = float(r["value"])
+    return out
+
+
+def _test_setup(stats: pd.DataFrame, alpha: float, summary: Mapping[str, Any]) -> tuple[str, int | None]:
+    """(how the tests were made, in words; the number of resamples) from the stats file's columns."""
+    resamples = _resamples(summary)
+    if "n_resamples" in stats.columns and stats["n_resamples"].notna().any():
+        resamples = int(stats["n_resamples"].dropna().iloc[0])
+    holm = "p_holm" in stats.columns and stats["p_holm"].notna().any()
+    seeds = (f", {int(stats['seeds'].dropna().max())} training seed(s) per run"
+             if "seeds" in stats.columns and stats["seeds"].notna().any() else "")
+    how = (f"paired bootstrap tests ({resamples or '?'} resamples) at level {alpha:g}, two-sided, "
+           + ("Holm-corrected within each table" if holm else "not corrected for the number of tests") + seeds)
+    return how, resamples
+
+
+def _verdicts(stats: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
+    """`experiments.stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
+    if stats is None:
+        return None
+    tests = verdicts(stats, alpha=alpha)
+    if "tests_in_family" in stats.columns:
+        sizes = stats[["run", "metric", "tests_in_family"]].drop_duplicates(["run", "metric"])
+        tests = tests.merge(sizes, on=["run", "metric"], how="left")
+    return tests
+
+
+def ablation_story(summary: Mapping[str, Any] | str | os.PathLike[str],
+                   stats: pd.DataFrame | str | os.PathLike[str] | None = None, alpha: float = 0.05) -> str:
+    """Markdown bullets, one per headline metric: the runs ranked by value and, with the paired bootstrap tests
+    (`ablation_stats.csv`, found beside a summary path), which runs beat `full`, fall below it or do not differ
+    at level `alpha`, each with its difference and p-value. Runs that reuse another run's model are named once."""
+    summary, stats = _summary_and_stats(summary, stats)
+    runs = dict(summary["runs"])
+    same = {}
+    if stats is not None and "same_as" in stats.columns:
+        same = {r: s for r, s in zip(stats["run"], stats["same_as"].fillna("")) if s}
+    shown = {r: m for r, m in runs.items() if r not in same}
+    tests = _verdicts(stats, alpha)
+    how, resamples = _test_setup(stats, alpha, summary) if stats is not None else ("", _resamples(summary))
+    base = _baselines(stats)
+    shown = {r: m for r, m in shown.items() if r not in {b for v in base.values() for b in v}}
+    lines = [_metric_sentence(m, shown, tests, resamples, base.get(m)) for m in SUMMARY_METRICS]
+    head = (f"Profile `{summary.get('profile', '?')}`, {len(shown)} distinct runs"
+            + (f" ({', '.join(f'`{r}` is the same model as `{s}`' for r, s in same.items())})" if same else "")
+            + (f"; {how}" if how else "") + ":")
+    flagged = _near_constant(tests)
+    return "\n".join([head, "", *lines] + (["", flagged] if flagged else []))
+
+
+def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
+                     stats: pd.DataFrame | str | os.PathLike[str] | None = None,
+                     alpha: float = 0.05) -> list[Expectation]:
+    """The paper's claims of Tables 4-7 as expectations on this grid: each ablated run scores no better than
+    `full` on any headline metric (a run that beats `full` with p < `alpha` fails it). Runs not in the grid, or
+    the same model as `full`, are left out."""
+    summary, stats = _summary_and_stats(summary, stats)
+    if stats is None:
+        return [expectation(None, "every ablation scores no better than `full` (the paper's Tables 4-7)",
+                            "no ablation_stats.csv")]
+    tests, resamples = _verdicts(stats, alpha), _test_setup(stats, alpha, summary)[1]
+    out = []
+    for run in dict.fromkeys(tests["run"]):
+        rows = tests[tests["run"] == run]
+        if rows["verdict"].str.startswith("same model").all():
+            continue
+        larger = _larger_llm(summary.get("profile"), run)
+        if larger is None:
+            continue  # an LLM run of an unknown profile: no expectation to state
+        bad = "full better" if larger else f"{run} better"
+        hits = [f"{r['metric']} {r['delta_vs_full']:+.4f} ({_p_of(r, resamples)}"
+                + ("; rests on near-constant output" if _note(r) else "") + ")"
+                for r in rows.to_dict("records") if r["verdict"] == bad]
+        text = (f"`{run}` (a larger LLM) scores no worse than `full` on any headline metric (the paper: a larger "
+                "LLM helps)" if larger else f"`{run}` scores no better than `full` on any headline metric (the "
+                "paper: removing a component never helps)")
+        measured = f"{'worse' if larger else 'better'} than full on " + ", ".join(hits) if hits else \
+            f"no metric {'worse' if larger else 'better'}"
+        out.append(expectation(not hits, text, measured))
+    return out
+
+
+def _larger_llm(profile: str | None, run: str) -> bool | None:
+    """For an `llm_<arch>` run: is its LLM larger than the profile's own (None: the profile is unknown)?
+    False for every other run (an ablation removes something)."""
+    if not run.startswith("llm_") or run[4:] not in LLM_ARCHS:
+        return False
+    if profile not in PROFILE_NAMES:
+        return None
+    own, arch = model_config(load_profile(profile)), LLM_ARCHS[run[4:]]
+    return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The authors' release (notebook 06)
+
+
+def release_agreement(table1: pd.DataFrame | str | os.PathLike[str] | None, digits: int = 4) -> Expectation:
+    """Do Table 1's two CTRG rows (the authors' numbers as released, and the kit's metrics recomputed from their
+    released predictions) agree at the `digits` decimals the table prints? Not checked (ok None) when a row is
+    missing: the release was not found, recomputing was off, or there is no Table 1 (`table1` None)."""
+    text = (f"the kit's metrics recomputed from the authors' released predictions agree with their released "
+            f"numbers at every printed decimal ({digits})")
+    if table1 is None:
+        return expectation(None, text, "no Table 1 was written")
+    df = pd.read_csv(table1) if isinstance(table1, str | os.PathLike) else table1
+    ctrg = df[df["dataset"].astype(str).str.startswith("CTRG")] if "dataset" in df.columns else df.iloc[0:0]
+    released = ctrg[ctrg["source"].str.contains("as released", na=False)]
+    recomputed = ctrg[ctrg["source"].str.contains("recomputed", na=False)]
+    if released.empty or recomputed.empty:
+        missing = " and ".join(w for w, d in (("the released row", released), ("the recomputed row", recomputed))
+                               if d.empty)
+        return expectation(None, text, f"Table 1 lacks {missing}: the release was not found, or recomputing "
+                                       "it was switched off")
+    metrics = [c for c in df.columns if c not in ("dataset", "model", "source")
+               and pd.notna(released[c].iloc[0]) and pd.notna(recomputed[c].iloc[0])]
+    differ = [m for m in metrics if format_cell(float(released[m].iloc[0]), digits)
+              != format_cell(float(recomputed[m].iloc[0]), digits)]
+    if not differ:
+        return expectation(True, text, f"all {len(metrics)} metrics agree")
+    worst = max(differ, key=lambda m: abs(float(released[m].iloc[0]) - float(recomputed[m].iloc[0])))
+    gap = abs(float(released[worst].iloc[0]) - float(recomputed[worst].iloc[0]))
+    return expectation(False, text, f"{len(differ)} of {len(metrics)} metrics differ ({', '.join(differ)}; "
+                                    f"largest gap {gap:.2g}, {worst})")
+
+
+#: Region-recognition goals a profile states (the README's demo goal); other profiles state none.
+REGION_ACCURACY_GOALS: dict[str, float] = {"demo": 0.95}
+
+
+def region_accuracy_check(metrics: Mapping[str, Any], profile: str | Profile) -> Expectation:
+    """The profile's region-accuracy goal (`REGION_ACCURACY_GOALS`) against a run's evaluation (notebook 04's
+    `evaluate_predictions` result, or its `metrics/summary.json` headline); not checked without a goal."""
+    name = load_profile(profile).name
+    goal, acc = REGION_ACCURACY_GOALS.get(name), metrics.get("region_accuracy")
+    if goal is None:
+        return expectation(None, f"a region-accuracy goal (profile {name} states none)",
+                           f"{acc:.4f}" if acc is not None else "")
+    if acc is None:
+        return expectation(None, f"region accuracy >= {goal:g} (profile {name})", "no region names to score")
+    return expectation(float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The README's demo block
+
+
+def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
+    """The README's generated demo block: the headline table of `summary.json` with its date and machine
+    (`tables.summary_markdown`), then `ablation_story` and `component_checks` from `ablation_stats.csv` beside
+    it (a failed check as a "Warning:" line)."""
+    checks = "\n".join(f"- {check.line}" for check in component_checks(summary_path))
+    return (summary_markdown(summary_path, machine).rstrip() + "\n\nWhat the runs show (generated from the files "
+            "above):\n\n" + ablation_story(summary_path) + "\n\nThe paper's ablation claims on these runs:\n\n"
+            + checks + "\n")
+
+
+def write_readme_results(summary: str | os.PathLike[str], readme: str | os.PathLike[str],
+                         machine: Mapping[str, Any] | None = None) -> Path:
+    """Replace the block between `README_START` and `README_END` in `readme` by `readme_results(summary)`,
+    atomically; the README's other sections are kept as they are."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise BadInputError(readme, "README not found")
+    text = replace_block(readme.read_text(), README_START, README_END, readme_results(summary, machine), readme)
+    write_text_atomic(readme, text)
+    logger.info(f"[report] {readme}: demo results from {summary}")
+    return readme

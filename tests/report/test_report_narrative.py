@@ -1,0 +1,257 @@
+"""Computed prose (`report.narrative`): every sentence follows the run's files, and a failed expectation shows a
+warning. The run files are the smoke run's own (`trained`) or written in the real schemas (summary.json by
+`write_summary`, ablation_stats.csv with `ablation_stats`' columns)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.report.narrative import (
+    README_END,
+    README_START,
+    ablation_story,
+    component_checks,
+    expectation,
+    format_p,
+    loss_trend,
+    region_accuracy_check,
+    release_agreement,
+    schedule_check,
+    training_story,
+    write_readme_results,
+)
+from reg2rg_lib.train.loop import LOG_COLUMNS
+
+MACHINE = {"date": "2026-12-02", "cpu": "x86_64", "threads": 1, "torch": "t", "device": "cpu"}
+
+
+# ---- training (notebook 03) ----------------------------------------------------------------------------------
+def _copy_run(trained: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in ("run_config.json", "train_log.csv"):
+        shutil.copy(trained / name, dest / name)
+    return dest
+
+
+def _edit_config(run: Path, **settings) -> None:
+    config = json.loads((run / "run_config.json").read_text())
+    config["settings"].update(settings)
+    (run / "run_config.json").write_text(json.dumps(config))
+
+
+def _edit_log(run: Path, step: int, **values) -> None:
+    with open(run / "train_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if int(row["step"]) == step:
+            row.update({k: repr(v) for k, v in values.items()})
+    with open(run / "train_log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(LOG_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_training_story_follows_the_run_files(trained: Path, tmp_path: Path) -> None:
+    run = _copy_run(trained, tmp_path / "run")
+    story = training_story(run, "smoke")
+    assert "stayed constant at 0.001" in story and "plain next-token cross-entropy" in story  # smoke's recipe
+    assert "cosine" not in story and "weighted" not in story
+    first = float(next(csv.DictReader(open(run / "train_log.csv")))["loss"])
+    assert f"{first:.4f}" in story  # the logged loss, not a fixed sentence
+    _edit_config(run, lr_schedule="cosine", region_name_weight=10.0, region_dropout=0.3)
+    _edit_log(run, 1, loss=7.125)
+    changed = training_story(run, "smoke")
+    assert "cosine decay to 0 at step 4" in changed and "constant at" not in changed
+    assert "weighted 10x" in changed and "Region dropout: 30%" in changed
+    assert "from 7.1250 at step 1" in changed
+
+
+def test_schedule_check_compares_the_log_with_the_schedule(trained: Path, tmp_path: Path) -> None:
+    run = _copy_run(trained, tmp_path / "run")
+    assert schedule_check(run, "smoke").ok is True  # the real smoke run follows its own schedule
+    _edit_log(run, 3, lr=0.5)
+    failed = schedule_check(run, "smoke")
+    assert failed.ok is False and "Warning:" in failed._repr_markdown_() and "step 3" in failed.measured
+
+
+def _write_run(run: Path, losses: list[float], **settings) -> Path:
+    run.mkdir(parents=True)
+    base = {"lr": 1e-3, "warmup_steps": 2, "lr_schedule": "constant", "max_steps": len(losses),
+            "region_name_weight": 1.0, "region_dropout": 0.0}
+    (run / "run_config.json").write_text(json.dumps({"settings": base | settings, "model": {"rra": True}}))
+    with open(run / "train_log.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_COLUMNS)
+        writer.writerows([s + 1, 0, repr(loss), repr(1e-3), "0.1"] for s, loss in enumerate(losses))
+    return run
+
+
+def test_plateau_is_computed_from_the_curve(tmp_path: Path) -> None:
+    falling = [5.0 - 0.04 * s for s in range(100)]
+    flat = [5.0 - 0.04 * s for s in range(80)] + [1.8 + 0.001 * (s % 2) for s in range(20)]
+    assert loss_trend(falling)["verdict"] == "falling" and loss_trend(flat)["verdict"] == "plateau"
+    assert "it is still falling" in training_story(_write_run(tmp_path / "a", falling))
+    assert "it has plateaued" in training_story(_write_run(tmp_path / "b", flat))
+    assert "Too few steps" in training_story(_write_run(tmp_path / "c", [3.0, 2.0]))
+
+
+def test_loss_without_rra_says_the_weight_has_nothing_to_weigh(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "r", [3.0, 2.0], region_name_weight=10.0)
+    config = json.loads((run / "run_config.json").read_text())
+    assert "weighted 10x" in training_story(run)
+    config["model"]["rra"] = False
+    (run / "run_config.json").write_text(json.dumps(config))
+    assert "no organ names to weigh" in training_story(run)
+
+
+# ---- ablations (notebook 05, README) ---------------------------------------------------------------------------
+def _summary(tmp_path: Path, values: dict[str, dict[str, float | None]]) -> RunPaths:
+    paths = RunPaths(tmp_path / "out")
+    write_summary(paths, "demo", values)
+    return paths
+
+
+def _stats(paths: RunPaths, p: dict[tuple[str, str], float], same: dict[str, str] | None = None) -> None:
+    """ablation_stats.csv in `ablation_stats`' columns, deltas from summary.json, p-values given."""
+    runs = json.loads(paths.summary.read_text())["runs"]
+    rows = []
+    for run, metrics in runs.items():
+        for m in SUMMARY_METRICS:
+            v = math.nan if metrics[m] is None else metrics[m]
+            ref = runs["full"][m]
+            rows.append({"run": run, "metric": m, "value": v, "ci_low": v, "ci_high": v,
+                         "delta_vs_full": math.nan if run == "full" or ref is None else v - ref,
+                         "p_vs_full": p.get((run, m), math.nan if run == "full" else 1.0),
+                         "same_as": (same or {}).get(run, "")})
+    pd.DataFrame(rows).to_csv(paths.root / STATS_FILE, index=False)
+
+
+RUNS = {
+    "full": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560, "CE_micro_F1": 0.0},
+    "texture_only": {"region_accuracy": 0.0225, "BLEU-4": 0.359, "METEOR": 0.478, "ROUGE-L": 0.315,
+                     "CE_micro_F1": 0.176},
+    "no_rra": {"region_accuracy": None, "BLEU-4": 0.351, "METEOR": 0.564, "ROUGE-L": 0.507, "CE_micro_F1": 0.106},
+    "llm_micro": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,
+                  "CE_micro_F1": 0.0},
+}
+
+
+def test_ablation_story_follows_summary_and_stats(tmp_path: Path) -> None:
+    paths = _summary(tmp_path, RUNS)
+    _stats(paths, {("texture_only", "region_accuracy"): 0.0, ("texture_only", "CE_micro_F1"): 0.02},
+           same={"llm_micro": "full"})
+    story = ablation_story(paths.summary)
+    assert "`full` 0.9940, `texture_only` 0.0225" in story
+    assert "below `full`: `texture_only` (-0.9715, p < 0.001)" in story  # p = 0 of 1000 resamples
+    assert "beat `full`: `texture_only` (+0.1760, p = 0.020)" in story
+    assert "Not applicable: `no_rra`" in story and "`llm_micro` is the same model as `full`" in story
+    assert "`llm_micro` 0.9940" not in story  # a reused run is not counted twice
+
+    changed = dict(RUNS, texture_only=dict(RUNS["texture_only"], region_accuracy=0.9990))
+    paths2 = _summary(tmp_path / "b", changed)
+    _stats(paths2, {("texture_only", "region_accuracy"): 0.3})
+    story2 = ablation_story(paths2.summary)
+    assert "`texture_only` 0.9990, `full` 0.9940" in story2
+    assert "no clear difference from `full`: `texture_only` (+0.0050, p = 0.300)" in story2
+    assert "No paired tests" in ablation_story(json.loads(paths.summary.read_text()))
+
+
+def test_ablation_story_uses_holm_p_baselines_and_diversity(tmp_path: Path) -> None:
+    paths = _summary(tmp_path, RUNS)
+    _stats(paths, {("texture_only", "region_accuracy"): 0.0, ("texture_only", "CE_micro_F1"): 0.02},
+           same={"llm_micro": "full"})
+    stats = pd.read_csv(paths.root / STATS_FILE)
+    stats["p_holm"] = (stats["p_vs_full"] * 3).clip(upper=1.0)  # the Holm column `ablation_stats` writes
+    stats["n_resamples"], stats["seeds"], stats["kind"] = 200, 1, "run"
+    stats["n_test_cases"] = 50
+    stats["distinct_reports"] = stats["run"].map({"texture_only": 1}).fillna(40)
+    baseline = {"run": "constant_normal", "metric": "BLEU-4", "value": 0.3012, "kind": "baseline"}
+    pd.concat([stats, pd.DataFrame([baseline])]).to_csv(paths.root / STATS_FILE, index=False)
+    story = ablation_story(paths.summary)
+    assert "200 resamples" in story and "Holm-corrected" in story and "1 training seed(s)" in story
+    assert "no clear difference from `full`: `texture_only` (+0.1760, p = 0.060" in story  # 0.02 x 3 tests
+    assert "rests on near-constant output" in story  # texture_only writes one report for 50 cases
+    assert "texture_only output near-constant: 1 distinct report(s) for 50 cases" in story
+    assert "Baselines: `constant_normal` 0.3012" in story and "`constant_normal` 0.3012," not in story
+
+
+def test_component_checks_warn_where_an_ablation_beats_full(tmp_path: Path) -> None:
+    paths = _summary(tmp_path, RUNS)
+    _stats(paths, {("texture_only", "CE_micro_F1"): 0.02}, same={"llm_micro": "full"})
+    checks = {c.text.split("`")[1]: c for c in component_checks(paths.summary)}
+    assert set(checks) == {"texture_only", "no_rra"}  # llm_micro is full itself
+    assert checks["texture_only"].ok is False and "CE_micro_F1 +0.1760" in checks["texture_only"].measured
+    assert checks["no_rra"].ok is True
+    assert "Warning:" in checks["texture_only"]._repr_markdown_()
+
+
+def test_expectation_renders_a_warning_only_when_it_fails() -> None:
+    met, failed, unchecked = (expectation(True, "region accuracy >= 0.95", "0.994"),
+                              expectation(False, "region accuracy >= 0.95", "0.800"),
+                              expectation(None, "region accuracy >= 0.95"))
+    assert "Warning" not in met._repr_markdown_() and "0.994" in met._repr_markdown_()
+    assert "**Warning:**" in failed._repr_markdown_() and "alert-warning" in failed._repr_markdown_()
+    assert str(failed).startswith("Warning:") and "0.800" in str(failed)
+    assert "Not checked" in unchecked._repr_markdown_()
+    assert format_p(0.0, 200) == "p < 0.005" and format_p(0.0123) == "p = 0.012"
+
+
+def test_write_readme_results_replaces_only_its_block(tmp_path: Path) -> None:
+    paths = _summary(tmp_path, RUNS)
+    _stats(paths, {("texture_only", "region_accuracy"): 0.0})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# kit\n\nintro\n\n## Current demo results\n{README_START}\nold numbers 0.123\n{README_END}\n"
+                      "\n## Later\nkept\n")
+    write_readme_results(paths.summary, readme, machine=MACHINE)
+    text = readme.read_text()
+    assert text.startswith("# kit\n\nintro\n") and text.endswith("## Later\nkept\n")
+    assert "old numbers" not in text and "| texture_only | 0.0225 |" in text and "2026-12-02" in text
+    assert "below `full`: `texture_only`" in text and "The paper's ablation claims" in text
+    write_summary(paths, "demo", {"texture_only": dict(RUNS["texture_only"], **{"BLEU-4": 0.4321})})
+    write_readme_results(paths.summary, readme, machine=MACHINE)
+    assert "0.4321" in readme.read_text() and readme.read_text().count(README_START) == 1
+    readme.write_text("no markers")
+    with pytest.raises(BadInputError, match="demo-results:start"):
+        write_readme_results(paths.summary, readme, machine=MACHINE)
+
+
+# ---- the authors' release (notebook 06) ------------------------------------------------------------------------
+def _table1(released: float, recomputed: float | None) -> pd.DataFrame:
+    rows = [{"dataset": "CTRG-Chest-548K test", "source": "authors' release: nlg_evaluation_results.csv, as released",
+             "BLEU-4": released, "METEOR": 0.4971}]
+    if recomputed is not None:
+        rows.append({"dataset": "CTRG-Chest-548K test", "source": "kit metrics recomputed from the released csv",
+                     "BLEU-4": recomputed, "METEOR": 0.49710469})
+    rows.append({"dataset": "embedded benchmark test", "source": "kit run", "BLEU-4": 0.387, "METEOR": 0.59})
+    return pd.DataFrame(rows)
+
+
+def test_release_agreement_is_said_only_when_the_rows_exist_and_agree(tmp_path: Path) -> None:
+    agree = release_agreement(_table1(0.3204, 0.32039742))
+    assert agree.ok is True and "every printed decimal (4)" in agree.markdown and "all 2 metrics" in agree.measured
+    differ = release_agreement(_table1(0.3204, 0.3215))
+    assert differ.ok is False and "BLEU-4" in differ.measured and "Warning:" in differ._repr_markdown_()
+    missing = release_agreement(_table1(0.3204, None))
+    assert missing.ok is None and "recomputed row" in missing.measured and "Not checked" in missing.markdown
+    assert release_agreement(None).ok is None
+    path = tmp_path / "table1_nlg.csv"
+    _table1(0.3204, 0.32039742).to_csv(path, index=False)
+    assert release_agreement(path).ok is True
+
+
+def test_region_accuracy_goal_is_the_profiles() -> None:
+    assert region_accuracy_check({"region_accuracy": 0.994}, "demo").ok is True
+    failed = region_accuracy_check({"region_accuracy": 0.80}, "demo")
+    assert failed.ok is False and "0.8000" in str(failed) and ">= 0.95" in str(failed)
+    assert region_accuracy_check({"region_accuracy": 0.0}, "smoke").ok is None  # smoke states no goal
+    assert region_accuracy_check({"region_accuracy": None}, "demo").ok is None
