@@ -16,7 +16,7 @@ setup: $(STAMP)  ## create ./.venv, install the kit with dev extras, register th
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,io,bertscore]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name reg2rg-kit --display-name "Python (reg2rg-kit)" >/dev/null
 	$(BIN)/reg2rg assets fetch
 	@touch $(STAMP)
