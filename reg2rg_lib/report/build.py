@@ -46,9 +46,9 @@ from reg2rg_lib.report.tables import (
     save_table,
     table1_nlg,
     table2_ce,
-    table9_ce_per_label,
     table3_region_recognition,
     table8_grounded,
+    table9_ce_per_label,
 )
 
 logger = logging.getLogger(__name__)
