@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -98,3 +102,31 @@ def write_notebook() -> Callable[[Path, str], None]:
         nbformat.write(nb, path)
 
     return write
+
+
+_HOLD = """import sys, time
+from reg2rg_lib.io import folder_lock
+with folder_lock(sys.argv[1], sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture(scope="session")
+def hold_lock() -> Callable[..., Any]:
+    """`with hold_lock(folder, stage) as proc:` a real second process holds `folder`'s writer lock (what a running
+    `reg2rg <stage>` does) until the block ends."""
+    @contextlib.contextmanager
+    def held(folder: Path, stage: str = "train"):
+        script = folder.parent / "hold.py"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(_HOLD)
+        proc = subprocess.Popen([sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "locked"
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+
+    return held

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -113,31 +112,9 @@ def test_a_full_disk_in_an_atomic_write_leaves_the_previous_file(tmp_path, monke
 
 
 # ---- one writer per output folder -------------------------------------------------------------------------------
-HOLD = """import sys, time
-from reg2rg_lib.io import folder_lock
-with folder_lock(sys.argv[1], sys.argv[2]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
-
-
-@contextlib.contextmanager
-def held(folder: Path, stage: str = "train"):
-    """Another process (a real one) holding `folder`'s lock until the block ends."""
-    script = folder.parent / "hold.py"
-    script.write_text(HOLD)
-    proc = subprocess.Popen([sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, hold_lock):
     run = tmp_path / "run"
-    with held(run) as proc:
+    with hold_lock(run) as proc:
         assert lock_holder(run)["pid"] == proc.pid
         start = time.perf_counter()
         with pytest.raises(FolderBusyError) as err:
@@ -158,9 +135,9 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
     assert lock_holder(run) is None and not (run / LOCK_NAME).exists()
 
 
-def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog, hold_lock):
     run = tmp_path / "run"
-    with held(run) as proc:
+    with hold_lock(run) as proc:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert json.loads((run / LOCK_NAME).read_text())["pid"] == proc.pid, "kill -9 left its lock file"
@@ -198,10 +175,10 @@ def test_safetensors_and_torch_full_disk_errors_are_recognised(tmp_path):
             raise ValueError("not a write error")
 
 
-def test_without_flock_the_recorded_pid_and_start_time_decide(tmp_path, monkeypatch, caplog):
+def test_without_flock_the_recorded_pid_and_start_time_decide(tmp_path, monkeypatch, caplog, hold_lock):
     run = tmp_path / "run"
     monkeypatch.setattr(io_module, "fcntl", None)  # a file system / platform without flock
-    with held(run) as proc:
+    with hold_lock(run) as proc:
         with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):
             with folder_lock(run, "train"):
                 pass

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +19,6 @@ from reg2rg_lib.data.prep import PrepParams, prepare
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import LOCK_NAME
 from reg2rg_lib.train.checkpoints import latest_checkpoint
-
-HOLD = """import sys, time
-from reg2rg_lib.io import folder_lock
-with folder_lock(sys.argv[1], sys.argv[2]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
 
 
 def _error(capsys, rc: int) -> str:
@@ -47,20 +37,6 @@ def _tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
-@contextlib.contextmanager
-def held(folder: Path, stage: str):
-    """A real second process holding `folder` (what a running `reg2rg <stage>` does)."""
-    script = folder.parent / "hold.py"
-    script.write_text(HOLD)
-    proc = subprocess.Popen([sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def _busy_args(command: str, out: Path, smoke, trained) -> list[str]:
     return {
         "train": ["train", "--profile", "smoke", "--out", str(out), "--max-steps", "2"],
@@ -73,11 +49,11 @@ def _busy_args(command: str, out: Path, smoke, trained) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["train", "prepare", "generate", "ablate", "run-notebooks"])
-def test_a_second_writer_on_a_folder_in_use_is_refused_at_once(command, tmp_path, capsys, smoke, trained):
+def test_a_second_writer_on_a_folder_in_use_is_refused_at_once(command, tmp_path, capsys, smoke, trained, hold_lock):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("written by the running process")
-    with held(out, command) as proc:
+    with hold_lock(out, command) as proc:
         before = _tree(out)
         start = time.perf_counter()
         line = _error(capsys, main(_busy_args(command, out, smoke, trained)))
@@ -87,10 +63,10 @@ def test_a_second_writer_on_a_folder_in_use_is_refused_at_once(command, tmp_path
     assert f"in use by another process, pid {proc.pid}" in line and "hold.py" in line and command in line
 
 
-def test_the_folder_of_a_killed_run_is_taken_over(tmp_path, capsys, smoke, caplog):
+def test_the_folder_of_a_killed_run_is_taken_over(tmp_path, capsys, smoke, caplog, hold_lock):
     out = tmp_path / "cache"
     out.mkdir()
-    with held(out, "prepare") as proc:
+    with hold_lock(out, "prepare") as proc:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert (out / LOCK_NAME).is_file()
