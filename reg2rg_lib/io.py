@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -60,6 +61,23 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `target`; it replaces `target` (an older one is removed) only if the
+    block succeeds, else it is deleted: a reader never sees a half-written folder (a tokenizer, a converted LLM)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:

@@ -189,3 +189,19 @@ def test_without_flock_the_recorded_pid_and_start_time_decide(tmp_path, monkeypa
     assert f"taking over the lock of pid {proc.pid}" in caplog.text
     stale = {"pid": os.getpid(), "start": "1", "host": io_module.socket.gethostname()}  # a reused pid
     assert not io_module._alive(stale) and io_module._alive({**stale, "start": io_module._proc_start(os.getpid())})
+
+
+def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
+    from reg2rg_lib.io import atomic_dir
+
+    target = tmp_path / "tok"
+    target.mkdir()
+    (target / "old.json").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "half.json").write_text("half")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"] and (target / "old.json").read_text() == "old"
+    with atomic_dir(target) as tmp:
+        (tmp / "new.json").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]

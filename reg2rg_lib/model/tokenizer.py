@@ -8,8 +8,6 @@ environment allows it). `add_reg2rg_tokens` appends the Reg2RG special tokens (s
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.env.assets import resolve_llm_path
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.io import atomic_dir
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, SHORT_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.model.prompt import reg2rg_special_tokens
 from reg2rg_lib.paths import RunPaths
@@ -70,16 +69,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str] | None
 def save_tokenizer(tokenizer, out_dir: str | os.PathLike[str]) -> Path:
     """Save into `out_dir` via a temporary sibling folder renamed at the end: no half-written tokenizer."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
