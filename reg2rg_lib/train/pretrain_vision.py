@@ -28,17 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.model.vit3d import ViT3D
-from reg2rg_lib.profiles import PretrainSection
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import PretrainSection, load_profile
 from reg2rg_lib.regions import LABELS, REGIONS
+from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -302,12 +306,6 @@ def pretrain_for_profile(profile: Any, out_dir: str | os.PathLike[str], labeler:
                          **overrides: Any) -> dict[str, Any]:
     """`pretrain_vision` with the profile's model preset and `pretrain` section (`overrides`: objective, epochs,
     batch_size, lr, seed). The cache defaults to the profile folder's: OUT/cache for OUT/vision."""
-    from reg2rg_lib.data.prep import (
-        load_cache,  # data sits below train; imported here to keep the module light
-    )
-    from reg2rg_lib.paths import RunPaths
-    from reg2rg_lib.profiles import load_profile
-    from reg2rg_lib.train.run import model_config
 
     profile = load_profile(profile)
     out = Path(out_dir).expanduser().resolve()
@@ -320,8 +318,6 @@ def pretrain_for_profile(profile: Any, out_dir: str | os.PathLike[str], labeler:
 def probe_table(report: dict[str, Any]) -> Any:
     """`pretrain.json`'s validation probes as a table: one row per encoder, micro-F1 and organ accuracy, then the
     per-label F1 of each (for notebook 02 and RESULTS.md)."""
-    import pandas as pd  # only the notebook's table needs it
-
     rows = {}
     for arm, probe in report["probe_validation"].items():
         row = {"findings micro-F1 (probe)": probe["findings_micro_f1"], "organ accuracy (probe)": probe["organ_accuracy"]}

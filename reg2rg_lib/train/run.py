@@ -69,7 +69,11 @@ def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: floa
 def vision_checkpoint(profile: Profile, paths: RunPaths | None = None) -> str | None:
     """The profile's `model.vision_checkpoint` as a path: "pretrained" is `reg2rg pretrain-vision`'s output in the
     profile folder `paths` (default: outputs/<profile>)."""
-    value = profile.model.vision_checkpoint
+    return _resolve_vision(profile.model.vision_checkpoint, profile, paths)
+
+
+def _resolve_vision(value: str | None, profile: Profile, paths: RunPaths | None) -> str | None:
+    """A `vision_checkpoint` value as a path: "pretrained" names the profile folder's OUT/vision/RadFM_vit3d.pth."""
     if value != "pretrained":
         return value
     return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
@@ -84,8 +88,8 @@ def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
     if profile.model.vision_checkpoint:
         overrides["vision_checkpoint"] = vision_checkpoint(profile, paths)
     changes = dict(changes or {})
-    if changes.get("vision_checkpoint") == "pretrained":  # an ablation that turns the pretrained ViT on
-        changes["vision_checkpoint"] = str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
+    if "vision_checkpoint" in changes:  # an ablation that turns the pretrained ViT on (or off)
+        changes["vision_checkpoint"] = _resolve_vision(changes["vision_checkpoint"], profile, paths)
     cfg = Reg2RGConfig.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
     llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
     if llm_arch:
