@@ -147,16 +147,23 @@ class AppendOnlyCSV:
     def write(self, values: Sequence[Any]) -> None:
         """Append one row, `values` in the order of `columns` (unbuffered: nothing waits in memory). A full disk
         raises `DiskFullError`: the rows before stay complete, and a rerun drops the cut one."""
+        self.write_rows([values])
+
+    def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append several rows with one write (and one `fsync`): a batch of generated reports costs one sync,
+        not one per report. A crash mid-write can cut only the last row, which `read_complete_csv` drops."""
+        if not rows:
+            return
         self._buf.seek(0)
         self._buf.truncate()
-        self._writer.writerow(values)
+        self._writer.writerows(rows)
         try:
             _write_all(self._fd, self._buf.getvalue().encode("utf-8"))
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as err:
-            raise write_failed(self.path, err, f"its {self.rows} complete row(s) before this one are kept") from err
-        self.rows += 1
+            raise write_failed(self.path, err, f"its {self.rows} complete row(s) before these are kept") from err
+        self.rows += len(rows)
 
     def close(self) -> None:
         if self._fd is not None:

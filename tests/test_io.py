@@ -205,3 +205,18 @@ def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
         (tmp / "new.json").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]
+
+
+def test_append_only_csv_writes_a_batch_with_one_sync(tmp_path, monkeypatch):
+    import reg2rg_lib.io as kio
+
+    syncs = []
+    monkeypatch.setattr(kio.os, "fsync", lambda fd: syncs.append(fd))
+    path = tmp_path / "p.csv"
+    with kio.AppendOnlyCSV(path, ["a", "b"], fsync=True) as out:
+        out.write_rows([[1, "x, y"], [2, "z"], [3, "w"]])
+        out.write([4, "v"])
+        out.write_rows([])
+        assert out.rows == 4
+    assert len(syncs) == 2  # one per batch, one per single row, none for an empty batch
+    assert [r["b"] for r in kio.read_complete_csv(path)[1]] == ["x, y", "z", "w", "v"]

@@ -372,10 +372,12 @@ def generate_predictions(
             except (RuntimeError, ValueError, IndexError) as err:
                 raise KitError(f"generation failed on case(s) {batch_names(batch)}: {type(err).__name__}: "
                                f"{str(err).splitlines()[0] if str(err) else ''}") from err
+            rows = []
             for i, sample, text in zip(group, batch["samples"], model.decode(ids)):
                 rec = data.records[i]
                 gt = build_target(sample.regions, rec.reports, cfg)  # the prompt's region order
-                writer.write(rec.name, sample.prompt, gt, " ".join(text.split()))
+                rows.append((rec.name, sample.prompt, gt, " ".join(text.split())))
+            writer.write_batch(rows)  # one write and one fsync per batch
             bar.update(len(group))
         bar.close()
     order = {n: k for k, n in enumerate(data.names)}

@@ -1,4 +1,4 @@
-"""The predictions CSV in the authors' released format, one row per test case, appended and flushed row by row.
+"""The predictions CSV in the authors' released format, one row per test case, appended and synced batch by batch.
 
 Columns `AccNum, Question, GT_combined_report, Pred_combined_report` (the prompt with its placeholder tokens, the
 ground truth and the prediction, both with "The region i is <organ>:" prefixes). An interrupted run resumes by
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from reg2rg_lib.errors import BadInputError
@@ -34,7 +35,8 @@ def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 
 class PredictionWriter:
-    """Append rows to a predictions CSV, each flushed and synced to disk; `done` holds the AccNums present.
+    """Append rows to a predictions CSV, each batch written and synced to disk at once; `done` holds the AccNums
+    present.
 
     Opening an existing file keeps its complete rows (rewriting it atomically without a cut-off last row), so a
     rerun continues where the last one stopped. Rows end with a bare line feed, as in the released files."""
@@ -46,8 +48,12 @@ class PredictionWriter:
         self._csv = AppendOnlyCSV(self.path, PRED_COLUMNS, rows, lineterminator="\n", fsync=True)
 
     def write(self, acc_num: str, question: str, gt: str, pred: str) -> None:
-        self._csv.write([acc_num, question, gt, pred])
-        self.done.add(str(acc_num))
+        self.write_batch([(acc_num, question, gt, pred)])
+
+    def write_batch(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Append (AccNum, question, ground truth, prediction) rows with one write and one sync."""
+        self._csv.write_rows([list(r) for r in rows])
+        self.done.update(str(r[0]) for r in rows)
 
     def close(self) -> None:
         self._csv.close()

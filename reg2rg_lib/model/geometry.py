@@ -13,8 +13,18 @@ from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.vit3d import ViT3D
 
 
+#: Masks per chunk are chosen so that a chunk holds at most this many voxels (16 masks at the demo's 64x64x16).
+#: One pass over a whole batch's masks (160 at batch 16) allocates and touches ~40 MB per intermediate and ran ~6x
+#: slower per mask than chunks that stay in cache (`reg2rg bench generate`, benchmarks/RESULTS.md); every op of the
+#: encoder is per mask, so chunking changes no number.
+MASK_CHUNK_VOXELS = 1 << 20
+
+
 class MaskEncoder(ViT3D):
-    """ViT3D over a 1-channel mask, mean-pooled: (B, 1, H, W, D) -> (B, mask_dim)."""
+    """ViT3D over a 1-channel mask, mean-pooled: (B, 1, H, W, D) -> (B, mask_dim).
+
+    The masks may come as bool or uint8 (a quarter of the float bytes to collate and move): each chunk is cast to
+    the encoder's dtype just before it is encoded."""
 
     @classmethod
     def from_config(cls, cfg: Reg2RGConfig) -> MaskEncoder:
@@ -22,4 +32,8 @@ class MaskEncoder(ViT3D):
                    cfg.mask_mlp, channels=1, pos_rows=cfg.mask_pos_rows)
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        return super().forward(mask).mean(dim=1)  # (B, tokens, dim) -> (B, dim)
+        dtype = self.to_patch_embedding[2].weight.dtype
+        per_chunk = max(1, MASK_CHUNK_VOXELS // max(1, mask[0].numel()))
+        out = [super(MaskEncoder, self).forward(chunk.to(dtype)).mean(dim=1)  # (b, tokens, dim) -> (b, dim)
+               for chunk in mask.split(per_chunk)]
+        return out[0] if len(out) == 1 else torch.cat(out)

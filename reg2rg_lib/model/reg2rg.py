@@ -228,7 +228,7 @@ class Reg2RG(nn.Module):
         if cfg.geometry_tokens:
             if region_masks is None:
                 raise KitError("the configuration uses geometry tokens: pass region_masks")
-            masks = region_masks.to(device=self.device, dtype=el.mask_fc.weight.dtype)
+            masks = region_masks.to(device=self.device)  # bool/uint8 or float: the encoder casts chunk by chunk
             out[GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
         return out
 

@@ -78,6 +78,7 @@ class TrainSettings:
     compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
     region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
+    finding_weight: float = 1.0  # loss weight of target sentences that state a finding (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
     threads: int | None = None  # torch CPU threads while training (None: torch's default); 1 = the same numbers
                                 # on any machine with the same torch build, whatever its core count
@@ -98,6 +99,8 @@ class TrainSettings:
             key |= {"lr_schedule": self.lr_schedule, "max_steps": self.max_steps, "epochs": self.epochs}
         if self.region_dropout:  # which regions each sample keeps
             key["region_dropout"] = self.region_dropout
+        if self.finding_weight != 1.0:  # the loss (keyed only when set, so older checkpoints still resume)
+            key["finding_weight"] = self.finding_weight
         return key
 
 

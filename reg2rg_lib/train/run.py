@@ -37,32 +37,45 @@ from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelera
 logger = logging.getLogger(__name__)
 
 
-def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, name_mask: torch.Tensor,
-                     name_weight: float) -> torch.Tensor:
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, name_mask: torch.Tensor | None,
+                     name_weight: float, finding_mask: torch.Tensor | None = None,
+                     finding_weight: float = 1.0) -> torch.Tensor:
     """Next-token cross-entropy with the organ-name tokens weighted by `name_weight`, normalised by the number
     of target tokens (so weight 1 is exactly the LM loss the model returns).
 
     On the CPU profiles a tiny LLM trained from scratch must learn to look up region i's visual tokens when it
     writes "The region i is"; those few tokens carry most of what RRA teaches, and weighing them up makes the
     look-up emerge within the demo's step budget. The paper's recipe is weight 1.
+
+    `finding_mask` marks the tokens of sentences that state a finding (`dataset.finding_positions`), weighted by
+    `finding_weight` (where a token is both, the organ-name weight wins): a cost-sensitive loss that makes missing
+    a finding dearer than writing the majority's normal sentence. The paper's recipe is weight 1.
     """
     logits = logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
     target = labels[:, 1:].to(logits.device)  # (B, L-1)
-    weight = 1.0 + (name_weight - 1.0) * name_mask[:, 1:].to(logits.device).float()  # (B, L-1)
+    weight = torch.ones_like(target, dtype=torch.float32)  # (B, L-1)
+    if finding_mask is not None and finding_weight != 1.0:
+        weight = weight + (finding_weight - 1.0) * finding_mask[:, 1:].to(logits.device).float()
+    if name_mask is not None and name_weight != 1.0:
+        names = name_mask[:, 1:].to(logits.device)
+        weight = torch.where(names, torch.full_like(weight, name_weight), weight)
     valid = target != -100
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                            ignore_index=-100, reduction="none").view_as(target)
     return (ce * weight * valid).sum() / valid.sum().clamp(min=1)
 
 
-def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
+def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0,
+                finding_weight: float = 1.0) -> torch.Tensor:
     """The loss of one collated micro-batch: the model's LM loss, or with the organ-name tokens weighted by
-    `name_weight` (`weighted_lm_loss`) when the batch marks them."""
-    if name_weight == 1.0 or "name_mask" not in batch:
+    `name_weight` and the finding sentences by `finding_weight` (`weighted_lm_loss`) when the batch marks them."""
+    names = batch.get("name_mask") if name_weight != 1.0 else None
+    findings = batch.get("finding_mask") if finding_weight != 1.0 else None
+    if names is None and findings is None:
         return model(**model_inputs(batch)).loss
     inputs = model_inputs(batch)
     labels = inputs.pop("labels")
-    return weighted_lm_loss(model(**inputs).logits, labels, batch["name_mask"], name_weight)
+    return weighted_lm_loss(model(**inputs).logits, labels, names, name_weight, findings, finding_weight)
 
 
 # ---- Reg2RG: the profile's model on the prep cache (`reg2rg train`, notebooks 03 and 05) ------------------------
@@ -146,7 +159,8 @@ def train_run(
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
     features = _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
-                            seed=settings.seed, region_dropout=settings.region_dropout)
+                            seed=settings.seed, region_dropout=settings.region_dropout,
+                            mark_findings=settings.finding_weight != 1.0)
     if acc.is_main_process:
         _write_run_config(Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg)
     threads_before = torch.get_num_threads()
@@ -154,7 +168,8 @@ def train_run(
         torch.set_num_threads(int(settings.threads))
     try:
         return fit(model, dataset, Collator(tokenizer.pad_token_id),
-                   functools.partial(reg2rg_step, name_weight=settings.region_name_weight), settings, run_dir,
+                   functools.partial(reg2rg_step, name_weight=settings.region_name_weight,
+                                     finding_weight=settings.finding_weight), settings, run_dir,
                    resume=resume, export=lambda m, folder: m.save_pretrained(folder), accelerator=acc,
                    progress=progress, on_checkpoint=on_checkpoint)
     finally:

@@ -143,3 +143,20 @@ def test_lora_with_gradient_checkpointing_trains(tiny_cfg, tokenizer_factory, vi
     assert lora_grads and all(g is not None for g in lora_grads)
     assert all(p.grad is None for n, p in model.named_parameters() if n.endswith("q_proj.base_layer.weight"))
 
+
+
+def test_mask_encoder_chunks_and_bool_masks_give_the_same_tokens(monkeypatch):
+    # the geometry encoder runs a batch's masks in cache-sized chunks and casts bool masks itself: same numbers
+    import reg2rg_lib.model.geometry as geometry
+    from reg2rg_lib.model.config import Reg2RGConfig
+
+    torch.manual_seed(0)
+    cfg = Reg2RGConfig.preset("tiny", image_size=(32, 32, 8))
+    enc = geometry.MaskEncoder.from_config(cfg).eval()
+    masks = torch.rand(7, 1, 32, 32, 8) > 0.6
+    with torch.no_grad():
+        whole = enc(masks.float())
+        monkeypatch.setattr(geometry, "MASK_CHUNK_VOXELS", 2 * 32 * 32 * 8)  # chunks of 2 masks: 2+2+2+1
+        chunked = enc(masks)
+    assert chunked.shape == (7, cfg.mask_dim) and chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
