@@ -40,7 +40,8 @@ from reg2rg_lib.train.checkpoints import list_checkpoints
 from reg2rg_lib.train.loop import read_train_log
 
 # Runs the CLI with argv; with KILL9_AT="module:Qual.name:N:mode" the N-th call of that function kills the process
-# (mode before | after | torn: torn is for AppendOnlyCSV.write, which then writes half its row, flushes, dies).
+# (mode before | after | torn: torn is for AppendOnlyCSV.write / write_rows, which then writes half of what it was
+# given, flushes, dies).
 _BOOT = r"""
 import importlib, os, signal, sys
 spec = os.environ.get("KILL9_AT")
@@ -64,7 +65,8 @@ if spec:
             import csv, io
             self, values = args
             buf = io.StringIO()
-            csv.writer(buf, lineterminator=self._writer.dialect.lineterminator).writerow(values)
+            rows = values if attr == "write_rows" else [values]
+            csv.writer(buf, lineterminator=self._writer.dialect.lineterminator).writerows(rows)
             half = buf.getvalue()[: len(buf.getvalue()) // 2]
             if hasattr(self, "_fd"):  # an unbuffered writer
                 os.write(self._fd, half.encode("utf-8"))
@@ -290,7 +292,7 @@ def generated(smoke, trained, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("point", [
     "external: one row written",
-    "reg2rg_lib.io:AppendOnlyCSV.write:2:torn",  # the second row cut half-way
+    "reg2rg_lib.io:AppendOnlyCSV.write_rows:2:torn",  # the second batch (of one row: batch size 1) cut half-way
     "reg2rg_lib.infer.generate:write_csv_atomic:1:before",  # every row written, not yet put in case order
 ], ids=["outside-after-row-1", "row-2-cut-half-way", "before-the-reordering"])
 def test_generate_killed_keeps_its_rows_and_writes_only_the_rest(smoke, trained, generated, tmp_path,
@@ -308,7 +310,7 @@ def test_generate_killed_keeps_its_rows_and_writes_only_the_rest(smoke, trained,
         assert not out.read_text().endswith("\n") and len(kept) == 1
 
     with counting(monkeypatch, Reg2RG, "generate") as hf, counting(monkeypatch, generate_module, "greedy_generate") \
-            as kit, counting(monkeypatch, PredictionWriter, "write") as rows:
+            as kit, counting(monkeypatch, PredictionWriter, "write_batch") as rows:
         cli(argv)
     assert len(hf) + len(kit) == len(rows) == total - len(kept)  # batch size 1: one decode per missing row
     assert out.read_bytes() == generated.read_bytes()
@@ -361,7 +363,7 @@ def test_ablate_killed_skips_finished_runs_and_resumes_the_rest(smoke, ablated, 
     half_trained = runner.trained_steps(no_rra) is None and list_checkpoints(no_rra / "checkpoints")
     assert half_trained or not point.startswith("external")
 
-    with counting(monkeypatch, runner, "train_run") as trains, counting(monkeypatch, PredictionWriter, "write") as rows:
+    with counting(monkeypatch, runner, "train_run") as trains, counting(monkeypatch, PredictionWriter, "write_batch") as rows:
         cli(argv)
     assert [Path(args[1]).name for args, _ in trains] == sorted({"no_rra"} - evaluated)  # llm_tiny is full's model
     if "no_rra" in evaluated:
