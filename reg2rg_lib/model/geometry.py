@@ -16,7 +16,7 @@ from reg2rg_lib.model.vit3d import ViT3D
 #: Masks per chunk are chosen so that a chunk holds at most this many voxels (16 masks at the demo's 64x64x16).
 #: One pass over a whole batch's masks (160 at batch 16) allocates and touches ~40 MB per intermediate and ran ~6x
 #: slower per mask than chunks that stay in cache (`reg2rg bench generate`, benchmarks/RESULTS.md); every op of the
-#: encoder is per mask, so chunking changes no number.
+#: encoder is per mask, so chunking changes the tokens by float rounding at most (~1e-7; a test checks 1e-6).
 MASK_CHUNK_VOXELS = 1 << 20
 
 
