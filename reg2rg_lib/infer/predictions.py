@@ -47,9 +47,6 @@ class PredictionWriter:
         self.done: set[str] = {r["AccNum"] for r in rows}
         self._csv = AppendOnlyCSV(self.path, PRED_COLUMNS, rows, lineterminator="\n", fsync=True)
 
-    def write(self, acc_num: str, question: str, gt: str, pred: str) -> None:
-        self.write_batch([(acc_num, question, gt, pred)])
-
     def write_batch(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
         """Append (AccNum, question, ground truth, prediction) rows with one write and one sync."""
         self._csv.write_rows([list(r) for r in rows])

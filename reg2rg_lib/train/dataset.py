@@ -155,14 +155,16 @@ def name_positions(sample: Any, tokenizer: Any) -> list[int]:
     where the model shows whether it recognised the region (the loss can weigh them up: `region_name_weight`)."""
     if not sample.target:
         return []
-    spans = [m.span(1) for m in _NAME_RE.finditer(sample.target)]
+    return _token_positions(sample, tokenizer, [m.span(1) for m in _NAME_RE.finditer(sample.target)])
+
+
+def _token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) -> list[int]:
+    """Positions in `sample.input_ids` of the target tokens that overlap any character span of `sample.target`."""
     if not spans:
         return []
     enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for t, (a, b) in enumerate(enc["offset_mapping"]):
-        if any(a < end and b > start for start, end in spans):
-            out.append(sample.n_prompt + t)
+    out = [sample.n_prompt + t for t, (a, b) in enumerate(enc["offset_mapping"])
+           if any(a < end and b > start for start, end in spans)]
     return [p for p in out if p < len(sample.input_ids)]
 
 
@@ -216,12 +218,7 @@ def finding_positions(sample: Any, tokenizer: Any, normal: dict[str, set[str]]) 
     for start, end, seen in parts:
         paragraph = sample.target[start:end]
         spans += [(start + a, start + b) for a, b in _sentences(paragraph) if paragraph[a:b] not in seen]
-    if not spans:
-        return []
-    enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
-    out = [sample.n_prompt + t for t, (a, b) in enumerate(enc["offset_mapping"])
-           if any(a < end and b > start for start, end in spans)]
-    return [p for p in out if p < len(sample.input_ids)]
+    return _token_positions(sample, tokenizer, spans)
 
 
 def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,
