@@ -26,7 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -502,13 +502,18 @@ class PrepCache:
             raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, not {split!r}")
         return [r for r in self._records if split is None or r.split == split]
 
-    def load(self, name: str) -> dict[str, torch.Tensor]:
-        """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D)."""
+    def load(self, name: str, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D).
+        `keys`: read only these (e.g. the geometry when the ViT features come from a feature cache)."""
         path = self._files.get(name)
         if path is None:
             raise KeyError(f"{name!r} is not in the cache at {self.root}")
         try:
-            return load_file(str(path))
+            if keys is None:
+                return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                present = set(f.keys())
+                return {k: f.get_tensor(k) for k in keys if k in present}
         except Exception as err:  # a file removed or damaged after prepare
             raise BadInputError(path, f"unreadable cache entry ({type(err).__name__}); rerun `reg2rg prepare`") from None
 

@@ -47,6 +47,7 @@ Model::
     vis = vision_inputs(tensors: dict, cfg) # from prep cache.load(name): {"global_images": (1,1,H,W,D),
         # "region_images": (R,1,H,W,D) = texture (LFD) or full*geometry (LFD off), "region_masks": (R,1,H,W,D)};
         # keys the config does not use are None. These are what goes through encode_vision / the mask encoder.
+    vision_keys(cfg, images=True) -> list[str]  # the cache tensors it reads (images=False: masks only, features cached)
     out = model(input_ids, attention_mask=None, labels=None, *,
                 global_images=None, global_feats=None,    # (B,1,H,W,D) images or (B,T,vit_dim) ViT features
                 region_images=None, region_feats=None,    # (N,1,H,W,D) or (N,T,vit_dim), N = regions in batch,
@@ -77,7 +78,7 @@ Checkpoints::
 from reg2rg_lib.model.checkpoint import LoadReport, load_official_checkpoint
 from reg2rg_lib.model.config import LLM_ARCHS, PRESETS, Reg2RGConfig
 from reg2rg_lib.model.prompt import Sample, build_prompt, build_sample, build_target, collate
-from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs
+from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs, vision_keys
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokenizer_for_run, train_tokenizer
 from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
@@ -86,4 +87,5 @@ __all__ = [
     "build_sample", "build_target", "collate", "load_official_checkpoint", "load_radfm_perceiver",
     "load_radfm_vision", "load_tokenizer", "official_key_shapes", "tokenizer_for_run", "train_tokenizer",
     "vision_inputs",
+    "vision_keys",
 ]

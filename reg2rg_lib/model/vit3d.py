@@ -162,7 +162,10 @@ class ViT3D(nn.Module):
             if x.shape[1] != 1:
                 raise ValueError(f"ViT3D expects {self.channels} channel(s) (or 1 to repeat), got {x.shape[1]}")
             x = x.expand(-1, self.channels, -1, -1, -1)
-        grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch))
-        tokens = self.to_patch_embedding(x)  # (B, h*w*d, dim)
-        tokens = tokens + self.pos_embedding(grid, x.device).to(tokens.dtype)
+        return self.encode_patches(self.to_patch_embedding(x), x.shape[2:])
+
+    def encode_patches(self, tokens: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+        """Embedded patches (B, h*w*d, dim) of inputs of size `spatial` (H, W, D) -> the transformer's tokens."""
+        grid = tuple(s // p for s, p in zip(spatial, self.patch))
+        tokens = tokens + self.pos_embedding(grid, tokens.device).to(tokens.dtype)
         return self.transformer(tokens)

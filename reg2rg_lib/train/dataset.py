@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import add_reg2rg_tokens, build_sample, vision_inputs
+from reg2rg_lib.model import add_reg2rg_tokens, build_sample, vision_inputs, vision_keys
 from reg2rg_lib.regions import REGIONS
 
 #: "The region i is <organ>:" in a target; group 1 is the organ name.
@@ -74,7 +74,8 @@ class ReportDataset(torch.utils.data.Dataset):
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
             try:
-                vis = vision_inputs(cache.load(rec.name), cfg)
+                images = features is None  # with a feature cache only the masks are read
+                vis = vision_inputs(cache.load(rec.name, keys=vision_keys(cfg, images)), cfg, images)
             except KitError:
                 raise
             except Exception as err:

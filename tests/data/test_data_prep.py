@@ -95,6 +95,8 @@ def test_load_cache_contract(cache_dir, bench):
     assert float(t["image"].min()) >= -1 and float(t["image"].max()) <= 1
     assert float(t["geometry"].min()) >= 0 and float(t["geometry"].max()) <= 1
     assert (t["geometry"].flatten(1).amax(1) > 0).all(), "every present region has a non-empty mask"
+    masks_only = cache.load(rec.name, keys=["geometry"])  # what generation reads when the ViT features are cached
+    assert list(masks_only) == ["geometry"] and torch.equal(masks_only["geometry"], t["geometry"])
     with pytest.raises(KeyError, match="nope"):
         cache.load("nope")
     with pytest.raises(ValueError, match="split"):

@@ -160,3 +160,31 @@ def test_mask_encoder_chunks_and_bool_masks_give_the_same_tokens(monkeypatch):
         chunked = enc(masks)
     assert chunked.shape == (7, cfg.mask_dim) and chunked.dtype == torch.float32
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_mask_encoder_binary_patch_embedding_equals_the_float_path_and_trains_the_same():
+    # organ-like masks: most patches are all 0 or all 1 (embedded once), the boundary ones are computed
+    from reg2rg_lib.model.config import Reg2RGConfig
+    from reg2rg_lib.model.geometry import MaskEncoder
+
+    torch.manual_seed(0)
+    cfg = Reg2RGConfig.preset("tiny", image_size=(32, 32, 8))
+    enc = MaskEncoder.from_config(cfg).train()
+    masks = torch.zeros(4, 1, 32, 32, 8, dtype=torch.bool)
+    masks[0, :, 3:29, 5:20, 1:7] = True  # a box: inside, outside and boundary patches
+    masks[1] = torch.rand(1, 32, 32, 8) > 0.5  # boundary patches only
+    masks[3] = True  # all inside; masks[2] stays empty (all outside)
+    patches = enc.to_patch_embedding[0](masks)
+    counts = patches.sum(-1)
+    assert bool((counts == 0).any()) and bool((counts == patches.shape[-1]).any())  # both uniform kinds occur
+    assert bool(((counts > 0) & (counts < patches.shape[-1])).any())
+    embedded = enc.binary_patch_embedding(masks)
+    torch.testing.assert_close(embedded, enc.to_patch_embedding(masks.float()), rtol=1e-6, atol=1e-6)
+
+    grads = []
+    for m in (masks, masks.float()):  # the binary and the float path give the weights the same gradients
+        enc.zero_grad()
+        enc(m).square().sum().backward()
+        grads.append([p.grad.clone() for p in enc.to_patch_embedding.parameters()])
+    for binary, plain in zip(*grads):
+        torch.testing.assert_close(binary, plain, rtol=1e-4, atol=1e-5)  # summed in another order
