@@ -56,9 +56,9 @@ class DataSection:
 class ModelSection:
     """Which Reg2RG: a preset of `model.config` and the LLM."""
 
-    preset: str  # a key of model.config.PRESETS: "tiny" | "small" | "paper"
+    preset: str  # a key of model.config.PRESETS: "cpu-tiny" | "cpu-small" | "paper" (or an old alias)
     llm_path: str | None  # HF name or local folder; None: a random LLaMA built from the preset
-    llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (micro, tiny, ...)
+    llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (scratch-2x64, ...)
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
     #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
 

@@ -51,7 +51,7 @@ def test_the_yaml_holds_base_and_exactly_the_named_profiles():
 def test_demo_is_base_with_its_own_block_over_it():
     demo = load_profile("demo")
     # from base
-    assert demo.data.synth_seed == 0 and demo.model.preset == "tiny" and demo.model.llm_path is None
+    assert demo.data.synth_seed == 0 and demo.model.preset == "cpu-tiny" and demo.model.llm_path is None
     assert demo.train.lr == 1.0e-3 and demo.train.batch_size == 2 and demo.train.precision == "no"
     assert demo.train.compile_layers is False and demo.ablations.resamples == 1000
     assert demo.figures.recompute_release is True and demo.generate.do_sample is False
@@ -59,11 +59,11 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert demo.data.image_size == (64, 64, 16) and demo.data.synth_shape == (128, 128, 32)
     assert (demo.data.cases_train, demo.data.cases_validation, demo.data.cases_test) == (200, 40, 50)
     assert demo.data.workers == 2
-    assert demo.model.llm_arch == "micro"
+    assert demo.model.llm_arch == "scratch-2x64"
     assert demo.train.max_steps == 2000 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
     assert demo.train.region_dropout == 0.15 and demo.train.region_name_weight == 10.0
-    assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (16, 320)
-    assert demo.ablations.runs[-2:] == ("llm_micro", "llm_tiny") and demo.ablations.parallel == 2
+    assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (32, 320)
+    assert demo.ablations.runs[-2:] == ("llm_scratch-2x64", "llm_scratch-2x128") and demo.ablations.parallel == 2
     assert demo.notebooks.cell_timeout_s == 1800
     # keys only some profiles state: defaults
     assert demo.train.epochs is None and demo.generate.top_k is None

@@ -74,7 +74,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", action="store_true",
                    help="measure the standard settings (train_bench.SWEEP) with one model build; one line each")
     p.add_argument("--compile", action="store_true", help="torch.compile each LLM decoder layer")
-    p.add_argument("--preset", default="paper", help=argparse.SUPPRESS)  # tests run `tiny` on the CPU
+    p.add_argument("--preset", default="paper", help=argparse.SUPPRESS)  # tests run `cpu-tiny` on the CPU
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_gpu_step)
 

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     model_sub = p.add_subparsers(dest="model_command", metavar="ACTION")
     model_sub.required = True
     s = model_sub.add_parser("summary", help="parameter counts per component (meta device: no weights, no memory)")
-    s.add_argument("--preset", default="tiny", help="tiny | small | paper (default: tiny)")
+    s.add_argument("--preset", default="cpu-tiny", help="cpu-tiny | cpu-small | paper (default: cpu-tiny)")
     s.add_argument("--image-size", type=int, nargs=3, metavar=("H", "W", "D"), default=None,
                    help="model input size (default: the preset's; profiles use data.image_size)")
     s.add_argument("--json", action="store_true", help="print one JSON line")

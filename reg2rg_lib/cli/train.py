@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUT")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="model config change for an ablation, e.g. --set rra=false (value parsed as YAML)")
-    p.add_argument("--llm", default=None, help="LLM architecture: tiny | small | llama2-7b (default: the preset's)")
+    p.add_argument("--llm", default=None, help="LLM architecture: scratch-2x64 | scratch-2x128 | scratch-4x256 | llama2-7b (default: the preset's)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute the frozen ViT at every step instead of caching its outputs per case")
     p.set_defaults(func=_train)

@@ -10,7 +10,7 @@
 | `no_region_dropout` | training setting `region_dropout=0` (the paper's), model as `full` | Table 6 |
 | `name_weight_1` | training setting `region_name_weight=1` (the paper's plain cross-entropy), model as `full` | Table 6 |
 | `vit_random` / `vit_pretrained` | `vision_checkpoint` None / "pretrained": the frozen ViT random, or pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full` | kit (RadFM's pretraining) |
-| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`tiny`, `small`, ...), everything else as `full` | Table 7 |
+| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything else as `full` | Table 7 |
 
 One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training settings
 (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no name tokens to
@@ -32,7 +32,7 @@ from typing import Any
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.summary import REFERENCE
-from reg2rg_lib.model import LLM_ARCHS
+from reg2rg_lib.model import LLM_ARCHS, llm_arch_name
 from reg2rg_lib.profiles import AblationsSection, Profile, load_profile
 from reg2rg_lib.train.run import model_config
 
@@ -85,9 +85,10 @@ def ablation(name: str) -> Ablation:
     if name in ABLATIONS:
         return ABLATIONS[name]
     if name.startswith("llm_"):
-        arch = name[len("llm_"):]
-        if arch not in LLM_ARCHS:
-            raise KitError(f"ablation {name!r}: unknown LLM {arch!r}; expected one of {', '.join(LLM_ARCHS)}")
+        try:
+            arch = llm_arch_name(name[len("llm_"):])
+        except KitError as err:
+            raise KitError(f"ablation {name!r}: {err}") from None
         return Ablation(name, f"LLM {arch} ({_llm_size(LLM_ARCHS[arch])})", llm_arch=arch)
     known = ", ".join([*ABLATIONS, "llm_<arch>"])
     raise KitError(f"unknown ablation {name!r}; expected one of {known}")
@@ -103,8 +104,8 @@ def profile_for(profile: Profile, ab: Ablation) -> Profile:
 
 
 def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
-    """True when two ablations build the same model config and train with the same settings (e.g. `llm_tiny` and
-    `full` under the tiny preset, or `no_region_dropout` under a profile whose region dropout is already 0)."""
+    """True when two ablations build the same model config and train with the same settings (e.g. `llm_scratch-2x128`
+    and `full` under the cpu-tiny preset, or `no_region_dropout` under a profile whose region dropout is already 0)."""
     pa, pb = profile_for(profile, a), profile_for(profile, b)
     return (model_config(pa, a.changes, a.llm_arch) == model_config(pb, b.changes, b.llm_arch)
             and pa.train == pb.train)

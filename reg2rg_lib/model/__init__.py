@@ -11,10 +11,10 @@ The API other stages code against (exact signatures)
 Config::
 
     cfg = Reg2RGConfig.preset(name: str, image_size: tuple|list|None = None, **field_overrides) -> Reg2RGConfig
-        # name: "tiny" | "small" | "paper"; image_size from the profile: profile.data.image_size
+        # name: "cpu-tiny" | "cpu-small" | "paper"; image_size from the profile: profile.data.image_size
     cfg.replace(**changes) -> Reg2RGConfig          # ablations: cfg.replace(rra=False), (decoupled=False),
                                                     # (use_global=False, use_geometry=False), ...
-    cfg.with_llm(arch: str) -> Reg2RGConfig         # arch in LLM_ARCHS: "tiny" | "small" | "llama2-7b"
+    cfg.with_llm(arch: str) -> Reg2RGConfig         # arch in LLM_ARCHS: "scratch-2x64" | "scratch-2x128" | "scratch-4x256" | "llama2-7b"
     cfg.save(path) / Reg2RGConfig.load(path)
 
 Tokenizer (CPU presets; the paper preset uses the LLM's own tokenizer via `load_tokenizer(llm_path)`)::
@@ -76,16 +76,22 @@ Checkpoints::
 """
 
 from reg2rg_lib.model.checkpoint import LoadReport, load_official_checkpoint
-from reg2rg_lib.model.config import LLM_ARCHS, PRESETS, Reg2RGConfig
+from reg2rg_lib.model.config import (
+    LLM_ARCH_ALIASES,
+    LLM_ARCHS,
+    PRESET_ALIASES,
+    PRESETS,
+    Reg2RGConfig,
+    llm_arch_name,
+)
 from reg2rg_lib.model.prompt import Sample, build_prompt, build_sample, build_target, collate
 from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs, vision_keys
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokenizer_for_run, train_tokenizer
 from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
 __all__ = [
-    "LLM_ARCHS", "PRESETS", "LoadReport", "Reg2RG", "Reg2RGConfig", "Sample", "add_reg2rg_tokens", "build_prompt",
-    "build_sample", "build_target", "collate", "load_official_checkpoint", "load_radfm_perceiver",
-    "load_radfm_vision", "load_tokenizer", "official_key_shapes", "tokenizer_for_run", "train_tokenizer",
-    "vision_inputs",
-    "vision_keys",
+    "LLM_ARCHS", "LLM_ARCH_ALIASES", "LoadReport", "PRESETS", "PRESET_ALIASES", "Reg2RG", "Reg2RGConfig", "Sample",
+    "add_reg2rg_tokens", "build_prompt", "build_sample", "build_target", "collate", "llm_arch_name",
+    "load_official_checkpoint", "load_radfm_perceiver", "load_radfm_vision", "load_tokenizer",
+    "official_key_shapes", "tokenizer_for_run", "train_tokenizer", "vision_inputs", "vision_keys",
 ]

@@ -1,11 +1,16 @@
 """`Reg2RGConfig`: every size and switch of the model in one dataclass, with named presets.
 
 Presets (`Reg2RGConfig.preset(name, image_size=...)`):
-- `tiny`: trains on 2 CPU cores in minutes (a 2-layer, 128-wide LLaMA-architecture LLM built from scratch, a 2-layer
-  ViT, 8 Perceiver latents).
-- `small`: an intermediate size (4-layer, 256-wide LLM, 16 latents), still CPU-friendly.
+- `cpu-tiny`: trains on 2 CPU cores in minutes (LLM `scratch-2x128`: a 2-layer, 128-wide LLaMA-architecture LLM
+  built from scratch; a 2-layer ViT, 8 Perceiver latents). The demo swaps its LLM for `scratch-2x64`.
+- `cpu-small`: an intermediate size (LLM `scratch-4x256`, 16 latents), still CPU-friendly.
 - `paper`: the published configuration (RadFM ViT3D 768x12, Perceiver 768x6 with 32 latents, 3-layer 255-wide
   geometry ViT, LLaMA-2-7B with LoRA r=8 on q_proj/v_proj). Constructible on the meta device.
+
+Names say what they are: LLM architectures are `scratch-<layers>x<width>` (random init, trained from scratch) or
+the published model's name (`llama2-7b`); the names used before 2026-12-03 (presets `tiny`/`small`, LLMs
+`micro`/`tiny`/`small`) are still accepted (`PRESET_ALIASES`, `LLM_ARCH_ALIASES`), so older profiles, saved
+configs and run names keep working.
 
 The image size always comes from the profile (`profile.data.image_size`), never from the preset: a preset only fixes
 patch sizes, and `validate()` checks that they divide the image size.
@@ -35,13 +40,24 @@ PAPER_INSTRUCTION = (
 SHORT_INSTRUCTION = "Identify each region and write its report."
 
 #: LLM architectures by name (LLaMA family). `llama2-7b` is Llama-2-7b-chat-hf's shape (32000-token vocabulary).
+#: `scratch-<layers>x<width>`: randomly initialised and trained from scratch (the CPU profiles).
 LLM_ARCHS: dict[str, dict[str, Any]] = {
-    "micro": dict(llm_hidden=64, llm_layers=2, llm_heads=2, llm_kv_heads=2, llm_intermediate=192),
-    "tiny": dict(llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=384),
-    "small": dict(llm_hidden=256, llm_layers=4, llm_heads=8, llm_kv_heads=8, llm_intermediate=768),
+    "scratch-2x64": dict(llm_hidden=64, llm_layers=2, llm_heads=2, llm_kv_heads=2, llm_intermediate=192),
+    "scratch-2x128": dict(llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=384),
+    "scratch-4x256": dict(llm_hidden=256, llm_layers=4, llm_heads=8, llm_kv_heads=8, llm_intermediate=768),
     "llama2-7b": dict(llm_hidden=4096, llm_layers=32, llm_heads=32, llm_kv_heads=32, llm_intermediate=11008,
                       llm_vocab=32000, llm_max_positions=4096),
 }
+#: The LLM names used before 2026-12-03 ("micro" was smaller than the "tiny" preset's "tiny" LLM): still accepted.
+LLM_ARCH_ALIASES: dict[str, str] = {"micro": "scratch-2x64", "tiny": "scratch-2x128", "small": "scratch-4x256"}
+
+
+def llm_arch_name(name: str) -> str:
+    """The current name of LLM architecture `name` (an old alias or a key of LLM_ARCHS); a KitError otherwise."""
+    arch = LLM_ARCH_ALIASES.get(name, name)
+    if arch not in LLM_ARCHS:
+        raise KitError(f"unknown LLM architecture {name!r}; expected one of {', '.join(LLM_ARCHS)}")
+    return arch
 
 #: Pretrained LLMs by the symbolic `llm_path` a profile may give (`env.assets.LLM_ASSETS` resolves the folder):
 #: the config fields that name the model and its real shape, and LoRA as the paper (r, alpha, dropout, q/v from the
@@ -136,9 +152,11 @@ class Reg2RGConfig:
 
     @classmethod
     def preset(cls, name: str, image_size: Size3 | list[int] | None = None, **overrides: Any) -> Reg2RGConfig:
-        """The named preset (`tiny`, `small`, `paper`) at `image_size`, with field `overrides`; validated.
+        """The named preset (`cpu-tiny`, `cpu-small`, `paper`; or an old alias) at `image_size`, with field
+        `overrides`; validated.
 
         An `llm_path` of `PRETRAINED_LLMS` (`"smollm2"`) also sets that LLM's shape and LoRA fine-tuning."""
+        name = PRESET_ALIASES.get(name, name)
         if name not in PRESETS:
             raise KitError(f"unknown model preset {name!r}; expected one of {', '.join(PRESETS)}")
         fields = dict(PRESETS[name])
@@ -156,9 +174,8 @@ class Reg2RGConfig:
         return dataclasses.replace(self, **changes).validate()
 
     def with_llm(self, arch: str) -> Reg2RGConfig:
-        """A copy whose LLM has the architecture `arch` (a key of LLM_ARCHS)."""
-        if arch not in LLM_ARCHS:
-            raise KitError(f"unknown LLM architecture {arch!r}; expected one of {', '.join(LLM_ARCHS)}")
+        """A copy whose LLM has the architecture `arch` (a key of LLM_ARCHS or an old alias)."""
+        arch = llm_arch_name(arch)
         return self.replace(llm_name=arch, llm_path=None, **LLM_ARCHS[arch])  # built from the shape, not a path
 
     # ---- derived sizes ---------------------------------------------------------------------------------------
@@ -256,15 +273,17 @@ _CPU_COMMON: dict[str, Any] = dict(
 
 #: Field values of each preset (everything not listed keeps the paper default above).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
+    "cpu-tiny": dict(
         _CPU_COMMON, vit_dim=96, vit_depth=2, vit_heads=4, vit_dim_head=24, vit_mlp=192, perceiver_depth=1,
         perceiver_heads=4, perceiver_dim_head=24, perceiver_latents=8, mask_dim=48, mask_depth=1, mask_heads=2,
-        mask_dim_head=24, mask_mlp=96, llm_name="tiny", **LLM_ARCHS["tiny"],
+        mask_dim_head=24, mask_mlp=96, llm_name="scratch-2x128", **LLM_ARCHS["scratch-2x128"],
     ),
-    "small": dict(
+    "cpu-small": dict(
         _CPU_COMMON, vit_dim=192, vit_depth=4, vit_heads=4, vit_dim_head=48, vit_mlp=384, perceiver_depth=2,
         perceiver_heads=4, perceiver_dim_head=48, perceiver_latents=16, mask_dim=96, mask_depth=2, mask_heads=4,
-        mask_dim_head=24, mask_mlp=192, llm_name="small", **LLM_ARCHS["small"],
+        mask_dim_head=24, mask_mlp=192, llm_name="scratch-4x256", **LLM_ARCHS["scratch-4x256"],
     ),
     "paper": dict(llm_name="llama2-7b", **LLM_ARCHS["llama2-7b"]),
 }
+#: The preset names used before 2026-12-03: still accepted by `Reg2RGConfig.preset` and profiles.
+PRESET_ALIASES: dict[str, str] = {"tiny": "cpu-tiny", "small": "cpu-small"}

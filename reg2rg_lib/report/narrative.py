@@ -33,7 +33,7 @@ from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.stats import format_p as stats_format_p
-from reg2rg_lib.model import LLM_ARCHS
+from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.tables import format_cell, summary_markdown
@@ -386,11 +386,12 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
 def _larger_llm(profile: str | None, run: str) -> bool | None:
     """For an `llm_<arch>` run: is its LLM larger than the profile's own (None: the profile is unknown)?
     False for every other run (an ablation removes something)."""
-    if not run.startswith("llm_") or run[4:] not in LLM_ARCHS:
+    name = LLM_ARCH_ALIASES.get(run[4:], run[4:])
+    if not run.startswith("llm_") or name not in LLM_ARCHS:
         return False
     if profile not in PROFILE_NAMES:
         return None
-    own, arch = model_config(load_profile(profile)), LLM_ARCHS[run[4:]]
+    own, arch = model_config(load_profile(profile)), LLM_ARCHS[name]
     return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
 
 

@@ -49,10 +49,10 @@ def test_gpu_step_needs_a_gpu(capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
-def test_gpu_step_code_path_runs_on_cpu_with_the_tiny_preset():
+def test_gpu_step_code_path_runs_on_cpu_with_the_cpu_tiny_preset():
     from reg2rg_lib.bench.train import gpu_step, peak_tflops
 
-    out = gpu_step("tiny", seq_len=300, steps=1)
+    out = gpu_step("cpu-tiny", seq_len=300, steps=1)
     assert out["tokens_per_step"] <= 300 and out["model_tflops_per_step"] > 0
     assert peak_tflops("NVIDIA H200") == pytest.approx(989.4)
     assert peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)

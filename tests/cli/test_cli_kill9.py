@@ -328,9 +328,9 @@ def _profile_copy(smoke, dest: Path) -> Path:
 
 
 def _ablate_argv(out: Path) -> list[str]:
-    # a fixed grid: llm_tiny is the same model as full (reused, never trained); runs that need other inputs
+    # a fixed grid: llm_scratch-2x128 is the same model as full (reused, never trained); runs that need other inputs
     # (a pretrained ViT) stay out
-    return ["ablate", "--profile", "smoke", "--out", str(out), "--runs", "full,no_rra,llm_tiny", "--quiet"]
+    return ["ablate", "--profile", "smoke", "--out", str(out), "--runs", "full,no_rra,llm_scratch-2x128", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +365,7 @@ def test_ablate_killed_skips_finished_runs_and_resumes_the_rest(smoke, ablated, 
 
     with counting(monkeypatch, runner, "train_run") as trains, counting(monkeypatch, PredictionWriter, "write_batch") as rows:
         cli(argv)
-    assert [Path(args[1]).name for args, _ in trains] == sorted({"no_rra"} - evaluated)  # llm_tiny is full's model
+    assert [Path(args[1]).name for args, _ in trains] == sorted({"no_rra"} - evaluated)  # llm_scratch-2x128 is full's model
     if "no_rra" in evaluated:
         assert not rows  # no report generated again
     if half_trained:  # no_rra's training went on from its newest checkpoint

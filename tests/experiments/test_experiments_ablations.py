@@ -21,25 +21,42 @@ from reg2rg_lib.regions import LABELS
 
 def test_ablation_names_and_grid_order():
     assert ablation("no_lfd").changes == {"decoupled": False}
-    assert ablation("llm_small").llm_arch == "small"
+    assert ablation("llm_scratch-4x256").llm_arch == "scratch-4x256"
     with pytest.raises(KitError, match="unknown LLM"):
         ablation("llm_huge")
     with pytest.raises(KitError, match="unknown ablation"):
         ablation("no_everything")
-    runs = grid(load_profile("demo").ablations, ["no_rra", "llm_small", "no_rra"])
-    assert [a.name for a in runs] == ["full", "no_rra", "llm_small"]  # full first, duplicates dropped
+    runs = grid(load_profile("demo").ablations, ["no_rra", "llm_scratch-4x256", "no_rra"])
+    assert [a.name for a in runs] == ["full", "no_rra", "llm_scratch-4x256"]  # full first, duplicates dropped
 
 
 def test_llm_of_the_preset_is_the_full_model():
     prof = load_profile("smoke")
-    assert same_model_as(prof, ablation("llm_tiny"), ablation("full"))
-    assert not same_model_as(prof, ablation("llm_small"), ablation("full"))
+    assert same_model_as(prof, ablation("llm_scratch-2x128"), ablation("full"))
+    assert not same_model_as(prof, ablation("llm_scratch-4x256"), ablation("full"))
     assert not same_model_as(prof, ablation("no_rra"), ablation("full"))
-    demo = load_profile("demo")  # the demo swaps the preset's LLM for `micro` (profile model.llm_arch)
-    assert same_model_as(demo, ablation("llm_micro"), ablation("full"))
-    assert not same_model_as(demo, ablation("llm_tiny"), ablation("full"))
-    assert same_model_as(load_profile("demo", {"model.llm_arch": None}), ablation("llm_tiny"),
+    demo = load_profile("demo")  # the demo swaps the preset's LLM for `scratch-2x64` (profile model.llm_arch)
+    assert same_model_as(demo, ablation("llm_scratch-2x64"), ablation("full"))
+    assert not same_model_as(demo, ablation("llm_scratch-2x128"), ablation("full"))
+    assert same_model_as(load_profile("demo", {"model.llm_arch": None}), ablation("llm_scratch-2x128"),
                                 ablation("full"))
+
+
+def test_the_names_used_before_the_rename_still_build_the_same_models():
+    # profiles, saved configs and run names from before 2026-12-03 say preset tiny/small and LLM micro/tiny/small
+    from reg2rg_lib.model import Reg2RGConfig
+    from reg2rg_lib.train.run import model_config
+
+    assert Reg2RGConfig.preset("tiny") == Reg2RGConfig.preset("cpu-tiny")
+    assert Reg2RGConfig.preset("small") == Reg2RGConfig.preset("cpu-small")
+    cfg = Reg2RGConfig.preset("cpu-tiny")
+    assert cfg.with_llm("micro") == cfg.with_llm("scratch-2x64") and cfg.with_llm("micro").llm_hidden == 64
+    assert cfg.llm_name == "scratch-2x128" and (cfg.llm_layers, cfg.llm_hidden) == (2, 128)  # the name says it
+    assert ablation("llm_micro").llm_arch == "scratch-2x64" and ablation("llm_tiny").llm_arch == "scratch-2x128"
+    old = load_profile("demo", {"model.preset": "tiny", "model.llm_arch": "micro"})
+    assert model_config(old) == model_config(load_profile("demo"))
+    with pytest.raises(KitError, match="unknown LLM architecture 'huge'"):
+        ablation("llm_huge")
 
 
 def test_run_steps_follow_training_unless_set():

@@ -31,7 +31,7 @@ def tokenizer_factory():
 def tiny_cfg():
     from reg2rg_lib.model import Reg2RGConfig
 
-    return Reg2RGConfig.preset("tiny", image_size=IMAGE_SIZE)
+    return Reg2RGConfig.preset("cpu-tiny", image_size=IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -26,28 +26,28 @@ def test_paper_preset_sizes():
 
 
 def test_ablation_token_counts():
-    cfg = Reg2RGConfig.preset("tiny")
+    cfg = Reg2RGConfig.preset("cpu-tiny")
     n = cfg.perceiver_latents
     assert cfg.replace(decoupled=False).region_tokens == n  # masked uncropped CT, no geometry token
     assert cfg.replace(use_geometry=False).region_tokens == n
     assert cfg.replace(use_texture=False).region_tokens == 1
     assert cfg.replace(use_global=False).global_tokens == 0
-    assert cfg.with_llm("small").llm_hidden == LLM_ARCHS["small"]["llm_hidden"]
+    assert cfg.with_llm("scratch-4x256").llm_hidden == LLM_ARCHS["scratch-4x256"]["llm_hidden"] == 256
 
 
 def test_invalid_configs_are_clear_errors():
     with pytest.raises(KitError, match="does not divide image_size"):
-        Reg2RGConfig.preset("tiny", image_size=(40, 32, 8))
+        Reg2RGConfig.preset("cpu-tiny", image_size=(40, 32, 8))
     with pytest.raises(KitError, match="both off"):
-        Reg2RGConfig.preset("tiny").replace(use_texture=False, use_geometry=False)
+        Reg2RGConfig.preset("cpu-tiny").replace(use_texture=False, use_geometry=False)
     with pytest.raises(KitError, match="unknown model preset"):
         Reg2RGConfig.preset("huge")
     with pytest.raises(KitError, match="llm_finetune"):
-        Reg2RGConfig.preset("tiny", llm_finetune="some")
+        Reg2RGConfig.preset("cpu-tiny", llm_finetune="some")
 
 
 def test_json_round_trip_and_bad_file(tmp_path):
-    cfg = Reg2RGConfig.preset("small", image_size=[32, 32, 8], rra=False)
+    cfg = Reg2RGConfig.preset("cpu-small", image_size=[32, 32, 8], rra=False)
     path = cfg.save(tmp_path / "config.json")
     assert Reg2RGConfig.load(path) == cfg
     (tmp_path / "bad.json").write_text('{"vit_dim": 96, "nonsense": 1}')
@@ -56,7 +56,7 @@ def test_json_round_trip_and_bad_file(tmp_path):
 
 
 def test_training_flops_counted_on_meta():
-    cfg = Reg2RGConfig.preset("tiny")
+    cfg = Reg2RGConfig.preset("cpu-tiny")
     raw = training_flops(cfg, n_regions=3, text_tokens=50)
     cached = training_flops(cfg, n_regions=3, text_tokens=50, cached_features=True)
     assert raw["seq_len"] == 1 + (cfg.perceiver_latents + 2) + 3 * (cfg.region_tokens + 2) + 50

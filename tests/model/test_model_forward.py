@@ -151,7 +151,7 @@ def test_mask_encoder_chunks_and_bool_masks_give_the_same_tokens(monkeypatch):
     from reg2rg_lib.model.config import Reg2RGConfig
 
     torch.manual_seed(0)
-    cfg = Reg2RGConfig.preset("tiny", image_size=(32, 32, 8))
+    cfg = Reg2RGConfig.preset("cpu-tiny", image_size=(32, 32, 8))
     enc = geometry.MaskEncoder.from_config(cfg).eval()
     masks = torch.rand(7, 1, 32, 32, 8) > 0.6
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_mask_encoder_binary_patch_embedding_equals_the_float_path_and_trains_th
     from reg2rg_lib.model.geometry import MaskEncoder
 
     torch.manual_seed(0)
-    cfg = Reg2RGConfig.preset("tiny", image_size=(32, 32, 8))
+    cfg = Reg2RGConfig.preset("cpu-tiny", image_size=(32, 32, 8))
     enc = MaskEncoder.from_config(cfg).train()
     masks = torch.zeros(4, 1, 32, 32, 8, dtype=torch.bool)
     masks[0, :, 3:29, 5:20, 1:7] = True  # a box: inside, outside and boundary patches

@@ -12,7 +12,7 @@ def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig
     from reg2rg_lib.model.llm import compile_decoder_layers
 
-    cfg = Reg2RGConfig.preset("tiny")
+    cfg = Reg2RGConfig.preset("cpu-tiny")
     model = Reg2RG(cfg, synthetic_tokenizer(cfg.llm_vocab))
     layers = model.llm().model.layers
     assert compile_decoder_layers(model.lang_model) == cfg.llm_layers == len(layers)

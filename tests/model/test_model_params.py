@@ -114,5 +114,5 @@ def test_model_summary_cli_json(capsys):
 
 
 def test_model_summary_cli_bad_image_size(capsys):
-    assert main(["model", "summary", "--preset", "tiny", "--image-size", "30", "32", "8"]) == 2
+    assert main(["model", "summary", "--preset", "cpu-tiny", "--image-size", "30", "32", "8"]) == 2
     assert "does not divide image_size" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def with_smollm2(smollm2_root, monkeypatch) -> Path:
 
 
 def smollm2_cfg() -> Reg2RGConfig:
-    return Reg2RGConfig.preset("tiny", image_size=IMAGE_SIZE, llm_path="smollm2")
+    return Reg2RGConfig.preset("cpu-tiny", image_size=IMAGE_SIZE, llm_path="smollm2")
 
 
 def build(seed: int = 0) -> Reg2RG:
@@ -90,8 +90,8 @@ def test_the_config_takes_smollm2s_shape_and_the_papers_lora():
         "smollm2-135m", 576, 30, 9, 3)
     assert (cfg.llm_finetune, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) == (
         "lora", 8, 32, 0.1, ("q_proj", "v_proj"))
-    assert Reg2RGConfig.preset("tiny", llm_path="smollm2", llm_finetune="full").llm_finetune == "full"
-    assert Reg2RGConfig.preset("tiny").llm_finetune == "full"  # CPU presets without a path: unchanged
+    assert Reg2RGConfig.preset("cpu-tiny", llm_path="smollm2", llm_finetune="full").llm_finetune == "full"
+    assert Reg2RGConfig.preset("cpu-tiny").llm_finetune == "full"  # CPU presets without a path: unchanged
 
 
 def test_demo_smollm2_is_demo_with_only_the_llm_settings_changed():

@@ -38,7 +38,7 @@ def test_every_listed_departure_is_compared_and_explained() -> None:
     assert len(table) and not table["why"].str.contains("no reason recorded").any()
     cpu = deviations(load_profile("demo", overrides={"train.lr_schedule": "cosine", "train.region_dropout": 0.3}))
     row = _row(cpu, "Perceiver resampler")
-    assert row["demo"].startswith(f"{PRESETS['tiny']['perceiver_latents']} latents") and row["paper"].startswith(
+    assert row["demo"].startswith(f"{PRESETS['cpu-tiny']['perceiver_latents']} latents") and row["paper"].startswith(
         "32 latents")
     assert "then cosine" in _row(cpu, "learning-rate schedule")["demo"]
     assert "`smoke`" in _row(cpu, "region dropout")["restored by"]  # smoke trains without it
@@ -62,7 +62,7 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
 
 
 def test_a_changed_preset_changes_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(PRESETS, "tiny", dict(PRESETS["tiny"], perceiver_latents=32))
+    monkeypatch.setitem(PRESETS, "cpu-tiny", dict(PRESETS["cpu-tiny"], perceiver_latents=32))
     assert _row(deviations("demo"), "Perceiver resampler")["demo"].startswith("32 latents")
 
 

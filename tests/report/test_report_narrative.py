@@ -141,7 +141,7 @@ RUNS = {
     "texture_only": {"region_accuracy": 0.0225, "BLEU-4": 0.359, "METEOR": 0.478, "ROUGE-L": 0.315,
                      "CE_micro_F1": 0.176},
     "no_rra": {"region_accuracy": None, "BLEU-4": 0.351, "METEOR": 0.564, "ROUGE-L": 0.507, "CE_micro_F1": 0.106},
-    "llm_micro": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,
+    "llm_scratch-2x64": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,
                   "CE_micro_F1": 0.0},
 }
 
@@ -149,13 +149,13 @@ RUNS = {
 def test_ablation_story_follows_summary_and_stats(tmp_path: Path) -> None:
     paths = _summary(tmp_path, RUNS)
     _stats(paths, {("texture_only", "region_accuracy"): 0.0, ("texture_only", "CE_micro_F1"): 0.02},
-           same={"llm_micro": "full"})
+           same={"llm_scratch-2x64": "full"})
     story = ablation_story(paths.summary)
     assert "`full` 0.9940, `texture_only` 0.0225" in story
     assert "below `full`: `texture_only` (-0.9715, p < 0.001)" in story  # p = 0 of 1000 resamples
     assert "beat `full`: `texture_only` (+0.1760, p = 0.020)" in story
-    assert "Not applicable: `no_rra`" in story and "`llm_micro` is the same model as `full`" in story
-    assert "`llm_micro` 0.9940" not in story  # a reused run is not counted twice
+    assert "Not applicable: `no_rra`" in story and "`llm_scratch-2x64` is the same model as `full`" in story
+    assert "`llm_scratch-2x64` 0.9940" not in story  # a reused run is not counted twice
 
     changed = dict(RUNS, texture_only=dict(RUNS["texture_only"], region_accuracy=0.9990))
     paths2 = _summary(tmp_path / "b", changed)
@@ -169,7 +169,7 @@ def test_ablation_story_follows_summary_and_stats(tmp_path: Path) -> None:
 def test_ablation_story_uses_holm_p_baselines_and_diversity(tmp_path: Path) -> None:
     paths = _summary(tmp_path, RUNS)
     _stats(paths, {("texture_only", "region_accuracy"): 0.0, ("texture_only", "CE_micro_F1"): 0.02},
-           same={"llm_micro": "full"})
+           same={"llm_scratch-2x64": "full"})
     stats = pd.read_csv(paths.root / STATS_FILE)
     stats["p_holm"] = (stats["p_vs_full"] * 3).clip(upper=1.0)  # the Holm column `ablation_stats` writes
     stats["n_resamples"], stats["seeds"], stats["kind"] = 200, 1, "run"
@@ -187,9 +187,9 @@ def test_ablation_story_uses_holm_p_baselines_and_diversity(tmp_path: Path) -> N
 
 def test_component_checks_warn_where_an_ablation_beats_full(tmp_path: Path) -> None:
     paths = _summary(tmp_path, RUNS)
-    _stats(paths, {("texture_only", "CE_micro_F1"): 0.02}, same={"llm_micro": "full"})
+    _stats(paths, {("texture_only", "CE_micro_F1"): 0.02}, same={"llm_scratch-2x64": "full"})
     checks = {c.text.split("`")[1]: c for c in component_checks(paths.summary)}
-    assert set(checks) == {"texture_only", "no_rra"}  # llm_micro is full itself
+    assert set(checks) == {"texture_only", "no_rra"}  # llm_scratch-2x64 is full itself
     assert checks["texture_only"].ok is False and "CE_micro_F1 +0.1760" in checks["texture_only"].measured
     assert checks["no_rra"].ok is True
     assert "Warning:" in checks["texture_only"]._repr_markdown_()

@@ -78,8 +78,8 @@ def test_tables_1_to_3_from_the_release(release_dir):
 
 def _stats() -> pd.DataFrame:
     rows = []
-    for run, base, p in (("full", 0.9, math.nan), ("no_rra", 0.5, 0.001), ("llm_tiny", 0.9, 1.0),
-                         ("llm_small", 0.85, 0.2)):
+    for run, base, p in (("full", 0.9, math.nan), ("no_rra", 0.5, 0.001), ("llm_scratch-2x128", 0.9, 1.0),
+                         ("llm_scratch-4x256", 0.85, 0.2)):
         for metric in ("region_accuracy", "BLEU-4"):
             rows.append({"run": run, "metric": metric, "value": base, "ci_low": base - 0.05,
                          "ci_high": base + 0.05, "p_vs_full": p})
@@ -95,7 +95,7 @@ def test_ablation_tables_mark_significant_differences_and_skip_missing_runs(tmp_
     md = written["table6_rra"]["md"].read_text()
     assert "0.5000 [0.4500, 0.5500] p=0.001*" in md and "0.9000 [0.8500, 0.9500] |" in md and "RRA off" in md
     t7 = pd.read_csv(written["table7_llm_size"]["csv"])
-    assert list(t7["run"]) == ["llm_tiny", "llm_small"]
+    assert list(t7["run"]) == ["llm_scratch-2x128", "llm_scratch-4x256"]
     assert "[0.8000, 0.9000] p=0.200 |" in written["table7_llm_size"]["md"].read_text()  # p = 0.2: no star
     assert "baselines: not computed" in md and "seeds per run: not recorded" in md  # an old stats file says so
 

@@ -1,6 +1,6 @@
 """The paper's training path rehearsed on a CPU at tiny size (issue 18, item 8).
 
-A profile built from `paper` with only the sizes made tiny (the smoke benchmark's 32x32x8 images, the tiny preset's
+A profile built from `paper` with only the sizes made tiny (the smoke benchmark's 32x32x8 images, the cpu-tiny preset's
 ViT and LLM, 4 steps) keeps the paper's recipe: bf16 autocast, gradient checkpointing with LoRA on q_proj/v_proj,
 batch 1 x gradient accumulation 2, AdamW at 5e-5, no feature cache, seed 42. It trains, checkpoints and resumes in
 one process and on 2 CPU processes over gloo (torchrun, as configs/accelerate/cpu_2proc.yaml advises).
@@ -27,9 +27,9 @@ from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.loop import TrainSettings, make_accelerator, read_train_log
 
 #: `paper` with tiny sizes: everything else (precision, checkpointing, accumulation, lr, seed) is the paper's.
-TINY_PAPER = {"data.image_size": [32, 32, 8], "model.preset": "tiny", "model.llm_path": None,
+TINY_PAPER = {"data.image_size": [32, 32, 8], "model.preset": "cpu-tiny", "model.llm_path": None,
               "train.max_steps": 4, "train.save_every": 2, "train.warmup_steps": 1}
-LORA = {"llm_finetune": "lora"}  # the tiny preset trains its random LLM fully; the paper adapts it with LoRA
+LORA = {"llm_finetune": "lora"}  # the cpu-tiny preset trains its random LLM fully; the paper adapts it with LoRA
 
 
 def tiny_paper(**overrides):
