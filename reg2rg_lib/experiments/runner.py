@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from reg2rg_lib.data.layout import scan_layout
 from reg2rg_lib.data.prep import load_cache
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.baselines import annotate_runs
 from reg2rg_lib.experiments.grid import Ablation, grid, profile_for, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.stats import ablation_stats
@@ -35,7 +36,7 @@ from reg2rg_lib.io import atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import REPO_ROOT, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.loop import summary
 from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
@@ -135,13 +136,15 @@ def run_one(
     if force:
         for stale in (pred, run_dir / "metrics" / "summary.json", run_dir / "train_summary.json"):
             stale.unlink(missing_ok=True)
+    if ab.imported:
+        import_run(ab, run_dir, names)
     done = metrics_of(run_dir, labels)
     if done is not None and predictions_complete(pred, names) and trained_steps(run_dir) in (steps, None):
         logger.info(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
         return _headline(done, run_dir)
     start = time.perf_counter()
     have = trained_steps(run_dir)
-    if have is None or (steps is not None and have != steps):
+    if not ab.imported and (have is None or (steps is not None and have != steps)):
         if have is not None:
             logger.warning(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
         logger.info(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
@@ -158,6 +161,33 @@ def run_one(
     logger.info(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
                 + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
     return headline
+
+
+#: What an imported run's folder holds: its predictions (required) and how they were made.
+IMPORTED_FILES: tuple[str, ...] = ("predictions.csv", "predictions.decoding.json", "run_config.json",
+                                   "train_log.csv", "PROVENANCE.md")
+
+
+def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
+    """Copy an imported run's committed files (`Ablation.imported`, relative to the repository) into `run_dir`,
+    unless its predictions there are already complete. A one-line error when they are missing or do not cover
+    the test cases `names` (another benchmark, or a profile whose test split differs)."""
+    source = REPO_ROOT / str(ab.imported)
+    pred = source / "predictions.csv"
+    if predictions_complete(run_dir / "predictions.csv", names):
+        return
+    if not pred.is_file():
+        raise BadInputError(pred, f"run {ab.name} is imported (trained outside the grid) and its committed "
+                                  "predictions are missing; restore them from git or drop the run")
+    if not predictions_complete(pred, names):
+        raise BadInputError(pred, f"run {ab.name}: the committed predictions do not cover this profile's "
+                                  f"{len(names)} test cases; they belong to another benchmark or split")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in IMPORTED_FILES:
+        if (source / name).is_file():
+            with atomic_path(run_dir / name) as tmp:
+                shutil.copyfile(source / name, tmp)
+    logger.info(f"[ablate] {ab.name}: imported the committed predictions of {source} (not trained here)")
 
 
 @one_writer("out_dir", "ablate")  # its runs train and generate under this lock (worker processes too)

