@@ -34,6 +34,7 @@ import pandas as pd
 from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.baselines import is_near_constant
+from reg2rg_lib.experiments.grid import ABLATIONS
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
@@ -234,6 +235,9 @@ def _kit_source(run: str, profile: str) -> str:
     """The source column of a kit run's row (relative, so tables do not depend on the machine)."""
     if run.startswith("baseline_"):  # experiments.baselines: a constant report, scored like a run
         return f"kit baseline, profile {profile or '?'}: baselines/{run}/metrics"
+    imported = ABLATIONS[run].imported if run in ABLATIONS else None
+    if imported:  # trained outside the grid (too long for its budget); its committed predictions scored here
+        return f"kit run imported from {imported} (see its PROVENANCE.md), scored in profile {profile or '?'}"
     return f"kit run, profile {profile or '?'}: runs/{run}/metrics"
 
 

