@@ -504,7 +504,8 @@ class PrepCache:
 
     def load(self, name: str, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D).
-        `keys`: read only these (e.g. the geometry when the ViT features come from a feature cache)."""
+        `keys`: read only these (e.g. the geometry when the ViT features come from a feature cache); a missing one
+        is an unreadable entry, as a damaged file is."""
         path = self._files.get(name)
         if path is None:
             raise KeyError(f"{name!r} is not in the cache at {self.root}")
@@ -512,8 +513,7 @@ class PrepCache:
             if keys is None:
                 return load_file(str(path))
             with safe_open(str(path), framework="pt") as f:
-                present = set(f.keys())
-                return {k: f.get_tensor(k) for k in keys if k in present}
+                return {k: f.get_tensor(k) for k in keys}
         except Exception as err:  # a file removed or damaged after prepare
             raise BadInputError(path, f"unreadable cache entry ({type(err).__name__}); rerun `reg2rg prepare`") from None
 

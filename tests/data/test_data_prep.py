@@ -15,7 +15,7 @@ from reg2rg_lib.data.manifest import index_dataset
 from reg2rg_lib.data.prep import PrepParams, load_cache, prepare, prepare_case
 from reg2rg_lib.data.resize import area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.data.synth.build import synthesize
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.regions import LABELS, REGIONS
 
 SIZE = (32, 32, 8)
@@ -97,6 +97,8 @@ def test_load_cache_contract(cache_dir, bench):
     assert (t["geometry"].flatten(1).amax(1) > 0).all(), "every present region has a non-empty mask"
     masks_only = cache.load(rec.name, keys=["geometry"])  # what generation reads when the ViT features are cached
     assert list(masks_only) == ["geometry"] and torch.equal(masks_only["geometry"], t["geometry"])
+    with pytest.raises(BadInputError, match="unreadable cache entry"):
+        cache.load(rec.name, keys=["geometry", "nope"])
     with pytest.raises(KeyError, match="nope"):
         cache.load("nope")
     with pytest.raises(ValueError, match="split"):

