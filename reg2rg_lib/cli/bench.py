@@ -11,6 +11,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "reg2rg_lib.bench.train",  # train-step, generate, gpu-step
     "reg2rg_lib.bench.metrics",  # metrics
     "reg2rg_lib.bench.preprocess",  # preprocess
+    "reg2rg_lib.bench.seeds",  # seeds
 )
 
 

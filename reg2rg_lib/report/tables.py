@@ -35,6 +35,11 @@ from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.grid import ABLATIONS
+from reg2rg_lib.experiments.seeds import check_within as seed_check
+from reg2rg_lib.experiments.seeds import directions as seed_directions
+from reg2rg_lib.experiments.seeds import read_rows as seed_rows
+from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
+from reg2rg_lib.experiments.seeds import spread as seed_spread
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
@@ -42,6 +47,7 @@ from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
 from reg2rg_lib.metrics.io import read_report_pairs
 from reg2rg_lib.metrics.nlg import evaluate_nlg
 from reg2rg_lib.metrics.stats import format_p
+from reg2rg_lib.paths import REPO_ROOT
 from reg2rg_lib.regions import LABELS, REGIONS
 
 _TABLE_NAME = re.compile(r"^table\d+_[a-z0-9_]+$")
@@ -526,7 +532,77 @@ def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str,
     where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
     head = (f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} "
             f"(`make reproduce`; from `outputs/{summary['profile']}/summary.json`).\n\n")
-    return head + to_markdown(pd.DataFrame(rows, columns=["run", *SUMMARY_METRICS]))
+    table = to_markdown(pd.DataFrame(rows, columns=["run", *SUMMARY_METRICS]))
+    spread_csv = REPO_ROOT / "benchmarks" / "seeds" / f"{summary['profile']}.csv"
+    spread = seed_spread_markdown(spread_csv, order=list(summary["runs"])) if spread_csv.is_file() else ""
+    return head + table + ("\n\n" + spread if spread else "")
+
+
+def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[str], n_seeds: int) -> str:
+    """Which run-vs-full directions every seed agrees on (region accuracy, CE), and whether other kernels agree."""
+    robust = seed_robust(rows, main)
+    if not robust:
+        return ""
+    name = {"region_accuracy": "region accuracy", "CE_micro_F1": "CE micro-F1"}
+    held = [f"`{run}` {name[m]} {'within 0.01 of' if d == 'tie' else d} `full`"
+            for (run, m), d in robust.items() if d is not None]
+    mixed = [f"`{run}` {name[m]} ({', '.join(seed_directions(rows, main)[(run, m)])})"
+             for (run, m), d in robust.items() if d is None]
+    text = (f"In all {n_seeds} seeds (each run against `full` at the same seed): " + "; ".join(held) + "."
+            if held else f"No run-vs-`full` direction holds in all {n_seeds} seeds.")
+    if mixed:
+        text += (" The seeds disagree (so a single-seed reading of these says nothing): " + "; ".join(mixed) + ".")
+    for other in sorted(others):
+        dirs = seed_directions(rows, other)
+        agree = [k for k, d in robust.items() if d is not None and k in dirs and set(dirs[k]) == {d}]
+        broke = [f"`{run}` {name[m]} ({', '.join(dirs[(run, m)])})" for (run, m), d in robust.items()
+                 if d is not None and (run, m) in dirs and set(dirs[(run, m)]) != {d}]
+        text += (f" With {other} kernels, {len(agree)} of {len(agree) + len(broke)} of these hold"
+                 + (": not " + "; ".join(broke) + "." if broke else "."))
+    return text
+
+
+#: The spread table's metrics (the seed CSV keeps more).
+SPREAD_SHOWN: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
+
+
+def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str] = (), digits: int = 3) -> str:
+    """The README's spread table: each run's mean +- s.d. [min, max] over the training seeds of the seed-spread
+    file (`reg2rg bench seeds`, the most common CPU kernels; runs in `order` first), then how the rows with other
+    kernels compare."""
+    rows = seed_rows(spread_csv)
+    stats = seed_spread(rows)
+    rank = {run: i for i, run in enumerate(order)}
+    stats = dict(sorted(stats.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+    if not stats:
+        return ""
+    kernels = {r["cpu_capability"] for r in rows}
+    main = max(kernels, key=lambda k: sum(r["cpu_capability"] == k for r in rows))
+    seeds = sorted({r["seed"] for r in rows if r["cpu_capability"] == main})
+
+    def cell(c: Mapping[str, float] | None) -> str:
+        if c is None:
+            return "n/a"
+        return (f"{c['mean']:.{digits}f} ± {c['sd']:.{digits}f} [{c['min']:.{digits}f}, {c['max']:.{digits}f}]"
+                if c["n"] > 1 else f"{c['mean']:.{digits}f} (1 seed)")
+
+    table = pd.DataFrame([{"run": run, "seeds": int(max(c["n"] for c in m.values())),
+                           **{k: cell(m.get(k)) for k in SPREAD_SHOWN}} for run, m in stats.items()],
+                         columns=["run", "seeds", *SPREAD_SHOWN])
+    rel = Path(spread_csv).resolve()
+    rel_text = rel.relative_to(REPO_ROOT) if rel.is_relative_to(REPO_ROOT) else rel
+    head = (f"Spread over training seeds {', '.join(map(str, seeds))} (mean ± s.d. [min, max]; {main} kernels; "
+            f"`reg2rg bench seeds`, from `{rel_text}`; only the training seed differs, the data, feature cache "
+            "and pretrained ViT are the reproduce run's):\n\n")
+    lines = [_seed_conclusions(rows, main, kernels - {main}, len(seeds))]
+    for other in sorted(kernels - {main}):
+        checks = seed_check(rows, other, main)
+        outside = [f"`{c['run']}` {c['metric']} {c['value']:.3f} (seed {c['seed']}, range "
+                   f"[{c['low']:.3f}, {c['high']:.3f}])" for c in checks if not c["within"]]
+        lines.append(f"With {other} kernels (`ATEN_CPU_CAPABILITY`), {len(checks) - len(outside)} of {len(checks)} "
+                     "region-accuracy and CE figures land inside the seed range widened by one s.d."
+                     + (": outside: " + "; ".join(outside) + "." if outside else "."))
+    return head + to_markdown(table).rstrip() + "".join("\n\n" + line for line in lines if line)
 
 
 # ----------------------------------------------------------------------------------------------------------------

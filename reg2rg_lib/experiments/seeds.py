@@ -1,0 +1,170 @@
+"""The ablation grid's spread over training seeds, and whether another machine's run lands inside it (issue 14).
+
+`make reproduce` trains every ablation once, at the profile's seed. This benchmark trains the same grid at other
+seeds (`reg2rg bench seeds`), each in its own folder whose prep cache, data, tokenizer and pretrained ViT are links
+to the reproduce folder's (so only the training seed differs), and keeps one row per (run, seed, CPU kernels) in a
+CSV committed under `benchmarks/seeds/`. The README's demo table reads that CSV for each run's mean and s.d.;
+`check_within` says whether a run with other CPU kernels (`ATEN_CPU_CAPABILITY=default`) stays inside the spread.
+
+    reg2rg bench seeds --profile demo --seeds 1,2 --from outputs/demo --out outputs/demo_seeds
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.io import write_csv_atomic
+
+#: The metrics the spread file keeps for each run (the README's demo table).
+SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1",
+                                   "distinct_reports")
+COLUMNS: tuple[str, ...] = ("run", "seed", "cpu_capability", *SPREAD_METRICS)
+#: What a seed folder shares with the reproduce folder (read-only inputs; the runs/ and summaries are its own).
+SHARED: tuple[str, ...] = ("cache", "data", "tokenizer", "vision")
+
+
+def link_inputs(source: Path, folder: Path) -> None:
+    """Make `folder` a grid folder that reads `source`'s prep cache, data, tokenizer and ViT (symlinks)."""
+    if not (source / "cache" / "manifest.json").is_file():
+        raise BadInputError(source, "no prep cache (cache/manifest.json); run `make reproduce` first")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        link, target = folder / name, (source / name).resolve()
+        if link.is_symlink() and link.resolve() == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise BadInputError(link, f"exists and is not a link to {target}; give another --out")
+        if target.exists():
+            link.symlink_to(target, target_is_directory=True)
+
+
+def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str]) -> list[dict[str, Any]]:
+    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and CPU kernels."""
+    capability = summary.get("environment", {}).get("torch_cpu_capability", "unknown")
+    rows = []
+    for run in runs:
+        metrics = summary["runs"].get(run)
+        if metrics is None:
+            continue
+        rows.append({"run": run, "seed": int(seed), "cpu_capability": capability,
+                     **{m: metrics.get(m) for m in SPREAD_METRICS}})
+    return rows
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a spread CSV (metrics as floats, empty cells as None); [] when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not set(COLUMNS) <= set(reader.fieldnames):
+            raise BadInputError(path, f"not a seed-spread file (needs the columns {', '.join(COLUMNS)})")
+        rows = []
+        for r in reader:
+            row: dict[str, Any] = {"run": r["run"], "seed": int(r["seed"]), "cpu_capability": r["cpu_capability"]}
+            row.update({m: float(r[m]) if r[m] not in ("", "None") else None for m in SPREAD_METRICS})
+            rows.append(row)
+    return rows
+
+
+def merge_rows(path: str | os.PathLike[str], new: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Write `new` into the spread CSV at `path` (a row with the same run, seed and kernels is replaced)."""
+    key = ("run", "seed", "cpu_capability")
+    fresh = {tuple(r[k] for k in key) for r in new}
+    rows = [r for r in read_rows(path) if tuple(r[k] for k in key) not in fresh] + [dict(r) for r in new]
+    rows.sort(key=lambda r: (r["run"], r["cpu_capability"], r["seed"]))
+    write_csv_atomic(path, COLUMNS, rows)
+    return rows
+
+
+def spread(rows: Sequence[Mapping[str, Any]], capability: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """`{run: {metric: {"mean", "sd", "min", "max", "n"}}}` over the seeds of each run (one CPU kernel family:
+    `capability`, default the family with the most rows). The s.d. is the sample s.d. (n - 1); 0 for one seed."""
+    if capability is None:
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["cpu_capability"]] = counts.get(r["cpu_capability"], 0) + 1
+        capability = max(counts, key=counts.__getitem__) if counts else None
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        if r["cpu_capability"] != capability:
+            continue
+        for m in SPREAD_METRICS:
+            if r[m] is not None:
+                out.setdefault(r["run"], {}).setdefault(m, {"values": []})["values"].append(float(r[m]))
+    for metrics in out.values():
+        for cell in metrics.values():
+            v = cell.pop("values")
+            mean = sum(v) / len(v)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+            cell.update(mean=mean, sd=sd, min=min(v), max=max(v), n=float(len(v)))
+    return out
+
+
+def check_within(rows: Sequence[Mapping[str, Any]], capability: str, reference: str | None = None,
+                 metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1")) -> list[dict[str, Any]]:
+    """For each run of the `capability` rows: is each metric inside the `reference` family's seed range, widened
+    by one s.d. on each side (`[min - sd, max + sd]`)? One dict per (run, metric)."""
+    ref = spread(rows, reference)
+    out = []
+    for r in rows:
+        if r["cpu_capability"] != capability:
+            continue
+        for m in metrics:
+            cell = ref.get(r["run"], {}).get(m)
+            if cell is None or r[m] is None:
+                continue
+            lo, hi = cell["min"] - cell["sd"], cell["max"] + cell["sd"]
+            out.append({"run": r["run"], "metric": m, "seed": r["seed"], "value": r[m], "low": lo, "high": hi,
+                        "within": lo <= r[m] <= hi})
+    return out
+
+
+def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[str], parallel: int | None,
+             progress: bool) -> dict[str, Any]:
+    """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`)."""
+    from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.profiles import load_profile
+
+    link_inputs(source, out)
+    prof = load_profile(profile, overrides={"train.seed": seed})
+    run_ablations(prof, out, runs=list(runs), progress=progress, parallel=parallel)
+    return json.loads((out / "summary.json").read_text())
+
+
+#: Differences to `full` smaller than this are ties (one test case of 50 moves region accuracy by ~0.002).
+TIE = 0.01
+
+
+def directions(rows: Sequence[Mapping[str, Any]], capability: str, reference: str = "full",
+               metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1")) -> dict[tuple[str, str], list[str]]:
+    """`{(run, metric): ["below" | "above" | "tie", ...]}`: each seed's run against `reference` at the same seed
+    (`capability` rows only; a difference within `TIE` is a tie)."""
+    by_seed = {(r["run"], r["seed"]): r for r in rows if r["cpu_capability"] == capability}
+    out: dict[tuple[str, str], list[str]] = {}
+    for (run, seed), r in sorted(by_seed.items()):
+        ref = by_seed.get((reference, seed))
+        if run == reference or ref is None:
+            continue
+        for m in metrics:
+            if r[m] is None or ref[m] is None:
+                continue
+            d = r[m] - ref[m]
+            out.setdefault((run, m), []).append("tie" if abs(d) <= TIE else "below" if d < 0 else "above")
+    return out
+
+
+def robust_conclusions(rows: Sequence[Mapping[str, Any]], capability: str,
+                       reference: str = "full") -> dict[tuple[str, str], str | None]:
+    """Per (run, metric): the direction against `reference` that every seed agrees on ("below", "above",
+    "tie"), or None when the seeds disagree (then no conclusion should be drawn from one seed)."""
+    return {key: (d[0] if len(set(d)) == 1 else None)
+            for key, d in directions(rows, capability, reference).items()}

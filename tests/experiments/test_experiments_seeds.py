@@ -1,0 +1,106 @@
+"""The seed-spread benchmark's bookkeeping: rows from summaries, the CSV merge, mean/s.d., the kernels check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments import seeds as sp
+from reg2rg_lib.report.tables import seed_spread_markdown
+
+
+def _summary(kernels: str, **region: float) -> dict:
+    return {"profile": "demo", "environment": {"torch_cpu_capability": kernels},
+            "runs": {run: {"region_accuracy": acc, "BLEU-4": 0.3, "METEOR": 0.5, "ROUGE-L": 0.5,
+                           "CE_micro_F1": 0.0 if run == "full" else 0.2, "distinct_reports": 5}
+                     for run, acc in region.items()}}
+
+
+def _rows(tmp_path):
+    path = tmp_path / "demo.csv"
+    rows = []
+    for seed, (full, other) in enumerate([(0.99, 0.70), (0.97, 0.80), (0.95, 0.60)]):
+        rows += sp.rows_from_summary(_summary("AVX512", full=full, no_lfd=other), seed, ["full", "no_lfd"])
+    rows += sp.rows_from_summary(_summary("DEFAULT", full=0.96, no_lfd=0.20), 0, ["full", "no_lfd"])
+    sp.merge_rows(path, rows)
+    return path
+
+
+def test_rows_keep_only_the_named_runs_with_seed_and_kernels():
+    rows = sp.rows_from_summary(_summary("AVX2", full=0.9, no_rra=None), 3, ["full", "missing"])
+    assert [(r["run"], r["seed"], r["cpu_capability"], r["region_accuracy"]) for r in rows] == \
+        [("full", 3, "AVX2", 0.9)]
+
+
+def test_merge_replaces_a_row_with_the_same_run_seed_and_kernels(tmp_path):
+    path = _rows(tmp_path)
+    sp.merge_rows(path, sp.rows_from_summary(_summary("AVX512", full=0.5), 1, ["full"]))
+    rows = sp.read_rows(path)
+    assert len(rows) == 8
+    assert [r["region_accuracy"] for r in rows if r["run"] == "full" and r["cpu_capability"] == "AVX512"] == \
+        [0.99, 0.5, 0.95]
+
+
+def test_spread_is_over_the_main_kernels_with_the_sample_sd(tmp_path):
+    cell = sp.spread(sp.read_rows(_rows(tmp_path)))["full"]["region_accuracy"]
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(0.97)
+    assert cell["sd"] == pytest.approx(math.sqrt(((0.02) ** 2 + 0 + (0.02) ** 2) / 2))
+    assert (cell["min"], cell["max"]) == (0.95, 0.99)
+    assert sp.spread(sp.read_rows(tmp_path / "demo.csv"), "DEFAULT")["full"]["region_accuracy"]["n"] == 1
+
+
+def test_check_within_flags_the_run_outside_the_widened_range(tmp_path):
+    checks = {(c["run"], c["metric"]): c["within"]
+              for c in sp.check_within(sp.read_rows(_rows(tmp_path)), "DEFAULT", "AVX512")}
+    assert checks[("full", "region_accuracy")] is True  # 0.96 inside [0.95 - 0.02, 0.99 + 0.02]
+    assert checks[("no_lfd", "region_accuracy")] is False  # 0.20 far below [0.6 - 0.1, 0.8 + 0.1]
+    assert checks[("full", "CE_micro_F1")] is True
+
+
+def test_readme_spread_table_and_the_kernels_line(tmp_path):
+    text = seed_spread_markdown(_rows(tmp_path), order=["no_lfd", "full"])
+    assert "Spread over training seeds 0, 1, 2" in text and "AVX512 kernels" in text
+    assert text.index("| no_lfd |") < text.index("| full |")
+    assert "| full | 3 | 0.970 ± 0.020 [0.950, 0.990] |" in text
+    assert "With DEFAULT kernels" in text and "`no_lfd` region_accuracy 0.200" in text
+
+
+def test_a_file_that_is_not_a_spread_file_is_refused(tmp_path):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(BadInputError, match="not a seed-spread file"):
+        sp.read_rows(bad)
+
+
+def test_link_inputs_needs_a_prep_cache_and_refuses_a_real_folder(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    with pytest.raises(BadInputError, match="no prep cache"):
+        sp.link_inputs(src, out)
+    (src / "cache").mkdir(parents=True)
+    (src / "cache" / "manifest.json").write_text("{}")
+    (src / "data").mkdir()
+    sp.link_inputs(src, out)
+    sp.link_inputs(src, out)  # again: the links are kept
+    assert (out / "cache").is_symlink() and (out / "cache" / "manifest.json").is_file()
+    assert not (out / "vision").exists()  # the source has none: no dangling link
+    (out / "vision").mkdir()
+    (src / "vision").mkdir()
+    with pytest.raises(BadInputError, match="not a link"):
+        sp.link_inputs(src, out)
+
+
+def test_conclusions_are_the_directions_every_seed_agrees_on(tmp_path):
+    rows = sp.read_rows(_rows(tmp_path))
+    robust = sp.robust_conclusions(rows, "AVX512")
+    assert robust[("no_lfd", "region_accuracy")] == "below"  # 0.70/0.80/0.60 against 0.99/0.97/0.95
+    assert robust[("no_lfd", "CE_micro_F1")] == "above"
+    sp.merge_rows(tmp_path / "demo.csv", sp.rows_from_summary(_summary("AVX512", full=0.5, no_lfd=0.9), 3,
+                                                             ["full", "no_lfd"]))
+    rows = sp.read_rows(tmp_path / "demo.csv")
+    assert sp.robust_conclusions(rows, "AVX512")[("no_lfd", "region_accuracy")] is None  # seed 3 disagrees
+    assert sp.directions(rows, "AVX512")[("no_lfd", "region_accuracy")] == ["below", "below", "below", "above"]
+    text = seed_spread_markdown(tmp_path / "demo.csv")
+    assert "The seeds disagree" in text and "`no_lfd` region accuracy (below, below, below, above)" in text
+    assert "With DEFAULT kernels, 1 of 1 of these hold." in text  # CE above full at DEFAULT too
