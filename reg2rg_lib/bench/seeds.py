@@ -32,6 +32,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated runs (default the trained grid)")
     p.add_argument("--csv", default=None, help="spread file (default benchmarks/seeds/<profile>.csv)")
     p.add_argument("--parallel", type=int, default=None, help="runs at once (default the profile's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="train with this many torch threads instead of the profile's train.threads (one run at a "
+                        "time); its rows are labelled '<kernels>, N threads'")
     p.add_argument("--check", default=None, metavar="KERNELS",
                    help="only print whether the KERNELS rows (e.g. DEFAULT) lie inside the other rows' spread")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,15 +58,20 @@ def _bench(args: argparse.Namespace) -> int:
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     own_seed = load_profile(args.profile).train.seed
     kernels = torch.backends.cpu.get_cpu_capability()
+    if args.threads is not None:  # another thread count: its own rows and folders, never the reproduce run's
+        kernels, parallel = f"{kernels}, {args.threads} threads", 1
+    else:
+        parallel = args.parallel
     source_summary = json.loads((source / "summary.json").read_text()) if (source / "summary.json").is_file() else {}
     source_kernels = source_summary.get("environment", {}).get("torch_cpu_capability")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         if seed == own_seed and source_kernels == kernels:
             continue  # the reproduce folder's own run: added below
-        folder = out / (f"seed{seed}" if kernels == source_kernels else f"seed{seed}_{kernels.lower()}")
-        rows += sp.rows_from_summary(sp.run_seed(args.profile, seed, source, folder, runs, args.parallel,
-                                                 not args.quiet), seed, runs)
+        label = "".join(c if c.isalnum() else "_" for c in kernels.lower())
+        folder = out / (f"seed{seed}" if kernels == source_kernels else f"seed{seed}_{label}")
+        summary = sp.run_seed(args.profile, seed, source, folder, runs, parallel, not args.quiet, args.threads)
+        rows += sp.rows_from_summary(summary, seed, runs, args.threads)
     if source_kernels == kernels:
         rows += sp.rows_from_summary(source_summary, own_seed, runs)
     merged = sp.merge_rows(csv_path, rows)

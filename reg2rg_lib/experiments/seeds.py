@@ -45,16 +45,20 @@ def link_inputs(source: Path, folder: Path) -> None:
             link.symlink_to(target, target_is_directory=True)
 
 
-def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str]) -> list[dict[str, Any]]:
-    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and CPU kernels."""
+def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str],
+                      threads: int | None = None) -> list[dict[str, Any]]:
+    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and CPU kernels (its
+    `cpu_capability` column; "AVX512, 2 threads" when trained with `threads` other than the profile's)."""
     capability = summary.get("environment", {}).get("torch_cpu_capability", "unknown")
+    if threads is not None:
+        capability = f"{capability}, {threads} threads"
     rows = []
     for run in runs:
         metrics = summary["runs"].get(run)
         if metrics is None:
             continue
         rows.append({"run": run, "seed": int(seed), "cpu_capability": capability,
-                     **{m: metrics.get(m) for m in SPREAD_METRICS}})
+                     **{m: None if metrics.get(m) is None else round(float(metrics[m]), 6) for m in SPREAD_METRICS}})
     return rows
 
 
@@ -80,6 +84,8 @@ def merge_rows(path: str | os.PathLike[str], new: Sequence[Mapping[str, Any]]) -
     key = ("run", "seed", "cpu_capability")
     fresh = {tuple(r[k] for k in key) for r in new}
     rows = [r for r in read_rows(path) if tuple(r[k] for k in key) not in fresh] + [dict(r) for r in new]
+    for r in rows:  # six decimals: more than any metric resolves on 50 cases, and a readable diff
+        r.update({m: round(float(r[m]), 6) for m in SPREAD_METRICS if r[m] is not None})
     rows.sort(key=lambda r: (r["run"], r["cpu_capability"], r["seed"]))
     write_csv_atomic(path, COLUMNS, rows)
     return rows
@@ -109,10 +115,22 @@ def spread(rows: Sequence[Mapping[str, Any]], capability: str | None = None) -> 
     return out
 
 
+def prediction_interval(cell: Mapping[str, float], level: float = 0.95) -> tuple[float, float] | None:
+    """Where one more seed's value should fall (`level` prediction interval, normal model): mean +- t * s.d. *
+    sqrt(1 + 1/n), t the Student quantile with n - 1 degrees of freedom; None with fewer than 2 seeds."""
+    from scipy.stats import t as student_t
+
+    n = int(cell["n"])
+    if n < 2:
+        return None
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * cell["sd"] * math.sqrt(1 + 1 / n)
+    return cell["mean"] - half, cell["mean"] + half
+
+
 def check_within(rows: Sequence[Mapping[str, Any]], capability: str, reference: str | None = None,
                  metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1")) -> list[dict[str, Any]]:
-    """For each run of the `capability` rows: is each metric inside the `reference` family's seed range, widened
-    by one s.d. on each side (`[min - sd, max + sd]`)? One dict per (run, metric)."""
+    """For each run of the `capability` rows: is each metric inside the 95% prediction interval of the
+    `reference` family's seeds (`prediction_interval`)? One dict per (run, metric) that has an interval."""
     ref = spread(rows, reference)
     out = []
     for r in rows:
@@ -120,22 +138,27 @@ def check_within(rows: Sequence[Mapping[str, Any]], capability: str, reference: 
             continue
         for m in metrics:
             cell = ref.get(r["run"], {}).get(m)
-            if cell is None or r[m] is None:
+            interval = prediction_interval(cell) if cell is not None else None
+            if interval is None or r[m] is None:
                 continue
-            lo, hi = cell["min"] - cell["sd"], cell["max"] + cell["sd"]
+            lo, hi = interval
             out.append({"run": r["run"], "metric": m, "seed": r["seed"], "value": r[m], "low": lo, "high": hi,
                         "within": lo <= r[m] <= hi})
     return out
 
 
 def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[str], parallel: int | None,
-             progress: bool) -> dict[str, Any]:
-    """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`)."""
+             progress: bool, threads: int | None = None) -> dict[str, Any]:
+    """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`), with
+    `train.threads` = `threads` when given."""
     from reg2rg_lib.experiments.runner import run_ablations
     from reg2rg_lib.profiles import load_profile
 
     link_inputs(source, out)
-    prof = load_profile(profile, overrides={"train.seed": seed})
+    overrides: dict[str, Any] = {"train.seed": seed}
+    if threads is not None:
+        overrides["train.threads"] = threads
+    prof = load_profile(profile, overrides=overrides)
     run_ablations(prof, out, runs=list(runs), progress=progress, parallel=parallel)
     return json.loads((out / "summary.json").read_text())
 

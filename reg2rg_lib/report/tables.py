@@ -538,6 +538,15 @@ def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str,
     return head + table + ("\n\n" + spread if spread else "")
 
 
+def _family(other: str, main: str) -> str:
+    """A seed-spread row family in words: "2 training threads", "DEFAULT kernels (`ATEN_CPU_CAPABILITY=...`)"."""
+    if other.startswith(main + ", "):
+        return other[len(main) + 2:].replace("threads", "training threads")
+    if "," in other:
+        return other
+    return f"{other} kernels (`ATEN_CPU_CAPABILITY={other.lower()}`)"
+
+
 def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[str], n_seeds: int) -> str:
     """Which run-vs-full directions every seed agrees on (region accuracy, CE), and whether other kernels agree."""
     robust = seed_robust(rows, main)
@@ -557,7 +566,7 @@ def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[
         agree = [k for k, d in robust.items() if d is not None and k in dirs and set(dirs[k]) == {d}]
         broke = [f"`{run}` {name[m]} ({', '.join(dirs[(run, m)])})" for (run, m), d in robust.items()
                  if d is not None and (run, m) in dirs and set(dirs[(run, m)]) != {d}]
-        text += (f" With {other} kernels, {len(agree)} of {len(agree) + len(broke)} of these hold"
+        text += (f" Trained with {_family(other, main)}: {len(agree)} of {len(agree) + len(broke)} of these hold"
                  + (": not " + "; ".join(broke) + "." if broke else "."))
     return text
 
@@ -597,10 +606,11 @@ def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str
     lines = [_seed_conclusions(rows, main, kernels - {main}, len(seeds))]
     for other in sorted(kernels - {main}):
         checks = seed_check(rows, other, main)
-        outside = [f"`{c['run']}` {c['metric']} {c['value']:.3f} (seed {c['seed']}, range "
+        outside = [f"`{c['run']}` {c['metric']} {c['value']:.3f} (seed {c['seed']}; interval "
                    f"[{c['low']:.3f}, {c['high']:.3f}])" for c in checks if not c["within"]]
-        lines.append(f"With {other} kernels (`ATEN_CPU_CAPABILITY`), {len(checks) - len(outside)} of {len(checks)} "
-                     "region-accuracy and CE figures land inside the seed range widened by one s.d."
+        lines.append(f"Trained with {_family(other, main)}: {len(checks) - len(outside)} of {len(checks)} "
+                     "region-accuracy and CE figures land "
+                     f"inside the 95% prediction interval of the {main} seeds (where one more seed should fall)"
                      + (": outside: " + "; ".join(outside) + "." if outside else "."))
     return head + to_markdown(table).rstrip() + "".join("\n\n" + line for line in lines if line)
 

@@ -51,12 +51,15 @@ def test_spread_is_over_the_main_kernels_with_the_sample_sd(tmp_path):
     assert sp.spread(sp.read_rows(tmp_path / "demo.csv"), "DEFAULT")["full"]["region_accuracy"]["n"] == 1
 
 
-def test_check_within_flags_the_run_outside_the_widened_range(tmp_path):
-    checks = {(c["run"], c["metric"]): c["within"]
-              for c in sp.check_within(sp.read_rows(_rows(tmp_path)), "DEFAULT", "AVX512")}
-    assert checks[("full", "region_accuracy")] is True  # 0.96 inside [0.95 - 0.02, 0.99 + 0.02]
-    assert checks[("no_lfd", "region_accuracy")] is False  # 0.20 far below [0.6 - 0.1, 0.8 + 0.1]
-    assert checks[("full", "CE_micro_F1")] is True
+def test_check_within_uses_the_95_percent_prediction_interval(tmp_path):
+    rows = sp.read_rows(_rows(tmp_path))
+    checks = {(c["run"], c["metric"]): c for c in sp.check_within(rows, "DEFAULT", "AVX512")}
+    half = 4.302653 * 0.02 * math.sqrt(1 + 1 / 3)  # t(0.975, 2 d.f.) * s.d. * sqrt(1 + 1/n)
+    assert checks[("full", "region_accuracy")]["low"] == pytest.approx(0.97 - half, abs=1e-6)
+    assert checks[("full", "region_accuracy")]["within"] is True  # 0.96
+    assert checks[("no_lfd", "region_accuracy")]["within"] is False  # 0.20: 0.70 +- 0.50 reaches down to 0.203
+    assert ("full", "CE_micro_F1") not in checks or checks[("full", "CE_micro_F1")]["within"]  # s.d. 0: equal
+    assert sp.prediction_interval({"mean": 1.0, "sd": 0.0, "n": 1.0, "min": 1.0, "max": 1.0}) is None
 
 
 def test_readme_spread_table_and_the_kernels_line(tmp_path):
@@ -64,7 +67,8 @@ def test_readme_spread_table_and_the_kernels_line(tmp_path):
     assert "Spread over training seeds 0, 1, 2" in text and "AVX512 kernels" in text
     assert text.index("| no_lfd |") < text.index("| full |")
     assert "| full | 3 | 0.970 ± 0.020 [0.950, 0.990] |" in text
-    assert "With DEFAULT kernels" in text and "`no_lfd` region_accuracy 0.200" in text
+    assert "Trained with DEFAULT kernels (`ATEN_CPU_CAPABILITY=default`): 3 of 4" in text
+    assert "`no_lfd` region_accuracy 0.200" in text
 
 
 def test_a_file_that_is_not_a_spread_file_is_refused(tmp_path):
@@ -103,4 +107,9 @@ def test_conclusions_are_the_directions_every_seed_agrees_on(tmp_path):
     assert sp.directions(rows, "AVX512")[("no_lfd", "region_accuracy")] == ["below", "below", "below", "above"]
     text = seed_spread_markdown(tmp_path / "demo.csv")
     assert "The seeds disagree" in text and "`no_lfd` region accuracy (below, below, below, above)" in text
-    assert "With DEFAULT kernels, 1 of 1 of these hold." in text  # CE above full at DEFAULT too
+    assert "Trained with DEFAULT kernels (`ATEN_CPU_CAPABILITY=default`): 1 of 1 of these hold." in text
+
+
+def test_rows_of_another_thread_count_are_their_own_family():
+    rows = sp.rows_from_summary(_summary("AVX512", full=0.9), 0, ["full"], threads=2)
+    assert rows[0]["cpu_capability"] == "AVX512, 2 threads"
