@@ -535,7 +535,7 @@ def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str,
     table = to_markdown(pd.DataFrame(rows, columns=["run", *SUMMARY_METRICS]))
     spread_csv = REPO_ROOT / "benchmarks" / "seeds" / f"{summary['profile']}.csv"
     spread = seed_spread_markdown(spread_csv, order=list(summary["runs"])) if spread_csv.is_file() else ""
-    return head + table + ("\n\n" + spread if spread else "")
+    return head + table.rstrip() + "\n" + ("\n" + spread + "\n" if spread else "")
 
 
 def _family(other: str, main: str) -> str:
