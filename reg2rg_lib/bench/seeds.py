@@ -57,11 +57,9 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out_dir(args.profile).with_name(f"{args.profile}_seeds")
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     own_seed = load_profile(args.profile).train.seed
-    kernels = torch.backends.cpu.get_cpu_capability()
-    if args.threads is not None:  # another thread count: its own rows and folders, never the reproduce run's
-        kernels, parallel = f"{kernels}, {args.threads} threads", 1
-    else:
-        parallel = args.parallel
+    # another thread count: its own rows and folders (never the reproduce run's), one run at a time
+    kernels = sp.family(torch.backends.cpu.get_cpu_capability(), args.threads)
+    parallel = 1 if args.threads is not None else args.parallel
     source_summary = json.loads((source / "summary.json").read_text()) if (source / "summary.json").is_file() else {}
     source_kernels = source_summary.get("environment", {}).get("torch_cpu_capability")
     rows = []

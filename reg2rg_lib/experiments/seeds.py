@@ -45,20 +45,31 @@ def link_inputs(source: Path, folder: Path) -> None:
             link.symlink_to(target, target_is_directory=True)
 
 
+def family(capability: str, threads: int | None = None) -> str:
+    """A row family's label in the `cpu_capability` column: the torch CPU kernels ("AVX512", "DEFAULT"), plus
+    ", N threads" when trained with `threads` other than the profile's `train.threads`."""
+    return capability if threads is None else f"{capability}, {threads} threads"
+
+
+def main_family(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The family with the most rows (the seeds' own; the other families are reruns compared against it)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["cpu_capability"]] = counts.get(r["cpu_capability"], 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
 def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str],
                       threads: int | None = None) -> list[dict[str, Any]]:
-    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and CPU kernels (its
-    `cpu_capability` column; "AVX512, 2 threads" when trained with `threads` other than the profile's)."""
-    capability = summary.get("environment", {}).get("torch_cpu_capability", "unknown")
-    if threads is not None:
-        capability = f"{capability}, {threads} threads"
+    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and `family`."""
+    capability = family(summary.get("environment", {}).get("torch_cpu_capability", "unknown"), threads)
     rows = []
     for run in runs:
         metrics = summary["runs"].get(run)
         if metrics is None:
             continue
         rows.append({"run": run, "seed": int(seed), "cpu_capability": capability,
-                     **{m: None if metrics.get(m) is None else round(float(metrics[m]), 6) for m in SPREAD_METRICS}})
+                     **{m: metrics.get(m) for m in SPREAD_METRICS}})
     return rows
 
 
@@ -93,12 +104,9 @@ def merge_rows(path: str | os.PathLike[str], new: Sequence[Mapping[str, Any]]) -
 
 def spread(rows: Sequence[Mapping[str, Any]], capability: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """`{run: {metric: {"mean", "sd", "min", "max", "n"}}}` over the seeds of each run (one CPU kernel family:
-    `capability`, default the family with the most rows). The s.d. is the sample s.d. (n - 1); 0 for one seed."""
+    `capability`, default `main_family`). The s.d. is the sample s.d. (n - 1); 0 for one seed."""
     if capability is None:
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r["cpu_capability"]] = counts.get(r["cpu_capability"], 0) + 1
-        capability = max(counts, key=counts.__getitem__) if counts else None
+        capability = main_family(rows)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
         if r["cpu_capability"] != capability:

@@ -37,6 +37,7 @@ from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.grid import ABLATIONS
 from reg2rg_lib.experiments.seeds import check_within as seed_check
 from reg2rg_lib.experiments.seeds import directions as seed_directions
+from reg2rg_lib.experiments.seeds import main_family as seed_main_family
 from reg2rg_lib.experiments.seeds import read_rows as seed_rows
 from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
 from reg2rg_lib.experiments.seeds import spread as seed_spread
@@ -555,8 +556,8 @@ def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[
     name = {"region_accuracy": "region accuracy", "CE_micro_F1": "CE micro-F1"}
     held = [f"`{run}` {name[m]} {'within 0.01 of' if d == 'tie' else d} `full`"
             for (run, m), d in robust.items() if d is not None]
-    mixed = [f"`{run}` {name[m]} ({', '.join(seed_directions(rows, main)[(run, m)])})"
-             for (run, m), d in robust.items() if d is None]
+    own = seed_directions(rows, main)
+    mixed = [f"`{run}` {name[m]} ({', '.join(own[(run, m)])})" for (run, m), d in robust.items() if d is None]
     text = (f"In all {n_seeds} seeds (each run against `full` at the same seed): " + "; ".join(held) + "."
             if held else f"No run-vs-`full` direction holds in all {n_seeds} seeds.")
     if mixed:
@@ -585,8 +586,7 @@ def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str
     stats = dict(sorted(stats.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
     if not stats:
         return ""
-    kernels = {r["cpu_capability"] for r in rows}
-    main = max(kernels, key=lambda k: sum(r["cpu_capability"] == k for r in rows))
+    kernels, main = {r["cpu_capability"] for r in rows}, seed_main_family(rows)
     seeds = sorted({r["seed"] for r in rows if r["cpu_capability"] == main})
 
     def cell(c: Mapping[str, float] | None) -> str:
