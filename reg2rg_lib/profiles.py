@@ -61,6 +61,7 @@ class ModelSection:
     llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (scratch-2x64, ...)
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
     #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
+    rereference: bool = False  # region i's tokens again after "The region i is <organ>:" (the paper: false)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,15 +283,145 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
     return out[:, :0]
 
 
+class _RowWriter:
+    """A key/value writer for re-reference decoding: every live row writes at its own column (`starts`), since a
+    row that re-referenced a region has taken more columns than one that did not. `rows` are buffer rows."""
+
+    def __init__(self, kv: _StaticKV, rows: torch.Tensor, starts: torch.Tensor, n: int) -> None:
+        self.kv, self.rows, self.cols = kv, rows, starts[:, None] + torch.arange(n, device=starts.device)
+        self.end = int(self.cols.max()) + 1
+        self.all = len(rows) == kv.rows and bool((rows == torch.arange(len(rows), device=rows.device)).all())
+
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.kv.keys[layer], self.kv.values[layer]
+        r = self.rows[:, None].expand_as(self.cols)
+        keys[r, :, self.cols] = k.transpose(1, 2)  # (rows, n, heads, hd) at (row, column) pairs
+        values[r, :, self.cols] = v.transpose(1, 2)
+        if self.all:
+            return keys[: self.kv.rows, :, : self.end], values[: self.kv.rows, :, : self.end]
+        return keys[self.rows, :, : self.end], values[self.rows, :, : self.end]
+
+    def mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """(rows, 1, n, end) boolean: every earlier valid column of the row, and the chunk causally."""
+        seen = valid[self.rows, : self.end].clone()
+        seen.scatter_(1, self.cols, True)
+        cols = torch.arange(self.end, device=seen.device)
+        return (seen[:, None, :] & (cols[None, None, :] <= self.cols[:, :, None]))[:, None]
+
+
+#: The end of a region head in generated text ("... The region 3 is heart:"); group 1 is i.
+_HEAD_END = re.compile(r"The region (\d+) is [^:.]{1,40}:\s*$")
+
+
+def _region_tables(model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt region's spliced placeholder embeddings, (B, max_regions, P, D), and which regions each row's
+    prompt has, (B, max_regions): what re-reference inserts after "The region i is <organ>:"."""
+    cfg, vocab = model.config, model.tokenizer.get_vocab()
+    per, b, _, d = cfg.region_tokens, *embeds.shape
+    slot = torch.full((len(model.token_kind),), -1, dtype=torch.long, device=embeds.device)
+    for j in range(cfg.max_regions * per):
+        slot[vocab[f"<region{j}>"]] = j
+    where = slot[input_ids.to(embeds.device)]  # (B, P): placeholder number or -1
+    table = embeds.new_zeros(b, cfg.max_regions * per, d)
+    present = torch.zeros(b, cfg.max_regions * per, dtype=torch.bool, device=embeds.device)
+    r, c = (where >= 0).nonzero(as_tuple=True)
+    table[r, where[r, c]] = embeds[r, c]
+    present[r, where[r, c]] = True
+    return table.view(b, cfg.max_regions, per, d), present.view(b, cfg.max_regions, per).all(-1)
+
+
+@torch.inference_mode()
+def greedy_generate_rereference(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                                *, max_new_tokens: int = 256, eos_token_id: int | None = None,
+                                step_logits: list[torch.Tensor] | None = None, forced: torch.Tensor | None = None,
+                                **visual: Any) -> torch.Tensor:
+    """Greedy reports of a re-reference model (`Reg2RGConfig.rereference`): as `greedy_generate`, and when a row
+    has written "The region i is <organ>:" (i a region of its prompt, once per region), region i's own spliced
+    placeholder embeddings are fed right after the colon, as in training (`model.prompt.rereference_target`).
+    They take KV-cache columns but are not part of the returned ids (B, steps).
+
+    `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks that
+    compare these logits with a teacher-forced pass. `step_logits` receives each step's logits (every row).
+    """
+    llm, tok, cfg = model.llm(), model.tokenizer, model.config
+    eos = tok.eos_token_id if eos_token_id is None else eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
+        raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
+    embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D)
+    b, p, _ = embeds.shape
+    dev, per = embeds.device, cfg.region_tokens
+    table, has_region = _region_tables(model, input_ids, embeds)
+    cols = p + max_new_tokens + cfg.max_regions * per  # room for one re-reference of every region
+    valid = torch.zeros(b, cols, dtype=torch.bool, device=dev)
+    valid[:, :p] = attention_mask.to(dev).bool() if attention_mask is not None else True
+    positions = (valid[:, :p].long().cumsum(-1) - 1).clamp(min=0)
+    prompt_mask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril()[None, None]
+                   & valid[:, None, None, :p]) if not bool(valid[:, :p].all()) else None
+    layers = [_Layer.of(layer) for layer in llm.model.layers]
+    kv = _StaticKV(len(layers), b, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
+    rope = _rope_table(llm, embeds, cols)
+    logits = _decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
+    colon = torch.tensor([":" in t for t in tok.convert_ids_to_tokens(list(range(len(model.token_kind))))],
+                         device=dev)  # tokens that can end a head
+    suppress = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
+    suppress[model.reg2rg_token_ids] = True
+    out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    inserted = torch.zeros(b, cfg.max_regions, dtype=torch.bool, device=dev)
+    ptr = torch.full((b,), p, dtype=torch.long, device=dev)  # next free column of each row
+    pos = positions[:, -1] + 1  # next position id of each row
+    embed, all_rows = llm.get_input_embeddings(), torch.arange(b, device=dev)
+
+    def run(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        writer = _RowWriter(kv, rows, ptr[rows], n)
+        mask = writer.mask(valid)
+        valid[rows[:, None], writer.cols] = True
+        where = pos[rows, None] + torch.arange(n, device=dev)
+        ptr[rows] += n
+        pos[rows] += n
+        return _decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
+
+    for step in range(max_new_tokens):
+        if step_logits is not None:
+            step_logits.append(logits.clone())
+        nxt = logits.masked_fill(suppress, float("-inf")).argmax(-1)
+        if forced is not None and step < forced.shape[1]:
+            nxt = torch.where(forced[:, step].to(dev) >= 0, forced[:, step].to(dev), nxt)
+        nxt = nxt.masked_fill(done, pad)
+        out[:, step] = nxt
+        done = done | (nxt == eos)
+        if bool(done.all()) or step + 1 == max_new_tokens:
+            return out[:, : step + 1]
+        logits = run(all_rows, embed(nxt[:, None]))
+        heads = []
+        for r in (colon[nxt] & ~done).nonzero().flatten().tolist():
+            m = _HEAD_END.search(tok.decode(out[r, max(0, step - 23): step + 1].tolist()))
+            i = int(m.group(1)) if m else cfg.max_regions
+            if i < cfg.max_regions and bool(has_region[r, i]) and not bool(inserted[r, i]):
+                inserted[r, i] = True
+                heads.append((r, i))
+        if heads:
+            rows = torch.tensor([r for r, _ in heads], device=dev)
+            which = torch.tensor([i for _, i in heads], device=dev)
+            logits[rows] = run(rows, table[rows, which])  # (rows, P, D): region i's own tokens again
+    return out[:, :0]
+
+
 def decode_engine(model: Reg2RG, decode: DecodeSettings, engine: str = "auto") -> str:
     """"kit" (`greedy_generate`) or "hf" (`Reg2RG.generate`) for `decode` on `model`, as `engine` asks."""
     if engine not in ("auto", "hf", "kit"):
         raise KitError(f"unknown generation engine {engine!r}; expected auto, hf or kit")
-    if engine == "hf":
+    if engine == "hf" and not model.config.rereference:
         return "hf"
     blocker = "sampling" if decode.do_sample else fast_greedy_blocker(model)
     if blocker is None:
         return "kit"
+    if model.config.rereference:
+        raise KitError(f"a re-reference model (model.rereference) decodes with the kit's greedy loop only, and it "
+                       f"cannot decode this: {blocker}; set generate.do_sample: false, or use a model trained "
+                       "without re-reference")
     if engine == "kit":
         raise KitError(f"the kit's greedy loop cannot decode this: {blocker}")
     logger.info(f"[generate] Hugging Face generate ({blocker})")
@@ -362,7 +493,9 @@ def generate_predictions(
                 torch.manual_seed(decode.seed + group[0])
             try:
                 with torch.inference_mode():
-                    if use_kit:
+                    if use_kit and cfg.rereference:
+                        ids = greedy_generate_rereference(model, **inputs, max_new_tokens=decode.max_new_tokens)
+                    elif use_kit:
                         ids = greedy_generate(model, **inputs, max_new_tokens=decode.max_new_tokens)
                     else:
                         ids = model.generate(**inputs, **decode.hf_kwargs())  # (B, new_tokens)

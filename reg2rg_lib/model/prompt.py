@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -105,6 +106,8 @@ class Sample:
     target: str = ""
     n_prompt: int = 0  # tokens of bos + prompt (labels are -100 there)
     meta: dict = field(default_factory=dict)
+    #: input position of each token of the tokenized `target` (n_prompt + t, unless re-reference inserted tokens)
+    target_positions: list[int] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,12 +141,59 @@ def build_sample(regions: Sequence[str], reports: Mapping[str, str] | None, toke
     if reports is None:
         return Sample(input_ids, [], order, in_prompt, prompt, "", n_prompt)
     target = build_target(in_prompt, reports, cfg)
-    target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    if cfg.rereference:
+        target_ids, target_labels, index = rereference_target(target, tokenizer, cfg)
+    else:
+        target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+        target_labels, index = list(target_ids), list(range(len(target_ids)))
     if max_length is not None:
-        target_ids = target_ids[: max(0, max_length - n_prompt - 1)]
+        keep = max(0, max_length - n_prompt - 1)
+        target_ids, target_labels = target_ids[:keep], target_labels[:keep]
+        index = [t for t in index if t < keep]
     target_ids.append(tokenizer.eos_token_id)
-    labels = [IGNORE_INDEX] * n_prompt + target_ids
-    return Sample(input_ids + target_ids, labels, order, in_prompt, prompt, target, n_prompt)
+    target_labels.append(tokenizer.eos_token_id)
+    labels = [IGNORE_INDEX] * n_prompt + target_labels
+    return Sample(input_ids + target_ids, labels, order, in_prompt, prompt, target, n_prompt,
+                  target_positions=[n_prompt + t for t in index])
+
+
+#: "The region i is <organ>:" in a target or a generated report; group 1 is i.
+HEAD_RE = re.compile(r"The region (\d+) is [^:.]{1,40}:")
+
+
+def region_placeholder_ids(tokenizer, cfg: Reg2RGConfig, i: int) -> list[int]:
+    """Token ids of prompt region i's placeholders (`<region{i*P}>..<region{i*P+P-1}>`, P = cfg.region_tokens)."""
+    per = cfg.region_tokens
+    return list(tokenizer.convert_tokens_to_ids([f"<region{i * per + k}>" for k in range(per)]))
+
+
+def rereference_target(target: str, tokenizer, cfg: Reg2RGConfig) -> tuple[list[int], list[int], list[int]]:
+    """Target ids with region i's placeholders inserted after each "The region i is <organ>:" (re-reference).
+
+    Returns (ids, labels, index): the inserted placeholders are -100 in `labels` (the model reads them, it is not
+    asked to write them), and `index[t]` is where token t of the plain tokenized target now sits. The insertion
+    point is the end of the token that holds the head's colon, so the text's own tokens are unchanged.
+    """
+    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    plain, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    after: dict[int, int] = {}  # plain token index -> prompt region whose placeholders follow it
+    for m in HEAD_RE.finditer(target):
+        region = int(m.group(1))
+        t = next((k for k, (_, end) in enumerate(offsets) if end >= m.end()), None)
+        if t is not None and region < cfg.max_regions:
+            after[t] = region
+    ids: list[int] = []
+    labels: list[int] = []
+    index: list[int] = []
+    for t, tid in enumerate(plain):
+        index.append(len(ids))
+        ids.append(tid)
+        labels.append(tid)
+        if t in after:
+            extra = region_placeholder_ids(tokenizer, cfg, after[t])
+            ids += extra
+            labels += [IGNORE_INDEX] * len(extra)
+    return ids, labels, index
 
 
 def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right"):

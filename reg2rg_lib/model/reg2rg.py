@@ -94,6 +94,19 @@ def splice(embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor, wha
     return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), features.to(embeds.dtype))
 
 
+def first_occurrence(input_ids: torch.Tensor, placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For re-reference: (source, repeated), both (B, L). `repeated` marks placeholder positions whose token id
+    occurred earlier in the same row; `source` is the position of that id's first occurrence in the row (a
+    position's own index elsewhere), so `embeds.gather(1, source)` copies the first occurrence's visual token."""
+    b, length = input_ids.shape
+    pos = torch.arange(length, device=input_ids.device).expand(b, length)
+    first = torch.full((b, int(input_ids.max()) + 1), length, dtype=torch.long, device=input_ids.device)
+    first.scatter_reduce_(1, torch.where(placeholder, input_ids, 0), torch.where(placeholder, pos, length),
+                          reduce="amin")
+    source = torch.where(placeholder, first.gather(1, input_ids), pos)
+    return source, placeholder & (source != pos)
+
+
 def official_key_shapes(cfg: Reg2RGConfig, base_vocab: int | None = None,
                         llm_dim: int | None = None) -> dict[str, list[int]]:
     """Names and shapes of the official embedding layer for `cfg` (keys without the `embedding_layer.` prefix).
@@ -241,12 +254,20 @@ class Reg2RG(nn.Module):
         struct_rows = table[self.struct_index[input_ids].clamp(min=0)]  # (B, L, D), gathered, not one-hot
         embeds = torch.where((kinds == KIND_CODES[STRUCT]).unsqueeze(-1), struct_rows, embeds)
         tokens = self.visual_tokens(**visual)
+        source = repeated = None
+        if self.config.rereference and not embeds.is_meta:
+            source, repeated = first_occurrence(input_ids, kinds >= KIND_CODES[GLOBAL])
         for kind in (GLOBAL, TEXTURE, GEOMETRY):
             mask = kinds == KIND_CODES[kind]
+            if repeated is not None:
+                mask = mask & ~repeated  # a re-referenced placeholder copies its first occurrence (below)
             if kind in tokens:
                 embeds = splice(embeds, mask, tokens[kind], kind)
             elif not embeds.is_meta and bool(mask.any()):
                 raise KitError(f"the prompts contain {kind} placeholders but the configuration produces none")
+        if repeated is not None and bool(repeated.any()):
+            copied = embeds.gather(1, source.unsqueeze(-1).expand_as(embeds))  # (B, L, D)
+            embeds = torch.where(repeated.unsqueeze(-1), copied, embeds)
         return embeds
 
     # ---- LLM -------------------------------------------------------------------------------------------------

@@ -120,6 +120,13 @@ def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:
     return "1 (plain cross-entropy)" if w == 1 else f"{w:g}x on the organ-name tokens"
 
 
+def _rereference(p: Profile, cfg: Reg2RGConfig) -> str:
+    if not cfg.rereference:
+        return "none: region i's tokens appear once, in the prompt"
+    return ("re-reference: region i's own tokens again right after \"The region i is <organ>:\" (loss-masked in "
+            "training; the decoder inserts them when it has written the head)")
+
+
 def _decoding(p: Profile, cfg: Reg2RGConfig) -> str:
     g = p.generate
     how = f"sampling, top_k={g.top_k}" if g.do_sample else "greedy"
@@ -155,6 +162,7 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("training length and batch", _length, "`train.max_steps/epochs`, `train.batch_size`, `train.grad_accum`"),
     Aspect("region dropout", _dropout, "`train.region_dropout: 0`"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
+    Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("decoding", _decoding, "`generate.do_sample`, `generate.top_k`, `generate.max_new_tokens`"),
     Aspect("clinical-efficacy labeler", _labeler, "none: `reg2rg evaluate ce --labeler PATH`",
            paper_text="a RadBERT classifier (the authors' labels are released for CTRG)"),
@@ -179,6 +187,9 @@ REASONS: dict[str, str] = {
     "training length and batch": "the step budget of a <= 25 min CPU job; the paper trains for epochs on 8 GPUs",
     "region dropout": "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions",
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget",
+    "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU budget, to "
+                             "find region i's tokens among ten regions where it writes region i's findings; "
+                             "placed next to the paragraph they are read (benchmarks/RESULTS.md)",
     "decoding": "greedy decoding is deterministic: a rerun gives the same reports and numbers",
     "clinical-efficacy labeler": "RadBERT's checkpoint is not available offline; the benchmark's exact labels "
                                  "score the references, the rule labeler the predictions",

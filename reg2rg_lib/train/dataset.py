@@ -164,9 +164,14 @@ def _token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) 
     if not spans:
         return []
     enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
-    out = [sample.n_prompt + t for t, (a, b) in enumerate(enc["offset_mapping"])
-           if any(a < end and b > start for start, end in spans)]
+    where = sample.target_positions or [sample.n_prompt + t for t in range(len(enc["offset_mapping"]))]
+    out = [where[t] for t, (a, b) in enumerate(enc["offset_mapping"])
+           if t < len(where) and any(a < end and b > start for start, end in spans)]
     return [p for p in out if p < len(sample.input_ids)]
+
+
+#: The public name of the span -> input-position mapping (re-reference aware: `Sample.target_positions`).
+target_token_positions = _token_positions
 
 
 #: A sentence of a report paragraph (up to and including its full stop).

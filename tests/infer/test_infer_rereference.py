@@ -1,0 +1,121 @@
+"""Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:", in the
+training target (`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`) and in the
+kit's greedy decoder (`infer.generate.greedy_generate_rereference`), which must agree with a teacher-forced pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reg2rg_lib.data.prep import load_cache
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, greedy_generate_rereference
+from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model.prompt import IGNORE_INDEX, Sample, region_placeholder_ids
+from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.train.collate import Collator, model_inputs
+from reg2rg_lib.train.dataset import ReportDataset, name_positions
+from reg2rg_lib.train.run import model_config
+
+
+@pytest.fixture(scope="module")
+def reref(smoke):
+    torch.manual_seed(0)
+    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
+    cfg = model_config(load_profile("smoke")).replace(rereference=True)
+    return cache, tok, cfg, Reg2RG(cfg, tok).eval()
+
+
+def test_target_gets_each_regions_placeholders_after_its_head_loss_masked(reref):
+    cache, tok, cfg, _ = reref
+    item = ReportDataset(cache, "train", tok, cfg, shuffle_regions=True, seed=0)[0]
+    s = item["sample"]
+    target = s.input_ids[s.n_prompt:]
+    for i in range(len(s.regions)):
+        ph = region_placeholder_ids(tok, cfg, i)
+        start = next(k for k in range(len(target)) if target[k:k + len(ph)] == ph)
+        assert tok.decode(target[:start]).rstrip().endswith(f"The region {i} is {s.regions[i]}:")
+        assert s.labels[s.n_prompt + start: s.n_prompt + start + len(ph)] == [IGNORE_INDEX] * len(ph)
+    plain = tok(s.target, add_special_tokens=False)["input_ids"]
+    assert [s.input_ids[p] for p in s.target_positions] == plain  # the text's own tokens, unchanged
+    assert len(s.input_ids) == s.n_prompt + len(plain) + len(s.regions) * cfg.region_tokens + 1  # + eos
+    names = [tok.decode([s.input_ids[p]]).strip() for p in name_positions(s, tok)]
+    assert " ".join(names).split() == " ".join(s.regions).split()  # organ names found through the insertions
+
+
+def test_a_repeated_placeholder_gets_its_first_occurrences_visual_token(reref):
+    cache, tok, cfg, model = reref
+    item = ReportDataset(cache, "train", tok, cfg, shuffle_regions=True, seed=0)[1]
+    batch = Collator(tok.pad_token_id)([item])
+    inputs = model_inputs(batch)
+    with torch.no_grad():
+        emb = model.embed_inputs(inputs["input_ids"], **{k: v for k, v in inputs.items()
+                                                        if k not in ("input_ids", "attention_mask", "labels")})
+    ids = inputs["input_ids"][0].tolist()
+    ph = region_placeholder_ids(tok, cfg, 2)
+    first, again = ids.index(ph[0]), ids.index(ph[0], ids.index(ph[0]) + 1)
+    assert torch.equal(emb[0, again: again + len(ph)], emb[0, first: first + len(ph)])
+    assert not torch.equal(emb[0, first], emb[0, ids.index(region_placeholder_ids(tok, cfg, 1)[0])])
+
+
+def _prompt_only(item):
+    s = item["sample"]
+    return dict(item, sample=Sample(s.input_ids[:s.n_prompt], [], s.order, s.regions, s.prompt, "", s.n_prompt))
+
+
+def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
+    """Forced tokens (the reference targets) through the decoder: every step's logits equal the teacher-forced
+    pass over the same target with its re-references, for two left-padded rows with 9 and 10 regions."""
+    cache, tok, cfg, model = reref
+    data = ReportDataset(cache, "test", tok, cfg, shuffle_regions=False)
+    items = [data[k] for k in range(len(data))]
+    items = sorted(items, key=lambda it: len(it["sample"].regions))[:1] + \
+        sorted(items, key=lambda it: -len(it["sample"].regions))[:1]
+    assert len({len(it["sample"].regions) for it in items}) == 2  # different prompt lengths: left padding
+    forced = [[it["sample"].input_ids[p] for p in it["sample"].target_positions][:80] for it in items]
+    steps = max(map(len, forced))
+    force = torch.full((2, steps), -1)
+    for r, f in enumerate(forced):
+        force[r, :len(f)] = torch.tensor(f)
+    batch = Collator(tok.pad_token_id, padding_side="left")([_prompt_only(it) for it in items])
+    logits: list[torch.Tensor] = []
+    ids = greedy_generate_rereference(model, **{k: v for k, v in model_inputs(batch).items() if k != "labels"},
+                                      max_new_tokens=steps, step_logits=logits, forced=force)
+    assert torch.equal(ids[force >= 0], force[force >= 0])
+    for r, it in enumerate(items):
+        one = Collator(tok.pad_token_id)([it])
+        with torch.no_grad():
+            ref = model(**model_inputs(one)).logits[0]
+        pos = it["sample"].target_positions
+        diff = max((ref[pos[t] - 1] - logits[t][r]).abs().max().item() for t in range(len(forced[r])))
+        assert diff < 1e-4, f"row {r}: the decoder's logits differ from the teacher-forced pass by {diff}"
+        assert tok.decode(forced[r]).count("The region") >= 2  # at least two re-references were exercised
+
+
+def test_a_head_for_a_region_not_in_the_prompt_inserts_nothing(reref):
+    cache, tok, cfg, model = reref
+    data = ReportDataset(cache, "test", tok, cfg, shuffle_regions=False, with_targets=False)
+    item = min((data[k] for k in range(len(data))), key=lambda it: len(it["sample"].regions))
+    n = len(item["sample"].regions)
+    text = f"The region {n} is lung: Both lungs are clear."
+    forced = tok(text, add_special_tokens=False)["input_ids"]
+    batch = Collator(tok.pad_token_id, padding_side="left")([item])
+    logits: list[torch.Tensor] = []
+    greedy_generate_rereference(model, **{k: v for k, v in model_inputs(batch).items() if k != "labels"},
+                                max_new_tokens=len(forced), step_logits=logits, forced=torch.tensor([forced]))
+    plain = dict(item, sample=Sample(item["sample"].input_ids + forced, [], item["sample"].order,
+                                     item["sample"].regions, "", "", item["sample"].n_prompt))
+    with torch.no_grad():
+        ref = model(**model_inputs(Collator(tok.pad_token_id)([plain]))).logits[0]
+    p = item["sample"].n_prompt
+    assert max((ref[p - 1 + t] - logits[t][0]).abs().max().item() for t in range(len(forced))) < 1e-4
+
+
+def test_rereference_needs_rra_and_the_kit_decoder(reref):
+    _, _, cfg, model = reref
+    with pytest.raises(KitError, match="rereference needs rra"):
+        cfg.replace(rra=False)
+    assert cfg.replace(rra=False, rereference=False).rra is False
+    with pytest.raises(KitError, match="re-reference"):
+        decode_engine(model, DecodeSettings(do_sample=True, top_k=30))
+    assert decode_engine(model, DecodeSettings(), "hf") == "kit"  # greedy: the kit's loop, whatever was asked
