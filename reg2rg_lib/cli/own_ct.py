@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.profiles import load_profile
@@ -73,7 +75,7 @@ def _regions(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from reg2rg_lib.infer.generate import DecodeSettings, load_model, load_official_model
     from reg2rg_lib.infer.report import generate_case
-    from reg2rg_lib.metrics.case_report import write_case_report
+    from reg2rg_lib.metrics.case_report import report_warnings, write_case_report
 
     if (args.checkpoint is None) == (args.official is None):
         raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")
@@ -91,4 +93,9 @@ def _report(args: argparse.Namespace) -> int:
     print(f"[report] {gen.case}: {len(gen.regions)} region paragraph(s) -> {files['md'].parent}")
     if gen.absent:
         print(f"  absent: {', '.join(gen.absent)}")
+    # what the model got wrong is said in the report, and here: a report with a missing paragraph is still a report
+    # (exit 0), but a user must not take its silence for a normal region
+    report = json.loads(files["json"].read_text(encoding="utf-8"))
+    for warning in report_warnings(report):
+        print(f"[report] warning: case {gen.case}: {warning}", file=sys.stderr)
     return 0

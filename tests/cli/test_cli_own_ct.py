@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +13,8 @@ from reg2rg_lib.cli import main as cli_main
 from reg2rg_lib.data.importer import write_dicom_series
 from reg2rg_lib.data.layout import volume_relpath, write_nifti
 from reg2rg_lib.env.assets import find_ct_source
+from reg2rg_lib.infer.predictions import PRED_COLUMNS
+from reg2rg_lib.io import write_csv_atomic
 from reg2rg_lib.regions import REGIONS
 
 NAME = "valid_9001_a_1"
@@ -65,3 +68,40 @@ def test_report_command_end_to_end(dicom_and_labels, trained, tmp_path, capsys):
     assert report["case"] == NAME and "breast" in report["absent"]
     assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"report.md", "report.json", "report.png"}
     assert "absent: " in capsys.readouterr().out
+
+
+def test_report_command_says_which_region_got_no_paragraph(tmp_path, monkeypatch, capsys):
+    """A CT with only bone and lung masks, and a model that heads slot 0 (bone) "lung" and leaves slot 1 (lung)
+    empty (what was seen on a real CT): the report says so in words, stderr names the region and the case, exit 0.
+    The model is replaced by the text it wrote; prep, the slot assignment and the report files are the real ones."""
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    write_nifti(tmp_path / f"{NAME}.nii.gz", np.full((24, 24, 12), -700.0, np.float32), affine)
+    for i, region in enumerate(["bone", "lung"]):
+        m = np.zeros((24, 24, 12), np.uint8)
+        m[2 + 10 * i: 10 + 10 * i, 4:20, 2:10] = 1
+        write_nifti(tmp_path / "seg" / f"{region}.nii.gz", m, affine)
+    text = "The region 0 is lung: A nodule in the left upper lobe. The region 1 is lung:  "
+    seen = {}
+
+    def fake_generation(model, cache, out_csv, **kwargs):
+        seen["regions"] = cache.cases("test")[0].regions
+        row = {"AccNum": NAME, "Question": "q", "GT_combined_report": "-", "Pred_combined_report": text}
+        return write_csv_atomic(out_csv, PRED_COLUMNS, [row], lineterminator="\n")
+
+    monkeypatch.setattr("reg2rg_lib.infer.generate.load_model",
+                        lambda *a, **k: SimpleNamespace(config=SimpleNamespace(image_size=(16, 16, 8))))
+    monkeypatch.setattr("reg2rg_lib.infer.report.generate_predictions", fake_generation)
+    assert cli_main(["report", "--checkpoint", "unused", "--ct", str(tmp_path / f"{NAME}.nii.gz"), "--regions",
+                     str(tmp_path / "seg"), "--out", str(tmp_path / "rep")]) == 0
+    assert seen["regions"] == ["bone", "lung"]  # the prompt's slots 0 and 1
+    err = capsys.readouterr().err.splitlines()
+    assert (f"[report] warning: case {NAME}: the model wrote no paragraph for lung (slot 1); the report says so in "
+            "its place") in err
+    assert any("slot 0 (bone) named lung" in line and NAME in line for line in err)
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    bone, lung = report["regions"]
+    assert bone["paragraph"] == "A nodule in the left upper lobe." and bone["named"] == "lung"
+    assert lung["paragraph"] is None and lung["missing"] and "no paragraph" in lung["note"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**lung** _(slot 1: its heading has no text)_: (the model wrote no paragraph for this region)" in md
+    assert "**bone** _(slot 0: the model named it lung (lung is slot 1))_: A nodule" in md
