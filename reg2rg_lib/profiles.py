@@ -81,10 +81,11 @@ class TrainSection:
     gradient_checkpointing: bool  # recompute LLM activations in backward (GPU memory for time)
     compile_layers: bool  # torch.compile each LLM decoder layer (GPU throughput)
     threads: int | None  # torch CPU threads while training; None: torch's default; 1: same numbers anywhere
-    region_dropout: float  # P(a training sample loses 1-3 regions); the paper: 0
+    region_dropout: float  # P(a training sample loses 1 to `region_dropout_max` regions); the paper: 0
     region_name_weight: float  # loss weight of the organ names in RRA targets (the paper: 1)
     finding_weight: float  # loss weight of target sentences that state a finding (the paper: 1)
     epochs: int | None = None  # passes over the train split when `max_steps` is None
+    region_dropout_max: int = 3  # the most regions a dropped sample loses (at least one is always kept)
 
 
 @dataclass(frozen=True)

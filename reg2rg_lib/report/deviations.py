@@ -112,7 +112,8 @@ def _length(p: Profile, cfg: Reg2RGConfig) -> str:
 
 def _dropout(p: Profile, cfg: Reg2RGConfig) -> str:
     r = p.train.region_dropout
-    return f"{r:.0%} of training samples lose 1-3 regions" if r else "none"
+    most = p.train.region_dropout_max
+    return f"{r:.0%} of training samples lose 1-{most} regions" if r else "none"
 
 
 def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:

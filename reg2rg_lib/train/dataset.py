@@ -52,6 +52,7 @@ class ReportDataset(torch.utils.data.Dataset):
         names: Sequence[str] | None = None,
         load_tensors: bool = True,
         region_dropout: float = 0.0,
+        region_dropout_max: int = 3,
         mark_findings: bool = False,
     ) -> None:
         records = cache.cases(split)
@@ -68,6 +69,9 @@ class ReportDataset(torch.utils.data.Dataset):
         # region dropout is a training setting of its own, not part of RRA: a no-RRA run keeps it (its prompt stays
         # in canonical order), so the `no_rra` ablation differs from `full` in alignment only
         self.region_dropout = region_dropout if shuffle_regions else 0.0
+        if region_dropout_max < 1:
+            raise KitError(f"region_dropout_max must be >= 1, got {region_dropout_max}")
+        self.region_dropout_max = region_dropout_max
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         # `mark_findings` (training with `finding_weight`): which target tokens state a finding (`finding_positions`)
         self.normal_sentences = normal_sentences(records) if mark_findings and with_targets else None
@@ -112,14 +116,14 @@ class ReportDataset(torch.utils.data.Dataset):
 
     def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
         """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability
-        `region_dropout` a sample loses 1-3 of its regions (prompt, visual tokens and target paragraphs alike, at
-        least one kept). Prompt lengths then vary, so the model cannot find region i's tokens by where they sit in
-        the usual 10-region prompt and has to match the digit i: a case with a region missing then reads like any
-        other (the demo uses 0.3; benchmarks/RESULTS.md)."""
+        `region_dropout` a sample loses 1 to `region_dropout_max` of its regions, uniformly (prompt, visual tokens
+        and target paragraphs alike, at least one kept). Prompt lengths then vary, so the model cannot find region
+        i's tokens by where they sit in the usual 10-region prompt and has to match the digit i: a case with
+        regions missing (a user's segmentation often has 2-5 of the 10) then reads like any other."""
         keep = list(range(n))
         if rng is None or self.region_dropout <= 0.0 or n < 2 or rng.random() >= self.region_dropout:
             return keep
-        drop = set(rng.sample(keep, rng.randint(1, min(3, n - 1))))
+        drop = set(rng.sample(keep, rng.randint(1, min(self.region_dropout_max, n - 1))))
         return [i for i in keep if i not in drop]
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
     region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
+    region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     finding_weight: float = 1.0  # loss weight of target sentences that state a finding (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
@@ -99,6 +100,8 @@ class TrainSettings:
             key |= {"lr_schedule": self.lr_schedule, "max_steps": self.max_steps, "epochs": self.epochs}
         if self.region_dropout:  # which regions each sample keeps
             key["region_dropout"] = self.region_dropout
+            if self.region_dropout_max != 3:  # keyed only when set, so older checkpoints still resume
+                key["region_dropout_max"] = self.region_dropout_max
         if self.finding_weight != 1.0:  # the loss (keyed only when set, so older checkpoints still resume)
             key["finding_weight"] = self.finding_weight
         return key

@@ -162,6 +162,7 @@ def train_run(
     features = _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
+                            region_dropout_max=settings.region_dropout_max,
                             mark_findings=settings.finding_weight != 1.0)
     if acc.is_main_process:
         _write_run_config(Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg)
