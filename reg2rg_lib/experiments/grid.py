@@ -6,7 +6,7 @@
 | `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
 | `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
 | `texture_geometry` | `use_global=False` | Table 5 |
-| `no_rra` | `rra=False` (and so no re-reference): paragraphs in canonical order without "The region i is X:"; training as `full` | Table 6 |
+| `no_rra` | `rra=False` (re-reference then has no heads to follow): paragraphs in canonical order without "The region i is X:"; training as `full` | Table 6 |
 | `no_reref` | `rereference=False`: region i's tokens only in the prompt, the paper's prompt (the demo's `full` re-references them after "The region i is X:") | kit |
 | `no_region_dropout` | training setting `region_dropout=0` (the paper's), model as `full` | Table 6 |
 | `name_weight_1` | training setting `region_name_weight=1` (the paper's plain cross-entropy), model as `full` | Table 6 |
@@ -60,8 +60,8 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("texture_only", "texture tokens only (no geometry, no global)",
              {"use_geometry": False, "use_global": False}),
     Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
-    Ablation("no_rra", "RRA off: canonical order, no region prefixes (region dropout as in full; no re-reference, "
-             "which follows the prefixes)", {"rra": False, "rereference": False}),
+    Ablation("no_rra", "RRA off: canonical order, no region prefixes (region dropout as in full; re-reference, "
+             "which follows the prefixes, has none to follow)", {"rra": False}),
     Ablation("no_reref", "re-reference off: region i's tokens only in the prompt (the paper's prompt); training as "
              "full", {"rereference": False}),
     Ablation("no_region_dropout", "region dropout 0 (the paper's); model as full", train={"region_dropout": 0.0}),

@@ -140,7 +140,8 @@ class Reg2RGConfig:
     rra: bool = True  # region-report alignment. False: target = paragraphs in canonical order, no prefixes
     # re-reference (a departure from the paper's prompt, off in the paper preset): right after each "The region i
     # is <organ>:" of an RRA target, region i's own placeholders are inserted again (loss-masked), so the tokens a
-    # paragraph is written from sit next to it; the decoder inserts them when it has written the head
+    # paragraph is written from sit next to it; the decoder inserts them when it has written the head. Without RRA
+    # there are no heads, so it has no effect
     rereference: bool = False
 
     seed: int = 0  # initialisation seed of the randomly initialised parts
@@ -233,8 +234,6 @@ class Reg2RGConfig:
                 raise KitError(f"model config: {name} {rows} has fewer rows than the patch grid {grid}")
         if self.llm_finetune not in ("lora", "full", "frozen"):
             raise KitError(f"model config: llm_finetune={self.llm_finetune!r}; expected lora, full or frozen")
-        if self.rereference and not self.rra:
-            raise KitError("model config: rereference needs rra (it follows each \"The region i is <organ>:\")")
         if self.region_tokens == 0:
             raise KitError("model config: use_texture and use_geometry are both off: a region would have no tokens")
         if self.llm_hidden % self.llm_heads or self.llm_heads % self.llm_kv_heads:

@@ -111,11 +111,10 @@ def test_a_head_for_a_region_not_in_the_prompt_inserts_nothing(reref):
     assert max((ref[p - 1 + t] - logits[t][0]).abs().max().item() for t in range(len(forced))) < 1e-4
 
 
-def test_rereference_needs_rra_and_the_kit_decoder(reref):
-    _, _, cfg, model = reref
-    with pytest.raises(KitError, match="rereference needs rra"):
-        cfg.replace(rra=False)
-    assert cfg.replace(rra=False, rereference=False).rra is False
+def test_rereference_follows_rra_heads_and_needs_the_kit_decoder(reref):
+    cache, tok, cfg, model = reref
+    plain = ReportDataset(cache, "train", tok, cfg.replace(rra=False), shuffle_regions=False)[0]["sample"]
+    assert not set(plain.input_ids[plain.n_prompt:]) & set(model.reg2rg_token_ids)  # no heads: nothing inserted
     with pytest.raises(KitError, match="re-reference"):
         decode_engine(model, DecodeSettings(do_sample=True, top_k=30))
     assert decode_engine(model, DecodeSettings(), "hf") == "kit"  # greedy: the kit's loop, whatever was asked
