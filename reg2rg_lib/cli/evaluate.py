@@ -1,5 +1,6 @@
-"""`reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|compare|all`: the paper's metrics and the kit's
-additions (CRG, region-level CE, grounded findings, BERTScore from local weights) on any predictions CSV.
+"""`reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|image-use|compare|all`: the paper's metrics and the
+kit's additions (CRG, region-level CE, grounded findings, BERTScore from local weights) on any predictions CSV, and
+the image-use instrument on a trained model and its prep cache (does the model read the image?).
 
 Column names default to the released formats (GT_combined_report/Pred_combined_report, else
 GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column. Bad input (a missing file or
@@ -94,6 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--data", default=None,
                    help="the embedded benchmark folder (or its manifest.json): also score grounded findings")
     q.add_argument("--bertscore-model", default=None, help="local encoder folder: also compute BERTScore")
+    q.add_argument("--checkpoint", default=None,
+                   help="the model that wrote the predictions (run folder, checkpoint or model folder): with --cache, "
+                        "also run the image-use instrument -> DIR/image_use.csv")
+    q.add_argument("--cache", default=None, help="the prep cache the predictions were generated from (with --checkpoint)")
+    q.add_argument("--split", default="test", help="the split the predictions are of, for image use (default test)")
     q.add_argument("--out", required=True, help="output folder")
     _resampling(q)
     q.set_defaults(func=_all)
@@ -126,6 +132,22 @@ def _register_beyond_the_paper(ev: argparse._SubParsersAction) -> None:
                    help="score whole reports with their region prefixes (default: strip them, as the paper)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_model_based)
+
+    q = ev.add_parser("image-use", help="does the model read the image? per label: what the spliced region vectors "
+                                        "carry vs what the LLM uses -> DIR/image_use.csv")
+    _image_use_args(q)
+    q.add_argument("--split", default="test", help="the split to evaluate (default test; probes fit on train)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_image_use)
+
+
+def _image_use_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--checkpoint", required=True, help="run folder, checkpoint or model folder (as `reg2rg generate`)")
+    q.add_argument("--cache", required=True, help="the prep cache (the embedded benchmark's, with its labels)")
+    q.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="only these CT-RATE labels (default: every label the benchmark inserts)")
+    q.add_argument("--batch-size", type=int, default=16, help="teacher-forced samples per forward pass")
+    q.add_argument("--seed", type=int, default=0, help="probe and control-shift seed")
 
 
 def _print_row(title: str, row: dict[str, str]) -> None:
@@ -237,7 +259,11 @@ def _region(args: argparse.Namespace) -> int:
     pairs = _pairs(args)
     m = region_recognition(pairs.references, pairs.predictions, pairs.ids)
     paths = write_region_outputs(m, args.out)
-    print(f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples")
+    topic = m["topic"]
+    share = "n/a" if topic["share"] is None else f"{topic['share']:.4f}"
+    print(f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples; "
+          f"topic consistency {share} ({topic['consistent']} of {topic['paragraphs']} generated paragraphs on "
+          "their organ's topic)")
     print(f"macro F1: all regions {m['macro_all']['f1']:.4f}; without lung/pleura "
           f"{m['macro_without_lung_pleura']['f1']:.4f}")
     print(f"wrote {paths['json']}")
@@ -264,8 +290,33 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_paths(**paths: str) -> None:
+    from reg2rg_lib.errors import BadInputError
+
+    for what, path in paths.items():
+        if not Path(path).expanduser().exists():
+            raise BadInputError(path, f"{what} not found")
+
+
+def _image_use(args: argparse.Namespace) -> int:
+    from reg2rg_lib.metrics.image_use import evaluate_image_use, image_use_text
+
+    _check_paths(checkpoint=args.checkpoint, **{"prep cache": args.cache})
+    table = evaluate_image_use(args.checkpoint, args.cache, args.out, args.split, labels=args.labels,
+                               batch_size=args.batch_size, seed=args.seed)
+    print(image_use_text(table))
+    print(f"wrote {Path(args.out) / 'image_use.csv'}")
+    return 0
+
+
 def _all(args: argparse.Namespace) -> int:
+    from reg2rg_lib.errors import KitError
     from reg2rg_lib.metrics.pipeline import evaluate_predictions
+
+    if (args.checkpoint is None) != (args.cache is None):
+        raise KitError("evaluate all: the image-use instrument needs both --checkpoint and --cache")
+    if args.checkpoint is not None:
+        _check_paths(checkpoint=args.checkpoint, **{"prep cache": args.cache})
 
     headline = evaluate_predictions(args.predictions, args.out, labels=args.labels, gt_column=args.gt_column,
                                     pred_column=args.pred_column, labeler=args.labeler, by_region=args.by_region,
@@ -274,4 +325,10 @@ def _all(args: argparse.Namespace) -> int:
                                     allow_empty_predictions=args.allow_empty_predictions)
     _print_row("headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()})
     print(f"wrote {Path(args.out) / 'summary.json'}")
+    if args.checkpoint is not None:
+        from reg2rg_lib.metrics.image_use import evaluate_image_use, image_use_text
+
+        table = evaluate_image_use(args.checkpoint, args.cache, args.out, args.split, seed=args.seed)
+        print(image_use_text(table))
+        print(f"wrote {Path(args.out) / 'image_use.csv'}")
     return 0

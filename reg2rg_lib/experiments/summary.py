@@ -1,6 +1,8 @@
 """`summary.json`: the headline metrics of every run of one profile (`{"profile", "runs": {run: {metric: value}}}`).
 
 `SUMMARY_METRICS` are the keys every run carries; runs from an earlier grid are kept when a new grid is merged in.
+`EVALUATION_METRICS` every run carries too, null where not applicable (`topic_consistency` is null for a run whose
+reports name no region, as `region_accuracy` is); `SHOWN_METRICS` are the columns of the README's table.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ SUMMARY_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUG
 #: Evaluation beyond the paper (issue 17) that every run also carries: null where not applicable (CRG without a
 #: positive reference label, grounded findings off the embedded benchmark, attribute accuracy with nothing checked).
 EVALUATION_METRICS: tuple[str, ...] = ("CRG", "grounded_recall", "attribute_accuracy", "false_findings_per_case",
-                                       "region_CE_macro_F1")
+                                       "region_CE_macro_F1", "topic_consistency")
+#: The columns a summary table shows (the README's demo block): the contract's metrics with topic consistency (the
+#: share of generated paragraphs on the topic of the organ they name) beside region accuracy, which reads the
+#: organ name only.
+SHOWN_METRICS: tuple[str, ...] = ("region_accuracy", "topic_consistency",
+                                  *(m for m in SUMMARY_METRICS if m != "region_accuracy"))
 REFERENCE = "full"
 STATS_FILE = "ablation_stats.csv"
 

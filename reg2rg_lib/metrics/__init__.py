@@ -6,8 +6,12 @@ Modules
 - `nltk_assets`: WordNet + Punkt for METEOR without nltk's downloader (`reg2rg assets fetch` builds them).
 - `labeler`: report -> 18 CT-RATE labels (`RuleLabeler`, or a local transformers classifier).
 - `ce`: clinical-efficacy precision/recall/F1 in the authors' file formats (`evaluate_ce`).
-- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), and region-level CE
+- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), topic consistency (the share
+  of generated paragraphs whose sentences belong to the organ they name: `topic_consistency`), and region-level CE
   (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
+- `image_use`: does the model read the image? Per benchmark label, a probe of the spliced region vectors (carried),
+  the teacher-forced log-odds AUC with the case's own vectors (used) and another case's (control)
+  (`evaluate_image_use`, `image_use_table`).
 - `crg`: the VLM3D challenge's CRG over the label table (`crg_score`).
 - `grounded`: grounded finding accuracy against the embedded benchmark's ground truth (`grounded_findings`).
 - `model_based`: BERTScore from a local model folder only (`bertscore`; optional extra `bertscore`).
@@ -15,7 +19,8 @@ Modules
 - `pipeline`: `evaluate_predictions(pred_csv, out_dir, labels=None, ...)`, the one call notebooks 04/05 use.
 - `io`: reading prediction/label CSVs with one-line errors.
 - `case_report`: one case's `report.json` / `report.md` / `report.png` (`reg2rg report`).
-Command line: `reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|compare|all`; benchmark: `reg2rg bench metrics`.
+Command line: `reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|image-use|compare|all`; benchmark:
+`reg2rg bench metrics`.
 """
 
 from __future__ import annotations

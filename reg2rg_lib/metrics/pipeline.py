@@ -2,7 +2,8 @@
 
 `evaluate_predictions(pred_csv, out_dir)` scores
 - NLG on whole reports with the region scaffolding removed (the paper's Table numbers; `strip_region_prefix`),
-- region recognition from the "The region i is <organ>:" prefixes against the reference's,
+- region recognition from the "The region i is <organ>:" prefixes against the reference's, and topic consistency
+  (the share of generated paragraphs whose sentences belong to the organ they name; `region.topic_consistency`),
 - clinical efficacy from 18 labels: reference labels from `labels` (a CSV of exact labels, e.g. the embedded
   benchmark's `<split>_predicted_labels.csv`, or a full GT_/Pred_ label table) or from the labeler, prediction
   labels from the labeler (rules by default),
@@ -91,7 +92,7 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
                          allow_empty_predictions: bool = True) -> dict[str, Any]:
     """Every metric for one predictions CSV; writes the files listed in the module docstring.
 
-    Returns the headline numbers: region_accuracy, BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means),
+    Returns the headline numbers: region_accuracy, topic_consistency (None without numbered paragraphs), BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means),
     Overall_*, CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), CRG, region macro F1s,
     region_CE_macro_F1/region_CE_micro_F1, n; with `ground_truth` (the benchmark folder or its manifest)
     grounded_recall, attribute_accuracy, false_findings_per_case; with `bertscore_model` BERTScore_F1.
@@ -122,6 +123,7 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
             table.to_csv(tmp, index=False)
 
     headline: dict[str, Any] = {"n": nlg.n, "region_accuracy": region["accuracy"],
+                                "topic_consistency": region["topic_consistency"],
                                 "region_macro_F1": region["macro_all"]["f1"],
                                 "region_macro_F1_without_lung_pleura": region["macro_without_lung_pleura"]["f1"]}
     headline.update(nlg.headline())

@@ -6,6 +6,7 @@ run's files with their numbers in them, so that no sentence can contradict the o
     ablation_story(summary, stats)     notebook 05, the README: which run beats which on each metric, with p-values
     release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as printed?
     region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
+    topic_consistency_check(metrics, p)  notebook 04: the profile's topic-consistency goal, checked
     readme_results(summary_path)       the README's generated demo block; `write_readme_results` writes it
     expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it fails
 
@@ -448,16 +449,52 @@ def region_accuracy_check(metrics: Mapping[str, Any], profile: str | Profile) ->
     return expectation(float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}")
 
 
+#: Topic-consistency goals a profile states (issue 25: paragraphs on their own organ's topic); others state none.
+TOPIC_CONSISTENCY_GOALS: dict[str, float] = {"demo": 0.95}
+
+
+def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) -> Expectation:
+    """The profile's topic-consistency goal (`TOPIC_CONSISTENCY_GOALS`; the share of generated paragraphs whose
+    sentences belong to the organ they name, `metrics.region.topic_consistency`) against a run's evaluation, as
+    `region_accuracy_check` does for region accuracy: the two goals hold together or the names are hollow."""
+    name = load_profile(profile).name
+    goal, share = TOPIC_CONSISTENCY_GOALS.get(name), metrics.get("topic_consistency")
+    if goal is None:
+        return expectation(None, f"a topic-consistency goal (profile {name} states none)",
+                           f"{share:.4f}" if share is not None else "")
+    text = f"topic consistency >= {goal:g} (profile {name})"
+    if share is None:
+        return expectation(None, text, "no numbered paragraphs to read (or evaluated before topic consistency)")
+    return expectation(float(share) >= goal, text, f"{float(share):.4f}")
+
+
+def names_and_topics(summary: Mapping[str, Any]) -> str:
+    """One sentence: `full`'s region accuracy and topic consistency side by side (the README's block), or "" when
+    the summary has no `full` run."""
+    full = (summary.get("runs") or {}).get(REFERENCE)
+    if not full:
+        return ""
+    acc, topic = full.get("region_accuracy"), full.get("topic_consistency")
+    names = "n/a" if acc is None else f"{float(acc):.4f}"
+    topics = ("topic consistency n/a (not evaluated, or no numbered paragraphs)" if topic is None else
+              f"topic consistency {float(topic):.4f}: the share of its generated paragraphs whose every sentence "
+              "belongs to the organ the paragraph names")
+    return (f"`{REFERENCE}`: region accuracy {names} (the organ names only), {topics}.")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The README's demo block
 
 
 def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
     """The README's generated demo block: the headline table of `summary.json` with its date and machine
-    (`tables.summary_markdown`), then `ablation_story` and `component_checks` from `ablation_stats.csv` beside
+    (`tables.summary_markdown`: topic consistency beside region accuracy), `full`'s two side by side in words
+    (`names_and_topics`), then `ablation_story` and `component_checks` from `ablation_stats.csv` beside
     it (a failed check as a "Warning:" line)."""
     checks = "\n".join(f"- {check.line}" for check in component_checks(summary_path))
-    return (summary_markdown(summary_path, machine).rstrip() + "\n\nWhat the runs show (generated from the files "
+    topics = names_and_topics(read_summary(summary_path))
+    return (summary_markdown(summary_path, machine).rstrip() + (f"\n\n{topics}" if topics else "")
+            + "\n\nWhat the runs show (generated from the files "
             "above):\n\n" + ablation_story(summary_path) + "\n\nThe paper's ablation claims on these runs:\n\n"
             + checks + "\n")
 

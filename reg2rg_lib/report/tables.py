@@ -41,7 +41,7 @@ from reg2rg_lib.experiments.seeds import main_family as seed_main_family
 from reg2rg_lib.experiments.seeds import read_rows as seed_rows
 from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
 from reg2rg_lib.experiments.seeds import spread as seed_spread
-from reg2rg_lib.experiments.summary import SUMMARY_METRICS, read_summary
+from reg2rg_lib.experiments.summary import SHOWN_METRICS, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
 from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
@@ -300,10 +300,14 @@ def recompute_release_ce(release_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def region_rows(metrics: Mapping[str, Any]) -> tuple[float, pd.DataFrame]:
-    """(mean accuracy, per-region precision/recall/F1) of a run's `metrics/region_metrics.json`."""
+    """(mean accuracy, per-region precision/recall/F1) of a run's `metrics/region_metrics.json`; the table's
+    `attrs["topic_consistency"]` holds the run's topic consistency (None when the file predates it or the reports
+    name no region)."""
     per = [{"region": r, "precision": m["precision"], "recall": m["recall"], "F1": m["f1"]}
            for r, m in metrics["per_region"].items() if r in REGIONS]
-    return float(metrics["accuracy"]), pd.DataFrame(per, columns=["region", "precision", "recall", "F1"])
+    table = pd.DataFrame(per, columns=["region", "precision", "recall", "F1"])
+    table.attrs["topic_consistency"] = metrics.get("topic_consistency")
+    return float(metrics["accuracy"]), table
 
 
 def table2_ce(
@@ -361,7 +365,10 @@ def table3_region_recognition(
     kit_runs: Mapping[str, tuple[float, pd.DataFrame]] | None = None,
     profile: str = "",
 ) -> pd.DataFrame:
-    """Table 3, region recognition: mean per-report accuracy and per-region F1, one row per source.
+    """Table 3, region recognition: mean per-report accuracy, topic consistency (the kit's: the share of generated
+    paragraphs whose sentences belong to the organ they name, `metrics.region.topic_consistency`; the per-region
+    table's `attrs["topic_consistency"]`, as `region_rows` sets it; NaN for the release, which has no paragraphs
+    to read) and per-region F1, one row per source.
 
     The released `region_classification_report.txt` was produced from a different prediction file than the one
     released (see ../shared/reference/README.md), so its source says so. `kit_runs` maps run -> (mean accuracy,
@@ -378,9 +385,11 @@ def table3_region_recognition(
         sources.append((BENCHMARK, f"kit: {run}", _kit_source(run, profile), acc, per))
     for dataset, model, source, acc, per in sources:
         f1 = dict(zip(per["region"], per["F1"].astype(float)))
+        topic = per.attrs.get("topic_consistency")
         rows.append({"dataset": dataset, "model": model, "source": source, "accuracy": acc,
+                     "topic consistency": math.nan if topic is None else float(topic),
                      **{f"F1 {r}": f1.get(r, math.nan) for r in REGIONS}})
-    cols = ["dataset", "model", "source", "accuracy", *(f"F1 {r}" for r in REGIONS)]
+    cols = ["dataset", "model", "source", "accuracy", "topic consistency", *(f"F1 {r}" for r in REGIONS)]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -523,17 +532,18 @@ def load_json(path: str | os.PathLike[str]) -> Any:
 
 
 def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
-    """The README's "current demo results" block: `summary.json`'s headline metrics per run, with the date and
-    machine it was produced on (`reg2rg_lib.env.doctor.machine()` when not given)."""
+    """The README's "current demo results" block: `summary.json`'s headline metrics per run (`SHOWN_METRICS`: topic
+    consistency beside region accuracy; n/a where a run has none), with the date and machine it was produced on
+    (`reg2rg_lib.env.doctor.machine()` when not given)."""
     summary = read_summary(summary_path)
     if machine is None:
         machine = doctor.machine()
     rows = [{"run": run, **{m: format_cell(None if metrics.get(m) is None else float(metrics[m])).replace("–", "n/a")
-                            for m in SUMMARY_METRICS}} for run, metrics in summary["runs"].items()]
+                            for m in SHOWN_METRICS}} for run, metrics in summary["runs"].items()]
     where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
     head = (f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} "
             f"(`make reproduce`; from `outputs/{summary['profile']}/summary.json`).\n\n")
-    table = to_markdown(pd.DataFrame(rows, columns=["run", *SUMMARY_METRICS]))
+    table = to_markdown(pd.DataFrame(rows, columns=["run", *SHOWN_METRICS]))
     spread_csv = REPO_ROOT / "benchmarks" / "seeds" / f"{summary['profile']}.csv"
     spread = seed_spread_markdown(spread_csv, order=list(summary["runs"])) if spread_csv.is_file() else ""
     return head + table.rstrip() + "\n" + ("\n" + spread + "\n" if spread else "")

