@@ -62,6 +62,7 @@ class ModelSection:
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
     #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
     rereference: bool = False  # region i's tokens again after "The region i is <organ>:" (the paper: false)
+    mask_coverage: bool = False  # the geometry encoder reads the masks' area-resized coverage, not binarised masks
 
 
 @dataclass(frozen=True)

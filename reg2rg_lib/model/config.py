@@ -143,6 +143,9 @@ class Reg2RGConfig:
     # paragraph is written from sit next to it; the decoder inserts them when it has written the head. Without RRA
     # there are no heads, so it has no effect
     rereference: bool = False
+    # the geometry encoder's input: False, the region mask binarised (any coverage -> 1); True, the prep cache's
+    # area-resized coverage (fractions at the boundary, so a region's volume is read to within a voxel's part)
+    mask_coverage: bool = False
 
     seed: int = 0  # initialisation seed of the randomly initialised parts
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json

@@ -159,7 +159,7 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
         text = (f"The loss is next-token cross-entropy; `train.region_name_weight: {w:g}` has no organ names to "
                 "weigh here (without RRA the targets carry no \"The region i is <organ>:\" prefixes).")
     if s.region_dropout and rra:
-        text += (f" Region dropout: {s.region_dropout:.0%} of the training samples lose 1-3 regions "
+        text += (f" Region dropout: {s.region_dropout:.0%} of the training samples lose 1-{s.region_dropout_max} regions "
                  "(not in the paper).")
     return text
 

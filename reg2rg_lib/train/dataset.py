@@ -87,7 +87,8 @@ class ReportDataset(torch.utils.data.Dataset):
                                f"{err}); rerun `reg2rg prepare`") from err
             keep: dict[str, torch.Tensor] = {}
             if vis.get("region_masks") is not None:
-                keep["region_masks"] = vis["region_masks"].bool()  # (R, 1, H, W, D)
+                masks = vis["region_masks"]  # (R, 1, H, W, D): coverage in [0, 1] (half precision: exact in eighths),
+                keep["region_masks"] = masks.half() if cfg.mask_coverage else masks.bool()  # or binarised
             if features is None:
                 for key in ("global_images", "region_images"):
                     if vis.get(key) is not None:

@@ -98,8 +98,9 @@ def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
     ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the profile
     folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
     overrides = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
-    if profile.model.rereference:
-        overrides["rereference"] = True
+    for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
+        if getattr(profile.model, switch):
+            overrides[switch] = True
     if profile.model.vision_checkpoint:
         overrides["vision_checkpoint"] = vision_checkpoint(profile, paths)
     changes = dict(changes or {})

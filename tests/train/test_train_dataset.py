@@ -6,10 +6,11 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import load_tokenizer
+from reg2rg_lib.model import add_reg2rg_tokens, load_tokenizer
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.dataset import ReportDataset
 from reg2rg_lib.train.run import model_config
@@ -49,3 +50,19 @@ def test_region_dropout_keeps_order_and_validates(smoke):
         list(range(10))
     with pytest.raises(KitError, match="region_dropout_max"):
         _dataset(smoke, region_dropout=0.2, region_dropout_max=0)
+
+
+def test_masks_binarised_or_as_coverage(smoke):
+    """`mask_coverage`: the geometry encoder gets the prep cache's area-resized coverage (fractions at the region's
+    boundary), else binarised masks (any coverage -> True)."""
+    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
+    cfg = model_config(load_profile("smoke"))
+    add_reg2rg_tokens(tok, cfg)
+    name = cache.cases("train")[0].name
+    stored = cache.load(name, keys=["geometry"])["geometry"]  # (R, H, W, D)
+    binary = ReportDataset(cache, "train", tok, cfg, shuffle_regions=False, names=[name])[0]["region_masks"]
+    cover = ReportDataset(cache, "train", tok, cfg.replace(mask_coverage=True), shuffle_regions=False,
+                          names=[name])[0]["region_masks"]
+    assert binary.dtype == torch.bool and torch.equal(binary[:, 0], stored > 0)
+    assert cover.dtype == torch.float16 and torch.allclose(cover[:, 0].float(), stored, atol=1e-3)
+    assert bool(((stored > 0) & (stored < 1)).any())  # the smoke masks have fractional boundaries to keep
