@@ -87,6 +87,7 @@ class TrainSection:
     finding_weight: float  # loss weight of target sentences that state a finding (the paper: 1)
     epochs: int | None = None  # passes over the train split when `max_steps` is None
     region_dropout_max: int = 3  # the most regions a dropped sample loses (at least one is always kept)
+    fast_path: bool = True  # the fast training path (train.fast) where it applies; False: the plain loop
 
 
 @dataclass(frozen=True)

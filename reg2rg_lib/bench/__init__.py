@@ -3,5 +3,6 @@
     common.py      printing the figures (a table, or one JSON line)
     preprocess.py  the cached preprocessing vs the straightforward per-sample recipe (`recipe.py`)
     train.py       train-step, generate and gpu-step
+    train_demo.py  train-demo: today's training loop vs the fast path (`train/fast.py`), samples/s and both losses
     metrics.py     the offline metrics
 """

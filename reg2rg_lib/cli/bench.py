@@ -9,6 +9,7 @@ import importlib
 #: Modules that add `reg2rg bench <name>` subcommands.
 BENCH_MODULES: tuple[str, ...] = (
     "reg2rg_lib.bench.train",  # train-step, generate, gpu-step
+    "reg2rg_lib.bench.train_demo",  # train-demo
     "reg2rg_lib.bench.metrics",  # metrics
     "reg2rg_lib.bench.preprocess",  # preprocess
     "reg2rg_lib.bench.seeds",  # seeds

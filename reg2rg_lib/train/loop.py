@@ -13,7 +13,9 @@ resumed from step k logs the same losses as an uninterrupted one.
 that returns the loss. `run.train_run` wires in the real model and the prep cache for `reg2rg train`.
 
 `fit` reads top-down: `_setup` (run length, optimizer, schedule, accelerate), `_resume` or `_fresh_start`, then
-`_run_epoch` until the step budget is spent, each update finished by `_optimizer_step` (log, `_save`).
+`_run_epoch` until the step budget is spent, each micro-batch an `_update`, each update finished by
+`_optimizer_step` (log, `_save`). `Updates` runs the same update one batch at a time, without data loader, log or
+checkpoints (`reg2rg bench train-demo` alternates two training paths with it).
 """
 
 from __future__ import annotations
@@ -78,9 +80,12 @@ class TrainSettings:
     compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
     region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
     region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
+    fast_path: bool = True  # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     finding_weight: float = 1.0  # loss weight of target sentences that state a finding (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
+    fused_optimizer: bool = False  # AdamW's fused kernel: one call updates every tensor (the same update up to
+                                   # float rounding; ~1.5 ms a step less on the demo's 61 tensors, one core)
     threads: int | None = None  # torch CPU threads while training (None: torch's default); 1 = the same numbers
                                 # on any machine with the same torch build, whatever its core count
 
@@ -338,7 +343,8 @@ def _setup(model: torch.nn.Module, n_samples: int, settings: TrainSettings, acc:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise KitError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
+                                  fused=True if settings.fused_optimizer else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(settings.lr_schedule, settings.warmup_steps, total))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
@@ -429,15 +435,7 @@ def _run_epoch(run: _Run, state: _TrainState, dataset: torch.utils.data.Dataset,
         num_workers=settings.num_workers, generator=torch.Generator(),  # keeps the global RNG untouched
     )
     for batch in loader:
-        with acc.accumulate(run.model):
-            loss = _micro_step(acc, run.model, step_fn, batch, state.step)
-            if acc.sync_gradients and settings.max_grad_norm:
-                _check_grad_norm(acc, acc.clip_grad_norm_(run.params, settings.max_grad_norm), state.step, batch)
-            run.prepared_opt.step()
-            run.prepared_opt.zero_grad(set_to_none=True)
-        state.running += loss.detach().float()
-        state.micro += 1
-        state.samples += len(batch["names"]) if isinstance(batch, dict) and "names" in batch else 1
+        _update(run, state, batch, step_fn)
         if not acc.sync_gradients:
             continue
         _optimizer_step(run, state, epoch, monitor)
@@ -445,14 +443,36 @@ def _run_epoch(run: _Run, state: _TrainState, dataset: torch.utils.data.Dataset,
             break
 
 
-def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor) -> None:
-    """Bookkeeping after an update: the schedule, the step's loss averaged over ranks, the log, a checkpoint."""
+def _update(run: _Run, state: _TrainState, batch: Any,
+            step_fn: Callable[[torch.nn.Module, Any], torch.Tensor]) -> torch.Tensor:
+    """One micro-batch: forward + backward, and at an accumulation boundary the clipped optimizer update."""
+    acc, settings = run.acc, run.settings
+    with acc.accumulate(run.model):
+        loss = _micro_step(acc, run.model, step_fn, batch, state.step)
+        if acc.sync_gradients and settings.max_grad_norm:
+            _check_grad_norm(acc, acc.clip_grad_norm_(run.params, settings.max_grad_norm), state.step, batch)
+        run.prepared_opt.step()
+        run.prepared_opt.zero_grad(set_to_none=True)
+    state.running += loss.detach().float()
+    state.micro += 1
+    state.samples += len(batch["names"]) if isinstance(batch, dict) and "names" in batch else 1
+    return loss
+
+
+def _step_done(run: _Run, state: _TrainState) -> tuple[float, float]:
+    """After an update: the schedule steps; returns the step's loss averaged over ranks and the rate it used."""
     lr = run.scheduler.get_last_lr()[0]  # the rate this update used
     run.scheduler.step()
     state.step += 1
     mean_loss = run.acc.reduce(state.running / run.settings.grad_accum, reduction="mean").item()
     state.running.zero_()
     state.losses.append(mean_loss)
+    return mean_loss, lr
+
+
+def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor) -> None:
+    """Bookkeeping after an update: the schedule, the step's loss averaged over ranks, the log, a checkpoint."""
+    mean_loss, lr = _step_done(run, state)
     monitor.record(state.step, epoch, mean_loss, lr)
     if state.step % run.settings.save_every == 0 or state.step == run.total:
         _save(run, state)
@@ -462,6 +482,32 @@ def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor
                 run.on_checkpoint(state.step, run.writer.root / step_dir_name(state.step))
                 set_rng_state(rngs)
             run.acc.wait_for_everyone()
+
+
+class Updates:
+    """`fit`'s optimizer updates, one batch at a time, without its data loader, log and checkpoints: what
+    `reg2rg bench train-demo` times, so that two training paths can alternate step by step in one process.
+
+    `updates(batch, step_fn)` runs a micro-batch as `fit` does (AdamW + the schedule of `settings` over a run of
+    `n_samples` samples, gradient clipping, accumulation) and returns the loss of the step it completed (None
+    between accumulation boundaries)."""
+
+    def __init__(self, model: torch.nn.Module, settings: TrainSettings, n_samples: int,
+                 accelerator: Accelerator | None = None) -> None:
+        acc = accelerator or make_accelerator(settings)
+        self.run = _setup(model, n_samples, settings, acc, Path(os.devnull) / "checkpoints", None)
+        self.state = _TrainState(acc.device)
+        self.run.model.train()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.run.model
+
+    def __call__(self, batch: Any, step_fn: Callable[[torch.nn.Module, Any], torch.Tensor]) -> float | None:
+        _update(self.run, self.state, batch, step_fn)
+        if not self.run.acc.sync_gradients:
+            return None
+        return _step_done(self.run, self.state)[0]
 
 
 def _save(run: _Run, state: _TrainState) -> None:
