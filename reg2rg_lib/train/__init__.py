@@ -6,5 +6,6 @@
     features.py     the frozen-ViT feature cache (the frozen encoder runs once per case), `use_feature_cache`
     dataset.py      cached case -> prompt and RRA target (region shuffling, region dropout)
     collate.py      batching of samples and their visual tensors
+    fast.py         the fast training path: the same loss as run.reg2rg_step for less work (`reg2rg bench train-demo`)
     pretrain_vision.py  the CPU stand-in for RadFM's pretrained ViT3D (`reg2rg pretrain-vision`), train split only
 """
