@@ -468,6 +468,32 @@ def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) 
     return expectation(float(share) >= goal, text, f"{float(share):.4f}")
 
 
+#: The instrument's goals (issue 25): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
+#: teacher-forced log-odds ranks the cases at AUC >= 0.9 with their own vectors and <= 0.65 with another case's.
+IMAGE_USE_GOALS: dict[str, tuple[float, float]] = {"demo": (0.90, 0.65)}
+
+
+def image_use_check(table: Any, profile: str | Profile) -> Expectation:
+    """The profile's image-use goal (`IMAGE_USE_GOALS`) against `metrics.image_use`'s table: the lowest used AUC
+    and the highest control AUC over the labels the vectors carry (`image_use_headline`)."""
+    from reg2rg_lib.metrics.image_use import image_use_headline
+
+    name = load_profile(profile).name
+    goal = IMAGE_USE_GOALS.get(name)
+    if table is None:
+        return expectation(None, "the model reads the image", "no image-use table (not the embedded benchmark)")
+    head = image_use_headline(table)
+    used, control = head.get("image_use_min_used_auc"), head.get("image_use_max_control_auc")
+    found = (f"lowest used AUC {used:.2f}, highest control AUC {control:.2f} over the carried labels"
+             if used is not None and control is not None else "no label carried (probe AUC >= 0.9)")
+    if goal is None:
+        return expectation(None, f"an image-use goal (profile {name} states none)", found)
+    text = f"used AUC >= {goal[0]:g} and control AUC <= {goal[1]:g} wherever carried (profile {name})"
+    if used is None or control is None:
+        return expectation(None, text, found)
+    return expectation(used >= goal[0] and control <= goal[1], text, found)
+
+
 def names_and_topics(summary: Mapping[str, Any]) -> str:
     """One sentence: `full`'s region accuracy and topic consistency side by side (the README's block), or "" when
     the summary has no `full` run."""

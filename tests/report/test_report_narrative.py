@@ -282,3 +282,20 @@ def test_topic_consistency_sits_beside_region_accuracy(tmp_path: Path) -> None:
     assert topic_consistency_check({"topic_consistency": 0.99}, "demo").ok is True
     assert topic_consistency_check({"topic_consistency": None}, "demo").ok is None
     assert topic_consistency_check({"topic_consistency": 0.5}, "smoke").ok is None  # smoke states no goal
+
+
+def test_image_use_check_reads_the_carried_labels():
+    import pandas as pd
+
+    from reg2rg_lib.report.narrative import image_use_check
+
+    def table(used, control):
+        return pd.DataFrame({"label": ["Cardiomegaly", "Lung nodule"], "carried_auc": [0.99, 0.5],
+                             "used_auc": [used, 0.1], "control_auc": [control, 0.9],
+                             "gap_flag": [used < 0.9, False]})
+
+    assert image_use_check(table(0.95, 0.5), "demo").ok is True  # the uncarried label's figures do not count
+    assert image_use_check(table(0.85, 0.5), "demo").ok is False
+    assert image_use_check(table(0.95, 0.7), "demo").ok is False
+    assert image_use_check(table(0.95, 0.5), "smoke").ok is None  # smoke states no goal
+    assert image_use_check(None, "demo").ok is None
