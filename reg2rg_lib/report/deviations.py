@@ -192,7 +192,7 @@ REASONS: dict[str, str] = {
                      "rate than LoRA on LLaMA-2-7B)",
     "learning-rate schedule": "a small model trained from scratch settles when the rate decays to 0 instead of "
                               "hopping between solutions late in training",
-    "training length and batch": "the step budget of a <= 25 min CPU job; the paper trains for epochs on 8 GPUs",
+    "training length and batch": "the step budget of a <= 30 min CPU job; the paper trains for epochs on 8 GPUs",
     "region dropout": "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions",
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU budget, to "
