@@ -39,7 +39,7 @@ strip: setup  ## remove outputs and execution counts from notebooks/ (run before
 
 lock: setup  ## (dev) rewrite constraints.txt: the exact versions `make setup` installs (pyproject.toml keeps the ranges)
 	@echo "# Exact versions \`make setup\` installs (pip -c). Written by \`make lock\`; pyproject.toml keeps the ranges." > constraints.txt.tmp
-	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | LC_ALL=C sort >> constraints.txt.tmp
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/' | LC_ALL=C sort >> constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
 clean:  ## remove outputs, caches and the virtual environment
