@@ -330,6 +330,20 @@ def _region_tables(model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor)
     return table.view(b, cfg.max_regions, per, d), present.view(b, cfg.max_regions, per).all(-1)
 
 
+def _heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has_region: torch.Tensor,
+                   inserted: torch.Tensor) -> list[tuple[int, int]]:
+    """(row, i) for each candidate row whose text now ends with "The region i is <organ>:", i a region of its prompt
+    not re-referenced yet (marked in `inserted`). `written` (B, steps) is what the rows wrote so far."""
+    heads = []
+    for r in candidates.nonzero().flatten().tolist():
+        m = _HEAD_END.search(tok.decode(written[r, -24:].tolist()))
+        i = int(m.group(1)) if m else has_region.shape[1]
+        if i < has_region.shape[1] and bool(has_region[r, i]) and not bool(inserted[r, i]):
+            inserted[r, i] = True
+            heads.append((r, i))
+    return heads
+
+
 @torch.inference_mode()
 def greedy_generate_rereference(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                 *, max_new_tokens: int = 256, eos_token_id: int | None = None,
@@ -395,13 +409,7 @@ def greedy_generate_rereference(model: Reg2RG, input_ids: torch.Tensor, attentio
         if bool(done.all()) or step + 1 == max_new_tokens:
             return out[:, : step + 1]
         logits = run(all_rows, embed(nxt[:, None]))
-        heads = []
-        for r in (colon[nxt] & ~done).nonzero().flatten().tolist():
-            m = _HEAD_END.search(tok.decode(out[r, max(0, step - 23): step + 1].tolist()))
-            i = int(m.group(1)) if m else cfg.max_regions
-            if i < cfg.max_regions and bool(has_region[r, i]) and not bool(inserted[r, i]):
-                inserted[r, i] = True
-                heads.append((r, i))
+        heads = _heads_written(tok, out[:, : step + 1], (colon[nxt] & ~done), has_region, inserted)
         if heads:
             rows = torch.tensor([r for r, _ in heads], device=dev)
             which = torch.tensor([i for _, i in heads], device=dev)
