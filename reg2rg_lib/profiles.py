@@ -309,3 +309,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def parse_assignments(items: list[str] | tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
+    """`["FIELD=VALUE", ...]` (a command line's repeated `flag`) -> {FIELD: VALUE parsed as YAML}; a KitError
+    naming the flag for an item without "="."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise KitError(f"{flag} expects FIELD=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out

@@ -36,7 +36,7 @@ from reg2rg_lib.bench.common import report
 from reg2rg_lib.env.doctor import machine
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.paths import RunPaths, default_out_dir
-from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.profiles import load_profile, parse_assignments
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
@@ -410,14 +410,7 @@ def cpu_model() -> str:
 
 
 def _train_demo(args: argparse.Namespace) -> int:
-    import yaml
-
-    changes = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise KitError(f"--set expects FIELD=VALUE, got {item!r}")
-        changes[key] = yaml.safe_load(value)
+    changes = parse_assignments(args.set)
     figures = train_demo(args.profile, args.work, args.batch_size, args.steps, args.warmup, args.check,
                          args.threads, args.breakdown, changes)
     if args.json:

@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from reg2rg_lib._version import __version__
 from reg2rg_lib.env.assets import check_smollm2, fetch_assets, fetch_smollm2, find_ct_source
 from reg2rg_lib.env.doctor import package_versions, print_report, run_checks
 from reg2rg_lib.env.nltk import check_nltk, fetch_nltk_data
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.profiles import parse_assignments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,13 +89,11 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.nbtools.runner import NotebookFailed, run_notebooks
 
-    params = {}
-    for item in args.parameter:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: --parameter expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        params[key] = yaml.safe_load(value)
+    try:
+        params = parse_assignments(args.parameter, "--parameter")
+    except KitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     only = args.only.split(",") if args.only else None
     extra = {"notebook_dir": args.notebooks_dir} if args.notebooks_dir else {}
     try:

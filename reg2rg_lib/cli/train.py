@@ -14,12 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import folder_lock
 from reg2rg_lib.paths import RunPaths
-from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.profiles import load_profile, parse_assignments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,12 +72,7 @@ def _train(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.train.run import train_run
 
-    changes = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise KitError(f"--set expects FIELD=VALUE, got {item!r}")
-        changes[key] = yaml.safe_load(value)
+    changes = parse_assignments(args.set)
     train_run(args.profile, args.out, cache_dir=args.cache, tokenizer_dir=args.tokenizer,
               max_steps=args.max_steps, save_every=args.save_every, resume=args.resume, model_changes=changes,
               llm_arch=args.llm, feature_cache=False if args.no_feature_cache else None)

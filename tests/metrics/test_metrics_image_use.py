@@ -5,7 +5,6 @@ heart and lung; cardiomegaly drawn into the heart mask's size) so that the answe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -41,14 +40,7 @@ SIZE = (32, 32, 8)
 REGIONS = ["heart", "lung"]  # canonical order: the heart is region 0
 
 
-@contextlib.contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: a second thread only spins on a loaded 2-core machine
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from threads import one_thread  # noqa: E402  (tests/threads.py: a second thread only spins on 2 loaded cores)
 
 
 @pytest.fixture(autouse=True)

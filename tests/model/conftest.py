@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import pytest
@@ -59,16 +58,7 @@ def visual_batch():
     return _visual_batch
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning threads
-    make them ~10x slower (measured: 94 s vs 8 s for 100 tiny training steps)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from threads import one_thread  # noqa: E402  (tests/threads.py)
 
 
 @pytest.fixture(autouse=True)
