@@ -30,6 +30,7 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, PredictionWriter, decoding_path, read_predictions
 from reg2rg_lib.io import write_csv_atomic, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, build_target, load_official_checkpoint, load_tokenizer
+from reg2rg_lib.model.prompt import HEAD_RE
 from reg2rg_lib.profiles import GenerateSection
 from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint
 from reg2rg_lib.train.collate import Collator, model_inputs
@@ -310,7 +311,7 @@ class _RowWriter:
 
 
 #: The end of a region head in generated text ("... The region 3 is heart:"); group 1 is i.
-_HEAD_END = re.compile(r"The region (\d+) is [^:.]{1,40}:\s*$")
+_HEAD_END = re.compile(HEAD_RE.pattern + r"\s*$")
 
 
 def _region_tables(model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

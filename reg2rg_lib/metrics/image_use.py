@@ -19,7 +19,7 @@ For each label, with `region` the organ whose paragraph reports it (`LABEL_FINDI
   the first slot only (the rest filled with `SLOT_FILL` for a natural tokenisation, and not scored), so that a
   wrong number or side does not hide a right finding; paraphrases whose scored openings coincide are scored once.
   Character spans of the target map to token positions only through the sample's own mapping
-  (`train.dataset.target_token_positions`, or `_token_positions` before it was public), so targets that hold more
+  (`train.dataset.target_token_positions`), so targets that hold more
   than the text (re-reference tokens) are scored at the right positions; each sample is cut after the candidate's
   last token (a causal LM: what follows cannot change the score).
 - **control**: the same log-odds with every region tensor of the region (ViT features or images, and its mask) taken
@@ -64,7 +64,7 @@ from reg2rg_lib.train.dataset import ReportDataset
 from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
 
 #: The sample's own span -> token-position mapping (public under this name once re-reference lands).
-token_positions = getattr(_dataset, "target_token_positions", None) or _dataset._token_positions
+token_positions = _dataset.target_token_positions
 
 #: label -> the benchmark's finding kinds that make it positive (their sentences, `reports.ABNORMAL`).
 LABEL_FINDINGS: dict[str, tuple[str, ...]] = {

@@ -161,11 +161,12 @@ def name_positions(sample: Any, tokenizer: Any) -> list[int]:
     where the model shows whether it recognised the region (the loss can weigh them up: `region_name_weight`)."""
     if not sample.target:
         return []
-    return _token_positions(sample, tokenizer, [m.span(1) for m in _NAME_RE.finditer(sample.target)])
+    return target_token_positions(sample, tokenizer, [m.span(1) for m in _NAME_RE.finditer(sample.target)])
 
 
-def _token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) -> list[int]:
-    """Positions in `sample.input_ids` of the target tokens that overlap any character span of `sample.target`."""
+def target_token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) -> list[int]:
+    """Positions in `sample.input_ids` of the target tokens that overlap any character span of `sample.target`
+    (through `Sample.target_positions`, so tokens re-reference inserted are skipped)."""
     if not spans:
         return []
     enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
@@ -174,9 +175,6 @@ def _token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) 
            if t < len(where) and any(a < end and b > start for start, end in spans)]
     return [p for p in out if p < len(sample.input_ids)]
 
-
-#: The public name of the span -> input-position mapping (re-reference aware: `Sample.target_positions`).
-target_token_positions = _token_positions
 
 
 #: A sentence of a report paragraph (up to and including its full stop).
@@ -229,7 +227,7 @@ def finding_positions(sample: Any, tokenizer: Any, normal: dict[str, set[str]]) 
     for start, end, seen in parts:
         paragraph = sample.target[start:end]
         spans += [(start + a, start + b) for a, b in _sentences(paragraph) if paragraph[a:b] not in seen]
-    return _token_positions(sample, tokenizer, spans)
+    return target_token_positions(sample, tokenizer, spans)
 
 
 def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,
