@@ -58,13 +58,9 @@ from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.model import build_sample
 from reg2rg_lib.model.prompt import GEOMETRY, TEXTURE
 from reg2rg_lib.regions import LABELS
-from reg2rg_lib.train import dataset as _dataset
 from reg2rg_lib.train.collate import VISUAL_KEYS, Collator
-from reg2rg_lib.train.dataset import ReportDataset
+from reg2rg_lib.train.dataset import ReportDataset, target_token_positions
 from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
-
-#: The sample's own span -> token-position mapping (public under this name once re-reference lands).
-token_positions = _dataset.target_token_positions
 
 #: label -> the benchmark's finding kinds that make it positive (their sentences, `reports.ABNORMAL`).
 LABEL_FINDINGS: dict[str, tuple[str, ...]] = {
@@ -309,7 +305,7 @@ def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[
         job = {**item, "sample": sample}
         if mode == "control":
             job = _swap_region(job, index, items[donor], records[donor].regions.index(region))
-        positions = token_positions(sample, tok, [_candidate_span(sample, index, region, cand)])
+        positions = target_token_positions(sample, tok, [_candidate_span(sample, index, region, cand)])
         if positions:  # a causal LM: what follows the candidate's last token cannot change its score
             end = max(positions) + 1
             job["sample"] = replace(sample, input_ids=sample.input_ids[:end], labels=sample.labels[:end])

@@ -241,8 +241,9 @@ def test_table_files_and_summary_flag_carried_but_not_used(tmp_path) -> None:
 @pytest.mark.parametrize("changes", [{}, {"rereference": True}, {"rra": False}],
                          ids=["paper-prompt", "rereference", "no-rra"])
 def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph(tokenizer_texts, changes) -> None:
-    from reg2rg_lib.metrics.image_use import _candidate_span, token_positions
+    from reg2rg_lib.metrics.image_use import _candidate_span
     from reg2rg_lib.model import build_sample
+    from reg2rg_lib.train.dataset import target_token_positions
 
     model = _model(tokenizer_texts, **changes)
     tok, regions = model.tokenizer, ["heart", "lung", "pleura"]
@@ -250,6 +251,6 @@ def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph
         for cand in candidates(label, region):
             reports = {r: NORMAL[r][0] for r in regions} | {region: cand.text}
             sample = build_sample(regions, reports, tok, model.config)
-            positions = token_positions(sample, tok, [_candidate_span(sample, regions.index(region), region, cand)])
+            positions = target_token_positions(sample, tok, [_candidate_span(sample, regions.index(region), region, cand)])
             assert tok.decode([sample.input_ids[p] for p in positions]).strip() == cand.scored
             assert min(positions) >= sample.n_prompt  # in the target, not the prompt
