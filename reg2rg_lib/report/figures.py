@@ -285,7 +285,8 @@ def fig4_region_report(
     order (as `reg2rg_lib.explore.sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
     explorer's `render_slice`, so the figure and the explorer show the same picture. `report` is a region-structured
     report ("The region i is X: ..."), the ground truth or a prediction; each paragraph is shown in its region's
-    colour (a named organ without a mask in this case, i.e. a wrongly named region, in grey).
+    colour; a named organ without a mask in this case (a wrongly named region) gets a white box with a dashed red
+    edge and "(no mask)", so that no region colour (bone's is a light grey) can be mistaken for it.
     """
     volume = np.asarray(volume_hu, dtype=np.float32)
     bad = [r for r, m in masks.items() if np.shape(m) != volume.shape]
@@ -295,7 +296,9 @@ def fig4_region_report(
     text = []
     for index, region, paragraph in split_regions(report):
         head = f"The region {index} is {region}:" if index is not None else (f"{region}:" if region else "")
-        color = REGION_COLORS.get(region, "#bbbbbb") if region in masks else "#bbbbbb"
+        color = REGION_COLORS.get(region, "#bbbbbb") if region in masks else None  # None: no mask, wrongly named
+        if color is None and head:
+            head += " (no mask)"
         text.append((head, color, textwrap.wrap(paragraph, width_chars) or [""]))
     n_lines = sum(len(body) + 1.6 for _, _, body in text)
     with style():
@@ -314,8 +317,9 @@ def fig4_region_report(
         y = 0.5
         for head, color, body in text:
             if head:
-                ax.text(0, y, head, fontweight="bold", fontsize=8, va="center",
-                        bbox={"facecolor": color, "edgecolor": "none", "pad": 1.2, "alpha": 0.6})
+                box = ({"facecolor": color, "edgecolor": "none", "alpha": 0.6} if color is not None else
+                       {"facecolor": "white", "edgecolor": "#d62728", "linestyle": "--"})
+                ax.text(0, y, head, fontweight="bold", fontsize=8, va="center", bbox={"pad": 1.2, **box})
             for line in body:
                 y += 1
                 ax.text(0.01, y, line, fontsize=8, va="center")

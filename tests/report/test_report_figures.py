@@ -120,6 +120,22 @@ def test_fig3_and_fig4_write_files(tmp_path):
     assert [x.read_bytes() == y.read_bytes() for x, y in zip(a, b)] == [True, True]
     with pytest.raises(ValueError, match="same shape"):
         fig4_region_report(vol, {"heart": heart[:-1]}, report, tmp_path)
+    # a wrongly named region (no mask for it in the case) is drawn apart from every region colour
+    import matplotlib.pyplot as plt
+
+    seen = []
+    original = plt.Axes.text
+
+    def spy(self, x, y, s, *args, **kwargs):
+        seen.append((s, kwargs.get("bbox")))
+        return original(self, x, y, s, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Axes, "text", spy)
+        fig4_region_report(vol, {"heart": heart}, report, tmp_path / "c", case_id="c1")
+    boxes = {s: box for s, box in seen if box}
+    assert boxes["The region 1 is lung: (no mask)"]["edgecolor"] == "#d62728"
+    assert boxes["The region 0 is heart:"]["edgecolor"] == "none"
 
 
 def test_fig5_reads_train_logs_and_fig6_checks_columns(tmp_path):
