@@ -109,6 +109,7 @@ class GenerateSection:
     max_new_tokens: int
     do_sample: bool  # False: greedy; True: sampling (temperature, top_p: the Llama-2-chat generation config)
     top_k: int | None = None  # sampling only; None: the generation config's
+    num_beams: int = 1  # > 1: beam search (`infer.beam`), the most probable report among num_beams hypotheses
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per report (default: profile's, else 320)")
     p.add_argument("--paper-decoding", action="store_true",
                    help="sample as the paper: top_k=30, top_p=0.9, temperature=0.6, max_new_tokens=500")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="beam search with N hypotheses (default: profile's, else 1 = greedy)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (only with sampling)")
     p.add_argument("--limit", type=int, default=None, help="only the first N cases of the split")
     p.set_defaults(func=_generate)
@@ -92,7 +94,8 @@ def _generate_unlocked(args: argparse.Namespace) -> int:
     if args.paper_decoding:
         decode = DecodeSettings.paper(seed=args.seed)
     else:
-        decode = DecodeSettings.from_profile(section, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        decode = DecodeSettings.from_profile(section, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                             num_beams=args.num_beams)
     batch_size = args.batch_size or (section.batch_size if section is not None else 8)
 
     if (args.checkpoint is None) == (args.official is None):

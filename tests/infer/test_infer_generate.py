@@ -11,14 +11,8 @@ import torch
 from reg2rg_lib.cli import main as cli_main
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.infer.generate import (
-    DecodeSettings,
-    decode_engine,
-    fast_greedy_blocker,
-    generate_predictions,
-    greedy_generate,
-    load_model,
-)
+from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate
+from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, generate_predictions, load_model
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, decoding_path, read_predictions
 from reg2rg_lib.model import Reg2RG, load_tokenizer
 from reg2rg_lib.profiles import load_profile

@@ -1,6 +1,6 @@
 """Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:", in the
 training target (`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`) and in the
-kit's greedy decoder (`infer.generate.greedy_generate_rereference`), which must agree with a teacher-forced pass."""
+kit's greedy decoder (`infer.decoder.greedy_generate_rereference`), which must agree with a teacher-forced pass."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, greedy_generate_rereference
+from reg2rg_lib.infer.decoder import greedy_generate_rereference
+from reg2rg_lib.infer.generate import DecodeSettings, decode_engine
 from reg2rg_lib.model import Reg2RG, load_tokenizer
 from reg2rg_lib.model.prompt import IGNORE_INDEX, Sample, region_placeholder_ids
 from reg2rg_lib.profiles import load_profile
