@@ -8,6 +8,7 @@ A later stage reads only what an earlier one wrote here, so any notebook can run
       cache/               preprocessed tensors, one file per case (`reg2rg prepare`)
       tokenizer/           the locally trained tokenizer (CPU presets)
       runs/<name>/         one training run: checkpoints/, train_log.csv, predictions.csv, metrics/
+                           (checkpoints/step-N/model/ is a saved model: `ModelFolder`)
       notebooks/           executed notebooks
       summary.json         the main job's summary
 """
@@ -82,6 +83,53 @@ class RunPaths:
     def run(self, name: str) -> Path:
         """Folder of the training run `name` (e.g. `full`, `no_rra`)."""
         return self.root / "runs" / name
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """Files of one saved Reg2RG model (`Reg2RG.save_pretrained`; a run's `checkpoints/step-N/model/`).
+
+        config.json                  the model config (Reg2RGConfig)
+        tokenizer/                   the HF tokenizer with the Reg2RG tokens
+        embedding_layer/             the visual side: config.json + model.safetensors
+        llm/                         the LLM as a transformers folder (for LoRA: the base it adapts), when it cannot
+                                     be re-read from `llm_path`
+        llm_adapter/                 the LoRA as a peft adapter (adapter_config.json + adapter_model.safetensors)
+        model.safetensors            folders written before the peft/transformers layout: every saved tensor
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def embedding(self) -> Path:
+        return self.root / "embedding_layer"
+
+    @property
+    def llm(self) -> Path:
+        return self.root / "llm"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "llm_adapter"
+
+    @property
+    def legacy_weights(self) -> Path:
+        return self.root / "model.safetensors"
+
+
+#: What a `ModelFolder`'s embedding_layer/ holds (transformers' own file names).
+EMBEDDING_CONFIG, EMBEDDING_WEIGHTS = "config.json", "model.safetensors"
 
 
 def default_out_dir(profile: str) -> Path:

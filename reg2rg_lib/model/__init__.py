@@ -58,7 +58,9 @@ Model::
                          **hf_generate_kwargs) -> LongTensor (B, new_tokens)   # left-padded batch, KV cache
     texts = model.decode(ids) -> list[str]
     model.save_pretrained(dir) ; Reg2RG.from_pretrained(dir, device=None) -> Reg2RG
-        # dir/config.json, dir/tokenizer/, dir/model.safetensors (trainable weights + random-init frozen parts)
+        # dir/config.json, dir/tokenizer/, dir/embedding_layer/ (safetensors + config), dir/llm/ (transformers
+        # folder, when not re-read from llm_path), dir/llm_adapter/ (peft LoRA adapter); older folders with one
+        # dir/model.safetensors load too (paths.ModelFolder, weights.py)
     model.parameter_summary() -> dict       # the `reg2rg model summary --json` object
     model.trainable_parameters() -> list[nn.Parameter]
 

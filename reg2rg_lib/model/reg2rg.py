@@ -38,9 +38,12 @@ from reg2rg_lib.model.prompt import (
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens
 from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.model.weights import (
+    is_legacy_folder,
+    load_adapter,
     load_radfm_perceiver,
     load_radfm_vision,
     load_saved_state,
+    read_llm,
     read_pretrained,
     save_pretrained,
 )
@@ -148,9 +151,11 @@ class Reg2RG(nn.Module):
             meta device only (ids are then laid out after `cfg.llm_vocab`).
         device: "meta" builds the model without allocating weights (inspection, FLOP counting). Other devices:
             build on CPU, then move with `.to(device)`.
+        llm: the bare causal LM to use instead of building it from the config (a saved folder's `llm/`).
     """
 
-    def __init__(self, cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | None = None) -> None:
+    def __init__(self, cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | None = None,
+                 llm: nn.Module | None = None) -> None:
         super().__init__()
         meta = device is not None and torch.device(device).type == "meta"
         if tokenizer is None:
@@ -164,7 +169,8 @@ class Reg2RG(nn.Module):
         vocab = tokenizer.get_vocab()
         self.base_vocab = vocab[STRUCT_TOKENS[0]]  # rows of the LLM's original table (official `weight`)
 
-        llm = build_llm(cfg, tokenizer if not isinstance(tokenizer, _MetaVocab) else None, device)
+        if llm is None:
+            llm = build_llm(cfg, tokenizer if not isinstance(tokenizer, _MetaVocab) else None, device)
         if llm.get_input_embeddings().num_embeddings < len(tokenizer):
             if not meta:  # mean resizing samples the new rows; a checkpoint does not store a pretrained LLM's
                 torch.manual_seed(cfg.seed)  # frozen table, so a reload must draw the same rows again
@@ -361,10 +367,15 @@ class Reg2RG(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Reg2RG:
-        """Rebuild a model from a `save_pretrained` folder; every saved tensor must fit (else a one-line error)."""
+        """Rebuild a model from a `save_pretrained` folder: the LLM from its `llm/` (else from `llm_path`), the LoRA
+        from `llm_adapter/` through peft, the visual side from `embedding_layer/`; or a folder of the older layout
+        (one model.safetensors). Every saved tensor must fit (else a one-line error)."""
         cfg, tokenizer, state, where = read_pretrained(path)
-        model = cls(cfg, tokenizer)
+        legacy = is_legacy_folder(path)
+        model = cls(cfg, tokenizer, llm=None if legacy else read_llm(path))
         load_saved_state(model, state, where)
+        if not legacy and cfg.llm_finetune == "lora":
+            load_adapter(model, path)
         return model.to(device) if device is not None else model
 
 

