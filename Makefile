@@ -5,18 +5,24 @@ BIN      := $(VENV)/bin
 PROFILE  ?= demo
 OUT      ?= outputs/$(PROFILE)
 FIGURES  ?= figures
+comma    := ,
 DATA     ?=
 LLM      ?=
 STAMP    := $(VENV)/.setup-done
+EXTRAS   := dev,io,bertscore
+# `make lock` resolves with uv (pinned) from a tools venv of its own, against PyPI alone
+LOCKTOOLS ?= .venv-lock
+UV_PIN   := uv==0.13.8
+PYPI     := https://pypi.org/simple
 NB_ARGS  := $(if $(DATA),-p data_dir=$(DATA)) $(if $(LLM),-p llm_path=$(LLM))
 
-.PHONY: setup reproduce test lint strip clean screenshot lock
+.PHONY: setup reproduce test lint strip clean screenshot lock check-lock
 
 setup: $(STAMP)  ## create ./.venv, install the kit with dev extras, register the kernel, fetch offline assets
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,io,bertscore]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name reg2rg-kit --display-name "Python (reg2rg-kit)" >/dev/null
 	$(BIN)/reg2rg assets fetch
 	@touch $(STAMP)
@@ -37,11 +43,25 @@ screenshot: setup  ## (dev) the executed 07_explore notebook's HTML export in he
 strip: setup  ## remove outputs and execution counts from notebooks/ (run before committing)
 	$(BIN)/python -m reg2rg_lib.nbtools.hygiene --strip notebooks
 
-lock: setup  ## (dev) rewrite constraints.txt: the exact versions `make setup` installs (pyproject.toml keeps the ranges)
-	@echo "# Exact versions \`make setup\` installs (pip -c). Written by \`make lock\`; pyproject.toml keeps the ranges." > constraints.txt.tmp
-	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/' | LC_ALL=C sort >> constraints.txt.tmp
-	mv constraints.txt.tmp constraints.txt
+lock: setup $(LOCKTOOLS)/bin/uv  ## (dev) re-resolve requirements.lock from pyproject.toml on PyPI (UPGRADE=1: newest allowed), write constraints.txt and environment.yml from it
+	$(LOCKTOOLS)/bin/uv pip compile --quiet --no-config --default-index $(PYPI) --universal --python-version 3.11 \
+	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --generate-hashes --custom-compile-command 'make lock' \
+	  $(if $(UPGRADE),--upgrade) pyproject.toml -o requirements.lock
+	$(BIN)/python -m reg2rg_lib.env.lockfile sync
+
+$(LOCKTOOLS)/bin/uv:
+	$(PYTHON) -m venv $(LOCKTOOLS)
+	$(LOCKTOOLS)/bin/python -m pip install -q --disable-pip-version-check $(UV_PIN)
+
+# pip with no config file and no PIP_* variables: no local wheel folder, extra index or global constraint
+PIP_PYPI := PIP_CONFIG_FILE=/dev/null $(BIN)/python -m pip --isolated install -q --disable-pip-version-check --dry-run --ignore-installed --index-url $(PYPI)
+
+check-lock: setup  ## (dev) the lock and `make setup`'s install resolve on PyPI alone, hashes checked (downloads the wheels; run before committing a lock)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(PIP_PYPI) --cache-dir "$$tmp" --require-hashes -r requirements.lock && \
+	  $(PIP_PYPI) --cache-dir "$$tmp" -c constraints.txt '.[$(EXTRAS)]' && \
+	  echo "check-lock: requirements.lock and make setup's install resolve on $(PYPI) alone"
 
 clean:  ## remove outputs, caches and the virtual environment
-	rm -rf outputs .pytest_cache .ruff_cache $(VENV) build *.egg-info
+	rm -rf outputs .pytest_cache .ruff_cache $(VENV) $(LOCKTOOLS) build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

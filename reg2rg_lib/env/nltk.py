@@ -2,7 +2,8 @@
 
 The paper's METEOR is nltk's `meteor_score` on `word_tokenize` tokens: `word_tokenize` splits sentences with the
 trained Punkt English model (`tokenizers/punkt_tab/english`) and METEOR's synonym stage reads WordNet 3.0
-(`corpora/wordnet`). nltk normally fetches both from its hub with `nltk.download`, which the kit never does.
+(`corpora/wordnet`). nltk normally fetches both from its hub with `nltk.download`; the kit does so only for
+WordNet on a machine without apt-get (below), and never at run time.
 
 Where the data comes from, in order of preference:
 1. the user's existing NLTK data (anything `nltk.data.find` sees on nltk's own search path, incl. `$NLTK_DATA`);

