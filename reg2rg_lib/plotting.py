@@ -2,9 +2,11 @@
 
 Figures are bare `matplotlib.figure.Figure`s (no pyplot state, so a notebook's inline backend is untouched) drawn
 under `style()` (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved by `savefig` as
-`figures_dir/fig<N>_<topic>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the
-same inputs writes identical bytes.
-Used by: data/views.py (Figs. 7-9), report/figures.py (Figs. 2-6), explore/snapshot.py.
+`figures_dir/<name>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the same
+inputs writes identical bytes. Names follow one rule (`figures/README.md`): `paper_fig<N>_<topic>` where the kit
+redraws the paper's Fig. N (the paper's number), `kit_fig<N>_<topic>` for the kit's own figures (numbered from 1 in
+the order the notebooks draw them), so that no kit figure can be taken for a paper figure.
+Used by: data/views.py (Kit Figs. 1-3), report/figures.py (paper Figs. 2-4, Kit Figs. 4-6), explore/snapshot.py.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ DPI = 150
 #: Metadata keys matplotlib would otherwise fill with the date and its version.
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
-_FIG_NAME = re.compile(r"^fig\d+_[a-z0-9_]+$")
+_FIG_NAME = re.compile(r"^(paper|kit)_fig\d+_[a-z0-9_]+$")
 
 
 @contextlib.contextmanager
@@ -59,10 +61,12 @@ def new_figure(width: float, height: float) -> Figure:
 def savefig(fig: Figure, figures_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Write `fig` as `figures_dir/<name>.png` and `.pdf`, atomically and byte-reproducibly; return both paths.
 
-    `name` must look like `fig<N>_<topic>` (lower case), the naming the issue and the README promise.
+    `name` must look like `paper_fig<N>_<topic>` (the paper's Fig. N) or `kit_fig<N>_<topic>` (the kit's own),
+    lower case: the rule `figures/README.md` states.
     """
     if not _FIG_NAME.match(name):
-        raise ValueError(f"figure name {name!r} must look like 'fig<N>_<topic>' (lower case, digits, underscores)")
+        raise ValueError(f"figure name {name!r} must look like 'paper_fig<N>_<topic>' or 'kit_fig<N>_<topic>' "
+                         "(lower case, digits, underscores)")
     out = Path(figures_dir)
     written = []
     with style():

@@ -130,9 +130,14 @@ def dataset_tables(cache) -> dict[str, pd.DataFrame]:
     return {"region_sizes": sizes, "label_counts": prevalence, "report_lengths": pd.DataFrame(lengths)}
 
 
+#: One colour per split in notebook 01's statistics figure (bars and histogram alike); others fall back to grey.
+SPLIT_COLORS: dict[str, str] = {"train": "#1f77b4", "validation": "#ff7f0e", "test": "#2ca02c"}
+
+
 def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
-    """Region sizes (box plots), label counts per split (bars) and report lengths (histogram)."""
-    fig = new_figure(13, 3.6)
+    """Region sizes (box plots), label counts per split (stacked bars) and report lengths per split (stacked
+    histogram); one legend under the panels names every split with its number of cases."""
+    fig = new_figure(13, 3.9)
     ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.1, 1.3, 0.8])
     sizes = tables["region_sizes"]
     present = [r for r in REGIONS if r in set(sizes["region"])]
@@ -144,21 +149,31 @@ def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
                                                 for r in present])
     ax1.set_xscale("log")
     ax1.set_xlabel("share of the scan volume (%)")
-    ax1.set_title("region sizes")
+    ax1.set_title("region sizes (all splits)")
+    lengths = tables["report_lengths"]
     counts = tables["label_counts"]
+    # every split that has cases or labels, in SPLITS order (a split the zip of two colours once dropped: test)
+    found = set(lengths["split"]) | set(counts.columns) if "split" in lengths.columns else set(counts.columns)
+    splits = [s for s in SPLITS if s in found] + sorted(found - set(SPLITS))
+    color = {s: SPLIT_COLORS.get(s, "#888888") for s in splits}
     if len(counts.columns):
         y = np.arange(len(counts))
         left = np.zeros(len(counts))
-        for split, colour in zip(counts.columns, ("#1f77b4", "#ff7f0e")):
-            ax2.barh(y, counts[split], left=left, color=colour, label=split)
+        for split in [s for s in splits if s in counts.columns]:
+            ax2.barh(y, counts[split], left=left, color=color[split])
             left += counts[split].to_numpy()
         ax2.set_yticks(y, counts.index, fontsize=7)
         ax2.invert_yaxis()
-        ax2.legend(frameon=False)
     ax2.set_xlabel("cases with the finding")
     ax2.set_title("labels (18 CT-RATE abnormalities)")
-    lengths = tables["report_lengths"]
-    ax3.hist(lengths["report_words"], bins=20, color="#555555")
+    by_split = [s for s in splits if "split" in lengths.columns and (lengths["split"] == s).any()]
+    if by_split:
+        ax3.hist([lengths.loc[lengths["split"] == s, "report_words"] for s in by_split], bins=20, stacked=True,
+                 color=[color[s] for s in by_split])
     ax3.set_xlabel("words per report")
+    ax3.set_ylabel("cases")
     ax3.set_title("report length")
+    n_cases = lengths["split"].value_counts() if "split" in lengths.columns else pd.Series(dtype=int)
+    handles = [Patch(color=color[s], label=f"{s} ({int(n_cases.get(s, 0))} cases)") for s in splits]
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(len(handles), 1), frameon=False)
     return fig

@@ -1,13 +1,15 @@
 """The region-grounded report explorer (notebook 07): look at a case's CT, its region masks and its reports.
 
 Modules: `report` (region paragraphs, alignment, word
-diffs as HTML), `findings` (per-case metrics, labeler findings), `sources` (prediction files beside a dataset from `data.sources`; slices are drawn by `data.slices`),
+diffs as HTML), `findings` (per-case metrics, labeler findings), `locate` (the slice of a finding), `sources` (prediction files beside a dataset from `data.sources`; slices are drawn by `data.slices`),
 `widgets` (the ipywidgets `Explorer`), `snapshot` (a static PNG of the current view), `export` (HTML export of
 an executed notebook with its widget state, and the `make screenshot` check in headless Chromium).
 
     from reg2rg_lib.explore import open_explorer
-    ex = open_explorer("outputs/demo")          # the run's benchmark + runs/full (and no_rra) predictions
+    ex = open_explorer("outputs/demo")          # the run's benchmark + runs/full predictions
+    ex.show_finding()                           # focus a ground-truth finding, at its slice
     ex.widget                                   # display it; ex.select_region("lung"); ex.snapshot(path)
+    open_explorer("outputs/demo", runs=["full", "no_rra"])   # a second prediction column
     open_explorer("outputs/demo", report_dir="outputs/demo/own_ct/report")   # a `reg2rg report` folder
 """
 
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
     from reg2rg_lib.data.sources import VolumeSource
     from reg2rg_lib.explore.widgets import Explorer
 
-#: Runs whose predictions the explorer shows by default, when present: the full model and one ablation.
-DEFAULT_RUNS: tuple[str, ...] = ("full", "no_rra")
+#: Runs whose predictions the explorer shows by default, when present: the full model only. An ablation such as
+#: `no_rra` writes no region prefixes, so beside the ground truth every row of its column reads "missing".
+DEFAULT_RUNS: tuple[str, ...] = ("full",)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> VolumeSource:

@@ -9,7 +9,7 @@ Layout (one `Explorer.widget`):
     per-case metrics | labeler findings
 
 Every interaction goes through one method (`set_case`, `set_plane`, `set_slice`, `set_window`, `toggle_region`,
-`select_region`); the widgets' observers only call those. Tests drive the same methods, or click the buttons with
+`select_region`, `show_finding`); the widgets' observers only call those. Tests drive the same methods, or click the buttons with
 `Button.click()`, and read `image.value` and the report cells without a browser. Selecting a region (its paragraph
 button, or the focus dropdown) outlines its mask, jumps to the slice through it where the mask is largest, and
 highlights its paragraph in every report column.
@@ -40,6 +40,7 @@ from ipywidgets import (
 from reg2rg_lib.data import slices as view
 from reg2rg_lib.explore import report as rep
 from reg2rg_lib.explore.findings import case_summary_html
+from reg2rg_lib.explore.locate import finding_centre, finding_regions
 from reg2rg_lib.explore.snapshot import snapshot_png
 from reg2rg_lib.explore.sources import Explorable, ExploreCase
 from reg2rg_lib.regions import REGION_COLORS
@@ -174,6 +175,20 @@ class Explorer:
                                                                                  self.state.plane))
         self._refresh_report()
         self._refresh_image()
+
+    def show_finding(self, region: str | None = None) -> str | None:
+        """Open on a ground-truth finding: focus `region` (None: the first region whose ground-truth paragraph
+        states a finding, `locate.finding_regions`) and go to the slice through the finding (`locate.finding_centre`),
+        or, when none is seen in the image, to the slice where the region is largest. Returns the region focused."""
+        assert self.case is not None
+        if region is None:
+            region = next((r for r in finding_regions(self.case.gt_report) if r in self.case.masks), None)
+        self.select_region(region)
+        if region is not None and region in self.case.masks:
+            centre = finding_centre(self.case.volume, self.case.masks[region], self.case.spacing)
+            if centre is not None:
+                self.set_slice(centre[view.PLANES[self.state.plane]])
+        return region
 
     def highlighted(self) -> list[tuple[str, str]]:
         """The (region, source) cells currently highlighted in the report grid."""

@@ -24,12 +24,12 @@ from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
     PICK_RULE,
-    fig2_report_length,
-    fig3_case_study,
-    fig4_region_report,
-    fig5_training_curves,
-    fig6_ablation_bars,
+    kit_fig4_training_curves,
+    kit_fig6_ablation_bars,
     load_pairs,
+    paper_fig2_report_length,
+    paper_fig3_case_study,
+    paper_fig4_region_report,
     pick_case,
 )
 from reg2rg_lib.report.release import ReleaseLookup, find_release, with_release_rows
@@ -102,8 +102,8 @@ class Inputs:
         return sorted(found, key=lambda r: (rank.get(r, len(rank)), r))
 
 
-def make_fig2(inp: Inputs) -> list[Path] | None:
-    """Fig. 2: report lengths; one panel for the released CTRG predictions, one for the kit's runs."""
+def make_paper_fig2(inp: Inputs) -> list[Path] | None:
+    """Paper Fig. 2: report lengths; one panel for the released CTRG predictions, one for the kit's runs."""
     panels: dict[str, dict[str, Any]] = {}
     if inp.release_dir:
         panels["CTRG-Chest-548K test (authors' release)"] = {
@@ -111,7 +111,7 @@ def make_fig2(inp: Inputs) -> list[Path] | None:
     panels[f"embedded benchmark test (kit, {inp.profile})"] = {
         r: inp.paths.run(r) / "predictions.csv" for r in inp.runs()}
     panels = {k: v for k, v in panels.items() if v}
-    return fig2_report_length(panels, inp.figures_dir)[1] if panels else None
+    return paper_fig2_report_length(panels, inp.figures_dir)[1] if panels else None
 
 
 def _case_study_source(inp: Inputs) -> tuple[Any, str] | None:
@@ -123,20 +123,20 @@ def _case_study_source(inp: Inputs) -> tuple[Any, str] | None:
     return None
 
 
-def make_fig3(inp: Inputs) -> list[Path] | None:
-    """Fig. 3: the case `pick_case` chooses, ground truth vs prediction, findings highlighted."""
+def make_paper_fig3(inp: Inputs) -> list[Path] | None:
+    """Paper Fig. 3: the case `pick_case` chooses, ground truth vs prediction, findings highlighted."""
     source = _case_study_source(inp)
     if source is None:
         return None
     pairs, model = source
     i = pick_case(pairs)
     rule = f"{PICK_RULE} among the {len(pairs.ids)} cases of the {model} predictions"
-    return fig3_case_study(pairs.references[i], pairs.predictions[i], inp.figures_dir, case_id=pairs.ids[i],
+    return paper_fig3_case_study(pairs.references[i], pairs.predictions[i], inp.figures_dir, case_id=pairs.ids[i],
                            model=model, picked_by=rule)[1]
 
 
-def make_fig4(inp: Inputs) -> list[Path] | None:
-    """Fig. 4: the case study's benchmark case on CT slices with the full run's region paragraphs."""
+def make_paper_fig4(inp: Inputs) -> list[Path] | None:
+    """Paper Fig. 4: the case study's benchmark case on CT slices with the full run's region paragraphs."""
     if "full" not in inp.runs() or not inp.paths.data.is_dir():
         return None
 
@@ -146,29 +146,31 @@ def make_fig4(inp: Inputs) -> list[Path] | None:
     report, source = pairs.predictions[i], "kit full, generated"
     if not any(p.index is not None for p in split_regions(report)):  # an untrained model names no region
         report, source = pairs.references[i], "ground truth: the generated report names no region"
-    return fig4_region_report(volume, masks, report, inp.figures_dir, spacing=spacing, case_id=pairs.ids[i],
+    return paper_fig4_region_report(volume, masks, report, inp.figures_dir, spacing=spacing, case_id=pairs.ids[i],
                               source=source)
 
 
-def make_fig5(inp: Inputs) -> list[Path] | None:
-    """Training curves of every run with a `train_log.csv`."""
+def make_kit_fig4(inp: Inputs) -> list[Path] | None:
+    """Kit Fig. 4: training curves of every run with a `train_log.csv`, in the order (and so the colours) of
+    Paper Fig. 2 and Kit Fig. 6: `full` first, then summary.json's order, then by name."""
     root = inp.paths.root / "runs"
     runs = {r: inp.paths.run(r) for r in (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
             if (inp.paths.run(r) / "train_log.csv").is_file()}
-    ordered = {r: runs[r] for r in sorted(runs, key=lambda r: r != "full")}
-    return fig5_training_curves(ordered, inp.figures_dir) if ordered else None
+    rank = {r: i for i, r in enumerate(inp.runs())}
+    ordered = {r: runs[r] for r in sorted(runs, key=lambda r: (r != "full", rank.get(r, len(rank)), r))}
+    return kit_fig4_training_curves(ordered, inp.figures_dir) if ordered else None
 
 
-def make_fig6(inp: Inputs) -> list[Path] | None:
-    """Ablation bars with bootstrap CIs from `out_dir/ablation_stats.csv`."""
+def make_kit_fig6(inp: Inputs) -> list[Path] | None:
+    """Kit Fig. 6: ablation bars with bootstrap CIs from `out_dir/ablation_stats.csv`."""
     path = inp.paths.root / STATS_FILE
-    return fig6_ablation_bars(read_stats(path), inp.figures_dir) if path.is_file() else None
+    return kit_fig6_ablation_bars(read_stats(path), inp.figures_dir) if path.is_file() else None
 
 
 def regenerate(inp: Inputs) -> dict[str, Any]:
     """Every table and figure whose inputs exist, in order; {maker name: files written or None (skipped)}."""
     written = {}
-    for make in (*TABLE_MAKERS, make_fig2, make_fig3, make_fig4, make_fig5, make_fig6):
+    for make in (*TABLE_MAKERS, make_paper_fig2, make_paper_fig3, make_paper_fig4, make_kit_fig4, make_kit_fig6):
         files = make(inp)
         written[make.__name__] = files
         names = sorted({Path(p).name for p in (files.values() if isinstance(files, dict) else files or [])})

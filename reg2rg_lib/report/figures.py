@@ -1,17 +1,21 @@
-"""The paper's figures, each one function of the data it shows (drawn in `reg2rg_lib.plotting`'s style).
+"""The paper's figures and the kit's own, each one function of the data it shows (in `reg2rg_lib.plotting`'s style).
 
-| figure | function | paper |
+File names follow one rule (`figures/README.md`): `paper_fig<N>_...` redraws the paper's Fig. N, `kit_fig<N>_...`
+is a figure the paper does not have (Kit Figs. 1-3 are notebook 01's data figures, `data.views`).
+
+| figure | function | what |
 |---|---|---|
-| `fig2_report_length` | `fig2_report_length` | Fig. 2: report-length distributions, ground truth vs models |
-| `fig3_case_study` | `fig3_case_study` | Fig. 3: a case study, findings highlighted (the labeler's findings) |
-| `fig4_region_report` | `fig4_region_report` | Fig. 4: a region-aligned report on CT slices |
-| `fig5_training_curves` | `fig5_training_curves` | (kit) training loss of each run, from its `train_log.csv` |
-| `fig6_ablation_bars` | `fig6_ablation_bars` | (kit) Tables 4-7 as bars with bootstrap 95% CIs and the baselines |
-| `fig10_region_accuracy_by_step` | `fig10_region_accuracy_by_step` | (kit) region accuracy of each checkpoint (notebook 03) |
+| `paper_fig2_report_length` | `paper_fig2_report_length` | paper Fig. 2: report-length distributions, ground truth vs models |
+| `paper_fig3_case_study` | `paper_fig3_case_study` | paper Fig. 3: a case study, findings highlighted (the labeler's findings) |
+| `paper_fig4_region_report` | `paper_fig4_region_report` | paper Fig. 4: a region-aligned report on CT slices |
+| `kit_fig4_training_curves` | `kit_fig4_training_curves` | Kit Fig. 4: training loss of each run, one panel per run |
+| `kit_fig5_region_accuracy_by_step` | `kit_fig5_region_accuracy_by_step` | Kit Fig. 5: region accuracy of each checkpoint (notebook 03) |
+| `kit_fig6_ablation_bars` | `kit_fig6_ablation_bars` | Kit Fig. 6: Tables 4-7 as bars with bootstrap 95% CIs and the baselines |
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -34,7 +38,12 @@ from reg2rg_lib.train.loop import read_train_log
 
 #: Colours for the case study: findings in both reports, missed by the prediction, only in the prediction.
 FINDING_COLORS = {"matched": "#b8e6b8", "missed": "#ffd59e", "extra": "#f5b7b1"}
-SOURCE_PALETTE = ("#444444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+#: The ground truth's colour in every figure (a thick dark line, never a run's colour).
+GT_COLOR = "#444444"
+#: One colour per run, in the order the runs are listed (`full` first), the same in Paper Fig. 2 and Kit Figs. 4
+#: and 6; twelve qualitative colours with no two alike, none of them the ground truth's grey.
+RUN_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+               "#393b79", "#7b4173", "#637939")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,7 +76,7 @@ def report_lengths(predictions: Mapping[str, Any]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Fig. 2: report lengths
+# Paper Fig. 2: report lengths
 
 
 def ecdf(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,23 +85,35 @@ def ecdf(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     return x, np.arange(1, len(x) + 1) / max(len(x), 1)
 
 
-#: Line styles cycled on top of the colours, so that more sources than colours stay apart.
+#: Line styles cycled on top of the colours (a second cue where colours are hard to tell apart).
 LINESTYLES = ("-", "--", "-.", ":")
 
 
-def source_style(i: int) -> dict[str, Any]:
-    """Colour and line style of the i-th source of a plot (ground truth first, in dark grey)."""
-    return {"color": SOURCE_PALETTE[i % len(SOURCE_PALETTE)],
-            "linestyle": LINESTYLES[(i // len(SOURCE_PALETTE) + i) % len(LINESTYLES)] if i else "-"}
+def run_colors(n: int) -> list[str]:
+    """`n` distinct colours: `RUN_PALETTE`, then evenly spaced hues for runs beyond it (never a repeat)."""
+    from matplotlib.colors import hsv_to_rgb, to_hex
+
+    extra = [to_hex(hsv_to_rgb((h, 0.75, 0.6))) for h in np.linspace(0, 1, max(n - len(RUN_PALETTE), 0),
+                                                                      endpoint=False)]
+    return (list(RUN_PALETTE) + extra)[:n]
 
 
-def fig2_report_length(
+def source_style(i: int, n: int | None = None) -> dict[str, Any]:
+    """Colour and line style of the i-th source of a plot of `n` sources: the ground truth (i = 0) in thick dark
+    grey, run i in `run_colors`' i-th colour, so that no two sources share a colour."""
+    if i == 0:
+        return {"color": GT_COLOR, "linestyle": "-"}
+    return {"color": run_colors(max(n or 0, i))[i - 1], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def paper_fig2_report_length(
     panels: Mapping[str, Mapping[str, Any]],
     figures_dir: str | os.PathLike[str],
     bins: int = 30,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Fig. 2: report length in words, ground truth vs models, as empirical CDFs (one step curve per source, its
-    median in the legend): readable with many runs, where overlaid histograms are not.
+    """Paper Fig. 2: report length in words, ground truth vs models, as empirical CDFs (one step curve per source,
+    its median in the legend): readable with many runs, where overlaid histograms are not. Each panel's legend sits
+    to the right of its curves, never on them.
 
     `panels` maps a panel title (one per dataset, so that datasets are never mixed in one plot) to
     {model name: predictions CSV or `ReportPairs`}; each panel's ground truth comes from its first file.
@@ -101,32 +122,34 @@ def fig2_report_length(
     """
     panels = {title: models for title, models in panels.items() if models}
     if not panels:
-        raise ValueError("fig2_report_length needs at least one predictions file")
+        raise ValueError("paper_fig2_report_length needs at least one predictions file")
     summaries = []
     with style():
-        fig = new_figure(5.2 * len(panels), 3.6)
+        fig = new_figure(7.4 * len(panels), 3.6)
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (title, models) in zip(axes, panels.items()):
             lengths = report_lengths(models)
-            for i, source in enumerate(dict.fromkeys(lengths["source"])):
+            sources = list(dict.fromkeys(lengths["source"]))
+            for i, source in enumerate(sources):
                 words = lengths.loc[lengths["source"] == source, "words"].to_numpy()
                 x, y = ecdf(words)
                 ax.step(np.r_[0, x], np.r_[0, y], where="post", linewidth=2.2 if i == 0 else 1.3,
-                        label=f"{source} (median {np.median(words):.0f})", **source_style(i))
+                        label=f"{source} (median {np.median(words):.0f})", **source_style(i, len(sources)))
             ax.set_xlabel("words per report (region prefixes removed)")
             ax.set_ylabel("share of reports with at most x words")
             ax.set_ylim(0, 1.02)
             ax.set_title(title)
-            ax.legend(frameon=False, fontsize=7, loc="lower right")
+            # outside the axes, right of the curves: with ten sources an inside legend covers them
+            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
             summary = lengths.groupby("source", sort=False)["words"].agg(["count", "mean", "median", "std"])
             summaries.append(summary.rename(columns={"count": "n"}).reset_index().assign(panel=title))
-        files = savefig(fig, figures_dir, "fig2_report_length")
+        files = savefig(fig, figures_dir, "paper_fig2_report_length")
     table = pd.concat(summaries, ignore_index=True)
     return table[["panel", "source", "n", "mean", "median", "std"]], files
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Fig. 3: case study
+# Paper Fig. 3: case study
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
@@ -174,13 +197,13 @@ def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, A
     }
 
 
-#: how Fig. 3's case is chosen; printed on the figure. It looks at the ground truth only, never at how well the
+#: how Paper Fig. 3's case is chosen; printed on the figure. It looks at the ground truth only, never at how well the
 #: prediction did, so the figure shows a typical case rather than the model's best.
 PICK_RULE = "the first case with the median number of ground-truth findings"
 
 
 def pick_case(predictions: Any, labeler: Any | None = None) -> int:
-    """Index of Fig. 3's case in a predictions CSV (or `ReportPairs`) by `PICK_RULE`: the labeler's ground-truth
+    """Index of Paper Fig. 3's case in a predictions CSV (or `ReportPairs`) by `PICK_RULE`: the labeler's ground-truth
     findings are counted per case, and the first case whose count equals the median (rounded down to a count that
     occurs) is taken. The prediction plays no part, so the pick cannot flatter the model."""
     pairs = load_pairs(predictions)
@@ -213,7 +236,7 @@ def _draw_text_column(ax: Any, title: str, sentences: Sequence[tuple[str, str | 
         ax.text(0, i + 1.5, line, fontsize=8, va="center", family="DejaVu Sans", bbox=box)
 
 
-def fig3_case_study(
+def paper_fig3_case_study(
     gt: str,
     pred: str,
     figures_dir: str | os.PathLike[str],
@@ -223,7 +246,7 @@ def fig3_case_study(
     width_chars: int = 62,
     picked_by: str = "",
 ) -> tuple[dict[str, Any], list[Path]]:
-    """Fig. 3: ground truth beside the prediction, sentences with findings highlighted by the labeler.
+    """Paper Fig. 3: ground truth beside the prediction, sentences with findings highlighted by the labeler.
     `picked_by` (e.g. `PICK_RULE` with its numbers) is printed under the title: how the case was chosen.
 
     Green: a finding in both reports; orange: a ground-truth finding the prediction missed; red: a finding only in
@@ -248,12 +271,12 @@ def fig3_case_study(
             + (f"\ncase picked as {picked_by}" if picked_by else ""),
             fontsize=8,
         )
-        files = savefig(fig, figures_dir, "fig3_case_study")
+        files = savefig(fig, figures_dir, "paper_fig3_case_study")
     return found, files
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Fig. 4: a region-aligned report
+# Paper Fig. 4: a region-aligned report
 
 
 def representative_slices(masks: Mapping[str, np.ndarray], n: int = 3, axis: int = 2) -> list[int]:
@@ -267,7 +290,7 @@ def representative_slices(masks: Mapping[str, np.ndarray], n: int = 3, axis: int
     return sorted({int(round(p)) for p in picks})
 
 
-def fig4_region_report(
+def paper_fig4_region_report(
     volume_hu: np.ndarray,
     masks: Mapping[str, np.ndarray],
     report: str,
@@ -279,7 +302,7 @@ def fig4_region_report(
     window: str = "mediastinum",
     width_chars: int = 72,
 ) -> list[Path]:
-    """Fig. 4: axial CT slices with each region's mask coloured, and each region's paragraph beside it.
+    """Paper Fig. 4: axial CT slices with each region's mask coloured, and each region's paragraph beside it.
 
     `volume_hu` is the CT in Hounsfield units and `masks` maps region -> binary mask, all (X, Y, Z) in RAS+ voxel
     order (as `reg2rg_lib.explore.sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
@@ -325,7 +348,7 @@ def fig4_region_report(
                 ax.text(0.01, y, line, fontsize=8, va="center")
             y += 1.6
         fig.suptitle(f"Region-aligned report ({source})" + (f", case {case_id}" if case_id else ""), fontsize=10)
-        return savefig(fig, figures_dir, "fig4_region_report")
+        return savefig(fig, figures_dir, "paper_fig4_region_report")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,51 +373,153 @@ def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
     return out
 
 
-def fig5_training_curves(
+#: What a run's loss measures, from its `run_config.json` ((section, key) -> how a difference reads): two runs'
+#: losses are comparable only when all of these agree.
+LOSS_DEFINITION: dict[tuple[str, str], str] = {
+    ("model", "rra"): "RRA {a}: {why}",
+    ("settings", "region_name_weight"): "organ-name tokens weighted {a}x, not {b}x",
+    ("settings", "finding_weight"): "finding tokens weighted {a}x, not {b}x",
+    ("model", "llm_vocab"): "another tokenizer ({a} tokens, not {b})",
+}
+
+
+def loss_definition(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], Any] | None:
+    """The settings that define what a run's training loss measures (`LOSS_DEFINITION`), from its
+    `run_config.json`; None when the run folder has none (its loss cannot be matched with another's)."""
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(path, f"not a readable run config ({exc})") from None
+    return {(section, key): (config.get(section) or {}).get(key) for section, key in LOSS_DEFINITION}
+
+
+def loss_difference(run: Mapping[tuple[str, str], Any] | None, reference: Mapping[tuple[str, str], Any] | None) -> str:
+    """Why a run's loss does not compare with the reference run's ("" when it does): the settings that differ."""
+    if run is None or reference is None:
+        return "no run_config.json to tell what its loss measures"
+    reasons = []
+    for field, template in LOSS_DEFINITION.items():
+        a, b = run.get(field), reference.get(field)
+        if a == b:
+            continue
+        if field == ("model", "rra"):
+            weight = reference.get(("settings", "region_name_weight"))
+            why = (f"no \"The region i is <organ>:\" prefixes in its targets, so none of the organ-name tokens the "
+                   f"others weight {weight:g}x" if not a and weight is not None else "its targets differ")
+            reasons.append(template.format(a="off" if not a else "on", why=why))
+        else:
+            reasons.append(template.format(a=a, b=b))
+    return "; ".join(reasons)
+
+
+def training_curves_caption(runs: Mapping[str, str | os.PathLike[str]]) -> str:
+    """Kit Fig. 4's caption: which runs' losses compare with the first run's, and why the others do not."""
+    names = list(runs)
+    reference = loss_definition(runs[names[0]])
+    apart = {n: loss_difference(loss_definition(runs[n]), reference) for n in names[1:]}
+    apart = {n: why for n, why in apart.items() if why}
+    same = [n for n in names[1:] if n not in apart]
+    text = (f"Grey line: {names[0]}'s smoothed loss, drawn in the panels whose loss measures the same thing "
+            f"({', '.join(same) or 'none'}); those panels share one y range.")
+    if apart:
+        text += " Not comparable with " + names[0] + ": " + "; ".join(f"{n} ({why})" for n, why in apart.items()) + "."
+    return text
+
+
+def kit_fig4_training_curves(
     runs: Mapping[str, str | os.PathLike[str]],
     figures_dir: str | os.PathLike[str],
     smoothing: float = 0.9,
     log_loss: bool = True,
 ) -> list[Path]:
-    """Training loss per step of each run {name: run folder} (smoothed; the raw loss faint) and the lr schedule.
+    """Kit Fig. 4: training loss of each run {name: run folder} in small multiples, one panel per run (smoothed;
+    the raw loss faint), and a last panel with every run's learning rate.
 
-    Every run gets its own colour and line style and the loss axis is logarithmic (`log_loss`), so runs whose
-    curves lie close together stay visible; the legend sits below the plots, one entry per run.
+    Losses are only comparable between runs whose loss measures the same thing (`loss_definition`: RRA prefixes,
+    the organ-name and finding weights, the tokenizer): the first run's smoothed curve is drawn in grey in the
+    panels of the runs that match it, and those panels share one y range; every other panel keeps its own y range
+    and says in its title that its loss is not comparable. The caption under the panels names the reasons
+    (`training_curves_caption`).
     """
     if not runs:
-        raise ValueError("fig5_training_curves needs at least one run folder with a train_log.csv")
+        raise ValueError("kit_fig4_training_curves needs at least one run folder with a train_log.csv")
+    names = list(runs)
+    logs = {n: read_log(runs[n]) for n in names}
+    smoothed = {n: smooth(logs[n]["loss"].to_numpy(), smoothing) for n in names}
+    reference = loss_definition(runs[names[0]])
+    comparable = {n: n == names[0] or not loss_difference(loss_definition(runs[n]), reference) for n in names}
+    colors = dict(zip(names, run_colors(len(names))))
+    n_panels = len(names) + 1
+    ncols = min(n_panels, 3)
+    nrows = -(-n_panels // ncols)
     with style():
-        fig = new_figure(7.4, 3.6 + 0.12 * len(runs))
-        ax, ax_lr = fig.subplots(1, 2, width_ratios=[2.2, 1])
-        for i, (name, run_dir) in enumerate(runs.items()):
-            log = read_log(run_dir)
-            look = source_style(i + 1)
-            ax.plot(log["step"], log["loss"], color=look["color"], alpha=0.12, linewidth=0.6)
-            ax.plot(log["step"], smooth(log["loss"].to_numpy(), smoothing), linewidth=1.5, label=name, **look)
-            if "lr" in log.columns:
-                ax_lr.plot(log["step"], log["lr"], linewidth=1.2, **look)
-        if log_loss:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss" + (" (log scale)" if log_loss else ""))
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax_lr.set_xlabel("step")
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.xaxis.get_major_locator().set_params(integer=True)
+        fig = new_figure(3.1 * ncols, 2.3 * nrows + 0.7)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
+        shared = [ax for n, ax in zip(names, axes) if comparable[n]]
+        for ax, name in zip(axes, names):
+            log = logs[name]
+            if comparable[name] and name != names[0]:
+                ax.plot(logs[names[0]]["step"], smoothed[names[0]], color="#aaaaaa", linewidth=1.2,
+                        label=f"{names[0]} (reference)")
+            ax.plot(log["step"], log["loss"], color=colors[name], alpha=0.15, linewidth=0.5)
+            ax.plot(log["step"], smoothed[name], color=colors[name], linewidth=1.4, label=name)
+            ax.set_title(name if comparable[name] else f"{name}\n(loss not comparable with {names[0]})",
+                         fontsize=8, color="black" if comparable[name] else "#a3262b")
+            if log_loss:
+                ax.set_yscale("log")
+        if len(shared) > 1:  # one y range for the comparable runs, so their levels can be read across panels
+            lo = min(ax.get_ylim()[0] for ax in shared)
+            hi = max(ax.get_ylim()[1] for ax in shared)
+            for ax in shared:
+                ax.set_ylim(lo, hi)
+        ax_lr = axes[len(names)]
+        for name in names:
+            if "lr" in logs[name].columns:
+                ax_lr.plot(logs[name]["step"], logs[name]["lr"], color=colors[name], linewidth=1.1, label=name,
+                           linestyle=LINESTYLES[names.index(name) % len(LINESTYLES)])
+        ax_lr.set_title("learning rate (all runs)", fontsize=8)
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 4),
-                   frameon=False)
-        return savefig(fig, figures_dir, "fig5_training_curves")
+        for ax in axes[n_panels:]:
+            ax.set_visible(False)
+        for k, ax in enumerate(axes[:n_panels]):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if k % ncols == 0:
+                ax.set_ylabel("training loss" + (" (log)" if log_loss else "") if k < len(names) else "lr")
+            if k + ncols >= n_panels:
+                ax.set_xlabel("step")
+                ax.tick_params(labelbottom=True)
+        fig.suptitle("Training loss per run (smoothed; raw loss faint)", fontsize=10)
+        fig.supxlabel("\n".join(textwrap.wrap(training_curves_caption(runs), 40 * ncols)), fontsize=7,
+                      ha="left", x=0.01)
+        return savefig(fig, figures_dir, "kit_fig4_training_curves")
 
 
-def fig6_ablation_bars(
+def merge_same_runs(stats: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Ablation stats without the rows of runs that are another run's model (`same_as`, e.g. `llm_scratch-2x64`
+    is `full`), and {kept run: its label naming the runs it stands for}, so that each model gets one bar."""
+    same = stats["same_as"].fillna("").astype(str) if "same_as" in stats.columns else pd.Series("", index=stats.index)
+    present = set(stats["run"])
+    duplicate = same.ne("") & same.isin(present)
+    labels = {run: run for run in dict.fromkeys(stats["run"])}
+    for run, target in dict.fromkeys(zip(stats.loc[duplicate, "run"], same[duplicate])):
+        labels[target] = f"{labels[target]} (= {run})"
+        labels.pop(run, None)
+    return stats.loc[~duplicate], labels
+
+
+def kit_fig6_ablation_bars(
     stats: pd.DataFrame,
     figures_dir: str | os.PathLike[str],
     metrics: Sequence[str] = SUMMARY_METRICS,
     title: str = "Ablations on the embedded benchmark (bootstrap 95% CI)",
 ) -> list[Path]:
-    """Grouped bars: one group per metric, one bar per run, error bars from the bootstrap 95% CI.
+    """Kit Fig. 6: grouped bars, one group per metric, one bar per run, error bars from the bootstrap 95% CI.
 
+    Every run has its own colour (`run_colors`: no two alike), and a run that is another's model (`same_as`, e.g.
+    `llm_scratch-2x64` is `full`) is drawn once, labelled with both names (`merge_same_runs`).
     A metric that does not apply to a run (NaN, e.g. region accuracy without RRA) is written "n/a" where its bar
     would stand; a true zero gets a "0" above an empty bar, so the two never look alike. Baseline rows (`kind`
     "baseline", `experiments.baselines`) are drawn as dashed horizontal lines across each metric's group.
@@ -403,11 +528,13 @@ def fig6_ablation_bars(
     need = {"run", "metric", "value", "ci_low", "ci_high"}
     if not need <= set(stats.columns):
         raise ValueError(f"ablation stats need columns {sorted(need)}, have {list(stats.columns)}")
+    stats, labels = merge_same_runs(stats)
     kind = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
     runs = list(dict.fromkeys(stats.loc[kind != "baseline", "run"]))
     baselines = list(dict.fromkeys(stats.loc[kind == "baseline", "run"]))
     metrics = [m for m in metrics if m in set(stats["metric"])]
     width = 0.8 / max(len(runs), 1)
+    colors = run_colors(len(runs))
     with style():
         fig = new_figure(max(6.0, 1.2 * len(metrics) + 0.35 * len(runs)), 3.8)
         ax = fig.add_subplot()
@@ -417,8 +544,7 @@ def fig6_ablation_bars(
             val = sub["value"].to_numpy(float)
             err = np.vstack([val - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - val])
             ax.bar(x, np.nan_to_num(val), width * 0.92, yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=2,
-                   color=SOURCE_PALETTE[i % len(SOURCE_PALETTE)], label=run, error_kw={"linewidth": 0.8},
-                   hatch="//" if i >= len(SOURCE_PALETTE) else None)
+                   color=colors[i], label=labels.get(run, run), error_kw={"linewidth": 0.8})
             for xi, v in zip(x, val):
                 if np.isnan(v):
                     ax.text(xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#555555")
@@ -431,7 +557,7 @@ def fig6_ablation_bars(
         ax.set_title(title)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", frameon=False, fontsize=7,
                    ncol=min(len(runs) + len(baselines), 4))
-        return savefig(fig, figures_dir, "fig6_ablation_bars")
+        return savefig(fig, figures_dir, "kit_fig6_ablation_bars")
 
 
 def _baseline_lines(ax: Any, stats: pd.DataFrame, baselines: Sequence[str], metrics: Sequence[str]) -> None:
@@ -444,13 +570,13 @@ def _baseline_lines(ax: Any, stats: pd.DataFrame, baselines: Sequence[str], metr
                           linewidth=1.0, label=name if k == 0 or np.isnan(sub["value"].iloc[:k]).all() else None)
 
 
-def fig10_region_accuracy_by_step(
+def kit_fig5_region_accuracy_by_step(
     curve: pd.DataFrame,
     figures_dir: str | os.PathLike[str],
     baseline: float | None = None,
     run: str = "full",
 ) -> list[Path]:
-    """Region accuracy of each saved checkpoint against its step (`experiments.curves.region_accuracy_by_step`),
+    """Kit Fig. 5: region accuracy of each saved checkpoint against its step (`experiments.curves.region_accuracy_by_step`),
     with the canonical-order baseline (organ names by position alone, `experiments.baselines`) as a dashed line
     when given. A step whose reports name no region at all is marked "n/a" on the axis, not drawn as 0."""
     need = {"step", "region_accuracy"}
@@ -462,7 +588,7 @@ def fig10_region_accuracy_by_step(
         fig = new_figure(5.0, 3.0)
         ax = fig.add_subplot()
         ok = ~np.isnan(acc)
-        ax.plot(steps[ok], acc[ok], marker="o", color=SOURCE_PALETTE[1], label=f"{run}: generated reports")
+        ax.plot(steps[ok], acc[ok], marker="o", color=RUN_PALETTE[0], label=f"{run}: generated reports")
         for s in steps[~ok]:
             ax.text(s, 0.02, "n/a", ha="center", fontsize=7, color="#555555")
         if baseline is not None:
@@ -473,4 +599,4 @@ def fig10_region_accuracy_by_step(
         ax.set_ylim(0, 1.05)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(frameon=False, loc="lower right")
-        return savefig(fig, figures_dir, "fig10_region_accuracy_by_step")
+        return savefig(fig, figures_dir, "kit_fig5_region_accuracy_by_step")

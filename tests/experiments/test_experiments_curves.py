@@ -20,7 +20,7 @@ from reg2rg_lib.experiments.curves import (
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.metrics.region import region_recognition
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.report.figures import fig10_region_accuracy_by_step
+from reg2rg_lib.report.figures import kit_fig5_region_accuracy_by_step
 from reg2rg_lib.train.run import model_config, train_run
 
 
@@ -34,8 +34,8 @@ def test_every_checkpoint_gives_one_scored_point_and_a_rerun_only_scores(trained
     stamp = first.stat().st_mtime_ns
     again = region_accuracy_by_step(trained, smoke.cache, "smoke", limit=2)
     assert again.equals(curve) and first.stat().st_mtime_ns == stamp  # cached reports, not generated again
-    files = fig10_region_accuracy_by_step(curve, tmp_path, baseline=0.5)
-    assert [p.name for p in files] == ["fig10_region_accuracy_by_step.png", "fig10_region_accuracy_by_step.pdf"]
+    files = kit_fig5_region_accuracy_by_step(curve, tmp_path, baseline=0.5)
+    assert [p.name for p in files] == ["kit_fig5_region_accuracy_by_step.png", "kit_fig5_region_accuracy_by_step.pdf"]
     assert all(os.path.getsize(p) > 0 for p in files)
 
 

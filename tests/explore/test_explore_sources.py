@@ -86,7 +86,9 @@ def test_open_explorer_compares_the_runs_that_have_predictions(benchmark):
     assert list(run_predictions(benchmark, ["full", "no_rra", "no_lfd"])) == ["full", "no_rra"]
     ex = open_explorer(benchmark)
     assert ex.case.name == "valid_2_a_1"  # the first case with predictions
-    assert ex.columns == ["gt", "full", "no_rra"]
+    # by default the ground truth against full only: no_rra names no region, so its column would read "missing"
+    assert ex.columns == ["gt", "full"]
+    assert open_explorer(benchmark, runs=["full", "no_rra"]).columns == ["gt", "full", "no_rra"]
     assert ex.case.gt_report == "The region 0 is heart: Normal heart."  # the GT the predictions were scored on
     assert ex.case.scores == {"full": {"BLEU-4": 0.4321, "METEOR": 0.5}}
     assert "BLEU-4" in ex.summary.value and "0.432" in ex.summary.value

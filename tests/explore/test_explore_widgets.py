@@ -148,3 +148,50 @@ def test_a_model_without_region_prefixes_is_shown_as_one_whole_report_row(tmp_pa
     assert "Heart size is normal." in row and "<del" in row  # diffed against the whole ground truth
     assert "as one report" in ex.cells[("(no region)", "gt")].value
     assert "region 0 named" not in ex.cells[("heart", "full")].value  # the region-structured run is unchanged
+
+
+def _nodule_case():
+    """A lung of air with a soft-tissue ball at slice 7, and a heart; the largest lung slice is 3."""
+    vol = np.full((30, 30, 12), -850.0, np.float32)
+    lung = np.zeros(vol.shape, bool)
+    lung[2:28, 2:28, 1:11] = True
+    lung[0:30, 0:30, 3] = True  # the lung's largest axial slice, far from the nodule
+    x, y, z = np.ogrid[:30, :30, :12]
+    vol[(x - 18) ** 2 + (y - 12) ** 2 + ((z - 7) * 3) ** 2 <= 16] = 40.0  # 4-voxel radius in-plane, at z = 7
+    vol[5, 5:25, 1:11] = 40.0  # a thin vessel running to the lung's edge: not the finding
+    heart = np.zeros(vol.shape, bool)
+    heart[5:10, 20:26, 2:5] = True
+    vol[heart] = 40.0  # soft tissue throughout: nothing unusual in the heart
+    return vol, {"heart": heart, "lung": lung & ~heart}, (1.0, 1.0, 3.0)
+
+
+def test_finding_centre_finds_the_ball_not_the_vessel_nor_the_largest_slice():
+    from reg2rg_lib.explore.locate import finding_centre
+
+    vol, masks, spacing = _nodule_case()
+    assert finding_centre(vol, masks["lung"], spacing) == (18, 12, 7)
+    assert finding_centre(np.full(vol.shape, -850.0), masks["lung"], spacing) is None  # nothing unusual: None
+    assert finding_centre(vol, np.zeros(vol.shape, bool), spacing) is None
+
+
+def test_finding_regions_reads_the_ground_truth_paragraphs():
+    from reg2rg_lib.explore.locate import finding_regions
+
+    assert finding_regions(GT) == ["lung"]  # the heart paragraph states no finding
+    assert finding_regions("No region prefixes here.") == []
+
+
+def test_show_finding_opens_at_the_slice_of_the_finding_with_a_translucent_overlay(tmp_path):
+    from reg2rg_lib.data import slices as view
+
+    cases = {"valid_1_a_1": (*_nodule_case(), "")}
+    preds = write_predictions(tmp_path / "full.csv", [("valid_1_a_1", GT, PRED_A)])
+    ex = Explorer(Explorable(ArraySource(cases), {"full": preds}), longest=96)
+    assert ex.show_finding() == "lung"  # the region whose ground-truth paragraph states a finding
+    assert ex.state.selected == "lung" and ex.state.slice_index((30, 30, 12)) == 7  # not 3, the largest slice
+    assert ex.slice_slider.value == 7 and "axial slice 7" in ex.caption.value
+    assert sorted(ex.highlighted()) == [("lung", "full"), ("lung", "gt")]
+    assert view.ALPHA_SELECTED < 0.3  # the CT under the focused region stays readable
+    ex.show_finding("heart")  # nothing unusual in the heart: its largest slice
+    assert ex.state.selected == "heart" and ex.slice_slider.value == view.best_slice(cases["valid_1_a_1"][1]["heart"],
+                                                                                     "axial")

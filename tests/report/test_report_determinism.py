@@ -67,9 +67,9 @@ def test_smoke_tables_and_figures_are_byte_identical_on_rerun(smoke_run, tmp_pat
     files = sorted(p.relative_to(tmp_path / "first") for p in (tmp_path / "first").rglob("*") if p.is_file())
     names = {p.name for p in files}
     assert {"table1_nlg.csv", "table2_ce.tex", "table3_region_recognition.md", "table6_rra.csv",
-            "fig2_report_length.png", "fig3_case_study.pdf", "fig5_training_curves.png",
-            "fig6_ablation_bars.png"} <= names
-    assert written[0]["make_fig4"] is None  # no benchmark NIfTI in this run folder: skipped, not faked
+            "paper_fig2_report_length.png", "paper_fig3_case_study.pdf", "kit_fig4_training_curves.png",
+            "kit_fig6_ablation_bars.png"} <= names
+    assert written[0]["make_paper_fig4"] is None  # no benchmark NIfTI in this run folder: skipped, not faked
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "first", tmp_path / "second", files, shallow=False)
     assert not mismatch and not errors, f"differ on rerun: {mismatch + errors}"
     table1 = pd.read_csv(tmp_path / "first" / "tables" / "table1_nlg.csv")
