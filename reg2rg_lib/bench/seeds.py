@@ -56,7 +56,7 @@ def _bench(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else default_out_dir(args.profile)
     out = Path(args.out) if args.out else default_out_dir(args.profile).with_name(f"{args.profile}_seeds")
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    own_seed = load_profile(args.profile).train.seed
+    own_seed, own_threads = load_profile(args.profile).train.seed, load_profile(args.profile).train.threads
     # another thread count: its own rows and folders (never the reproduce run's), one run at a time
     kernels = sp.family(torch.backends.cpu.get_cpu_capability(), args.threads)
     parallel = 1 if args.threads is not None else args.parallel
@@ -69,9 +69,9 @@ def _bench(args: argparse.Namespace) -> int:
         label = "".join(c if c.isalnum() else "_" for c in kernels.lower())
         folder = out / (f"seed{seed}" if kernels == source_kernels else f"seed{seed}_{label}")
         summary = sp.run_seed(args.profile, seed, source, folder, runs, parallel, not args.quiet, args.threads)
-        rows += sp.rows_from_summary(summary, seed, runs, args.threads)
+        rows += sp.rows_from_summary(summary, seed, runs, args.threads, own_threads)
     if source_kernels == kernels:
-        rows += sp.rows_from_summary(source_summary, own_seed, runs)
+        rows += sp.rows_from_summary(source_summary, own_seed, runs, train_threads=own_threads)
     merged = sp.merge_rows(csv_path, rows)
     print(f"[bench seeds] {len(rows)} rows -> {csv_path} ({len(merged)} in all)")
     return 0

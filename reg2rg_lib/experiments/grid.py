@@ -81,6 +81,27 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
 )}
 
 
+#: The abbreviations and metric names the run descriptions and the tables use (the README's glossary reads them
+#: here, beside the runs they describe).
+ABBREVIATIONS: dict[str, str] = {
+    "LFD": "local feature decoupling: each region's texture from its own cropped CT, its shape from its mask "
+           "(the geometry token)",
+    "RRA": "region-report alignment: each paragraph opens with \"The region i is <organ>:\" for the region i of "
+           "the prompt, the regions shuffled in training",
+    "re-reference": "the demo repeats region i's tokens right after \"The region i is <organ>:\" in the report "
+                    "(the paper has them only in the prompt)",
+    "LLM": "the language model that writes the report (`llm_<arch>`: another size)",
+    "LoRA": "low-rank adapters: the pretrained LLM's weights frozen, small matrices trained",
+    "ViT": "the 3-D vision transformer that turns each region's crop into tokens (frozen)",
+    "region_accuracy": "the share of \"The region i is X\" names that match region i of the prompt",
+    "topic_consistency": "the share of generated paragraphs whose every sentence belongs to the organ they name",
+    "BLEU-4, METEOR, ROUGE-L": "word overlap with the reference report (per-case means)",
+    "CE_micro_F1": "clinical efficacy: micro-F1 of the 18 CT-RATE findings labelled in the generated against the "
+                   "reference report",
+    "CI": "bootstrap 95% confidence interval over the test cases",
+}
+
+
 #: The table each run is tested in (Tables 4-7): the family of its Holm correction (`stats.ablation_stats`).
 FAMILIES: dict[str, str] = {
     "no_lfd": "table4_lfd", "texture_only": "table5_region_features", "texture_geometry": "table5_region_features",

@@ -26,6 +26,8 @@ from reg2rg_lib.io import write_csv_atomic
 SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1",
                                    "distinct_reports")
 COLUMNS: tuple[str, ...] = ("run", "seed", "cpu_capability", *SPREAD_METRICS)
+#: Written after `COLUMNS`: the torch threads a row's run trained with (`train.threads`; older files lack it).
+THREADS = "threads"
 #: What a seed folder shares with the reproduce folder (read-only inputs; the runs/ and summaries are its own).
 SHARED: tuple[str, ...] = ("cache", "data", "tokenizer", "vision")
 
@@ -60,21 +62,26 @@ def main_family(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str],
-                      threads: int | None = None) -> list[dict[str, Any]]:
-    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and `family`."""
-    capability = family(summary.get("environment", {}).get("torch_cpu_capability", "unknown"), threads)
+                      threads: int | None = None, train_threads: int | None = None) -> list[dict[str, Any]]:
+    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and `family`, and the torch
+    threads it trained with: `threads` (another count than the profile's), else the profile's `train_threads`,
+    else the summary's `torch_threads` (torch's default then)."""
+    environment = summary.get("environment", {})
+    capability = family(environment.get("torch_cpu_capability", "unknown"), threads)
+    used = threads or train_threads or environment.get("torch_threads")
     rows = []
     for run in runs:
         metrics = summary["runs"].get(run)
         if metrics is None:
             continue
         rows.append({"run": run, "seed": int(seed), "cpu_capability": capability,
-                     **{m: metrics.get(m) for m in SPREAD_METRICS}})
+                     **{m: metrics.get(m) for m in SPREAD_METRICS}, THREADS: used})
     return rows
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a spread CSV (metrics as floats, empty cells as None); [] when the file does not exist."""
+    """The rows of a spread CSV (metrics as floats, empty cells as None, `threads` None where the file has no such
+    column or cell); [] when the file does not exist."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -86,6 +93,8 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for r in reader:
             row: dict[str, Any] = {"run": r["run"], "seed": int(r["seed"]), "cpu_capability": r["cpu_capability"]}
             row.update({m: float(r[m]) if r[m] not in ("", "None") else None for m in SPREAD_METRICS})
+            threads = r.get(THREADS) or ""
+            row[THREADS] = int(float(threads)) if threads not in ("", "None") else None
             rows.append(row)
     return rows
 
@@ -98,7 +107,7 @@ def merge_rows(path: str | os.PathLike[str], new: Sequence[Mapping[str, Any]]) -
     for r in rows:  # six decimals: more than any metric resolves on 50 cases, and a readable diff
         r.update({m: round(float(r[m]), 6) for m in SPREAD_METRICS if r[m] is not None})
     rows.sort(key=lambda r: (r["run"], r["cpu_capability"], r["seed"]))
-    write_csv_atomic(path, COLUMNS, rows)
+    write_csv_atomic(path, (*COLUMNS, THREADS), [{THREADS: None} | r for r in rows])
     return rows
 
 

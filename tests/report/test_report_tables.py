@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -19,6 +20,13 @@ from reg2rg_lib.report.tables import (
 )
 
 
+def md_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the Markdown tables in `text` (header and rule included), stripped: the writer
+    pads columns to their width, so a row is compared cell by cell."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in text.splitlines()
+            if line.startswith("|")]
+
+
 def test_save_table_writes_three_formats_with_sources(tmp_path):
     df = pd.DataFrame({"model": ["a_b", "c"], "source": ["x|y", "z"], "BLEU-4": [0.123456, math.nan]})
     paths = save_table(df, tmp_path, "table9_demo", caption="Demo 50% & more")
@@ -27,9 +35,24 @@ def test_save_table_writes_three_formats_with_sources(tmp_path):
     csv = pd.read_csv(paths["csv"])
     assert csv["BLEU-4"][0] == pytest.approx(0.123456)  # CSV keeps full precision
     md = paths["md"].read_text()
-    assert "| a_b | x\\|y | 0.1235 |" in md and "| c | z | – |" in md
+    assert md.startswith("**Demo 50% & more**\n\n")
+    assert ["a_b", "x\\|y", "0.123"] in md_rows(md) and ["c", "z", "–"] in md_rows(md)  # 3 decimals for 50 cases
     tex = paths["tex"].read_text()
-    assert r"a\_b & x|y & 0.1235 \\" in tex and r"Demo 50\% \& more" in tex and "{llr}" in tex
+    assert r"a\_b & x|y & 0.123 \\" in tex and r"\caption{Demo 50\% \& more}" in tex and "{llr}" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:table9_demo}" in tex
+
+
+def test_counts_are_integers_in_every_format_even_beside_empty_rows(tmp_path):
+    # a row without numbers (the paper's, not typed in) turns the support column float: it is written as integers
+    df = pd.DataFrame({"source": ["paper, not typed in", "kit"], "F1": [math.nan, 0.229167],
+                       "support": [math.nan, 120.0], "reported": [math.nan, 7.0]})
+    paths = save_table(df, tmp_path, "table2_x")
+    assert ["kit", "0.229", "120", "7"] in md_rows(paths["md"].read_text())
+    assert "120.0" not in paths["md"].read_text() and "120.0" not in paths["csv"].read_text()
+    assert r"kit & 0.229 & 120 & 7 \\" in paths["tex"].read_text()
+    assert pd.read_csv(paths["csv"])["support"].tolist()[1] == 120
+    fractional = save_table(df.assign(support=[math.nan, 0.5]), tmp_path, "table2_y")  # not a count: kept
+    assert ["kit", "0.229", "0.500", "7"] in md_rows(fractional["md"].read_text())
 
 
 def test_save_table_rejects_missing_source_and_bad_names(tmp_path):
@@ -43,7 +66,7 @@ def test_save_table_rejects_missing_source_and_bad_names(tmp_path):
 def test_rows_with_own_decimals_are_shown_at_their_precision(tmp_path):
     df = pd.DataFrame({"source": ["printed", "computed"], "F1": [0.28, 0.281234], "decimals": [2, None]})
     md = save_table(df, tmp_path, "table2_x")["md"].read_text()
-    assert "| printed | 0.28 | 2 |" in md and "| computed | 0.2812 | – |" in md
+    assert ["printed", "0.28", "2"] in md_rows(md) and ["computed", "0.281", "–"] in md_rows(md)
 
 
 def test_read_nlg_results_parses_mean_std_and_rejects_garbage(tmp_path):
@@ -93,10 +116,12 @@ def test_ablation_tables_mark_significant_differences_and_skip_missing_runs(tmp_
     assert list(t6["run"]) == ["full", "no_rra"]
     assert t6.loc[1, "region_accuracy_p_vs_full"] == pytest.approx(0.001)
     md = written["table6_rra"]["md"].read_text()
-    assert "0.5000 [0.4500, 0.5500] p=0.001*" in md and "0.9000 [0.8500, 0.9500] |" in md and "RRA off" in md
+    cells = [c for row in md_rows(md) for c in row]
+    assert "0.500 [0.450, 0.550] p=0.001*" in cells and "0.900 [0.850, 0.950]" in cells and "RRA off" in cells
     t7 = pd.read_csv(written["table7_llm_size"]["csv"])
     assert list(t7["run"]) == ["llm_scratch-2x128", "llm_scratch-4x256"]
-    assert "[0.8000, 0.9000] p=0.200 |" in written["table7_llm_size"]["md"].read_text()  # p = 0.2: no star
+    assert "0.850 [0.800, 0.900] p=0.200" in [c for row in md_rows(written["table7_llm_size"]["md"].read_text())
+                                                for c in row]  # p = 0.2: no star
     assert "baselines: not computed" in md and "seeds per run: not recorded" in md  # an old stats file says so
 
 
@@ -113,7 +138,8 @@ def test_ablation_tables_show_holm_p_bounds_seeds_distinct_reports_and_baselines
     t6 = pd.read_csv(written["table6_rra"]["csv"])
     assert list(t6["run"]) == ["full", "no_rra", "baseline_normal"]  # the baselines follow the runs
     assert "p < 0.002*" in md  # 0 from the count: below 1/B, times the table's 2 tests (Holm)
-    assert "1 of 50 (near-constant)" in md and "40 of 50 |" in md
+    cells = [c for row in md_rows(md) for c in row]
+    assert "1 of 50 (near-constant)" in cells and "40 of 50" in cells
     assert "Holm-adjusted over this table's 2 tests" in md and "1 training seed(s) per run" in md
     assert "kit baseline, profile smoke: baselines/baseline_normal/metrics" in md
     assert "baseline_normal" in list(pd.read_csv(written["table7_llm_size"]["csv"])["run"])  # beside every table
@@ -161,3 +187,16 @@ def test_table3_shows_topic_consistency_beside_accuracy():
     assert (t3.iloc[0]["accuracy"], t3.iloc[0]["topic consistency"]) == (1.0, 0.0)
     older = {k: v for k, v in metrics.items() if not k.startswith("topic")}  # written before topic consistency
     assert math.isnan(table3_region_recognition(None, {"full": region_rows(older)}).iloc[0]["topic consistency"])
+
+
+def test_grounded_view_hides_an_empty_table_and_rows_of_nothing():
+    from reg2rg_lib.report.tables import grounded_view
+
+    table = pd.DataFrame({"kind": ["lung_nodule", "emphysema", "all"], "region": ["lung", "lung", None],
+                          "inserted": [15, 4, 19], "reported": [3, 0, 3], "grounded_recall": [0.2, 0.0, 3 / 19],
+                          "side_accuracy": [math.nan] * 3, "false_findings": [8, 0, 8]})
+    view = grounded_view(table)
+    assert list(view.index) == ["lung_nodule", "all"] and view.attrs["never_reported"] == ["emphysema"]
+    assert "side_accuracy" not in view.columns and view.loc["all", "grounded_recall"] == 0.158  # 3 decimals
+    nothing = grounded_view(table.assign(reported=0, false_findings=0))
+    assert isinstance(nothing, str) and "none of the 19 inserted findings of 2 kinds" in nothing

@@ -1,0 +1,495 @@
+"""The README's results section, computed from one run's files so that it reads in two minutes and cannot drift:
+a verdict of at most five lines, one compact table (3 decimals, the bootstrap 95% CI beside each headline figure,
+one flag column), where this run falls against the committed seed spread, the paper's tables one line each, and a
+glossary of the run names and abbreviations taken from the ablation registry (`experiments.grid`).
+
+    readme_results(summary_path)            the README's generated block (notebook 06, `reg2rg readme`)
+    write_readme_results(summary, readme)   writes it between README_START and README_END
+    spread_placement(summary_path)          per headline figure: inside the committed seeds' interval or not
+    verdict_lines(summary_path)             the verdict
+
+The p-values in words (`narrative.ablation_story`) stay in notebook 05 and benchmarks/RESULTS.md; here a run's
+tests against `full` and the baselines become the verdict's and the paper lines' words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reg2rg_lib.env import doctor
+from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
+from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
+from reg2rg_lib.experiments.seeds import THREADS, main_family, prediction_interval, spread
+from reg2rg_lib.experiments.seeds import read_rows as seed_rows
+from reg2rg_lib.experiments.stats import read_stats, verdicts
+from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, STATS_FILE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.paths import REPO_ROOT
+from reg2rg_lib.report.deviations import replace_block
+from reg2rg_lib.report.narrative import release_agreement
+from reg2rg_lib.report.tables import DIGITS, format_cell, table9_ce_per_label, to_markdown
+
+logger = logging.getLogger(__name__)
+
+#: The README's generated block lies between these two lines (`write_readme_results`).
+README_START, README_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
+#: The mark of a figure outside the committed seeds' interval, in the table.
+OUTSIDE = "†"
+ALPHA = 0.05
+
+
+def _seeds_csv(profile: str) -> Path:
+    return REPO_ROOT / "benchmarks" / "seeds" / f"{profile}.csv"
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _load(summary_path: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """(summary.json, the ablation_stats.csv beside it or None)."""
+    path = Path(summary_path)
+    stats = path.parent / STATS_FILE
+    return read_summary(path), (read_stats(stats) if stats.is_file() else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Where this run falls against the committed seed spread
+
+
+def run_machine(summary_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The CPU kernels (`torch_cpu_capability` of summary.json) and the torch threads `full` trained with (its
+    run_config.json's `train.threads`; torch's default, summary.json's `torch_threads`, when that is unset)."""
+    path = Path(summary_path)
+    env = read_summary(path).get("environment") or {}
+    threads, config = None, path.parent / "runs" / REFERENCE / "run_config.json"
+    if config.is_file():
+        try:
+            threads = (json.loads(config.read_text()).get("settings") or {}).get("threads")
+        except json.JSONDecodeError:
+            raise BadInputError(config, "not valid JSON") from None
+    return {"cpu_capability": env.get("torch_cpu_capability") or "unknown",
+            "threads": threads if threads else env.get("torch_threads")}
+
+
+def committed_machine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The CPU kernels and thread counts of a seed file's own seeds (`main_family`; threads None: not recorded)."""
+    main = main_family(rows)
+    counts = sorted({r.get(THREADS) for r in rows if r["cpu_capability"] == main} - {None})
+    return {"cpu_capability": (main or "unknown").split(",")[0], "threads": counts or None}
+
+
+def machine_words(machine: Mapping[str, Any]) -> str:
+    """"AVX512, 1 training thread" / "AVX512, 1-2 training threads" / "AVX512, training threads not recorded"."""
+    threads = machine.get("threads")
+    if isinstance(threads, list | tuple):
+        threads = threads[0] if len(threads) == 1 else f"{min(threads)}-{max(threads)}"
+    count = ("training threads not recorded" if threads is None
+             else f"{threads} training thread" + ("" if threads == 1 else "s"))
+    return f"{machine.get('cpu_capability', 'unknown')}, {count}"
+
+
+def spread_placement(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
+                     ) -> list[dict[str, Any]]:
+    """For every run of summary.json that the committed seed file (`benchmarks/seeds/<profile>.csv`, its own CPU
+    kernels) has at 2+ seeds, and every headline metric: this run's value, the seeds' mean, s.d., min, max, the
+    95% prediction interval (where one more seed should fall, `seeds.prediction_interval`, clipped to [0, 1]) and
+    `inside`. [] without a seed file."""
+    summary = read_summary(summary_path)
+    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
+    rows = seed_rows(csv)
+    committed = spread(rows)
+    out = []
+    for run, metrics in summary["runs"].items():
+        for metric in SUMMARY_METRICS:
+            cell, value = committed.get(run, {}).get(metric), metrics.get(metric)
+            interval = prediction_interval(cell) if cell else None
+            if interval is None or value is None:
+                continue
+            low, high = max(0.0, interval[0]), min(1.0, interval[1])
+            out.append({"run": run, "metric": metric, "value": float(value), "low": low, "high": high,
+                        "inside": low - 1e-9 <= float(value) <= high + 1e-9, "seeds": int(cell["n"]),
+                        **{k: cell[k] for k in ("mean", "sd", "min", "max")}})
+    return out
+
+
+def placement_markdown(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None,
+                       digits: int = DIGITS) -> str:
+    """Notebook 06's table: each placed figure, the committed seeds and whether this run is inside, with both
+    runs' CPU kernels and threads; a sentence instead when nothing can be placed."""
+    summary = read_summary(summary_path)
+    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
+    placed = spread_placement(summary_path, csv)
+    if not placed:
+        return (f"No committed seed spread to place this run in ({_shown(csv)} is missing or has no run of this "
+                "summary at 2+ seeds; `reg2rg bench seeds` makes one).")
+    f = f".{digits}f"
+    table = pd.DataFrame([{
+        "run": p["run"], "metric": p["metric"], "this run": format(p["value"], f),
+        "committed seeds": f"{p['mean']:{f}} ± {p['sd']:{f}} [{p['min']:{f}}, {p['max']:{f}}]",
+        "95% interval": f"[{p['low']:{f}}, {p['high']:{f}}]",
+        "inside?": "yes" if p["inside"] else f"**no** {OUTSIDE}"} for p in placed])
+    return placement_sentence(summary_path, placed, csv) + "\n\n" + to_markdown(table).rstrip()
+
+
+def placement_sentence(summary_path: str | os.PathLike[str], placed: Sequence[Mapping[str, Any]],
+                       spread_csv: Path) -> str:
+    """One sentence: how many figures lie inside the committed interval, those outside, and both machines."""
+    rows = seed_rows(spread_csv)
+    seeds = max((p["seeds"] for p in placed), default=0)
+    outside = [f"`{p['run']}` {p['metric']} {p['value']:.{DIGITS}f} (interval [{p['low']:.{DIGITS}f}, "
+               f"{p['high']:.{DIGITS}f}])" for p in placed if not p["inside"]]
+    return (f"{len(placed) - len(outside)} of {len(placed)} figures inside the 95% prediction interval of the "
+            f"{seeds} committed training seeds ({_shown(spread_csv)})"
+            + (f"; outside {OUTSIDE}: " + "; ".join(outside) if outside else "")
+            + f". This run: {machine_words(run_machine(summary_path))}; the committed seeds: "
+            f"{machine_words(committed_machine(rows))}.")
+
+
+def expected_spread(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None) -> str:
+    """One sentence: the interval a rerun on another machine should land in, per metric of `full`."""
+    placed = [p for p in spread_placement(summary_path, spread_csv) if p["run"] == REFERENCE]
+    if not placed:
+        return ""
+    cells = ", ".join(f"{p['metric']} [{p['low']:.{DIGITS}f}, {p['high']:.{DIGITS}f}]" for p in placed)
+    return (f"**On another machine** expect `{REFERENCE}` within the 95% prediction interval of its "
+            f"{placed[0]['seeds']} committed training seeds: {cells}; other runs have one seed, so their "
+            "differences from `full` below about the seeds' s.d. are noise.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The verdict: what `full` does and does not do, against the baselines and the ablations
+
+
+def _against_baselines(stats: pd.DataFrame, metric: str) -> tuple[bool, str]:
+    """(does `full` beat every baseline on `metric` by the paired test at `ALPHA`, the highest baseline that it
+    does not beat, else the highest baseline, as "`name` value")."""
+    rows = stats[(stats["kind"] == "baseline") & (stats["metric"] == metric)].to_dict("records")
+    if not rows:
+        return False, "no baseline"
+
+    def beaten(r: Mapping[str, Any]) -> bool:
+        p = r.get("p_holm")
+        p = r["p_vs_full"] if p is None or pd.isna(p) else p
+        return bool(not pd.isna(p) and p < ALPHA and r["delta_vs_full"] < 0)
+
+    rest = [r for r in rows if not beaten(r)]
+    top = max(rest or rows, key=lambda r: r["value"])
+    return not rest, f"`{top['run']}` {top['value']:.{DIGITS}f}"
+
+
+def _figure(stats: pd.DataFrame | None, summary: Mapping[str, Any], metric: str) -> str:
+    """`full`'s value of `metric` with its CI when the stats have one."""
+    value = summary["runs"][REFERENCE].get(metric)
+    if value is None:
+        return "n/a"
+    row = stats[(stats["run"] == REFERENCE) & (stats["metric"] == metric)] if stats is not None else None
+    if row is None or row.empty or pd.isna(row["ci_low"].iloc[0]):
+        return f"{float(value):.{DIGITS}f}"
+    return f"{float(value):.{DIGITS}f} [{row['ci_low'].iloc[0]:.{DIGITS}f}, {row['ci_high'].iloc[0]:.{DIGITS}f}]"
+
+
+#: A finding counts as written when `full`'s per-label F1 reaches this (Table 9) on at least `FINDING_SUPPORT` cases.
+FINDING_F1, FINDING_SUPPORT = 0.5, 3
+
+
+def _findings(summary_path: Path) -> str:
+    """"; of the N findings in the test split it writes X (F1 0.94)" from `full`'s ce_labels.csv (Table 9's
+    numbers), "" without that file."""
+    labels = summary_path.parent / "runs" / REFERENCE / "metrics" / "ce_labels.csv"
+    if not labels.is_file():
+        return ""
+    table = table9_ce_per_label(labels)
+    present = table[table["support"] >= FINDING_SUPPORT]
+    good = present[present["F1"] >= FINDING_F1]
+    written = ", ".join(f"{r.label} (F1 {r.F1:.{DIGITS}f})" for r in good.itertuples()) or "none"
+    return (f"; of the {len(present)} findings with {FINDING_SUPPORT}+ test cases it writes, at F1 >= "
+            f"{FINDING_F1:g}: {written} (per label: Table 9)")
+
+
+def _does_lines(summary: Mapping[str, Any], stats: pd.DataFrame | None, findings: str = "") -> list[str]:
+    """"Does" and "does not" against the constant-report baselines, one line each (metric by metric)."""
+    full = summary["runs"][REFERENCE]
+    if stats is None or not (stats["kind"] == "baseline").any():
+        return [f"**`{REFERENCE}`** (no baselines scored beside it): " + ", ".join(
+            f"{m} {_figure(stats, summary, m)}" for m in SUMMARY_METRICS) + "."]
+    does, does_not = [], []
+    for m in SUMMARY_METRICS:
+        if full.get(m) is None:
+            does_not.append(f"{m} (not applicable)")
+            continue
+        all_beaten, top = _against_baselines(stats, m)
+        (does if all_beaten else does_not).append(f"{m} {_figure(stats, summary, m)} vs {top}")
+    topic = full.get("topic_consistency")
+    lines = []
+    if does:
+        lines.append(f"**Does:** `{REFERENCE}` scores clearly above every constant-report baseline (the highest "
+                     "shown) on "
+                     + "; ".join(does) + (f"; topic consistency {float(topic):.{DIGITS}f}" if topic is not None
+                                          else "") + findings + ".")
+    if does_not:
+        lines.append("**Does not:** score clearly above a constant report (paired bootstrap, Holm, p >= "
+                     f"{ALPHA:g} against the one shown) on " + "; ".join(does_not) + ".")
+    return lines
+
+
+def _tested(stats: pd.DataFrame | None) -> pd.DataFrame:
+    """The verdicts of the comparable runs (`Ablation.comparable`), empty without stats."""
+    if stats is None:
+        return pd.DataFrame(columns=["run", "metric", "verdict", "note"])
+    tests = verdicts(stats, alpha=ALPHA)
+    return tests[[_comparable(r) for r in tests["run"]]] if len(tests) else tests
+
+
+def _comparable(run: str) -> bool:
+    try:
+        return ablation(run).comparable
+    except KitError:  # a run this kit version does not define (an older summary): nothing says otherwise
+        return True
+
+
+def _ablation_line(stats: pd.DataFrame | None) -> str:
+    """One line: which ablations fall clearly below or above `full` on which metric."""
+    tests = _tested(stats)
+    tests = tests[~tests["verdict"].str.startswith(("same model", "not appl"))]
+    runs = list(dict.fromkeys(tests["run"]))
+    if not runs:
+        return ""
+    seeds = int(stats["seeds"].max()) if "seeds" in stats and stats["seeds"].notna().any() else 1
+
+    def which(verdict: str) -> list[str]:
+        out = []
+        for run in runs:
+            hit = tests[(tests["run"] == run) & (tests["verdict"] == verdict.format(run=run))]
+            if len(hit):
+                out.append(f"`{run}` ({', '.join(hit['metric'])})")
+        return out
+
+    below, above = which("full better"), which("{run} better")
+    return (f"**Ablations** ({seeds} training seed(s) each, paired bootstrap against `{REFERENCE}`, Holm within "
+            f"each table): of {len(runs)} comparable runs, " + (f"below `{REFERENCE}`: {'; '.join(below)}" if below
+                                                                else f"none falls below `{REFERENCE}`")
+            + ("; above: " + "; ".join(above) if above else "; none scores above it")
+            + "; the others are within noise.")
+
+
+def verdict_lines(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
+                  ) -> list[str]:
+    """At most five lines, each computed from the run's files: what `full` does and does not do against the
+    constant-report baselines, how the ablations compare, and where this rerun falls against the committed
+    seeds."""
+    summary, stats = _load(summary_path)
+    if REFERENCE not in summary["runs"]:
+        return [f"No `{REFERENCE}` run in {summary_path}: nothing to judge."]
+    lines = _does_lines(summary, stats, _findings(Path(summary_path)))
+    ablations = _ablation_line(stats)
+    if ablations:
+        lines.append(ablations)
+    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
+    placed = spread_placement(summary_path, csv)
+    if placed:
+        lines.append("**This run against the committed seeds:** " + placement_sentence(summary_path, placed, csv))
+    return lines[:5]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The compact table, the paper's tables in one line each, the glossary
+
+
+def _flag(run: str, metrics: Mapping[str, Any], same: Sequence[str]) -> str:
+    """The table's one flag: near-constant output, another recipe, or the runs that are this run's model."""
+    flags = []
+    distinct, n = metrics.get("distinct_reports"), metrics.get("n_test_cases")
+    if distinct is not None and n is not None and is_near_constant(float(distinct), float(n),
+                                                                   metrics.get("top_report_share")):
+        flags.append(f"near-constant ({int(distinct)} distinct of {int(n)})")
+    if not _comparable(run):
+        flags.append("other recipe: not comparable")
+    if same:
+        flags.append("also " + ", ".join(f"`{s}`" for s in same) + " (same model)")
+    return "; ".join(flags)
+
+
+def results_table(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
+                  ) -> pd.DataFrame:
+    """One row per distinct run, then the baselines: each headline figure with its bootstrap 95% CI (3 decimals;
+    `OUTSIDE` where this run left the committed seeds' interval), and one flag column."""
+    summary, stats = _load(summary_path)
+    outside = {(p["run"], p["metric"]) for p in spread_placement(summary_path, spread_csv) if not p["inside"]}
+    same = {}
+    if stats is not None and "same_as" in stats.columns:
+        same = {r: s for r, s in zip(stats["run"], stats["same_as"].fillna("")) if s}
+    baselines = list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if stats is not None else []
+    extras = {b: _baseline_extras(stats, b) for b in baselines}
+    rows = []
+    for run, metrics in [*((r, m) for r, m in summary["runs"].items() if r not in same), *extras.items()]:
+        row = {"run": f"`{run}`"}
+        for m in SHOWN_METRICS:
+            cell = _cell(stats, run, metrics.get(m) if run not in extras else extras[run].get(m), m)
+            row[m] = cell + (f" {OUTSIDE}" if (run, m) in outside else "")
+        row["flag"] = _flag(run, metrics, [r for r, s in same.items() if s == run])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run", *SHOWN_METRICS, "flag"])
+
+
+def _baseline_extras(stats: pd.DataFrame, run: str) -> dict[str, Any]:
+    sub = stats[stats["run"] == run]
+    return {**dict(zip(sub["metric"], sub["value"])), "distinct_reports": sub["distinct_reports"].iloc[0]
+            if "distinct_reports" in sub else None, "n_test_cases": sub["n_test_cases"].iloc[0]
+            if "n_test_cases" in sub else None}
+
+
+def _cell(stats: pd.DataFrame | None, run: str, value: Any, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    row = stats[(stats["run"] == run) & (stats["metric"] == metric)] if stats is not None else None
+    if row is None or row.empty or pd.isna(row["ci_low"].iloc[0]):
+        return format_cell(float(value))
+    return f"{format_cell(float(value))} [{format_cell(row['ci_low'].iloc[0])}, {format_cell(row['ci_high'].iloc[0])}]"
+
+
+#: What the paper's tables show, in words (its printed numbers are not typed in: `report.release.PAPER_PRINTED`).
+PAPER_SAYS: dict[str, str] = {
+    "table1_nlg": "Reg2RG's report quality (BLEU, METEOR, ROUGE, CIDEr) on RadGenome-ChestCT and CTRG-Chest-548K",
+    "table2_ce": "its clinical efficacy over the 18 CT-RATE findings",
+    "table3_region_recognition": "its \"The region i is X\" names are recognised correctly",
+    "table4_lfd": "removing local feature decoupling (LFD) lowers the scores",
+    "table5_region_features": "texture alone, then + geometry, score below texture + geometry + global",
+    "table6_rra": "removing region-report alignment (RRA) lowers the scores",
+    "table7_llm_size": "a larger LLM scores higher",
+}
+
+
+def _release_line(tables_dir: Path, name: str) -> tuple[str, str]:
+    """(kit finds, agree?) for Tables 1-2: the kit's metrics recomputed from the authors' released CTRG files."""
+    path = tables_dir / f"{name}.csv"
+    if not path.is_file():
+        return f"no {name}.csv in {_shown(tables_dir)} (notebook 06 writes it)", "not checked"
+    table = pd.read_csv(path)
+    if name == "table2_ce":  # the released weighted average (metrics_manual.csv) against the kit's recomputation
+        table = table[table["average"].isin(["weighted"]) | table["average"].isna()].drop(
+            columns=["average", "support", "CRG", "decimals", "labeler"], errors="ignore")
+        table["source"] = table["source"].str.replace("metrics_manual.csv", "metrics_manual.csv, as released")
+    check = release_agreement(table)
+    if check.ok is None:
+        return ("the authors' released CTRG files were not found or not recomputed here (the table's rows say "
+                "where they were looked for)"), "not checked"
+    return (f"the kit's metrics recomputed from the released CTRG predictions: {check.measured}",
+            "yes" if check.ok else "no")
+
+
+def _ablation_paper_line(stats: pd.DataFrame | None, table: str) -> tuple[str, str]:
+    """(kit finds, agree?) for one of Tables 4-7, from the paired tests of its comparable runs."""
+    tests = _tested(stats)
+    tests = tests[[family(r) == table for r in tests["run"]]] if len(tests) else tests
+    tests = tests[~tests["verdict"].str.startswith(("same model", "not appl"))] if len(tests) else tests
+    runs = list(dict.fromkeys(tests["run"]))
+    if not runs:
+        return "no comparable run of this table in the grid", "not checked"
+    larger = table == "table7_llm_size"
+    better = {r for r in runs if (tests[(tests["run"] == r)]["verdict"] == f"{r} better").any()}
+    worse = {r for r in runs if (tests[(tests["run"] == r)]["verdict"] == "full better").any()}
+    words = []
+    for r in runs:
+        sub = tests[tests["run"] == r]
+        hits = [f"{m} {'below' if v == 'full better' else 'above'}" for m, v in zip(sub["metric"], sub["verdict"])
+                if v in ("full better", f"{r} better")]
+        words.append(f"`{r}`: " + (", ".join(hits) + f" `{REFERENCE}`" if hits else "within noise"))
+    if stats is not None:
+        left_out = [r for r in dict.fromkeys(stats["run"]) if family(r) == table and not _comparable(r)]
+        words += [f"`{r}`: other recipe, left out" for r in left_out]
+    helps, hurts = (better, worse) if larger else (worse, better)
+    agree = "no" if hurts else ("yes" if helps == set(runs) else "not shown (within noise)")
+    return "; ".join(words), agree
+
+
+def paper_lines(summary_path: str | os.PathLike[str], tables_dir: str | os.PathLike[str] | None = None
+                ) -> pd.DataFrame:
+    """Per paper table one row: what the paper says, what the kit finds, and whether they agree."""
+    _, stats = _load(summary_path)
+    tables = Path(tables_dir) if tables_dir is not None else REPO_ROOT / "figures" / "tables"
+    summary = read_summary(summary_path)
+    rows = []
+    for name, says in PAPER_SAYS.items():
+        if name in ("table1_nlg", "table2_ce"):
+            finds, agree = _release_line(tables, name)
+        elif name == "table3_region_recognition":
+            acc = summary["runs"].get(REFERENCE, {}).get("region_accuracy")
+            finds = ("the released region report comes from an unreleased prediction file, so it cannot be "
+                     f"recomputed; `{REFERENCE}` here: {format_cell(None if acc is None else float(acc))}")
+            agree = "not checkable"
+        else:
+            finds, agree = _ablation_paper_line(stats, name)
+        rows.append({"table": name.split("_")[0].replace("table", "Table "), "paper says": says,
+                     "kit finds": finds, "agree?": agree})
+    return pd.DataFrame(rows)
+
+
+def glossary(runs: Sequence[str] = ()) -> str:
+    """The run names (every run of the ablation registry, the `llm_<arch>` runs in `runs`, the baselines) and the
+    abbreviations (`grid.ABBREVIATIONS`), as two Markdown paragraphs."""
+    names = {**{n: a.description for n, a in ABLATIONS.items()}}
+    for run in runs:
+        if run.startswith("llm_") and run not in names:
+            try:
+                names[run] = ablation(run).description
+            except KitError:
+                continue
+    names |= BASELINE_SETTINGS
+    return ("**Runs** (`experiments.grid.ABLATIONS`): " + "; ".join(f"`{n}`: {d}" for n, d in names.items())
+            + ".\n\n**Abbreviations**: " + "; ".join(f"{k}: {v}" for k, v in ABBREVIATIONS.items()) + ".")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The README's block
+
+
+def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None,
+                   tables_dir: str | os.PathLike[str] | None = None,
+                   spread_csv: str | os.PathLike[str] | None = None) -> str:
+    """The README's generated results block: verdict, compact table, expected spread, paper lines, glossary.
+    `machine` (`env.doctor.machine()` when None) dates it; `tables_dir` holds the tables notebook 06 wrote
+    (default figures/tables); `spread_csv` is the committed seed file (default benchmarks/seeds/<profile>.csv)."""
+    summary = read_summary(summary_path)
+    machine = doctor.machine() if machine is None else machine
+    where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
+    stats_note = (" (CI: bootstrap 95% over the test cases" + (
+        f"; {OUTSIDE}: outside the committed seeds' interval" if any(
+            not p["inside"] for p in spread_placement(summary_path, spread_csv)) else "") + ")")
+    parts = [
+        f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} (`make reproduce`; from "
+        f"`outputs/{summary['profile']}/summary.json`; p-values in words: notebook 05 and benchmarks/RESULTS.md).",
+        "\n".join(f"- {line}" for line in verdict_lines(summary_path, spread_csv)),
+        "Headline figures, value [CI]" + stats_note + ":\n\n" + to_markdown(
+            results_table(summary_path, spread_csv)).rstrip(),
+        expected_spread(summary_path, spread_csv),
+        "The paper's tables:\n\n" + to_markdown(paper_lines(summary_path, tables_dir)).rstrip(),
+        glossary(list(summary["runs"])),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def write_readme_results(summary: str | os.PathLike[str], readme: str | os.PathLike[str],
+                         machine: Mapping[str, Any] | None = None,
+                         tables_dir: str | os.PathLike[str] | None = None,
+                         spread_csv: str | os.PathLike[str] | None = None) -> Path:
+    """Replace the block between `README_START` and `README_END` in `readme` by `readme_results(summary)`,
+    atomically; the README's other sections are kept as they are."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise BadInputError(readme, "README not found")
+    block = readme_results(summary, machine, tables_dir, spread_csv)
+    text = replace_block(readme.read_text(), README_START, README_END, block, readme)
+    write_text_atomic(readme, text)
+    logger.info(f"[report] {readme}: demo results from {summary}")
+    return readme
