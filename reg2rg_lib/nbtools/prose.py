@@ -1,8 +1,8 @@
 """Prose drift: every sentence that names a table, figure, run or rule is checked against the code that defines it.
 
-What is read: each markdown cell of `notebooks/*.ipynb`, the caption of each committed table
-(`figures/tables/*.md`, its bold first line) and every string the library writes at run time (captions, messages;
-docstrings are not read). What is checked in each sentence:
+What is read: each markdown cell of `notebooks/*.ipynb` (and the comments and strings of its code cells), the
+caption of each committed table (`figures/tables/*.md`, its bold first line) and every string the library writes
+at run time (captions, messages; docstrings are not read). What is checked in each sentence:
 
 - "Table N" / "Tables N-M": N is a table of `report.catalog.TABLES`, and a sentence naming one table does not
   describe another (its words match only another table's `words`: "Table 8, the organ-naming table" is drift);
@@ -10,7 +10,7 @@ docstrings are not read). What is checked in each sentence:
 - file names `fig<N>_...` and `table<N>_...`: each is a stem of the catalog;
 - run names (`no_lfd`, `llm_<arch>`, `runs/<name>/`, `--runs a,b`, `paths.run("a")`): each is a run of
   `experiments.grid` (or a baseline of `experiments.baselines`);
-- rules (`RULES`, e.g. how Fig. 3's case is picked): where a section is about the rule's subject, a sentence that
+- rules (`rules()`, e.g. how Fig. 3's case is picked): where a section is about the rule's subject, a sentence that
   describes the rule quotes the code's rule string.
 
     python -m reg2rg_lib.nbtools.prose        # list the drift found (exit 1), or say that there is none
@@ -19,8 +19,10 @@ docstrings are not read). What is checked in each sentence:
 from __future__ import annotations
 
 import ast
+import io
 import re
 import sys
+import tokenize
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,12 +275,26 @@ def _short(sentence: str, limit: int = 160) -> str:
 
 
 def notebook_prose(notebook_dir: Path) -> Iterator[tuple[str, str]]:
-    """(where, text) of each markdown cell of the notebooks in `notebook_dir`."""
+    """(where, text) of each markdown cell of the notebooks in `notebook_dir`, and of each code cell's comments and
+    strings (a parameter's comment says which figure it feeds, a print names a table)."""
     for path in sorted(Path(notebook_dir).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "markdown":
                 yield f"{path.name} cell {i}", cell.source
+            elif cell.cell_type == "code":
+                yield from ((f"{path.name} cell {i}", text) for text in _comments_and_strings(cell.source))
+
+
+def _comments_and_strings(source: str) -> list[str]:
+    """The comments and string literals of a code cell (IPython's `%magic` and `!shell` lines left out)."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code + "\n").readline))
+    except (tokenize.TokenError, SyntaxError):
+        return [source]
+    keep = (tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING))
+    return [t.string.lstrip("#").strip() for t in tokens if t.type in keep]
 
 
 def caption_prose(tables_dir: Path) -> Iterator[tuple[str, str]]:

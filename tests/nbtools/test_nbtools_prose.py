@@ -153,3 +153,16 @@ def test_sentences(text, expected):
 def test_ranges_and_lists_of_numbers():
     assert prose.check_text("Tables 4-7 are the ablations; Figs. 2-4 the paper's, Figs. 5 and 6 the kit's.", "x") == []
     assert "Table 10" in prose.check_text("Tables 8-10 are the kit's.", "x")[0]
+
+
+def test_code_cells_comments_and_strings_are_read(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## Fig. 2: report lengths"),
+                nbformat.v4.new_code_cell('%matplotlib inline\nfigures_dir = "f"  # where Fig. 12 goes\n'
+                                          'print(f"Table {n}: see `no_lfd`")')]
+    nbformat.write(nb, tmp_path / "01_x.ipynb")
+    sources = list(prose.notebook_prose(tmp_path))
+    assert sources == [("01_x.ipynb cell 0", "## Fig. 2: report lengths"), ("01_x.ipynb cell 1", '"f"'),
+                       ("01_x.ipynb cell 1", "where Fig. 12 goes"), ("01_x.ipynb cell 1", 'f"Table {n}: see `no_lfd`"')]
+    (problem,) = prose.check_sources(sources)
+    assert problem.startswith("01_x.ipynb cell 1: names Fig. 12, which the kit does not define")
