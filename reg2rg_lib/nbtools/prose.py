@@ -131,7 +131,7 @@ def _figure_mentions(sentence: str) -> tuple[list[Mention], list[str]]:
         unknown = [n for n in nums if n not in known]
         if unknown:
             have = ", ".join(f"{e.number} ({e.stem})" for e in catalog.FIGURES.values())
-            problems.append(f"names {m.group(0).split()[0] if m.group(1) else ''}Fig. "
+            problems.append(f"names {'kit ' if m.group(1) else ''}Fig. "
                             f"{', '.join(map(str, unknown))}, which the kit does not define (figures: {have})")
         mentions.append(Mention(m.start(), m.end(), m.group(0), tuple(entries)))
     return mentions, problems
