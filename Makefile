@@ -33,9 +33,10 @@ reproduce: setup  ## every notebook in order with PROFILE (default demo) -> outp
 test: setup  ## the test suite (unit tests + a papermill smoke run of every notebook)
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff, plus: notebooks are committed without outputs and with one parameters cell
+lint: setup  ## ruff, plus: notebooks are committed without outputs and with one parameters cell; no prose drift
 	$(BIN)/ruff check reg2rg_lib tests
 	$(BIN)/python -m reg2rg_lib.nbtools.hygiene notebooks
+	$(BIN)/python -m reg2rg_lib.nbtools.prose
 
 screenshot: setup  ## (dev) the executed 07_explore notebook's HTML export in headless Chromium -> OUT/explorer_screenshot.png
 	$(BIN)/python -m reg2rg_lib.explore.export --notebook $(OUT)/notebooks/07_explore.ipynb --png $(OUT)/explorer_screenshot.png

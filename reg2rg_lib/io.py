@@ -177,32 +177,67 @@ class AppendOnlyCSV:
         self.close()
 
 
-class _StdoutHandler(logging.StreamHandler):
-    """A `%(message)s` handler that writes to whatever `sys.stdout` is when a message is emitted (a notebook
-    kernel or a test's capture may replace it after the handler was made), where `print` used to write."""
+class _CurrentStream(logging.StreamHandler):
+    """A `%(message)s` handler that writes to whatever `sys.<which>` is when a message is emitted (a notebook
+    kernel or a test's capture may replace it after the handler was made)."""
+
+    which = "stdout"
 
     def __init__(self) -> None:
-        super().__init__(sys.stdout)
+        super().__init__(self.stream)
         self.setFormatter(logging.Formatter("%(message)s"))
 
     @property
     def stream(self) -> TextIO:
-        return sys.stdout
+        return getattr(sys, self.which)
 
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
 
 
+class _StdoutHandler(_CurrentStream):
+    """The kit's messages on stdout, where `print` used to write."""
+
+
+class _OthersLastResort(_CurrentStream):
+    """What Python's last-resort handler does for a message no handler took (WARNING and above, `%(message)s`, on
+    stderr), for every logger but the kit's own, whose messages `_StdoutHandler` shows."""
+
+    which = "stderr"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+        self.addFilter(lambda record: not _is_kit(record.name))
+
+
+#: the logger tree of the library's messages (`logging.getLogger(__name__)` in every module)
+KIT_LOGGER = "reg2rg_lib"
+
+
+def _is_kit(name: str) -> bool:
+    return name == KIT_LOGGER or name.startswith(KIT_LOGGER + ".")
+
+
 def enable_logging(level: int = logging.INFO) -> logging.Logger:
-    """Show the `reg2rg_lib` logger tree's messages at `level` and above as plain lines on stdout.
+    """Show the `reg2rg_lib` logger tree's messages at `level` and above as plain lines on stdout, once each.
 
     The library only logs; the CLI's `main` and the notebooks call this once so that their users see the progress
-    messages. Idempotent: calling it again only changes the level."""
-    logger = logging.getLogger("reg2rg_lib")
+    messages. Idempotent: calling it again only changes the level.
+
+    Once each: rouge_score logs through absl, which calls `logging.basicConfig()` when the root logger has no
+    handler; that stderr handler would print every kit message a second time ("INFO:reg2rg_lib...:", which a
+    notebook shows as a second copy of each line). So a root logger without handlers gets one here, first: it
+    passes other libraries' warnings on to stderr as Python's last resort would and leaves the kit's messages to
+    stdout. A root logger that already has handlers (logging configured by the caller) is left alone."""
+    logger = logging.getLogger(KIT_LOGGER)
     logger.setLevel(level)
     if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
         logger.addHandler(_StdoutHandler())
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(_OthersLastResort())
     return logger
 
 

@@ -64,6 +64,31 @@ def test_enable_logging_is_idempotent(capsys):
     assert len(logger.handlers) == 1
 
 
+# The notebooks' setup in a fresh interpreter (root logger without handlers, as in a kernel): enable_logging, then
+# rouge_score's first message (absl: `logging.basicConfig()` on the root logger), then the kit's messages.
+_NOTEBOOK_LOGGING = """
+import logging
+from reg2rg_lib.io import enable_logging
+enable_logging()
+from rouge_score import rouge_scorer
+rouge_scorer.RougeScorer(["rougeL"])  # logs "Using default tokenizer." through absl
+kit = logging.getLogger("reg2rg_lib.experiments.runner")
+kit.info("[ablate] no_lfd: training 4 steps")
+kit.warning("expectation not met: region accuracy")
+logging.getLogger("some.library").warning("a library's own warning")
+logging.getLogger("some.library").info("a library's own info")
+"""
+
+
+def test_each_kit_message_is_shown_once_after_a_library_configures_the_root_logger():
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", _NOTEBOOK_LOGGING], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[ablate] no_lfd: training 4 steps\nexpectation not met: region accuracy\n"
+    assert done.stderr == "a library's own warning\n"  # as Python's last resort shows it; the kit's lines not again
+
+
 # ---- a full disk ------------------------------------------------------------------------------------------------
 def _half_then_enospc(real):
     """A stand-in for `io._write_all` that writes half of the bytes, then fails as a full disk does."""

@@ -32,7 +32,7 @@ from reg2rg_lib.experiments.stats import ablation_stats
 from reg2rg_lib.experiments.summary import EVALUATION_METRICS, STATS_FILE, SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
-from reg2rg_lib.io import atomic_path, one_writer
+from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
@@ -254,27 +254,35 @@ def run_ablations(
 
 
 class _Collect(logging.Handler):
-    """Keeps a worker process's `reg2rg_lib` messages, so that the parent logs them when the run is done."""
+    """Keeps a worker process's `reg2rg_lib` messages, each labelled with its run (`[no_lfd] [train] ...`), so that
+    the parent logs them when the run is done and two workers' lines never mix unnamed."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
         super().__init__(logging.INFO)
+        self.label = label
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        self.lines.append(f"[{self.label}] {record.getMessage()}")
 
 
 def _worker(profile: Profile, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
             threads: int) -> tuple[str, dict[str, Any], list[str]]:
-    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its messages."""
+    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its labelled messages.
+
+    The messages go back to the parent only: they do not propagate to the worker's root logger, where a library's
+    `logging.basicConfig()` (absl's, through rouge_score) would print them, unlabelled, on the stderr that the
+    workers and the notebook share."""
     torch.set_num_threads(threads)
-    package_logger, collect = logging.getLogger("reg2rg_lib"), _Collect()
+    package_logger, collect = logging.getLogger(KIT_LOGGER), _Collect(ab.name)
     package_logger.setLevel(logging.INFO)
     package_logger.addHandler(collect)
+    propagate, package_logger.propagate = package_logger.propagate, False
     try:
         headline = run_one(profile, RunPaths(out_dir), ab, steps, names, force=force, progress=False)
     finally:
         package_logger.removeHandler(collect)
+        package_logger.propagate = propagate
     return ab.name, headline, collect.lines
 
 

@@ -113,3 +113,26 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
     (src / "predictions.csv").unlink()
     with pytest.raises(BadInputError, match="committed predictions are missing"):
         run_ablations("smoke", root, runs=["full", "llm_elsewhere"], n_resamples=20, progress=False)
+
+
+def test_a_workers_messages_come_back_labelled_with_its_run_and_are_printed_nowhere_else(monkeypatch, caplog):
+    """Two workers share the notebook's stderr: a worker's messages must not reach its root logger (where absl's
+    `logging.basicConfig()` prints them unlabelled); the parent logs them, each carrying the run's name."""
+    import torch
+
+    from reg2rg_lib.experiments import runner
+    from reg2rg_lib.experiments.grid import ablation
+
+    def fake_run_one(profile, paths, ab, steps, names, force, progress):
+        logging.getLogger("reg2rg_lib.train.loop").info("[train] world_size 1")
+        logging.getLogger("reg2rg_lib.experiments.runner").info(f"[ablate] {ab.name}: done")
+        return {"BLEU-4": 0.5}
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    kit = logging.getLogger("reg2rg_lib")
+    with caplog.at_level(logging.INFO):  # caplog's handler sits on the root logger, as basicConfig's would
+        name, headline, lines = runner._worker(None, "out", ablation("no_lfd"), 4, [], False, torch.get_num_threads())
+    assert (name, headline) == ("no_lfd", {"BLEU-4": 0.5})
+    assert lines == ["[no_lfd] [train] world_size 1", "[no_lfd] [ablate] no_lfd: done"]
+    assert not [r for r in caplog.records if r.name.startswith("reg2rg_lib")]
+    assert kit.propagate and not [h for h in kit.handlers if isinstance(h, runner._Collect)]  # restored
