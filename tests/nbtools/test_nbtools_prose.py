@@ -37,8 +37,9 @@ def test_the_catalog_names_the_committed_tables_and_figures():
     assert {p.stem for p in (REPO_ROOT / "figures").glob("*.png")} == set(catalog.FIGURES)
     for n, entry in catalog.TABLES.items():
         assert entry.number == n and entry.stem.startswith(f"table{n}_")
-    for stem, entry in catalog.FIGURES.items():
-        assert int(re.match(r"(?:kit_)?fig(\d+)_", stem).group(1)) == entry.number
+    for stem, entry in catalog.FIGURES.items():  # figures/README.md: paper_fig<N> the paper's, kit_fig<N> the kit's
+        origin, number = re.match(r"(kit|paper)_fig(\d+)_", stem).groups()
+        assert int(number) == entry.number and origin == entry.origin
 
 
 def test_table_titles_are_the_captions_the_table_code_writes():
@@ -102,24 +103,26 @@ def test_a_changed_pick_rule_is_reported(monkeypatch):
 
 
 def test_figure_names_are_read_from_the_catalog(monkeypatch):
-    """A figure renamed in the catalog alone (e.g. to `kit_fig1_...`) leaves the prose that uses the old file name
-    reported, and prose that uses the new one accepted."""
-    text = _cell("06_figures_tables.ipynb", "`fig5_training_curves`")
+    """A figure renamed in the catalog alone leaves the prose that uses the old file name reported, and prose that
+    uses the new one accepted."""
+    text = _cell("06_figures_tables.ipynb", "`kit_fig4_training_curves`")
     assert prose.check_text(text, "06") == []
-    old = catalog.FIGURES["fig5_training_curves"]
+    old = catalog.FIGURES["kit_fig4_training_curves"]
     renamed = {k: v for k, v in catalog.FIGURES.items() if k != old.stem}
-    renamed["kit_fig1_training_curves"] = dataclasses.replace(old, number=1, stem="kit_fig1_training_curves")
+    renamed["kit_fig7_training_curves"] = dataclasses.replace(old, number=7, stem="kit_fig7_training_curves")
     monkeypatch.setattr(catalog, "FIGURES", renamed)
-    assert any("fig5_training_curves, which is no figure" in p for p in prose.check_text(text, "06"))
-    moved = prose.check_text(text.replace("fig5_training_curves", "kit_fig1_training_curves"), "06")
+    assert any("kit_fig4_training_curves, which is no figure" in p for p in prose.check_text(text, "06"))
+    moved = prose.check_text(text.replace("kit_fig4_training_curves", "kit_fig7_training_curves"), "06")
     assert not any("which is no figure" in p for p in moved)
-    assert prose.check_text("kit Fig. 1: each run's training loss.", "x") == []
-    assert prose.check_text("kit Fig. 2: the report lengths.", "x") != []  # Fig. 2 is the paper's, not the kit's
+    assert prose.check_text("Kit Fig. 7: each run's training loss.", "x") == []
+    assert prose.check_text("Kit Fig. 2: the report lengths.", "x") != []  # report length is paper Fig. 2
 
 
 def test_a_figure_sentence_that_describes_another_figure_is_reported():
-    assert prose.check_text("Fig. 5: every headline metric per run with its bootstrap 95% CI as bars.", "x") != []
-    assert prose.check_text("Fig. 6: every headline metric per run with its bootstrap 95% CI as bars.", "x") == []
+    text = "{}: every headline metric per run with its bootstrap 95% CI as bars."
+    assert prose.check_text(text.format("Kit Fig. 4"), "x") != []
+    assert prose.check_text(text.format("Kit Fig. 6"), "x") == []
+    assert prose.check_text(text.format("Fig. 6"), "x") != []  # the paper has no Fig. 6 in the kit's catalog
 
 
 def test_library_strings_are_read_and_checked(tmp_path):
@@ -151,7 +154,9 @@ def test_sentences(text, expected):
 
 
 def test_ranges_and_lists_of_numbers():
-    assert prose.check_text("Tables 4-7 are the ablations; Figs. 2-4 the paper's, Figs. 5 and 6 the kit's.", "x") == []
+    assert prose.check_text("Tables 4-7 are the ablations; Figs. 2-4 the paper's, Kit Figs. 5 and 6 the kit's.",
+                            "x") == []
+    assert "Fig. 5" in prose.check_text("Figs. 2-5 are the paper's.", "x")[0]
     assert "Table 10" in prose.check_text("Tables 8-10 are the kit's.", "x")[0]
 
 
