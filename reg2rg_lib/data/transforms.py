@@ -88,8 +88,6 @@ def _region_items(value: Any) -> tuple[Iterable[tuple[str, Any]], int]:
 class _RegionTransform(MapTransform):
     """Shared by the per-region transforms: one slot of the (R, H, W, D) output per non-empty mask."""
 
-    out_key: str
-
     def __init__(self, params: PrepParams, masks_key: str, out_key: str, regions_key: str,
                  boxes_key: str | None, threads: int) -> None:
         super().__init__([masks_key])
@@ -125,6 +123,8 @@ class _RegionTransform(MapTransform):
                 if box is None:
                     continue  # an empty mask: no texture, no geometry
                 i = len(regions)
+                if i == len(out):
+                    raise ValueError(f"{self.masks_key}: more masks than the {n} its length hint announced")
                 regions.append(region)
                 if pool is not None:  # distinct slots from concurrent threads (torch's kernels free the GIL)
                     jobs.append(pool.submit(self.fill, shared, out, i, mask, box))
