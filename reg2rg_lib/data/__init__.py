@@ -4,7 +4,9 @@
     manifest.py   index a dataset (cases, splits, files, what was skipped and why) and write its manifest
     synth/        the embedded benchmark: a real CT -> N patients with known findings and reports (`reg2rg synth`)
     resize.py     area resizing, mask blocks and bounding boxes (the fast core of prep)
+    params.py     `PrepParams`: what determines the preprocessed tensors (their hash names a cache)
     prep.py       the paper's preprocessing, cached once per case (`reg2rg prepare`, `load_cache`)
+    transforms.py the same preprocessing as MONAI dictionary transforms (what prep.py runs per case)
     ctrg.py       CTRG-Chest-548K's "other report" and prompt sentence
     views.py      figures and tables of the data (notebook 01)
     slices.py     CT slices with region overlays as RGB/PNG (windows, outlines; the explorer and Fig. 4 use it)

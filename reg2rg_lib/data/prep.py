@@ -1,6 +1,7 @@
 """The paper's preprocessing, computed once per case and cached (`reg2rg prepare`, `load_cache`).
 
-Per case, from the CT (HU) and its region masks (paper, Sec. III; the MONAI recipe in `recipe.py`):
+Per case, from the CT (HU) and its region masks (paper, Sec. III; the MONAI recipe in `recipe.py`), computed by
+the MONAI dictionary transforms of `transforms.py` (`prep_transforms`, one `Compose` call per case):
 
 * image    (1, H, W, D)  global input: crop to the foreground (HU > -1000), normalise, resize;
 * full     (1, H, W, D)  the whole CT, normalised and resized without cropping (for the LFD-off ablation);
@@ -40,41 +41,12 @@ from tqdm.auto import tqdm
 
 from reg2rg_lib.data.layout import SPLITS, Nifti, check_aligned, read_nifti
 from reg2rg_lib.data.manifest import CaseEntry, DatasetIndex, index_dataset
-from reg2rg_lib.data.resize import Box, area_resize, bounding_box, mask_resize_block, normalise_hu
+from reg2rg_lib.data.params import PREP_VERSION, PrepParams  # noqa: F401  (re-exported: prep.PrepParams)
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, one_writer, write_json_atomic
-from reg2rg_lib.profiles import DataSection
 from reg2rg_lib.regions import REGIONS
 
-PREP_VERSION = 1  # bump when the tensors a parameter set produces change
 CACHE_FORMAT = "reg2rg-prep-cache/1"
-
-
-@dataclass(frozen=True)
-class PrepParams:
-    """Everything that determines the cached tensors; its hash names a cache generation."""
-
-    image_size: tuple[int, int, int] = (256, 256, 64)
-    hu_min: float = -1000.0  # clip window (paper)
-    hu_max: float = 200.0
-    centre: float = -400.0  # (x - centre) / scale maps the window to [-1, 1]
-    scale: float = 600.0
-    background_hu: float = -1024.0  # outside-region value in texture crops
-    foreground_hu: float = -1000.0  # the global crop keeps voxels with HU > this
-    version: int = PREP_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["image_size"] = list(self.image_size)
-        return d
-
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_profile(cls, data: DataSection) -> PrepParams:
-        """The paper's preprocessing at the profile's `data.image_size`."""
-        return cls(image_size=data.image_size)
 
 
 @dataclass
@@ -93,70 +65,6 @@ class CaseRecord:
 # ------------------------------------------------------------------------------------------------ the tensors
 
 
-def _norm(x: torch.Tensor, p: PrepParams) -> torch.Tensor:
-    return normalise_hu(x, p.hu_min, p.hu_max, p.centre, p.scale)
-
-
-class _CaseTensors:
-    """Builds one case's tensors: the global pair from the volume first, then one region at a time.
-
-    nibabel-style arrays are Fortran-ordered: we work on their transposes (C-ordered views with the axes reversed)
-    so nothing full-size is copied, and flip each small output back as it is written into (R, H, W, D).
-    """
-
-    def __init__(self, volume: np.ndarray, params: PrepParams, n_regions: int, in_place: bool = False) -> None:
-        self.flip = volume.flags.f_contiguous and not volume.flags.c_contiguous
-        vol = volume.T if self.flip else volume
-        final = tuple(int(s) for s in params.image_size)
-        self.size = final[::-1] if self.flip else final
-        self.grid = vol.shape
-        fg = bounding_box(vol > params.foreground_hu)  # before normalising (in place, it overwrites the HU)
-        if fg is None:
-            raise ValueError(f"no voxel above {params.foreground_hu} HU (empty foreground)")
-        if in_place and vol.dtype == np.float32 and vol.flags.writeable and vol.flags.c_contiguous:
-            t = torch.from_numpy(vol)  # a decoded volume nobody else holds: normalise without new full-size arrays
-            self.normed = t.clamp_(params.hu_min, params.hu_max).sub_(params.centre).div_(params.scale)
-        else:
-            self.normed = _norm(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32)), params)  # bg -> -1
-        self.image = self._back(area_resize(self.normed[fg][None], self.size))  # (1, H, W, D)
-        self.full = self._back(area_resize(self.normed[None], self.size))  # (1, H, W, D)
-        self.floor = float(_norm(torch.tensor(params.background_hu), params))
-        self.texture = torch.empty((n_regions, *final))
-        self.geometry = torch.zeros((n_regions, *final))  # zero outside each mask's block
-        self.count = 0
-
-    def _back(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 3, 2, 1).contiguous() if self.flip else x  # (C, D, W, H) -> (C, H, W, D)
-
-    def add(self, mask: np.ndarray, box: Box) -> None:
-        """Texture crop and geometry mask of one non-empty region (`box` from `bounding_box(mask)`)."""
-        self.fill(self.count, mask, box)
-        self.count += 1
-
-    def slot(self) -> int:
-        """Reserve the next region slot (for `fill` from another thread)."""
-        self.count += 1
-        return self.count - 1
-
-    def fill(self, i: int, mask: np.ndarray, box: Box) -> None:
-        """Compute region slot `i`; distinct slots may be filled from concurrent threads (torch frees the GIL)."""
-        if self.flip:
-            mask, box = mask.T, box[::-1]
-        m = torch.from_numpy(np.array(mask[box], order="C"))  # a copy: decoded masks are read-only views
-        crop = torch.where(m, self.normed[box], self.floor)  # CT x mask, background -1024 HU (normalised)
-        self._place(self.texture[i], area_resize(crop[None], self.size)[0])
-        block, out = mask_resize_block(mask, box, self.size)  # zero outside its box: resize only that block
-        geo = self.geometry[i]
-        self._place(geo[out[::-1]] if self.flip else geo[out], block)
-
-    def _place(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        dst.copy_(src.permute(2, 1, 0) if self.flip else src)  # (D, W, H) -> (H, W, D) when working transposed
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        n = self.count
-        return {"image": self.image, "full": self.full, "texture": self.texture[:n], "geometry": self.geometry[:n]}
-
-
 @dataclass
 class PreparedCase:
     name: str
@@ -172,12 +80,39 @@ def _read_mask(path: Path) -> Nifti | BadInputError:
         return err
 
 
+class _Arriving:
+    """A case's usable (region, mask) pairs as their files finish decoding, in the case's region order; the masks
+    that cannot be used go to `skipped` with their reason. Its length hint lets the transforms allocate once."""
+
+    def __init__(self, entry: CaseEntry, vol: Nifti, get: dict[str, Any], skipped: dict[str, str]) -> None:
+        self.entry, self.vol, self.get, self.skipped = entry, vol, get, skipped
+
+    def __length_hint__(self) -> int:
+        return len(self.get)
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for region, fetch in self.get.items():
+            m = fetch()
+            if isinstance(m, BadInputError):
+                self.skipped[region] = str(m)
+                continue
+            try:
+                check_aligned(m, self.vol, self.entry.masks[region])
+            except BadInputError as err:
+                self.skipped[region] = str(err)
+                continue
+            yield region, m.data
+
+
 def prepare_case(entry: CaseEntry, params: PrepParams, threads: int = 1) -> PreparedCase:
     """Decode, check and preprocess one case; bad regions are dropped and bad cases skipped, with reasons.
 
-    With `threads` > 1 the files are decoded in a thread pool while the main thread already works on what has
-    arrived (the global image as soon as the volume is in, then each region as its mask is in).
+    The tensors come from the MONAI transforms of `transforms.prep_transforms`. With `threads` > 1 the files are
+    decoded in a thread pool while the transforms already work on what has arrived (the global image as soon as
+    the volume is in, then each region as its mask is in), and regions are computed in parallel.
     """
+    from reg2rg_lib.data.transforms import prep_transforms, transform_error  # monai's import takes ~10 s
+
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         if pool is not None:
@@ -189,40 +124,28 @@ def prepare_case(entry: CaseEntry, params: PrepParams, threads: int = 1) -> Prep
             get = {r: (lambda p=p: _read_mask(p)) for r, p in entry.masks.items()}
         try:
             vol = vol_future.result() if vol_future is not None else read_nifti(entry.volume)
-            builder = _CaseTensors(vol.data, params, len(entry.masks), in_place=True)
         except BadInputError as err:
             return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": str(err)}])
-        except ValueError as err:
-            return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": f"{entry.volume}: {err}"}])
-        skipped, regions, fills = [], [], []
-        for region, fetch in get.items():
-            m, item = fetch(), f"{entry.name}/{region}"
-            if isinstance(m, BadInputError):
-                skipped.append({"item": item, "reason": str(m)})
-                continue
-            try:
-                check_aligned(m, vol, entry.masks[region])
-            except BadInputError as err:
-                skipped.append({"item": item, "reason": str(err)})
-                continue
-            box = bounding_box(m.data)
-            if box is None:
-                skipped.append({"item": item, "reason": f"{entry.masks[region]}: mask is empty (no voxel set)"})
-                continue
-            if pool is not None:  # region work overlaps the remaining decodes
-                fills.append(pool.submit(builder.fill, builder.slot(), m.data, box))
-            else:
-                builder.add(m.data, box)
-            regions.append(region)
-        for f in fills:
-            f.result()
+        bad: dict[str, str] = {}
+        try:  # the decoded volume is ours: normalised in place
+            out = prep_transforms(params, threads=threads, in_place=True)({"ct": vol.data,
+                                                                            "masks": _Arriving(entry, vol, get, bad)})
+        except RuntimeError as err:
+            cause = transform_error(err)
+            if isinstance(cause, ValueError):
+                return PreparedCase(entry.name, None, [], [{"item": entry.name, "reason": f"{entry.volume}: {cause}"}])
+            raise cause from None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    regions = out["regions"]
+    for region in set(out["masks"]) - set(regions):
+        bad[region] = f"{entry.masks[region]}: mask is empty (no voxel set)"
+    skipped = [{"item": f"{entry.name}/{r}", "reason": bad[r]} for r in entry.masks if r in bad]  # region order
     if not regions:
         skipped.append({"item": entry.name, "reason": "no usable region mask left"})
         return PreparedCase(entry.name, None, [], skipped)
-    return PreparedCase(entry.name, builder.tensors(), regions, skipped)
+    return PreparedCase(entry.name, {k: out[k] for k in ("image", "full", "texture", "geometry")}, regions, skipped)
 
 
 # ------------------------------------------------------------------------------------------------ the cache
