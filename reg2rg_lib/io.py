@@ -1,36 +1,31 @@
 """Small helpers every stage uses: atomic writes so that no half-written file looks complete, a crash-safe
 append-only CSV, a full disk reported in one line that says what was kept (`DiskFullError`), one writer per output
-folder (`folder_lock`, `one_writer`), and the switch that shows the kit's INFO messages (CLI and notebooks)."""
+folder (`folder_lock`, `one_writer`: re-exported from `reg2rg_lib.folder_lock`), and the switch that shows the kit's
+INFO messages (CLI and notebooks)."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import errno
-import functools
-import inspect
 import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from io import StringIO
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from reg2rg_lib.errors import KitError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the pid recorded in the lock file decides
-    fcntl = None
-
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
+from reg2rg_lib.folder_lock import LOCK_NAME as LOCK_NAME  # re-exported: the stages import the lock from here
+from reg2rg_lib.folder_lock import FolderBusyError as FolderBusyError
+from reg2rg_lib.folder_lock import folder_lock as folder_lock
+from reg2rg_lib.folder_lock import lock_holder as lock_holder
+from reg2rg_lib.folder_lock import make_folder as make_folder
+from reg2rg_lib.folder_lock import one_writer as one_writer
 
 
 @contextlib.contextmanager
@@ -278,223 +273,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-# ---- one writer per output folder -------------------------------------------------------------------------------
-#: the lock file a stage holds in its output folder while it writes there
-LOCK_NAME = ".reg2rg.lock"
-_HELD: dict[str, int] = {}  # folders this process holds, with their nesting depth
-
-
-class FolderBusyError(KitError):
-    """Another live process is writing into the output folder (the message names it)."""
-
-
-def _flock(fd: int, operation: str) -> None:
-    """flock `fd` ("sh", "ex": non-blocking; "un"); OSError(ENOTSUP) where the platform has no flock."""
-    if fcntl is None:
-        raise OSError(errno.ENOTSUP, "flock is not available on this platform")
-    flags = {"sh": fcntl.LOCK_SH | fcntl.LOCK_NB, "ex": fcntl.LOCK_EX | fcntl.LOCK_NB, "un": fcntl.LOCK_UN}
-    fcntl.flock(fd, flags[operation])
-
-
-def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot, Linux), so a reused pid is not taken for the
-    process that wrote a lock; None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _ancestry() -> set[int]:
-    """This process and its ancestors: a lock one of them holds is ours to write under (the notebook kernel of
-    `reg2rg run-notebooks`, the worker processes of `reg2rg ablate`)."""
-    found, pid = {os.getpid(), os.getppid()}, os.getppid()
-    while pid and pid > 1:
-        pid = _parent(pid)
-        if pid is None:
-            break
-        found.add(pid)
-    return found
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether the process that wrote a lock still runs (same host; a reused pid does not count)."""
-    if holder.get("host") not in (None, socket.gethostname()):
-        return True  # another machine's process: assume it runs
-    pid = int(holder.get("pid", 0))
-    if os.name == "nt":  # os.kill would signal the process there, not probe it
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    start = _proc_start(pid)
-    return start is None or holder.get("start") in (None, start)
-
-
-def _read_holder(path: Path) -> dict[str, Any]:
-    try:
-        holder = json.loads(path.read_text())
-        return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def lock_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Who holds `folder`'s lock ({pid, command, host, since, ...}), or None when it is free.
-
-    The lock is an `flock` on `folder/.reg2rg.lock`: the kernel drops it when its process dies, however it dies,
-    so a dead process's lock is free. On a file system without `flock`, the pid and its start time decide."""
-    path = Path(folder) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            _flock(fd, "sh")
-        except BlockingIOError:
-            return _read_holder(path) or {"pid": "?", "command": "unknown (the lock is being written)"}
-        except OSError:  # no flock here (some network file systems): trust the pid
-            holder = _read_holder(path)
-            return holder if holder and _alive(holder) else None
-        _flock(fd, "un")
-        return None
-    finally:
-        os.close(fd)
-
-
-def _busy(folder: Path, holder: dict[str, Any], stage: str) -> FolderBusyError:
-    return FolderBusyError(
-        f"{folder}: in use by another process, pid {holder.get('pid')} on {holder.get('host', '?')} "
-        f"({holder.get('stage', '?')}: `{holder.get('command', '?')}`, since {holder.get('since', '?')}); "
-        f"{stage} refuses to write into it at the same time: wait for that process or stop it (the lock of a "
-        f"process that died is taken over; if none runs, delete {folder / LOCK_NAME})")
-
-
-def _take(path: Path, holder: dict[str, Any]) -> int | None:
-    """flock `path` for this process and write `holder` into it; the fd, or None when another process has it."""
-    for _attempt in range(50):
-        previous = _read_holder(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _flock(fd, "ex")
-        except BlockingIOError:
-            os.close(fd)
-            if lock_holder(path.parent) is not None:
-                return None
-            time.sleep(0.02)  # someone only looked at it (a shared probe): try again
-            continue
-        except OSError:  # no flock on this file system: the pid in the file decides
-            if previous and _alive(previous) and previous.get("pid") != os.getpid():
-                os.close(fd)
-                return None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # the previous holder removed the file while we opened it: lock the new one
-            os.close(fd)
-            continue
-        if previous.get("pid") not in (None, os.getpid()):
-            logger.warning(f"[lock] {path.parent}: taking over the lock of pid {previous.get('pid')} "
-                           f"(`{previous.get('command', '?')}`), which is no longer running")
-        os.ftruncate(fd, 0)
-        _write_all(fd, (json.dumps(holder) + "\n").encode())
-        return fd
-    return None
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str], stage: str) -> Iterator[Path]:
-    """Hold `folder` as its only writer for the block (`stage` names what writes, e.g. "train").
-
-    Refused at once with `FolderBusyError` naming the holder (pid, command, host, start) when another live
-    process holds `folder`, a folder above it or one up to two levels below (`ablate` on a profile folder while
-    one of its `runs/<name>` trains). A lock held by this process or one of its ancestors is shared
-    (ablation runs inside `reg2rg ablate`, notebook kernels under `reg2rg run-notebooks`), and nesting is fine."""
-    folder = Path(folder).expanduser().resolve()
-    key = str(folder)
-    mine = _ancestry()
-    below = [p.parent for depth in ("*", "*/*") for p in folder.glob(f"{depth}/{LOCK_NAME}")]
-    for other in [*reversed(folder.parents), folder, *below]:  # a folder above, itself, two levels below
-        holder = lock_holder(other) if (other / LOCK_NAME).exists() else None
-        if holder is not None and holder.get("pid") not in mine:
-            raise _busy(other, holder, stage)
-    if key in _HELD or (lock_holder(folder) or {}).get("pid") in mine:  # ours already: nested
-        _HELD[key] = _HELD.get(key, 0) + 1
-        try:
-            yield folder
-        finally:
-            _HELD[key] -= 1
-            if not _HELD[key]:
-                del _HELD[key]
-        return
-    created = not folder.exists()
-    make_folder(folder)
-    path = folder / LOCK_NAME
-    info = {"pid": os.getpid(), "start": _proc_start(os.getpid()), "host": socket.gethostname(), "stage": stage,
-            "command": " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    fd = _take(path, info)
-    if fd is None:
-        raise _busy(folder, lock_holder(folder) or _read_holder(path), stage)
-    _HELD[key] = 1
-    try:
-        yield folder
-    finally:
-        del _HELD[key]
-        with contextlib.suppress(OSError):
-            path.unlink()  # before the unlock: a waiter that opened the old file sees it is gone and retries
-        os.close(fd)
-        if created:  # a stage refused before writing anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def make_folder(folder: str | os.PathLike[str]) -> Path:
-    """`mkdir -p folder`; a path that cannot be a folder (under a file, no permission, a full disk) is a one-line
-    `KitError` naming it."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise KitError(f"{folder}: cannot create this output folder ({err.strerror or err})") from None
-    return folder
-
-
-def one_writer(folder: str | Callable[[Mapping[str, Any]], str | os.PathLike[str]], stage: str,
-               *, parent: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Decorate a stage's entry point so that it holds its output folder (`folder_lock`) while it runs.
-
-    `folder` names the argument holding the folder (`parent=True`: the argument is a file, lock its folder), or
-    is a function of the bound arguments. Only the main process of a distributed launch (RANK 0) takes the lock:
-    its other ranks write under it."""
-
-    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
-        sig = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def locked(*args: Any, **kwargs: Any) -> T:
-            if os.environ.get("RANK", "0") != "0":
-                return fn(*args, **kwargs)
-            bound = sig.bind(*args, **kwargs)
-            bound.apply_defaults()
-            where = folder(bound.arguments) if callable(folder) else bound.arguments[folder]
-            where = Path(where).expanduser()
-            with folder_lock(where.parent if parent else where, stage):
-                return fn(*args, **kwargs)
-        return locked
-    return wrap

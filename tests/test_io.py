@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import filelock
 import pytest
 
+from reg2rg_lib import folder_lock as lock_module
 from reg2rg_lib import io as io_module
+from reg2rg_lib.folder_lock import MUTEX_NAME
 from reg2rg_lib.io import (
     LOCK_NAME,
     AppendOnlyCSV,
@@ -157,7 +160,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, hold_loc
                 pass
     with folder_lock(run, "train"):  # released when the holder ends
         assert lock_holder(run)["pid"] == os.getpid()
-    assert lock_holder(run) is None and not (run / LOCK_NAME).exists()
+    assert lock_holder(run) is None and not (run / LOCK_NAME).exists() and not (run / MUTEX_NAME).exists()
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog, hold_lock):
@@ -200,20 +203,37 @@ def test_safetensors_and_torch_full_disk_errors_are_recognised(tmp_path):
             raise ValueError("not a write error")
 
 
-def test_without_flock_the_recorded_pid_and_start_time_decide(tmp_path, monkeypatch, caplog, hold_lock):
+_SOFT_HOLD = """import sys, time, filelock
+from reg2rg_lib import folder_lock as module
+module.FileLock = filelock.SoftFileLock  # what filelock falls back to where the file system has no flock
+with module.folder_lock(sys.argv[1], "train"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_without_flock_filelocks_pid_marker_decides_and_is_taken_over(tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
-    monkeypatch.setattr(io_module, "fcntl", None)  # a file system / platform without flock
-    with hold_lock(run) as proc:
+    monkeypatch.setattr(lock_module, "FileLock", filelock.SoftFileLock)
+    script = tmp_path / "soft_hold.py"
+    script.write_text(_SOFT_HOLD)
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert (run / MUTEX_NAME).read_text().strip(), "the mutex is filelock's pid marker, not an empty flock file"
         with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):
             with folder_lock(run, "train"):
                 pass
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        with caplog.at_level(logging.WARNING, logger="reg2rg_lib.io"), folder_lock(run, "train"):
+        assert (run / MUTEX_NAME).exists(), "kill -9 left its marker"
+        with caplog.at_level(logging.WARNING, logger="reg2rg_lib"), folder_lock(run, "train"):
             assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        proc.kill()
+        proc.wait()
     assert f"taking over the lock of pid {proc.pid}" in caplog.text
-    stale = {"pid": os.getpid(), "start": "1", "host": io_module.socket.gethostname()}  # a reused pid
-    assert not io_module._alive(stale) and io_module._alive({**stale, "start": io_module._proc_start(os.getpid())})
+    assert sorted(p.name for p in run.iterdir()) == [], "released: neither the record nor the marker is left"
 
 
 def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):

@@ -2,8 +2,8 @@
 
 The case is the real 512x512x133 CT with 10 full-resolution region masks (the TotalSegmentator organs mapped to
 the regions, plus the derived pleura, mediastinum and breast), written once to a temporary folder. Three timings
-per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit (`prep.prepare_case`: parallel
-zero-copy decode, torch's area kernel, geometry resized only where a mask can be non-zero), and the recipe
+per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit (`prep.prepare_case`: nibabel
+decoding in threads, torch's area kernel, geometry resized only where a mask can be non-zero), and the recipe
 (`recipe.recipe_case`: float64 loads, 11 MONAI crop + resize passes). Goal: kit >= 10x faster than the recipe and within 2x of decoding.
 """
 

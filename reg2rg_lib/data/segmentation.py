@@ -16,8 +16,9 @@ Three kinds of input, all brought onto the CT's voxel grid (the masks share the 
 
 A segmentation on another grid than the CT is resampled: by the benchmark's per-voxel majority vote when the CT
 grid is a whole-voxel downsampling of the segmentation's over the same field of view, else by nearest neighbour in
-world coordinates. Regions with no voxel are reported as absent and not written, so nothing downstream meets an
-empty mask. The mask folder is written under a temporary name and renamed when complete.
+world coordinates (nibabel's `resample_from_to`, order 0). Regions with no voxel are reported as absent and not
+written, so nothing downstream meets an empty mask. The mask folder is written under a temporary name and renamed
+when complete.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import yaml
+from nibabel.processing import resample_from_to
 
 from reg2rg_lib.data.layout import (
     NIFTI_SUFFIX,
@@ -126,18 +129,14 @@ def grid_relation(src_shape: tuple[int, ...], src_affine: np.ndarray, dst_shape:
 
 def nearest_labels(labels: np.ndarray, src_affine: np.ndarray, dst_shape: tuple[int, int, int],
                    dst_affine: np.ndarray) -> np.ndarray:
-    """`labels` sampled at each destination voxel centre (nearest neighbour, 0 outside), one z slice at a time."""
-    t = np.linalg.inv(src_affine) @ dst_affine
-    ii, jj = np.meshgrid(np.arange(dst_shape[0]), np.arange(dst_shape[1]), indexing="ij")
-    out = np.zeros(dst_shape, labels.dtype)
-    for k in range(dst_shape[2]):
-        pts = np.stack([ii, jj, np.full_like(ii, k), np.ones_like(ii)]).reshape(4, -1).astype(float)  # (4, X*Y)
-        src = np.rint(t @ pts)[:3].astype(np.int64)
-        ok = np.all((src >= 0) & (src < np.array(labels.shape)[:, None]), axis=0)
-        values = np.zeros(src.shape[1], labels.dtype)
-        values[ok] = labels[src[0, ok], src[1, ok], src[2, ok]]
-        out[:, :, k] = values.reshape(dst_shape[:2])
-    return out
+    """`labels` sampled at each destination voxel centre: the source voxel nearest to it in world coordinates, 0
+    where it falls outside the source's voxels (nibabel's `resample_from_to`, order 0).
+
+    "grid-constant": a centre within half a voxel of the source's edge takes the edge voxel. A centre exactly halfway
+    between two source centres takes the higher index (scipy's rounding)."""
+    img = nib.Nifti1Image(labels, src_affine, dtype=labels.dtype)
+    out = resample_from_to(img, (tuple(dst_shape), dst_affine), order=0, mode="grid-constant", cval=0)
+    return np.asarray(out.dataobj)
 
 
 def to_grid(labels: np.ndarray, src_affine: np.ndarray, ct: Nifti, n_classes: int) -> tuple[np.ndarray, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,16 @@ def test_runner_injects_parameters_and_names_the_failing_cell(tmp_path, write_no
         run_notebooks("smoke", out, notebook_dir=nbdir, progress=False, kernel="python3")
     msg = str(err.value)
     assert "01_bad.ipynb" in msg and "cell 3" in msg and "boom in the pipeline" in msg
+
+
+def test_a_kernel_writes_under_the_runners_lock(tmp_path, write_notebook):
+    """The kernel is a child of the runner, which holds out_dir: the stages it runs share that lock."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    write_notebook(nbdir / "00_lock.ipynb", (
+        "from pathlib import Path\nfrom reg2rg_lib.io import folder_lock, lock_holder\n"
+        "with folder_lock(out_dir, 'ablate'), folder_lock(Path(out_dir, 'runs', 'full'), 'train'):\n"
+        "    Path(out_dir, 'holder.txt').write_text(str(lock_holder(out_dir)['pid']))"))
+    out = tmp_path / "out"
+    run_notebooks("smoke", out, notebook_dir=nbdir, progress=False, kernel="python3")
+    assert (out / "holder.txt").read_text() == str(os.getpid()), "the runner (this process) held out_dir"
