@@ -57,7 +57,7 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert demo.figures.recompute_release is True and demo.generate.do_sample is False
     # its own
     assert demo.data.image_size == (64, 64, 16) and demo.data.synth_shape == (128, 128, 32)
-    assert (demo.data.cases_train, demo.data.cases_validation, demo.data.cases_test) == (200, 40, 50)
+    assert (demo.data.cases_train, demo.data.cases_validation, demo.data.cases_test) == (600, 40, 50)
     assert demo.data.workers == 2
     assert demo.model.llm_arch == "scratch-2x64"
     assert demo.train.max_steps == 6000 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
