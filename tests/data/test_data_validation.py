@@ -53,6 +53,19 @@ def test_adding_validation_changes_no_train_or_test_case(pair):
     assert not (plain / VALIDATION_LIST).exists()
 
 
+def test_more_train_cases_change_no_earlier_train_validation_or_test_case(pair, tmp_path):
+    """Growing the train split (the demo went from 200 to 600 cases) keeps every other case: the validation cases
+    are renumbered after the train split's but hold the same volumes."""
+    _, root = pair
+    more = tmp_path / "more"
+    synthesize(more, 4, 1, seed=2, shape=SHAPE, progress=False, n_validation=2)
+    for rel in ("train_preprocessed/train_3/train_3a/train_3_a_1.nii.gz",
+                "valid_preprocessed/valid_1/valid_1a/valid_1_a_1.nii.gz"):
+        assert _sha(root / rel) == _sha(more / rel), rel
+    assert _sha(root / "train_preprocessed/train_4/train_4a/train_4_a_1.nii.gz") == \
+        _sha(more / "train_preprocessed/train_5/train_5a/train_5_a_1.nii.gz")  # validation case 1
+
+
 def test_prep_cache_keeps_three_disjoint_splits(pair, tmp_path):
     _, root = pair
     cache = prepare(root, tmp_path / "cache", PrepParams(image_size=(32, 32, 8)), progress=False)
