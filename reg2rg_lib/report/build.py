@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from reg2rg_lib.data.sources import LayoutSource
+from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.baselines import BASELINES, baseline_dir
 from reg2rg_lib.experiments.stats import descriptions, read_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
@@ -33,17 +34,18 @@ from reg2rg_lib.report.figures import (
     pick_case,
 )
 from reg2rg_lib.report.release import ReleaseLookup, find_release, with_release_rows
-from reg2rg_lib.report.tables import (
-    BENCHMARK,
-    CTRG,
+from reg2rg_lib.report.release_readers import (
     ce_averages,
-    load_json,
     recompute_release_ce,
     recompute_release_crg,
     recompute_release_nlg,
+)
+from reg2rg_lib.report.table_writer import save_table
+from reg2rg_lib.report.tables import (
+    BENCHMARK,
+    CTRG,
     region_rows,
     save_ablation_tables,
-    save_table,
     table1_nlg,
     table2_ce,
     table3_region_recognition,
@@ -52,6 +54,18 @@ from reg2rg_lib.report.tables import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file, or a clear error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BadInputError(path, f"not valid JSON ({err})") from None
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Everything from disk (notebook 06, tests): what the earlier notebooks wrote -> every table and figure

@@ -38,7 +38,7 @@ from reg2rg_lib.metrics.stats import format_p as stats_format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
 from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
-from reg2rg_lib.report.tables import format_cell
+from reg2rg_lib.report.table_writer import format_cell
 from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
 from reg2rg_lib.train.run import model_config
 
