@@ -34,7 +34,7 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.grid import ablation
 from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
-from reg2rg_lib.metrics.stats import format_p as stats_format_p
+from reg2rg_lib.metrics.stats import format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
 from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
@@ -214,14 +214,15 @@ def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | Non
 # Ablations (notebook 05, README): which run beats which, with the paired tests
 
 
-def format_p(p: float | None, resamples: int | None = None, tests: int = 1) -> str:
-    """A bootstrap p-value as prose: `p < 1/B` when no resample went the other way (`metrics.stats.format_p`,
-    the tables' rule), else `p = 0.012`; "p n/a" without a test."""
+def p_in_words(p: float | None, resamples: int | None = None, tests: int = 1) -> str:
+    """A bootstrap p-value as prose: `p < 1/B` when no resample went the other way, else `p = 0.012`; "p n/a"
+    without a test. The number is `metrics.stats.format_p`'s (the tables' cell); prose adds the "p" and the
+    sign, and reads a missing test as "n/a" where a table cell shows an en dash."""
     if p is None or math.isnan(p):
         return "p n/a"
     if p <= 0 and not resamples:
         return "p < 1/B"
-    text = stats_format_p(p, resamples or 1, tests)
+    text = format_p(p, resamples or 1, tests)
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
@@ -280,8 +281,8 @@ def _p_of(row: Mapping[str, Any], resamples: int | None) -> str:
     the table's number of tests), else the raw paired-test p."""
     p, tests = row.get("p_holm"), row.get("tests_in_family")
     if p is None or pd.isna(p):
-        return format_p(row["p_vs_full"], resamples)
-    return format_p(p, resamples, int(tests) if tests is not None and not pd.isna(tests) else 1)
+        return p_in_words(row["p_vs_full"], resamples)
+    return p_in_words(p, resamples, int(tests) if tests is not None and not pd.isna(tests) else 1)
 
 
 def _near_constant(tests: pd.DataFrame | None) -> str:

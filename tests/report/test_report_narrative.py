@@ -18,8 +18,8 @@ from reg2rg_lib.report.narrative import (
     ablation_story,
     component_checks,
     expectation,
-    format_p,
     loss_trend,
+    p_in_words,
     region_accuracy_check,
     release_agreement,
     schedule_check,
@@ -196,7 +196,7 @@ def test_expectation_renders_a_warning_only_when_it_fails() -> None:
     assert "**Warning:**" in failed._repr_markdown_() and "alert-warning" in failed._repr_markdown_()
     assert str(failed).startswith("Warning:") and "0.800" in str(failed)
     assert "Not checked" in unchecked._repr_markdown_()
-    assert format_p(0.0, 200) == "p < 0.005" and format_p(0.0123) == "p = 0.012"
+    assert p_in_words(0.0, 200) == "p < 0.005" and p_in_words(0.0123) == "p = 0.012"
 
 
 # ---- the authors' release (notebook 06) ------------------------------------------------------------------------
