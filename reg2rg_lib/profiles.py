@@ -124,7 +124,7 @@ class AblationsSection:
 
 @dataclass(frozen=True)
 class FiguresSection:
-    """Where the tables and figures take the authors' released outputs from (`report.build.Inputs`)."""
+    """Where the tables and figures take the authors' released outputs from (`report.regenerate.Inputs`)."""
 
     release_dir: str  # authors' released CTRG outputs, repo-relative; used when neither a parameter nor
     #                   $REG2RG_RELEASE names one (report.release.find_release); "": left out, and tables say so

@@ -14,7 +14,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "reg2rg_lib.bench.train_demo",  # train-demo
     "reg2rg_lib.bench.metrics",  # metrics
     "reg2rg_lib.bench.preprocess",  # preprocess
-    "reg2rg_lib.bench.seeds",  # seeds
+    "reg2rg_lib.bench.train_seeds",  # seeds
 )
 
 

@@ -25,7 +25,7 @@ def _report_columns(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(args: argparse.Namespace, path: str | None = None):
-    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 
     return read_report_pairs(path or args.predictions, args.gt_column, args.pred_column,
                              allow_empty_predictions=args.allow_empty_predictions)

@@ -7,7 +7,7 @@ files that state the results.
     release.py          where the release is, and the rows that stand in when it is absent
     figures.py          paper Figs. 2-4 and Kit Figs. 4-6, drawn with the one style in `reg2rg_lib.plotting`
     catalog.py          every table and figure by number: file name, title, the words prose uses for it
-    build.py            `Inputs` (where a profile run's files are) and the makers that regenerate everything
+    regenerate.py       `Inputs` (where a profile run's files are) and the makers that regenerate everything
     narrative.py        computed prose about a run (notebooks 03-06)
     seed_spread.py      the seed spread table and where a run falls against it
     results.py          the README's generated results block

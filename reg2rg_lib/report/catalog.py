@@ -26,7 +26,7 @@ class Entry:
     origin: str  # "paper": the paper's table or figure, regenerated; "kit": the kit's own
 
 
-#: Tables 1-7 are the paper's (`report.tables`, `report.build`); 8 and 9 are the kit's own (`report.tables` too).
+#: Tables 1-7 are the paper's (`report.tables`, `report.regenerate`); 8 and 9 are the kit's own (`report.tables` too).
 TABLES: dict[int, Entry] = {e.number: e for e in (
     Entry(1, "table1_nlg", "NLG metrics",
           (r"\bnlg\b", r"bleu", r"meteor", r"rouge", r"cider", r"report quality"), "paper"),

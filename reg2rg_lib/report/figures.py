@@ -30,7 +30,7 @@ from matplotlib.patches import Patch
 from reg2rg_lib.data.slices import ViewState, render_slice
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
-from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.plotting import new_figure, savefig, style
 from reg2rg_lib.regions import LABELS, REGION_COLORS, split_regions, strip_region_prefix
@@ -305,7 +305,7 @@ def paper_fig4_region_report(
     """Paper Fig. 4: axial CT slices with each region's mask coloured, and each region's paragraph beside it.
 
     `volume_hu` is the CT in Hounsfield units and `masks` maps region -> binary mask, all (X, Y, Z) in RAS+ voxel
-    order (as `reg2rg_lib.explore.sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
+    order (as `reg2rg_lib.explore.case_sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
     explorer's `render_slice`, so the figure and the explorer show the same picture. `report` is a region-structured
     report ("The region i is X: ..."), the ground truth or a prediction; each paragraph is shown in its region's
     colour; a named organ without a mask in this case (a wrongly named region) gets a white box with a dashed red
@@ -523,7 +523,7 @@ def kit_fig6_ablation_bars(
     A metric that does not apply to a run (NaN, e.g. region accuracy without RRA) is written "n/a" where its bar
     would stand; a true zero gets a "0" above an empty bar, so the two never look alike. Baseline rows (`kind`
     "baseline", `experiments.baselines`) are drawn as dashed horizontal lines across each metric's group.
-    `stats` is long: columns run, metric, value, ci_low, ci_high (as `experiments.stats.ablation_stats` writes).
+    `stats` is long: columns run, metric, value, ci_low, ci_high (as `experiments.ablation_stats.ablation_stats` writes).
     """
     need = {"run", "metric", "value", "ci_low", "ci_high"}
     if not need <= set(stats.columns):

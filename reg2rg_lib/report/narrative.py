@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.grid import ablation
-from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.metrics.stats import format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
@@ -319,7 +319,7 @@ def _test_setup(stats: pd.DataFrame, alpha: float, summary: Mapping[str, Any]) -
 
 
 def _verdicts(stats: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
-    """`experiments.stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
+    """`experiments.ablation_stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
     if stats is None:
         return None
     tests = verdicts(stats, alpha=alpha)

@@ -19,7 +19,7 @@ import pandas as pd
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
 from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
-from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.nlg import evaluate_nlg
 
 #: CE averages in the order sklearn's classification_report prints them.

@@ -25,9 +25,9 @@ import pandas as pd
 
 from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
 from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
-from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.paths import REPO_ROOT

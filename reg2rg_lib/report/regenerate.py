@@ -17,8 +17,8 @@ import pandas as pd
 
 from reg2rg_lib.data.sources import LayoutSource
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.ablation_stats import descriptions, read_stats
 from reg2rg_lib.experiments.baselines import BASELINES, baseline_dir
-from reg2rg_lib.experiments.stats import descriptions, read_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
