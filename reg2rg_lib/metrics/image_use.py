@@ -468,7 +468,7 @@ def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dic
 
 
 def image_use_headline(table: pd.DataFrame) -> dict[str, float | int | None]:
-    """The instrument's goal in three numbers (issue 25: used >= 0.9 wherever carried >= 0.9, control <= 0.65):
+    """The instrument's goal in three numbers (used >= 0.9 wherever carried >= 0.9, control <= 0.65):
     over the labels whose carried AUC is >= `GAP_THRESHOLD`, the lowest used AUC and the highest control AUC (None
     when no label is carried), and how many labels are flagged carried-but-not-used."""
     carried = table[table["carried_auc"] >= GAP_THRESHOLD]

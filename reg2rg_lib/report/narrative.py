@@ -460,7 +460,7 @@ def region_accuracy_check(metrics: Mapping[str, Any], profile: str | Profile) ->
     return expectation(float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}")
 
 
-#: Topic-consistency goals a profile states (issue 25: paragraphs on their own organ's topic); others state none.
+#: Topic-consistency goals a profile states (paragraphs on their own organ's topic); others state none.
 TOPIC_CONSISTENCY_GOALS: dict[str, float] = {"demo": 0.95}
 
 
@@ -479,7 +479,7 @@ def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) 
     return expectation(float(share) >= goal, text, f"{float(share):.4f}")
 
 
-#: The instrument's goals (issue 25): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
+#: The image-use instrument's goals (`metrics.image_use`): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
 #: teacher-forced log-odds ranks the cases at AUC >= 0.9 with their own vectors and <= 0.65 with another case's.
 IMAGE_USE_GOALS: dict[str, tuple[float, float]] = {"demo": (0.90, 0.65)}
 

@@ -289,7 +289,8 @@ def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
 
 
 def _crg_values(inp: Any) -> dict[str, float | None]:
-    """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (issue 17)."""
+    """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (the
+    VLM3D challenge's metric, which the paper did not report)."""
     out: dict[str, float | None] = {}
     if inp.release_dir and (inp.release_dir / "label_inferred.csv").is_file():
         out["recomputed"] = recompute_release_crg(inp.release_dir)
