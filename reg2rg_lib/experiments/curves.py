@@ -12,7 +12,7 @@ training-time look). Two ways to get the points:
 - afterwards: `region_accuracy_by_step` scores every complete checkpoint still on disk (reports cached under
   `run_dir/curve/`, so a rerun only reads them) and adds the rows of the table for the pruned steps.
 
-`report.figures.kit_fig5_region_accuracy_by_step` draws the result.
+`report.kit_figures.kit_fig5_region_accuracy_by_step` draws the result.
 """
 
 from __future__ import annotations

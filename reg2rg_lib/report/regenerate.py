@@ -25,13 +25,15 @@ from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
     PICK_RULE,
-    kit_fig4_training_curves,
-    kit_fig6_ablation_bars,
     load_pairs,
     paper_fig2_report_length,
     paper_fig3_case_study,
     paper_fig4_region_report,
     pick_case,
+)
+from reg2rg_lib.report.kit_figures import (
+    kit_fig4_training_curves,
+    kit_fig6_ablation_bars,
 )
 from reg2rg_lib.report.release import ReleaseLookup, find_release, with_release_rows
 from reg2rg_lib.report.release_readers import (
