@@ -3,7 +3,7 @@
     python benchmarks/probe_inputs.py [--out outputs/demo] [VARIANT ...]
 
 For each variant the texture crops and global images of the train and validation splits are rebuilt from the
-benchmark volumes with the kit's own preprocessing (`prep.prepare_case`), once per HU window, the windows stacked as
+benchmark volumes with the kit's own preprocessing (`case_tensors.prepare_case`), once per HU window, the windows stacked as
 channels. A frozen, randomly initialised ViT3D of the tiny preset's size (seed 0) encodes them; logistic-regression
 probes on its mean-pooled tokens (`pretrain_vision.probe`: fit on train, scored on validation) give the findings
 micro-F1 and the organ accuracy; a 32-bin intensity histogram per channel (normalised by the region's voxel count)
@@ -20,8 +20,9 @@ import time
 import numpy as np
 import torch
 
+from reg2rg_lib.data.case_tensors import prepare_case
 from reg2rg_lib.data.manifest import index_dataset
-from reg2rg_lib.data.prep import PrepParams, load_cache, prepare_case
+from reg2rg_lib.data.prep import PrepParams, load_cache
 from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.paths import RunPaths, default_out_dir

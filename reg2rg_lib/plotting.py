@@ -6,7 +6,7 @@ under `style()` (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved by `s
 inputs writes identical bytes. Names follow one rule (`figures/README.md`): `paper_fig<N>_<topic>` where the kit
 redraws the paper's Fig. N (the paper's number), `kit_fig<N>_<topic>` for the kit's own figures (numbered from 1 in
 the order the notebooks draw them), so that no kit figure can be taken for a paper figure.
-Used by: data/views.py (Kit Figs. 1-3), report/figures.py (paper Figs. 2-4, Kit Figs. 4-6), explore/snapshot.py.
+Used by: data/views.py (Kit Figs. 1-3), report/figures.py (paper Figs. 2-4), report/kit_figures.py (Kit Figs. 4-6), explore/snapshot.py.
 """
 
 from __future__ import annotations

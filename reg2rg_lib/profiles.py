@@ -27,7 +27,7 @@ import yaml
 
 from reg2rg_lib.errors import KitError
 
-PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper", "demo_smollm2")  # demo_smollm2: Table 7, issue 14
+PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper", "demo_smollm2")  # demo_smollm2: Table 7's pretrained LLM
 BASE = "base"  # the block of profiles.yaml that every profile starts from
 
 Size3 = tuple[int, int, int]  # (H, W, D) voxels
@@ -124,7 +124,7 @@ class AblationsSection:
 
 @dataclass(frozen=True)
 class FiguresSection:
-    """Where the tables and figures take the authors' released outputs from (`report.build.Inputs`)."""
+    """Where the tables and figures take the authors' released outputs from (`report.regenerate.Inputs`)."""
 
     release_dir: str  # authors' released CTRG outputs, repo-relative; used when neither a parameter nor
     #                   $REG2RG_RELEASE names one (report.release.find_release); "": left out, and tables say so

@@ -11,7 +11,7 @@ import re
 import nbformat
 import pytest
 
-from reg2rg_lib.nbtools.runner import NOTEBOOK_DIR, discover, run_notebooks
+from reg2rg_lib.nbtools.papermill_runner import NOTEBOOK_DIR, discover, run_notebooks
 
 NOTEBOOKS = discover(NOTEBOOK_DIR)
 

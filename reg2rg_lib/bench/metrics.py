@@ -135,7 +135,7 @@ def run(n_pairs: int = 2000, reference_pairs: int = 200, predictions: str | None
         seed: int = 0) -> dict[str, Any]:
     """Time the kit on `n_pairs` and the reference recipe on a subset; return the figures `bench.report` prints."""
     if predictions:
-        from reg2rg_lib.metrics.io import read_report_pairs
+        from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 
         pairs = read_report_pairs(predictions)
         reps = -(-n_pairs // max(len(pairs.references), 1))

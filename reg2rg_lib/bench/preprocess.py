@@ -2,9 +2,10 @@
 
 The case is the real 512x512x133 CT with 10 full-resolution region masks (the TotalSegmentator organs mapped to
 the regions, plus the derived pleura, mediastinum and breast), written once to a temporary folder. Three timings
-per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit (`prep.prepare_case`: nibabel
-decoding in threads, torch's area kernel, geometry resized only where a mask can be non-zero), and the recipe
-(`recipe.recipe_case`: float64 loads, 11 MONAI crop + resize passes). Goal: kit >= 10x faster than the recipe and within 2x of decoding.
+per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit (`case_tensors.prepare_case`:
+nibabel decoding in threads, torch's area kernel, geometry resized only where a mask can be non-zero), and the
+recipe (`recipe.recipe_case`: float64 loads, 11 MONAI crop + resize passes). Goal: kit >= 10x faster than the recipe
+and within 2x of decoding.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def run(repeat: int = 3, recipe: bool = True, image_size=(256, 256, 64)) -> dict
     """Figures for one full-size volume with 10 region masks (seconds per volume, best of `repeat`)."""
     import nibabel as nib
 
+    from reg2rg_lib.data.case_tensors import prepare_case
     from reg2rg_lib.data.manifest import CaseEntry
-    from reg2rg_lib.data.prep import PrepParams, prepare_case
+    from reg2rg_lib.data.params import PrepParams
 
     params = PrepParams(image_size=tuple(image_size))
     with tempfile.TemporaryDirectory(prefix="reg2rg-bench-") as tmp:

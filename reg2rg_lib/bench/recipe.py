@@ -1,6 +1,6 @@
 """The straightforward per-sample preprocessing recipe, written the obvious way with MONAI and nibabel.
 
-This is the reference `reg2rg_lib.data.prep` must equal (tests/data: max abs diff <= 1e-3) and the baseline `reg2rg bench
+This is the reference `reg2rg_lib.data.case_tensors` must equal (tests/data: max abs diff <= 1e-3) and the baseline `reg2rg bench
 preprocess` measures it against: every file loaded as float64, then 11 separate crop + resize passes (the global
 image and one per region), then the stacked geometry masks. Deliberately unoptimised; do not use it in pipelines.
 """

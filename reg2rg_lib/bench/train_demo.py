@@ -1,4 +1,4 @@
-"""`reg2rg bench train-demo`: samples/s of today's training loop against the fast path (issue 25, item 3).
+"""`reg2rg bench train-demo`: samples/s of today's training loop against the fast path.
 
 Both arms train the profile's model (the same initial weights, seed, recipe: `train_run`'s model, dataset and
 settings) on the same batches, in one process, step by step alternately (which goes first alternates too), so a

@@ -8,11 +8,13 @@ import importlib
 
 #: Modules that add `reg2rg bench <name>` subcommands.
 BENCH_MODULES: tuple[str, ...] = (
-    "reg2rg_lib.bench.train",  # train-step, generate, gpu-step
+    "reg2rg_lib.bench.train_step",  # train-step
+    "reg2rg_lib.bench.batch_generate",  # generate
+    "reg2rg_lib.bench.gpu_step",  # gpu-step
     "reg2rg_lib.bench.train_demo",  # train-demo
     "reg2rg_lib.bench.metrics",  # metrics
     "reg2rg_lib.bench.preprocess",  # preprocess
-    "reg2rg_lib.bench.seeds",  # seeds
+    "reg2rg_lib.bench.train_seeds",  # seeds
 )
 
 

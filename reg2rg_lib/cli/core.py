@@ -87,7 +87,7 @@ def _fetch_llm(wheel: str | None) -> None:
 
 def _run_notebooks(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
-    from reg2rg_lib.nbtools.runner import NotebookFailed, run_notebooks
+    from reg2rg_lib.nbtools.papermill_runner import NotebookFailed, run_notebooks
 
     try:
         params = parse_assignments(args.parameter, "--parameter")

@@ -25,7 +25,7 @@ def _report_columns(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(args: argparse.Namespace, path: str | None = None):
-    from reg2rg_lib.metrics.io import read_report_pairs
+    from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 
     return read_report_pairs(path or args.predictions, args.gt_column, args.pred_column,
                              allow_empty_predictions=args.allow_empty_predictions)
@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_beyond_the_paper(ev: argparse._SubParsersAction) -> None:
-    """`grounded`, `region-ce`, `model-based`: evaluation the paper did not report (issue 17)."""
+    """`grounded`, `region-ce`, `model-based`: evaluation the paper did not report."""
     q = ev.add_parser("grounded", help="grounded finding accuracy on the embedded benchmark -> DIR/grounded_by_kind.csv")
     q.add_argument("--predictions", required=True, help="predictions CSV on the benchmark's test cases")
     q.add_argument("--data", required=True, help="the benchmark folder (or its manifest.json) with the ground truth")

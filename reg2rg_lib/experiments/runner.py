@@ -5,7 +5,7 @@ Training stage's `train_run` (frozen-ViT outputs cached once per case and shared
 encoder), the Inference stage's `generate_run` (greedy decoding) and the Metrics stage's `evaluate_predictions`
 against the benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an
 interrupted grid resumes and notebook 03's `full` is not trained again. Runs can train side by side in worker
-processes (`ablations.parallel`). Outputs: `summary.json` (`summary.py`) and `ablation_stats.csv` (`stats.py`).
+processes (`ablations.parallel`). Outputs: `summary.json` (`summary.py`) and `ablation_stats.csv` (`ablation_stats.py`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 from reg2rg_lib.data.layout import scan_layout
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.ablation_stats import ablation_stats
 from reg2rg_lib.experiments.baselines import annotate_runs
 from reg2rg_lib.experiments.grid import Ablation, grid, profile_for, run_folder, run_steps, same_model_as
-from reg2rg_lib.experiments.stats import ablation_stats
 from reg2rg_lib.experiments.summary import EVALUATION_METRICS, STATS_FILE, SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions

@@ -1,4 +1,4 @@
-"""The ablation grid's spread over training seeds, and whether another machine's run lands inside it (issue 14).
+"""The ablation grid's spread over training seeds, and whether another machine's run lands inside it.
 
 `make reproduce` trains every ablation once, at the profile's seed. This benchmark trains the same grid at other
 seeds (`reg2rg bench seeds`), each in its own folder whose prep cache, data, tokenizer and pretrained ViT are links

@@ -21,9 +21,10 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import write_json_atomic
 from reg2rg_lib.paths import RunPaths
 
-#: The metrics summary.json must carry for every run (the issue's contract); more keys may follow.
+#: The metrics summary.json must carry for every run (the tables, the README block and the seed files read
+#: them); more keys may follow.
 SUMMARY_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
-#: Evaluation beyond the paper (issue 17) that every run also carries: null where not applicable (CRG without a
+#: Evaluation beyond the paper that every run also carries: null where not applicable (CRG without a
 #: positive reference label, grounded findings off the embedded benchmark, attribute accuracy with nothing checked).
 EVALUATION_METRICS: tuple[str, ...] = ("CRG", "grounded_recall", "attribute_accuracy", "false_findings_per_case",
                                        "region_CE_macro_F1", "topic_consistency")

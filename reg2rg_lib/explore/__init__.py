@@ -1,9 +1,10 @@
 """The region-grounded report explorer (notebook 07): look at a case's CT, its region masks and its reports.
 
-Modules: `report` (region paragraphs, alignment, word
-diffs as HTML), `findings` (per-case metrics, labeler findings), `locate` (the slice of a finding), `sources` (prediction files beside a dataset from `data.sources`; slices are drawn by `data.slices`),
-`widgets` (the ipywidgets `Explorer`), `snapshot` (a static PNG of the current view), `export` (HTML export of
-an executed notebook with its widget state, and the `make screenshot` check in headless Chromium).
+Modules: `paragraphs` (region paragraphs, alignment, word diffs as HTML), `case_scores` (per-case metrics, labeler
+findings), `locate` (the slice of a finding), `case_sources` (prediction files beside a dataset from
+`data.sources`; slices are drawn by `data.slices`), `widgets` (the ipywidgets `Explorer`), `snapshot` (a static
+PNG of the current view), `export` (HTML export of an executed notebook with its widget state, and the
+`make screenshot` check in headless Chromium).
 
     from reg2rg_lib.explore import open_explorer
     ex = open_explorer("outputs/demo")          # the run's benchmark + runs/full predictions
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from reg2rg_lib.data.layout import mask_filename, read_nifti
 from reg2rg_lib.data.sources import ArraySource, CacheSource, LayoutSource, to_ras
 from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.explore.sources import Explorable
+from reg2rg_lib.explore.case_sources import Explorable
 from reg2rg_lib.explore.widgets import Explorer
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.regions import REGIONS

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from reg2rg_lib.data.slices import render_slice
-from reg2rg_lib.explore import report as rep
+from reg2rg_lib.explore import paragraphs as rep
 from reg2rg_lib.io import atomic_path
 from reg2rg_lib.plotting import DPI, new_figure, style
 from reg2rg_lib.regions import REGION_COLORS

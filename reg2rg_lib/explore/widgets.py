@@ -38,11 +38,11 @@ from ipywidgets import (
 )
 
 from reg2rg_lib.data import slices as view
-from reg2rg_lib.explore import report as rep
-from reg2rg_lib.explore.findings import case_summary_html
+from reg2rg_lib.explore import paragraphs as rep
+from reg2rg_lib.explore.case_scores import case_summary_html
+from reg2rg_lib.explore.case_sources import Explorable, ExploreCase
 from reg2rg_lib.explore.locate import finding_centre, finding_regions
 from reg2rg_lib.explore.snapshot import snapshot_png
-from reg2rg_lib.explore.sources import Explorable, ExploreCase
 from reg2rg_lib.regions import REGION_COLORS
 
 GT = "gt"  # the source key of the ground-truth column

@@ -17,8 +17,7 @@ Modules
 - `model_based`: BERTScore from a local model folder only (`bertscore`; optional extra `bertscore`).
 - `stats`: bootstrap CIs and the paired bootstrap test (`reg2rg evaluate compare`).
 - `pipeline`: `evaluate_predictions(pred_csv, out_dir, labels=None, ...)`, the one call notebooks 04/05 use.
-- `io`: reading prediction/label CSVs with one-line errors.
-- `case_report`: one case's `report.json` / `report.md` / `report.png` (`reg2rg report`).
+- `csv_inputs`: reading prediction/label CSVs with one-line errors.
 Command line: `reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|image-use|compare|all`; benchmark:
 `reg2rg bench metrics`.
 """

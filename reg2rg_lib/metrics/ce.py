@@ -25,7 +25,7 @@ import pandas as pd
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
-from reg2rg_lib.metrics.io import check_rows, read_csv_checked
+from reg2rg_lib.metrics.csv_inputs import check_rows, read_csv_checked
 from reg2rg_lib.metrics.stats import bootstrap_indices, percentile_ci
 from reg2rg_lib.regions import LABELS
 

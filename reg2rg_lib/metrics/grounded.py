@@ -37,7 +37,7 @@ from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.data.synth.reports import ABNORMAL
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic
-from reg2rg_lib.metrics.io import read_report_pairs
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.labeler import find_mentions
 from reg2rg_lib.regions import REGIONS, split_regions
 

@@ -32,6 +32,10 @@ NaN, with a reason in `note`, where a label has fewer than 2 classes among the t
 evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shift, cases),
 `write_image_use` writes DIR/image_use.csv and DIR/image_use.json (with `image_use_headline`: the lowest used and
 highest control AUC over the carried labels, the number of gaps), `image_use_text` a one-screen summary.
+
+One measurement, one file (above ~400 lines on purpose): the probe, the teacher-forced scoring and the table are
+the three parts of the instrument defined above; they share the case items, the candidates and the donors, and
+none is used without the others.
 """
 
 from __future__ import annotations
@@ -468,7 +472,7 @@ def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dic
 
 
 def image_use_headline(table: pd.DataFrame) -> dict[str, float | int | None]:
-    """The instrument's goal in three numbers (issue 25: used >= 0.9 wherever carried >= 0.9, control <= 0.65):
+    """The instrument's goal in three numbers (used >= 0.9 wherever carried >= 0.9, control <= 0.65):
     over the labels whose carried AUC is >= `GAP_THRESHOLD`, the lowest used AUC and the highest control AUC (None
     when no label is carried), and how many labels are flagged carried-but-not-used."""
     carried = table[table["carried_auc"] >= GAP_THRESHOLD]

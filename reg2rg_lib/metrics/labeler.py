@@ -35,7 +35,7 @@ import pandas as pd
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.metrics.ce import read_label_table
-from reg2rg_lib.metrics.io import read_csv_checked
+from reg2rg_lib.metrics.csv_inputs import read_csv_checked
 from reg2rg_lib.regions import LABELS
 
 # Building blocks (regex fragments) --------------------------------------------------------------------------

@@ -31,13 +31,13 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.ce import ce_metrics, ce_replicates, evaluate_ce, read_label_table, write_ce_outputs
 from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score, write_crg
+from reg2rg_lib.metrics.csv_inputs import read_csv_checked, read_report_pairs
 from reg2rg_lib.metrics.grounded import (
     GROUNDED_METRICS,
     grounded_findings,
     read_ground_truth,
     write_grounded_outputs,
 )
-from reg2rg_lib.metrics.io import read_csv_checked, read_report_pairs
 from reg2rg_lib.metrics.labeler import get_labeler
 from reg2rg_lib.metrics.model_based import evaluate_model_based
 from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, nlg_replicates, write_nlg_outputs

@@ -55,8 +55,8 @@ from reg2rg_lib.data.synth.reports import ABNORMAL, NORMAL
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
 from reg2rg_lib.metrics.ce import ce_metrics
+from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.grounded import HOME_REGION
-from reg2rg_lib.metrics.io import read_report_pairs
 from reg2rg_lib.metrics.labeler import Labeler, get_labeler
 from reg2rg_lib.regions import LABELS, REGIONS, region_sequence, split_regions
 

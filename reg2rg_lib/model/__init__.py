@@ -6,75 +6,33 @@ Modules, top-down: `config` (dataclass + presets), `vit3d`, `perceiver`, `geomet
 composed model + splice), `weights` (our safetensors folders, RadFM's files), `checkpoint` (the official key mapping),
 `flops` (counts, FLOPs).
 
-The API other stages code against (exact signatures)
-----------------------------------------------------
-Config::
+Each function's signature and docstring are its reference (`help(Reg2RG)`). The examples below are the API other
+stages code against, run as tests (tests/model/test_model_examples.py), so they cannot drift:
 
-    cfg = Reg2RGConfig.preset(name: str, image_size: tuple|list|None = None, **field_overrides) -> Reg2RGConfig
-        # name: "cpu-tiny" | "cpu-small" | "paper"; image_size from the profile: profile.data.image_size
-    cfg.replace(**changes) -> Reg2RGConfig          # ablations: cfg.replace(rra=False), (decoupled=False),
-                                                    # (use_global=False, use_geometry=False), ...
-    cfg.with_llm(arch: str) -> Reg2RGConfig         # arch in LLM_ARCHS: "scratch-2x64" | "scratch-2x128" | "scratch-4x256" | "llama2-7b"
-    cfg.save(path) / Reg2RGConfig.load(path)
-
-Tokenizer (CPU presets; the paper preset uses the LLM's own tokenizer via `load_tokenizer(llm_path)`)::
-
-    tok = train_tokenizer(texts: Iterable[str], out_dir: str|Path|None = None, vocab_size: int = 1024)
-        -> PreTrainedTokenizerFast      # byte-level BPE, <s> </s> <pad> <unk>; saved to out_dir when given
-    tok = load_tokenizer(path_or_name: str|Path) -> PreTrainedTokenizerBase
-    add_reg2rg_tokens(tok, cfg) -> int  # <image> </image> <region> </region> + placeholders; idempotent;
-                                        # Reg2RG(cfg, tok) calls it, so the tokenizer passed in is updated
-
-Samples (prompt + RRA target -> token ids and labels)::
-
-    s = build_sample(regions: Sequence[str], reports: Mapping[str, str] | None, tokenizer, cfg,
-                     rng: random.Random | None = None) -> Sample
-        # regions: the case's regions in CaseRecord (canonical) order; reports: CaseRecord.reports (None at
-        # inference). With cfg.rra and an rng the region order is shuffled (a new order per draw); rng=None keeps
-        # the canonical order (test time).
-        # Sample fields: input_ids list[int] (bos + prompt [+ target + eos]), labels list[int] (-100 over the
-        # prompt; [] at inference), order list[int] (indices into `regions`, in prompt order: permute the cached
-        # per-region tensors with it), regions list[str] (prompt order), prompt str (the `Question`), target str
-    batch = collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right") -> dict
-        # {"input_ids": (B, L) long, "attention_mask": (B, L) long, "labels": (B, L) long (-100 on padding)}
-        # use padding_side="left" for generation
-    build_prompt(n_regions: int, cfg) -> str; build_target(regions_in_prompt_order, reports, cfg) -> str
-
-Model::
-
-    model = Reg2RG(cfg, tokenizer, device: str|torch.device|None = None)   # device="meta" for inspection
-    feats = model.encode_vision(x)          # x (N, 1|C, H, W, D) -> (N, T, vit_dim); no grad while frozen
-    vis = vision_inputs(tensors: dict, cfg) # from prep cache.load(name): {"global_images": (1,1,H,W,D),
-        # "region_images": (R,1,H,W,D) = texture (LFD) or full*geometry (LFD off), "region_masks": (R,1,H,W,D)};
-        # keys the config does not use are None. These are what goes through encode_vision / the mask encoder.
-    vision_keys(cfg, images=True) -> list[str]  # the cache tensors it reads (images=False: masks only, features cached)
-    out = model(input_ids, attention_mask=None, labels=None, *,
-                global_images=None, global_feats=None,    # (B,1,H,W,D) images or (B,T,vit_dim) ViT features
-                region_images=None, region_feats=None,    # (N,1,H,W,D) or (N,T,vit_dim), N = regions in batch,
-                region_masks=None)                        # (N,1,H,W,D); regions packed sample by sample in
-                                                          # prompt order (tensor[sample.order] per sample)
-        -> transformers CausalLMOutputWithPast (.loss when labels are given, .logits)
-    ids = model.generate(input_ids, attention_mask, *, <same visual kwargs>, max_new_tokens=256,
-                         **hf_generate_kwargs) -> LongTensor (B, new_tokens)   # left-padded batch, KV cache
-    texts = model.decode(ids) -> list[str]
-    model.save_pretrained(dir) ; Reg2RG.from_pretrained(dir, device=None) -> Reg2RG
-        # dir/config.json, dir/tokenizer/, dir/embedding_layer/ (safetensors + config), dir/llm/ (transformers
-        # folder, when not re-read from llm_path), dir/llm_adapter/ (peft LoRA adapter); older folders with one
-        # dir/model.safetensors load too (paths.ModelFolder, weights.py)
-    model.parameter_summary() -> dict       # the `reg2rg model summary --json` object
-    model.trainable_parameters() -> list[nn.Parameter]
-
-Helpers for notebooks and reports::
-
-    tokenizer_for_run(out_dir, vocab_size=1024)   # out_dir/tokenizer, else trained in memory on the prep cache
-    prompt.token_layout(ids, tok, cfg) -> list[str]; prompt.layout_runs(ids, tok, cfg) -> list[dict]
-    flops.parameter_table({name: model}) -> DataFrame; flops.training_flops(cfg, n_regions=10, ...) -> dict
-
-Checkpoints::
-
-    load_official_checkpoint(model, path_or_state_dict) -> LoadReport   # "embedding_layer.*" / "lang_model.*"
-    load_radfm_vision(model, path) ; load_radfm_perceiver(model, path)
-    official_key_shapes(cfg, base_vocab: int | None = None) -> dict[str, list[int]]
+>>> import random, torch
+>>> from reg2rg_lib.model import Reg2RG, Reg2RGConfig, add_reg2rg_tokens, build_sample, train_tokenizer
+>>> cfg = Reg2RGConfig.preset("cpu-tiny", image_size=(32, 32, 8))  # "cpu-tiny" | "cpu-small" | "paper"
+>>> cfg.replace(rra=False).rra, cfg.with_llm("scratch-2x64").llm_layers  # an ablation; an LLM size (LLM_ARCHS)
+(False, 2)
+>>> tok = train_tokenizer(["The heart is normal.", "No nodule in the lung."] * 20, vocab_size=300)
+>>> add_reg2rg_tokens(tok, cfg) > 0  # the prompt's special tokens (Reg2RG(cfg, tok) adds them too; idempotent)
+True
+>>> reports = {"heart": "The heart is normal.", "lung": "No nodule."}
+>>> sample = build_sample(["heart", "lung"], reports, tok, cfg)  # no rng: the canonical order (test time)
+>>> sample.target
+'The region 0 is heart: The heart is normal. The region 1 is lung: No nodule.'
+>>> build_sample(["heart", "lung"], reports, tok, cfg, rng=random.Random(1)).regions  # RRA shuffles the order
+['lung', 'heart']
+>>> _ = torch.manual_seed(0)
+>>> model = Reg2RG(cfg, tok)  # device="meta" builds it without weights, for inspection
+>>> tuple(model.encode_vision(torch.zeros(2, 1, *cfg.image_size)).shape)  # (N, latents, vit_dim)
+(2, 8, 96)
+>>> ids, labels = torch.tensor([sample.input_ids]), torch.tensor([sample.labels])  # labels: -100 over the prompt
+>>> regions = torch.zeros(2, 1, *cfg.image_size)  # one crop and one mask per region, in prompt order
+>>> out = model(ids, labels=labels, global_images=torch.zeros(1, 1, *cfg.image_size), region_images=regions,
+...             region_masks=regions)
+>>> bool(out.loss.isfinite()), tuple(out.logits.shape[:2]) == tuple(ids.shape)
+(True, True)
 """
 
 from reg2rg_lib.model.checkpoint import LoadReport, load_official_checkpoint

@@ -303,7 +303,7 @@ def _comments_and_strings(source: str) -> list[str]:
 
 
 def caption_prose(tables_dir: Path) -> Iterator[tuple[str, str]]:
-    """(where, caption) of each committed table: the bold first line that `report.tables.to_markdown` writes."""
+    """(where, caption) of each committed table: the bold first line that `report.table_writer.to_markdown` writes."""
     for path in sorted(Path(tables_dir).glob("table*.md")):
         first = path.read_text(encoding="utf-8").split("\n\n", 1)[0].strip()
         if first.startswith("**") and first.endswith("**"):

@@ -26,7 +26,7 @@ class Entry:
     origin: str  # "paper": the paper's table or figure, regenerated; "kit": the kit's own
 
 
-#: Tables 1-7 are the paper's (`report.tables`, `report.build`); 8 and 9 are the kit's own.
+#: Tables 1-7 are the paper's (`report.tables`, `report.regenerate`); 8 and 9 are the kit's own (`report.tables` too).
 TABLES: dict[int, Entry] = {e.number: e for e in (
     Entry(1, "table1_nlg", "NLG metrics",
           (r"\bnlg\b", r"bleu", r"meteor", r"rouge", r"cider", r"report quality"), "paper"),
@@ -51,7 +51,8 @@ TABLES: dict[int, Entry] = {e.number: e for e in (
 )}
 
 #: The paper's Figs. 2-4 as the kit draws them (`paper_fig<N>_*`, `report.figures`) and the kit's own figures
-#: (`kit_fig<N>_*`, "Kit Fig. N" in prose; 1-3 drawn by `data.views` in notebook 01). figures/README.md: the rule.
+#: (`kit_fig<N>_*`, "Kit Fig. N" in prose; 1-3 drawn by `data.views` in notebook 01, 4-6 by `report.kit_figures`).
+#: figures/README.md: the rule.
 FIGURES: dict[str, Entry] = {e.stem: e for e in (
     Entry(2, "paper_fig2_report_length", "report-length distributions",
           (r"report[- ]length", r"words per report", r"lengths?\b"), "paper"),

@@ -29,7 +29,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
-from reg2rg_lib.report.tables import to_markdown
+from reg2rg_lib.report.table_writer import to_markdown
 from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)

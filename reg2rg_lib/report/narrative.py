@@ -1,15 +1,14 @@
 """Computed prose: the sentences that notebooks, captions and the README state about a run, generated from the
 run's files with their numbers in them, so that no sentence can contradict the outputs it sits next to.
 
-    training_story(run_dir, profile)   notebook 03: the schedule and the loss the run used, the curve's shape
-    schedule_check(run_dir, profile)   notebook 03: the logged learning rate follows the stated schedule
     ablation_story(summary, stats)     notebook 05, the README: which run beats which on each metric, with p-values
     release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as printed?
     region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
     topic_consistency_check(metrics, p)  notebook 04: the profile's topic-consistency goal, checked
     expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it fails
 
-The README's results block (verdict, compact table, seed placement) is `report.results`'s, built on these.
+Notebook 03's training story is `report.training_story`'s; the README's results block (verdict, compact table,
+seed placement) is `report.results`'s, built on these.
 
 Each story function returns Markdown (a `str`); a notebook shows it with `display(Markdown(...))`.
 `expectation` returns an `Expectation`, which Jupyter renders as Markdown by itself.
@@ -18,34 +17,28 @@ Each story function returns Markdown (a `str`); a notebook shows it with `displa
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.grid import ablation
-from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
-from reg2rg_lib.metrics.stats import format_p as stats_format_p
+from reg2rg_lib.metrics.stats import format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
 from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
-from reg2rg_lib.report.tables import format_cell
-from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
+from reg2rg_lib.report.table_writer import format_cell
 from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
-
-PLATEAU_TAIL = 0.2  # the share of the last steps `loss_trend` looks at
-PLATEAU_TOLERANCE = 0.05  # |relative change of the mean loss| within the tail below which the curve has plateaued
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,133 +88,18 @@ def expectation(cond: bool | None, text: str, measured: str = "") -> Expectation
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training (notebook 03): what the run actually did, from run_config.json and train_log.csv
-
-
-def run_settings(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> tuple[TrainSettings, dict,
-                                                                                                   str]:
-    """(the training settings a run used, its model config as a dict, where they came from): the run's
-    `run_config.json` when it exists, else the profile's `train` section (the run has not been trained yet)."""
-    path = Path(run_dir) / "run_config.json"
-    if path.is_file():
-        try:
-            config = json.loads(path.read_text())
-            known = {k: v for k, v in config["settings"].items() if k in TrainSettings.__dataclass_fields__}
-            return TrainSettings(**known), dict(config.get("model") or {}), "run_config.json"
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise BadInputError(path, f"not a run config ({err})") from None
-    if profile is None:
-        raise BadInputError(path, "not found, and no profile given to read the settings from; train the run first")
-    return TrainSettings.from_profile(load_profile(profile).train), {}, f"profile {load_profile(profile).name}"
-
-
-def loss_trend(losses: Sequence[float], tail: float = PLATEAU_TAIL, tolerance: float = PLATEAU_TOLERANCE
-               ) -> dict[str, Any]:
-    """The loss over the last `tail` share of the steps, split in two halves: their means, the relative change
-    and the verdict (`plateau` when |change| < `tolerance`, `falling`, `rising`; `too short` under 4 steps)."""
-    values = np.asarray(losses, dtype=np.float64)
-    n_tail = int(math.ceil(len(values) * tail))
-    out: dict[str, Any] = {"tail_steps": n_tail, "tail": tail, "tolerance": tolerance}
-    if n_tail < 4:
-        return out | {"verdict": "too short"}
-    window = values[-n_tail:]
-    first, second = float(window[: n_tail // 2].mean()), float(window[n_tail // 2:].mean())
-    change = (second - first) / abs(first) if first else math.inf
-    verdict = "plateau" if abs(change) < tolerance else ("falling" if change < 0 else "rising")
-    return out | {"first_half_mean": first, "second_half_mean": second, "relative_change": change,
-                  "verdict": verdict}
-
-
-def _schedule_sentence(s: TrainSettings, total: int | None) -> str:
-    steps = f"{s.warmup_steps} step" + ("" if s.warmup_steps == 1 else "s")
-    warm = (f"rose linearly from 0 to {s.lr:g} over the first {steps}, then"
-            if s.warmup_steps > 0 else f"started at {s.lr:g} (no warm-up) and")
-    if s.lr_schedule == "constant":
-        return f"The learning rate {warm} stayed constant at {s.lr:g} (`train.lr_schedule: constant`, the paper's)."
-    end = f"step {total}" if total else "the last step"
-    return (f"The learning rate {warm} followed a {s.lr_schedule} decay to 0 at {end} "
-            f"(`train.lr_schedule: {s.lr_schedule}`; the paper keeps it constant after the warm-up).")
-
-
-def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
-    rra = bool(model.get("rra", True))
-    w = float(s.region_name_weight)
-    if w == 1.0:
-        text = "The loss is plain next-token cross-entropy on the target tokens (`train.region_name_weight: 1`, " \
-               "as in the paper)."
-    elif rra:
-        text = (f"The loss is next-token cross-entropy with the organ-name tokens of the \"The region i is "
-                f"<organ>:\" prefixes weighted {w:g}x (`train.region_name_weight: {w:g}`; the paper: 1, plain "
-                "cross-entropy), normalised by the number of target tokens.")
-    else:
-        text = (f"The loss is next-token cross-entropy; `train.region_name_weight: {w:g}` has no organ names to "
-                "weigh here (without RRA the targets carry no \"The region i is <organ>:\" prefixes).")
-    if s.region_dropout and rra:
-        text += (f" Region dropout: {s.region_dropout:.0%} of the training samples lose 1-{s.region_dropout_max} regions "
-                 "(not in the paper).")
-    return text
-
-
-def training_story(run_dir: str | os.PathLike[str], profile: str | Profile | None = None,
-                   tail: float = PLATEAU_TAIL) -> str:
-    """Notebook 03's account of a run, in Markdown: the schedule and the loss it actually used (run_config.json,
-    else the profile), the logged learning rate and loss, and whether the loss plateaued over the last `tail`
-    share of the steps (`loss_trend`)."""
-    settings, model, origin = run_settings(run_dir, profile)
-    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
-    total = settings.max_steps or (int(log[-1]["step"]) if log else None)
-    parts = [_schedule_sentence(settings, total), _loss_sentence(settings, model)]
-    if not log:
-        parts.append(f"(Settings from {origin}; `train_log.csv` has no steps yet.)")
-        return " ".join(parts)
-    steps, losses, lrs = ([r[k] for r in log] for k in ("step", "loss", "lr"))
-    peak = int(np.argmax(lrs))
-    parts.append(f"The log ({len(log)} steps, settings from {origin}) shows the learning rate at {lrs[peak]:.3g} "
-                 f"at its peak (step {steps[peak]:.0f}) and {lrs[-1]:.3g} at the last step ({steps[-1]:.0f}); the "
-                 f"loss went from {losses[0]:.4f} at step {steps[0]:.0f} to {losses[-1]:.4f}.")
-    trend = loss_trend(losses, tail)
-    if trend["verdict"] == "too short":
-        parts.append(f"Too few steps ({len(log)}) to say whether the loss plateaued.")
-    else:
-        what = {"plateau": "it has plateaued", "falling": "it is still falling",
-                "rising": "it is rising"}[trend["verdict"]]
-        parts.append(f"Over the last {tail:.0%} of the steps ({trend['tail_steps']} steps) the mean loss went from "
-                     f"{trend['first_half_mean']:.4f} (first half) to {trend['second_half_mean']:.4f} (second "
-                     f"half), {trend['relative_change']:+.1%}: {what} (plateau: a change within "
-                     f"±{trend['tolerance']:.0%}).")
-    return " ".join(parts)
-
-
-def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> Expectation:
-    """Does the logged learning rate follow the schedule the run states (`train.loop.lr_multiplier`)? Step s of
-    `train_log.csv` records the rate its update used, multiplier(s - 1) x lr."""
-    settings, _, origin = run_settings(run_dir, profile)
-    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
-    text = f"the logged learning rate follows the stated schedule ({settings.lr_schedule}, from {origin})"
-    if not log:
-        return expectation(None, text, "no train_log.csv yet")
-    if settings.max_steps is None and settings.lr_schedule != "constant":
-        return expectation(None, text, "a decay over epochs: its length is not in the log")
-    total = settings.max_steps or int(log[-1]["step"])
-    mult = lr_multiplier(settings.lr_schedule, settings.warmup_steps, total)
-    gaps = [abs(r["lr"] - settings.lr * mult(int(r["step"]) - 1)) for r in log]
-    worst = int(np.argmax(gaps))
-    return expectation(gaps[worst] <= 1e-6 * settings.lr + 1e-12, text,
-                       f"largest gap {gaps[worst]:.3g} at step {log[worst]['step']:.0f} over {len(log)} steps")
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Ablations (notebook 05, README): which run beats which, with the paired tests
 
 
-def format_p(p: float | None, resamples: int | None = None, tests: int = 1) -> str:
-    """A bootstrap p-value as prose: `p < 1/B` when no resample went the other way (`metrics.stats.format_p`,
-    the tables' rule), else `p = 0.012`; "p n/a" without a test."""
+def p_in_words(p: float | None, resamples: int | None = None, tests: int = 1) -> str:
+    """A bootstrap p-value as prose: `p < 1/B` when no resample went the other way, else `p = 0.012`; "p n/a"
+    without a test. The number is `metrics.stats.format_p`'s (the tables' cell); prose adds the "p" and the
+    sign, and reads a missing test as "n/a" where a table cell shows an en dash."""
     if p is None or math.isnan(p):
         return "p n/a"
     if p <= 0 and not resamples:
         return "p < 1/B"
-    text = stats_format_p(p, resamples or 1, tests)
+    text = format_p(p, resamples or 1, tests)
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
@@ -280,8 +158,8 @@ def _p_of(row: Mapping[str, Any], resamples: int | None) -> str:
     the table's number of tests), else the raw paired-test p."""
     p, tests = row.get("p_holm"), row.get("tests_in_family")
     if p is None or pd.isna(p):
-        return format_p(row["p_vs_full"], resamples)
-    return format_p(p, resamples, int(tests) if tests is not None and not pd.isna(tests) else 1)
+        return p_in_words(row["p_vs_full"], resamples)
+    return p_in_words(p, resamples, int(tests) if tests is not None and not pd.isna(tests) else 1)
 
 
 def _near_constant(tests: pd.DataFrame | None) -> str:
@@ -318,7 +196,7 @@ def _test_setup(stats: pd.DataFrame, alpha: float, summary: Mapping[str, Any]) -
 
 
 def _verdicts(stats: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
-    """`experiments.stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
+    """`experiments.ablation_stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
     if stats is None:
         return None
     tests = verdicts(stats, alpha=alpha)
@@ -459,7 +337,7 @@ def region_accuracy_check(metrics: Mapping[str, Any], profile: str | Profile) ->
     return expectation(float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}")
 
 
-#: Topic-consistency goals a profile states (issue 25: paragraphs on their own organ's topic); others state none.
+#: Topic-consistency goals a profile states (paragraphs on their own organ's topic); others state none.
 TOPIC_CONSISTENCY_GOALS: dict[str, float] = {"demo": 0.95}
 
 
@@ -478,7 +356,7 @@ def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) 
     return expectation(float(share) >= goal, text, f"{float(share):.4f}")
 
 
-#: The instrument's goals (issue 25): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
+#: The image-use instrument's goals (`metrics.image_use`): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
 #: teacher-forced log-odds ranks the cases at AUC >= 0.9 with their own vectors and <= 0.65 with another case's.
 IMAGE_USE_GOALS: dict[str, tuple[float, float]] = {"demo": (0.90, 0.65)}
 

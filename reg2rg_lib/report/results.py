@@ -1,11 +1,11 @@
 """The README's results section, computed from one run's files so that it reads in two minutes and cannot drift:
 a verdict of at most five lines, one compact table (3 decimals, the bootstrap 95% CI beside each headline figure,
-one flag column), where this run falls against the committed seed spread, the paper's tables one line each, and a
-glossary of the run names and abbreviations taken from the ablation registry (`experiments.grid`).
+one flag column), where this run falls against the committed seed spread (`report.seed_spread`), the paper's
+tables one line each, and a glossary of the run names and abbreviations taken from the ablation registry
+(`experiments.grid`).
 
     readme_results(summary_path)            the README's generated block (notebook 06, `reg2rg readme`)
     write_readme_results(summary, readme)   writes it between README_START and README_END
-    spread_placement(summary_path)          per headline figure: inside the committed seeds' interval or not
     verdict_lines(summary_path)             the verdict
 
 The p-values in words (`narrative.ablation_story`) stay in notebook 05 and benchmarks/RESULTS.md; here a run's
@@ -14,7 +14,6 @@ tests against `full` and the baselines become the verdict's and the paper lines'
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,29 +25,29 @@ import pandas as pd
 
 from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError, KitError
+from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
 from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
-from reg2rg_lib.experiments.seeds import THREADS, main_family, prediction_interval, spread
-from reg2rg_lib.experiments.seeds import read_rows as seed_rows
-from reg2rg_lib.experiments.stats import read_stats, verdicts
 from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.paths import REPO_ROOT
 from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.narrative import release_agreement
-from reg2rg_lib.report.tables import DIGITS, format_cell, table9_ce_per_label, to_markdown
+from reg2rg_lib.report.seed_spread import (
+    OUTSIDE,
+    expected_spread,
+    placement_sentence,
+    seeds_csv,
+    spread_placement,
+)
+from reg2rg_lib.report.table_writer import DIGITS, format_cell, to_markdown
+from reg2rg_lib.report.tables import table9_ce_per_label
 
 logger = logging.getLogger(__name__)
 
 #: The README's generated block lies between these two lines (`write_readme_results`).
 README_START, README_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
-#: The mark of a figure outside the committed seeds' interval, in the table.
-OUTSIDE = "†"
 ALPHA = 0.05
-
-
-def _seeds_csv(profile: str) -> Path:
-    return REPO_ROOT / "benchmarks" / "seeds" / f"{profile}.csv"
 
 
 def _shown(path: Path) -> str:
@@ -61,110 +60,6 @@ def _load(summary_path: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.Data
     path = Path(summary_path)
     stats = path.parent / STATS_FILE
     return read_summary(path), (read_stats(stats) if stats.is_file() else None)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Where this run falls against the committed seed spread
-
-
-def run_machine(summary_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The CPU kernels (`torch_cpu_capability` of summary.json) and the torch threads `full` trained with (its
-    run_config.json's `train.threads`; torch's default, summary.json's `torch_threads`, when that is unset)."""
-    path = Path(summary_path)
-    env = read_summary(path).get("environment") or {}
-    threads, config = None, path.parent / "runs" / REFERENCE / "run_config.json"
-    if config.is_file():
-        try:
-            threads = (json.loads(config.read_text()).get("settings") or {}).get("threads")
-        except json.JSONDecodeError:
-            raise BadInputError(config, "not valid JSON") from None
-    return {"cpu_capability": env.get("torch_cpu_capability") or "unknown",
-            "threads": threads if threads else env.get("torch_threads")}
-
-
-def committed_machine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The CPU kernels and thread counts of a seed file's own seeds (`main_family`; threads None: not recorded)."""
-    main = main_family(rows)
-    counts = sorted({r.get(THREADS) for r in rows if r["cpu_capability"] == main} - {None})
-    return {"cpu_capability": (main or "unknown").split(",")[0], "threads": counts or None}
-
-
-def machine_words(machine: Mapping[str, Any]) -> str:
-    """"AVX512, 1 training thread" / "AVX512, 1-2 training threads" / "AVX512, training threads not recorded"."""
-    threads = machine.get("threads")
-    if isinstance(threads, list | tuple):
-        threads = threads[0] if len(threads) == 1 else f"{min(threads)}-{max(threads)}"
-    count = ("training threads not recorded" if threads is None
-             else f"{threads} training thread" + ("" if threads == 1 else "s"))
-    return f"{machine.get('cpu_capability', 'unknown')}, {count}"
-
-
-def spread_placement(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
-                     ) -> list[dict[str, Any]]:
-    """For every run of summary.json that the committed seed file (`benchmarks/seeds/<profile>.csv`, its own CPU
-    kernels) has at 2+ seeds, and every headline metric: this run's value, the seeds' mean, s.d., min, max, the
-    95% prediction interval (where one more seed should fall, `seeds.prediction_interval`, clipped to [0, 1]) and
-    `inside`. [] without a seed file."""
-    summary = read_summary(summary_path)
-    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
-    rows = seed_rows(csv)
-    committed = spread(rows)
-    out = []
-    for run, metrics in summary["runs"].items():
-        for metric in SUMMARY_METRICS:
-            cell, value = committed.get(run, {}).get(metric), metrics.get(metric)
-            interval = prediction_interval(cell) if cell else None
-            if interval is None or value is None:
-                continue
-            low, high = max(0.0, interval[0]), min(1.0, interval[1])
-            out.append({"run": run, "metric": metric, "value": float(value), "low": low, "high": high,
-                        "inside": low - 1e-9 <= float(value) <= high + 1e-9, "seeds": int(cell["n"]),
-                        **{k: cell[k] for k in ("mean", "sd", "min", "max")}})
-    return out
-
-
-def placement_markdown(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None,
-                       digits: int = DIGITS) -> str:
-    """Notebook 06's table: each placed figure, the committed seeds and whether this run is inside, with both
-    runs' CPU kernels and threads; a sentence instead when nothing can be placed."""
-    summary = read_summary(summary_path)
-    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
-    placed = spread_placement(summary_path, csv)
-    if not placed:
-        return (f"No committed seed spread to place this run in ({_shown(csv)} is missing or has no run of this "
-                "summary at 2+ seeds; `reg2rg bench seeds` makes one).")
-    f = f".{digits}f"
-    table = pd.DataFrame([{
-        "run": p["run"], "metric": p["metric"], "this run": format(p["value"], f),
-        "committed seeds": f"{p['mean']:{f}} ± {p['sd']:{f}} [{p['min']:{f}}, {p['max']:{f}}]",
-        "95% interval": f"[{p['low']:{f}}, {p['high']:{f}}]",
-        "inside?": "yes" if p["inside"] else f"**no** {OUTSIDE}"} for p in placed])
-    return placement_sentence(summary_path, placed, csv) + "\n\n" + to_markdown(table).rstrip()
-
-
-def placement_sentence(summary_path: str | os.PathLike[str], placed: Sequence[Mapping[str, Any]],
-                       spread_csv: Path) -> str:
-    """One sentence: how many figures lie inside the committed interval, those outside, and both machines."""
-    rows = seed_rows(spread_csv)
-    seeds = max((p["seeds"] for p in placed), default=0)
-    outside = [f"`{p['run']}` {p['metric']} {p['value']:.{DIGITS}f} (interval [{p['low']:.{DIGITS}f}, "
-               f"{p['high']:.{DIGITS}f}])" for p in placed if not p["inside"]]
-    return (f"{len(placed) - len(outside)} of {len(placed)} figures inside the 95% prediction interval of the "
-            f"{seeds} committed training seeds ({_shown(spread_csv)})"
-            + (f"; outside {OUTSIDE}: " + "; ".join(outside) if outside else "")
-            + f". This run: {machine_words(run_machine(summary_path))}; the committed seeds: "
-            f"{machine_words(committed_machine(rows))}.")
-
-
-def expected_spread(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None) -> str:
-    """One sentence: the interval a rerun on another machine should land in, per metric of `full`."""
-    placed = [p for p in spread_placement(summary_path, spread_csv) if p["run"] == REFERENCE]
-    if not placed:
-        return ""
-    cells = ", ".join(f"{p['metric']} [{p['low']:.{DIGITS}f}, {p['high']:.{DIGITS}f}]" for p in placed)
-    return (f"**On another machine** expect `{REFERENCE}` within the 95% prediction interval of its "
-            f"{placed[0]['seeds']} committed training seeds: {cells}; other runs have one seed, so their "
-            "differences from `full` below about the seeds' s.d. are noise.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,7 +190,7 @@ def verdict_lines(summary_path: str | os.PathLike[str], spread_csv: str | os.Pat
     ablations = _ablation_line(stats)
     if ablations:
         lines.append(ablations)
-    csv = Path(spread_csv) if spread_csv is not None else _seeds_csv(summary["profile"])
+    csv = Path(spread_csv) if spread_csv is not None else seeds_csv(summary["profile"])
     placed = spread_placement(summary_path, csv)
     if placed:
         lines.append("**This run against the committed seeds:** " + placement_sentence(summary_path, placed, csv))

@@ -1,4 +1,4 @@
-"""The paper's Tables 1-7, each written as CSV + Markdown + LaTeX by one helper, each row naming its source.
+"""The paper's Tables 1-7 and the kit's Tables 8-9 as data frames, each row naming its source.
 
 Two kinds of numbers appear and are never mixed silently: numbers from the **authors' released files** for
 CTRG-Chest-548K (either as released, or recomputed by the kit's metrics from the released predictions), and numbers
@@ -14,245 +14,44 @@ from the **kit's own runs** on the embedded benchmark. The `dataset` and `source
 | `table6_rra.*` | `ablation_table` | region-report alignment (RRA) on/off |
 | `table7_llm_size.*` | `ablation_table` | LLM size |
 | `table8_grounded_findings.*` | `table8_grounded` | grounded finding accuracy per finding kind (kit only) |
+| `table9_ce_per_label.*` | `table9_ce_per_label` | per-label clinical efficacy of one run, with the probes (kit only) |
 
-No number "as printed in the paper" is typed in here: the released files are the authors' own outputs, and the
-kit's numbers are computed. A rerun on the same inputs writes identical bytes. The Markdown and LaTeX are pandas'
-(`DataFrame.to_markdown` through tabulate, `Styler.to_latex`); the kit only formats the cells (3 decimals for the
-50-case tables, counts as integers, `format_cell`). `grounded_view` is notebook 04's view of the grounded findings.
+No number "as printed in the paper" is typed in here: the released files are the authors' own outputs
+(`report.release_readers` reads and recomputes them), and the kit's numbers are computed. Every table is written
+by `report.table_writer.save_table` (CSV + Markdown + LaTeX); a rerun on the same inputs writes identical bytes.
+`grounded_view` is notebook 04's view of the grounded findings.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.grid import ABLATIONS
-from reg2rg_lib.experiments.seeds import check_within as seed_check
-from reg2rg_lib.experiments.seeds import directions as seed_directions
-from reg2rg_lib.experiments.seeds import main_family as seed_main_family
-from reg2rg_lib.experiments.seeds import read_rows as seed_rows
-from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
-from reg2rg_lib.experiments.seeds import spread as seed_spread
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
-from reg2rg_lib.io import write_text_atomic
-from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
-from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
-from reg2rg_lib.metrics.io import read_report_pairs
-from reg2rg_lib.metrics.nlg import evaluate_nlg
 from reg2rg_lib.metrics.stats import format_p
-from reg2rg_lib.paths import REPO_ROOT
 from reg2rg_lib.regions import LABELS, REGIONS
+from reg2rg_lib.report.release_readers import (
+    read_ce_manual,
+    read_classification_report,
+    read_nlg_results,
+    read_region_report,
+)
+from reg2rg_lib.report.table_writer import DIGITS, save_table, with_integer_counts
 
-_TABLE_NAME = re.compile(r"^table\d+_[a-z0-9_]+$")
 #: NLG metric columns in the order of the released `nlg_evaluation_results.csv`.
 NLG_METRICS: tuple[str, ...] = (
     "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-1", "ROUGE-2", "ROUGE-L", "CIDEr",
 )
-#: CE averages in the order sklearn's classification_report prints them.
-CE_AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
 CTRG = "CTRG-Chest-548K test"
 BENCHMARK = "embedded benchmark test"
 RELEASED_BY = "authors' release (zhi-xuan-chen/Reg2RG results/Reg2RG_ctrg)"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The one writer: pandas writes the Markdown (`DataFrame.to_markdown`, through tabulate) and the LaTeX
-# (`Styler.to_latex`); the kit only decides what a cell says
-
-
-#: Tables of the 50 benchmark cases print 3 decimals: their 95% CIs are about +-0.03 wide, so a 4th says nothing.
-DIGITS = 3
-#: Columns that count things (test cases, findings, resamples): shown and stored as integers, never "120.000".
-COUNT_COLUMNS: frozenset[str] = frozenset({
-    "support", "reported", "inserted", "misplaced", "attributes_checked", "false_findings", "distinct_reports",
-    "n_test_cases", "decimals", "seeds", "n", "tests_in_family", "n_resamples"})
-
-
-def format_cell(value: Any, digits: int = DIGITS) -> str:
-    """A table cell as text: floats at `digits` decimals, integers as integers, NaN/None/NA as an en dash."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def with_integer_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with every `COUNT_COLUMNS` column that holds whole numbers as a nullable integer column (a column of
-    counts turns float as soon as one row has no value, e.g. the paper's rows that are not typed in)."""
-    out = df.copy()
-    for col in COUNT_COLUMNS & set(df.columns):
-        values = pd.to_numeric(df[col], errors="coerce")
-        present = values.dropna()
-        if len(present) == df[col].notna().sum() and (present == present.round()).all():
-            out[col] = values.astype("Int64")
-    return out
-
-
-def to_markdown(display: pd.DataFrame, caption: str = "") -> str:
-    """A GitHub-flavoured Markdown table (`DataFrame.to_markdown`; pipes in cells escaped, cells taken as the text
-    they are, never re-parsed as numbers), preceded by the caption in bold."""
-    def cell(x: Any) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    text = display.map(cell).rename(columns=cell)
-    table = text.to_markdown(index=False, tablefmt="github", disable_numparse=True)
-    return (f"**{caption}**\n\n" if caption else "") + table + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    """`text` safe inside LaTeX: the caption (`Styler.to_latex` escapes the cells and headers, not the caption)."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def to_latex(display: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs `table` environment (`Styler.to_latex`; needs `\\usepackage{booktabs}`); text columns left,
-    numbers right."""
-    def numeric(col: int) -> bool:
-        return all(re.fullmatch(r"[-–]|-?\d+(\.\d+)?( \[.*\])?[*†]?", str(x)) for x in display.iloc[:, col])
-
-    spec = "".join("r" if numeric(i) else "l" for i in range(display.shape[1]))
-    styler = (display.astype(str).style.hide(axis="index").format(escape="latex")
-              .format_index(escape="latex", axis=1)
-              .set_table_styles([{"selector": "small", "props": ":;"}], overwrite=False))
-    return styler.to_latex(caption=latex_escape(caption) if caption else None, label=label or None,
-                           position="t", position_float="centering", hrules=True, column_format=spec)
-
-
-def _default_display(df: pd.DataFrame, digits: int) -> pd.DataFrame:
-    """`df` as text at `digits` decimals, or at a row's own `decimals` (numbers released at lower precision)."""
-    if "decimals" not in df.columns:
-        return df.map(lambda v: format_cell(v, digits))
-    rows = []
-    for _, row in df.iterrows():
-        d = digits if pd.isna(row["decimals"]) else int(row["decimals"])
-        rows.append({k: format_cell(v, d) for k, v in row.items()})
-    return pd.DataFrame(rows, columns=df.columns)
-
-
-def save_table(
-    df: pd.DataFrame,
-    figures_dir: str | os.PathLike[str],
-    name: str,
-    caption: str = "",
-    display: pd.DataFrame | None = None,
-    digits: int = DIGITS,
-) -> dict[str, Path]:
-    """Write `figures_dir/tables/<name>.csv` (full precision), `.md` and `.tex` (rounded); return the paths.
-
-    `df` must have a `source` column: every number says where it came from. `display`, when given, is the
-    string table shown in Markdown/LaTeX (e.g. values with CIs); otherwise `df` rounded to `digits` decimals,
-    its count columns (`COUNT_COLUMNS`) as integers in all three files.
-    """
-    if not _TABLE_NAME.match(name):
-        raise ValueError(f"table name {name!r} must look like 'table<N>_<topic>' (lower case)")
-    if "source" not in df.columns:
-        raise ValueError(f"table {name} has no 'source' column; every number must say where it came from")
-    df = with_integer_counts(df)
-    if display is None:
-        display = _default_display(df, digits)
-    out = Path(figures_dir) / "tables"
-    paths = {ext: out / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
-    write_text_atomic(paths["csv"], df.to_csv(index=False, lineterminator="\n"))
-    write_text_atomic(paths["md"], to_markdown(display, caption))
-    write_text_atomic(paths["tex"], to_latex(display, caption, label=f"tab:{name}"))
-    return paths
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Readers for the released (and the kit's identically formatted) metric files
-
-
-def _split_mean_std(cell: Any) -> tuple[float, float]:
-    text = str(cell)
-    if "±" in text:
-        mean, std = text.split("±", 1)
-        return float(mean), float(std)
-    return float(text), math.nan
-
-
-def read_nlg_results(path: str | os.PathLike[str]) -> dict[str, float]:
-    """`nlg_evaluation_results.csv` (released format: `mean±std` cells and `Overall_*`) as {metric: mean, ...}.
-
-    Standard deviations come back as `<metric>_std`; corpus-level numbers keep their `Overall_` names.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "NLG results file not found")
-    df = pd.read_csv(path, dtype=str)
-    if len(df) != 1 or "BLEU-4" not in df.columns:
-        raise BadInputError(path, "expected one row with BLEU-1..CIDEr columns (nlg_evaluation_results format)")
-    out: dict[str, float] = {}
-    for col, cell in df.iloc[0].items():
-        try:
-            mean, std = _split_mean_std(cell)
-        except ValueError:
-            raise BadInputError(path, f"column {col!r}: cannot read {cell!r} as a number or mean±std") from None
-        out[col] = mean
-        if not math.isnan(std):
-            out[f"{col}_std"] = std
-    return out
-
-
-def read_ce_manual(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """`metrics_manual.csv` / the kit's `ce_metrics.csv`: Label, Precision, Recall, F1 Score, Support rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "CE metrics file not found")
-    df = pd.read_csv(path)
-    need = {"Label", "Precision", "Recall", "F1 Score", "Support"}
-    if not need <= set(df.columns):
-        raise BadInputError(path, f"expected columns {sorted(need)}")
-    return df
-
-
-_REPORT_ROW = re.compile(r"^\s*(micro avg|macro avg|weighted avg|samples avg)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)")
-
-
-def read_classification_report(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The averages of a printed sklearn `classification_report` (2 decimals): average, precision, recall, F1."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "classification report not found")
-    rows = []
-    for line in path.read_text().splitlines():
-        m = _REPORT_ROW.match(line)
-        if m:
-            rows.append((m[1].split()[0], float(m[2]), float(m[3]), float(m[4]), int(m[5])))
-    if not rows:
-        raise BadInputError(path, "no 'micro/macro/weighted/samples avg' rows found")
-    return pd.DataFrame(rows, columns=["average", "precision", "recall", "F1", "support"])
-
-
-def read_region_report(path: str | os.PathLike[str]) -> tuple[float, pd.DataFrame]:
-    """The released `region_classification_report.txt`: mean accuracy and per-region precision/recall/F1."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "region report not found")
-    text = path.read_text()
-    acc = re.search(r"Mean accuracy:\s*([\d.]+)", text)
-    if not acc:
-        raise BadInputError(path, "no 'Mean accuracy:' line")
-    rows = []
-    pattern = r"^([a-z][a-z ]*):\nPrecision: ([\d.]+)\nRecall: ([\d.]+)\nF1 score: ([\d.]+)"
-    for m in re.finditer(pattern, text, flags=re.M):
-        rows.append((m[1].strip(), float(m[2]), float(m[3]), float(m[4])))
-    return float(acc[1]), pd.DataFrame(rows, columns=["region", "precision", "recall", "F1"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,28 +95,6 @@ def table1_nlg(
                      **read_nlg_results(path)})
     cols = ["dataset", "model", "source", *NLG_METRICS]
     return pd.DataFrame(rows).reindex(columns=cols)
-
-
-def recompute_release_nlg(release_dir: str | os.PathLike[str]) -> dict[str, float]:
-    """The kit's NLG metrics on the released `ctrg_combined_reports_rm_region_text.csv`, used as-is (as the authors
-    did: that file is what their numbers were computed on). Per-sample means and `Overall_*` values."""
-    pairs = read_report_pairs(Path(release_dir) / "ctrg_combined_reports_rm_region_text.csv")
-    return evaluate_nlg(pairs.references, pairs.predictions, pairs.ids, bootstrap=0).headline()
-
-
-def ce_averages(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """The micro/macro/weighted/samples rows (average, precision, recall, F1, support) of a CE metrics dict
-    (`reg2rg_lib.metrics.ce.ce_metrics`, or a run's `metrics/ce_metrics.json`)."""
-    rows = [{"average": avg, "precision": float(metrics[avg]["precision"]), "recall": float(metrics[avg]["recall"]),
-             "F1": float(metrics[avg]["f1"]), "support": int(metrics[avg]["support"])}
-            for avg in CE_AVERAGES if avg in metrics]
-    return pd.DataFrame(rows, columns=["average", "precision", "recall", "F1", "support"])
-
-
-def recompute_release_ce(release_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """CE averages computed by the kit from the released RadBERT labels (`label_inferred.csv`)."""
-    y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
-    return ce_averages(ce_metrics(y_true, y_pred))
 
 
 def region_rows(metrics: Mapping[str, Any]) -> tuple[float, pd.DataFrame]:
@@ -541,104 +318,8 @@ def _baseline_runs(stats: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if "kind" in stats else []
 
 
-def load_json(path: str | os.PathLike[str]) -> Any:
-    """A JSON file, or a clear error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise BadInputError(path, f"not valid JSON ({err})") from None
-
-
-def _family(other: str, main: str) -> str:
-    """A seed-spread row family in words: "2 training threads", "DEFAULT kernels (`ATEN_CPU_CAPABILITY=...`)"."""
-    if other.startswith(main + ", "):
-        return other[len(main) + 2:].replace("threads", "training threads")
-    if "," in other:
-        return other
-    return f"{other} kernels (`ATEN_CPU_CAPABILITY={other.lower()}`)"
-
-
-def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[str], n_seeds: int) -> str:
-    """Which run-vs-full directions every seed agrees on (region accuracy, CE), and whether other kernels agree."""
-    robust = seed_robust(rows, main)
-    if not robust:
-        return ""
-    name = {"region_accuracy": "region accuracy", "CE_micro_F1": "CE micro-F1"}
-    held = [f"`{run}` {name[m]} {'within 0.01 of' if d == 'tie' else d} `full`"
-            for (run, m), d in robust.items() if d is not None]
-    own = seed_directions(rows, main)
-    mixed = [f"`{run}` {name[m]} ({', '.join(own[(run, m)])})" for (run, m), d in robust.items() if d is None]
-    text = (f"In all {n_seeds} seeds (each run against `full` at the same seed): " + "; ".join(held) + "."
-            if held else f"No run-vs-`full` direction holds in all {n_seeds} seeds.")
-    if mixed:
-        text += (" The seeds disagree (so a single-seed reading of these says nothing): " + "; ".join(mixed) + ".")
-    for other in sorted(others):
-        dirs = seed_directions(rows, other)
-        agree = [k for k, d in robust.items() if d is not None and k in dirs and set(dirs[k]) == {d}]
-        broke = [f"`{run}` {name[m]} ({', '.join(dirs[(run, m)])})" for (run, m), d in robust.items()
-                 if d is not None and (run, m) in dirs and set(dirs[(run, m)]) != {d}]
-        text += (f" Trained with {_family(other, main)}: {len(agree)} of {len(agree) + len(broke)} of these hold"
-                 + (": not " + "; ".join(broke) + "." if broke else "."))
-    return text
-
-
-#: The spread table's metrics (the seed CSV keeps more).
-SPREAD_SHOWN: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
-
-
-def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str] = (), digits: int = 3) -> str:
-    """The README's spread table: each run's mean +- s.d. [min, max] over the training seeds of the seed-spread
-    file (`reg2rg bench seeds`, the most common CPU kernels; runs in `order` first), then how the rows with other
-    kernels compare."""
-    rows = seed_rows(spread_csv)
-    stats = seed_spread(rows)
-    rank = {run: i for i, run in enumerate(order)}
-    stats = dict(sorted(stats.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-    if not stats:
-        return ""
-    kernels, main = {r["cpu_capability"] for r in rows}, seed_main_family(rows)
-    seeds = sorted({r["seed"] for r in rows if r["cpu_capability"] == main})
-
-    def cell(c: Mapping[str, float] | None) -> str:
-        if c is None:
-            return "n/a"
-        return (f"{c['mean']:.{digits}f} ± {c['sd']:.{digits}f} [{c['min']:.{digits}f}, {c['max']:.{digits}f}]"
-                if c["n"] > 1 else f"{c['mean']:.{digits}f} (1 seed)")
-
-    table = pd.DataFrame([{"run": run, "seeds": int(max(c["n"] for c in m.values())),
-                           **{k: cell(m.get(k)) for k in SPREAD_SHOWN}} for run, m in stats.items()],
-                         columns=["run", "seeds", *SPREAD_SHOWN])
-    rel = Path(spread_csv).resolve()
-    rel_text = rel.relative_to(REPO_ROOT) if rel.is_relative_to(REPO_ROOT) else rel
-    head = (f"Spread over training seeds {', '.join(map(str, seeds))} (mean ± s.d. [min, max]; {main} kernels; "
-            f"`reg2rg bench seeds`, from `{rel_text}`; only the training seed differs, the data, feature cache "
-            "and pretrained ViT are the reproduce run's):\n\n")
-    lines = [_seed_conclusions(rows, main, kernels - {main}, len(seeds))]
-    for other in sorted(kernels - {main}):
-        checks = seed_check(rows, other, main)
-        outside = [f"`{c['run']}` {c['metric']} {c['value']:.3f} (seed {c['seed']}; interval "
-                   f"[{c['low']:.3f}, {c['high']:.3f}])" for c in checks if not c["within"]]
-        lines.append(f"Trained with {_family(other, main)}: {len(checks) - len(outside)} of {len(checks)} "
-                     "region-accuracy and CE figures land "
-                     f"inside the 95% prediction interval of the {main} seeds (where one more seed should fall)"
-                     + (": outside: " + "; ".join(outside) + "." if outside else "."))
-    return head + to_markdown(table).rstrip() + "".join("\n\n" + line for line in lines if line)
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Beyond the paper (issue 17): CRG for Table 2, grounded finding accuracy for Table 8
-
-
-def recompute_release_crg(release_dir: str | os.PathLike[str]) -> float | None:
-    """CRG (`metrics.crg`) of the released RadBERT label table `label_inferred.csv`; None without a positive."""
-    y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
-    try:
-        return crg_score(y_true, y_pred)["CRG"]
-    except NoPositiveLabelError:
-        return None
+# Beyond the paper: grounded finding accuracy (Table 8, kit only) and per-label CE (Table 9)
 
 
 #: Table 8's columns from a run's `metrics/grounded_by_kind.csv` (`metrics.grounded`), in order.

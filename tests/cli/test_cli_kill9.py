@@ -1,4 +1,4 @@
-"""kill -9 anywhere, then rerun: `prepare`, `generate`, `ablate` and `train` (issue 18, item 4).
+"""kill -9 anywhere, then rerun: `prepare`, `generate`, `ablate` and `train` resume.
 
 Each case starts the CLI in a subprocess and kills it with SIGKILL at some point, in one of two ways:
 - from outside, once some of its outputs have appeared (the test polls the file system, then `os.kill`);

@@ -1,4 +1,5 @@
-"""The paper's preprocessing: equal to the MONAI recipe, the load_cache contract, reuse and invalidation."""
+"""The paper's preprocessing (data.case_tensors) equal to the MONAI recipe, and its cache (data.prep): the
+load_cache contract, reuse and invalidation."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from reg2rg_lib.bench.recipe import recipe_case
+from reg2rg_lib.data.case_tensors import prepare_case
 from reg2rg_lib.data.manifest import index_dataset
-from reg2rg_lib.data.prep import PrepParams, load_cache, prepare, prepare_case
+from reg2rg_lib.data.prep import PrepParams, load_cache, prepare
 from reg2rg_lib.data.resize import area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.data.synth.build import synthesize
 from reg2rg_lib.errors import BadInputError, KitError

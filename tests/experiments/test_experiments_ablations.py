@@ -1,4 +1,5 @@
-"""The ablation grid's logic without training: run names, reuse of identical models, summary.json, paired stats."""
+"""The ablation grid's logic without training (experiments.grid, .summary, .ablation_stats): run names, reuse of
+identical models, summary.json, paired stats."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.ablation_stats import PerCase, ablation_stats, verdicts
 from reg2rg_lib.experiments.grid import ablation, grid, run_folder, run_steps, same_model_as
-from reg2rg_lib.experiments.stats import PerCase, ablation_stats, verdicts
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
 from reg2rg_lib.metrics.stats import bootstrap_indices, mean_replicates, paired_test, percentile_ci
 from reg2rg_lib.paths import RunPaths

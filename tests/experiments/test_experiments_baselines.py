@@ -11,6 +11,7 @@ import pytest
 from test_experiments_ablations import _fake_run  # the same fake evaluation folders
 
 from reg2rg_lib.data.prep import CaseRecord
+from reg2rg_lib.experiments.ablation_stats import ablation_stats, verdicts
 from reg2rg_lib.experiments.baselines import (
     baseline_reports,
     baseline_table,
@@ -23,7 +24,6 @@ from reg2rg_lib.experiments.baselines import (
     write_constant_predictions,
 )
 from reg2rg_lib.experiments.grid import ABLATIONS, ablation, family, profile_for, same_model_as
-from reg2rg_lib.experiments.stats import ablation_stats, verdicts
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.io import write_csv_atomic

@@ -20,7 +20,7 @@ from reg2rg_lib.experiments.curves import (
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.metrics.region import region_recognition
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.report.figures import kit_fig5_region_accuracy_by_step
+from reg2rg_lib.report.kit_figures import kit_fig5_region_accuracy_by_step
 from reg2rg_lib.train.run import model_config, train_run
 
 

@@ -43,8 +43,8 @@ def _check_baselines_and_probes(root, summary):
 
     import pandas as pd
 
+    from reg2rg_lib.experiments.ablation_stats import read_stats
     from reg2rg_lib.experiments.baselines import BASELINES_FILE
-    from reg2rg_lib.experiments.stats import read_stats
     from reg2rg_lib.experiments.summary import STATS_FILE
     from reg2rg_lib.infer.predictions import read_predictions
     from reg2rg_lib.regions import region_sequence
@@ -74,9 +74,9 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
 
     from reg2rg_lib.errors import BadInputError
     from reg2rg_lib.experiments import grid as grid_module
+    from reg2rg_lib.experiments.ablation_stats import read_stats
     from reg2rg_lib.experiments.grid import Ablation
     from reg2rg_lib.experiments.runner import run_ablations
-    from reg2rg_lib.experiments.stats import read_stats
     from reg2rg_lib.experiments.summary import STATS_FILE
     from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
     from reg2rg_lib.io import write_csv_atomic

@@ -8,7 +8,7 @@ import pytest
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments import seeds as sp
-from reg2rg_lib.report.tables import seed_spread_markdown
+from reg2rg_lib.report.seed_spread import seed_spread_markdown
 
 
 def _summary(kernels: str, **region: float) -> dict:

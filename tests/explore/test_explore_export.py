@@ -16,12 +16,12 @@ import pytest
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import export
-from reg2rg_lib.nbtools.runner import run_notebooks
+from reg2rg_lib.nbtools.papermill_runner import run_notebooks
 
 TINY = '''
 import numpy as np
 from reg2rg_lib.data.sources import ArraySource
-from reg2rg_lib.explore.sources import Explorable
+from reg2rg_lib.explore.case_sources import Explorable
 from reg2rg_lib.explore.widgets import Explorer
 vol = np.full((16, 16, 6), -800.0, np.float32)
 heart = np.zeros(vol.shape, bool); heart[4:9, 5:10, 1:4] = True

@@ -9,7 +9,7 @@ from reg2rg_lib.data.layout import write_nifti
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_explorer
 from reg2rg_lib.infer.report import CaseGeneration
-from reg2rg_lib.metrics.case_report import write_case_report
+from reg2rg_lib.report.case_report import write_case_report
 
 
 def test_open_explorer_on_a_report_folder(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from reg2rg_lib.data.sources import ArraySource
 from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.explore.sources import Explorable, read_prediction_table
+from reg2rg_lib.explore.case_sources import Explorable, read_prediction_table
 from reg2rg_lib.explore.widgets import Explorer
 from reg2rg_lib.infer.predictions import PRED_COLUMNS
 

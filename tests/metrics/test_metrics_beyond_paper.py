@@ -77,7 +77,9 @@ def test_no_positive_reference_label_leaves_crg_null_with_a_warning(nltk_ready, 
 
 def test_table2_crg_column_and_table8_from_the_metrics_folder(nltk_ready, tmp_path, files):
     """The report stage reads what this evaluation wrote (Table 2's CRG column, the kit's Table 8)."""
-    from reg2rg_lib.report.tables import ce_averages, save_table, table2_ce, table8_grounded
+    from reg2rg_lib.report.release_readers import ce_averages
+    from reg2rg_lib.report.table_writer import save_table
+    from reg2rg_lib.report.tables import table2_ce, table8_grounded
 
     pred, bench = files
     out = tmp_path / "runs" / "full" / "metrics"

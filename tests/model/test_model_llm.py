@@ -7,7 +7,7 @@ import torch
 
 
 def test_compile_decoder_layers_wraps_every_layer_and_rejects_other_modules():
-    from reg2rg_lib.bench.train import synthetic_tokenizer
+    from reg2rg_lib.bench.gpu_step import synthetic_tokenizer
     from reg2rg_lib.errors import BadInputError
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig
     from reg2rg_lib.model.llm import compile_decoder_layers

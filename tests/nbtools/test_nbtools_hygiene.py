@@ -8,7 +8,7 @@ import nbformat
 
 from reg2rg_lib.env.doctor import KERNEL_NAME
 from reg2rg_lib.nbtools import hygiene
-from reg2rg_lib.nbtools.runner import discover
+from reg2rg_lib.nbtools.papermill_runner import discover
 
 
 def test_notebooks_are_numbered_clean_and_parameterised(repo_root):

@@ -11,10 +11,10 @@ import filecmp
 import pandas as pd
 import pytest
 
-from reg2rg_lib.experiments.stats import ablation_stats
+from reg2rg_lib.experiments.ablation_stats import ablation_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, write_summary
 from reg2rg_lib.paths import RunPaths
-from reg2rg_lib.report.build import Inputs, regenerate
+from reg2rg_lib.report.regenerate import Inputs, regenerate
 
 GT = [
     "The region 0 is heart: Heart size is normal. The region 1 is lung: A nodule is seen in the right upper lobe. "

@@ -20,7 +20,7 @@ from reg2rg_lib.report.deviations import (
     write_readme_deviations,
 )
 
-#: The departures issue 15 lists (random ViT, latents, image size, LLM + fine-tuning, instruction, schedule,
+#: The departures the README promises to list (random ViT, latents, image size, LLM + fine-tuning, instruction, schedule,
 #: region dropout, organ-name weight, decoding, labeler).
 LISTED = {"vision encoder", "Perceiver resampler", "image size", "LLM", "LLM fine-tuning", "instruction",
           "learning-rate schedule", "region dropout", "organ-name loss weight", "decoding",

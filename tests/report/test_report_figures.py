@@ -1,4 +1,5 @@
-"""Figures: the savefig helper (names, reproducible bytes) and each figure on small inputs written here."""
+"""Figures (report.figures, report.kit_figures): the savefig helper (names, reproducible bytes) and each figure on
+small inputs written here."""
 
 from __future__ import annotations
 
@@ -15,10 +16,6 @@ from reg2rg_lib.regions import LABELS
 from reg2rg_lib.report.figures import (
     GT_COLOR,
     case_findings,
-    kit_fig4_training_curves,
-    kit_fig6_ablation_bars,
-    loss_definition,
-    loss_difference,
     paper_fig2_report_length,
     paper_fig3_case_study,
     paper_fig4_region_report,
@@ -26,6 +23,12 @@ from reg2rg_lib.report.figures import (
     report_lengths,
     representative_slices,
     run_colors,
+)
+from reg2rg_lib.report.kit_figures import (
+    kit_fig4_training_curves,
+    kit_fig6_ablation_bars,
+    loss_definition,
+    loss_difference,
     smooth,
 )
 
@@ -156,11 +159,13 @@ def test_kit_fig4_reads_train_logs_and_kit_fig6_checks_columns(tmp_path):
 
 
 def _captured(monkeypatch):
-    """Replace the figures module's savefig by one that keeps the figure (to look at what was drawn)."""
+    """Replace the figure modules' savefig by one that keeps the figure (to look at what was drawn)."""
     import reg2rg_lib.report.figures as figures
+    import reg2rg_lib.report.kit_figures as kit_figures
 
     kept = []
-    monkeypatch.setattr(figures, "savefig", lambda fig, d, name: kept.append(fig) or [Path(d) / f"{name}.png"])
+    for module in (figures, kit_figures):
+        monkeypatch.setattr(module, "savefig", lambda fig, d, name: kept.append(fig) or [Path(d) / f"{name}.png"])
     return kept
 
 

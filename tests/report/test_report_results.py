@@ -1,4 +1,4 @@
-"""The README's results block (`report.results`): a verdict computed from the run, one compact table with CIs and
+"""The README's results block (`report.results`, with `report.seed_spread`'s placement): a verdict computed from the run, one compact table with CIs and
 a flag column, each rerun placed against the committed seed spread (both machines named), the paper's tables one
 line each, and a glossary read from the ablation registry. Run files are written in the real schemas
 (summary.json by `write_summary`, ablation_stats.csv in `ablation_stats`' columns, the seed CSV by `merge_rows`)."""
@@ -19,17 +19,16 @@ from reg2rg_lib.experiments.seeds import merge_rows, read_rows, rows_from_summar
 from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.results import (
-    OUTSIDE,
     README_END,
     README_START,
     glossary,
     paper_lines,
     readme_results,
     results_table,
-    spread_placement,
     verdict_lines,
     write_readme_results,
 )
+from reg2rg_lib.report.seed_spread import OUTSIDE, spread_placement
 
 MACHINE = {"date": "2026-12-02", "cpu": "x86_64", "threads": 1, "torch": "t", "device": "cpu"}
 FULL = {"region_accuracy": 0.994, "topic_consistency": 0.9174, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,

@@ -1,4 +1,5 @@
-"""Tables: the one writer (CSV + Markdown + LaTeX, a source column), the released-file readers, Tables 1-7."""
+"""Tables (report.tables), their one writer (report.table_writer: CSV + Markdown + LaTeX, a source column) and the
+released-file readers (report.release_readers)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pandas as pd
 import pytest
 
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.report.release_readers import read_nlg_results
+from reg2rg_lib.report.table_writer import save_table
 from reg2rg_lib.report.tables import (
     CTRG,
-    read_nlg_results,
     save_ablation_tables,
-    save_table,
     table1_nlg,
     table2_ce,
     table3_region_recognition,

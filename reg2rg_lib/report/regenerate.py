@@ -16,34 +16,38 @@ from typing import Any
 import pandas as pd
 
 from reg2rg_lib.data.sources import LayoutSource
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.ablation_stats import descriptions, read_stats
 from reg2rg_lib.experiments.baselines import BASELINES, baseline_dir
-from reg2rg_lib.experiments.stats import descriptions, read_stats
 from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
     PICK_RULE,
-    kit_fig4_training_curves,
-    kit_fig6_ablation_bars,
     load_pairs,
     paper_fig2_report_length,
     paper_fig3_case_study,
     paper_fig4_region_report,
     pick_case,
 )
+from reg2rg_lib.report.kit_figures import (
+    kit_fig4_training_curves,
+    kit_fig6_ablation_bars,
+)
 from reg2rg_lib.report.release import ReleaseLookup, find_release, with_release_rows
-from reg2rg_lib.report.tables import (
-    BENCHMARK,
-    CTRG,
+from reg2rg_lib.report.release_readers import (
     ce_averages,
-    load_json,
     recompute_release_ce,
     recompute_release_crg,
     recompute_release_nlg,
+)
+from reg2rg_lib.report.table_writer import save_table
+from reg2rg_lib.report.tables import (
+    BENCHMARK,
+    CTRG,
     region_rows,
     save_ablation_tables,
-    save_table,
     table1_nlg,
     table2_ce,
     table3_region_recognition,
@@ -52,6 +56,18 @@ from reg2rg_lib.report.tables import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file, or a clear error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BadInputError(path, f"not valid JSON ({err})") from None
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Everything from disk (notebook 06, tests): what the earlier notebooks wrote -> every table and figure
@@ -275,7 +291,8 @@ def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
 
 
 def _crg_values(inp: Any) -> dict[str, float | None]:
-    """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (issue 17)."""
+    """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (the
+    VLM3D challenge's metric, which the paper did not report)."""
     out: dict[str, float | None] = {}
     if inp.release_dir and (inp.release_dir / "label_inferred.csv").is_file():
         out["recomputed"] = recompute_release_crg(inp.release_dir)

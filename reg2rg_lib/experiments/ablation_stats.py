@@ -23,7 +23,7 @@ from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, diversity_note, 
 from reg2rg_lib.experiments.grid import ablation, family
 from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.metrics.ce import ce_replicates, read_label_table
-from reg2rg_lib.metrics.io import read_csv_checked
+from reg2rg_lib.metrics.csv_inputs import read_csv_checked
 from reg2rg_lib.metrics.stats import (
     bootstrap_indices,
     holm_adjust,

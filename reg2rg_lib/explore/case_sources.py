@@ -22,7 +22,7 @@ import pandas as pd
 
 from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.data.sources import VolumeSource
-from reg2rg_lib.metrics.io import ID_COLUMNS, read_report_pairs
+from reg2rg_lib.metrics.csv_inputs import ID_COLUMNS, read_report_pairs
 from reg2rg_lib.metrics.nlg import SAMPLE_METRICS
 
 

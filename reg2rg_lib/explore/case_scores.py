@@ -14,7 +14,7 @@ import html
 import math
 from collections.abc import Mapping
 
-from reg2rg_lib.explore import report as rep
+from reg2rg_lib.explore import paragraphs as rep
 from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.regions import region_sequence, strip_region_prefix
 

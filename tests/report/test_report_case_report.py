@@ -11,8 +11,8 @@ import pytest
 from reg2rg_lib.data.layout import read_nifti, scan_layout, write_nifti
 from reg2rg_lib.infer.generate import DecodeSettings, load_model
 from reg2rg_lib.infer.report import CaseGeneration, assign_paragraphs, generate_case
-from reg2rg_lib.metrics.case_report import NO_PARAGRAPH, UNPLACED_TITLE, write_case_report
 from reg2rg_lib.regions import REGIONS
+from reg2rg_lib.report.case_report import NO_PARAGRAPH, UNPLACED_TITLE, write_case_report
 
 REGION_KEYS = ["region", "slot", "named", "paragraph", "missing", "note", "volume_ml", "bbox_mm", "findings"]
 

@@ -11,7 +11,7 @@ from reg2rg_lib.data.layout import case_id, mask_dirname, mask_filename, volume_
 from reg2rg_lib.data.sources import LayoutSource, region_report_text, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_dataset, open_explorer, run_predictions
-from reg2rg_lib.explore.sources import as_prediction_files
+from reg2rg_lib.explore.case_sources import as_prediction_files
 from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.paths import RunPaths
 

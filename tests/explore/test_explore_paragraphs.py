@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reg2rg_lib.explore import report as rep
+from reg2rg_lib.explore import paragraphs as rep
 
 GT = "The region 0 is heart: Heart size is normal. The region 1 is lung: A small nodule in the right upper lobe."
 PRED = "The region 0 is lung: No nodule in the lungs. The region 1 is heart: Heart size is enlarged."

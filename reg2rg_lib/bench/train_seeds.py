@@ -1,4 +1,4 @@
-"""`reg2rg bench seeds`: the ablation grid at other training seeds, for each run's spread (issue 14, item 6).
+"""`reg2rg bench seeds`: the ablation grid at other training seeds, for each run's spread.
 
 Each seed trains in `OUT/seed<N>/`, whose inputs are links to the reproduce folder's (`--from`); the rows go into
 the spread CSV (`--csv`, default benchmarks/seeds/<profile>.csv), together with the reproduce folder's own run at

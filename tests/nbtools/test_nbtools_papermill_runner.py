@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reg2rg_lib.nbtools.runner import NotebookFailed, run_notebooks, select
+from reg2rg_lib.nbtools.papermill_runner import NotebookFailed, run_notebooks, select
 
 
 def test_select_by_number():
