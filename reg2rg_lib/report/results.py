@@ -332,7 +332,8 @@ def paper_lines(summary_path: str | os.PathLike[str], tables_dir: str | os.PathL
 
 def glossary(runs: Sequence[str] = ()) -> str:
     """The run names (every run of the ablation registry, the `llm_<arch>` runs in `runs`, the baselines) and the
-    abbreviations (`grid.ABBREVIATIONS`), as two Markdown paragraphs."""
+    abbreviations (`grid.ABBREVIATIONS`), as one list in a collapsed `<details>` block, so that the README's results
+    fit one screen and a reader opens the glossary when a name is new to them."""
     names = {**{n: a.description for n, a in ABLATIONS.items()}}
     for run in runs:
         if run.startswith("llm_") and run not in names:
@@ -341,8 +342,9 @@ def glossary(runs: Sequence[str] = ()) -> str:
             except KitError:
                 continue
     names |= BASELINE_SETTINGS
-    return ("**Runs** (`experiments.grid.ABLATIONS`): " + "; ".join(f"`{n}`: {d}" for n, d in names.items())
-            + ".\n\n**Abbreviations**: " + "; ".join(f"{k}: {v}" for k, v in ABBREVIATIONS.items()) + ".")
+    items = [f"- `{n}`: {d}" for n, d in names.items()] + [f"- {k}: {v}" for k, v in ABBREVIATIONS.items()]
+    return ("<details><summary><b>Glossary</b>: the run names (<code>experiments.grid.ABLATIONS</code>) and "
+            "abbreviations</summary>\n\n" + "\n".join(items) + "\n\n</details>")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -352,7 +354,8 @@ def glossary(runs: Sequence[str] = ()) -> str:
 def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None,
                    tables_dir: str | os.PathLike[str] | None = None,
                    spread_csv: str | os.PathLike[str] | None = None) -> str:
-    """The README's generated results block: verdict, compact table, expected spread, paper lines, glossary.
+    """The README's generated results block: verdict, glossary (collapsed), compact table, expected spread, paper
+    lines.
     `machine` (`env.doctor.machine()` when None) dates it; `tables_dir` holds the tables notebook 06 wrote
     (default figures/tables); `spread_csv` is the committed seed file (default benchmarks/seeds/<profile>.csv)."""
     summary = read_summary(summary_path)
@@ -365,11 +368,11 @@ def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, A
         f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} (`make reproduce`; from "
         f"`outputs/{summary['profile']}/summary.json`; p-values in words: notebook 05 and benchmarks/RESULTS.md).",
         "\n".join(f"- {line}" for line in verdict_lines(summary_path, spread_csv)),
+        glossary(list(summary["runs"])),
         "Headline figures, value [CI]" + stats_note + ":\n\n" + to_markdown(
             results_table(summary_path, spread_csv)).rstrip(),
         expected_spread(summary_path, spread_csv),
         "The paper's tables:\n\n" + to_markdown(paper_lines(summary_path, tables_dir)).rstrip(),
-        glossary(list(summary["runs"])),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
 

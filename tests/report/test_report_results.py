@@ -186,6 +186,7 @@ def test_the_glossary_is_read_from_the_registry(monkeypatch: pytest.MonkeyPatch)
         assert f"`{name}`: {ab.description}" in text
     assert "`llm_scratch-2x128`: LLM scratch-2x128" in text and "`baseline_normal`:" in text
     assert all(f"{k}: {v}" in text for k, v in grid.ABBREVIATIONS.items())
+    assert text.startswith("<details>") and text.endswith("</details>")  # collapsed: the results fit one screen
     monkeypatch.setitem(grid.ABLATIONS, "no_thing", grid.Ablation("no_thing", "a run added to the registry"))
     assert "`no_thing`: a run added to the registry" in glossary()  # a new run is defined without editing prose
 
