@@ -16,6 +16,7 @@ A later stage reads only what an earlier one wrote here, so any notebook can run
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,35 @@ class ModelFolder:
 
 #: What a `ModelFolder`'s embedding_layer/ holds (transformers' own file names).
 EMBEDDING_CONFIG, EMBEDDING_WEIGHTS = "config.json", "model.safetensors"
+
+
+# ---- training checkpoints: `RUN/checkpoints/step-00000100/`, complete once its COMPLETE marker is written --------
+#: The marker a checkpoint folder gets last (train/checkpoints.py writes it); a folder without it is never loaded.
+COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    """The folder name of the checkpoint after `step` optimizer steps."""
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `ckpt_root` as (step, folder), oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for child in ckpt_root.iterdir():
+        m = _STEP_DIR.match(child.name)
+        if m and child.is_dir() and (child / COMPLETE).is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    found = list_checkpoints(ckpt_root)
+    return found[-1][1] if found else None
 
 
 def default_out_dir(profile: str) -> Path:

@@ -36,11 +36,12 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
+from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.paths import REPO_ROOT, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.loop import summary
 from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
-from reg2rg_lib.train.run import model_config, train_run
+from reg2rg_lib.train.run import train_run
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[
                               progress: bool = True) -> None:
     """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
     missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's objective)."""
-    needed = [ab.name for ab in runs
-              if model_config(profile, ab.changes, ab.llm_arch, paths).vision_checkpoint == str(paths.vision_checkpoint)]
+    needed = [ab.name for ab in runs if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch)
+              .vision_checkpoint == str(paths.vision_checkpoint)]
     if not needed or paths.vision_checkpoint.is_file():
         return
     logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")

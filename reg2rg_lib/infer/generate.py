@@ -31,12 +31,12 @@ from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate, greed
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, PredictionWriter, decoding_path, read_predictions
 from reg2rg_lib.io import write_csv_atomic, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, build_target, load_official_checkpoint, load_tokenizer
+from reg2rg_lib.paths import COMPLETE, latest_checkpoint
 from reg2rg_lib.profiles import GenerateSection
-from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
-from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
-from reg2rg_lib.train.loop import batch_names, to_device
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.device import batch_names, to_device
+from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
 
 logger = logging.getLogger(__name__)
 

@@ -44,10 +44,8 @@ Model::
 
     model = Reg2RG(cfg, tokenizer, device: str|torch.device|None = None)   # device="meta" for inspection
     feats = model.encode_vision(x)          # x (N, 1|C, H, W, D) -> (N, T, vit_dim); no grad while frozen
-    vis = vision_inputs(tensors: dict, cfg) # from prep cache.load(name): {"global_images": (1,1,H,W,D),
-        # "region_images": (R,1,H,W,D) = texture (LFD) or full*geometry (LFD off), "region_masks": (R,1,H,W,D)};
-        # keys the config does not use are None. These are what goes through encode_vision / the mask encoder.
-    vision_keys(cfg, images=True) -> list[str]  # the cache tensors it reads (images=False: masks only, features cached)
+    # the visual inputs of one cached case are built in the samples stage (samples/vision_inputs.py):
+    # global_images (1,1,H,W,D), region_images (R,1,H,W,D), region_masks (R,1,H,W,D), None where the config skips
     out = model(input_ids, attention_mask=None, labels=None, *,
                 global_images=None, global_feats=None,    # (B,1,H,W,D) images or (B,T,vit_dim) ViT features
                 region_images=None, region_feats=None,    # (N,1,H,W,D) or (N,T,vit_dim), N = regions in batch,
@@ -87,7 +85,7 @@ from reg2rg_lib.model.config import (
     llm_arch_name,
 )
 from reg2rg_lib.model.prompt import Sample, build_prompt, build_sample, build_target, collate
-from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs, vision_keys
+from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokenizer_for_run, train_tokenizer
 from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
@@ -95,5 +93,5 @@ __all__ = [
     "LLM_ARCHS", "LLM_ARCH_ALIASES", "LoadReport", "PRESETS", "PRESET_ALIASES", "Reg2RG", "Reg2RGConfig", "Sample",
     "add_reg2rg_tokens", "build_prompt", "build_sample", "build_target", "collate", "llm_arch_name",
     "load_official_checkpoint", "load_radfm_perceiver", "load_radfm_vision", "load_tokenizer",
-    "official_key_shapes", "tokenizer_for_run", "train_tokenizer", "vision_inputs", "vision_keys",
+    "official_key_shapes", "tokenizer_for_run", "train_tokenizer",
 ]

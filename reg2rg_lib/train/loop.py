@@ -41,6 +41,7 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import AppendOnlyCSV, read_complete_csv, write_json_atomic
 from reg2rg_lib.model.llm import compile_decoder_layers, set_gradient_checkpointing
 from reg2rg_lib.profiles import TrainSection
+from reg2rg_lib.samples.device import batch_names, to_device
 from reg2rg_lib.train.checkpoints import (
     CheckpointWriter,
     latest_checkpoint,
@@ -181,21 +182,6 @@ def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callabl
             return warm(step)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step + 1 - warmup_steps) / span)))
     return cosine
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def batch_names(batch: Any) -> str:
-    names = batch.get("names") if isinstance(batch, dict) else None
-    return ", ".join(map(str, names)) if names else "<unnamed batch>"
 
 
 class TrainLog:

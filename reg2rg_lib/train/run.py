@@ -26,13 +26,13 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.tokenizer import tokenizer_from_cache
-from reg2rg_lib.paths import RunPaths, default_out_dir
+from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
 from reg2rg_lib.train.checkpoints import check_resume_config
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
 from reg2rg_lib.train.fast import FastTrainData, fast_step_fn, unsupported_reason
-from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
 from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -79,39 +79,10 @@ def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: floa
     return weighted_lm_loss(model(**inputs).logits, labels, names, name_weight, findings, finding_weight)
 
 
-# ---- Reg2RG: the profile's model on the prep cache (`reg2rg train`, notebooks 03 and 05) ------------------------
-def vision_checkpoint(profile: Profile, paths: RunPaths | None = None) -> str | None:
-    """The profile's `model.vision_checkpoint` as a path: "pretrained" is `reg2rg pretrain-vision`'s output in the
-    profile folder `paths` (default: outputs/<profile>)."""
-    return _resolve_vision(profile.model.vision_checkpoint, profile, paths)
-
-
-def _resolve_vision(value: str | None, profile: Profile, paths: RunPaths | None) -> str | None:
-    """A `vision_checkpoint` value as a path: "pretrained" names the profile folder's OUT/vision/RadFM_vit3d.pth."""
-    if value != "pretrained":
-        return value
-    return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
-
-
 def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
-                 llm_arch: str | None = None, paths: RunPaths | None = None) -> Any:
-    """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
-    ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the profile
-    folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
-    overrides = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
-    for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
-        if getattr(profile.model, switch):
-            overrides[switch] = True
-    if profile.model.vision_checkpoint:
-        overrides["vision_checkpoint"] = vision_checkpoint(profile, paths)
-    changes = dict(changes or {})
-    if "vision_checkpoint" in changes:  # an ablation that turns the pretrained ViT on (or off)
-        changes["vision_checkpoint"] = _resolve_vision(changes["vision_checkpoint"], profile, paths)
-    cfg = Reg2RGConfig.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
-    llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
-    if llm_arch:
-        cfg = cfg.with_llm(llm_arch)
-    return cfg.replace(**dict(changes)) if changes else cfg
+                 llm_arch: str | None = None, paths: RunPaths | None = None) -> Reg2RGConfig:
+    """`Reg2RGConfig.from_profile` under its former name, for the benchmarks in bench/ that still call it."""
+    return Reg2RGConfig.from_profile(profile, changes, paths, llm_arch=llm_arch)
 
 
 @one_writer("run_dir", "train")  # a second writer into the run folder is refused at once
@@ -151,7 +122,7 @@ def train_run(
         llm_path = profile.model.llm_path
         tokenizer = load_tokenizer(llm_path or tokenizer_dir)  # the paper preset: the LLM's own tokenizer
 
-    cfg = model_config(profile, model_changes, llm_arch, paths)
+    cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
         raise KitError(f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
                        f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first")
