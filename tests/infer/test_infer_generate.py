@@ -9,10 +9,16 @@ import pytest
 import torch
 
 from reg2rg_lib.cli import main as cli_main
-from reg2rg_lib.data.prep import load_cache
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.data.prep import PrepParams, load_cache, prepare
+from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate
-from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, generate_predictions, load_model
+from reg2rg_lib.infer.generate import (
+    DecodeSettings,
+    decode_engine,
+    generate_predictions,
+    generate_run,
+    load_model,
+)
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, decoding_path, read_predictions
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.profiles import load_profile
@@ -157,3 +163,12 @@ def test_kit_greedy_loop_through_lora_adapters(smoke):
     assert model.llm() is not model.lang_model and fast_greedy_blocker(model) is None
     batch, singles = _left_padded_test_batch(model, smoke, "the left lung shows a small nodule")
     _assert_kit_equals_hf_and_single(model, batch, singles, max_new_tokens=8)
+
+
+def test_generate_run_refuses_a_cache_of_another_image_size_before_loading(smoke, trained, tmp_path):
+    """The check `reg2rg generate` makes is the library's: notebook 04 and the ablation runner call `generate_run`."""
+    other = tmp_path / "cache64"
+    prepare(smoke.data, other, PrepParams(image_size=(64, 64, 16)), progress=False)
+    with pytest.raises(BadInputError, match=r"prepared at image size \(64, 64, 16\).*trained at \(32, 32, 8\)"):
+        generate_run(trained, other, tmp_path / "p.csv", progress=False)
+    assert not (tmp_path / "p.csv").exists()
