@@ -19,7 +19,8 @@ from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.samples.features import FeatureCache
-from reg2rg_lib.train.run import ensure_inputs, train_run
+from reg2rg_lib.samples.inputs import ensure_inputs
+from reg2rg_lib.train.run import train_run
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

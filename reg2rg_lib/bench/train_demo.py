@@ -68,7 +68,7 @@ def demo_inputs(profile: Any, work: str | os.PathLike[str] | None) -> RunPaths:
     the tokenizer, as notebook 01 and `reg2rg train` build them)."""
     from reg2rg_lib.data.prep import PrepParams, prepare
     from reg2rg_lib.data.synth.build import synthesize
-    from reg2rg_lib.train.run import ensure_inputs
+    from reg2rg_lib.samples.inputs import ensure_inputs
 
     if work is None:
         own = RunPaths(default_out_dir(profile.name))

@@ -1,6 +1,6 @@
 """The Reg2RG training run: the profile's model on the prep cache, handed to the generic loop (`reg2rg train`).
 
-`train_run` makes sure the inputs exist (`ensure_inputs`: the prep cache, and for the CPU presets a tokenizer
+`train_run` makes sure the inputs exist (`samples.inputs.ensure_inputs`: the prep cache, for the CPU presets a tokenizer
 trained on the train reports), builds the model with the profile's seed, feeds it cached frozen-ViT features when
 `use_feature_cache` says so, records `run_config.json` and calls `loop.fit` with `reg2rg_step`, the LM loss with
 the organ-name tokens optionally weighted up (`weighted_lm_loss`).
@@ -20,17 +20,16 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from reg2rg_lib.data.prep import PrepCache, PrepParams, load_cache, prepare
-from reg2rg_lib.data.synth.build import synthesize
+from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
-from reg2rg_lib.model.tokenizer import tokenizer_from_cache
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
+from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.checkpoints import check_resume_config
 from reg2rg_lib.train.fast import FastTrainData, fast_step_fn, unsupported_reason
 from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelerator, seed_everything
@@ -195,26 +194,3 @@ def _write_run_config(run_dir: Path, profile: Profile, cache_dir: Path, tokenize
     })
     logger.info(f"[train] {profile.name}: {n_cases} train cases, model {cfg.extra.get('preset')} "
                 f"(LLM {cfg.llm_name}), ViT features {'cached' if features else 'recomputed every step'}")
-
-
-def ensure_inputs(profile: Profile, paths: RunPaths, cache_dir: Path, tokenizer_dir: Path) -> None:
-    """Make sure the prep cache and (for the CPU presets) the tokenizer exist.
-
-    A missing tokenizer is trained on the train split's region paragraphs and saved (`tokenizer_from_cache`; the
-    paper preset uses its LLM's own tokenizer instead). A missing prep cache is an error naming what to run,
-    except for the smoke profile, which builds its benchmark and cache, so that `reg2rg train --profile smoke`
-    (and the torchrun check) works from nothing."""
-    if not (cache_dir / "manifest.json").is_file():
-        if profile.name != "smoke":
-            raise KitError(f"missing prep cache {cache_dir}: run notebook 01 (or `reg2rg synth` and `reg2rg "
-                           "prepare`) first, or pass --cache")
-        logger.info(f"[train] smoke profile: building the benchmark and prep cache under {paths.root}")
-        d = profile.data
-        if not (paths.data / "manifest.json").is_file():
-            synthesize(paths.data, int(d.cases_train), int(d.cases_test), n_validation=int(d.cases_validation or 0),
-                       seed=d.synth_seed,
-                       shape=d.synth_shape, workers=d.workers, progress=False)
-        prepare(paths.data, cache_dir, PrepParams.from_profile(d), workers=d.workers, progress=False)
-    if not profile.model.llm_path and not tokenizer_dir.is_dir():
-        logger.info(f"[train] training the tokenizer on the train reports -> {tokenizer_dir}")
-        tokenizer_from_cache(load_cache(cache_dir), tokenizer_dir)
