@@ -82,8 +82,50 @@ class RunPaths:
         return self.root / "summary.json"
 
     def run(self, name: str) -> Path:
-        """Folder of the training run `name` (e.g. `full`, `no_rra`)."""
+        """Folder of the training run `name` (e.g. `full`, `no_rra`); `RunFolder(...)` names its files."""
         return self.root / "runs" / name
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Files of one training run's folder (`RunPaths.run(name)`, or any folder `reg2rg train` wrote).
+
+        checkpoints/                 training checkpoints (`step-N/`, see below)
+        run_config.json              the inputs, settings and model config it was trained with
+        train_log.csv                one row per optimizer step; train_summary.json when training finished
+        predictions.csv              the test split's reports, with predictions.decoding.json next to it
+        metrics/                     `evaluate_predictions` on predictions.csv
+        predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into metrics<variant>/
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "run_config.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def train_summary(self) -> Path:
+        return self.root / "train_summary.json"
+
+    def predictions(self, variant: str = "") -> Path:
+        """predictions.csv, or predictions<variant>.csv for another decoding (`variant` "_sampled")."""
+        return self.root / f"predictions{variant}.csv"
+
+    def metrics(self, variant: str = "") -> Path:
+        """The metrics folder of `predictions(variant)`."""
+        return self.root / f"metrics{variant}"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import AppendOnlyCSV, read_complete_csv, write_json_atomic
 from reg2rg_lib.model.llm import compile_decoder_layers, set_gradient_checkpointing
+from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.profiles import TrainSection
 from reg2rg_lib.samples.device import batch_names, to_device
 from reg2rg_lib.train.checkpoints import (
@@ -301,7 +302,7 @@ def fit(
         logger.info(f"[train] world_size {acc.num_processes}, device {acc.device}, distributed "
                     f"{acc.distributed_type.value}, precision {settings.precision}")
     acc.wait_for_everyone()
-    run = _setup(model, len(dataset), settings, acc, run_dir / "checkpoints", export)
+    run = _setup(model, len(dataset), settings, acc, RunFolder(run_dir).checkpoints, export)
     run.on_checkpoint = on_checkpoint
     state = _resume(run) if resume else _fresh_start(run)
     monitor = _open_monitor(run, state, run_dir, progress)
@@ -398,7 +399,7 @@ def _fresh_start(run: _Run) -> _TrainState:
 def _open_monitor(run: _Run, state: _TrainState, run_dir: Path, progress: bool) -> _Monitor:
     """The log (continued after the resumed step), TensorBoard (its later events purged) and the progress bar."""
     main = run.acc.is_main_process
-    log = TrainLog(run_dir / "train_log.csv", state.resumed_from) if main else None
+    log = TrainLog(RunFolder(run_dir).train_log, state.resumed_from) if main else None
     board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=state.step + 1) if main else None
     start = time.perf_counter()
     bar = tqdm(total=run.total, initial=state.step, desc="train", disable=not (progress and main),
@@ -519,7 +520,7 @@ def _finish(run: _Run, state: _TrainState, run_dir: Path, seconds: float) -> Tra
         world_size=acc.num_processes, weights_sha256=digest, resumed_from=state.resumed_from, losses=state.losses,
     )
     if acc.is_main_process:
-        write_json_atomic(run_dir / "train_summary.json", {k: v for k, v in asdict(result).items() if k != "losses"})
+        write_json_atomic(RunFolder(run_dir).train_summary, {k: v for k, v in asdict(result).items() if k != "losses"})
     acc.wait_for_everyone()
     return result
 
@@ -555,12 +556,12 @@ def _check_grad_norm(acc: Accelerator, norm: torch.Tensor | float | None, step: 
 
 def read_train_log(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:
     """`train_log.csv` of a run as a list of rows with float values (for plots and tests)."""
-    path = Path(run_dir) / "train_log.csv"
+    path = RunFolder(run_dir).train_log
     if not path.is_file():
         raise KitError(f"{path}: no training log; train the run first (`reg2rg train`)")
     return [{k: float(v) for k, v in row.items()} for row in TrainLog.read(path)]
 
 
 def summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / "train_summary.json"
+    path = RunFolder(run_dir).train_summary
     return json.loads(path.read_text()) if path.is_file() else {}

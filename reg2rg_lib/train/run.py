@@ -24,7 +24,7 @@ from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
@@ -127,7 +127,7 @@ def train_run(
                        f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first")
     cfg = cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
     if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
-        check_resume_config(Path(run_dir) / "checkpoints", cfg.to_dict())
+        check_resume_config(RunFolder(run_dir).checkpoints, cfg.to_dict())
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tokenizer)  # same seed on every rank: identical initial weights
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
@@ -187,7 +187,7 @@ def _write_run_config(run_dir: Path, profile: Profile, cache_dir: Path, tokenize
                       features: FeatureCache | None, settings: TrainSettings, cfg: Reg2RGConfig) -> None:
     """`run_dir/run_config.json`: the inputs, settings and model config a run was trained with."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "run_config.json", {
+    write_json_atomic(RunFolder(run_dir).run_config, {
         "profile": profile.name, "cache": str(cache_dir), "tokenizer": str(tokenizer_dir),
         "train_cases": n_cases, "feature_cache": features.key if features else None,
         "settings": asdict(settings), "model": cfg.to_dict(),
