@@ -16,6 +16,7 @@ A later stage reads only what an earlier one wrote here, so any notebook can run
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +82,50 @@ class RunPaths:
         return self.root / "summary.json"
 
     def run(self, name: str) -> Path:
-        """Folder of the training run `name` (e.g. `full`, `no_rra`)."""
+        """Folder of the training run `name` (e.g. `full`, `no_rra`); `RunFolder(...)` names its files."""
         return self.root / "runs" / name
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Files of one training run's folder (`RunPaths.run(name)`, or any folder `reg2rg train` wrote).
+
+        checkpoints/                 training checkpoints (`step-N/`, see below)
+        run_config.json              the inputs, settings and model config it was trained with
+        train_log.csv                one row per optimizer step; train_summary.json when training finished
+        predictions.csv              the test split's reports, with predictions.decoding.json next to it
+        metrics/                     `evaluate_predictions` on predictions.csv
+        predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into metrics<variant>/
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "run_config.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def train_summary(self) -> Path:
+        return self.root / "train_summary.json"
+
+    def predictions(self, variant: str = "") -> Path:
+        """predictions.csv, or predictions<variant>.csv for another decoding (`variant` "_sampled")."""
+        return self.root / f"predictions{variant}.csv"
+
+    def metrics(self, variant: str = "") -> Path:
+        """The metrics folder of `predictions(variant)`."""
+        return self.root / f"metrics{variant}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +173,35 @@ class ModelFolder:
 
 #: What a `ModelFolder`'s embedding_layer/ holds (transformers' own file names).
 EMBEDDING_CONFIG, EMBEDDING_WEIGHTS = "config.json", "model.safetensors"
+
+
+# ---- training checkpoints: `RUN/checkpoints/step-00000100/`, complete once its COMPLETE marker is written --------
+#: The marker a checkpoint folder gets last (train/checkpoints.py writes it); a folder without it is never loaded.
+COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    """The folder name of the checkpoint after `step` optimizer steps."""
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `ckpt_root` as (step, folder), oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for child in ckpt_root.iterdir():
+        m = _STEP_DIR.match(child.name)
+        if m and child.is_dir() and (child / COMPLETE).is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    found = list_checkpoints(ckpt_root)
+    return found[-1][1] if found else None
 
 
 def default_out_dir(profile: str) -> Path:

@@ -14,12 +14,13 @@ import nbformat
 import pytest
 
 from reg2rg_lib.data.prep import PrepCache, load_cache
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.dataset import ReportDataset
-from reg2rg_lib.train.features import FeatureCache
-from reg2rg_lib.train.run import ensure_inputs, model_config, train_run
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.features import FeatureCache
+from reg2rg_lib.samples.inputs import ensure_inputs
+from reg2rg_lib.train.run import train_run
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -82,7 +83,7 @@ def smoke_dataset(smoke: RunPaths) -> Callable[..., tuple[ReportDataset, Reg2RG,
         shuffle: bool = True, features: FeatureCache | None = None
     ) -> tuple[ReportDataset, Reg2RG, PrepCache]:
         cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-        cfg = model_config(load_profile("smoke"))
+        cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
         model = Reg2RG(cfg, tok)
         ds = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=shuffle, seed=0)
         return ds, model, cache

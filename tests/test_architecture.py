@@ -17,8 +17,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "reg2rg_lib"
 # the pipeline order: "base" is the modules at the package root, then one subpackage per stage
-STAGES = ("base", "env", "data", "model", "train", "infer", "metrics", "experiments", "report", "explore",
+STAGES = ("base", "env", "data", "model", "samples", "train", "infer", "metrics", "experiments", "report", "explore",
           "nbtools", "bench", "cli")
+#: Stages that must not import a given earlier stage: inference runs a saved model on samples, without training code
+#: (what both need lives in samples/ or, for file names, in paths.py).
+FORBIDDEN = {"infer": ("train",)}
 ROOT_EXEMPT = {"__init__", "_version"}  # not counted towards the root's size
 MAX_ROOT_MODULES = 7
 MAX_FUNCTION_LINES = 80
@@ -122,6 +125,17 @@ def upward_imports(known: dict[str, Module], stages: Sequence[str]) -> list[str]
         src, dst = imp.source.stage, known[imp.target].stage
         if src in order and dst in order and order[dst] > order[src]:
             problems.append(f"{imp.source.rel}:{imp.line}: `{imp.text}` imports stage {dst} from stage {src}")
+    return problems
+
+
+def forbidden_imports(known: dict[str, Module], forbidden: dict[str, Sequence[str]]) -> list[str]:
+    """(a') `file:line: import` for each import from a stage into one that `forbidden` keeps it apart from."""
+    problems = []
+    for imp in dependencies(known):
+        src, dst = imp.source.stage, known[imp.target].stage
+        if dst in forbidden.get(src, ()):
+            problems.append(f"{imp.source.rel}:{imp.line}: `{imp.text}` imports stage {dst} from stage {src}, "
+                            f"which stays independent of it")
     return problems
 
 
@@ -234,6 +248,15 @@ def test_imports_run_down_the_pipeline(package):
     assert not problems, _report(problems)
 
 
+def test_samples_sit_between_model_and_train():
+    assert STAGES.index("model") < STAGES.index("samples") < STAGES.index("train") < STAGES.index("infer")
+
+
+def test_inference_imports_nothing_from_training(package):
+    problems = forbidden_imports(package, FORBIDDEN)
+    assert not problems, _report(problems)
+
+
 def test_no_import_cycle_between_files(package):
     problems = import_cycles(package)
     assert not problems, _report(problems)
@@ -295,6 +318,18 @@ def test_checker_names_an_upward_import_with_its_file_and_line(tmp_path):
     assert "fake/errors.py:1: `from fake.cli.main import run` imports stage cli from stage base" in problems
     assert any(p.startswith("fake/extras/misc.py: not in any stage") for p in problems)
     assert len([p for p in problems if "imports stage" in p]) == 3  # `import os` and downward imports pass
+
+
+def test_checker_names_a_forbidden_import(tmp_path):
+    known = _fake(tmp_path, {
+        "train/loop.py": "x = 1\n",
+        "samples/device.py": "y = 2\n",
+        "infer/gen.py": "from fake.samples.device import y\n\ndef run():\n    from fake.train import loop\n",
+    })
+    assert upward_imports(known, STAGES) == []  # train comes before infer: allowed by the order alone
+    assert forbidden_imports(known, FORBIDDEN) == [
+        "fake/infer/gen.py:4: `from fake.train import loop` imports stage train from stage infer, "
+        "which stays independent of it"]
 
 
 def test_checker_reports_an_import_cycle_between_files(tmp_path):

@@ -39,10 +39,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from reg2rg_lib.infer.generate import DecodeSettings, batch_groups, decode_engine, load_model
-    from reg2rg_lib.model import Reg2RG
-    from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
+    from reg2rg_lib.model import Reg2RG, Reg2RGConfig
+    from reg2rg_lib.samples.features import feature_cache_for, use_feature_cache
     from reg2rg_lib.train.loop import seed_everything
-    from reg2rg_lib.train.run import model_config
 
     with tempfile.TemporaryDirectory(prefix="reg2rg-bench-") as tmp:
         profile, cache, tok, where = bench_inputs(args.profile, args.out, Path(tmp))
@@ -52,7 +51,7 @@ def _generate(args: argparse.Namespace) -> int:
             model = load_model(ckpt, device="cpu")
         else:
             seed_everything(0)
-            model = Reg2RG(model_config(profile), tok)
+            model = Reg2RG(Reg2RGConfig.from_profile(profile), tok)
         decode = DecodeSettings.from_profile(profile.generate, max_new_tokens=args.max_new_tokens)
         batch = args.batch_size or profile.generate.batch_size
         records = cache.cases("test")[: args.cases]

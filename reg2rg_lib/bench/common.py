@@ -40,7 +40,7 @@ def bench_inputs(profile_name: str, out: str | None, tmp: Path) -> tuple[Any, An
     # bench modules load at `reg2rg --help`: each handler imports the stage it measures when it runs
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import load_tokenizer
-    from reg2rg_lib.train.run import ensure_inputs
+    from reg2rg_lib.samples.inputs import ensure_inputs
 
     paths = RunPaths(out or default_out_dir(profile_name))
     profile = load_profile(profile_name)

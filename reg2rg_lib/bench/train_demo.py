@@ -68,7 +68,7 @@ def demo_inputs(profile: Any, work: str | os.PathLike[str] | None) -> RunPaths:
     the tokenizer, as notebook 01 and `reg2rg train` build them)."""
     from reg2rg_lib.data.prep import PrepParams, prepare
     from reg2rg_lib.data.synth.build import synthesize
-    from reg2rg_lib.train.run import ensure_inputs
+    from reg2rg_lib.samples.inputs import ensure_inputs
 
     if work is None:
         own = RunPaths(default_out_dir(profile.name))
@@ -113,16 +113,16 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     """`train_run`'s model (seeded), dataset (cached ViT features) and settings at `batch_size`, and the fast
     path's tables built on them."""
     from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.model import Reg2RG, load_tokenizer
-    from reg2rg_lib.train.dataset import ReportDataset
+    from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
+    from reg2rg_lib.samples.dataset import ReportDataset
+    from reg2rg_lib.samples.features import feature_cache_for
     from reg2rg_lib.train.fast import FastTrainData, fast_step_fn
-    from reg2rg_lib.train.features import feature_cache_for
     from reg2rg_lib.train.loop import TrainSettings, seed_everything
-    from reg2rg_lib.train.run import model_config, reg2rg_step
+    from reg2rg_lib.train.run import reg2rg_step
 
     cache, tok = load_cache(paths.cache), load_tokenizer(paths.tokenizer)
     settings = TrainSettings.from_profile(profile.train, batch_size=batch_size)
-    cfg = model_config(profile, changes, paths=paths)
+    cfg = Reg2RGConfig.from_profile(profile, changes, paths)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
         cfg = cfg.replace(vision_checkpoint=None)  # throughput does not depend on the ViT's weights
     seed_everything(settings.seed)
@@ -142,7 +142,7 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
 # ---- the loss check ----------------------------------------------------------------------------------------------
 def loss_check(setup: DemoSetup, batches: list[list[int]]) -> dict[str, Any]:
     """Both paths' losses and gradients on `batches` at the initial weights (no update in between)."""
-    from reg2rg_lib.train.collate import Collator
+    from reg2rg_lib.samples.collate import Collator
 
     model, ds, fast = setup.model, setup.dataset, setup.fast
     collate = Collator(ds.tokenizer.pad_token_id)
@@ -177,7 +177,7 @@ def _batches(n: int, seed: int, batch_size: int, steps: int) -> list[tuple[int, 
 
 def time_arms(setup: DemoSetup, steps: int, warmup: int) -> dict[str, Any]:
     """Alternate a step of today's loop and of the fast path on the same batches; samples/s of each."""
-    from reg2rg_lib.train.collate import Collator
+    from reg2rg_lib.samples.collate import Collator
     from reg2rg_lib.train.loop import Updates
 
     settings, ds, fast = setup.settings, setup.dataset, setup.fast
@@ -275,7 +275,7 @@ class _Stamps:
 
 def _breakdown_step(setup: DemoSetup, model: Any, opt: Any, idx: list[int], stamps: _Stamps) -> dict[str, float]:
     """Seconds of each part of one plain step of today's path on the batch `idx`."""
-    from reg2rg_lib.train.collate import Collator, model_inputs
+    from reg2rg_lib.samples.collate import Collator, model_inputs
 
     ds, settings, m, el = setup.dataset, setup.settings, stamps.marks, model.embedding_layer
     params = [p for p in model.parameters() if p.requires_grad]

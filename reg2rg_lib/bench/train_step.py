@@ -84,7 +84,7 @@ def pad_to(batch: dict[str, Any], length: int) -> dict[str, Any]:
 def train_step_bench(model: Any, kit_batch: dict[str, Any], recipe_batch: dict[str, Any], steps: int = 3,
                      lr: float = 1e-4) -> dict[str, Any]:
     """Time `steps` AdamW steps of each path (after one warm-up) on copies of `model`; compare the first losses."""
-    from reg2rg_lib.train.collate import VISUAL_KEYS, model_inputs
+    from reg2rg_lib.samples.collate import VISUAL_KEYS, model_inputs
 
     def kit_loss(m: Any) -> torch.Tensor:
         return m(**model_inputs(kit_batch)).loss
@@ -119,16 +119,15 @@ def train_step_bench(model: Any, kit_batch: dict[str, Any], recipe_batch: dict[s
 
 
 def _train_step(args: argparse.Namespace) -> int:
-    from reg2rg_lib.model import Reg2RG
-    from reg2rg_lib.train.collate import Collator
-    from reg2rg_lib.train.dataset import ReportDataset
-    from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
+    from reg2rg_lib.model import Reg2RG, Reg2RGConfig
+    from reg2rg_lib.samples.collate import Collator
+    from reg2rg_lib.samples.dataset import ReportDataset
+    from reg2rg_lib.samples.features import feature_cache_for, use_feature_cache
     from reg2rg_lib.train.loop import seed_everything
-    from reg2rg_lib.train.run import model_config
 
     with tempfile.TemporaryDirectory(prefix="reg2rg-bench-") as tmp:
         profile, cache, tok, where = bench_inputs(args.profile, args.out, Path(tmp))
-        cfg = model_config(profile)
+        cfg = Reg2RGConfig.from_profile(profile)
         seed_everything(0)
         model = Reg2RG(cfg, tok)
         names = [r.name for r in cache.cases("train")][: args.batch_size]

@@ -66,24 +66,18 @@ def split_counts(total: int) -> tuple[int, int, int]:
 
 def _synth(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
-    from reg2rg_lib.data.synth.build import synthesize
+    from reg2rg_lib.data.synth.build import synthesize_profile
 
     prof = load_profile(args.profile).data
+    counts = None  # the profile's
     if args.cases is not None:
         if args.cases < 1:
             raise KitError(f"--cases must be at least 1, got {args.cases}")
-        n_train, n_val, n_test = split_counts(args.cases)
-    else:
-        if prof.cases_train is None:
-            raise KitError(f"profile {args.profile!r} uses a real dataset; pass --cases N for a synthetic one")
-        n_train, n_val, n_test = int(prof.cases_train), int(prof.cases_validation or 0), int(prof.cases_test)
-    man = synthesize(
-        args.out, n_train, n_test, n_validation=n_val,
-        seed=prof.synth_seed if args.seed is None else args.seed,
-        shape=args.shape or prof.synth_shape,
-        workers=prof.workers if args.workers is None else args.workers,
-        manifest=args.manifest, progress=not args.quiet,
-    )
+        counts = split_counts(args.cases)
+    elif prof.cases_train is None:
+        raise KitError(f"profile {args.profile!r} uses a real dataset; pass --cases N for a synthetic one")
+    man = synthesize_profile(prof, args.out, counts=counts, seed=args.seed, shape=args.shape,
+                             workers=args.workers, manifest=args.manifest, progress=not args.quiet)
     n = man["splits"]
     print(f"[synth] {n.get('train', 0)} train + {n.get('validation', 0)} validation + {n.get('test', 0)} test cases "
           f"-> {man['root']}")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from reg2rg_lib.errors import BadInputError, KitError
@@ -113,8 +112,6 @@ def _generate_unlocked(args: argparse.Namespace) -> int:
             raise KitError("--data is needed: the checkpoint is not inside a profile folder's runs/")
     if not (data / "manifest.json").is_file() and (data / "cache" / "manifest.json").is_file():
         data = data / "cache"  # a profile output folder
-    if args.checkpoint:
-        _check_same_image_size(resolve_checkpoint(args.checkpoint), data)
     print(f"[generate] decoding: {decode.describe()}, batch size {batch_size}")
     if args.official:
         from reg2rg_lib.infer.generate import load_official_model
@@ -127,18 +124,3 @@ def _generate_unlocked(args: argparse.Namespace) -> int:
     print(f"[generate] predictions in {out}")
     return 0
 
-
-def _check_same_image_size(model_dir: Path, data: Path) -> None:
-    """A checkpoint and a prep cache of different image sizes (another profile's cache) are refused at once,
-    before the model fails deep inside its vision encoder."""
-    from reg2rg_lib.data.prep import load_cache
-
-    try:
-        size = json.loads((model_dir / "config.json").read_text()).get("image_size")
-    except (OSError, ValueError):
-        raise BadInputError(model_dir / "config.json", "unreadable model config; the checkpoint is damaged") from None
-    cached = load_cache(data).params.get("image_size")
-    if size is not None and list(size) != list(cached):
-        raise BadInputError(data, f"prepared at image size {tuple(cached)}, the checkpoint {model_dir} was trained "
-                            f"at {tuple(size)}: a checkpoint of another configuration; pass the cache of its "
-                            "profile (--data)")

@@ -39,11 +39,10 @@ from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
-from reg2rg_lib.model import build_target
+from reg2rg_lib.model import Reg2RGConfig, build_target
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile
 from reg2rg_lib.regions import LABELS, REGIONS
-from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ def canonical_order_accuracy(reference_csv: str | Path, cache_dir: str | Path, p
     train = load_cache(cache_dir).cases("train")
     if not train:
         raise BadInputError(cache_dir, "no train cases to build the baselines from")
-    report = baseline_reports(train, model_config(profile))["baseline_normal"]["report"]
+    report = baseline_reports(train, Reg2RGConfig.from_profile(profile))["baseline_normal"]["report"]
     rows = read_predictions(reference_csv)
     if not rows:
         raise BadInputError(reference_csv, "no cases to score the canonical-order baseline on")
@@ -169,7 +168,7 @@ def run_baselines(profile: Profile, paths: RunPaths, reference_csv: Path, labels
     train = load_cache(paths.cache).cases("train")
     if not train:
         raise BadInputError(paths.cache, "no train cases to build the baselines from")
-    made = baseline_reports(train, model_config(profile))
+    made = baseline_reports(train, Reg2RGConfig.from_profile(profile))
     result: dict[str, Any] = {"profile": profile.name, "reference": str(reference_csv.relative_to(paths.root))
                               if reference_csv.is_relative_to(paths.root) else str(reference_csv), "baselines": {}}
     for name, info in made.items():
@@ -250,7 +249,7 @@ def annotate_runs(profile: Profile, paths: RunPaths, results: dict[str, dict[str
     full = folders.get("full")
     if full is None or not (paths.run(full) / "predictions.csv").is_file():
         return {}
-    if model_config(profile).rra:
+    if Reg2RGConfig.from_profile(profile).rra:
         results["full"].update(shuffled_order_probe(profile, paths, paths.run(full), names, progress))
     made = run_baselines(profile, paths, paths.run(full) / "predictions.csv", labels)
     return {name: baseline_dir(paths, name) for name in made["baselines"]}

@@ -31,8 +31,8 @@ from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import read_complete_csv, write_csv_atomic
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.region import region_recognition
+from reg2rg_lib.paths import COMPLETE, list_checkpoints
 from reg2rg_lib.profiles import Profile, load_profile
-from reg2rg_lib.train.checkpoints import COMPLETE, list_checkpoints
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@
 One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training settings
 (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no name tokens to
 weigh without "The region i is X:" targets), and the two settings the demo added for RRA, region dropout and the
-organ-name weight, have their own rows. Region dropout is a training setting of its own (train/dataset.py keeps
+organ-name weight, have their own rows. Region dropout is a training setting of its own (samples/dataset.py keeps
 it for a run without RRA, whose prompts stay in canonical order), so `no_rra` trains with the profile's region
 dropout, as `full` does.
 
@@ -34,9 +34,8 @@ from typing import Any
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.summary import REFERENCE
-from reg2rg_lib.model import LLM_ARCHS, llm_arch_name
+from reg2rg_lib.model import LLM_ARCHS, Reg2RGConfig, llm_arch_name
 from reg2rg_lib.profiles import AblationsSection, Profile, load_profile
-from reg2rg_lib.train.run import model_config
 
 
 @dataclass(frozen=True)
@@ -144,8 +143,8 @@ def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
     if a.imported or b.imported:  # trained elsewhere: its own model, whatever the config says
         return a.name == b.name
     pa, pb = profile_for(profile, a), profile_for(profile, b)
-    return (model_config(pa, a.changes, a.llm_arch) == model_config(pb, b.changes, b.llm_arch)
-            and pa.train == pb.train)
+    config_a = Reg2RGConfig.from_profile(pa, a.changes, llm_arch=a.llm_arch)
+    return config_a == Reg2RGConfig.from_profile(pb, b.changes, llm_arch=b.llm_arch) and pa.train == pb.train
 
 
 # ----------------------------------------------------------------------------------------------------------------

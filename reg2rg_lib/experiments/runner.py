@@ -36,11 +36,12 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.paths import REPO_ROOT, RunPaths
+from reg2rg_lib.model import Reg2RGConfig
+from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.loop import summary
 from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
-from reg2rg_lib.train.run import model_config, train_run
+from reg2rg_lib.train.run import train_run
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def test_labels(paths: RunPaths) -> Path | None:
 def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation finished
     with the same CE reference labels, else None (then it is evaluated again)."""
-    summary, ce = run_dir / "metrics" / "summary.json", run_dir / "metrics" / "ce_metrics.json"
+    metrics = RunFolder(run_dir).metrics()
+    summary, ce = metrics / "summary.json", metrics / "ce_metrics.json"
     if not (summary.is_file() and ce.is_file()):
         return None
     wanted = str(labels) if labels is not None else None
@@ -94,7 +96,7 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
     """
     out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()
                                     if isinstance(v, int | float) and not isinstance(v, bool)}
-    region = run_dir / "metrics" / "region_metrics.json"
+    region = RunFolder(run_dir).metrics() / "region_metrics.json"
     if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
         out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
     for key in EVALUATION_METRICS:
@@ -107,8 +109,8 @@ def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[
                               progress: bool = True) -> None:
     """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
     missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's objective)."""
-    needed = [ab.name for ab in runs
-              if model_config(profile, ab.changes, ab.llm_arch, paths).vision_checkpoint == str(paths.vision_checkpoint)]
+    needed = [ab.name for ab in runs if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch)
+              .vision_checkpoint == str(paths.vision_checkpoint)]
     if not needed or paths.vision_checkpoint.is_file():
         return
     logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")
@@ -131,10 +133,11 @@ def run_one(
     Each stage resumes: training from its newest checkpoint, generation from the rows already written.
     """
     run_dir = paths.run(run_folder(profile, ab.name, steps))
-    pred = run_dir / "predictions.csv"
+    files = RunFolder(run_dir)
+    pred = files.predictions()
     labels = test_labels(paths)
     if force:
-        for stale in (pred, run_dir / "metrics" / "summary.json", run_dir / "train_summary.json"):
+        for stale in (pred, files.metrics() / "summary.json", files.train_summary):
             stale.unlink(missing_ok=True)
     if ab.imported:
         import_run(ab, run_dir, names)
@@ -156,7 +159,7 @@ def run_one(
         decode = DecodeSettings.from_profile(profile.generate)
         generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=profile.generate.batch_size,
                      progress=progress)
-    headline = _headline(evaluate_predictions(pred, run_dir / "metrics", labels=labels,
+    headline = _headline(evaluate_predictions(pred, files.metrics(), labels=labels,
                                               ground_truth=benchmark_manifest(paths.data)), run_dir)
     logger.info(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
                 + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
@@ -173,8 +176,8 @@ def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
     unless its predictions there are already complete. A one-line error when they are missing or do not cover
     the test cases `names` (another benchmark, or a profile whose test split differs)."""
     source = REPO_ROOT / str(ab.imported)
-    pred = source / "predictions.csv"
-    if predictions_complete(run_dir / "predictions.csv", names):
+    pred = RunFolder(source).predictions()
+    if predictions_complete(RunFolder(run_dir).predictions(), names):
         return
     if not pred.is_file():
         raise BadInputError(pred, f"run {ab.name} is imported (trained outside the grid) and its committed "

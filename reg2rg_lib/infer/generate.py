@@ -14,6 +14,7 @@ Face `generate`) at a fraction of the per-step cost; `generate.num_beams > 1` ru
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -31,12 +32,12 @@ from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate, greed
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, PredictionWriter, decoding_path, read_predictions
 from reg2rg_lib.io import write_csv_atomic, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, build_target, load_official_checkpoint, load_tokenizer
+from reg2rg_lib.paths import COMPLETE, ModelFolder, latest_checkpoint
 from reg2rg_lib.profiles import GenerateSection
-from reg2rg_lib.train.checkpoints import COMPLETE, latest_checkpoint
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
-from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
-from reg2rg_lib.train.loop import batch_names, to_device
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.device import batch_names, to_device
+from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,21 @@ def generate_predictions(
     return Path(out_csv)
 
 
+def check_image_size(model_dir: Path, cache: PrepCache) -> None:
+    """Refuse a saved model and a prep cache of different image sizes (another profile's cache) at once, before
+    the model fails deep inside its vision encoder."""
+    config = ModelFolder(model_dir).config
+    try:
+        size = json.loads(config.read_text()).get("image_size")
+    except (OSError, ValueError):
+        raise BadInputError(config, "unreadable model config; the checkpoint is damaged") from None
+    cached = cache.params.get("image_size")
+    if size is not None and list(size) != list(cached):
+        raise BadInputError(cache.root, f"prepared at image size {tuple(cached)}, the checkpoint {model_dir} was "
+                            f"trained at {tuple(size)}: a checkpoint of another configuration; pass the cache of "
+                            "its profile (--data)")
+
+
 def load_model(checkpoint: str | os.PathLike[str], device: str | None = None) -> Reg2RG:
     """`Reg2RG.from_pretrained` on what `resolve_checkpoint` finds, on `device` (default: CUDA when present)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -255,8 +271,10 @@ def generate_run(
     """Load a trained model (or take a loaded `Reg2RG`) and write predictions for `split` of the prep cache at
     `cache_dir` (`reg2rg generate`). `feature_cache`: feed cached frozen-ViT features when the ViT is frozen
     (`use_feature_cache`); False: run the ViT on every case."""
-    model = load_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     cache = load_cache(cache_dir)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        check_image_size(resolve_checkpoint(checkpoint), cache)
+    model = load_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     names = [r.name for r in cache.cases(split)][:limit] if limit else None
     features = None
     if use_feature_cache(model, None if feature_cache else False):

@@ -19,7 +19,7 @@ For each label, with `region` the organ whose paragraph reports it (`LABEL_FINDI
   the first slot only (the rest filled with `SLOT_FILL` for a natural tokenisation, and not scored), so that a
   wrong number or side does not hide a right finding; paraphrases whose scored openings coincide are scored once.
   Character spans of the target map to token positions only through the sample's own mapping
-  (`train.dataset.target_token_positions`), so targets that hold more
+  (`samples.dataset.target_token_positions`), so targets that hold more
   than the text (re-reference tokens) are scored at the right positions; each sample is cut after the candidate's
   last token (a causal LM: what follows cannot change the score).
 - **control**: the same log-odds with every region tensor of the region (ViT features or images, and its mask) taken
@@ -62,9 +62,9 @@ from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.model import build_sample
 from reg2rg_lib.model.prompt import GEOMETRY, TEXTURE
 from reg2rg_lib.regions import LABELS
-from reg2rg_lib.train.collate import VISUAL_KEYS, Collator
-from reg2rg_lib.train.dataset import ReportDataset, target_token_positions
-from reg2rg_lib.train.features import feature_cache_for, use_feature_cache
+from reg2rg_lib.samples.collate import VISUAL_KEYS, Collator
+from reg2rg_lib.samples.dataset import ReportDataset, target_token_positions
+from reg2rg_lib.samples.features import feature_cache_for, use_feature_cache
 
 #: label -> the benchmark's finding kinds that make it positive (their sentences, `reports.ABNORMAL`).
 LABEL_FINDINGS: dict[str, tuple[str, ...]] = {

@@ -45,7 +45,7 @@ from reg2rg_lib.model.config import (
     llm_arch_name,
 )
 from reg2rg_lib.model.prompt import Sample, build_prompt, build_sample, build_target, collate
-from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes, vision_inputs, vision_keys
+from reg2rg_lib.model.reg2rg import Reg2RG, official_key_shapes
 from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokenizer_for_run, train_tokenizer
 from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
@@ -53,5 +53,5 @@ __all__ = [
     "LLM_ARCHS", "LLM_ARCH_ALIASES", "LoadReport", "PRESETS", "PRESET_ALIASES", "Reg2RG", "Reg2RGConfig", "Sample",
     "add_reg2rg_tokens", "build_prompt", "build_sample", "build_target", "collate", "llm_arch_name",
     "load_official_checkpoint", "load_radfm_perceiver", "load_radfm_vision", "load_tokenizer",
-    "official_key_shapes", "tokenizer_for_run", "train_tokenizer", "vision_inputs", "vision_keys",
+    "official_key_shapes", "tokenizer_for_run", "train_tokenizer",
 ]

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import write_json_atomic
+from reg2rg_lib.paths import RunPaths, default_out_dir
+from reg2rg_lib.profiles import Profile
 
 #: The instruction the paper's model was trained with (the `Question` column of the released CTRG predictions).
 PAPER_INSTRUCTION = (
@@ -68,6 +71,14 @@ PRETRAINED_LLMS: dict[str, dict[str, Any]] = {
 }
 
 Size3 = tuple[int, int, int]
+
+
+def vision_checkpoint_path(value: str | None, profile: Profile, paths: RunPaths | None = None) -> str | None:
+    """A `vision_checkpoint` value as a path: "pretrained" names `reg2rg pretrain-vision`'s output in the profile
+    folder `paths` (default: outputs/<profile>), OUT/vision/RadFM_vit3d.pth; anything else is kept."""
+    if value != "pretrained":
+        return value
+    return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
 
 
 @dataclass
@@ -176,6 +187,27 @@ class Reg2RGConfig:
         cfg = cls(**fields)
         cfg.extra.setdefault("preset", name)
         return cfg.validate()
+
+    @classmethod
+    def from_profile(cls, profile: Profile, changes: Mapping[str, Any] | None = None, paths: RunPaths | None = None,
+                     *, llm_arch: str | None = None) -> Reg2RGConfig:
+        """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
+        ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the
+        profile folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
+        overrides: dict[str, Any] = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
+        for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
+            if getattr(profile.model, switch):
+                overrides[switch] = True
+        if profile.model.vision_checkpoint:
+            overrides["vision_checkpoint"] = vision_checkpoint_path(profile.model.vision_checkpoint, profile, paths)
+        changes = dict(changes or {})
+        if "vision_checkpoint" in changes:  # an ablation that turns the pretrained ViT on (or off)
+            changes["vision_checkpoint"] = vision_checkpoint_path(changes["vision_checkpoint"], profile, paths)
+        cfg = cls.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
+        llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
+        if llm_arch:
+            cfg = cfg.with_llm(llm_arch)
+        return cfg.replace(**changes) if changes else cfg
 
     def replace(self, **changes: Any) -> Reg2RGConfig:
         """A validated copy with `changes` (e.g. an ablation: `cfg.replace(rra=False)`)."""

@@ -1,7 +1,7 @@
 """Where a profile departs from the paper: a table generated from the profiles and model presets, so it stays true
 when a profile changes (notebook 02 and the README's "Where the demo departs from the paper").
 
-Each `Aspect` reads one setting from a resolved profile and its model config (`train.run.model_config`), so the
+Each `Aspect` reads one setting from a resolved profile and its model config (`Reg2RGConfig.from_profile`), so the
 `demo` and `paper` columns are what the code would run. A row appears only where the two differ; `why` is the
 reason the CPU profile departs (`REASONS`), and `restored by` names the setting to change and the profiles that
 already have the paper's value, found by comparing every profile.
@@ -30,7 +30,6 @@ from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.table_writer import to_markdown
-from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ REASONS: dict[str, str] = {
 
 
 def _value(aspect: Aspect, profile: Profile) -> str:
-    return aspect.read(profile, model_config(profile))
+    return aspect.read(profile, Reg2RGConfig.from_profile(profile))
 
 
 def deviations(profile: str | Profile = "demo", reference: str | Profile = "paper") -> pd.DataFrame:

@@ -32,11 +32,10 @@ from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.grid import ablation
 from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.metrics.stats import format_p
-from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS
+from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS, Reg2RGConfig
 from reg2rg_lib.model.config import PRETRAINED_LLMS
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.table_writer import format_cell
-from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +282,7 @@ def _larger_llm(profile: str | None, run: str) -> bool | None:
         return False
     if profile not in PROFILE_NAMES:
         return None
-    own = model_config(load_profile(profile))
+    own = Reg2RGConfig.from_profile(load_profile(profile))
     return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
 
 

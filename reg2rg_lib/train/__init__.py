@@ -1,11 +1,8 @@
-"""Training: the generic loop and the Reg2RG wiring (Sec. III-D; notebook 03).
+"""Training: the generic loop and the Reg2RG wiring (Sec. III-D; notebook 03); samples come from `samples/`.
 
     loop.py         `fit`: accelerate loop, schedule, log, resumable atomic checkpoints (knows nothing of Reg2RG)
-    run.py          `train_run`: the profile's Reg2RG on the prep cache (`reg2rg train`), `ensure_inputs`
+    run.py          `train_run`: the profile's Reg2RG on the prep cache (`reg2rg train`)
     checkpoints.py  training-state checkpoints (`step-N/`, COMPLETE marker, keep-last)
-    features.py     the frozen-ViT feature cache (the frozen encoder runs once per case), `use_feature_cache`
-    dataset.py      cached case -> prompt and RRA target (region shuffling, region dropout)
-    collate.py      batching of samples and their visual tensors
     fast.py         the fast training path: the same loss as run.reg2rg_step for less work (`reg2rg bench train-demo`)
     pretrain_vision.py  the CPU stand-in for RadFM's pretrained ViT3D (`reg2rg pretrain-vision`), train split only
 """

@@ -41,13 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import write_error, write_failed
-
-COMPLETE = "COMPLETE"
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
+from reg2rg_lib.paths import COMPLETE, latest_checkpoint, list_checkpoints, step_dir_name
 
 
 def fsync_tree(folder: Path) -> None:
@@ -68,24 +62,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under `ckpt_root` as (step, folder), oldest first."""
-    if not ckpt_root.is_dir():
-        return []
-    found = []
-    for child in ckpt_root.iterdir():
-        m = _STEP_DIR.match(child.name)
-        if m and child.is_dir() and (child / COMPLETE).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
-    found = list_checkpoints(ckpt_root)
-    return found[-1][1] if found else None
 
 
 def remove_checkpoint(folder: Path) -> None:

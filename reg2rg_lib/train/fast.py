@@ -48,7 +48,7 @@ from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import normalize_media, resample_normed
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, STRUCT_TOKENS, TEXT, TEXTURE, rereference_target
 from reg2rg_lib.model.reg2rg import KIND_CODES, first_occurrence
-from reg2rg_lib.train.dataset import finding_positions, name_positions
+from reg2rg_lib.samples.dataset import finding_positions, name_positions
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,9 @@ from tqdm.auto import tqdm
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import AppendOnlyCSV, read_complete_csv, write_json_atomic
 from reg2rg_lib.model.llm import compile_decoder_layers, set_gradient_checkpointing
+from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.profiles import TrainSection
+from reg2rg_lib.samples.device import batch_names, to_device
 from reg2rg_lib.train.checkpoints import (
     CheckpointWriter,
     latest_checkpoint,
@@ -183,21 +185,6 @@ def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callabl
     return cosine
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def batch_names(batch: Any) -> str:
-    names = batch.get("names") if isinstance(batch, dict) else None
-    return ", ".join(map(str, names)) if names else "<unnamed batch>"
-
-
 class TrainLog:
     """`train_log.csv` (step, epoch, loss, lr, elapsed_s), appended and flushed one row per optimizer step.
 
@@ -315,7 +302,7 @@ def fit(
         logger.info(f"[train] world_size {acc.num_processes}, device {acc.device}, distributed "
                     f"{acc.distributed_type.value}, precision {settings.precision}")
     acc.wait_for_everyone()
-    run = _setup(model, len(dataset), settings, acc, run_dir / "checkpoints", export)
+    run = _setup(model, len(dataset), settings, acc, RunFolder(run_dir).checkpoints, export)
     run.on_checkpoint = on_checkpoint
     state = _resume(run) if resume else _fresh_start(run)
     monitor = _open_monitor(run, state, run_dir, progress)
@@ -412,7 +399,7 @@ def _fresh_start(run: _Run) -> _TrainState:
 def _open_monitor(run: _Run, state: _TrainState, run_dir: Path, progress: bool) -> _Monitor:
     """The log (continued after the resumed step), TensorBoard (its later events purged) and the progress bar."""
     main = run.acc.is_main_process
-    log = TrainLog(run_dir / "train_log.csv", state.resumed_from) if main else None
+    log = TrainLog(RunFolder(run_dir).train_log, state.resumed_from) if main else None
     board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=state.step + 1) if main else None
     start = time.perf_counter()
     bar = tqdm(total=run.total, initial=state.step, desc="train", disable=not (progress and main),
@@ -533,7 +520,7 @@ def _finish(run: _Run, state: _TrainState, run_dir: Path, seconds: float) -> Tra
         world_size=acc.num_processes, weights_sha256=digest, resumed_from=state.resumed_from, losses=state.losses,
     )
     if acc.is_main_process:
-        write_json_atomic(run_dir / "train_summary.json", {k: v for k, v in asdict(result).items() if k != "losses"})
+        write_json_atomic(RunFolder(run_dir).train_summary, {k: v for k, v in asdict(result).items() if k != "losses"})
     acc.wait_for_everyone()
     return result
 
@@ -569,12 +556,12 @@ def _check_grad_norm(acc: Accelerator, norm: torch.Tensor | float | None, step: 
 
 def read_train_log(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:
     """`train_log.csv` of a run as a list of rows with float values (for plots and tests)."""
-    path = Path(run_dir) / "train_log.csv"
+    path = RunFolder(run_dir).train_log
     if not path.is_file():
         raise KitError(f"{path}: no training log; train the run first (`reg2rg train`)")
     return [{k: float(v) for k, v in row.items()} for row in TrainLog.read(path)]
 
 
 def summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / "train_summary.json"
+    path = RunFolder(run_dir).train_summary
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -42,7 +42,6 @@ from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import PretrainSection, load_profile
 from reg2rg_lib.regions import LABELS, REGIONS
-from reg2rg_lib.train.run import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +309,7 @@ def pretrain_for_profile(profile: Any, out_dir: str | os.PathLike[str], labeler:
     profile = load_profile(profile)
     out = Path(out_dir).expanduser().resolve()
     cache = load_cache(cache_dir or RunPaths(out.parent).cache)
-    cfg = model_config(profile, {"vision_checkpoint": None})  # start from the random initialisation
+    cfg = Reg2RGConfig.from_profile(profile, {"vision_checkpoint": None})  # start from the random initialisation
     settings = PretrainSettings.from_profile(profile.pretrain, **overrides)
     return pretrain_vision(cfg, cache, out, settings, labeler, threads=profile.train.threads, progress=progress)
 

@@ -1,6 +1,6 @@
 """The Reg2RG training run: the profile's model on the prep cache, handed to the generic loop (`reg2rg train`).
 
-`train_run` makes sure the inputs exist (`ensure_inputs`: the prep cache, and for the CPU presets a tokenizer
+`train_run` makes sure the inputs exist (`samples.inputs.ensure_inputs`: the prep cache, for the CPU presets a tokenizer
 trained on the train reports), builds the model with the profile's seed, feeds it cached frozen-ViT features when
 `use_feature_cache` says so, records `run_config.json` and calls `loop.fit` with `reg2rg_step`, the LM loss with
 the organ-name tokens optionally weighted up (`weighted_lm_loss`).
@@ -20,19 +20,18 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from reg2rg_lib.data.prep import PrepCache, PrepParams, load_cache, prepare
-from reg2rg_lib.data.synth.build import synthesize
+from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
-from reg2rg_lib.model.tokenizer import tokenizer_from_cache
-from reg2rg_lib.paths import RunPaths, default_out_dir
+from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
+from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.checkpoints import check_resume_config
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
 from reg2rg_lib.train.fast import FastTrainData, fast_step_fn, unsupported_reason
-from reg2rg_lib.train.features import FeatureCache, feature_cache_for, use_feature_cache
 from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -79,41 +78,6 @@ def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: floa
     return weighted_lm_loss(model(**inputs).logits, labels, names, name_weight, findings, finding_weight)
 
 
-# ---- Reg2RG: the profile's model on the prep cache (`reg2rg train`, notebooks 03 and 05) ------------------------
-def vision_checkpoint(profile: Profile, paths: RunPaths | None = None) -> str | None:
-    """The profile's `model.vision_checkpoint` as a path: "pretrained" is `reg2rg pretrain-vision`'s output in the
-    profile folder `paths` (default: outputs/<profile>)."""
-    return _resolve_vision(profile.model.vision_checkpoint, profile, paths)
-
-
-def _resolve_vision(value: str | None, profile: Profile, paths: RunPaths | None) -> str | None:
-    """A `vision_checkpoint` value as a path: "pretrained" names the profile folder's OUT/vision/RadFM_vit3d.pth."""
-    if value != "pretrained":
-        return value
-    return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
-
-
-def model_config(profile: Profile, changes: Mapping[str, Any] | None = None,
-                 llm_arch: str | None = None, paths: RunPaths | None = None) -> Any:
-    """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
-    ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the profile
-    folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
-    overrides = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
-    for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
-        if getattr(profile.model, switch):
-            overrides[switch] = True
-    if profile.model.vision_checkpoint:
-        overrides["vision_checkpoint"] = vision_checkpoint(profile, paths)
-    changes = dict(changes or {})
-    if "vision_checkpoint" in changes:  # an ablation that turns the pretrained ViT on (or off)
-        changes["vision_checkpoint"] = _resolve_vision(changes["vision_checkpoint"], profile, paths)
-    cfg = Reg2RGConfig.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
-    llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
-    if llm_arch:
-        cfg = cfg.with_llm(llm_arch)
-    return cfg.replace(**dict(changes)) if changes else cfg
-
-
 @one_writer("run_dir", "train")  # a second writer into the run folder is refused at once
 def train_run(
     profile: str | Profile,
@@ -151,13 +115,13 @@ def train_run(
         llm_path = profile.model.llm_path
         tokenizer = load_tokenizer(llm_path or tokenizer_dir)  # the paper preset: the LLM's own tokenizer
 
-    cfg = model_config(profile, model_changes, llm_arch, paths)
+    cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
         raise KitError(f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
                        f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first")
     cfg = cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
     if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
-        check_resume_config(Path(run_dir) / "checkpoints", cfg.to_dict())
+        check_resume_config(RunFolder(run_dir).checkpoints, cfg.to_dict())
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tokenizer)  # same seed on every rank: identical initial weights
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
@@ -217,33 +181,10 @@ def _write_run_config(run_dir: Path, profile: Profile, cache_dir: Path, tokenize
                       features: FeatureCache | None, settings: TrainSettings, cfg: Reg2RGConfig) -> None:
     """`run_dir/run_config.json`: the inputs, settings and model config a run was trained with."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "run_config.json", {
+    write_json_atomic(RunFolder(run_dir).run_config, {
         "profile": profile.name, "cache": str(cache_dir), "tokenizer": str(tokenizer_dir),
         "train_cases": n_cases, "feature_cache": features.key if features else None,
         "settings": asdict(settings), "model": cfg.to_dict(),
     })
     logger.info(f"[train] {profile.name}: {n_cases} train cases, model {cfg.extra.get('preset')} "
                 f"(LLM {cfg.llm_name}), ViT features {'cached' if features else 'recomputed every step'}")
-
-
-def ensure_inputs(profile: Profile, paths: RunPaths, cache_dir: Path, tokenizer_dir: Path) -> None:
-    """Make sure the prep cache and (for the CPU presets) the tokenizer exist.
-
-    A missing tokenizer is trained on the train split's region paragraphs and saved (`tokenizer_from_cache`; the
-    paper preset uses its LLM's own tokenizer instead). A missing prep cache is an error naming what to run,
-    except for the smoke profile, which builds its benchmark and cache, so that `reg2rg train --profile smoke`
-    (and the torchrun check) works from nothing."""
-    if not (cache_dir / "manifest.json").is_file():
-        if profile.name != "smoke":
-            raise KitError(f"missing prep cache {cache_dir}: run notebook 01 (or `reg2rg synth` and `reg2rg "
-                           "prepare`) first, or pass --cache")
-        logger.info(f"[train] smoke profile: building the benchmark and prep cache under {paths.root}")
-        d = profile.data
-        if not (paths.data / "manifest.json").is_file():
-            synthesize(paths.data, int(d.cases_train), int(d.cases_test), n_validation=int(d.cases_validation or 0),
-                       seed=d.synth_seed,
-                       shape=d.synth_shape, workers=d.workers, progress=False)
-        prepare(paths.data, cache_dir, PrepParams.from_profile(d), workers=d.workers, progress=False)
-    if not profile.model.llm_path and not tokenizer_dir.is_dir():
-        logger.info(f"[train] training the tokenizer on the train reports -> {tokenizer_dir}")
-        tokenizer_from_cache(load_cache(cache_dir), tokenizer_dir)

@@ -9,7 +9,7 @@ from reg2rg_lib.cli import main as cli_main
 
 def test_recipe_splice_equals_masked_scatter(smoke_dataset):
     from reg2rg_lib.bench.train_step import pad_to, recipe_embeddings
-    from reg2rg_lib.train.collate import Collator
+    from reg2rg_lib.samples.collate import Collator
 
     ds, model, _ = smoke_dataset()
     batch = Collator(model.tokenizer.pad_token_id)([ds[0], ds[1]])

@@ -46,7 +46,6 @@ def test_llm_of_the_preset_is_the_full_model():
 def test_the_names_used_before_the_rename_still_build_the_same_models():
     # profiles, saved configs and run names from before 2026-12-03 say preset tiny/small and LLM micro/tiny/small
     from reg2rg_lib.model import Reg2RGConfig
-    from reg2rg_lib.train.run import model_config
 
     assert Reg2RGConfig.preset("tiny") == Reg2RGConfig.preset("cpu-tiny")
     assert Reg2RGConfig.preset("small") == Reg2RGConfig.preset("cpu-small")
@@ -55,7 +54,7 @@ def test_the_names_used_before_the_rename_still_build_the_same_models():
     assert cfg.llm_name == "scratch-2x128" and (cfg.llm_layers, cfg.llm_hidden) == (2, 128)  # the name says it
     assert ablation("llm_micro").llm_arch == "scratch-2x64" and ablation("llm_tiny").llm_arch == "scratch-2x128"
     old = load_profile("demo", {"model.preset": "tiny", "model.llm_arch": "micro"})
-    assert model_config(old) == model_config(load_profile("demo"))
+    assert Reg2RGConfig.from_profile(old) == Reg2RGConfig.from_profile(load_profile("demo"))
     with pytest.raises(KitError, match="unknown LLM architecture 'huge'"):
         ablation("llm_huge")
 

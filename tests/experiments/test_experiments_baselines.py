@@ -29,11 +29,10 @@ from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.io import write_csv_atomic
 from reg2rg_lib.metrics.region import region_recognition
 from reg2rg_lib.metrics.stats import format_p, holm_adjust
-from reg2rg_lib.model import build_target
+from reg2rg_lib.model import Reg2RGConfig, build_target
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.regions import LABELS, REGIONS, region_sequence
-from reg2rg_lib.train.run import model_config
 
 
 def _record(name: str, labels: dict[str, int], reports: dict[str, str], regions=None) -> CaseRecord:
@@ -71,7 +70,7 @@ def test_baselines_come_from_the_train_split():
     # the most frequent paragraph among the cases without findings; among all cases for an organ they lack
     assert normal_paragraphs(train) == {"bone": "Bone intact.", **normal}
     assert most_frequent_finding(train) == ("Cardiomegaly", 2)
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     made = baseline_reports(train, cfg)
     assert made["baseline_normal"]["report"] == build_target(["bone", "heart", "lung"],
                                                              {"bone": "Bone intact.", **normal}, cfg)
@@ -84,7 +83,7 @@ def test_baselines_come_from_the_train_split():
 
 def test_canonical_order_names_score_below_one_when_a_region_is_missing(tmp_path):
     """The canonical-order baseline: names by position alone are right only until the first missing region."""
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     paragraphs = {r: f"{r} normal." for r in REGIONS}
     constant = baseline_reports([_record("a", {}, paragraphs)], cfg)["baseline_normal"]["report"]
     complete = build_target(list(REGIONS), paragraphs, cfg)

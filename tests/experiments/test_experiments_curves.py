@@ -19,9 +19,10 @@ from reg2rg_lib.experiments.curves import (
 )
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.metrics.region import region_recognition
+from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.report.kit_figures import kit_fig5_region_accuracy_by_step
-from reg2rg_lib.train.run import model_config, train_run
+from reg2rg_lib.train.run import train_run
 
 
 @pytest.mark.slow  # ~30 s with the 4-step training fixture on a shared 2-core CPU
@@ -80,7 +81,7 @@ def test_canonical_order_baseline_on_the_curves_cases(trained, smoke):
     # the same number region recognition gives the constant report written into the same cases' CSV
     rows = read_predictions(ref)
     train = load_cache(smoke.cache).cases("train")
-    report = baseline_reports(train, model_config(load_profile("smoke")))["baseline_normal"]["report"]
+    report = baseline_reports(train, Reg2RGConfig.from_profile(load_profile("smoke")))["baseline_normal"]["report"]
     m = region_recognition([r["GT_combined_report"] for r in rows], [report] * len(rows))
     assert acc == pytest.approx(m["accuracy"])
     assert f"scores {acc:.4f} on the same cases" in curve_story(curve, acc)

@@ -10,17 +10,16 @@ from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.beam import beam_generate
 from reg2rg_lib.infer.decoder import greedy_generate, greedy_generate_rereference
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
-from reg2rg_lib.train.run import model_config
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
 
 
 def _setup(smoke, rereference: bool):
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke")).replace(rereference=rereference)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=rereference)
     model = Reg2RG(cfg, tok).eval()
     data = ReportDataset(cache, "train", tok, cfg, shuffle_regions=False, with_targets=False)
     batch = Collator(tok.pad_token_id, padding_side="left")([data[i] for i in range(3)])

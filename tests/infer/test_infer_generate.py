@@ -9,17 +9,22 @@ import pytest
 import torch
 
 from reg2rg_lib.cli import main as cli_main
-from reg2rg_lib.data.prep import load_cache
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.data.prep import PrepParams, load_cache, prepare
+from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate
-from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, generate_predictions, load_model
+from reg2rg_lib.infer.generate import (
+    DecodeSettings,
+    decode_engine,
+    generate_predictions,
+    generate_run,
+    load_model,
+)
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, decoding_path, read_predictions
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.train.loop import seed_everything
-from reg2rg_lib.train.run import model_config
 
 
 def test_generate_cli_writes_the_released_format_and_resumes(smoke, trained, tmp_path, capsys):
@@ -108,7 +113,7 @@ def test_kit_greedy_loop_with_grouped_query_attention_and_rows_finishing_apart(s
     """Key/value heads shared by several query heads (SmolLM2, LLaMA-2-70B), and reports of different lengths:
     the rows that finish leave the batch while the others carry on."""
     seed_everything(0)
-    cfg = model_config(load_profile("smoke")).replace(llm_heads=4, llm_kv_heads=2)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_heads=4, llm_kv_heads=2)
     model = Reg2RG(cfg, load_tokenizer(smoke.tokenizer)).eval()
     assert model.llm().model.layers[0].self_attn.num_key_value_groups == 2
     batch, singles = _left_padded_test_batch(model, smoke, "the left lung shows a small nodule")
@@ -149,7 +154,7 @@ def test_generation_engine_choice_and_identical_predictions(smoke, trained, tmp_
 def test_kit_greedy_loop_through_lora_adapters(smoke):
     """The paper's LoRA on q/v: the loop calls the adapted projections (made non-zero here), as HF generate does."""
     seed_everything(0)
-    model = Reg2RG(model_config(load_profile("smoke")).replace(llm_finetune="lora"),
+    model = Reg2RG(Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_finetune="lora"),
                    load_tokenizer(smoke.tokenizer)).eval()
     with torch.no_grad():
         for name, p in model.lang_model.named_parameters():
@@ -158,3 +163,12 @@ def test_kit_greedy_loop_through_lora_adapters(smoke):
     assert model.llm() is not model.lang_model and fast_greedy_blocker(model) is None
     batch, singles = _left_padded_test_batch(model, smoke, "the left lung shows a small nodule")
     _assert_kit_equals_hf_and_single(model, batch, singles, max_new_tokens=8)
+
+
+def test_generate_run_refuses_a_cache_of_another_image_size_before_loading(smoke, trained, tmp_path):
+    """The check `reg2rg generate` makes is the library's: notebook 04 and the ablation runner call `generate_run`."""
+    other = tmp_path / "cache64"
+    prepare(smoke.data, other, PrepParams(image_size=(64, 64, 16)), progress=False)
+    with pytest.raises(BadInputError, match=r"prepared at image size \(64, 64, 16\).*trained at \(32, 32, 8\)"):
+        generate_run(trained, other, tmp_path / "p.csv", progress=False)
+    assert not (tmp_path / "p.csv").exists()

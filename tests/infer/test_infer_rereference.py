@@ -11,19 +11,18 @@ from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.decoder import greedy_generate_rereference
 from reg2rg_lib.infer.generate import DecodeSettings, decode_engine
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.prompt import IGNORE_INDEX, Sample, region_placeholder_ids
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.collate import Collator, model_inputs
-from reg2rg_lib.train.dataset import ReportDataset, name_positions
-from reg2rg_lib.train.run import model_config
+from reg2rg_lib.samples.collate import Collator, model_inputs
+from reg2rg_lib.samples.dataset import ReportDataset, name_positions
 
 
 @pytest.fixture(scope="module")
 def reref(smoke):
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke")).replace(rereference=True)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=True)
     return cache, tok, cfg, Reg2RG(cfg, tok).eval()
 
 

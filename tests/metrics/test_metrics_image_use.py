@@ -243,7 +243,7 @@ def test_table_files_and_summary_flag_carried_but_not_used(tmp_path) -> None:
 def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph(tokenizer_texts, changes) -> None:
     from reg2rg_lib.metrics.image_use import _candidate_span
     from reg2rg_lib.model import build_sample
-    from reg2rg_lib.train.dataset import target_token_positions
+    from reg2rg_lib.samples.dataset import target_token_positions
 
     model = _model(tokenizer_texts, **changes)
     tok, regions = model.tokenizer, ["heart", "lung", "pleura"]

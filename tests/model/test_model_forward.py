@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import Reg2RG, build_sample, collate, vision_inputs
+from reg2rg_lib.model import Reg2RG, build_sample, collate
+from reg2rg_lib.samples.vision_inputs import vision_inputs
 
 REGIONS = ["heart", "lung", "pleura"]
 REPORTS = {"heart": "The heart is normal.", "lung": "A 4 mm nodule.", "pleura": "Mild effusion."}

@@ -22,7 +22,6 @@ from reg2rg_lib.model.llm import build_llm
 from reg2rg_lib.model.prompt import build_sample, collate, reg2rg_special_tokens
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.regions import REGIONS
-from reg2rg_lib.train.run import model_config
 
 IMAGE_SIZE = (32, 32, 8)
 REPORTS = {"lung": "A 6 mm nodule is seen in the right upper lobe.", "heart": "The heart is enlarged.",
@@ -104,7 +103,7 @@ def test_demo_smollm2_is_demo_with_only_the_llm_settings_changed():
     differ = {(sec, key) for sec, values in demo.items() if isinstance(values, dict)
               for key in values if values[key] != smol[sec][key]}
     assert differ <= allowed, differ - allowed
-    cfg = model_config(load_profile("demo_smollm2"))
+    cfg = Reg2RGConfig.from_profile(load_profile("demo_smollm2"))
     assert cfg.llm_path == "smollm2" and cfg.llm_finetune == "lora" and cfg.image_size == (64, 64, 16)
     assert 1e-4 <= load_profile("demo_smollm2").train.lr <= 3e-4
 

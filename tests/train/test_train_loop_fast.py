@@ -12,13 +12,14 @@ import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.geometry import MaskEncoder, PatchTable, encode_patch_rows
 from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import PerceiverResampler, normalize_media, resample_normed
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.collate import Collator
-from reg2rg_lib.train.dataset import ReportDataset
+from reg2rg_lib.samples.collate import Collator
+from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.samples.features import feature_cache_for
 from reg2rg_lib.train.fast import (
     FastTrainData,
     fast_loss,
@@ -26,9 +27,8 @@ from reg2rg_lib.train.fast import (
     llama_tail_hidden,
     unsupported_reason,
 )
-from reg2rg_lib.train.features import feature_cache_for
 from reg2rg_lib.train.loop import TrainSettings, Updates, epoch_batches, fit, seed_everything
-from reg2rg_lib.train.run import model_config, reg2rg_step
+from reg2rg_lib.train.run import reg2rg_step
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toyloop  # noqa: E402
@@ -44,7 +44,7 @@ def fast_setup(smoke, request):
     """The smoke model (with re-reference or without), a training dataset with region dropout and finding marks
     (cached features), and its fast data."""
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke")).replace(rereference=request.param)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=request.param)
     seed_everything(0)
     model = Reg2RG(cfg, tok)
     features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)

@@ -12,7 +12,7 @@ import torch
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.model import Reg2RG, load_tokenizer
+from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.weights import read_pretrained, read_state_dict
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.checkpoints import step_dir_name
@@ -25,7 +25,7 @@ from reg2rg_lib.train.pretrain_vision import (
     pretrain_encoder,
     pretrain_for_profile,
 )
-from reg2rg_lib.train.run import model_config, train_run
+from reg2rg_lib.train.run import train_run
 
 _RULES = RuleLabeler()
 
@@ -63,7 +63,7 @@ def test_radfm_format_round_trip_through_vision_checkpoint(pretrained):
     smoke, _ = pretrained
     ckpt = smoke.vision / CHECKPOINT_NAME
     state = read_state_dict(ckpt)  # torch.load(weights_only=True): tensors only
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     assert set(state) == set(build_encoder(cfg).state_dict())
     model = Reg2RG(cfg.replace(vision_checkpoint=str(ckpt)), load_tokenizer(smoke.tokenizer))
     loaded = model.embedding_layer.vision_encoder.state_dict()
@@ -90,7 +90,7 @@ def test_a_trained_model_carries_its_pretrained_vit(pretrained, tmp_path):
 
 def test_findings_objective_learns_and_simmim_runs(smoke):
     cache = load_cache(smoke.cache)
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     train = crop_set(cache, "train", labels)
     _, losses, _ = pretrain_encoder(cfg, train, PretrainSettings(objective="findings", epochs=6, lr=3e-3), False)
     assert losses[-1] < losses[0]
@@ -120,9 +120,10 @@ def test_vit_pretrained_ablation_points_at_the_profile_folder(tmp_path):
     from reg2rg_lib.paths import RunPaths
 
     paths = RunPaths(tmp_path)
-    cfg = model_config(load_profile("smoke"), ablation("vit_pretrained").changes, paths=paths)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"), ablation("vit_pretrained").changes, paths=paths)
     assert cfg.vision_checkpoint == str(tmp_path.resolve() / "vision" / CHECKPOINT_NAME)
-    assert model_config(load_profile("smoke"), ablation("vit_random").changes, paths=paths).vision_checkpoint is None
+    random_vit = Reg2RGConfig.from_profile(load_profile("smoke"), ablation("vit_random").changes, paths=paths)
+    assert random_vit.vision_checkpoint is None
 
 
 def test_training_without_the_pretrained_vit_says_what_to_run(smoke, tmp_path):

@@ -40,7 +40,7 @@ def test_rra_order_is_a_function_of_seed_epoch_and_case(smoke_dataset):
 
 
 def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke_dataset):
-    from reg2rg_lib.train.dataset import ReportDataset
+    from reg2rg_lib.samples.dataset import ReportDataset
 
     ds, _, cache = smoke_dataset()
     drop = ReportDataset(cache, "train", ds.tokenizer, ds.cfg, shuffle_regions=True, region_dropout=0.9)
@@ -67,8 +67,8 @@ def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke_dataset):
 
 
 def test_cached_features_give_the_raw_images_loss(smoke_dataset):
-    from reg2rg_lib.train.collate import Collator, model_inputs
-    from reg2rg_lib.train.features import feature_cache_for
+    from reg2rg_lib.samples.collate import Collator, model_inputs
+    from reg2rg_lib.samples.features import feature_cache_for
 
     raw, model, cache = smoke_dataset()
     names = [r.name for r in cache.cases("train")]
@@ -92,7 +92,7 @@ def test_one_feature_cache_decision_and_one_tokenizer_builder(smoke_dataset, smo
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import load_tokenizer
     from reg2rg_lib.model.tokenizer import tokenizer_for_run, tokenizer_from_cache
-    from reg2rg_lib.train.features import use_feature_cache
+    from reg2rg_lib.samples.features import use_feature_cache
 
     _, model, _ = smoke_dataset()
     assert model.config.freeze_vision
@@ -168,7 +168,7 @@ def test_accelerate_configs_load(repo_root):
 
 
 def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke_dataset):
-    from reg2rg_lib.train.collate import Collator, model_inputs
+    from reg2rg_lib.samples.collate import Collator, model_inputs
     from reg2rg_lib.train.run import weighted_lm_loss
 
     ds, model, _ = smoke_dataset()
@@ -207,13 +207,12 @@ def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
 def test_finding_positions_mark_exactly_the_abnormal_sentences(smoke):
     # a sentence that no all-normal training case has for that region states a finding; organ names are apart
     from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.model import add_reg2rg_tokens, build_sample
+    from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, build_sample
     from reg2rg_lib.model.tokenizer import load_tokenizer
-    from reg2rg_lib.train.dataset import finding_positions, normal_sentences
-    from reg2rg_lib.train.run import model_config
+    from reg2rg_lib.samples.dataset import finding_positions, normal_sentences
 
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     add_reg2rg_tokens(tok, cfg)
     records = cache.cases("train")
     normal = normal_sentences(records)
@@ -233,8 +232,8 @@ def test_finding_positions_mark_exactly_the_abnormal_sentences(smoke):
 
 def test_finding_weight_one_is_the_model_loss_and_more_weighs_the_findings(smoke_dataset, smoke):
     from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.train.collate import Collator, model_inputs
-    from reg2rg_lib.train.dataset import ReportDataset
+    from reg2rg_lib.samples.collate import Collator, model_inputs
+    from reg2rg_lib.samples.dataset import ReportDataset
     from reg2rg_lib.train.run import reg2rg_step, weighted_lm_loss
 
     _, model, cache = smoke_dataset()

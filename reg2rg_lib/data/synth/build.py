@@ -42,6 +42,7 @@ from reg2rg_lib.data.synth.generator import SynthCase, make_case
 from reg2rg_lib.env.assets import PROVENANCE
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import make_folder, write_text_atomic
+from reg2rg_lib.profiles import DataSection
 from reg2rg_lib.regions import LABELS
 
 GENERATOR_VERSION = 1  # bump when the generator changes what a seed produces
@@ -157,6 +158,24 @@ def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int
     man = build_manifest(root, checksums=True, extra=extra)
     write_manifest(man, manifest)
     return man
+
+
+def synthesize_profile(data: DataSection, out: str | os.PathLike[str], *,
+                       counts: tuple[int, int, int] | None = None, seed: int | None = None,
+                       shape: tuple[int, int, int] | None = None, workers: int | None = None,
+                       manifest: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """`synthesize` with a profile's `data` section: its case counts (train, validation, test), synth seed, volume
+    shape and workers, each replaced by the argument given (not None). The one place that reads a profile's
+    benchmark settings (`reg2rg synth`, notebook 01, the smoke profile's inputs)."""
+    if counts is None:
+        if data.cases_train is None or data.cases_test is None:
+            raise KitError("the profile uses a real dataset (no data.cases_train / cases_test): give the case "
+                           "counts for a synthetic one")
+        counts = (int(data.cases_train), int(data.cases_validation or 0), int(data.cases_test))
+    n_train, n_validation, n_test = counts
+    return synthesize(out, n_train, n_test, n_validation=n_validation,
+                      seed=data.synth_seed if seed is None else seed, shape=shape or data.synth_shape,
+                      workers=data.workers if workers is None else workers, manifest=manifest, progress=progress)
 
 
 def _remove_stale(root: Path, keep: set[str], manifest: Path) -> None:

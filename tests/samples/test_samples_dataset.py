@@ -10,14 +10,13 @@ import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import add_reg2rg_tokens, load_tokenizer
+from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, load_tokenizer
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.train.dataset import ReportDataset
-from reg2rg_lib.train.run import model_config
+from reg2rg_lib.samples.dataset import ReportDataset
 
 
 def _dataset(smoke, **kwargs) -> ReportDataset:
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     return ReportDataset(load_cache(smoke.cache), "train", load_tokenizer(smoke.tokenizer), cfg, load_tensors=False,
                          **kwargs)
 
@@ -56,7 +55,7 @@ def test_masks_binarised_or_as_coverage(smoke):
     """`mask_coverage`: the geometry encoder gets the prep cache's area-resized coverage (fractions at the region's
     boundary), else binarised masks (any coverage -> True)."""
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = model_config(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     add_reg2rg_tokens(tok, cfg)
     name = cache.cases("train")[0].name
     stored = cache.load(name, keys=["geometry"])["geometry"]  # (R, H, W, D)

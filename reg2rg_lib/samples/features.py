@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
-from reg2rg_lib.model import Reg2RG, vision_inputs
+from reg2rg_lib.model import Reg2RG
+from reg2rg_lib.samples.vision_inputs import vision_inputs
 
 VISION_FIELDS = ("image_size", "in_channels", "vit_patch", "vit_dim", "vit_depth", "vit_heads", "vit_dim_head",
                  "vit_mlp", "vit_pos_rows", "use_global", "use_texture", "decoupled")

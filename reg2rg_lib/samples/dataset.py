@@ -8,7 +8,7 @@ have seen, whatever the data-loader workers do. At test time (`shuffle_regions=F
 order. The per-region tensors are permuted with the sample's `order`, so region i of the prompt gets region i's
 features.
 
-Visual inputs come either from the frozen-ViT feature cache (`featcache.FeatureCache`: `global_feats`,
+Visual inputs come either from the frozen-ViT feature cache (`features.FeatureCache`: `global_feats`,
 `region_feats`, the default when the ViT is frozen) or as raw images (`global_images`, `region_images`). The
 binary region masks always go in as images, since the geometry encoder trains; they are kept in memory as bool.
 """
@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.model import add_reg2rg_tokens, build_sample, vision_inputs, vision_keys
+from reg2rg_lib.model import add_reg2rg_tokens, build_sample
 from reg2rg_lib.regions import REGIONS
+from reg2rg_lib.samples.vision_inputs import vision_inputs, vision_keys
 
 #: "The region i is <organ>:" in a target; group 1 is the organ name.
 _NAME_RE = re.compile(r"The region \d+ is (" + "|".join(re.escape(r) for r in REGIONS) + r"):")
