@@ -141,8 +141,8 @@ def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
     ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.1, 1.3, 0.8])
     sizes = tables["region_sizes"]
     present = [r for r in REGIONS if r in set(sizes["region"])]
-    box = ax1.boxplot([sizes.loc[sizes.region == r, "percent"] for r in present], orientation="horizontal", patch_artist=True,
-                      showfliers=False)
+    box = ax1.boxplot([sizes.loc[sizes.region == r, "percent"] for r in present], orientation="horizontal",
+                      patch_artist=True, showfliers=False)
     for patch, r in zip(box["boxes"], present):
         patch.set_facecolor(REGION_COLORS[r])
     ax1.set_yticks(range(1, len(present) + 1), [r.replace("trachea and bronchie", "trachea/bronchie")
