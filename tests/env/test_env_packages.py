@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import tomllib
 
 import pytest
-import tomllib
 import yaml
 
 from reg2rg_lib.env import lockfile as lf
