@@ -129,14 +129,13 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     model = Reg2RG(cfg, tok)
     features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)
     dataset = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=True, seed=settings.seed,
-                            region_dropout=settings.region_dropout, region_dropout_max=settings.region_dropout_max,
-                            mark_findings=settings.finding_weight != 1.0)
+                            region_dropout=settings.region_dropout, region_dropout_max=settings.region_dropout_max)
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)
     fast_setup_s = time.perf_counter() - t0
-    weights = dict(name_weight=settings.region_name_weight, finding_weight=settings.finding_weight)
-    return DemoSetup(profile, settings, model, dataset, fast, functools.partial(reg2rg_step, **weights),
-                     fast_step_fn(**weights), fast_setup_s)
+    weight = settings.region_name_weight
+    return DemoSetup(profile, settings, model, dataset, fast, functools.partial(reg2rg_step, name_weight=weight),
+                     fast_step_fn(weight), fast_setup_s)
 
 
 # ---- the loss check ----------------------------------------------------------------------------------------------
