@@ -16,6 +16,9 @@ that returns the loss. `run.train_run` wires in the real model and the prep cach
 `_run_epoch` until the step budget is spent, each micro-batch an `_update`, each update finished by
 `_optimizer_step` (log, `_save`). `Updates` runs the same update one batch at a time, without data loader, log or
 checkpoints (`reg2rg bench train-demo` alternates two training paths with it).
+
+One file over 500 lines: `fit`'s steps share the private `_Run` and `_TrainState`, and `TrainSettings`, the
+schedule and `train_log.csv` are what those steps read and write; split, private state would become an API.
 """
 
 from __future__ import annotations
