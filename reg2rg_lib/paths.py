@@ -10,7 +10,9 @@ A later stage reads only what an earlier one wrote here, so any notebook can run
       runs/<name>/         one training run: checkpoints/, train_log.csv, predictions.csv, metrics/
                            (checkpoints/step-N/model/ is a saved model: `ModelFolder`)
       notebooks/           executed notebooks
-      summary.json         the main job's summary
+      summary.json         the main job's summary (headline metrics per run)
+      ablation_stats.csv   bootstrap CIs and paired tests of the ablation grid
+      baselines.json       the reference-free baselines (`baselines/<name>/` hold their own run files)
 """
 
 from __future__ import annotations
@@ -81,9 +83,26 @@ class RunPaths:
     def summary(self) -> Path:
         return self.root / "summary.json"
 
+    @property
+    def ablation_stats(self) -> Path:
+        return self.root / "ablation_stats.csv"
+
+    @property
+    def baselines(self) -> Path:
+        return self.root / "baselines.json"
+
+    def baseline(self, name: str) -> Path:
+        """Folder of the baseline `name`: an untrained run folder (`RunFolder`): predictions and metrics."""
+        return self.root / "baselines" / name
+
+    @property
+    def runs(self) -> Path:
+        """The folder that holds every training run's folder."""
+        return self.root / "runs"
+
     def run(self, name: str) -> Path:
         """Folder of the training run `name` (e.g. `full`, `no_rra`); `RunFolder(...)` names its files."""
-        return self.root / "runs" / name
+        return self.runs / name
 
 
 @dataclass(frozen=True)
@@ -94,8 +113,11 @@ class RunFolder:
         run_config.json              the inputs, settings and model config it was trained with
         train_log.csv                one row per optimizer step; train_summary.json when training finished
         predictions.csv              the test split's reports, with predictions.decoding.json next to it
-        metrics/                     `evaluate_predictions` on predictions.csv
+        metrics/                     `evaluate_predictions` on predictions.csv (headline: summary.json)
         predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into metrics<variant>/
+        PROVENANCE.md                how a run imported from outside the grid was made (`imported`)
+        shuffled_regions/            the test split with each case's regions in a shuffled order:
+                                     predictions.csv and metrics/, as a run folder of its own
     """
 
     root: Path
@@ -123,9 +145,65 @@ class RunFolder:
         """predictions.csv, or predictions<variant>.csv for another decoding (`variant` "_sampled")."""
         return self.root / f"predictions{variant}.csv"
 
+    def decoding(self, variant: str = "") -> Path:
+        """Which decoding wrote `predictions(variant)` (`infer.predictions.decoding_path` of that file)."""
+        return self.root / f"predictions{variant}.decoding.json"
+
     def metrics(self, variant: str = "") -> Path:
         """The metrics folder of `predictions(variant)`."""
         return self.root / f"metrics{variant}"
+
+    def metrics_summary(self, variant: str = "") -> Path:
+        """The headline numbers `evaluate_predictions` wrote last into `metrics(variant)`."""
+        return self.metrics(variant) / "summary.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "PROVENANCE.md"
+
+    @property
+    def shuffled_regions(self) -> Path:
+        return self.root / "shuffled_regions"
+
+    @property
+    def imported(self) -> tuple[Path, ...]:
+        """What a run trained outside the grid commits: its predictions (required) and how they were made."""
+        return self.predictions(), self.decoding(), self.run_config, self.train_log, self.provenance
+
+
+@dataclass(frozen=True)
+class ReportFolder:
+    """Files of one case's report folder (`reg2rg report --out OUT`, `report.case_report.write_case_report`).
+
+        report.json                  the report as data; report.md and report.png the same for a reader
+        predictions.csv              the report in the released predictions format (one row)
+        report_inputs.json           the CT and mask paths and the decoding (the explorer opens the folder)
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def png(self) -> Path:
+        return self.root / "report.png"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "report_inputs.json"
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,6 @@ class TrainSection:
     threads: int | None  # torch CPU threads while training; None: torch's default; 1: same numbers anywhere
     region_dropout: float  # P(a training sample loses 1 to `region_dropout_max` regions); the paper: 0
     region_name_weight: float  # loss weight of the organ names in RRA targets (the paper: 1)
-    finding_weight: float  # loss weight of target sentences that state a finding (the paper: 1)
     epochs: int | None = None  # passes over the train split when `max_steps` is None
     region_dropout_max: int = 3  # the most regions a dropped sample loses (at least one is always kept)
     fast_path: bool = True  # the fast training path (train.fast) where it applies; False: the plain loop

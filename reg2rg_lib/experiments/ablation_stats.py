@@ -31,7 +31,7 @@ from reg2rg_lib.metrics.stats import (
     paired_test,
     percentile_ci,
 )
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import RunFolder, RunPaths
 
 # ----------------------------------------------------------------------------------------------------------------
 # Bootstrap CIs and paired tests
@@ -107,11 +107,11 @@ def ablation_stats(
     aliases = dict(aliases or {})
     summary = read_summary(paths.summary)["runs"]
     folders = dict(folders or {})
-    folder = {r: paths.run(folders.get(r, aliases.get(r, r))) / "metrics" for r in runs}
+    folder = {r: RunFolder(paths.run(folders.get(r, aliases.get(r, r)))).metrics() for r in runs}
     values = {r: summary.get(r, {}) for r in runs}
     for name, where in (baselines or {}).items():
-        folder[name] = Path(where) / "metrics"
-        values[name] = _baseline_values(folder[name], name)
+        folder[name] = RunFolder(where).metrics()
+        values[name] = _baseline_values(RunFolder(where), name)
     ref_data = per_case(folder[reference])
     idx = bootstrap_indices(len(ref_data.ids), n_resamples, seed)  # (B, N), shared: paired comparisons
     ref_reps = replicates(ref_data, idx)
@@ -131,12 +131,12 @@ def ablation_stats(
     return _holm_by_family(pd.DataFrame(rows))
 
 
-def _baseline_values(metrics_dir: Path, name: str) -> dict[str, Any]:
+def _baseline_values(files: RunFolder, name: str) -> dict[str, Any]:
     """A baseline's headline metrics (its metrics/summary.json) and output counts (its predictions)."""
-    path = metrics_dir / "summary.json"
+    path = files.metrics_summary()
     if not path.is_file():
         raise BadInputError(path, f"baseline {name} was not evaluated; rerun the ablations")
-    return {**json.loads(path.read_text())["headline"], **run_extras(metrics_dir.parent / "predictions.csv")}
+    return {**json.loads(path.read_text())["headline"], **run_extras(files.predictions())}
 
 
 def _compare(reps: Mapping[str, np.ndarray], ref_reps: Mapping[str, np.ndarray], metric: str, value: float,

@@ -40,7 +40,7 @@ from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
 from reg2rg_lib.model import Reg2RGConfig, build_target
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile
 from reg2rg_lib.regions import LABELS, REGIONS
 
@@ -52,8 +52,6 @@ BASELINE_SETTINGS: dict[str, str] = {
     "baseline_frequent_finding": "baseline: one constant report with the TRAIN split's most frequent finding",
 }
 BASELINES: tuple[str, ...] = tuple(BASELINE_SETTINGS)
-BASELINES_FILE = "baselines.json"
-SHUFFLED_DIR = "shuffled_regions"
 #: A run is near-constant when its most frequent report covers at least this share of the test cases ...
 NEAR_CONSTANT_TOP_SHARE = 0.5
 #: ... or when it writes fewer distinct reports than this share of the cases (e.g. under 10 for 50 cases).
@@ -172,23 +170,18 @@ def run_baselines(profile: Profile, paths: RunPaths, reference_csv: Path, labels
     result: dict[str, Any] = {"profile": profile.name, "reference": str(reference_csv.relative_to(paths.root))
                               if reference_csv.is_relative_to(paths.root) else str(reference_csv), "baselines": {}}
     for name, info in made.items():
-        folder = baseline_dir(paths, name)
-        pred = write_constant_predictions(reference_csv, info["report"], folder / "predictions.csv")
-        headline = evaluate_predictions(pred, folder / "metrics", labels=labels, bootstrap=0,
+        folder = RunFolder(paths.baseline(name))
+        pred = write_constant_predictions(reference_csv, info["report"], folder.predictions())
+        headline = evaluate_predictions(pred, folder.metrics(), labels=labels, bootstrap=0,
                                         ground_truth=benchmark_manifest(paths.data))  # as the runs are scored
         metrics = {k: float(v) for k, v in headline.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         result["baselines"][name] = {**info, **metrics, **output_diversity(pred)}
     if "baseline_normal" in result["baselines"]:
         result["canonical_order_region_accuracy"] = result["baselines"]["baseline_normal"]["region_accuracy"]
-    write_json_atomic(paths.root / BASELINES_FILE, result)
+    write_json_atomic(paths.baselines, result)
     logger.info("[baselines] " + ", ".join(f"{n}: region accuracy {b['region_accuracy']:.4f}, CE micro F1 "
                                            f"{b['CE_micro_F1']:.4f}" for n, b in result["baselines"].items()))
     return result
-
-
-def baseline_dir(paths: RunPaths, name: str) -> Path:
-    """Where a baseline's predictions and metrics are: `out_dir/baselines/<name>/`."""
-    return paths.root / "baselines" / name
 
 
 def read_baselines(path: str | Path) -> dict[str, Any]:
@@ -205,9 +198,9 @@ def shuffled_order_probe(profile: Profile, paths: RunPaths, run_dir: Path, names
                          progress: bool = True) -> dict[str, float | None]:
     """`{"region_accuracy_shuffled": ...}` of the run at `run_dir` (an RRA model) with each test case's regions in
     a shuffled order (`generate_run(region_order="shuffled")`); generated once per trained model, then reused."""
-    out = run_dir / SHUFFLED_DIR
-    pred = out / "predictions.csv"
-    trained = run_dir / "train_summary.json"
+    out = RunFolder(RunFolder(run_dir).shuffled_regions)
+    pred = out.predictions()
+    trained = RunFolder(run_dir).train_summary
     stale = pred.is_file() and trained.is_file() and pred.stat().st_mtime < trained.stat().st_mtime
     have = {r["AccNum"] for r in read_predictions(pred)} if pred.is_file() and not stale else set()
     if stale:
@@ -218,7 +211,7 @@ def shuffled_order_probe(profile: Profile, paths: RunPaths, run_dir: Path, names
                      progress=progress, region_order="shuffled")
     pairs = read_report_pairs(pred, allow_empty_predictions=True)
     metrics = region_recognition(pairs.references, pairs.predictions, pairs.ids)
-    write_region_outputs(metrics, out / "metrics")
+    write_region_outputs(metrics, out.metrics())
     return {"region_accuracy_shuffled": float(metrics["accuracy"]) if metrics["n_scored"] else None}
 
 
@@ -243,16 +236,16 @@ def annotate_runs(profile: Profile, paths: RunPaths, results: dict[str, dict[str
     region accuracy to `full`'s (an RRA model), and score the baselines against `full`'s references. Returns
     {baseline name: its folder} for `ablation_stats` (empty when `full` has no predictions)."""
     for run, folder in folders.items():
-        pred = paths.run(folder) / "predictions.csv"
+        pred = RunFolder(paths.run(folder)).predictions()
         if pred.is_file():
             results[run].update(run_extras(pred))
     full = folders.get("full")
-    if full is None or not (paths.run(full) / "predictions.csv").is_file():
+    if full is None or not RunFolder(paths.run(full)).predictions().is_file():
         return {}
     if Reg2RGConfig.from_profile(profile).rra:
         results["full"].update(shuffled_order_probe(profile, paths, paths.run(full), names, progress))
-    made = run_baselines(profile, paths, paths.run(full) / "predictions.csv", labels)
-    return {name: baseline_dir(paths, name) for name in made["baselines"]}
+    made = run_baselines(profile, paths, RunFolder(paths.run(full)).predictions(), labels)
+    return {name: paths.baseline(name) for name in made["baselines"]}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import read_complete_csv, write_csv_atomic
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.region import region_recognition
-from reg2rg_lib.paths import COMPLETE, list_checkpoints
+from reg2rg_lib.paths import COMPLETE, RunFolder, list_checkpoints
 from reg2rg_lib.profiles import Profile, load_profile
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def region_accuracy_by_step(
         logger.warning(f"[curve] the prep cache {cache_dir} has no {split} cases: no checkpoint scored")
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
     rows = [score_checkpoint(step, folder, run_dir, cache_dir, prof, split, limit, progress)
-            for step, folder in list_checkpoints(run_dir / "checkpoints")]
+            for step, folder in list_checkpoints(RunFolder(run_dir).checkpoints)]
     on_disk, want = {r["step"] for r in rows}, _expected_cases(cache_dir, split, limit)
     last = max(on_disk, default=None)
     for r in read_step_table(run_dir).to_dict("records"):

@@ -29,7 +29,7 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.ablation_stats import ablation_stats
 from reg2rg_lib.experiments.baselines import annotate_runs
 from reg2rg_lib.experiments.grid import Ablation, grid, profile_for, run_folder, run_steps, same_model_as
-from reg2rg_lib.experiments.summary import EVALUATION_METRICS, STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.experiments.summary import EVALUATION_METRICS, SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
@@ -76,8 +76,8 @@ def test_labels(paths: RunPaths) -> Path | None:
 def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation finished
     with the same CE reference labels, else None (then it is evaluated again)."""
-    metrics = RunFolder(run_dir).metrics()
-    summary, ce = metrics / "summary.json", metrics / "ce_metrics.json"
+    files = RunFolder(run_dir)
+    summary, ce = files.metrics_summary(), files.metrics() / "ce_metrics.json"
     if not (summary.is_file() and ce.is_file()):
         return None
     wanted = str(labels) if labels is not None else None
@@ -137,7 +137,7 @@ def run_one(
     pred = files.predictions()
     labels = test_labels(paths)
     if force:
-        for stale in (pred, files.metrics() / "summary.json", files.train_summary):
+        for stale in (pred, files.metrics_summary(), files.train_summary):
             stale.unlink(missing_ok=True)
     if ab.imported:
         import_run(ab, run_dir, names)
@@ -166,11 +166,6 @@ def run_one(
     return headline
 
 
-#: What an imported run's folder holds: its predictions (required) and how they were made.
-IMPORTED_FILES: tuple[str, ...] = ("predictions.csv", "predictions.decoding.json", "run_config.json",
-                                   "train_log.csv", "PROVENANCE.md")
-
-
 def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
     """Copy an imported run's committed files (`Ablation.imported`, relative to the repository) into `run_dir`,
     unless its predictions there are already complete. A one-line error when they are missing or do not cover
@@ -186,10 +181,10 @@ def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
         raise BadInputError(pred, f"run {ab.name}: the committed predictions do not cover this profile's "
                                   f"{len(names)} test cases; they belong to another benchmark or split")
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in IMPORTED_FILES:
-        if (source / name).is_file():
-            with atomic_path(run_dir / name) as tmp:
-                shutil.copyfile(source / name, tmp)
+    for there, here in zip(RunFolder(source).imported, RunFolder(run_dir).imported, strict=True):
+        if there.is_file():  # the predictions, and how they were made where the import has it
+            with atomic_path(here) as tmp:
+                shutil.copyfile(there, tmp)
     logger.info(f"[ablate] {ab.name}: imported the committed predictions of {source} (not trained here)")
 
 
@@ -251,7 +246,7 @@ def run_ablations(
     resamples = n_resamples or profile.ablations.resamples
     stats = ablation_stats(paths, [a.name for a in todo], aliases, folders, n_resamples=resamples, seed=seed,
                            baselines=baselines, seeds=[profile.train.seed])
-    with atomic_path(paths.root / STATS_FILE) as tmp:
+    with atomic_path(paths.ablation_stats) as tmp:
         stats.to_csv(tmp, index=False, lineterminator="\n")
     return summary
 

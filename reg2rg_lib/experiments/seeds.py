@@ -21,6 +21,7 @@ from typing import Any
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import write_csv_atomic
+from reg2rg_lib.paths import RunPaths
 
 #: The metrics the spread file keeps for each run (the README's demo table).
 SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1",
@@ -177,7 +178,7 @@ def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[st
         overrides["train.threads"] = threads
     prof = load_profile(profile, overrides=overrides)
     run_ablations(prof, out, runs=list(runs), progress=progress, parallel=parallel)
-    return json.loads((out / "summary.json").read_text())
+    return json.loads(RunPaths(out).summary.read_text())
 
 
 #: Differences to `full` smaller than this are ties (one test case of 50 moves region accuracy by ~0.002).

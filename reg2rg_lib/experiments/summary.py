@@ -34,7 +34,6 @@ EVALUATION_METRICS: tuple[str, ...] = ("CRG", "grounded_recall", "attribute_accu
 SHOWN_METRICS: tuple[str, ...] = ("region_accuracy", "topic_consistency",
                                   *(m for m in SUMMARY_METRICS if m != "region_accuracy"))
 REFERENCE = "full"
-STATS_FILE = "ablation_stats.csv"
 
 
 def write_summary(paths: RunPaths, profile: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from reg2rg_lib.data.sources import ArraySource, CacheSource, LayoutSource, to_r
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore.case_sources import Explorable
 from reg2rg_lib.explore.widgets import Explorer
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.paths import ReportFolder, RunFolder, RunPaths
 from reg2rg_lib.regions import REGIONS
 
 if TYPE_CHECKING:
@@ -52,14 +52,14 @@ def open_dataset(path: str | os.PathLike[str]) -> VolumeSource:
 def run_predictions(out_dir: str | os.PathLike[str], runs: Iterable[str] = DEFAULT_RUNS) -> dict[str, Path]:
     """{run: predictions.csv} for the runs of `out_dir` that have written one (missing runs are left out)."""
     paths = RunPaths(out_dir)
-    found = {name: paths.run(name) / "predictions.csv" for name in runs}
+    found = {name: RunFolder(paths.run(name)).predictions() for name in runs}
     return {name: p for name, p in found.items() if p.is_file()}
 
 
 def open_report(report_dir: str | os.PathLike[str]) -> tuple[ArraySource, dict[str, Path], str]:
     """A folder `reg2rg report` wrote (notebook 08): its CT and region masks (RAS+), its predictions, its case."""
     report_dir = Path(report_dir).expanduser()
-    inputs = report_dir / "report_inputs.json"
+    inputs = ReportFolder(report_dir).inputs
     if not inputs.is_file():
         raise BadInputError(report_dir, "not a report folder (no report_inputs.json); write one with `reg2rg report`")
     record = json.loads(inputs.read_text())
@@ -71,7 +71,7 @@ def open_report(report_dir: str | os.PathLike[str]) -> tuple[ArraySource, dict[s
         if path.is_file():
             masks[region] = to_ras(read_nifti(path, kind="mask").data, ct.affine, ct.spacing)[0]
     source = ArraySource({record["case"]: (volume, masks, spacing, "")})
-    return source, {"report": report_dir / "predictions.csv"}, record["case"]
+    return source, {"report": ReportFolder(report_dir).predictions}, record["case"]
 
 
 def open_explorer(

@@ -24,6 +24,7 @@ from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.data.sources import VolumeSource
 from reg2rg_lib.metrics.csv_inputs import ID_COLUMNS, read_report_pairs
 from reg2rg_lib.metrics.nlg import SAMPLE_METRICS
+from reg2rg_lib.paths import RunFolder
 
 
 @dataclass
@@ -56,7 +57,7 @@ def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict
 
     That file is what notebook 04 (`metrics.evaluate_predictions`) writes for a run; scores are not recomputed here.
     """
-    path = Path(predictions_csv).parent / "metrics" / "nlg_per_sample.csv"
+    path = RunFolder(Path(predictions_csv).parent).metrics() / "nlg_per_sample.csv"
     if not path.is_file():
         return {}
     frame = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
@@ -80,7 +81,7 @@ def as_prediction_files(predictions: object) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for item in items:
         p = Path(item)
-        name = p.parent.name if p.name == "predictions.csv" and p.parent.name else p.stem
+        name = p.parent.name if p.name == RunFolder(p.parent).predictions().name and p.parent.name else p.stem
         while name in out:
             name += "'"
         out[name] = p

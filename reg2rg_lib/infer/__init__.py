@@ -8,5 +8,5 @@
     predictions.py  the predictions CSV (`AccNum, Question, GT_combined_report, Pred_combined_report`): read,
                     append row by row (resume), side-by-side views
     report.py       one case of a user's CT: the paper's preprocessing + generation (`reg2rg report`; the files are
-                    written by metrics/case_report.py, since the labeler sits in the metrics stage)
+                    written by report/case_report.py: they need the labeler, a later stage than inference)
 """

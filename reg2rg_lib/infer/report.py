@@ -1,10 +1,10 @@
 """One case end to end (`reg2rg report`): a user's CT and its region masks -> the model's region-grounded report.
 
-The case goes through exactly what a benchmark case goes through: the paper's preprocessing (`data.prep.
-prepare_case`, at the model's `image_size`), a one-case prep cache in a temporary folder, and the batched generator
-(`infer.generate.generate_predictions`, regions in the canonical order, the profile's decoding). Regions without a
-mask file, or whose mask prep refuses (empty, not on the CT's grid), are absent: they are left out of the prompt
-and listed, so a missing region never crashes generation.
+The case goes through exactly what a benchmark case goes through: the paper's preprocessing
+(`data.case_tensors.prepare_case`, at the model's `image_size`), a one-case prep cache in a temporary folder,
+and the batched generator (`infer.generate.generate_predictions`, regions in the canonical order, the
+profile's decoding). Regions without a mask file, or whose mask prep refuses (empty, not on the CT's grid),
+are absent: they are left out of the prompt and listed, so a missing region never crashes generation.
 
 How a paragraph finds its region: by the prompt slot, never by the organ name the model wrote. The prompt numbers
 the present regions 0..n-1 in canonical order ("The region i is <region>...") and the model answers "The region i
@@ -15,7 +15,7 @@ to move the text). `assign_paragraphs` does this; text it cannot tie to a presen
 prompt does not have, a second paragraph for a slot, an "other report" block or text outside any heading) is kept in
 `unplaced`, and a slot without text is a missing paragraph (`missing`), never an empty string taken for one.
 
-This module stops at the generated paragraphs; `metrics.case_report` adds the labeler's findings and writes
+This module stops at the generated paragraphs; `report.case_report` adds the labeler's findings and writes
 report.md, report.json and report.png (the labeler is an Evaluation tool, a later stage than inference).
 """
 
@@ -30,13 +30,16 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from reg2rg_lib.data.case_tensors import prepare_case
 from reg2rg_lib.data.layout import case_id, mask_filename
 from reg2rg_lib.data.manifest import CaseEntry
-from reg2rg_lib.data.prep import CACHE_FORMAT, CaseRecord, PrepCache, PrepParams, prepare_case
+from reg2rg_lib.data.params import PrepParams
+from reg2rg_lib.data.prep import CACHE_FORMAT, CaseRecord, PrepCache
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.generate import DecodeSettings, generate_predictions
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.model import Reg2RG
+from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.regions import REGIONS, RegionParagraph, split_regions
 
 logger = logging.getLogger(__name__)
@@ -156,7 +159,7 @@ def generate_case(model: Reg2RG, ct: str | os.PathLike[str], regions_dir: str | 
     with tempfile.TemporaryDirectory(prefix="reg2rg-report-") as tmp:
         cache, skipped = one_case_cache(entry, params, Path(tmp))
         regions = cache.cases(CASE_SPLIT)[0].regions
-        out_csv = Path(tmp) / "predictions.csv"
+        out_csv = RunFolder(tmp).predictions()
         generate_predictions(model, cache, out_csv, split=CASE_SPLIT, decode=decode, batch_size=1,
                              names=[entry.name], progress=False)
         rows = read_predictions(out_csv)

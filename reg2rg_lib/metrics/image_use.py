@@ -36,6 +36,9 @@ highest control AUC over the carried labels, the number of gaps), `image_use_tex
 One measurement, one file (above ~400 lines on purpose): the probe, the teacher-forced scoring and the table are
 the three parts of the instrument defined above; they share the case items, the candidates and the donors, and
 none is used without the others.
+
+One file over 500 lines: one instrument, whose probe (`carried`), teacher-forced scores (`used`, `control`)
+and table fill the columns of the same row per label and are read together.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.infer.report import CaseGeneration
 from reg2rg_lib.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from reg2rg_lib.metrics.labeler import Labeler, get_labeler
+from reg2rg_lib.paths import ReportFolder
 from reg2rg_lib.plotting import DPI, new_figure, style
 from reg2rg_lib.regions import REGION_COLORS
 
@@ -237,21 +238,21 @@ def report_figure(volume: np.ndarray, masks: dict[str, np.ndarray], spacing: tup
 def write_case_report(gen: CaseGeneration, out_dir: str | os.PathLike[str], labeler: str | Labeler = "rules",
                       inputs: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.json, report.md, report.png (+ predictions.csv, report_inputs.json) into `out_dir`."""
-    out = Path(out_dir).expanduser().resolve()
+    out = ReportFolder(Path(out_dir).expanduser().resolve())
     volume, masks = load_masks(gen)
     report = build_report(gen, masks, volume.affine, get_labeler(labeler))
-    files = {"json": write_json_atomic(out / "report.json", report),
-             "md": write_text_atomic(out / "report.md", report_markdown(report, gen.decoding, gen.text))}
+    files = {"json": write_json_atomic(out.json, report),
+             "md": write_text_atomic(out.markdown, report_markdown(report, gen.decoding, gen.text))}
     ras, spacing = ras_view(volume.data, volume.affine, volume.spacing)
     ras_masks = {r: ras_view(m, volume.affine, volume.spacing)[0] for r, m in masks.items()}
     fig = report_figure(ras, ras_masks, spacing, report)
-    with style(), atomic_path(out / "report.png", suffix=".png") as tmp:
+    with style(), atomic_path(out.png, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-    files["png"] = out / "report.png"
+    files["png"] = out.png
     row = {"AccNum": gen.case, "Question": gen.question, "GT_combined_report": NO_REFERENCE,
            "Pred_combined_report": gen.text}
-    files["predictions"] = write_csv_atomic(out / "predictions.csv", PRED_COLUMNS, [row], lineterminator="\n")
+    files["predictions"] = write_csv_atomic(out.predictions, PRED_COLUMNS, [row], lineterminator="\n")
     record = {"case": gen.case, "ct": str(gen.ct), "regions_dir": str(gen.regions_dir), "decoding": gen.decoding,
               "skipped": gen.skipped, **(inputs or {})}
-    files["inputs"] = write_json_atomic(out / "report_inputs.json", record)
+    files["inputs"] = write_json_atomic(out.inputs, record)
     return files

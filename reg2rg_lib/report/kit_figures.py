@@ -24,6 +24,7 @@ import pandas as pd
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
+from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.plotting import new_figure, savefig, style
 from reg2rg_lib.report.figures import LINESTYLES, RUN_PALETTE, run_colors
 from reg2rg_lib.train.loop import read_train_log
@@ -34,7 +35,7 @@ def read_log(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     log = pd.DataFrame(read_train_log(run_dir))
     missing = {"step", "loss"} - set(log.columns)
     if missing:
-        raise BadInputError(Path(run_dir) / "train_log.csv", f"missing columns {sorted(missing)}")
+        raise BadInputError(RunFolder(run_dir).train_log, f"missing columns {sorted(missing)}")
     return log.sort_values("step", kind="stable").reset_index(drop=True)
 
 
@@ -52,7 +53,6 @@ def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
 LOSS_DEFINITION: dict[tuple[str, str], str] = {
     ("model", "rra"): "RRA {a}: {why}",
     ("settings", "region_name_weight"): "organ-name tokens weighted {a}x, not {b}x",
-    ("settings", "finding_weight"): "finding tokens weighted {a}x, not {b}x",
     ("model", "llm_vocab"): "another tokenizer ({a} tokens, not {b})",
 }
 
@@ -60,7 +60,7 @@ LOSS_DEFINITION: dict[tuple[str, str], str] = {
 def loss_definition(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], Any] | None:
     """The settings that define what a run's training loss measures (`LOSS_DEFINITION`), from its
     `run_config.json`; None when the run folder has none (its loss cannot be matched with another's)."""
-    path = Path(run_dir) / "run_config.json"
+    path = RunFolder(run_dir).run_config
     if not path.is_file():
         return None
     try:
@@ -113,7 +113,7 @@ def kit_fig4_training_curves(
     the raw loss faint), and a last panel with every run's learning rate.
 
     Losses are only comparable between runs whose loss measures the same thing (`loss_definition`: RRA prefixes,
-    the organ-name and finding weights, the tokenizer): the first run's smoothed curve is drawn in grey in the
+    the organ-name weight, the tokenizer): the first run's smoothed curve is drawn in grey in the
     panels of the runs that match it, and those panels share one y range; every other panel keeps its own y range
     and says in its title that its loss is not comparable. The caption under the panels names the reasons
     (`training_curves_caption`).

@@ -30,10 +30,11 @@ import pandas as pd
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.grid import ablation
-from reg2rg_lib.experiments.summary import REFERENCE, STATS_FILE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
 from reg2rg_lib.metrics.stats import format_p
 from reg2rg_lib.model import LLM_ARCH_ALIASES, LLM_ARCHS, Reg2RGConfig
 from reg2rg_lib.model.config import PRETRAINED_LLMS
+from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.table_writer import format_cell
 
@@ -108,8 +109,8 @@ def _summary_and_stats(summary: Mapping[str, Any] | str | os.PathLike[str],
     if isinstance(summary, str | os.PathLike):
         path = Path(summary)
         summary = read_summary(path)
-        if stats is None and (path.parent / STATS_FILE).is_file():
-            stats = path.parent / STATS_FILE
+        if stats is None and RunPaths(path.parent).ablation_stats.is_file():
+            stats = RunPaths(path.parent).ablation_stats
     if isinstance(stats, str | os.PathLike):
         stats = read_stats(stats)
     return dict(summary), stats

@@ -18,9 +18,9 @@ import pandas as pd
 from reg2rg_lib.data.sources import LayoutSource
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.ablation_stats import descriptions, read_stats
-from reg2rg_lib.experiments.baselines import BASELINES, baseline_dir
-from reg2rg_lib.experiments.summary import STATS_FILE, read_summary
-from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.experiments.baselines import BASELINES
+from reg2rg_lib.experiments.summary import read_summary
+from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
@@ -104,13 +104,13 @@ class Inputs:
         return RunPaths(self.out_dir)
 
     def metrics_dir(self, run: str) -> Path:
-        return self.paths.run(run) / "metrics"
+        return RunFolder(self.paths.run(run)).metrics()
 
     def runs(self) -> list[str]:
         """Evaluated runs (predictions + NLG metrics), `full` first, then summary.json's order, then by name."""
-        root = self.paths.root / "runs"
-        found = sorted(p.name for p in root.iterdir() if (p / "predictions.csv").is_file()
-                       and (p / "metrics" / "nlg_evaluation_results.csv").is_file()) if root.is_dir() else []
+        root = self.paths.runs
+        found = sorted(p.name for p in root.iterdir() if RunFolder(p).predictions().is_file() and (
+            RunFolder(p).metrics() / "nlg_evaluation_results.csv").is_file()) if root.is_dir() else []
         order = ["full"]
         if self.paths.summary.is_file():
             order += list(read_summary(self.paths.summary)["runs"])
@@ -125,7 +125,7 @@ def make_paper_fig2(inp: Inputs) -> list[Path] | None:
         panels["CTRG-Chest-548K test (authors' release)"] = {
             "Reg2RG (authors)": inp.release_dir / "ctrg_combined_reports.csv"}
     panels[f"embedded benchmark test (kit, {inp.profile})"] = {
-        r: inp.paths.run(r) / "predictions.csv" for r in inp.runs()}
+        r: RunFolder(inp.paths.run(r)).predictions() for r in inp.runs()}
     panels = {k: v for k, v in panels.items() if v}
     return paper_fig2_report_length(panels, inp.figures_dir)[1] if panels else None
 
@@ -133,7 +133,7 @@ def make_paper_fig2(inp: Inputs) -> list[Path] | None:
 def _case_study_source(inp: Inputs) -> tuple[Any, str] | None:
     """The predictions the case study shows: the kit's full run when evaluated, else the authors' release."""
     if "full" in inp.runs():
-        return load_pairs(inp.paths.run("full") / "predictions.csv"), "kit full"
+        return load_pairs(RunFolder(inp.paths.run("full")).predictions()), "kit full"
     if inp.release_dir:
         return load_pairs(inp.release_dir / "ctrg_combined_reports.csv"), "Reg2RG (authors)"
     return None
@@ -156,7 +156,7 @@ def make_paper_fig4(inp: Inputs) -> list[Path] | None:
     if "full" not in inp.runs() or not inp.paths.data.is_dir():
         return None
 
-    pairs = load_pairs(inp.paths.run("full") / "predictions.csv")
+    pairs = load_pairs(RunFolder(inp.paths.run("full")).predictions())
     i = pick_case(pairs)
     volume, masks, spacing, _ = LayoutSource(inp.paths.data).load(pairs.ids[i])
     report, source = pairs.predictions[i], "kit full, generated"
@@ -169,9 +169,9 @@ def make_paper_fig4(inp: Inputs) -> list[Path] | None:
 def make_kit_fig4(inp: Inputs) -> list[Path] | None:
     """Kit Fig. 4: training curves of every run with a `train_log.csv`, in the order (and so the colours) of
     Paper Fig. 2 and Kit Fig. 6: `full` first, then summary.json's order, then by name."""
-    root = inp.paths.root / "runs"
+    root = inp.paths.runs
     runs = {r: inp.paths.run(r) for r in (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
-            if (inp.paths.run(r) / "train_log.csv").is_file()}
+            if RunFolder(inp.paths.run(r)).train_log.is_file()}
     rank = {r: i for i, r in enumerate(inp.runs())}
     ordered = {r: runs[r] for r in sorted(runs, key=lambda r: (r != "full", rank.get(r, len(rank)), r))}
     return kit_fig4_training_curves(ordered, inp.figures_dir) if ordered else None
@@ -179,7 +179,7 @@ def make_kit_fig4(inp: Inputs) -> list[Path] | None:
 
 def make_kit_fig6(inp: Inputs) -> list[Path] | None:
     """Kit Fig. 6: ablation bars with bootstrap CIs from `out_dir/ablation_stats.csv`."""
-    path = inp.paths.root / STATS_FILE
+    path = inp.paths.ablation_stats
     return kit_fig6_ablation_bars(read_stats(path), inp.figures_dir) if path.is_file() else None
 
 
@@ -259,9 +259,9 @@ def _kit_rows(inp: Any) -> dict[str, Path]:
         return {}
     rows = {"full": full}
     for name in BASELINES:
-        folder = baseline_dir(inp.paths, name) / "metrics"
-        if (folder / "summary.json").is_file():
-            rows[name] = folder
+        files = RunFolder(inp.paths.baseline(name))
+        if files.metrics_summary().is_file():
+            rows[name] = files.metrics()
     return rows
 
 
@@ -282,7 +282,7 @@ def _release_rows(df: pd.DataFrame, inp: Any, table: str) -> pd.DataFrame:
 
 def make_ablation_tables(inp: Any) -> dict[str, Path] | None:
     """Tables 4-7 from `out_dir/ablation_stats.csv` (written by `reg2rg ablate` / notebook 05)."""
-    path = inp.paths.root / STATS_FILE
+    path = inp.paths.ablation_stats
     if not path.is_file():
         return None
     stats = read_stats(path)

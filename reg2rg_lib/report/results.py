@@ -28,9 +28,9 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
 from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
-from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, STATS_FILE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
-from reg2rg_lib.paths import REPO_ROOT
+from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.narrative import release_agreement
 from reg2rg_lib.report.seed_spread import (
@@ -58,7 +58,7 @@ def _shown(path: Path) -> str:
 def _load(summary_path: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """(summary.json, the ablation_stats.csv beside it or None)."""
     path = Path(summary_path)
-    stats = path.parent / STATS_FILE
+    stats = RunPaths(path.parent).ablation_stats
     return read_summary(path), (read_stats(stats) if stats.is_file() else None)
 
 
@@ -101,7 +101,7 @@ FINDING_F1, FINDING_SUPPORT = 0.5, 3
 def _findings(summary_path: Path) -> str:
     """"; of the N findings in the test split it writes X (F1 0.94)" from `full`'s ce_labels.csv (Table 9's
     numbers), "" without that file."""
-    labels = summary_path.parent / "runs" / REFERENCE / "metrics" / "ce_labels.csv"
+    labels = RunFolder(RunPaths(summary_path.parent).run(REFERENCE)).metrics() / "ce_labels.csv"
     if not labels.is_file():
         return ""
     table = table9_ce_per_label(labels)

@@ -22,7 +22,7 @@ from reg2rg_lib.experiments.seeds import directions as seed_directions
 from reg2rg_lib.experiments.seeds import read_rows as seed_rows
 from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
 from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
-from reg2rg_lib.paths import REPO_ROOT
+from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.report.table_writer import DIGITS, to_markdown
 
 #: The mark of a figure outside the committed seeds' interval, in the tables.
@@ -129,7 +129,7 @@ def run_machine(summary_path: str | os.PathLike[str]) -> dict[str, Any]:
     run_config.json's `train.threads`; torch's default, summary.json's `torch_threads`, when that is unset)."""
     path = Path(summary_path)
     env = read_summary(path).get("environment") or {}
-    threads, config = None, path.parent / "runs" / REFERENCE / "run_config.json"
+    threads, config = None, RunFolder(RunPaths(path.parent).run(REFERENCE)).run_config
     if config.is_file():
         try:
             threads = (json.loads(config.read_text()).get("settings") or {}).get("threads")

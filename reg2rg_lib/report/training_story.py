@@ -12,12 +12,12 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.report.narrative import Expectation, expectation
 from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
@@ -30,12 +30,12 @@ def run_settings(run_dir: str | os.PathLike[str], profile: str | Profile | None 
                                                                                                    str]:
     """(the training settings a run used, its model config as a dict, where they came from): the run's
     `run_config.json` when it exists, else the profile's `train` section (the run has not been trained yet)."""
-    path = Path(run_dir) / "run_config.json"
+    path = RunFolder(run_dir).run_config
     if path.is_file():
         try:
             config = json.loads(path.read_text())
             known = {k: v for k, v in config["settings"].items() if k in TrainSettings.__dataclass_fields__}
-            return TrainSettings(**known), dict(config.get("model") or {}), "run_config.json"
+            return TrainSettings(**known), dict(config.get("model") or {}), path.name
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise BadInputError(path, f"not a run config ({err})") from None
     if profile is None:
@@ -96,7 +96,7 @@ def training_story(run_dir: str | os.PathLike[str], profile: str | Profile | Non
     else the profile), the logged learning rate and loss, and whether the loss plateaued over the last `tail`
     share of the steps (`loss_trend`)."""
     settings, model, origin = run_settings(run_dir, profile)
-    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
+    log = read_train_log(run_dir) if RunFolder(run_dir).train_log.is_file() else []
     total = settings.max_steps or (int(log[-1]["step"]) if log else None)
     parts = [_schedule_sentence(settings, total), _loss_sentence(settings, model)]
     if not log:
@@ -124,7 +124,7 @@ def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | Non
     """Does the logged learning rate follow the schedule the run states (`train.loop.lr_multiplier`)? Step s of
     `train_log.csv` records the rate its update used, multiplier(s - 1) x lr."""
     settings, _, origin = run_settings(run_dir, profile)
-    log = read_train_log(run_dir) if (Path(run_dir) / "train_log.csv").is_file() else []
+    log = read_train_log(run_dir) if RunFolder(run_dir).train_log.is_file() else []
     text = f"the logged learning rate follows the stated schedule ({settings.lr_schedule}, from {origin})"
     if not log:
         return expectation(None, text, "no train_log.csv yet")

@@ -38,13 +38,12 @@ class Collator:
                 continue
             # global: B x (1, ...) -> (B, ...); regions: B x (R_i, ...) -> (sum R_i, ...), sample by sample
             batch[key] = torch.cat(parts)  # region_masks stay bool: the mask encoder casts them chunk by chunk
-        # (B, L) masks of the target tokens the loss can weigh up: organ names, sentences that state a finding
-        for positions, mask_key in (("name_positions", "name_mask"), ("finding_positions", "finding_mask")):
-            if self.padding_side == "right" and any(it.get(positions) for it in items):
-                mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
-                for row, it in enumerate(items):
-                    mask[row, it.get(positions, [])] = True
-                batch[mask_key] = mask
+        # (B, L) mask of the target tokens the loss can weigh up: the organ names
+        if self.padding_side == "right" and any(it.get("name_positions") for it in items):
+            mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+            for row, it in enumerate(items):
+                mask[row, it.get("name_positions", [])] = True
+            batch["name_mask"] = mask
         batch["names"] = [it["name"] for it in items]
         batch["samples"] = [it["sample"] for it in items]
         return batch

@@ -54,7 +54,6 @@ class ReportDataset(torch.utils.data.Dataset):
         load_tensors: bool = True,
         region_dropout: float = 0.0,
         region_dropout_max: int = 3,
-        mark_findings: bool = False,
     ) -> None:
         records = cache.cases(split)
         if names is not None:
@@ -74,8 +73,6 @@ class ReportDataset(torch.utils.data.Dataset):
             raise KitError(f"region_dropout_max must be >= 1, got {region_dropout_max}")
         self.region_dropout_max = region_dropout_max
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
-        # `mark_findings` (training with `finding_weight`): which target tokens state a finding (`finding_positions`)
-        self.normal_sentences = normal_sentences(records) if mark_findings and with_targets else None
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
             try:
@@ -142,8 +139,6 @@ class ReportDataset(torch.utils.data.Dataset):
         order = torch.as_tensor([keep[i] for i in sample.order], dtype=torch.long)  # rows of the case's tensors
         item: dict[str, Any] = {"name": rec.name, "sample": sample,
                                 "name_positions": name_positions(sample, self.tokenizer) if self.with_targets else []}
-        if self.normal_sentences is not None:
-            item["finding_positions"] = finding_positions(sample, self.tokenizer, self.normal_sentences)
         tensors = dict(self._images[rec.name])
         if self.features is not None:
             tensors.update(self.features.get(rec.name))
@@ -175,60 +170,6 @@ def target_token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, i
     out = [where[t] for t, (a, b) in enumerate(enc["offset_mapping"])
            if t < len(where) and any(a < end and b > start for start, end in spans)]
     return [p for p in out if p < len(sample.input_ids)]
-
-
-
-#: A sentence of a report paragraph (up to and including its full stop).
-_SENTENCE_RE = re.compile(r"[^.]+(?:\.|$)")
-
-
-def _sentences(paragraph: str) -> list[tuple[int, int]]:
-    """(start, end) of each non-blank sentence of `paragraph`, without surrounding spaces."""
-    out = []
-    for m in _SENTENCE_RE.finditer(paragraph):
-        text = m.group(0)
-        a = m.start() + len(text) - len(text.lstrip())
-        b = m.end() - (len(text) - len(text.rstrip()))
-        if b > a:
-            out.append((a, b))
-    return out
-
-
-def normal_sentences(records: Sequence[Any]) -> dict[str, set[str]]:
-    """Per region, every sentence its paragraph has in a case with none of the 18 labels (the split's own
-    records: for training, the train split). A sentence outside this set states a finding (`finding_positions`).
-    Cases without a label table cannot say which sentences are normal: an error, not a silent no-op."""
-    normal: dict[str, set[str]] = {}
-    labelled = [r for r in records if r.labels]
-    if not labelled:
-        raise KitError("train.finding_weight needs the cases' abnormality labels, and this prep cache has none "
-                       "(set train.finding_weight: 1)")
-    for rec in labelled:
-        if any(int(v) for v in rec.labels.values()):
-            continue
-        for region, paragraph in rec.reports.items():
-            text = " ".join(str(paragraph).split())
-            normal.setdefault(region, set()).update(text[a:b] for a, b in _sentences(text))
-    return normal
-
-
-def finding_positions(sample: Any, tokenizer: Any, normal: dict[str, set[str]]) -> list[int]:
-    """Positions in `sample.input_ids` of the target tokens in sentences that no all-normal case has for that
-    region (`normal_sentences`): the words that say what is abnormal, which `train.finding_weight` weighs up so
-    that a model unsure about a finding is pushed to write it rather than the majority's normal sentence."""
-    if not sample.target:
-        return []
-    names = list(_NAME_RE.finditer(sample.target))
-    if names:  # RRA targets: each paragraph against its own region's normal sentences
-        parts = [(m.end(), names[k + 1].start() if k + 1 < len(names) else len(sample.target),
-                  normal.get(m.group(1), set())) for k, m in enumerate(names)]
-    else:  # no region prefixes (rra off): the whole target against every region's normal sentences
-        parts = [(0, len(sample.target), set().union(*normal.values()))]
-    spans = []
-    for start, end, seen in parts:
-        paragraph = sample.target[start:end]
-        spans += [(start + a, start + b) for a, b in _sentences(paragraph) if paragraph[a:b] not in seen]
-    return target_token_positions(sample, tokenizer, spans)
 
 
 def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,

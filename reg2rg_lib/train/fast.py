@@ -8,7 +8,7 @@ one core; benchmarks/RESULTS.md). What it does differently, each exact in real a
 
 - **Text**: a sample's target is the prompt-order join of one piece per region ("The region i is <organ>: ...");
   each piece is tokenised once and reused (with re-reference, region i's placeholders inserted after its head, as
-  `prompt.rereference_target` does), with its organ-name (and finding) token positions, instead of tokenising
+  `prompt.rereference_target` does), with its organ-name token positions, instead of tokenising
   every sample's ~700-character target twice per step. The prompt's ids are computed once per region count.
   `verify` checks every case against `ReportDataset.__getitem__` before training (ids, labels, the loss masks, the
   region order), and any target the pieces do not spell exactly is built by the dataset instead.
@@ -34,7 +34,7 @@ without gradient checkpointing, and one process (it calls the model's parts, not
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import normalize_media, resample_normed
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, STRUCT_TOKENS, TEXT, TEXTURE, rereference_target
 from reg2rg_lib.model.reg2rg import KIND_CODES, first_occurrence
-from reg2rg_lib.samples.dataset import finding_positions, name_positions
+from reg2rg_lib.samples.dataset import name_positions
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +78,11 @@ def unsupported_reason(model: Any, dataset: Any) -> str | None:
 @dataclass
 class _Piece:
     """One region's part of a target, tokenised: ids (with re-reference, region i's placeholders after its head),
-    labels (-100 on those placeholders), and the positions (within the piece) of its organ-name and finding
-    tokens."""
+    labels (-100 on those placeholders), and the positions (within the piece) of its organ-name tokens."""
 
     ids: list[int]
     labels: list[int]
     names: list[int]
-    findings: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +97,6 @@ class FastItem:
     labels: list[int]
     n_prompt: int
     names: list[int]
-    findings: list[int]
 
 
 class FastTrainData(torch.utils.data.Dataset):
@@ -172,10 +169,7 @@ class FastTrainData(torch.utils.data.Dataset):
                 labels, where = list(ids), []
             probe = Sample(input_ids=ids, labels=[], order=[], regions=[], prompt="", target=text, n_prompt=0,
                            target_positions=where)
-            names = name_positions(probe, self.tok)
-            normal = self.ds.normal_sentences
-            findings = finding_positions(probe, self.tok, normal) if normal is not None else []
-            piece = self._pieces[key] = _Piece(ids, labels, names, findings)
+            piece = self._pieces[key] = _Piece(ids, labels, name_positions(probe, self.tok))
         return piece
 
     def _texts(self, regions: list[str], reports: dict[str, str]) -> list[str]:
@@ -203,16 +197,15 @@ class FastTrainData(torch.utils.data.Dataset):
         ids, n_prompt = self._prompt(len(order))
         ids = list(ids)
         labels = [IGNORE_INDEX] * n_prompt
-        names, findings = [], []
+        names = []
         for k, text in enumerate(texts):
             piece = self._piece(text, k == 0)
             names += [len(ids) + p for p in piece.names]
-            findings += [len(ids) + p for p in piece.findings]
             ids += piece.ids
             labels += piece.labels
         ids.append(self.tok.eos_token_id)
         labels.append(self.tok.eos_token_id)
-        return FastItem(rec.name, index, rows, ids, labels, n_prompt, names, findings)
+        return FastItem(rec.name, index, rows, ids, labels, n_prompt, names)
 
     def _from_dataset(self, index: int, order: list[int], rows: torch.Tensor) -> FastItem:
         """The item's tokens as `ReportDataset` builds them (a target the pieces do not spell)."""
@@ -226,7 +219,7 @@ class FastTrainData(torch.utils.data.Dataset):
             raise KitError(f"case {item['name']}: the dataset ordered the regions {sample.order}, the fast path "
                            f"{order}; train without the fast path")
         return FastItem(item["name"], index, rows, list(sample.input_ids), list(sample.labels), sample.n_prompt,
-                        list(item.get("name_positions", [])), list(item.get("finding_positions", [])))
+                        list(item.get("name_positions", [])))
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         """Features normalised as the tables hold them (for comparisons with the dataset's items)."""
@@ -243,7 +236,6 @@ class FastTrainData(torch.utils.data.Dataset):
                 "token ids": mine.ids == list(sample.input_ids),
                 "labels": mine.labels == list(sample.labels),
                 "organ-name positions": mine.names == list(ref.get("name_positions", [])),
-                "finding positions": mine.findings == list(ref.get("finding_positions", [])),
             }
             if self.region_hat is not None and "region_feats" in ref:
                 want = self._normalized(ref["region_feats"])
@@ -264,13 +256,11 @@ class FastTrainData(torch.utils.data.Dataset):
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         labels = torch.full((b, width), IGNORE_INDEX, dtype=torch.long)
         names = torch.zeros((b, width), dtype=torch.bool)
-        findings = torch.zeros((b, width), dtype=torch.bool)
         for row, it in enumerate(items):
             n = len(it.ids)
             ids[row, :n] = torch.as_tensor(it.ids)
             labels[row, :n] = torch.as_tensor(it.labels)
             names[row, it.names] = True
-            findings[row, it.findings] = True
         rows = torch.cat([it.rows for it in items])
         cases = torch.as_tensor([it.case for it in items], dtype=torch.long)
         batch: dict[str, Any] = {"names": [it.name for it in items], "input_ids": ids, "labels": labels}
@@ -315,15 +305,14 @@ class FastTrainData(torch.utils.data.Dataset):
         nxt = labels[:, start + 1:]  # (B, L - start - 1): the token each position start..L-2 predicts
         valid = nxt != IGNORE_INDEX
         batch.update(start=start, target_index=valid.flatten().nonzero().squeeze(1), targets=nxt[valid],
-                     name_targets=names[:, start + 1:][valid], finding_targets=findings[:, start + 1:][valid])
+                     name_targets=names[:, start + 1:][valid])
         return batch
 
 
 # ---- the loss -------------------------------------------------------------------------------------------------
-def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0, finding_weight: float = 1.0
-              ) -> torch.Tensor:
-    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight, finding_weight)`, up to float
-    rounding, from a `FastTrainData.collate` batch."""
+def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
+    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight)`, up to float rounding, from a
+    `FastTrainData.collate` batch."""
     if not hasattr(model, "embedding_layer"):  # a DDP-style wrapper: its forward would be bypassed, and its sync
         raise KitError("the fast training path runs in one process; train across processes without it")
     el = model.embedding_layer
@@ -345,17 +334,15 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0, findi
     logits = llm.lm_head(llm.model.norm(rows)).float()  # (n_targets, V): the output layer at targets only
     ce = F.cross_entropy(logits, batch["targets"], reduction="none")
     weight = torch.ones_like(ce)
-    if finding_weight != 1.0:
-        weight = weight + (finding_weight - 1.0) * batch["finding_targets"].float()
     if name_weight != 1.0:
         weight = torch.where(batch["name_targets"], torch.full_like(weight, name_weight), weight)
     return (ce * weight).sum() / max(1, ce.shape[0])
 
 
-def fast_step_fn(name_weight: float = 1.0, finding_weight: float = 1.0):
+def fast_step_fn(name_weight: float = 1.0):
     """A `step_fn(model, batch)` for `fit` with the fast batches (as `functools.partial(reg2rg_step, ...)`)."""
     def step(model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        return fast_loss(model, batch, name_weight, finding_weight)
+        return fast_loss(model, batch, name_weight)
     return step
 
 

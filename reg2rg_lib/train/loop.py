@@ -16,6 +16,9 @@ that returns the loss. `run.train_run` wires in the real model and the prep cach
 `_run_epoch` until the step budget is spent, each micro-batch an `_update`, each update finished by
 `_optimizer_step` (log, `_save`). `Updates` runs the same update one batch at a time, without data loader, log or
 checkpoints (`reg2rg bench train-demo` alternates two training paths with it).
+
+One file over 500 lines: `fit`'s steps share the private `_Run` and `_TrainState`, and `TrainSettings`, the
+schedule and `train_log.csv` are what those steps read and write; split, private state would become an API.
 """
 
 from __future__ import annotations
@@ -80,11 +83,10 @@ class TrainSettings:
     precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate mixed precision)
     gradient_checkpointing: bool = False
     compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
-    region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (data.dataset.kept_regions)
+    region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (samples.dataset.ReportDataset.kept_regions)
     region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
     fast_path: bool = True  # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
-    finding_weight: float = 1.0  # loss weight of target sentences that state a finding (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
     fused_optimizer: bool = False  # AdamW's fused kernel: one call updates every tensor (the same update up to
                                    # float rounding; ~1.5 ms a step less on the demo's 61 tensors, one core)
@@ -109,8 +111,6 @@ class TrainSettings:
             key["region_dropout"] = self.region_dropout
             if self.region_dropout_max != 3:  # keyed only when set, so older checkpoints still resume
                 key["region_dropout_max"] = self.region_dropout_max
-        if self.finding_weight != 1.0:  # the loss (keyed only when set, so older checkpoints still resume)
-            key["finding_weight"] = self.finding_weight
         return key
 
 

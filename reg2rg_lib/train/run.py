@@ -38,24 +38,17 @@ logger = logging.getLogger(__name__)
 
 
 def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, name_mask: torch.Tensor | None,
-                     name_weight: float, finding_mask: torch.Tensor | None = None,
-                     finding_weight: float = 1.0) -> torch.Tensor:
+                     name_weight: float) -> torch.Tensor:
     """Next-token cross-entropy with the organ-name tokens weighted by `name_weight`, normalised by the number
     of target tokens (so weight 1 is exactly the LM loss the model returns).
 
     On the CPU profiles a tiny LLM trained from scratch must learn to look up region i's visual tokens when it
     writes "The region i is"; those few tokens carry most of what RRA teaches, and weighing them up makes the
     look-up emerge within the demo's step budget. The paper's recipe is weight 1.
-
-    `finding_mask` marks the tokens of sentences that state a finding (`dataset.finding_positions`), weighted by
-    `finding_weight` (where a token is both, the organ-name weight wins): a cost-sensitive loss that makes missing
-    a finding dearer than writing the majority's normal sentence. The paper's recipe is weight 1.
     """
     logits = logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
     target = labels[:, 1:].to(logits.device)  # (B, L-1)
     weight = torch.ones_like(target, dtype=torch.float32)  # (B, L-1)
-    if finding_mask is not None and finding_weight != 1.0:
-        weight = weight + (finding_weight - 1.0) * finding_mask[:, 1:].to(logits.device).float()
     if name_mask is not None and name_weight != 1.0:
         names = name_mask[:, 1:].to(logits.device)
         weight = torch.where(names, torch.full_like(weight, name_weight), weight)
@@ -65,17 +58,15 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, name_mask: torc
     return (ce * weight * valid).sum() / valid.sum().clamp(min=1)
 
 
-def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0,
-                finding_weight: float = 1.0) -> torch.Tensor:
+def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
     """The loss of one collated micro-batch: the model's LM loss, or with the organ-name tokens weighted by
-    `name_weight` and the finding sentences by `finding_weight` (`weighted_lm_loss`) when the batch marks them."""
+    `name_weight` (`weighted_lm_loss`) when the batch marks them."""
     names = batch.get("name_mask") if name_weight != 1.0 else None
-    findings = batch.get("finding_mask") if finding_weight != 1.0 else None
-    if names is None and findings is None:
+    if names is None:
         return model(**model_inputs(batch)).loss
     inputs = model_inputs(batch)
     labels = inputs.pop("labels")
-    return weighted_lm_loss(model(**inputs).logits, labels, names, name_weight, findings, finding_weight)
+    return weighted_lm_loss(model(**inputs).logits, labels, names, name_weight)
 
 
 @one_writer("run_dir", "train")  # a second writer into the run folder is refused at once
@@ -128,8 +119,7 @@ def train_run(
     features = _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
-                            region_dropout_max=settings.region_dropout_max,
-                            mark_findings=settings.finding_weight != 1.0)
+                            region_dropout_max=settings.region_dropout_max)
     if acc.is_main_process:
         _write_run_config(Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg)
     threads_before = torch.get_num_threads()
@@ -154,11 +144,10 @@ def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settin
     if why is None:
         data = FastTrainData(model, dataset)
         logger.info("[train] the fast training path (train.fast)")
-        return (data, data.collate, fast_step_fn(settings.region_name_weight, settings.finding_weight),
+        return (data, data.collate, fast_step_fn(settings.region_name_weight),
                 replace(settings, fused_optimizer=True))
     logger.info(f"[train] the plain training loop ({why})")
-    step = functools.partial(reg2rg_step, name_weight=settings.region_name_weight,
-                             finding_weight=settings.finding_weight)
+    step = functools.partial(reg2rg_step, name_weight=settings.region_name_weight)
     return dataset, Collator(tokenizer.pad_token_id), step, settings
 
 

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.train.loop import read_train_log
 
 
@@ -14,7 +15,7 @@ def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path, capl
     import shutil
 
     from reg2rg_lib.experiments.runner import run_ablations
-    from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS
+    from reg2rg_lib.experiments.summary import SUMMARY_METRICS
 
     out = {}
     for parallel in (1, 2):
@@ -28,7 +29,7 @@ def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path, capl
         logs = caplog.messages
         assert list(summary["runs"]) == ["full", "no_rra"]
         assert all(m in summary["runs"]["full"] for m in SUMMARY_METRICS)
-        assert (root / STATS_FILE).is_file()
+        assert RunPaths(root).ablation_stats.is_file()
         assert any("worker processes" in line for line in logs) == (parallel == 2)
         out[parallel] = {run: read_train_log(root / "runs" / run) for run in ("full", "no_rra")}
         _check_baselines_and_probes(root, summary)
@@ -44,8 +45,6 @@ def _check_baselines_and_probes(root, summary):
     import pandas as pd
 
     from reg2rg_lib.experiments.ablation_stats import read_stats
-    from reg2rg_lib.experiments.baselines import BASELINES_FILE
-    from reg2rg_lib.experiments.summary import STATS_FILE
     from reg2rg_lib.infer.predictions import read_predictions
     from reg2rg_lib.regions import region_sequence
 
@@ -59,11 +58,11 @@ def _check_baselines_and_probes(root, summary):
     orders = [[n for _, n in sorted(region_sequence(r["GT_combined_report"]).items())] for r in shuffled]
     canonical = [[n for _, n in sorted(region_sequence(r["GT_combined_report"]).items())] for r in preds]
     assert orders != canonical and [sorted(o) for o in orders] == [sorted(c) for c in canonical]
-    made = json.loads((root / BASELINES_FILE).read_text())
+    made = json.loads(RunPaths(root).baselines.read_text())
     assert set(made["baselines"]) == {"baseline_normal", "baseline_frequent_finding"}
     normal = made["baselines"]["baseline_normal"]
     assert normal["distinct_reports"] == 1 and made["canonical_order_region_accuracy"] == normal["region_accuracy"]
-    stats = read_stats(root / STATS_FILE)
+    stats = read_stats(RunPaths(root).ablation_stats)
     assert set(stats.loc[stats["kind"] == "baseline", "run"]) == set(made["baselines"])
     assert pd.notna(stats["p_holm"]).any() and set(stats["seeds"]) == {1}
 
@@ -77,7 +76,6 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
     from reg2rg_lib.experiments.ablation_stats import read_stats
     from reg2rg_lib.experiments.grid import Ablation
     from reg2rg_lib.experiments.runner import run_ablations
-    from reg2rg_lib.experiments.summary import STATS_FILE
     from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
     from reg2rg_lib.io import write_csv_atomic
 
@@ -102,7 +100,7 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
     assert summary["runs"]["llm_elsewhere"]["distinct_reports"] == 1
     assert summary["runs"]["llm_elsewhere"]["region_accuracy"] != summary["runs"]["full"]["region_accuracy"] or \
         summary["runs"]["llm_elsewhere"]["BLEU-4"] != summary["runs"]["full"]["BLEU-4"]
-    stats = read_stats(root / STATS_FILE)
+    stats = read_stats(RunPaths(root).ablation_stats)
     mine = stats[stats["run"] == "llm_elsewhere"]
     assert set(mine["family"]) == {"table7_llm_size"} and mine["p_vs_full"].notna().all()  # tested against full
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from reg2rg_lib.experiments.ablation_stats import ablation_stats
-from reg2rg_lib.experiments.summary import STATS_FILE, write_summary
+from reg2rg_lib.experiments.summary import write_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.regenerate import Inputs, regenerate
 
@@ -54,7 +54,7 @@ def smoke_run(tmp_path_factory):
                                               "3,1,5.2,0.001,0.3\n4,1,4.9,0.001,0.4\n")
     write_summary(paths, "smoke", results)
     stats = ablation_stats(paths, list(PRED), n_resamples=50)
-    stats.to_csv(paths.root / STATS_FILE, index=False)
+    stats.to_csv(paths.ablation_stats, index=False)
     return paths
 
 

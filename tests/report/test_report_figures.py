@@ -193,7 +193,7 @@ def _run(root, name, rra=True, vocab=2048, losses=(5.0, 4.0, 3.0)):
     rows = "".join(f"{i + 1},0,{v},0.001,{i / 10}\n" for i, v in enumerate(losses))
     (run / "train_log.csv").write_text("step,epoch,loss,lr,elapsed_s\n" + rows)
     (run / "run_config.json").write_text(json.dumps({
-        "settings": {"region_name_weight": 10.0, "finding_weight": 1.0},
+        "settings": {"region_name_weight": 10.0},
         "model": {"rra": rra, "llm_vocab": vocab}}))
     return run
 

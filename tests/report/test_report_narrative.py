@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.narrative import (
     ablation_story,
@@ -41,7 +41,7 @@ def _stats(paths: RunPaths, p: dict[tuple[str, str], float], same: dict[str, str
                          "delta_vs_full": math.nan if run == "full" or ref is None else v - ref,
                          "p_vs_full": p.get((run, m), math.nan if run == "full" else 1.0),
                          "same_as": (same or {}).get(run, "")})
-    pd.DataFrame(rows).to_csv(paths.root / STATS_FILE, index=False)
+    pd.DataFrame(rows).to_csv(paths.ablation_stats, index=False)
 
 
 RUNS = {
@@ -78,13 +78,13 @@ def test_ablation_story_uses_holm_p_baselines_and_diversity(tmp_path: Path) -> N
     paths = _summary(tmp_path, RUNS)
     _stats(paths, {("texture_only", "region_accuracy"): 0.0, ("texture_only", "CE_micro_F1"): 0.02},
            same={"llm_scratch-2x64": "full"})
-    stats = pd.read_csv(paths.root / STATS_FILE)
+    stats = pd.read_csv(paths.ablation_stats)
     stats["p_holm"] = (stats["p_vs_full"] * 3).clip(upper=1.0)  # the Holm column `ablation_stats` writes
     stats["n_resamples"], stats["seeds"], stats["kind"] = 200, 1, "run"
     stats["n_test_cases"] = 50
     stats["distinct_reports"] = stats["run"].map({"texture_only": 1}).fillna(40)
     baseline = {"run": "constant_normal", "metric": "BLEU-4", "value": 0.3012, "kind": "baseline"}
-    pd.concat([stats, pd.DataFrame([baseline])]).to_csv(paths.root / STATS_FILE, index=False)
+    pd.concat([stats, pd.DataFrame([baseline])]).to_csv(paths.ablation_stats, index=False)
     story = ablation_story(paths.summary)
     assert "200 resamples" in story and "Holm-corrected" in story and "1 training seed(s)" in story
     assert "no clear difference from `full`: `texture_only` (+0.1760, p = 0.060" in story  # 0.02 x 3 tests

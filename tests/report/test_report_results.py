@@ -16,7 +16,7 @@ import pytest
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments import grid
 from reg2rg_lib.experiments.seeds import merge_rows, read_rows, rows_from_summary
-from reg2rg_lib.experiments.summary import STATS_FILE, SUMMARY_METRICS, write_summary
+from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.results import (
     README_END,
@@ -66,7 +66,7 @@ def _run(tmp_path: Path, runs=RUNS, p=None, baseline=BASELINE, kernels="AVX512",
                          "family": "baselines" if kind == "baseline" else grid.family(run), "n_resamples": 1000,
                          "seeds": 1, "kind": kind, "same_as": "full" if run == "llm_scratch-2x64" else "",
                          "distinct_reports": metrics.get("distinct_reports", 1), "n_test_cases": 50})
-    pd.DataFrame(rows).to_csv(paths.root / STATS_FILE, index=False)
+    pd.DataFrame(rows).to_csv(paths.ablation_stats, index=False)
     return paths
 
 

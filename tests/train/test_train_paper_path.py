@@ -1,4 +1,5 @@
-"""The paper's training path rehearsed on a CPU at tiny size (issue 18, item 8).
+"""The paper's training path rehearsed on a CPU at tiny size, so that a GPU run of `paper` does not meet its
+first bug after hours of setup.
 
 A profile built from `paper` with only the sizes made tiny (the smoke benchmark's 32x32x8 images, the cpu-tiny preset's
 ViT and LLM, 4 steps) keeps the paper's recipe: bf16 autocast, gradient checkpointing with LoRA on q_proj/v_proj,

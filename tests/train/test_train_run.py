@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import socket
@@ -203,51 +202,3 @@ def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
     assert [r["loss"] for r in read_train_log(run)] == pytest.approx(
         [r["loss"] for r in read_train_log(trained)][:2], rel=1e-5)
 
-
-def test_finding_positions_mark_exactly_the_abnormal_sentences(smoke):
-    # a sentence that no all-normal training case has for that region states a finding; organ names are apart
-    from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, build_sample
-    from reg2rg_lib.model.tokenizer import load_tokenizer
-    from reg2rg_lib.samples.dataset import finding_positions, normal_sentences
-
-    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
-    add_reg2rg_tokens(tok, cfg)
-    records = cache.cases("train")
-    normal = normal_sentences(records)
-    assert normal and all(normal.values())
-    region = sorted(normal)[0]
-    usual = sorted(normal[region])[0]
-    finding = "A 9 mm nodule is seen in the upper lobe."
-    sample = build_sample([region], {region: f"{usual} {finding}"}, tok, cfg)
-    marked = tok.decode([sample.input_ids[p] for p in finding_positions(sample, tok, normal)])
-    assert " ".join(marked.split()) == finding
-    plain = build_sample([region], {region: usual}, tok, cfg)
-    assert finding_positions(plain, tok, normal) == []
-    unlabelled = [dataclasses.replace(r, labels={}) for r in records]
-    with pytest.raises(KitError, match="finding_weight needs"):
-        normal_sentences(unlabelled)
-
-
-def test_finding_weight_one_is_the_model_loss_and_more_weighs_the_findings(smoke_dataset, smoke):
-    from reg2rg_lib.data.prep import load_cache
-    from reg2rg_lib.samples.collate import Collator, model_inputs
-    from reg2rg_lib.samples.dataset import ReportDataset
-    from reg2rg_lib.train.run import reg2rg_step, weighted_lm_loss
-
-    _, model, cache = smoke_dataset()
-    ds = ReportDataset(load_cache(smoke.cache), "train", model.tokenizer, model.config, mark_findings=True)
-    with_findings = [i for i in range(len(ds)) if ds[i]["finding_positions"]]
-    assert with_findings, "the smoke benchmark has cases with findings"
-    batch = Collator(model.tokenizer.pad_token_id)([ds[with_findings[0]], ds[0]])
-    assert batch["finding_mask"].sum() == len(ds[with_findings[0]]["finding_positions"]) + len(
-        ds[0]["finding_positions"])
-    inputs = model_inputs(batch)
-    with torch.no_grad():
-        out = model(**inputs)
-        plain = weighted_lm_loss(out.logits, inputs["labels"], None, 1.0, batch["finding_mask"], 1.0)
-        heavy = weighted_lm_loss(out.logits, inputs["labels"], None, 1.0, batch["finding_mask"], 5.0)
-        stepped = reg2rg_step(model, batch, name_weight=1.0, finding_weight=5.0)
-    assert plain.item() == pytest.approx(out.loss.item(), rel=1e-5)
-    assert heavy.item() > plain.item() and stepped.item() == pytest.approx(heavy.item(), rel=1e-5)
