@@ -1,13 +1,14 @@
-"""nibabel against the hand-written NIfTI code it replaced: decoding (`data.layout.read_nifti`) and nearest-neighbour
-label resampling (`data.segmentation.nearest_labels`), timed and compared voxel for voxel.
+"""nibabel against the hand-written NIfTI code it replaced: decoding (`data.layout.read_nifti`) and
+nearest-neighbour label resampling (`data.segmentation.nearest_labels`), timed and compared voxel for voxel.
 
     python benchmarks/nifti_nibabel.py [--rev 468a197] [--case-dir DIR] [--repeat 3] [--json]
 
 The hand-written versions are read from git at `--rev` (the last commit that had them). The case is the one of
-`reg2rg bench preprocess`: the real 512x512x133 CT and 10 full-resolution region masks (written under `--case-dir`,
-or a temporary folder). Decoding: the 11 files one after another and in `prep.prepare_case` (2 threads); resampling:
-the CT's full-resolution TotalSegmentator labels onto a grid 1.3x coarser and turned by 3 degrees (no block
-relation, so nearest neighbour). Ratios are new / old: below 1 is faster. Results: benchmarks/RESULTS.md.
+`reg2rg bench preprocess`: the real 512x512x133 CT and 10 full-resolution region masks (written under
+`--case-dir`, or a temporary folder). Decoding: the 11 files one after another and in `prep.prepare_case` (2
+threads); resampling: the CT's full-resolution TotalSegmentator labels onto a grid 1.3x coarser and turned by
+3 degrees (no block relation, so nearest neighbour). Ratios are new / old: below 1 is faster. Results:
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def run(rev: str, folder: Path, repeat: int) -> dict:
     params = prep.PrepParams(image_size=(256, 256, 64))
     for name, read in (("old", old_layout.read_nifti), ("new", layout.read_nifti)):
         prep.read_nifti = read  # prepare_case decodes through this name
-        figures[f"prepare_case_{name}_s"], _ = best(lambda: prep.prepare_case(entry, params, threads=2), repeat)
+        figures[f"prepare_case_{name}_s"], _ = best(
+            lambda: prep.prepare_case(entry, params, threads=2), repeat
+        )
     prep.read_nifti = layout.read_nifti
     labels_img = nib.load(find_ct_source().labels)
     labels, src = np.asarray(labels_img.dataobj).astype(np.uint8), labels_img.affine
@@ -101,8 +104,12 @@ def run(rev: str, folder: Path, repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rev", default="468a197", help="git revision with the hand-written code (default 468a197)")
-    p.add_argument("--case-dir", type=Path, help="where to write the full-size case (default: a temporary folder)")
+    p.add_argument(
+        "--rev", default="468a197", help="git revision with the hand-written code (default 468a197)"
+    )
+    p.add_argument(
+        "--case-dir", type=Path, help="where to write the full-size case (default: a temporary folder)"
+    )
     p.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     args = p.parse_args(argv)

@@ -3,11 +3,12 @@
     python benchmarks/probe_inputs.py [--out outputs/demo] [VARIANT ...]
 
 For each variant the texture crops and global images of the train and validation splits are rebuilt from the
-benchmark volumes with the kit's own preprocessing (`case_tensors.prepare_case`), once per HU window, the windows stacked as
-channels. A frozen, randomly initialised ViT3D of the tiny preset's size (seed 0) encodes them; logistic-regression
-probes on its mean-pooled tokens (`pretrain_vision.probe`: fit on train, scored on validation) give the findings
-micro-F1 and the organ accuracy; a 32-bin intensity histogram per channel (normalised by the region's voxel count)
-is probed the same way as a model-free read-out. The test split is never read. Results: benchmarks/RESULTS.md.
+benchmark volumes with the kit's own preprocessing (`case_tensors.prepare_case`), once per HU window, the
+windows stacked as channels. A frozen, randomly initialised ViT3D of the tiny preset's size (seed 0) encodes
+them; logistic-regression probes on its mean-pooled tokens (`pretrain_vision.probe`: fit on train, scored on
+validation) give the findings micro-F1 and the organ accuracy; a 32-bin intensity histogram per channel
+(normalised by the region's voxel count) is probed the same way as a model-free read-out. The test split is
+never read. Results: benchmarks/RESULTS.md.
 Memory: ~1.5 GB per channel at 64x64x16, ~12 GB per channel at 128x128x32.
 """
 
@@ -37,7 +38,8 @@ VARIANTS = {"paper_64": (["paper"], (64, 64, 16)),
 
 
 class Histograms(torch.nn.Module):
-    """(N, C, H, W, D) crops -> (N, 1, 32 C) intensity histograms of the region's voxels (`probe` pools dim 1)."""
+    """(N, C, H, W, D) crops -> (N, 1, 32 C) intensity histograms of the region's voxels (`probe` pools dim
+    1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = (x[:, 0].flatten(1) > -0.999).sum(1, keepdim=True).clamp_min(1)  # voxels inside the region
@@ -54,7 +56,9 @@ def crops(cache, entries, split: str, windows: list[str], size) -> CropSet:
         texture, image = [], []
         for w in windows:
             lo, hi = WINDOWS[w]
-            params = PrepParams(image_size=size, hu_min=lo, hu_max=hi, centre=(lo + hi) / 2, scale=(hi - lo) / 2)
+            params = PrepParams(
+                image_size=size, hu_min=lo, hu_max=hi, centre=(lo + hi) / 2, scale=(hi - lo) / 2
+            )
             case = prepare_case(entries[rec.name], params)
             assert case.regions == rec.regions, (rec.name, case.regions, rec.regions)
             texture.append(case.tensors["texture"])
@@ -69,7 +73,9 @@ def crops(cache, entries, split: str, windows: list[str], size) -> CropSet:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="*", default=list(VARIANTS), help=", ".join(VARIANTS))
-    ap.add_argument("--out", default=str(default_out_dir("demo")), help="a demo folder after `make reproduce`")
+    ap.add_argument(
+        "--out", default=str(default_out_dir("demo")), help="a demo folder after `make reproduce`"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     paths = RunPaths(args.out)
@@ -83,8 +89,11 @@ def main() -> None:
         vit = ViT3D(size, (16, 16, 4), 96, 2, 4, 24, 192, len(windows), None)
         result = probe(vit, train, val)
         hist = probe(Histograms(), train, val)
-        result.update(histogram_findings_micro_f1=hist["findings_micro_f1"], histogram_per_label_f1=hist["per_label_f1"],
-                      seconds=round(time.perf_counter() - start))
+        result.update(
+            histogram_findings_micro_f1=hist["findings_micro_f1"],
+            histogram_per_label_f1=hist["per_label_f1"],
+            seconds=round(time.perf_counter() - start),
+        )
         print(name, json.dumps(result), flush=True)
 
 

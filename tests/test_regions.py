@@ -18,12 +18,21 @@ def test_split_regions_reads_multiword_names_and_other_blocks():
     assert region_sequence(REPORT) == {0: "lung", 1: "trachea and bronchie"}
 
 
-@pytest.mark.parametrize("text, want", [
-    ("Plain report without prefixes.", "Plain report without prefixes."),
-    ("Intro. The region 0 is Heart : Normal.", "Intro. Normal."),
-    ("The region 0 is lung: A. The other report is {mediastinum: B.}", "A. B."),  # colon dropped by the model
-    ("The region 0 is lung: A. The other report is: {other: cut off by max_new_tokens", "A. cut off by max_new_tokens"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("Plain report without prefixes.", "Plain report without prefixes."),
+        ("Intro. The region 0 is Heart : Normal.", "Intro. Normal."),
+        (
+            "The region 0 is lung: A. The other report is {mediastinum: B.}",
+            "A. B.",
+        ),  # colon dropped by the model
+        (
+            "The region 0 is lung: A. The other report is: {other: cut off by max_new_tokens",
+            "A. cut off by max_new_tokens",
+        ),
+        ("", ""),
+    ],
+)
 def test_strip_region_prefix_variants(text, want):
     assert strip_region_prefix(text) == want

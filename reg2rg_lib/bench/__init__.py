@@ -1,4 +1,5 @@
-"""`reg2rg bench ...`: benchmarks that print the kit against a reference recipe as a ratio (never timed tests).
+"""`reg2rg bench ...`: benchmarks that print the kit against a reference recipe as a ratio (never timed
+tests).
 
     common.py          printing the figures (a table, or one JSON line); the model benchmarks' inputs
     preprocess.py      the cached preprocessing vs the straightforward per-sample recipe (`recipe.py`)

@@ -1,7 +1,8 @@
 """`reg2rg bench generate`: batched greedy generation against batch size 1 on the same cases, as a ratio.
 
 It runs as `reg2rg generate` does (cached frozen-ViT features, the kit's greedy loop) and reports reports/s of
-each arm and their ratio, the arms alternating batch by batch so that a change in the machine's load falls on both.
+each arm and their ratio, the arms alternating batch by batch so that a change in the machine's load falls on
+both.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from reg2rg_lib.paths import RunPaths, default_out_dir
 def register_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="batched generation vs batch size 1 (reports/s, ratio)")
     common_flags(p)
-    p.add_argument("--checkpoint", default=None,
-                   help="trained run/checkpoint (default: OUT/runs/full if it exists, else an untrained model)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="trained run/checkpoint (default: OUT/runs/full if it exists, else an untrained model)",
+    )
     p.add_argument("--cases", type=int, default=8, help="test cases to generate (default 8)")
     p.add_argument("--batch-size", type=int, default=None, help="batched size (default: the profile's)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
@@ -55,7 +59,8 @@ def _generate(args: argparse.Namespace) -> int:
         decode = DecodeSettings.from_profile(profile.generate, max_new_tokens=args.max_new_tokens)
         batch = args.batch_size or profile.generate.batch_size
         records = cache.cases("test")[: args.cases]
-        features = None  # as `reg2rg generate`: the frozen ViT's features from the cache, built before the clock
+        # as `reg2rg generate`: the frozen ViT's features from the cache, built before the clock
+        features = None
         if use_feature_cache(model, None if args.feature_cache else False):
             features = feature_cache_for(model, cache, [r.name for r in records], progress=False)
         figures: dict[str, Any] = {"profile": profile.name, "inputs": where, "model": str(ckpt) if trained
@@ -98,7 +103,9 @@ def generate_bench(model: Any, cache: Any, groups: list[list[str]], decode: Any,
                 generate_predictions(model, cache, out, decode=decode, batch_size=size, names=group,
                                      progress=False, **kwargs)
                 seconds[label] += time.perf_counter() - t0
-                texts[label].update({row["AccNum"]: row["Pred_combined_report"] for row in read_predictions(out)})
+                texts[label].update(
+                    {row["AccNum"]: row["Pred_combined_report"] for row in read_predictions(out)}
+                )
         rounds.append(seconds)
     load.append(os.getloadavg()[0])
     speedups = [sec["single"] / sec["batched"] for sec in rounds]
@@ -111,7 +118,8 @@ def generate_bench(model: Any, cache: Any, groups: list[list[str]], decode: Any,
         figures[f"{label}_reports_per_s"] = n / median[label]
     figures["speedup_batched"] = median["single"] / median["batched"]
     figures["speedup_rounds"] = [round(x, 3) for x in speedups]
-    figures["same_text_fraction"] = sum(texts["batched"][c] == texts["single"].get(c) for c in texts["batched"]) \
-        / max(1, len(texts["batched"]))
+    figures["same_text_fraction"] = sum(
+        texts["batched"][c] == texts["single"].get(c) for c in texts["batched"]
+    ) / max(1, len(texts["batched"]))
     figures["load_avg_1min"] = [round(x, 2) for x in load]  # before, after: other work on the machine
     return figures

@@ -30,13 +30,17 @@ def common_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the benchmarks that run the model on a profile's inputs (train-step, generate)."""
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.add_argument("--profile", default="demo", help="model and image size of this profile (default: demo)")
-    p.add_argument("--out", default=None, help="the profile's output folder holding cache/ and tokenizer/ (default: "
-                   "outputs/<profile>; when absent, smoke-sized inputs are built in a temporary folder)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="the profile's output folder holding cache/ and tokenizer/ (default: "
+        "outputs/<profile>; when absent, smoke-sized inputs are built in a temporary folder)",
+    )
 
 
 def bench_inputs(profile_name: str, out: str | None, tmp: Path) -> tuple[Any, Any, Any, str]:
-    """(profile, prep cache, tokenizer, where) for a benchmark: the profile run's inputs if present, else the smoke
-    profile's, built under `tmp` (same code path, smaller images)."""
+    """(profile, prep cache, tokenizer, where) for a benchmark: the profile run's inputs if present, else the
+    smoke profile's, built under `tmp` (same code path, smaller images)."""
     # bench modules load at `reg2rg --help`: each handler imports the stage it measures when it runs
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import load_tokenizer

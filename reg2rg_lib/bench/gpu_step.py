@@ -18,7 +18,8 @@ from reg2rg_lib.env.doctor import machine
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.regions import REGIONS
 
-#: Dense bf16 peak TFLOPS (no sparsity) by a substring of `torch.cuda.get_device_name()`; --peak-tflops overrides.
+#: Dense bf16 peak TFLOPS (no sparsity) by a substring of `torch.cuda.get_device_name()`; --peak-tflops
+#: overrides.
 BF16_PEAK_TFLOPS: dict[str, float] = {
     "H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
     "H100": 756.0, "GH200": 989.4, "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L40": 181.0,
@@ -29,12 +30,20 @@ BF16_PEAK_TFLOPS: dict[str, float] = {
 def register_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gpu-step", help="paper preset on one GPU: step time, tokens/s, peak memory, MFU")
     p.add_argument("--json", action="store_true", help="print one JSON line")
-    p.add_argument("--seq-len", type=int, default=1024, help="tokens per sample (prompt + target; default 1024)")
+    p.add_argument(
+        "--seq-len", type=int, default=1024, help="tokens per sample (prompt + target; default 1024)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="samples per step (the paper: 1 per GPU)")
     p.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-ups (default 5)")
-    p.add_argument("--feature-cache", action="store_true", help="feed cached ViT features (skip the frozen ViT)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute LLM activations in backward")
-    p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: table)")
+    p.add_argument(
+        "--feature-cache", action="store_true", help="feed cached ViT features (skip the frozen ViT)"
+    )
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute LLM activations in backward"
+    )
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: table)"
+    )
     p.add_argument("--sweep", action="store_true",
                    help="measure the standard settings (gpu_step.SWEEP) with one model build; one line each")
     p.add_argument("--compile", action="store_true", help="torch.compile each LLM decoder layer")
@@ -51,8 +60,8 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 def synthetic_tokenizer(vocab_size: int) -> Any:
-    """A word-level tokenizer with `vocab_size` entries (<unk> <s> </s> <pad> w4 w5 ...): the LLaMA-2 vocabulary
-    size without its files, for benchmarks with random weights."""
+    """A word-level tokenizer with `vocab_size` entries (<unk> <s> </s> <pad> w4 w5 ...): the LLaMA-2
+    vocabulary size without its files, for benchmarks with random weights."""
     # transformers: slow to import (~10 s); only the recipe tokenizer needs it
     from transformers import PreTrainedTokenizerFast
 
@@ -66,14 +75,16 @@ def synthetic_tokenizer(vocab_size: int) -> Any:
 
 def step_flops(model: Any, cfg: Any, n_tokens: int, seq_len: int, n_images: int, feature_cache: bool
                ) -> dict[str, float]:
-    """Model FLOPs of one training step (a multiply-add = 2 FLOPs), the work the maths needs (no recomputation).
+    """Model FLOPs of one training step (a multiply-add = 2 FLOPs), the work the maths needs (no
+    recomputation).
 
     `model`: over the LLM's non-embedding weights and T tokens, 2 * N * T forward plus 2 * N * T for the input
-    gradients of the backward pass, plus another 2 * N * T for weight gradients of the *trainable* weights only (LoRA
-    leaves the base frozen, so a frozen weight costs 4 * N * T, a trained one 6 * N * T); causal attention
-    6 * layers * hidden * T * S (QK^T and AV, forward and backward, half the S x S square); the frozen ViT's forward
-    2 * weights * its tokens per image unless its features are cached. `convention_6nt`: the same with 6 * N * T
-    for every LLM weight, as full-fine-tuning MFU figures are usually quoted (it overstates LoRA's work by ~1.5x).
+    gradients of the backward pass, plus another 2 * N * T for weight gradients of the *trainable* weights
+    only (LoRA leaves the base frozen, so a frozen weight costs 4 * N * T, a trained one 6 * N * T); causal
+    attention 6 * layers * hidden * T * S (QK^T and AV, forward and backward, half the S x S square); the
+    frozen ViT's forward 2 * weights * its tokens per image unless its features are cached. `convention_6nt`:
+    the same with 6 * N * T for every LLM weight, as full-fine-tuning MFU figures are usually quoted (it
+    overstates LoRA's work by ~1.5x).
     """
     llm = model.llm()
     weights = [(n, p) for n, p in llm.named_parameters() if "embed_tokens" not in n]
@@ -88,7 +99,8 @@ def step_flops(model: Any, cfg: Any, n_tokens: int, seq_len: int, n_images: int,
             "convention_6nt": 6.0 * n_all * n_tokens + attention + vit}
 
 
-# the settings `--sweep` measures in one process (the model is built once): (seq_len, batch, feature cache, GC)
+# the settings `--sweep` measures in one process (the model is built once): (seq_len, batch, feature cache,
+# GC)
 SWEEP: tuple[tuple[int, int, bool, bool], ...] = (
     (1024, 1, False, False),  # the paper's code: batch 1 per GPU, frozen ViT recomputed every step
     (1024, 1, True, False),   # the kit's default: cached ViT features
@@ -100,19 +112,32 @@ SWEEP: tuple[tuple[int, int, bool, bool], ...] = (
 
 def _gpu_step(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available() and not args.allow_cpu:
-        raise KitError("bench gpu-step needs a CUDA GPU, and none is visible to torch "
-                       f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); run it on a GPU "
-                       "machine with a CUDA build of torch (README: GPU installs)")
+        raise KitError(
+            "bench gpu-step needs a CUDA GPU, and none is visible to torch "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); run it on a GPU "
+            "machine with a CUDA build of torch (README: GPU installs)"
+        )
     bench = GpuStepBench(args.preset, compile_layers=args.compile)
     settings = SWEEP if args.sweep else ((args.seq_len, args.batch_size, args.feature_cache,
                                           args.gradient_checkpointing),)
     for seq_len, batch_size, feature_cache, gc in settings:
         try:
-            figures = bench.measure(seq_len=seq_len, batch_size=batch_size, steps=args.steps,
-                                    feature_cache=feature_cache, gradient_checkpointing=gc, peak=args.peak_tflops)
+            figures = bench.measure(
+                seq_len=seq_len,
+                batch_size=batch_size,
+                steps=args.steps,
+                feature_cache=feature_cache,
+                gradient_checkpointing=gc,
+                peak=args.peak_tflops,
+            )
         except torch.OutOfMemoryError:
-            figures = {"seq_len": seq_len, "batch_size": batch_size, "feature_cache": feature_cache,
-                       "gradient_checkpointing": gc, "error": "out of GPU memory"}
+            figures = {
+                "seq_len": seq_len,
+                "batch_size": batch_size,
+                "feature_cache": feature_cache,
+                "gradient_checkpointing": gc,
+                "error": "out of GPU memory",
+            }
             torch.cuda.empty_cache()
         figures.update(machine())
         report(figures, args.json)
@@ -185,8 +210,9 @@ class GpuStepBench:
             visual["region_feats"] = torch.randn(batch_size * len(REGIONS), cfg.vit_tokens, cfg.vit_dim,
                                                  device=device, dtype=dtype, generator=g)
         else:
-            visual["global_images"] = torch.rand(batch_size, cfg.in_channels, *size, device=device, dtype=dtype,
-                                                 generator=g)
+            visual["global_images"] = torch.rand(
+                batch_size, cfg.in_channels, *size, device=device, dtype=dtype, generator=g
+            )
             visual["region_images"] = torch.rand(batch_size * len(REGIONS), cfg.in_channels, *size,
                                                  device=device, dtype=dtype, generator=g)
         visual["region_masks"] = (torch.rand(batch_size * len(REGIONS), 1, *size, device=device, generator=g)
@@ -213,11 +239,20 @@ class GpuStepBench:
         name = torch.cuda.get_device_name(0) if self.cuda else "cpu"
         peak = peak or (peak_tflops(name) if self.cuda else None)
         out: dict[str, Any] = {
-            "preset": self.preset, "device": name, "dtype": str(dtype).removeprefix("torch."),
-            "batch_size": batch_size, "tokens_per_step": tokens, "seq_len": length, "feature_cache": feature_cache,
-            "gradient_checkpointing": gradient_checkpointing, "compiled_layers": self.compiled,
-            "trainable_params": sum(p.numel() for p in model.trainable_parameters()), "loss": loss.item(),
-            "step_s": step_s, "tokens_per_s": tokens / step_s, "model_tflops_per_step": flops["model"] / 1e12,
+            "preset": self.preset,
+            "device": name,
+            "dtype": str(dtype).removeprefix("torch."),
+            "batch_size": batch_size,
+            "tokens_per_step": tokens,
+            "seq_len": length,
+            "feature_cache": feature_cache,
+            "gradient_checkpointing": gradient_checkpointing,
+            "compiled_layers": self.compiled,
+            "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+            "loss": loss.item(),
+            "step_s": step_s,
+            "tokens_per_s": tokens / step_s,
+            "model_tflops_per_step": flops["model"] / 1e12,
             "achieved_tflops": flops["model"] / step_s / 1e12,
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if self.cuda else float("nan"),
         }

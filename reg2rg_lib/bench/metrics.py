@@ -2,9 +2,10 @@
 
 Kit: `evaluate_nlg` (with 1000 bootstrap resamples for CIs) + the rule labeler on both sides + CE + region
 recognition. Reference recipe: the straightforward per-sample way the original scripts worked (each BLEU order
-re-tokenised and re-counted per sample and per corpus, METEOR with nltk's own `word_tokenize`, unmemoised WordNet
-and stemmer, rouge with the four types incl. rougeLsum, CIDEr); it runs on a subset (`--reference-pairs`) and the
-ratio compares time per pair. Pairs come from the embedded benchmark's report templates, or from `--predictions`.
+re-tokenised and re-counted per sample and per corpus, METEOR with nltk's own `word_tokenize`, unmemoised
+WordNet and stemmer, rouge with the four types incl. rougeLsum, CIDEr); it runs on a subset
+(`--reference-pairs`) and the ratio compares time per pair. Pairs come from the embedded benchmark's report
+templates, or from `--predictions`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def reference_compute_bleu(reference_corpus: list[list[list[str]]], translation_
             precisions[i] = (matches[i] + 1.0) / (possible[i] + 1.0)
         else:
             precisions[i] = matches[i] / possible[i] if possible[i] > 0 else 0.0
-    geo_mean = math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0.0
+    geo_mean = (
+        math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0.0
+    )
     ratio = hyp_len / ref_len
     bp = 1.0 if ratio > 1.0 else math.exp(1 - 1.0 / ratio)
     return geo_mean * bp
@@ -79,7 +82,8 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         return " ".join(parts)
 
     refs = [report(rng) for _ in range(n)]
-    hyps = [report(rng) if rng.random() < 0.5 else refs[k] for k in range(n)]  # half identical, half different
+    # half identical, half different
+    hyps = [report(rng) if rng.random() < 0.5 else refs[k] for k in range(n)]
     return refs, hyps
 
 
@@ -99,7 +103,8 @@ def _kit(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 
 
 def _reference(refs: list[str], hyps: list[str]) -> tuple[float, float]:
-    # the metric libraries: slow to import, and bench modules load at `reg2rg --help`; only the recipe needs them
+    # the metric libraries: slow to import, and bench modules load at `reg2rg --help`; only the recipe needs
+    # them
     from nltk.stem.porter import PorterStemmer
     from nltk.tokenize import NLTKWordTokenizer
     from nltk.translate.meteor_score import meteor_score
@@ -133,7 +138,8 @@ def _reference(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 
 def run(n_pairs: int = 2000, reference_pairs: int = 200, predictions: str | None = None,
         seed: int = 0) -> dict[str, Any]:
-    """Time the kit on `n_pairs` and the reference recipe on a subset; return the figures `bench.report` prints."""
+    """Time the kit on `n_pairs` and the reference recipe on a subset; return the figures `bench.report`
+    prints."""
     if predictions:
         from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 
@@ -155,12 +161,20 @@ def run(n_pairs: int = 2000, reference_pairs: int = 200, predictions: str | None
     kit_per, ref_per = kit_cpu / max(n_pairs, 1), ref_cpu / max(k, 1)
     words = float(np.mean([len(x.split()) for x in refs])) if refs else 0.0
     return {
-        **machine(), "source": source, "pairs": n_pairs, "mean_reference_words": round(words, 1),
-        "wordnet_punkt_load_s": round(load_s, 2), "kit_wall_s": round(kit_wall, 2), "kit_cpu_s": round(kit_cpu, 2),
-        "kit_cpu_ms_per_pair": round(1000 * kit_per, 3), "reference_pairs": k,
-        "reference_wall_s": round(ref_wall, 2), "reference_cpu_ms_per_pair": round(1000 * ref_per, 3),
+        **machine(),
+        "source": source,
+        "pairs": n_pairs,
+        "mean_reference_words": round(words, 1),
+        "wordnet_punkt_load_s": round(load_s, 2),
+        "kit_wall_s": round(kit_wall, 2),
+        "kit_cpu_s": round(kit_cpu, 2),
+        "kit_cpu_ms_per_pair": round(1000 * kit_per, 3),
+        "reference_pairs": k,
+        "reference_wall_s": round(ref_wall, 2),
+        "reference_cpu_ms_per_pair": round(1000 * ref_per, 3),
         "speedup_cpu_per_pair": round(ref_per / kit_per, 2) if kit_per > 0 else float("nan"),
-        "goal_s": 60, "meets_goal": bool(kit_wall <= 60),
+        "goal_s": 60,
+        "meets_goal": bool(kit_wall <= 60),
     }
 
 
@@ -169,7 +183,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=int, default=2000, help="report pairs for the kit (default 2000)")
     p.add_argument("--reference-pairs", type=int, default=200,
                    help="pairs for the per-sample reference recipe (default 200; ratio is per pair)")
-    p.add_argument("--predictions", default=None, help="take pairs from this predictions CSV (cycled to --pairs)")
+    p.add_argument(
+        "--predictions", default=None, help="take pairs from this predictions CSV (cycled to --pairs)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the template pairs")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_bench)

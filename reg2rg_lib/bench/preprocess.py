@@ -1,11 +1,12 @@
-"""`reg2rg bench preprocess`: the kit's cached preprocessing against the straightforward recipe, on a full-size CT.
+"""`reg2rg bench preprocess`: the kit's cached preprocessing against the straightforward recipe, on a
+full-size CT.
 
-The case is the real 512x512x133 CT with 10 full-resolution region masks (the TotalSegmentator organs mapped to
-the regions, plus the derived pleura, mediastinum and breast), written once to a temporary folder. Three timings
-per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit (`case_tensors.prepare_case`:
-nibabel decoding in threads, torch's area kernel, geometry resized only where a mask can be non-zero), and the
-recipe (`recipe.recipe_case`: float64 loads, 11 MONAI crop + resize passes). Goal: kit >= 10x faster than the recipe
-and within 2x of decoding.
+The case is the real 512x512x133 CT with 10 full-resolution region masks (the TotalSegmentator organs mapped
+to the regions, plus the derived pleura, mediastinum and breast), written once to a temporary folder. Three
+timings per volume (1 CT + 10 masks): pure NIfTI decoding (nibabel, file by file), the kit
+(`case_tensors.prepare_case`: nibabel decoding in threads, torch's area kernel, geometry resized only where a
+mask can be non-zero), and the recipe (`recipe.recipe_case`: float64 loads, 11 MONAI crop + resize passes).
+Goal: kit >= 10x faster than the recipe and within 2x of decoding.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from reg2rg_lib.regions import REGIONS
 
 def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
     """The real CT's path and 10 full-resolution region masks written (gzipped NIfTI) under `folder`."""
-    # bench modules load at `reg2rg --help`: each handler imports nibabel and the stage it measures when it runs
+    # bench modules load at `reg2rg --help`: each handler imports nibabel and the stage it measures when it
+    # runs
     import nibabel as nib
 
     from reg2rg_lib.data.layout import mask_filename, write_nifti
@@ -66,7 +68,8 @@ def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _best(fn, repeat: int) -> tuple[float, float, Any]:
-    """Best wall time of `repeat` runs, the process CPU time (all threads) of that run, and the last result."""
+    """Best wall time of `repeat` runs, the process CPU time (all threads) of that run, and the last
+    result."""
     best, cpu, out = float("inf"), float("inf"), None
     for _ in range(repeat):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -90,8 +93,9 @@ def run(repeat: int = 3, recipe: bool = True, image_size=(256, 256, 64)) -> dict
         volume, masks = write_fullres_case(Path(tmp))
         files = [volume, *masks.values()]
         entry = CaseEntry("cxr", "test", volume, masks, {r: "" for r in masks}, "", {})
-        decode_s, decode_cpu, _ = _best(lambda: [np.asarray(nib.load(p).dataobj.get_unscaled()) for p in files],
-                                        repeat)
+        decode_s, decode_cpu, _ = _best(
+            lambda: [np.asarray(nib.load(p).dataobj.get_unscaled()) for p in files], repeat
+        )
         threads = min(4, os.cpu_count() or 1)
         kit_s, kit_cpu, prepared = _best(lambda: prepare_case(entry, params, threads=threads), repeat)
         figures: dict[str, Any] = {**machine(), "volume_shape": "x".join(map(str, nib.load(volume).shape)),
@@ -101,8 +105,11 @@ def run(repeat: int = 3, recipe: bool = True, image_size=(256, 256, 64)) -> dict
         if recipe:
             recipe_s, recipe_cpu, ref = _best(lambda: recipe_case(volume, masks, image_size), 1)
             diff = max(float((prepared.tensors[k] - ref[k]).abs().max()) for k in ref)
-            figures.update(recipe_s_per_volume=round(recipe_s, 3), speedup_vs_recipe=round(recipe_s / kit_s, 2),
-                           max_abs_diff=diff)
+            figures.update(
+                recipe_s_per_volume=round(recipe_s, 3),
+                speedup_vs_recipe=round(recipe_s / kit_s, 2),
+                max_abs_diff=diff,
+            )
         else:
             recipe_cpu = None
             figures.update(recipe_s_per_volume=None, speedup_vs_recipe=None, max_abs_diff=None)
@@ -115,8 +122,12 @@ def run(repeat: int = 3, recipe: bool = True, image_size=(256, 256, 64)) -> dict
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preprocess", help="prep of one full-size CT + 10 masks: kit vs MONAI recipe vs decoding")
-    p.add_argument("--repeat", type=int, default=3, help="best of N for the kit and decode timings (default 3)")
+    p = sub.add_parser(
+        "preprocess", help="prep of one full-size CT + 10 masks: kit vs MONAI recipe vs decoding"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=3, help="best of N for the kit and decode timings (default 3)"
+    )
     p.add_argument("--no-recipe", action="store_true", help="skip the slow recipe (~40 s on 2 cores)")
     p.add_argument("--image-size", default="256,256,64", help="target size (default the paper's 256,256,64)")
     p.add_argument("--json", action="store_true", help="print one JSON line")

@@ -1,8 +1,9 @@
 """The straightforward per-sample preprocessing recipe, written the obvious way with MONAI and nibabel.
 
-This is the reference `reg2rg_lib.data.case_tensors` must equal (tests/data: max abs diff <= 1e-3) and the baseline `reg2rg bench
-preprocess` measures it against: every file loaded as float64, then 11 separate crop + resize passes (the global
-image and one per region), then the stacked geometry masks. Deliberately unoptimised; do not use it in pipelines.
+This is the reference `reg2rg_lib.data.case_tensors` must equal (tests/data: max abs diff <= 1e-3) and the
+baseline `reg2rg bench preprocess` measures it against: every file loaded as float64, then 11 separate crop +
+resize passes (the global image and one per region), then the stacked geometry masks. Deliberately
+unoptimised; do not use it in pipelines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def recipe_case(volume_path: str | os.PathLike[str], mask_paths: Mapping[str, st
                 image_size=(256, 256, 64), hu_min: float = -1000.0, hu_max: float = 200.0,
                 centre: float = -400.0, scale: float = 600.0,
                 background_hu: float = -1024.0) -> dict[str, torch.Tensor]:
-    """image, full (1, H, W, D) and texture, geometry (R, H, W, D) for one case, regions in `mask_paths` order."""
+    """image, full (1, H, W, D) and texture, geometry (R, H, W, D) for one case, regions in `mask_paths`
+    order."""
     # nibabel, monai (~10 s): bench modules load at `reg2rg --help`; only the recipe needs them
     import nibabel as nib
     from monai.transforms import CropForegroundd, Resize
@@ -43,5 +45,9 @@ def recipe_case(volume_path: str | os.PathLike[str], mask_paths: Mapping[str, st
     def tensor(x) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=torch.float32)
 
-    return {"image": tensor(image), "full": tensor(full), "texture": torch.stack([tensor(t) for t in textures]),
-            "geometry": torch.stack([tensor(g) for g in geometry])}
+    return {
+        "image": tensor(image),
+        "full": tensor(full),
+        "texture": torch.stack([tensor(t) for t in textures]),
+        "geometry": torch.stack([tensor(g) for g in geometry]),
+    }

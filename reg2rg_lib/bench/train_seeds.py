@@ -1,9 +1,10 @@
 """`reg2rg bench seeds`: the ablation grid at other training seeds, for each run's spread.
 
-Each seed trains in `OUT/seed<N>/`, whose inputs are links to the reproduce folder's (`--from`); the rows go into
-the spread CSV (`--csv`, default benchmarks/seeds/<profile>.csv), together with the reproduce folder's own run at
-the profile's seed. Run it under `ATEN_CPU_CAPABILITY=default` to add rows for torch's portable kernels, then
-`--check` prints whether those land inside the spread. Takes ~13 min per seed for demo on 2 cores.
+Each seed trains in `OUT/seed<N>/`, whose inputs are links to the reproduce folder's (`--from`); the rows go
+into the spread CSV (`--csv`, default benchmarks/seeds/<profile>.csv), together with the reproduce folder's
+own run at the profile's seed. Run it under `ATEN_CPU_CAPABILITY=default` to add rows for torch's portable
+kernels, then `--check` prints whether those land inside the spread. Takes ~13 min per seed for demo on 2
+cores.
 """
 
 from __future__ import annotations
@@ -22,21 +23,37 @@ DEFAULT_RUNS = ("full", "no_lfd", "texture_only", "texture_geometry", "no_rra", 
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("seeds", help="train the ablation grid at other seeds: each run's spread (benchmarks/seeds/)")
+    p = sub.add_parser(
+        "seeds", help="train the ablation grid at other seeds: each run's spread (benchmarks/seeds/)"
+    )
     p.add_argument("--profile", default="demo", help="profile (default demo)")
     p.add_argument("--seeds", default="1,2", help="comma-separated training seeds (default 1,2)")
-    p.add_argument("--from", dest="source", default=None,
-                   help="the reproduce folder whose inputs are shared and whose runs are the profile seed's rows "
-                        "(default outputs/<profile>)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="the reproduce folder whose inputs are shared and whose runs are the profile seed's rows "
+        "(default outputs/<profile>)",
+    )
     p.add_argument("--out", default=None, help="where the seed folders go (default outputs/<profile>_seeds)")
-    p.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated runs (default the trained grid)")
+    p.add_argument(
+        "--runs", default=",".join(DEFAULT_RUNS), help="comma-separated runs (default the trained grid)"
+    )
     p.add_argument("--csv", default=None, help="spread file (default benchmarks/seeds/<profile>.csv)")
     p.add_argument("--parallel", type=int, default=None, help="runs at once (default the profile's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="train with this many torch threads instead of the profile's train.threads (one run at a "
-                        "time); its rows are labelled '<kernels>, N threads'")
-    p.add_argument("--check", default=None, metavar="KERNELS",
-                   help="only print whether the KERNELS rows (e.g. DEFAULT) lie inside the other rows' spread")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="train with this many torch threads instead of the profile's train.threads (one run at a "
+        "time); its rows are labelled '<kernels>, N threads'",
+    )
+    p.add_argument(
+        "--check",
+        default=None,
+        metavar="KERNELS",
+        help="only print whether the KERNELS rows (e.g. DEFAULT) lie inside the other rows' spread",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_bench)
 
@@ -60,7 +77,9 @@ def _bench(args: argparse.Namespace) -> int:
     # another thread count: its own rows and folders (never the reproduce run's), one run at a time
     kernels = sp.family(torch.backends.cpu.get_cpu_capability(), args.threads)
     parallel = 1 if args.threads is not None else args.parallel
-    source_summary = json.loads((source / "summary.json").read_text()) if (source / "summary.json").is_file() else {}
+    source_summary = (
+        json.loads((source / "summary.json").read_text()) if (source / "summary.json").is_file() else {}
+    )
     source_kernels = source_summary.get("environment", {}).get("torch_cpu_capability")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
@@ -68,7 +87,9 @@ def _bench(args: argparse.Namespace) -> int:
             continue  # the reproduce folder's own run: added below
         label = "".join(c if c.isalnum() else "_" for c in kernels.lower())
         folder = out / (f"seed{seed}" if kernels == source_kernels else f"seed{seed}_{label}")
-        summary = sp.run_seed(args.profile, seed, source, folder, runs, parallel, not args.quiet, args.threads)
+        summary = sp.run_seed(
+            args.profile, seed, source, folder, runs, parallel, not args.quiet, args.threads
+        )
         rows += sp.rows_from_summary(summary, seed, runs, args.threads, own_threads)
     if source_kernels == kernels:
         rows += sp.rows_from_summary(source_summary, own_seed, runs, train_threads=own_threads)

@@ -1,9 +1,10 @@
-"""`reg2rg bench train-step`: one training step through the kit's path against the paper code's recipe, as a ratio.
+"""`reg2rg bench train-step`: one training step through the kit's path against the paper code's recipe, as a
+ratio.
 
 The same tiny model and batch go through the kit's path (dynamic padding, `masked_scatter` splice, cached
-frozen-ViT features) and through the paper code's recipe (every sample padded to 2048 tokens, the visual tokens
-spliced by multiplying a one-hot matrix over the extended vocabulary with the embedding table, the frozen ViT
-recomputed at every step). Both start from the same weights, so their first losses must agree.
+frozen-ViT features) and through the paper code's recipe (every sample padded to 2048 tokens, the visual
+tokens spliced by multiplying a one-hot matrix over the extended vocabulary with the embedding table, the
+frozen ViT recomputed at every step). Both start from the same weights, so their first losses must agree.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ RECIPE_PAD = 2048  # the paper's code pads every sample to this many tokens
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-step", help="training step: the kit's path vs the paper's recipe (samples/s, ratio)")
+    p = sub.add_parser(
+        "train-step", help="training step: the kit's path vs the paper's recipe (samples/s, ratio)"
+    )
     common_flags(p)
     p.add_argument("--batch-size", type=int, default=4, help="samples per step (default 4)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per path after one warm-up (default 3)")
@@ -83,7 +86,8 @@ def pad_to(batch: dict[str, Any], length: int) -> dict[str, Any]:
 
 def train_step_bench(model: Any, kit_batch: dict[str, Any], recipe_batch: dict[str, Any], steps: int = 3,
                      lr: float = 1e-4) -> dict[str, Any]:
-    """Time `steps` AdamW steps of each path (after one warm-up) on copies of `model`; compare the first losses."""
+    """Time `steps` AdamW steps of each path (after one warm-up) on copies of `model`; compare the first
+    losses."""
     from reg2rg_lib.samples.collate import VISUAL_KEYS, model_inputs
 
     def kit_loss(m: Any) -> torch.Tensor:
@@ -132,7 +136,9 @@ def _train_step(args: argparse.Namespace) -> int:
         model = Reg2RG(cfg, tok)
         names = [r.name for r in cache.cases("train")][: args.batch_size]
         # the kit's path: cached features whenever the model has a ViT to cache (this bench measures them)
-        features = feature_cache_for(model, cache, names, progress=False) if use_feature_cache(model, True) else None
+        features = (
+            feature_cache_for(model, cache, names, progress=False) if use_feature_cache(model, True) else None
+        )
         kit_ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, names=names)
         raw_ds = ReportDataset(cache, "train", tok, cfg, features=None, seed=0, names=names)
         collate = Collator(tok.pad_token_id)

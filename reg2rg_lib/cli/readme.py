@@ -1,6 +1,6 @@
-"""`reg2rg readme --summary outputs/demo/summary.json [--readme README.md] [--tables figures/tables]`: rewrite the
-README's generated results block (between `<!-- demo-results:start -->` and `<!-- demo-results:end -->`) from a
-run's `summary.json`, the `ablation_stats.csv` beside it and the tables notebook 06 wrote
+"""`reg2rg readme --summary outputs/demo/summary.json [--readme README.md] [--tables figures/tables]`: rewrite
+the README's generated results block (between `<!-- demo-results:start -->` and `<!-- demo-results:end -->`)
+from a run's `summary.json`, the `ablation_stats.csv` beside it and the tables notebook 06 wrote
 (`report.results.write_readme_results`); the rest of the README is kept. It also prints where the run falls
 against the committed seed spread (benchmarks/seeds/<profile>.csv), figure by figure.
 """
@@ -12,7 +12,9 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("readme", help="write the README's demo-results block from a summary.json")
-    p.add_argument("--summary", required=True, help="summary.json of a profile run (e.g. outputs/demo/summary.json)")
+    p.add_argument(
+        "--summary", required=True, help="summary.json of a profile run (e.g. outputs/demo/summary.json)"
+    )
     p.add_argument("--readme", default="README.md", help="README to update in place (default: README.md)")
     p.add_argument("--tables", default=None,
                    help="the tables notebook 06 wrote, for the paper lines (default: figures/tables)")

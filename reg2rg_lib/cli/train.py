@@ -21,45 +21,73 @@ from reg2rg_lib.profiles import load_profile, parse_assignments
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train Reg2RG on the prep cache (resumable; runs under torchrun / accelerate launch)",
+        "train",
+        help="train Reg2RG on the prep cache (resumable; runs under torchrun / accelerate launch)",
         description="Train the profile's Reg2RG into the run folder OUT (checkpoints/, train_log.csv, "
         "tensorboard/). Inputs default to the profile folder the run belongs to: for OUT = X/runs/NAME, "
-        "X/cache and X/tokenizer; otherwise OUT/cache and OUT/tokenizer (built automatically for --profile smoke).",
+        "X/cache and X/tokenizer; otherwise OUT/cache and OUT/tokenizer (built automatically for --profile "
+        "smoke).",
     )
     p.add_argument("--profile", default="demo", help="smoke | demo | paper (default: demo)")
     p.add_argument("--out", required=True, help="run folder, e.g. outputs/demo/runs/full")
     p.add_argument("--cache", default=None, help="prep cache folder (default: see above)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: see above)")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: the profile's)")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every K steps (default: the profile's)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUT")
+    p.add_argument(
+        "--save-every", type=int, default=None, help="checkpoint every K steps (default: the profile's)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint in OUT"
+    )
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="model config change for an ablation, e.g. --set rra=false (value parsed as YAML)")
-    p.add_argument("--llm", default=None, help="LLM architecture: scratch-2x64 | scratch-2x128 | scratch-4x256 | llama2-7b (default: the preset's)")
+    p.add_argument(
+        "--llm",
+        default=None,
+        help=(
+            "LLM architecture: scratch-2x64 | scratch-2x128 | scratch-4x256 | llama2-7b (default: the "
+            "preset's)"
+        ),
+    )
     p.add_argument("--no-feature-cache", action="store_true",
                    help="recompute the frozen ViT at every step instead of caching its outputs per case")
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
-        "generate", help="write predictions (released CSV format) for the test cases; reruns resume",
-        description="Generate reports with a trained checkpoint, batched with the KV cache; greedy decoding by "
+        "generate",
+        help="write predictions (released CSV format) for the test cases; reruns resume",
+        description="Generate reports with a trained checkpoint, batched with the KV cache; greedy "
+        "decoding by "
         "default, --paper-decoding for the paper's sampling settings (top_k=30, max_new_tokens=500).",
     )
     p.add_argument("--checkpoint", default=None,
                    help="run folder (newest checkpoint), checkpoint folder, or save_pretrained folder")
-    p.add_argument("--official", default=None, metavar="CKPT",
-                   help="instead of --checkpoint: the authors' released Reg2RG checkpoint (paper preset, GPU; "
-                   "needs --llm-path)")
+    p.add_argument(
+        "--official",
+        default=None,
+        metavar="CKPT",
+        help="instead of --checkpoint: the authors' released Reg2RG checkpoint (paper preset, GPU; "
+        "needs --llm-path)",
+    )
     p.add_argument("--llm-path", default=None, help="LLaMA-2-7B-chat folder for --official")
-    p.add_argument("--data", default=None,
-                   help="prep cache folder or profile output folder (default: the cache of the checkpoint's run)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="prep cache folder or profile output folder (default: the cache of the checkpoint's run)",
+    )
     p.add_argument("--out", required=True, help="predictions CSV (AccNum, Question, GT_combined_report, "
                    "Pred_combined_report)")
-    p.add_argument("--profile", default=None, help="take batch size and decoding from this profile's generate section")
+    p.add_argument(
+        "--profile", default=None, help="take batch size and decoding from this profile's generate section"
+    )
     p.add_argument("--split", default="test", choices=["train", "validation", "test"],
                    help="train | validation | test (default: test; choose settings on validation)")
-    p.add_argument("--batch-size", type=int, default=None, help="reports per batch (default: profile's, else 8)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per report (default: profile's, else 320)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="reports per batch (default: profile's, else 8)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="tokens per report (default: profile's, else 320)"
+    )
     p.add_argument("--paper-decoding", action="store_true",
                    help="sample as the paper: top_k=30, top_p=0.9, temperature=0.6, max_new_tokens=500")
     p.add_argument("--num-beams", type=int, default=None,
@@ -98,9 +126,13 @@ def _generate_unlocked(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or (section.batch_size if section is not None else 8)
 
     if (args.checkpoint is None) == (args.official is None):
-        raise KitError("give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)")
+        raise KitError(
+            "give exactly one of --checkpoint (a model trained here) and --official (with --llm-path)"
+        )
     if args.official and not (args.llm_path and args.data):
-        raise KitError("--official needs --llm-path (LLaMA-2-7B-chat) and --data (a prep cache at 256x256x64)")
+        raise KitError(
+            "--official needs --llm-path (LLaMA-2-7B-chat) and --data (a prep cache at 256x256x64)"
+        )
     for given in (args.checkpoint, args.official, args.llm_path, args.data):
         if given and not Path(given).expanduser().exists():
             raise BadInputError(given, "does not exist")

@@ -14,5 +14,6 @@
     importer.py   a user's CT (DICOM series, NIfTI, NRRD, MHA) -> one volume of the layout in HU (`reg2rg import-ct`)
     segmentation.py  TotalSegmentator / SAT / label-map output -> the 10 region masks (`reg2rg regions`)
 
-Splits: train, validation (train volumes listed in `validation_volumes.txt`: every choice is made on it) and test.
+Splits: train, validation (train volumes listed in `validation_volumes.txt`: every choice is made on it) and
+test.
 """

@@ -8,12 +8,12 @@ Real data and the embedded benchmark share this layout, so one prep path serves 
     <split>_predicted_labels.csv                          VolumeName + the 18 CT-RATE abnormality columns
 
 Volumes are found by glob and keyed by file name (without `.nii.gz`); the split comes from the name's prefix
-(`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). A validation split is carved out of
-the train volumes by a list at the root, `validation_volumes.txt` (one volume name per line): those volumes keep
-their `train_` names and rows in the train tables (as a split carved from RadGenome's train set would), and the kit
-calls their split "validation". Every choice (steps, learning rate, checkpoints, pretraining) is made on it; the
-test split is only reported. Every reader raises `BadInputError(path, problem)`: one line naming the file and what
-is wrong with it.
+(`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). A validation split is carved out
+of the train volumes by a list at the root, `validation_volumes.txt` (one volume name per line): those volumes
+keep their `train_` names and rows in the train tables (as a split carved from RadGenome's train set would),
+and the kit calls their split "validation". Every choice (steps, learning rate, checkpoints, pretraining) is
+made on it; the test split is only reported. Every reader raises `BadInputError(path, problem)`: one line
+naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ AFFINE_ATOL_MM = 1e-2
 def case_id(value: object) -> str:
     """The kit's one case id: the value as a string, spaces trimmed, without a `.nii.gz` / `.nii` suffix.
 
-    A volume's file name (`train_1_a_1.nii.gz`), the tables' `Volumename` / `VolumeName` and a predictions CSV's
-    `AccNum` (`train_1_a_1`, or a CTRG number such as 1334) all become the same key, so they match one another.
+    A volume's file name (`train_1_a_1.nii.gz`), the tables' `Volumename` / `VolumeName` and a predictions
+    CSV's `AccNum` (`train_1_a_1`, or a CTRG number such as 1334) all become the same key, so they match one
+    another.
     """
     s = str(value).strip()
     for suffix in (NIFTI_SUFFIX, ".nii"):
@@ -161,7 +162,8 @@ def scan_layout(root: str | os.PathLike[str], mask_root: str | os.PathLike[str] 
 
 
 def read_validation_list(path: Path, volumes: Iterable[str]) -> frozenset[str]:
-    """The validation volumes named in `path` (absent file: none). Each must be a train volume of the dataset."""
+    """The validation volumes named in `path` (absent file: none). Each must be a train volume of the
+    dataset."""
     if not path.is_file():
         return frozenset()
     try:
@@ -175,8 +177,11 @@ def read_validation_list(path: Path, volumes: Iterable[str]) -> frozenset[str]:
                                   + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
     not_train = [n for n in names if split_of(n) != "train"]
     if not_train:
-        raise BadInputError(path, f"validation volumes must be train volumes (carved out of the train split), "
-                                  f"not {', '.join(not_train[:3])}")
+        raise BadInputError(
+            path,
+            f"validation volumes must be train volumes (carved out of the train split), "
+            f"not {', '.join(not_train[:3])}",
+        )
     return frozenset(names)
 
 
@@ -194,7 +199,9 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
-        raise BadInputError(path, f"not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise BadInputError(
+            path, f"not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise BadInputError(path, f"missing required column(s) {', '.join(map(repr, missing))}; "
@@ -219,7 +226,9 @@ def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
         bad = ~values.isin([0, 1])
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise BadInputError(path, f"column {label!r} must hold 0/1, row {row + 2} has {df[label].iloc[row]!r}")
+            raise BadInputError(
+                path, f"column {label!r} must hold 0/1, row {row + 2} has {df[label].iloc[row]!r}"
+            )
         out[label] = values.astype(int)
     return out
 
@@ -229,7 +238,8 @@ def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 @dataclass
 class Nifti:
-    """A decoded NIfTI image: data in stored voxel order (float32 for volumes, bool for masks) and its affine."""
+    """A decoded NIfTI image: data in stored voxel order (float32 for volumes, bool for masks) and its
+    affine."""
 
     data: np.ndarray
     affine: np.ndarray
@@ -256,8 +266,8 @@ def _load(path: Path, kind: str) -> nib.Nifti1Image | nib.Nifti2Image:
 
 
 def _unreadable(path: Path) -> str:
-    """Why nibabel could not tell what `path` is (it does not say): a compression its name does not announce, a
-    file cut or corrupt within its header, or no NIfTI header at all."""
+    """Why nibabel could not tell what `path` is (it does not say): a compression its name does not announce,
+    a file cut or corrupt within its header, or no NIfTI header at all."""
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     if gzipped != path.name.endswith(".gz"):
@@ -278,12 +288,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def read_nifti(path: str | os.PathLike[str], kind: str = "volume") -> Nifti:
-    """Decode a NIfTI-1/2 file (`.nii.gz` or `.nii`) with nibabel; `kind` "volume" gives float32 HU, "mask" a bool
-    array.
+    """Decode a NIfTI-1/2 file (`.nii.gz` or `.nii`) with nibabel; `kind` "volume" gives float32 HU, "mask" a
+    bool array.
 
-    The same arrays, bit for bit, as the hand-written decoder this replaced (one-shot zlib, zero-copy views), on
-    every NIfTI of the demo outputs and the full-size CT; 1.26x its decoding time and 1.14x its `prepare_case` time
-    per full-size volume (benchmarks/nifti_nibabel.py, 2-core machine, 2026-12-06): kept for the simpler code.
+    The same arrays, bit for bit, as the hand-written decoder this replaced (one-shot zlib, zero-copy views),
+    on every NIfTI of the demo outputs and the full-size CT; 1.26x its decoding time and 1.14x its
+    `prepare_case` time per full-size volume (benchmarks/nifti_nibabel.py, 2-core machine, 2026-12-06): kept
+    for the simpler code.
 
     Raises `BadInputError` for a missing, empty, truncated or corrupt file, a file that is not NIfTI, an image
     that is not 3-D, or NaN voxels.
@@ -317,12 +328,16 @@ def read_nifti(path: str | os.PathLike[str], kind: str = "volume") -> Nifti:
 def check_aligned(mask: Nifti, volume: Nifti, path: str | os.PathLike[str]) -> None:
     """Raise `BadInputError` unless `mask` lies on the voxel grid of `volume` (same shape and affine)."""
     if mask.data.shape != volume.data.shape:
-        raise BadInputError(path, f"mask grid {mask.data.shape} does not match the volume's {volume.data.shape}")
+        raise BadInputError(
+            path, f"mask grid {mask.data.shape} does not match the volume's {volume.data.shape}"
+        )
     if not np.allclose(mask.affine, volume.affine, atol=AFFINE_ATOL_MM):
         raise BadInputError(path, "mask affine does not match the volume's (not voxel-aligned)")
 
 
-def write_nifti(path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray, compresslevel: int = 1) -> Path:
+def write_nifti(
+    path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray, compresslevel: int = 1
+) -> Path:
     """Write `data` as a gzipped NIfTI-1 with a fixed gzip header (mtime 0, no file name), atomically.
 
     The same array and affine always give the same bytes, which is what makes `reg2rg synth` reproducible.

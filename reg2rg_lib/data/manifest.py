@@ -1,11 +1,12 @@
-"""Index a dataset in the RadGenome layout and describe it in a manifest: files, splits, counts, skipped items.
+"""Index a dataset in the RadGenome layout and describe it in a manifest: files, splits, counts, skipped
+items.
 
-`index_dataset` joins volumes, region masks, report rows and labels without decoding any image, and decides what
-is usable: a region needs both a mask file and a report paragraph; a case needs at least one such region. Problems
-that affect one item (a report row for an unknown region or a missing volume, a missing or empty mask file, a
-duplicate row) become skips with a reason; problems that make the whole table unusable (missing columns, an
-unreadable CSV, duplicate volume names) raise `BadInputError`. Decoding problems (corrupt NIfTI, NaN voxels,
-empty masks, grids that do not match) are found by `prep`, which records them the same way.
+`index_dataset` joins volumes, region masks, report rows and labels without decoding any image, and decides
+what is usable: a region needs both a mask file and a report paragraph; a case needs at least one such region.
+Problems that affect one item (a report row for an unknown region or a missing volume, a missing or empty mask
+file, a duplicate row) become skips with a reason; problems that make the whole table unusable (missing
+columns, an unreadable CSV, duplicate volume names) raise `BadInputError`. Decoding problems (corrupt NIfTI,
+NaN voxels, empty masks, grids that do not match) are found by `prep`, which records them the same way.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class CaseEntry:
     reports: dict[str, str]  # region -> paragraph (same keys as masks)
     report: str  # the whole report
     labels: dict[str, int]  # the 18 LABELS (empty when the dataset has no label table)
-    other: dict[str, str] = field(default_factory=dict)  # CTRG only: "other report" blocks (region or "other")
+    # CTRG only: "other report" blocks (region or "other")
+    other: dict[str, str] = field(default_factory=dict)
 
 
 #: dataset formats `index_dataset` understands (see data_manifests/)
@@ -84,7 +86,10 @@ def _read_reports(index: DatasetIndex, csv_path: Path, known: set[str],
             unknown_region[anatomy] += 1
             example.setdefault(anatomy, name)
         elif anatomy in out[name]:
-            index.skip(f"{csv_path.name}:{name}/{anatomy or '<whole report>'}", "duplicate report row (kept the first)")
+            index.skip(
+                f"{csv_path.name}:{name}/{anatomy or '<whole report>'}",
+                "duplicate report row (kept the first)",
+            )
         else:
             out[name][anatomy] = text.strip()
     for name, n in missing_volume.items():
@@ -111,8 +116,9 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
                   dataset: str = "radgenome") -> DatasetIndex:
     """Join the files of a RadGenome-layout dataset into usable cases and skipped items (nothing is decoded).
 
-    `dataset="ctrg"`: a CTRG-Chest-548K copy in the same layout. Its paragraphs for regions without a mask, and
-    rows with Anatomy "other", become the case's "other report" (`CaseEntry.other`) instead of being skipped.
+    `dataset="ctrg"`: a CTRG-Chest-548K copy in the same layout. Its paragraphs for regions without a mask,
+    and rows with Anatomy "other", become the case's "other report" (`CaseEntry.other`) instead of being
+    skipped.
     """
     if dataset not in FORMATS:
         raise KitError(f"unknown dataset format {dataset!r}; expected one of {', '.join(FORMATS)}")
@@ -166,7 +172,9 @@ def index_dataset(root: str | os.PathLike[str], mask_root: str | os.PathLike[str
         if ctrg:
             other[OTHER] = rows.get(OTHER, "")
         whole = rows.get("") or " ".join(paragraphs.values())
-        index.cases.append(CaseEntry(name, split, path, masks, paragraphs, whole, labels.get(name, {}), other))
+        index.cases.append(
+            CaseEntry(name, split, path, masks, paragraphs, whole, labels.get(name, {}), other)
+        )
     return index
 
 
@@ -220,9 +228,9 @@ def build_manifest(root: str | os.PathLike[str], checksums: bool = False, extra:
 
 
 def write_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a manifest atomically (JSON), its `root` relative to the manifest's own folder (every other path is
-    relative to `root`): the same dataset written into two folders gives the same bytes, and a dataset moved
-    together with its manifest still resolves (`manifest_root`)."""
+    """Write a manifest atomically (JSON), its `root` relative to the manifest's own folder (every other path
+    is relative to `root`): the same dataset written into two folders gives the same bytes, and a dataset
+    moved together with its manifest still resolves (`manifest_root`)."""
     path = Path(path)
     root = manifest.get("root")
     if root and Path(root).is_absolute():
@@ -232,5 +240,6 @@ def write_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> Pa
 
 
 def manifest_root(path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
-    """The dataset folder a manifest read from `path` describes (its `root` is relative to `path`'s folder)."""
+    """The dataset folder a manifest read from `path` describes (its `root` is relative to `path`'s
+    folder)."""
     return (Path(path).expanduser().resolve().parent / manifest.get("root", ".")).resolve()

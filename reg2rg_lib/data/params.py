@@ -1,4 +1,5 @@
-"""The parameters of the paper's preprocessing (`PrepParams`): what `prep.py` caches and `transforms.py` computes."""
+"""The parameters of the paper's preprocessing (`PrepParams`): what `prep.py` caches and `transforms.py`
+computes."""
 
 from __future__ import annotations
 

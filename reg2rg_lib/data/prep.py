@@ -1,12 +1,12 @@
-"""The prep cache: the paper's preprocessing run over a dataset into a cache folder (`prepare`, `reg2rg prepare`),
-at dataset scale in shards, and read back (`load_cache`, `PrepCache`).
+"""The prep cache: the paper's preprocessing run over a dataset into a cache folder (`prepare`,
+`reg2rg prepare`), at dataset scale in shards, and read back (`load_cache`, `PrepCache`).
 
 Each case's tensors are computed by `data.case_tensors.prepare_case`. Cache layout: `CACHE/manifest.json`
-(parameters + their hash, one record per case, skipped items with reasons) and `CACHE/cases/<name>.safetensors`
-(float32 tensors, written under a temporary name, then renamed). A case is recomputed only when the parameters or
-its input files (size, mtime) change. Case files are byte-reproducible (`stable_safetensors`). At dataset scale,
-`prepare(shard=(k, n))` prepares one of n disjoint parts and `merge_shards` joins their manifests
-(`reg2rg prepare --shard K/N`, `--merge`).
+(parameters + their hash, one record per case, skipped items with reasons) and
+`CACHE/cases/<name>.safetensors` (float32 tensors, written under a temporary name, then renamed). A case is
+recomputed only when the parameters or its input files (size, mtime) change. Case files are byte-reproducible
+(`stable_safetensors`). At dataset scale, `prepare(shard=(k, n))` prepares one of n disjoint parts and
+`merge_shards` joins their manifests (`reg2rg prepare --shard K/N`, `--merge`).
 """
 
 from __future__ import annotations
@@ -62,14 +62,19 @@ def _source_key(entry: CaseEntry, params_hash: str) -> str:
 
 def _write_case(cache_dir: Path, prepared: PreparedCase, key: str) -> None:
     target = cache_dir / "cases" / f"{prepared.name}.safetensors"
-    meta = {"regions": json.dumps(prepared.regions), "skipped": json.dumps(prepared.skipped), "source_key": key}
+    meta = {
+        "regions": json.dumps(prepared.regions),
+        "skipped": json.dumps(prepared.skipped),
+        "source_key": key,
+    }
     with atomic_path(target, suffix=".tmp") as tmp:  # a full disk: DiskFullError, the previous file kept
         write_bytes(tmp, stable_safetensors({k: v.contiguous() for k, v in prepared.tensors.items()}, meta))
 
 
 def stable_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """A safetensors file's bytes with its metadata keys in sorted order. safetensors writes them in hash order,
-    which changes from process to process; sorted, the same case gives the same bytes in any run or shard."""
+    """A safetensors file's bytes with its metadata keys in sorted order. safetensors writes them in hash
+    order, which changes from process to process; sorted, the same case gives the same bytes in any run or
+    shard."""
     raw = save(tensors, metadata=metadata)
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
@@ -112,15 +117,22 @@ def _read_manifest(cache_dir: Path) -> dict[str, Any] | None:
 
 
 @one_writer(lambda a: shard_folder(a["cache_dir"], a["shard"]), "prepare")
-def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], params: PrepParams,
-            workers: int = 1, mask_root: str | os.PathLike[str] | None = None,
-            progress: bool = True, dataset: str = "radgenome", shard: tuple[int, int] | None = None) -> PrepCache:
+def prepare(
+    data_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    params: PrepParams,
+    workers: int = 1,
+    mask_root: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    dataset: str = "radgenome",
+    shard: tuple[int, int] | None = None,
+) -> PrepCache:
     """Preprocess every usable case of the dataset at `data_dir` into `cache_dir`, reusing what is current.
 
-    `dataset` is "radgenome" or "ctrg" (see `manifest.index_dataset`); it changes the records, not the tensors.
-    `shard=(k, n)` prepares only the k-th of n disjoint parts (cases k, k+n, ... in dataset order, k from 1): its
-    case files go to `cache_dir/cases/` as usual, its manifest to `cache_dir/shards/k-of-n/`; `merge_shards`
-    then writes the cache manifest, the same as one unsharded run's.
+    `dataset` is "radgenome" or "ctrg" (see `manifest.index_dataset`); it changes the records, not the
+    tensors. `shard=(k, n)` prepares only the k-th of n disjoint parts (cases k, k+n, ... in dataset order, k
+    from 1): its case files go to `cache_dir/cases/` as usual, its manifest to `cache_dir/shards/k-of-n/`;
+    `merge_shards` then writes the cache manifest, the same as one unsharded run's.
     """
     cache_dir = Path(cache_dir).expanduser().resolve()
     index: DatasetIndex = select_shard(index_dataset(data_dir, mask_root, dataset), shard)
@@ -136,7 +148,8 @@ def prepare(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
             records[entry.name] = {**prev, "split": entry.split}  # the validation list may have changed
             reused += 1
         elif (done := _finished_case(cache_dir, entry, key)) is not None:  # written by a run killed before
-            records[entry.name], found_skips[entry.name] = _record(entry, done[0], key), done[1]  # its manifest
+            # its manifest
+            records[entry.name], found_skips[entry.name] = _record(entry, done[0], key), done[1]
             reused += 1
         else:
             todo.append((entry, key))
@@ -188,33 +201,45 @@ def _compute(todo: list[tuple[CaseEntry, str]], cache_dir: Path, params: PrepPar
         _init_worker(str(cache_dir), params, threads)
         results = map(_work, todo)
     try:
-        yield from tqdm(results, total=len(todo), desc="prepare", unit="case", disable=not progress or not todo)
+        yield from tqdm(
+            results, total=len(todo), desc="prepare", unit="case", disable=not progress or not todo
+        )
     finally:
         if pool is not None:
             pool.shutdown()
 
 
-# ---- preparation at dataset scale: disjoint shards (`reg2rg prepare --shard K/N`), then one merge ---------------
+# ---- preparation at dataset scale: disjoint shards (`reg2rg prepare --shard K/N`), then one merge ----------
 def shard_folder(cache_dir: str | os.PathLike[str], shard: tuple[int, int] | None) -> Path:
-    """Where shard (k, n) keeps its manifest (and its writer lock): `cache_dir/shards/k-of-n/`; the cache itself
-    for None."""
+    """Where shard (k, n) keeps its manifest (and its writer lock): `cache_dir/shards/k-of-n/`; the cache
+    itself for None."""
     cache_dir = Path(cache_dir).expanduser()
     return cache_dir if shard is None else cache_dir / "shards" / f"{shard[0]}-of-{shard[1]}"
 
 
 def select_shard(index: DatasetIndex, shard: tuple[int, int] | None) -> DatasetIndex:
-    """The index's cases of shard (k, n): every n-th case from the k-th, in dataset order (round robin keeps the
-    splits balanced); the whole index for None. (A shard still running holds `cache_dir/shards/k-of-n/`, so the
-    writer lock of an unsharded `prepare` or of `merge_shards` on `cache_dir` refuses to start meanwhile.)"""
+    """The index's cases of shard (k, n): every n-th case from the k-th, in dataset order (round robin keeps
+    the splits balanced); the whole index for None. (A shard still running holds `cache_dir/shards/k-of-n/`,
+    so the writer lock of an unsharded `prepare` or of `merge_shards` on `cache_dir` refuses to start
+    meanwhile.)"""
     if shard is None:
         return index
     k, n = shard
     if not (n >= 1 and 1 <= k <= n):
         raise KitError(f"shard {k}/{n}: expected K/N with 1 <= K <= N (K counts from 1)")
     chosen = [(i, c) for i, c in enumerate(index.cases) if i % n == k - 1]
-    return DatasetIndex(index.root, [c for _, c in chosen], list(index.skipped),
-                        shard={"index": k, "count": n, "total": len(index.cases), "index_skipped": len(index.skipped),
-                               "positions": {c.name: i for i, c in chosen}})
+    return DatasetIndex(
+        index.root,
+        [c for _, c in chosen],
+        list(index.skipped),
+        shard={
+            "index": k,
+            "count": n,
+            "total": len(index.cases),
+            "index_skipped": len(index.skipped),
+            "positions": {c.name: i for i, c in chosen},
+        },
+    )
 
 
 def _read_parts(cache_dir: Path) -> list[dict[str, Any]]:
@@ -223,25 +248,35 @@ def _read_parts(cache_dir: Path) -> list[dict[str, Any]]:
     for path in sorted((cache_dir / "shards").glob("*-of-*/manifest.json")):
         man = _read_manifest(path.parent)
         if man is None or "shard" not in man:
-            raise BadInputError(path, "not a shard manifest of `reg2rg prepare --shard`; delete it and rerun that shard")
+            raise BadInputError(
+                path, "not a shard manifest of `reg2rg prepare --shard`; delete it and rerun that shard"
+            )
         found[(man["shard"]["index"], man["shard"]["count"])] = man
     if not found:
-        raise KitError(f"{cache_dir}: no shard manifests under shards/; run `reg2rg prepare --shard K/N` first")
+        raise KitError(
+            f"{cache_dir}: no shard manifests under shards/; run `reg2rg prepare --shard K/N` first"
+        )
     counts = sorted({n for _, n in found})
     if len(counts) > 1:
-        raise KitError(f"{cache_dir / 'shards'}: parts of different shard counts ({', '.join(map(str, counts))}); "
-                       "delete the folders of the count you do not use")
+        raise KitError(
+            f"{cache_dir / 'shards'}: parts of different shard counts ({', '.join(map(str, counts))}); "
+            "delete the folders of the count you do not use"
+        )
     n = counts[0]
     missing = [str(k) for k in range(1, n + 1) if (k, n) not in found]
     if missing:
-        raise KitError(f"{cache_dir}: shard(s) {', '.join(missing)} of {n} not prepared yet; run `reg2rg prepare "
-                       f"--shard K/{n}` for each, then merge")
+        raise KitError(
+            f"{cache_dir}: shard(s) {', '.join(missing)} of {n} not prepared yet; run `reg2rg prepare "
+            f"--shard K/{n}` for each, then merge"
+        )
     parts = [found[(k, n)] for k in range(1, n + 1)]
     for key in ("params_hash", "data_dir", "dataset"):
         values = {json.dumps(p.get(key)) for p in parts}
         if len(values) > 1:
-            raise KitError(f"{cache_dir}: the shards were prepared with different {key} ({', '.join(values)}); "
-                           "prepare them again with the same data and profile")
+            raise KitError(
+                f"{cache_dir}: the shards were prepared with different {key} ({', '.join(values)}); "
+                "prepare them again with the same data and profile"
+            )
     return parts
 
 
@@ -258,10 +293,14 @@ def merge_shards(cache_dir: str | os.PathLike[str]) -> PrepCache:
     first, n_index = parts[0], parts[0]["shard"]["index_skipped"]
     cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: positions[c["name"]])
     per_case = [s for p in parts for s in p["skipped"][n_index:]]
-    skipped = first["skipped"][:n_index] + sorted(per_case, key=lambda s: positions.get(s["item"].split("/")[0], -1))
+    skipped = first["skipped"][:n_index] + sorted(
+        per_case, key=lambda s: positions.get(s["item"].split("/")[0], -1)
+    )
     manifest = {k: v for k, v in first.items() if k != "shard"}
     counts = {k: sum(p["counts"][k] for p in parts) for k in first["counts"]}
-    manifest.update(counts={**counts, "cases": len(cases), "skipped": len(skipped)}, cases=cases, skipped=skipped)
+    manifest.update(
+        counts={**counts, "cases": len(cases), "skipped": len(skipped)}, cases=cases, skipped=skipped
+    )
     _remove_orphans(cache_dir, {c["file"] for c in cases})
     write_json_atomic(cache_dir / "manifest.json", manifest)
     shutil.rmtree(cache_dir / "shards", ignore_errors=True)
@@ -270,12 +309,26 @@ def merge_shards(cache_dir: str | os.PathLike[str]) -> PrepCache:
 
 def _record(e: CaseEntry, regions: list[str], key: str) -> dict[str, Any]:
     """The manifest record of a prepared case."""
-    return {**asdict(CaseRecord(e.name, e.split, regions, {r: e.reports[r] for r in regions}, e.labels, e.report,
-                                _other(e, regions))),
-            "file": f"cases/{e.name}.safetensors", "source_key": key}
+    return {
+        **asdict(
+            CaseRecord(
+                e.name,
+                e.split,
+                regions,
+                {r: e.reports[r] for r in regions},
+                e.labels,
+                e.report,
+                _other(e, regions),
+            )
+        ),
+        "file": f"cases/{e.name}.safetensors",
+        "source_key": key,
+    }
 
 
-def _finished_case(cache_dir: Path, entry: CaseEntry, key: str) -> tuple[list[str], list[dict[str, Any]]] | None:
+def _finished_case(
+    cache_dir: Path, entry: CaseEntry, key: str
+) -> tuple[list[str], list[dict[str, Any]]] | None:
     """(regions, skipped items) of a case file that a run killed before writing its manifest left complete and
     current (case files are renamed into place whole; their metadata holds the source key), else None."""
     path = cache_dir / "cases" / f"{entry.name}.safetensors"
@@ -290,7 +343,8 @@ def _finished_case(cache_dir: Path, entry: CaseEntry, key: str) -> tuple[list[st
 
 
 def _other(entry: CaseEntry, regions: list[str]) -> dict[str, str]:
-    """CTRG: regions whose mask turned out unusable also report in the other-report blocks (canonical order)."""
+    """CTRG: regions whose mask turned out unusable also report in the other-report blocks (canonical
+    order)."""
     if not entry.other:
         return {}
 
@@ -327,8 +381,8 @@ class PrepCache:
 
     def load(self, name: str, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """The float32 tensors of case `name`: image, full (1, H, W, D); texture, geometry (R, H, W, D).
-        `keys`: read only these (e.g. the geometry when the ViT features come from a feature cache); a missing one
-        is an unreadable entry, as a damaged file is."""
+        `keys`: read only these (e.g. the geometry when the ViT features come from a feature cache); a missing
+        one is an unreadable entry, as a damaged file is."""
         path = self._files.get(name)
         if path is None:
             raise KeyError(f"{name!r} is not in the cache at {self.root}")
@@ -338,15 +392,19 @@ class PrepCache:
             with safe_open(str(path), framework="pt") as f:
                 return {k: f.get_tensor(k) for k in keys}
         except Exception as err:  # a file removed or damaged after prepare
-            raise BadInputError(path, f"unreadable cache entry ({type(err).__name__}); rerun `reg2rg prepare`") from None
+            raise BadInputError(
+                path, f"unreadable cache entry ({type(err).__name__}); rerun `reg2rg prepare`"
+            ) from None
 
     def __len__(self) -> int:
         return len(self._records)
 
     def __repr__(self) -> str:
         c = self.manifest["counts"]
-        return (f"PrepCache({self.root}, {c['train']} train + {c.get('validation', 0)} validation + {c['test']} test cases, "
-                f"image_size {self.params['image_size']})")
+        return (
+            f"PrepCache({self.root}, {c['train']} train + {c.get('validation', 0)} validation + "
+            f"{c['test']} test cases, image_size {self.params['image_size']})"
+        )
 
 
 def load_cache(cache_dir: str | os.PathLike[str]) -> PrepCache:

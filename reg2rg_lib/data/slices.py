@@ -1,11 +1,12 @@
 """The image half of the explorer: slices through a CT volume, window presets and region mask overlays.
 
-Everything here is plain numpy + Pillow and returns arrays or PNG bytes, so the widgets (`explore.widgets`), the
-static snapshot (`explore.snapshot`) and the tests all draw the same picture without a browser.
+Everything here is plain numpy + Pillow and returns arrays or PNG bytes, so the widgets (`explore.widgets`),
+the static snapshot (`explore.snapshot`) and the tests all draw the same picture without a browser.
 
-Volumes are (X, Y, Z) arrays in RAS+ voxel order (`reg2rg_lib.explore.case_sources` reorients them with nibabel). Slices
-are shown in the radiological convention: axial seen from the feet and coronal seen from the front (the patient's
-right on the left of the screen), sagittal seen from the patient's left (anterior on the left), superior at the top.
+Volumes are (X, Y, Z) arrays in RAS+ voxel order (`reg2rg_lib.explore.case_sources` reorients them with
+nibabel). Slices are shown in the radiological convention: axial seen from the feet and coronal seen from the
+front (the patient's right on the left of the screen), sagittal seen from the patient's left (anterior on the
+left), superior at the top.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 #: Overlay opacity of a visible region, of the selected region, and of the others while one is selected. The
-#: selected region is outlined at full colour, so its fill stays light enough to read the CT (a finding) under it.
+#: selected region is outlined at full colour, so its fill stays light enough to read the CT (a finding) under
+#: it.
 ALPHA_VISIBLE, ALPHA_SELECTED, ALPHA_DIMMED = 0.35, 0.22, 0.10
 
 
@@ -38,7 +40,8 @@ ALPHA_VISIBLE, ALPHA_SELECTED, ALPHA_DIMMED = 0.35, 0.22, 0.10
 class ViewState:
     """What the image panel shows: plane, slice per plane, window, visible overlays and the selected region.
 
-    Immutable: every interaction makes a new state (`dataclasses.replace`), which keeps the callbacks easy to test.
+    Immutable: every interaction makes a new state (`dataclasses.replace`), which keeps the callbacks easy to
+    test.
     """
 
     plane: str = "axial"
@@ -92,7 +95,8 @@ def pixel_spacing(spacing: tuple[float, float, float], plane: str) -> tuple[floa
 
 
 def best_slice(mask: np.ndarray, plane: str) -> int:
-    """The slice index along `plane` where `mask` covers the most voxels (the middle one if the mask is empty)."""
+    """The slice index along `plane` where `mask` covers the most voxels (the middle one if the mask is
+    empty)."""
     axis = PLANES[check_plane(plane)]
     other = tuple(a for a in range(3) if a != axis)
     area = np.asarray(mask, dtype=bool).sum(axis=other)  # (n,) voxels per slice
@@ -128,11 +132,12 @@ def render_slice(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     longest: int = 384,
 ) -> np.ndarray:
-    """The current view as an RGB uint8 image (h, w, 3): windowed CT, coloured overlays, selected region outlined.
+    """The current view as an RGB uint8 image (h, w, 3): windowed CT, coloured overlays, selected region
+    outlined.
 
-    Overlays are drawn for `state.visible` plus the selected region; while a region is selected the other overlays
-    are dimmed so the eye goes to it. The slice is resized to `longest` pixels on its long side with the voxel
-    spacing taken into account (CT slices are often 3-5x thicker than their in-plane pixels).
+    Overlays are drawn for `state.visible` plus the selected region; while a region is selected the other
+    overlays are dimmed so the eye goes to it. The slice is resized to `longest` pixels on its long side with
+    the voxel spacing taken into account (CT slices are often 3-5x thicker than their in-plane pixels).
     """
     index = state.slice_index(volume.shape)
     gray = apply_window(take_slice(volume, state.plane, index), state.window)  # (h0, w0) in [0, 1]
@@ -140,7 +145,8 @@ def render_slice(
     gray_img = Image.fromarray((gray * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
     rgb = np.repeat(np.asarray(gray_img, dtype=np.float32)[..., None], 3, axis=2)  # (h, w, 3)
     shown = [r for r in masks if r in state.visible or r == state.selected]
-    for region in sorted(shown, key=lambda r: r == state.selected):  # the selected region is drawn last (on top)
+    # the selected region is drawn last (on top)
+    for region in sorted(shown, key=lambda r: r == state.selected):
         sl = take_slice(masks[region], state.plane, index).astype(np.uint8) * 255
         m = np.asarray(Image.fromarray(sl).resize((w, h), Image.Resampling.NEAREST)) > 0  # (h, w)
         if not m.any():
@@ -153,7 +159,8 @@ def render_slice(
         rgb[m] = (1 - alpha) * rgb[m] + alpha * color
         if region == state.selected:
             edge = _outline(m)
-            edge |= np.roll(edge, 1, axis=0) | np.roll(edge, 1, axis=1)  # 2 px wide so it shows when scaled down
+            # 2 px wide so it shows when scaled down
+            edge |= np.roll(edge, 1, axis=0) | np.roll(edge, 1, axis=1)
             rgb[edge & m] = color
     return rgb.clip(0, 255).astype(np.uint8)
 

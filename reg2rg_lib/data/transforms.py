@@ -1,27 +1,29 @@
 """The paper's preprocessing as MONAI dictionary transforms, with the kit's fast kernels inside.
 
-`reg2rg prepare` builds its cache through `prep_transforms(params)`, so these give the cached tensors bit for bit;
-they compose with any MONAI transform (`Compose`, `Dataset`, `PersistentDataset`, a user's `Lambdad` before or
-after). The kernels are `resize.py`'s (torch's area kernel, the mask-block shortcut, bounding boxes from
-projections); nothing is recomputed with slower MONAI ops.
+`reg2rg prepare` builds its cache through `prep_transforms(params)`, so these give the cached tensors bit for
+bit; they compose with any MONAI transform (`Compose`, `Dataset`, `PersistentDataset`, a user's `Lambdad`
+before or after). The kernels are `resize.py`'s (torch's area kernel, the mask-block shortcut, bounding boxes
+from projections); nothing is recomputed with slower MONAI ops.
 
 Keys (each transform takes its own names; these are the defaults):
 
-* ``ct``        in:  the CT in HU, (X, Y, Z) or channel-first (1, X, Y, Z); numpy array or torch tensor (MetaTensor)
-* ``masks``     in:  {region: mask}, each on the CT's grid, (X, Y, Z) or (1, X, Y, Z), voxels > 0 inside; from a
+* ``ct`` in: the CT in HU, (X, Y, Z) or channel-first (1, X, Y, Z); numpy array or torch tensor (MetaTensor)
+* ``masks`` in: {region: mask}, each on the CT's grid, (X, Y, Z) or (1, X, Y, Z), voxels > 0 inside; from a
                      label map with `LabelToRegionMasksd`, from NIfTI paths with `LoadRegionCased`
 * ``image``     out: (1, H, W, D) the CT cropped to its foreground (HU > -1000), normalised, area-resized
 * ``full``      out: (1, H, W, D) the whole CT, normalised and area-resized (the no-LFD ablation's input)
 * ``texture``   out: (R, H, W, D) per region: CT x mask (background -1024 HU), cropped to the region's box,
                      normalised, area-resized
 * ``geometry``  out: (R, H, W, D) per region: the uncropped mask, area-resized (voxel occupancy in [0, 1])
-* ``regions``   out: the R region names in channel order (masks in input order; a mask with no voxel is left out)
+* ``regions`` out: the R region names in channel order (masks in input order; a mask with no voxel is left
+  out)
 
-(H, W, D) is `PrepParams.image_size`; outputs are float32 torch tensors. Normalisation: clip HU to [-1000, 200],
-then (x + 400) / 600.
+(H, W, D) is `PrepParams.image_size`; outputs are float32 torch tensors. Normalisation: clip HU to [-1000,
+200], then (x + 400) / 600.
 
-The kernels always work on the reversed-axes view (Z, Y, X), which is C-ordered for NIfTI's Fortran-ordered arrays
-(no full-size copy); a C-ordered input is transposed once. So the tensors do not depend on the input's memory
+The kernels always work on the reversed-axes view (Z, Y, X), which is C-ordered for NIfTI's Fortran-ordered
+arrays (no full-size copy); a C-ordered input is transposed once. So the tensors do not depend on the input's
+memory
 order: float sums in another axis order would differ in the last bit.
 """
 
@@ -48,7 +50,8 @@ NORMALISED_KEY, BOXES_KEY = "ct_normalised", "region_boxes"
 
 
 def _grid(x: Any, key: Hashable) -> np.ndarray:
-    """A (X, Y, Z) numpy view of an array or tensor, a leading channel of 1 dropped (MONAI's channel-first)."""
+    """A (X, Y, Z) numpy view of an array or tensor, a leading channel of 1 dropped (MONAI's
+    channel-first)."""
     if isinstance(x, torch.Tensor):
         x = np.asarray(x.detach().cpu())  # a MetaTensor too: shares memory, no copy on CPU
     x = np.asarray(x)
@@ -75,7 +78,8 @@ def _back(x: torch.Tensor) -> torch.Tensor:
 
 
 def _region_items(value: Any) -> tuple[Iterable[tuple[str, Any]], int]:
-    """(region, mask) pairs of a mapping, or of an iterable of pairs (consumed once), and how many to expect."""
+    """(region, mask) pairs of a mapping, or of an iterable of pairs (consumed once), and how many to
+    expect."""
     if isinstance(value, Mapping):
         return value.items(), len(value)
     n = operator.length_hint(value, 0)
@@ -96,7 +100,8 @@ class _RegionTransform(MapTransform):
         self.size = tuple(int(s) for s in params.image_size)[::-1]  # (D, W, H): the working orientation
 
     def fill(self, shared: Any, out: torch.Tensor, i: int, mask: np.ndarray, box: Box) -> None:
-        """Compute output slot `i` from one non-empty mask and its box (distinct slots may run concurrently)."""
+        """Compute output slot `i` from one non-empty mask and its box (distinct slots may run
+        concurrently)."""
         raise NotImplementedError
 
     def shared(self, d: dict) -> Any:
@@ -115,7 +120,8 @@ class _RegionTransform(MapTransform):
         seen, regions, jobs = {}, [], []
         pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         try:
-            # masks may still be arriving (an iterable that decodes them): each region starts as soon as its mask is in
+            # masks may still be arriving (an iterable that decodes them): each region starts as soon as its
+            # mask is in
             for region, value in items:
                 mask = seen[region] = _mask(value, f"{self.masks_key}[{region}]")
                 box = boxes[region] if region in boxes else bounding_box(mask)
@@ -144,17 +150,20 @@ class _RegionTransform(MapTransform):
 class GlobalImaged(MapTransform):
     """``ct`` (HU) -> ``image`` (cropped to the foreground) and ``full`` (uncropped), each (1, H, W, D).
 
-    `normalised_key`: also keep the normalised CT there, for `RegionTexturesd` (`prep_transforms` drops it after).
-    `in_place`: normalise a writable float32 Fortran-ordered CT in its own memory (no full-size copy); its HU are
-    then gone, so ``ct`` is removed from the output (`normalised_key` must be set). For a decoded volume nobody
-    else holds. A CT with no voxel above `params.foreground_hu` raises ValueError.
+    `normalised_key`: also keep the normalised CT there, for `RegionTexturesd` (`prep_transforms` drops it
+    after).
+    `in_place`: normalise a writable float32 Fortran-ordered CT in its own memory (no full-size copy); its HU
+    are then gone, so ``ct`` is removed from the output (`normalised_key` must be set). For a decoded volume
+    nobody else holds. A CT with no voxel above `params.foreground_hu` raises ValueError.
     """
 
     def __init__(self, params: PrepParams = PrepParams(), ct_key: str = "ct", image_key: str = "image",
                  full_key: str = "full", normalised_key: str | None = None, in_place: bool = False) -> None:
         super().__init__([ct_key])
         if in_place and not normalised_key:
-            raise ValueError("in_place=True overwrites the CT: set normalised_key so the next steps can read it")
+            raise ValueError(
+                "in_place=True overwrites the CT: set normalised_key so the next steps can read it"
+            )
         self.params, self.ct_key, self.image_key, self.full_key = params, ct_key, image_key, full_key
         self.normalised_key, self.in_place = normalised_key, in_place
 
@@ -174,7 +183,8 @@ class GlobalImaged(MapTransform):
         d[self.image_key] = _back(area_resize(normed[fg][None], size))
         d[self.full_key] = _back(area_resize(normed[None], size))
         if self.normalised_key:
-            d[self.normalised_key] = normed.permute(2, 1, 0)  # (X, Y, Z), a view of the C-ordered (Z, Y, X) tensor
+            # (X, Y, Z), a view of the C-ordered (Z, Y, X) tensor
+            d[self.normalised_key] = normed.permute(2, 1, 0)
         return d
 
 
@@ -182,13 +192,22 @@ class RegionTexturesd(_RegionTransform):
     """``ct`` + ``masks`` -> ``texture`` (R, H, W, D) and ``regions``: per non-empty mask, CT x mask with
     background `params.background_hu`, cropped to the mask's box, normalised, area-resized.
 
-    Reads the normalised CT from `normalised_key` when an earlier `GlobalImaged` left it there (else normalises
-    ``ct`` itself); `boxes_key`: reuse and share the masks' bounding boxes; `threads` > 1: regions in parallel.
+    Reads the normalised CT from `normalised_key` when an earlier `GlobalImaged` left it there (else
+    normalises ``ct`` itself); `boxes_key`: reuse and share the masks' bounding boxes; `threads` > 1: regions
+    in parallel.
     """
 
-    def __init__(self, params: PrepParams = PrepParams(), ct_key: str = "ct", masks_key: str = "masks",
-                 texture_key: str = "texture", regions_key: str = "regions", normalised_key: str | None = None,
-                 boxes_key: str | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        params: PrepParams = PrepParams(),
+        ct_key: str = "ct",
+        masks_key: str = "masks",
+        texture_key: str = "texture",
+        regions_key: str = "regions",
+        normalised_key: str | None = None,
+        boxes_key: str | None = None,
+        threads: int = 1,
+    ) -> None:
         super().__init__(params, masks_key, texture_key, regions_key, boxes_key, threads)
         self.ct_key, self.normalised_key = ct_key, normalised_key
         self.keys = (ct_key, masks_key)
@@ -209,21 +228,30 @@ class RegionTexturesd(_RegionTransform):
 
 
 class RegionGeometryd(_RegionTransform):
-    """``masks`` -> ``geometry`` (R, H, W, D) and ``regions``: each non-empty mask area-resized uncropped (voxel
-    occupancy in [0, 1]). Only the block of the output a mask's box touches is computed; the rest is zero.
+    """``masks`` -> ``geometry`` (R, H, W, D) and ``regions``: each non-empty mask area-resized uncropped
+    (voxel occupancy in [0, 1]). Only the block of the output a mask's box touches is computed; the rest is
+    zero.
 
     `boxes_key`: reuse and share the masks' bounding boxes; `threads` > 1: regions in parallel.
     """
 
-    def __init__(self, params: PrepParams = PrepParams(), masks_key: str = "masks", geometry_key: str = "geometry",
-                 regions_key: str = "regions", boxes_key: str | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        params: PrepParams = PrepParams(),
+        masks_key: str = "masks",
+        geometry_key: str = "geometry",
+        regions_key: str = "regions",
+        boxes_key: str | None = None,
+        threads: int = 1,
+    ) -> None:
         super().__init__(params, masks_key, geometry_key, regions_key, boxes_key, threads)
 
     def allocate(self, n: int) -> torch.Tensor:
         return torch.zeros((n, *self.params.image_size))  # zero outside each mask's block
 
     def fill(self, shared: None, out: torch.Tensor, i: int, mask: np.ndarray, box: Box) -> None:
-        block, where = mask_resize_block(mask.T, box[::-1], self.size)  # zero outside its box: resize that block
+        # zero outside its box: resize that block
+        block, where = mask_resize_block(mask.T, box[::-1], self.size)
         out[i][where[::-1]].copy_(block.permute(2, 1, 0))
 
 
@@ -236,7 +264,9 @@ class LabelToRegionMasksd(MapTransform):
         super().__init__([label_key])
         unknown = sorted(set(mapping) - set(REGIONS))
         if unknown:
-            raise ValueError(f"unknown region(s) {', '.join(map(repr, unknown))}; regions are {', '.join(REGIONS)}")
+            raise ValueError(
+                f"unknown region(s) {', '.join(map(repr, unknown))}; regions are {', '.join(REGIONS)}"
+            )
         self.mapping = {r: [int(v) for v in np.atleast_1d(mapping[r])] for r in REGIONS if r in mapping}
         self.label_key, self.masks_key = label_key, masks_key
 
@@ -250,9 +280,10 @@ class LabelToRegionMasksd(MapTransform):
 
 
 class LoadRegionCased(MapTransform):
-    """``ct`` (a NIfTI path) and ``masks`` ({region: NIfTI path}) -> the kit's decoded arrays: float32 HU and bool
-    masks, in stored (Fortran) order, each mask checked to lie on the CT's grid (`BadInputError` otherwise).
-    The paths are plain strings, so a `PersistentDataset` can hash the items; `threads` decode files in parallel.
+    """``ct`` (a NIfTI path) and ``masks`` ({region: NIfTI path}) -> the kit's decoded arrays: float32 HU and
+    bool masks, in stored (Fortran) order, each mask checked to lie on the CT's grid (`BadInputError`
+    otherwise). The paths are plain strings, so a `PersistentDataset` can hash the items; `threads` decode
+    files in parallel.
     """
 
     def __init__(self, ct_key: str = "ct", masks_key: str = "masks", threads: int = 1) -> None:
@@ -276,9 +307,10 @@ class LoadRegionCased(MapTransform):
 
 
 def prep_transforms(params: PrepParams = PrepParams(), threads: int = 1, in_place: bool = False) -> Compose:
-    """The kit's preprocessing of one case as a MONAI `Compose`: {ct, masks} -> {image, full, texture, geometry,
-    regions, masks} (the keys above); what `reg2rg prepare` runs for each case. `threads` > 1: regions in
-    parallel; `in_place`: normalise the CT in its own memory (``ct`` is then dropped from the output)."""
+    """The kit's preprocessing of one case as a MONAI `Compose`: {ct, masks} -> {image, full, texture,
+    geometry, regions, masks} (the keys above); what `reg2rg prepare` runs for each case. `threads` > 1:
+    regions in parallel; `in_place`: normalise the CT in its own memory (``ct`` is then dropped from the
+    output)."""
     shared = {"normalised_key": NORMALISED_KEY, "boxes_key": BOXES_KEY}
     return Compose([
         GlobalImaged(params, normalised_key=NORMALISED_KEY, in_place=in_place),
@@ -290,15 +322,28 @@ def prep_transforms(params: PrepParams = PrepParams(), threads: int = 1, in_plac
 
 def case_items(data_dir: str | os.PathLike[str], mask_root: str | os.PathLike[str] | None = None,
                dataset: str = "radgenome") -> list[dict[str, Any]]:
-    """A dataset's usable cases as MONAI data items for `LoadRegionCased`: {name, split, ct: volume path, masks:
-    {region: mask path}} (plain strings, so `PersistentDataset` can hash them); the cases `index_dataset` finds."""
-    return [{"name": e.name, "split": e.split, "ct": str(e.volume), "masks": {r: str(p) for r, p in e.masks.items()}}
-            for e in index_dataset(data_dir, mask_root, dataset).cases]
+    """A dataset's usable cases as MONAI data items for `LoadRegionCased`: {name, split, ct: volume path,
+    masks: {region: mask path}} (plain strings, so `PersistentDataset` can hash them); the cases
+    `index_dataset` finds."""
+    return [
+        {
+            "name": e.name,
+            "split": e.split,
+            "ct": str(e.volume),
+            "masks": {r: str(p) for r, p in e.masks.items()},
+        }
+        for e in index_dataset(data_dir, mask_root, dataset).cases
+    ]
 
 
 def transform_error(err: BaseException) -> BaseException:
-    """The error a transform raised, from MONAI's `RuntimeError("applying transform ...")` wrapping(s) of it."""
-    while isinstance(err, RuntimeError) and str(err).startswith("applying transform") and err.__cause__ is not None:
+    """The error a transform raised, from MONAI's `RuntimeError("applying transform ...")` wrapping(s) of
+    it."""
+    while (
+        isinstance(err, RuntimeError)
+        and str(err).startswith("applying transform")
+        and err.__cause__ is not None
+    ):
         err = err.__cause__
     return err
 

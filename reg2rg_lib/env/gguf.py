@@ -1,12 +1,13 @@
-"""GGUF -> a transformers folder (safetensors + tokenizer), done once when the pretrained LLM asset is fetched.
+"""GGUF -> a transformers folder (safetensors + tokenizer), done once when the pretrained LLM asset is
+fetched.
 
-transformers reads a GGUF file (`from_pretrained(dir, gguf_file=...)`, with the `gguf` package) by de-quantizing
-every tensor to float32, but refuses to `save_pretrained` the result (it still carries the GGUF quantization
-config). So the weights are copied into a plain model of the same architecture (every key must match) and that model
-is saved. Storage is float16 (half the size of float32): Q4_1 weights are 4-bit steps of an fp16 scale plus an fp16
-minimum, so fp16 keeps them to a relative error of ~4e-4, and the folder is loaded back in float32
-(`LLM_LOAD_DTYPE`). Measured 2026-12-02 (benchmarks/RESULTS.md): the same greedy tokens as the GGUF model, where
-bfloat16 storage changed one of three 40-token continuations.
+transformers reads a GGUF file (`from_pretrained(dir, gguf_file=...)`, with the `gguf` package) by
+de-quantizing every tensor to float32, but refuses to `save_pretrained` the result (it still carries the GGUF
+quantization config). So the weights are copied into a plain model of the same architecture (every key must
+match) and that model is saved. Storage is float16 (half the size of float32): Q4_1 weights are 4-bit steps of
+an fp16 scale plus an fp16 minimum, so fp16 keeps them to a relative error of ~4e-4, and the folder is loaded
+back in float32 (`LLM_LOAD_DTYPE`). Measured 2026-12-02 (benchmarks/RESULTS.md): the same greedy tokens as the
+GGUF model, where bfloat16 storage changed one of three 40-token continuations.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from reg2rg_lib.errors import KitError
 
 logger = logging.getLogger(__name__)
 
-#: How the converted weights are stored, and how they are loaded for compute (torch dtype names: torch is imported
-#: where used, so `reg2rg --help` and the doctor stay fast).
+#: How the converted weights are stored, and how they are loaded for compute (torch dtype names: torch is
+#: imported where used, so `reg2rg --help` and the doctor stay fast).
 STORE_DTYPE = "float16"
 LLM_LOAD_DTYPE = "float32"
 

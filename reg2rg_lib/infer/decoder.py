@@ -1,7 +1,8 @@
-"""The kit's own LLaMA decoding loops over a preallocated key/value cache: greedy search (`greedy_generate`, the
-tokens Hugging Face `generate(do_sample=False)` writes at a fraction of its per-step cost) and greedy search for
-re-reference models (`greedy_generate_rereference`, region i's tokens fed again after each "The region i is
-<organ>:"). `infer.beam` builds beam search from the same pieces; `infer.generate` picks the loop for a run.
+"""The kit's own LLaMA decoding loops over a preallocated key/value cache: greedy search (`greedy_generate`,
+the tokens Hugging Face `generate(do_sample=False)` writes at a fraction of its per-step cost) and greedy
+search for re-reference models (`greedy_generate_rereference`, region i's tokens fed again after each "The
+region i is <organ>:"). `infer.beam` builds beam search from the same pieces; `infer.generate` picks the loop
+for a run.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ _NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "ba
 
 
 def fast_greedy_blocker(model: Reg2RG) -> str | None:
-    """Why `greedy_generate` cannot stand in for `Reg2RG.generate` on `model` (None: it can): it implements the
-    LLaMA decoder layer (pre-norm attention with rotary positions, then the MLP), the architecture of the kit's CPU
-    LLMs, SmolLM2 and LLaMA-2."""
+    """Why `greedy_generate` cannot stand in for `Reg2RG.generate` on `model` (None: it can): it implements
+    the LLaMA decoder layer (pre-norm attention with rotary positions, then the MLP), the architecture of the
+    kit's CPU LLMs, SmolLM2 and LLaMA-2."""
     llm = model.llm()
     config = llm.config
     if getattr(config, "model_type", None) != "llama":
         return f"LLM type {getattr(config, 'model_type', type(llm).__name__)!r} (the loop implements 'llama')"
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
-    if rope_type in ("dynamic", "longrope"):  # their frequencies follow the length seen so far: one table won't do
+    # their frequencies follow the length seen so far: one table won't do
+    if rope_type in ("dynamic", "longrope"):
         return f"rotary scaling {rope_type!r}"
     gen = getattr(llm, "generation_config", None)
     for key, neutral in _NEUTRAL_GENERATION.items():
@@ -50,14 +52,19 @@ class _StaticKV:
     (rows, kv_heads, columns, head_dim); column c of every row is one time step (the prompts are left-padded).
     Only the first `rows` rows are live: `keep` moves the live ones up instead of reallocating."""
 
-    def __init__(self, layers: int, rows: int, heads: int, columns: int, head_dim: int, like: torch.Tensor) -> None:
+    def __init__(
+        self, layers: int, rows: int, heads: int, columns: int, head_dim: int, like: torch.Tensor
+    ) -> None:
         shape = (rows, heads, columns, head_dim)
         self.keys = [like.new_empty(shape) for _ in range(layers)]
         self.values = [like.new_empty(shape) for _ in range(layers)]
         self.rows = rows
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (rows, heads, n, head_dim) at columns start..start+n; return the keys/values up to there."""
+    def write(
+        self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (rows, heads, n, head_dim) at columns start..start+n; return the keys/values up to
+        there."""
         end, rows = start + k.shape[2], self.rows
         keys, values = self.keys[layer][:rows], self.values[layer][:rows]
         keys[:, :, start:end] = k
@@ -65,7 +72,8 @@ class _StaticKV:
         return keys[:, :, :end], values[:, :, :end]
 
     def keep(self, rows: torch.Tensor, columns: int) -> None:
-        """Keep only `rows` (indices of live rows, ascending), their first `columns` columns moved to the top."""
+        """Keep only `rows` (indices of live rows, ascending), their first `columns` columns moved to the
+        top."""
         for buf in (*self.keys, *self.values):
             buf[: len(rows), :, :columns] = buf[rows, :, :columns]  # the gather copies before the write
         self.rows = len(rows)
@@ -89,19 +97,31 @@ class _Layer:
     @classmethod
     def of(cls, layer: torch.nn.Module) -> _Layer:
         a = layer.self_attn
-        return cls(layer.input_layernorm, a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.post_attention_layernorm,
-                   layer.mlp, a.head_dim, a.num_key_value_groups, a.scaling)
+        return cls(
+            layer.input_layernorm,
+            a.q_proj,
+            a.k_proj,
+            a.v_proj,
+            a.o_proj,
+            layer.post_attention_layernorm,
+            layer.mlp,
+            a.head_dim,
+            a.num_key_value_groups,
+            a.scaling,
+        )
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Rotary positions, x (B, H, n, hd): transformers' `x * cos + rotate_half(x) * sin`, where
-    rotate_half(x) * sin == roll(x, hd/2) * signed_sin (sin with its first half negated) term by term, exactly."""
+    rotate_half(x) * sin == roll(x, hd/2) * signed_sin (sin with its first half negated) term by term,
+    exactly."""
     return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 def _attention(m: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: _StaticKV, i: int,
                start: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """LLaMA self-attention of h (B, n, D) at columns start..start+n, computed as transformers' SDPA path does."""
+    """LLaMA self-attention of h (B, n, D) at columns start..start+n, computed as transformers' SDPA path
+    does."""
     b, n, _ = h.shape
     q = _rope(m.q(h).view(b, n, -1, m.head_dim).transpose(1, 2), cos, sin)  # (B, Hq, n, hd)
     k = _rope(m.k(h).view(b, n, -1, m.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, n, hd)
@@ -124,7 +144,8 @@ def _attention(m: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
 def _decoder_pass(llm: torch.nn.Module, layers: list[_Layer], x: torch.Tensor, positions: torch.Tensor,
                   rope: tuple[torch.Tensor, torch.Tensor], kv: _StaticKV, start: int,
                   mask: torch.Tensor | None) -> torch.Tensor:
-    """x (B, n, D) at `positions` (B, n) through every decoder layer -> the last position's logits (B, V), float32."""
+    """x (B, n, D) at `positions` (B, n) through every decoder layer -> the last position's logits (B, V),
+    float32."""
     cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)  # (B, 1, n, hd)
     for i, m in enumerate(layers):
         x = x + _attention(m, m.norm1(x), cos, sin, kv, i, start, mask)
@@ -133,7 +154,8 @@ def _decoder_pass(llm: torch.nn.Module, layers: list[_Layer], x: torch.Tensor, p
 
 
 def _rope_table(llm: torch.nn.Module, like: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin (`_rope`) of positions 0..length-1, (length, hd), from the LLM's own rotary module."""
+    """cos and signed sin (`_rope`) of positions 0..length-1, (length, hd), from the LLM's own rotary
+    module."""
     cos, sin = llm.model.rotary_emb(like, torch.arange(length, device=like.device)[None])
     half = sin.shape[-1] // 2
     return cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
@@ -143,14 +165,15 @@ def _rope_table(llm: torch.nn.Module, like: torch.Tensor, length: int) -> tuple[
 def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                     max_new_tokens: int = 256, drop_finished: bool = True, eos_token_id: int | None = None,
                     step_logits: list[torch.Tensor] | None = None, **visual: Any) -> torch.Tensor:
-    """Greedy reports for a LEFT-padded batch, the tokens `Reg2RG.generate(..., do_sample=False)` writes (new ids
-    (B, steps), finished rows padded with the pad token), at a fraction of its per-step cost.
+    """Greedy reports for a LEFT-padded batch, the tokens `Reg2RG.generate(..., do_sample=False)` writes (new
+    ids (B, steps), finished rows padded with the pad token), at a fraction of its per-step cost.
 
-    One prompt pass fills a key/value cache allocated once for the prompt plus `max_new_tokens`; each step feeds
-    the last tokens through the LLM's own modules. Finished rows leave the batch (`drop_finished`; once a
-    quarter of the rows are done, so that the moves stay rare), and the step cost follows the reports still being
-    written. `eos_token_id`: the token that ends a report (default: the tokenizer's). `step_logits`: a list that
-    receives each step's raw logits (live rows, float32), for checks. Check `fast_greedy_blocker` first.
+    One prompt pass fills a key/value cache allocated once for the prompt plus `max_new_tokens`; each step
+    feeds the last tokens through the LLM's own modules. Finished rows leave the batch (`drop_finished`; once
+    a quarter of the rows are done, so that the moves stay rare), and the step cost follows the reports still
+    being written. `eos_token_id`: the token that ends a report (default: the tokenizer's). `step_logits`: a
+    list that receives each step's raw logits (live rows, float32), for checks. Check `fast_greedy_blocker`
+    first.
     """
     llm, tok = model.llm(), model.tokenizer
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
@@ -203,15 +226,17 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
 
 
 class _RowWriter:
-    """A key/value writer for re-reference decoding: every live row writes at its own column (`starts`), since a
-    row that re-referenced a region has taken more columns than one that did not. `rows` are buffer rows."""
+    """A key/value writer for re-reference decoding: every live row writes at its own column (`starts`), since
+    a row that re-referenced a region has taken more columns than one that did not. `rows` are buffer rows."""
 
     def __init__(self, kv: _StaticKV, rows: torch.Tensor, starts: torch.Tensor, n: int) -> None:
         self.kv, self.rows, self.cols = kv, rows, starts[:, None] + torch.arange(n, device=starts.device)
         self.end = int(self.cols.max()) + 1
         self.all = len(rows) == kv.rows and bool((rows == torch.arange(len(rows), device=rows.device)).all())
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def write(
+        self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.kv.keys[layer], self.kv.values[layer]
         r = self.rows[:, None].expand_as(self.cols)
         keys[r, :, self.cols] = k.transpose(1, 2)  # (rows, n, heads, hd) at (row, column) pairs
@@ -232,9 +257,11 @@ class _RowWriter:
 _HEAD_END = re.compile(HEAD_RE.pattern + r"\s*$")
 
 
-def _region_tables(model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each prompt region's spliced placeholder embeddings, (B, max_regions, P, D), and which regions each row's
-    prompt has, (B, max_regions): what re-reference inserts after "The region i is <organ>:"."""
+def _region_tables(
+    model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt region's spliced placeholder embeddings, (B, max_regions, P, D), and which regions each
+    row's prompt has, (B, max_regions): what re-reference inserts after "The region i is <organ>:"."""
     cfg, vocab = model.config, model.tokenizer.get_vocab()
     per, b, _, d = cfg.region_tokens, *embeds.shape
     slot = torch.full((len(model.token_kind),), -1, dtype=torch.long, device=embeds.device)
@@ -251,8 +278,9 @@ def _region_tables(model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor)
 
 def _heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has_region: torch.Tensor,
                    inserted: torch.Tensor) -> list[tuple[int, int]]:
-    """(row, i) for each candidate row whose text now ends with "The region i is <organ>:", i a region of its prompt
-    not re-referenced yet (marked in `inserted`). `written` (B, steps) is what the rows wrote so far."""
+    """(row, i) for each candidate row whose text now ends with "The region i is <organ>:", i a region of its
+    prompt not re-referenced yet (marked in `inserted`). `written` (B, steps) is what the rows wrote so
+    far."""
     heads = []
     for r in candidates.nonzero().flatten().tolist():
         m = _HEAD_END.search(tok.decode(written[r, -24:].tolist()))
@@ -264,17 +292,26 @@ def _heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, ha
 
 
 @torch.inference_mode()
-def greedy_generate_rereference(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                                *, max_new_tokens: int = 256, eos_token_id: int | None = None,
-                                step_logits: list[torch.Tensor] | None = None, forced: torch.Tensor | None = None,
-                                **visual: Any) -> torch.Tensor:
-    """Greedy reports of a re-reference model (`Reg2RGConfig.rereference`): as `greedy_generate`, and when a row
-    has written "The region i is <organ>:" (i a region of its prompt, once per region), region i's own spliced
-    placeholder embeddings are fed right after the colon, as in training (`model.prompt.rereference_target`).
-    They take KV-cache columns but are not part of the returned ids (B, steps).
+def greedy_generate_rereference(
+    model: Reg2RG,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 256,
+    eos_token_id: int | None = None,
+    step_logits: list[torch.Tensor] | None = None,
+    forced: torch.Tensor | None = None,
+    **visual: Any,
+) -> torch.Tensor:
+    """Greedy reports of a re-reference model (`Reg2RGConfig.rereference`): as `greedy_generate`, and when a
+    row has written "The region i is <organ>:" (i a region of its prompt, once per region), region i's own
+    spliced placeholder embeddings are fed right after the colon, as in training
+    (`model.prompt.rereference_target`). They take KV-cache columns but are not part of the returned ids (B,
+    steps).
 
-    `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks that
-    compare these logits with a teacher-forced pass. `step_logits` receives each step's logits (every row).
+    `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks
+    that compare these logits with a teacher-forced pass. `step_logits` receives each step's logits (every
+    row).
     """
     llm, tok, cfg = model.llm(), model.tokenizer, model.config
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id

@@ -4,12 +4,12 @@ Decoding: greedy by default (deterministic, what the kit's tables report); `Deco
 paper's settings, top_k=30 and max_new_tokens=500 on top of the Llama-2-chat generation config (sampling with
 temperature 0.6 and top_p 0.9), which is what produced the published numbers.
 
-Greedy search on a LLaMA-architecture LLM runs the kit's own loop (`infer.decoder.greedy_generate`): the model's
-own modules (norms, projections with their LoRA adapters, MLP, head) driven step by step over a preallocated
-key/value cache, with finished rows dropped from the batch. It writes the same tokens as `Reg2RG.generate` (Hugging
-Face `generate`) at a fraction of the per-step cost; `generate.num_beams > 1` runs the kit's beam search
-(`infer.beam`); sampling, other LLM families and generation configs with extra logits processors go through
-`Reg2RG.generate` (`fast_greedy_blocker` says why).
+Greedy search on a LLaMA-architecture LLM runs the kit's own loop (`infer.decoder.greedy_generate`): the
+model's own modules (norms, projections with their LoRA adapters, MLP, head) driven step by step over a
+preallocated key/value cache, with finished rows dropped from the batch. It writes the same tokens as
+`Reg2RG.generate` (Hugging Face `generate`) at a fraction of the per-step cost; `generate.num_beams > 1` runs
+the kit's beam search (`infer.beam`); sampling, other LLM families and generation configs with extra logits
+processors go through `Reg2RG.generate` (`fast_greedy_blocker` says why).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class DecodeSettings:
 
     @classmethod
     def paper(cls, seed: int = 0) -> DecodeSettings:
-        """The paper's decoding: `generate(top_k=30, max_new_tokens=500)` with Llama-2-chat's generation config
-        (do_sample=True, temperature=0.6, top_p=0.9)."""
+        """The paper's decoding: `generate(top_k=30, max_new_tokens=500)` with Llama-2-chat's generation
+        config (do_sample=True, temperature=0.6, top_p=0.9)."""
         return cls(max_new_tokens=500, do_sample=True, top_k=30, top_p=0.9, temperature=0.6, seed=seed)
 
     @classmethod
@@ -105,29 +105,33 @@ def batch_groups(items: list[Any], region_counts: list[int], size: int) -> list[
 
 
 def decode_engine(model: Reg2RG, decode: DecodeSettings, engine: str = "auto") -> str:
-    """"kit" (`greedy_generate`, or `beam_generate` with num_beams > 1) or "hf" (`Reg2RG.generate`) for `decode`
-    on `model`, as `engine` asks."""
+    """"kit" (`greedy_generate`, or `beam_generate` with num_beams > 1) or "hf" (`Reg2RG.generate`) for
+    `decode` on `model`, as `engine` asks."""
     if engine not in ("auto", "hf", "kit"):
         raise KitError(f"unknown generation engine {engine!r}; expected auto, hf or kit")
     if decode.num_beams < 1 or (decode.do_sample and decode.num_beams > 1):
-        raise KitError(f"generate.num_beams={decode.num_beams}: expected 1, or more than 1 with do_sample: false "
-                       "(beam search is deterministic; the kit does not sample within beams)")
+        raise KitError(
+            f"generate.num_beams={decode.num_beams}: expected 1, or more than 1 with do_sample: false "
+            "(beam search is deterministic; the kit does not sample within beams)"
+        )
     if engine == "hf" and not model.config.rereference:
         return "hf"
     blocker = "sampling" if decode.do_sample else fast_greedy_blocker(model)
     if blocker is None:
         return "kit"
     if model.config.rereference:
-        raise KitError(f"a re-reference model (model.rereference) decodes with the kit's greedy loop only, and it "
-                       f"cannot decode this: {blocker}; set generate.do_sample: false, or use a model trained "
-                       "without re-reference")
+        raise KitError(
+            f"a re-reference model (model.rereference) decodes with the kit's greedy loop only, and it "
+            f"cannot decode this: {blocker}; set generate.do_sample: false, or use a model trained "
+            "without re-reference"
+        )
     if engine == "kit":
         raise KitError(f"the kit's greedy loop cannot decode this: {blocker}")
     logger.info(f"[generate] Hugging Face generate ({blocker})")
     return "hf"
 
 
-# ---- Reg2RG: generation over a split of the prep cache ---------------------------------------------------------
+# ---- Reg2RG: generation over a split of the prep cache -----------------------------------------------------
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A `save_pretrained` folder from: itself, a training checkpoint (`.../step-N/model`), or a run folder
     (its newest complete checkpoint)."""
@@ -140,7 +144,9 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         latest = latest_checkpoint(path / "checkpoints")
         if latest is not None and (latest / "model" / "config.json").is_file():
             return latest / "model"
-        raise BadInputError(path, "no complete checkpoint with a model export under checkpoints/; train it first")
+        raise BadInputError(
+            path, "no complete checkpoint with a model export under checkpoints/; train it first"
+        )
     raise BadInputError(path, "not a model folder (config.json), a checkpoint (COMPLETE) or a run folder "
                               "(checkpoints/)")
 
@@ -159,29 +165,33 @@ def generate_predictions(
     region_order: str = "canonical",
     engine: str = "auto",
 ) -> Path:
-    """Generate a report for every case of `split` into `out_csv` (released format), batched with the KV cache.
+    """Generate a report for every case of `split` into `out_csv` (released format), batched with the KV
+    cache.
 
     Cases already in `out_csv` are skipped, so an interrupted run resumes. Regions are in the canonical order;
     the ground truth is the target the model was trained to write (`build_target` in canonical order). Batches
     group cases with the same number of regions (less padding), and the finished file is rewritten in the
     split's case order. `engine`: "auto" (greedy search through the kit's loop where `fast_greedy_blocker`
-    allows, else Hugging Face `generate`), "hf" (always `Reg2RG.generate`) or "kit" (the kit's loop or an error).
+    allows, else Hugging Face `generate`), "hf" (always `Reg2RG.generate`) or "kit" (the kit's loop or an
+    error).
     """
     use_kit = decode_engine(model, decode, engine) == "kit"
     tok, cfg = model.tokenizer, model.config
     if region_order not in ("canonical", "shuffled"):
         raise KitError(f"region_order must be 'canonical' or 'shuffled', got {region_order!r}")
-    # "shuffled" (an RRA model only): each case's regions in a fixed random order (the dataset's seed-0 draw), the
-    # reference in that order too; a probe of whether the model reads each region's features or its position
-    data = ReportDataset(cache, split, tok, cfg, features=features, shuffle_regions=region_order == "shuffled",
-                         with_targets=False, names=names)
+    # "shuffled" (an RRA model only): each case's regions in a fixed random order (the dataset's seed-0 draw),
+    # the reference in that order too; a probe of whether the model reads each region's features or its
+    # position
+    data = ReportDataset(cache, split, tok, cfg, features=features,
+                         shuffle_regions=region_order == "shuffled", with_targets=False, names=names)
     device = next(model.parameters()).device
     collate = Collator(tok.pad_token_id, padding_side="left")
     model.eval()
-    write_json_atomic(decoding_path(out_csv), {"decoding": decode.describe(), "settings": asdict(decode),
-                                               "batch_size": batch_size, "split": split,
-                                               "engine": ("kit beam search" if decode.num_beams > 1 else "kit greedy loop")
-                                               if use_kit else "hf generate"})
+    write_json_atomic(decoding_path(out_csv), {
+        "decoding": decode.describe(), "settings": asdict(decode), "batch_size": batch_size, "split": split,
+        "engine": ("kit beam search" if decode.num_beams > 1 else "kit greedy loop") if use_kit
+        else "hf generate",
+    })
     with PredictionWriter(out_csv) as writer:
         todo = [i for i, r in enumerate(data.records) if r.name not in writer.done]
         bar = tqdm(total=len(data), initial=len(data) - len(todo), desc=f"generate ({split})",
@@ -197,7 +207,8 @@ def generate_predictions(
                         ids = beam_generate(model, **inputs, num_beams=decode.num_beams,
                                             max_new_tokens=decode.max_new_tokens)
                     elif use_kit and cfg.rereference:
-                        ids = greedy_generate_rereference(model, **inputs, max_new_tokens=decode.max_new_tokens)
+                        ids = greedy_generate_rereference(model, **inputs,
+                                                          max_new_tokens=decode.max_new_tokens)
                     elif use_kit:
                         ids = greedy_generate(model, **inputs, max_new_tokens=decode.max_new_tokens)
                     else:
@@ -223,8 +234,8 @@ def generate_predictions(
 
 
 def check_image_size(model_dir: Path, cache: PrepCache) -> None:
-    """Refuse a saved model and a prep cache of different image sizes (another profile's cache) at once, before
-    the model fails deep inside its vision encoder."""
+    """Refuse a saved model and a prep cache of different image sizes (another profile's cache) at once,
+    before the model fails deep inside its vision encoder."""
     config = ModelFolder(model_dir).config
     try:
         size = json.loads(config.read_text()).get("image_size")
@@ -232,21 +243,26 @@ def check_image_size(model_dir: Path, cache: PrepCache) -> None:
         raise BadInputError(config, "unreadable model config; the checkpoint is damaged") from None
     cached = cache.params.get("image_size")
     if size is not None and list(size) != list(cached):
-        raise BadInputError(cache.root, f"prepared at image size {tuple(cached)}, the checkpoint {model_dir} was "
-                            f"trained at {tuple(size)}: a checkpoint of another configuration; pass the cache of "
-                            "its profile (--data)")
+        raise BadInputError(
+            cache.root,
+            f"prepared at image size {tuple(cached)}, the checkpoint {model_dir} was "
+            f"trained at {tuple(size)}: a checkpoint of another configuration; pass the cache of "
+            "its profile (--data)",
+        )
 
 
 def load_model(checkpoint: str | os.PathLike[str], device: str | None = None) -> Reg2RG:
-    """`Reg2RG.from_pretrained` on what `resolve_checkpoint` finds, on `device` (default: CUDA when present)."""
+    """`Reg2RG.from_pretrained` on what `resolve_checkpoint` finds, on `device` (default: CUDA when
+    present)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Reg2RG.from_pretrained(resolve_checkpoint(checkpoint), device=device)
 
 
 def load_official_model(checkpoint: str | os.PathLike[str], llm_path: str | os.PathLike[str],
                         device: str | None = None) -> Reg2RG:
-    """The paper preset with the authors' released whole-model checkpoint (LLaMA-2-7B-chat from `llm_path`, the
-    Reg2RG weights and LoRA from `checkpoint`), for `reg2rg generate --official CKPT --llm PATH` on a GPU."""
+    """The paper preset with the authors' released whole-model checkpoint (LLaMA-2-7B-chat from `llm_path`,
+    the Reg2RG weights and LoRA from `checkpoint`), for `reg2rg generate --official CKPT --llm PATH` on a
+    GPU."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = Reg2RGConfig.preset("paper", llm_path=str(llm_path))
     model = Reg2RG(cfg, load_tokenizer(llm_path))

@@ -1,8 +1,9 @@
-"""The predictions CSV in the authors' released format, one row per test case, appended and synced batch by batch.
+"""The predictions CSV in the authors' released format, one row per test case, appended and synced batch by
+batch.
 
-Columns `AccNum, Question, GT_combined_report, Pred_combined_report` (the prompt with its placeholder tokens, the
-ground truth and the prediction, both with "The region i is <organ>:" prefixes). An interrupted run resumes by
-skipping the AccNums already written; a last row cut short by a crash is dropped.
+Columns `AccNum, Question, GT_combined_report, Pred_combined_report` (the prompt with its placeholder tokens,
+the ground truth and the prediction, both with "The region i is <organ>:" prefixes). An interrupted run
+resumes by skipping the AccNums already written; a last row cut short by a crash is dropped.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         return []
     missing = [c for c in PRED_COLUMNS if c not in header]
     if missing:
-        raise BadInputError(path, f"missing column(s) {', '.join(missing)}; expected {', '.join(PRED_COLUMNS)}")
+        raise BadInputError(
+            path, f"missing column(s) {', '.join(missing)}; expected {', '.join(PRED_COLUMNS)}"
+        )
     return rows
 
 
 class PredictionWriter:
-    """Append rows to a predictions CSV, each batch written and synced to disk at once; `done` holds the AccNums
-    present.
+    """Append rows to a predictions CSV, each batch written and synced to disk at once; `done` holds the
+    AccNums present.
 
-    Opening an existing file keeps its complete rows (rewriting it atomically without a cut-off last row), so a
-    rerun continues where the last one stopped. Rows end with a bare line feed, as in the released files."""
+    Opening an existing file keeps its complete rows (rewriting it atomically without a cut-off last row), so
+    a rerun continues where the last one stopped. Rows end with a bare line feed, as in the released files."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -68,7 +71,9 @@ def decoding_path(out_csv: str | os.PathLike[str]) -> Path:
     return out_csv.with_name(f"{out_csv.stem}.decoding.json")
 
 
-def side_by_side(pred_csv: str | os.PathLike[str], n_cases: int = 3, names: list[str] | None = None) -> list[dict]:
+def side_by_side(
+    pred_csv: str | os.PathLike[str], n_cases: int = 3, names: list[str] | None = None
+) -> list[dict]:
     """Rows (case, i, region, ground truth, prediction) pairing each reference paragraph with the predicted
     paragraph of the same index, for the first `n_cases` cases (or `names`) of a predictions CSV."""
     rows = read_predictions(pred_csv)

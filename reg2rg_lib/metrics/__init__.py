@@ -6,11 +6,11 @@ Modules
 - `nltk_assets`: WordNet + Punkt for METEOR without nltk's downloader (`reg2rg assets fetch` builds them).
 - `labeler`: report -> 18 CT-RATE labels (`RuleLabeler`, or a local transformers classifier).
 - `ce`: clinical-efficacy precision/recall/F1 in the authors' file formats (`evaluate_ce`).
-- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), topic consistency (the share
-  of generated paragraphs whose sentences belong to the organ they name: `topic_consistency`), and region-level CE
-  (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
-- `image_use`: does the model read the image? Per benchmark label, a probe of the spliced region vectors (carried),
-  the teacher-forced log-odds AUC with the case's own vectors (used) and another case's (control)
+- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), topic consistency (the
+  share of generated paragraphs whose sentences belong to the organ they name: `topic_consistency`), and
+  region-level CE (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
+- `image_use`: does the model read the image? Per benchmark label, a probe of the spliced region vectors
+  (carried), the teacher-forced log-odds AUC with the case's own vectors (used) and another case's (control)
   (`evaluate_image_use`, `image_use_table`).
 - `crg`: the VLM3D challenge's CRG over the label table (`crg_score`).
 - `grounded`: grounded finding accuracy against the embedded benchmark's ground truth (`grounded_findings`).
@@ -32,5 +32,6 @@ __all__ = ["evaluate_predictions"]
 
 
 def evaluate_predictions(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """See `reg2rg_lib.metrics.pipeline.evaluate_predictions` (imported lazily: the metric libraries are heavy)."""
+    """See `reg2rg_lib.metrics.pipeline.evaluate_predictions` (imported lazily: the metric libraries are
+    heavy)."""
     return _evaluate(*args, **kwargs)

@@ -1,13 +1,16 @@
-"""Clinical efficacy (CE): how well the abnormalities named in generated reports match those in the references.
+"""Clinical efficacy (CE): how well the abnormalities named in generated reports match those in the
+references.
 
-Both reports are turned into 18 binary CT-RATE labels (`metrics.labeler`; the authors used a RadBERT classifier), then
-scored with scikit-learn's multilabel semantics: per-label precision/recall/F1/support, and micro, macro, weighted
-and samples averages (`zero_division=0`, as in the authors' run, where labels absent from both sides score 0).
+Both reports are turned into 18 binary CT-RATE labels (`metrics.labeler`; the authors used a RadBERT
+classifier), then scored with scikit-learn's multilabel semantics: per-label precision/recall/F1/support, and
+micro, macro, weighted and samples averages (`zero_division=0`, as in the authors' run, where labels absent
+from both sides score 0).
 
 Outputs (`write_ce_outputs`), in the authors' formats:
 - DIR/ce_metrics.csv: `Label, Precision, Recall, F1 Score, Support` per label plus a `Weighted Average` row
   (= the released `metrics_manual.csv`);
-- DIR/ce_classification_report.txt: sklearn's `classification_report` text (= `test_classification_report.txt`);
+- DIR/ce_classification_report.txt: sklearn's `classification_report` text (=
+  `test_classification_report.txt`);
 - DIR/ce_metrics.json: every average at full precision, with bootstrap 95% CIs;
 - DIR/crg.json: the VLM3D challenge's CRG over the same label table (`metrics.crg`; written by the callers).
 A label table (`GT_<label>`, `Pred_<label>` columns; the released `label_inferred.csv`) is read by

@@ -1,8 +1,8 @@
 """Reading the CSVs the metrics take, with one-line errors that name the file and what is wrong.
 
 Prediction files come in the authors' released format (`AccNum, Question, GT_combined_report,
-Pred_combined_report`; the CTRG release calls the report columns `GT_whole_report` / `Pred_whole_report`). Column
-names can always be given explicitly; when they are not, the known pairs are tried in order.
+Pred_combined_report`; the CTRG release calls the report columns `GT_whole_report` / `Pred_whole_report`).
+Column names can always be given explicitly; when they are not, the known pairs are tried in order.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def check_rows(path: Path, table: pd.DataFrame, what: str = "predictions CSV") -
 
 
 def check_ids(path: Path, table: pd.DataFrame, id_column: str) -> None:
-    """BadInputError for empty or duplicate case ids in `id_column` (rows numbered as in the file, header = 1)."""
+    """BadInputError for empty or duplicate case ids in `id_column` (rows numbered as in the file, header =
+    1)."""
     ids = table[id_column]
     empty = ids.isna() | (ids.astype(str).str.strip() == "")
     if empty.any():
@@ -80,8 +81,11 @@ def check_cells(path: Path, table: pd.DataFrame, columns: Sequence[str], hint: s
     for col in columns:
         empty = table[col].isna() | (table[col].astype(str).str.strip() == "")
         if empty.any():
-            raise BadInputError(path, f"{int(empty.sum())} empty cell(s) in column {col!r} (row(s) {_rows(empty)})"
-                                      + (f"; {hint}" if hint else ""))
+            raise BadInputError(
+                path,
+                f"{int(empty.sum())} empty cell(s) in column {col!r} (row(s) {_rows(empty)})"
+                + (f"; {hint}" if hint else ""),
+            )
 
 
 def _rows(mask: pd.Series, shown: int = 5) -> str:
@@ -107,17 +111,21 @@ def read_report_pairs(path: str | Path, gt_column: str | None = None, pred_colum
                       id_column: str | None = None, allow_empty_predictions: bool = True) -> ReportPairs:
     """Reference and predicted reports from a CSV, checked.
 
-    A file without rows, duplicate or empty case ids, and empty reference cells are errors. An empty prediction
-    cell (a model that wrote nothing) is read as "" and scores 0 with a warning from the metrics, unless
-    `allow_empty_predictions=False`, which makes it an error (the `reg2rg evaluate` default: a user's file with
-    holes is more likely a broken export than a silent model).
+    A file without rows, duplicate or empty case ids, and empty reference cells are errors. An empty
+    prediction cell (a model that wrote nothing) is read as "" and scores 0 with a warning from the metrics,
+    unless `allow_empty_predictions=False`, which makes it an error (the `reg2rg evaluate` default: a user's
+    file with holes is more likely a broken export than a silent model).
     """
     path = Path(path)
     given = [c for c in (gt_column, pred_column, id_column) if c is not None]
     head = read_csv_checked(path, given, what="predictions CSV")
     if gt_column is None or pred_column is None:
         for gt, pred in KNOWN_REPORT_COLUMNS:
-            if (gt_column in (None, gt)) and (pred_column in (None, pred)) and {gt, pred} <= set(head.columns):
+            if (
+                (gt_column in (None, gt))
+                and (pred_column in (None, pred))
+                and {gt, pred} <= set(head.columns)
+            ):
                 gt_column, pred_column = gt, pred
                 break
         else:
@@ -136,8 +144,13 @@ def read_report_pairs(path: str | Path, gt_column: str | None = None, pred_colum
         check_ids(path, head, id_column)
     check_cells(path, head, [gt_column])
     if not allow_empty_predictions:
-        check_cells(path, head, [pred_column], hint="a model that wrote nothing: pass --allow-empty-predictions "
-                                                    "to score those rows as empty reports")
+        check_cells(
+            path,
+            head,
+            [pred_column],
+            hint="a model that wrote nothing: pass --allow-empty-predictions "
+            "to score those rows as empty reports",
+        )
     ids = head[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(head))]
     refs = head[gt_column].fillna("").astype(str).tolist()
     preds = head[pred_column].fillna("").astype(str).tolist()

@@ -1,15 +1,16 @@
-"""Grounded finding accuracy: for every finding the embedded benchmark inserted, did the report say it where it
-belongs, with the right side or lobe and size? Only a benchmark with exact ground truth allows this.
+"""Grounded finding accuracy: for every finding the embedded benchmark inserted, did the report say it where
+it belongs, with the right side or lobe and size? Only a benchmark with exact ground truth allows this.
 
-Ground truth: the benchmark manifest's `ground_truth[case]["findings"]` (`reg2rg_lib/data/synth/`): kind, region,
-label and the parameters its sentence states (`lobe`, `side`, `size_mm`). For each finding of a predicted case:
+Ground truth: the benchmark manifest's `ground_truth[case]["findings"]` (`reg2rg_lib/data/synth/`): kind,
+region, label and the parameters its sentence states (`lobe`, `side`, `size_mm`). For each finding of a
+predicted case:
 
-- **reported** when its region's paragraph of the generated report (paragraphs named "The region i is <region>:",
-  joined when a name repeats, as the authors' `parse_report_to_region.py` joins them) holds a positive or
-  uncertain mention of its kind (`KIND_PATTERNS`; sentences, clauses and negation as the rule labeler reads
-  them, `labeler.find_mentions`). A mention in another region's paragraph does not count (`misplaced` says so).
-  When the reference report names no region (e.g. the `no_rra` ablation), the whole report stands for every
-  region (`grounding = "whole report"`).
+- **reported** when its region's paragraph of the generated report (paragraphs named "The region i is
+  <region>:", joined when a name repeats, as the authors' `parse_report_to_region.py` joins them) holds a
+  positive or uncertain mention of its kind (`KIND_PATTERNS`; sentences, clauses and negation as the rule
+  labeler reads them, `labeler.find_mentions`). A mention in another region's paragraph does not count
+  (`misplaced` says so). When the reference report names no region (e.g. the `no_rra` ablation), the whole
+  report stands for every region (`grounding = "whole report"`).
 - **attributes**, checked for reported findings whose sentence template carries them (`reports.ABNORMAL`):
   lobe (upper/middle/lower and left/right), side (left/right/bilateral), size within +-20 % (`SIZE_TOLERANCE`;
   mm or cm). An attribute is right when one of the mentioning sentences states the true value; a sentence that
@@ -17,9 +18,9 @@ label and the parameters its sentence states (`lobe`, `side`, `size_mm`). For ea
 - **false findings**: a (case, region, kind) whose paragraph mentions a kind at home in that region
   (`HOME_REGION`) positively although the case has no such inserted finding there; counted once each.
 
-Outputs (`write_grounded_outputs`): DIR/grounded_findings.csv (one row per inserted finding), DIR/grounded_by_kind.csv
-(one row per kind + `all`: the kit's Table 8) and DIR/grounded.json (`grounded_recall`, `attribute_accuracy`,
-`false_findings_per_case`, counts).
+Outputs (`write_grounded_outputs`): DIR/grounded_findings.csv (one row per inserted finding),
+DIR/grounded_by_kind.csv (one row per kind + `all`: the kit's Table 8) and DIR/grounded.json
+(`grounded_recall`, `attribute_accuracy`, `false_findings_per_case`, counts).
 """
 
 from __future__ import annotations
@@ -66,16 +67,29 @@ KIND_PATTERNS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
 MENTION_CLASS: dict[str, str] = {"passive_atelectasis": "atelectasis"}
 #: the region whose paragraph reports each kind (as the generator records it)
 HOME_REGION: dict[str, str] = {
-    "lung_nodule": "lung", "consolidation": "lung", "lung_opacity": "lung", "emphysema": "lung",
-    "atelectasis": "lung", "passive_atelectasis": "lung", "pleural_effusion": "pleura", "cardiomegaly": "heart",
-    "pericardial_effusion": "heart", "coronary_calcification": "heart", "arterial_calcification": "mediastinum",
-    "lymphadenopathy": "mediastinum", "hiatal_hernia": "esophagus", "sternotomy_wires": "bone",
-    "thyroid_nodule": "thyroid", "liver_cyst": "abdomen",
+    "lung_nodule": "lung",
+    "consolidation": "lung",
+    "lung_opacity": "lung",
+    "emphysema": "lung",
+    "atelectasis": "lung",
+    "passive_atelectasis": "lung",
+    "pleural_effusion": "pleura",
+    "cardiomegaly": "heart",
+    "pericardial_effusion": "heart",
+    "coronary_calcification": "heart",
+    "arterial_calcification": "mediastinum",
+    "lymphadenopathy": "mediastinum",
+    "hiatal_hernia": "esophagus",
+    "sternotomy_wires": "bone",
+    "thyroid_nodule": "thyroid",
+    "liver_cyst": "abdomen",
 }
 _COMPILED = {k: tuple(re.compile(p) for p in pats) for k, (pats, _, _) in KIND_PATTERNS.items()}
 _CUES = {k: (re.compile(req) if req else None, re.compile(excl) if excl else None)
          for k, (_, req, excl) in KIND_PATTERNS.items()}
-_LOBE = re.compile(r"\b(upper|middle|lower) lobe of the (left|right) lung\b|\b(left|right) (upper|middle|lower) lobe\b")
+_LOBE = re.compile(
+    r"\b(upper|middle|lower) lobe of the (left|right) lung\b|\b(left|right) (upper|middle|lower) lobe\b"
+)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(mm|cm)\b")
 ATTRIBUTES: tuple[str, ...] = ("lobe", "side", "size")
 #: the headline numbers summary.json carries for every run on the benchmark
@@ -90,8 +104,9 @@ def mention_class(kind: str) -> str:
 
 
 def find_manifest(path: str | os.PathLike[str]) -> Path:
-    """The benchmark manifest with ground truth: `path` itself (a JSON file), or `manifest.json` in `path`, in its
-    parent (notebook 01's out/data/manifest.json beside out/data/benchmark), or in `path/data` (a profile folder)."""
+    """The benchmark manifest with ground truth: `path` itself (a JSON file), or `manifest.json` in `path`, in
+    its parent (notebook 01's out/data/manifest.json beside out/data/benchmark), or in `path/data` (a profile
+    folder)."""
     path = Path(path)
     if path.is_file():
         return path
@@ -102,12 +117,16 @@ def find_manifest(path: str | os.PathLike[str]) -> Path:
             return cand
     if not path.exists():
         raise BadInputError(path, "not found; give the embedded benchmark's folder or its manifest.json")
-    raise BadInputError(path, "no benchmark manifest with ground truth found (looked for manifest.json here, "
-                              "beside it and in data/); grounded findings need the embedded benchmark (`reg2rg synth`)")
+    raise BadInputError(
+        path,
+        "no benchmark manifest with ground truth found (looked for manifest.json here, "
+        "beside it and in data/); grounded findings need the embedded benchmark (`reg2rg synth`)",
+    )
 
 
 def benchmark_manifest(path: str | os.PathLike[str]) -> Path | None:
-    """`find_manifest(path)` when `path` holds the embedded benchmark's ground truth, else None (real data)."""
+    """`find_manifest(path)` when `path` holds the embedded benchmark's ground truth, else None (real
+    data)."""
     try:
         return find_manifest(path)
     except BadInputError:
@@ -129,7 +148,9 @@ def read_ground_truth(path: str | os.PathLike[str]) -> dict[str, list[dict[str, 
     manifest = find_manifest(path)
     gt = _load_json(manifest).get("ground_truth")
     if not isinstance(gt, dict) or not gt:
-        raise BadInputError(manifest, "has no `ground_truth` section; only the embedded benchmark's manifest has one")
+        raise BadInputError(
+            manifest, "has no `ground_truth` section; only the embedded benchmark's manifest has one"
+        )
     out = {}
     for name, entry in gt.items():
         findings = entry.get("findings") if isinstance(entry, dict) else None
@@ -152,7 +173,8 @@ def carried_attributes(kind: str) -> tuple[str, ...]:
 
 
 def read_lobe(sentence: str) -> tuple[str, str] | None:
-    """(level, side) of the first lobe a sentence names ("lower lobe of the right lung", "right lower lobe")."""
+    """(level, side) of the first lobe a sentence names ("lower lobe of the right lung", "right lower
+    lobe")."""
     m = _LOBE.search(sentence.lower())
     if m is None:
         return None
@@ -184,13 +206,15 @@ def attribute_checks(finding: Mapping[str, Any], sentences: Sequence[str]) -> di
             out["side"] = any(read_side(s) == params["side"] for s in sentences)
         elif attr == "size" and "size_mm" in params:
             size = float(params["size_mm"])
-            out["size"] = any(abs(v - size) <= SIZE_TOLERANCE * size for s in sentences for v in read_sizes(s))
+            out["size"] = any(
+                abs(v - size) <= SIZE_TOLERANCE * size for s in sentences for v in read_sizes(s)
+            )
     return out
 
 
 def region_texts(reference: str, prediction: str) -> tuple[dict[str, str], str]:
-    """({region: predicted paragraph text}, grounding mode). Paragraphs are joined per name; a reference without
-    region names makes the whole prediction stand for every region."""
+    """({region: predicted paragraph text}, grounding mode). Paragraphs are joined per name; a reference
+    without region names makes the whole prediction stand for every region."""
     if not any(p.region in REGIONS for p in split_regions(reference)):
         return {r: prediction for r in REGIONS}, "whole report"
     texts: dict[str, list[str]] = {}
@@ -225,11 +249,21 @@ def score_case(name: str, findings: Sequence[Mapping[str, Any]], reference: str,
         elsewhere = mode == "region paragraph" and not said and any(
             positive_sentences(t, kind) for r, t in texts.items() if r != region)
         checks = attribute_checks(f, said) if said else {}
-        rows.append({"case": name, "kind": kind, "label": f.get("label") or "", "region": region, "grounding": mode,
-                     "reported": bool(said), "misplaced": bool(elsewhere),
-                     **{f"{a}_ok": checks.get(a) for a in ATTRIBUTES},
-                     "attributes_checked": len(checks), "attributes_correct": int(sum(checks.values())),
-                     "sentence": " | ".join(said)})
+        rows.append(
+            {
+                "case": name,
+                "kind": kind,
+                "label": f.get("label") or "",
+                "region": region,
+                "grounding": mode,
+                "reported": bool(said),
+                "misplaced": bool(elsewhere),
+                **{f"{a}_ok": checks.get(a) for a in ATTRIBUTES},
+                "attributes_checked": len(checks),
+                "attributes_correct": int(sum(checks.values())),
+                "sentence": " | ".join(said),
+            }
+        )
     inserted = {(str(f["region"]), mention_class(str(f["kind"]))) for f in findings}
     false_rows, seen = [], set()
     for kind, home in HOME_REGION.items():
@@ -239,7 +273,9 @@ def score_case(name: str, findings: Sequence[Mapping[str, Any]], reference: str,
         said = positive_sentences(texts.get(home, ""), kind)
         if said:
             seen.add(key)
-            false_rows.append({"case": name, "kind": mention_class(kind), "region": home, "sentence": " | ".join(said)})
+            false_rows.append(
+                {"case": name, "kind": mention_class(kind), "region": home, "sentence": " | ".join(said)}
+            )
     return rows, false_rows
 
 
@@ -273,9 +309,19 @@ def by_kind_table(findings: pd.DataFrame, false: pd.DataFrame, n_cases: int) -> 
     return pd.DataFrame(rows)
 
 
-FINDING_COLUMNS: tuple[str, ...] = ("case", "kind", "label", "region", "grounding", "reported", "misplaced",
-                                    *(f"{a}_ok" for a in ATTRIBUTES), "attributes_checked", "attributes_correct",
-                                    "sentence")
+FINDING_COLUMNS: tuple[str, ...] = (
+    "case",
+    "kind",
+    "label",
+    "region",
+    "grounding",
+    "reported",
+    "misplaced",
+    *(f"{a}_ok" for a in ATTRIBUTES),
+    "attributes_checked",
+    "attributes_correct",
+    "sentence",
+)
 
 
 def grounded_findings(ids: Sequence[str], references: Sequence[str], predictions: Sequence[str],
@@ -292,25 +338,35 @@ def grounded_findings(ids: Sequence[str], references: Sequence[str], predictions
         rows += r
         false += f
     if cases == 0:
-        raise BadInputError(source, f"none of its {len(ids)} case id(s) (e.g. {list(ids)[:2]}) is in the benchmark's "
-                                    "ground truth; grounded findings need predictions on the embedded benchmark")
+        raise BadInputError(
+            source,
+            f"none of its {len(ids)} case id(s) (e.g. {list(ids)[:2]}) is in the benchmark's "
+            "ground truth; grounded findings need predictions on the embedded benchmark",
+        )
     findings = pd.DataFrame(rows, columns=list(FINDING_COLUMNS))
     false_df = pd.DataFrame(false, columns=["case", "kind", "region", "sentence"])
     table = by_kind_table(findings, false_df, cases)
     total = table[table["kind"] == "all"].iloc[0]
-    summary = {"n_cases": cases, "n_unmatched": len(ids) - cases, "inserted": int(total["inserted"]),
-               "reported": int(total["reported"]), "grounded_recall": total["grounded_recall"],
-               "attributes_checked": int(total["attributes_checked"]),
-               "attribute_accuracy": total["attribute_accuracy"], "false_findings": int(total["false_findings"]),
-               "false_findings_per_case": float(total["false_findings_per_case"]),
-               "size_tolerance": SIZE_TOLERANCE}
+    summary = {
+        "n_cases": cases,
+        "n_unmatched": len(ids) - cases,
+        "inserted": int(total["inserted"]),
+        "reported": int(total["reported"]),
+        "grounded_recall": total["grounded_recall"],
+        "attributes_checked": int(total["attributes_checked"]),
+        "attribute_accuracy": total["attribute_accuracy"],
+        "false_findings": int(total["false_findings"]),
+        "false_findings_per_case": float(total["false_findings_per_case"]),
+        "size_tolerance": SIZE_TOLERANCE,
+    }
     summary = {k: (None if v is None or v != v else v if isinstance(v, int) else float(v))  # NaN -> null
                for k, v in summary.items()}
     return {"findings": findings, "false": false_df, "by_kind": table, "summary": summary}
 
 
 def write_grounded_outputs(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """DIR/grounded_findings.csv, DIR/grounded_false_findings.csv, DIR/grounded_by_kind.csv, DIR/grounded.json."""
+    """DIR/grounded_findings.csv, DIR/grounded_false_findings.csv, DIR/grounded_by_kind.csv,
+    DIR/grounded.json."""
     out = Path(out_dir)
     paths = {"findings": out / "grounded_findings.csv", "false": out / "grounded_false_findings.csv",
              "by_kind": out / "grounded_by_kind.csv", "json": out / "grounded.json"}
@@ -321,11 +377,18 @@ def write_grounded_outputs(result: Mapping[str, Any], out_dir: str | os.PathLike
     return paths
 
 
-def evaluate_grounded(pred_csv: str | os.PathLike[str], data: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                      gt_column: str | None = None, pred_column: str | None = None,
-                      allow_empty_predictions: bool = False) -> dict[str, Any]:
+def evaluate_grounded(
+    pred_csv: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    gt_column: str | None = None,
+    pred_column: str | None = None,
+    allow_empty_predictions: bool = False,
+) -> dict[str, Any]:
     """Read predictions and the benchmark's ground truth, score, write the outputs; return the summary."""
-    pairs = read_report_pairs(pred_csv, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions)
+    pairs = read_report_pairs(
+        pred_csv, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions
+    )
     gt = read_ground_truth(data)
     result = grounded_findings(pairs.ids, pairs.references, pairs.predictions, gt, source=str(pairs.path))
     write_grounded_outputs(result, out_dir)

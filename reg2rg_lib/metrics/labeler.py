@@ -3,22 +3,24 @@
 The paper labelled reports with a RadBERT classifier from the hub. Two labelers share one interface,
 `labeler.label(texts) -> DataFrame` (one row per text, the 18 `LABELS` as 0/1 int columns):
 
-- `RuleLabeler()`: offline rules. Each label has a few regular expressions (`PATTERNS`, below: the documentation
-  of what counts as a mention). Text is split into sentences and clauses; a mention is
+- `RuleLabeler()`: offline rules. Each label has a few regular expressions (`PATTERNS`, below: the
+  documentation of what counts as a mention). Text is split into sentences and clauses; a mention is
   * negated when a negation cue precedes it in its clause ("no", "without", "absence of", "free of", "negative
-    for", "neither/nor", "not"), when the clause says it is not there ("... is not seen/found/observed/detected",
-    "... is absent", "... has resolved"), or when it continues a negated list ("No A, B or C");
+    for", "neither/nor", "not"), when the clause says it is not there ("... is not
+    seen/found/observed/detected", "... is absent", "... has resolved"), or when it continues a negated list
+    ("No A, B or C");
   * uncertain when a hedge occurs in its clause ("possible", "probable", "suspicious for", "likely", "may",
     "cannot be excluded", "questionable", ...); "cannot be excluded/ruled out" overrides a negation;
   * otherwise positive.
   A label is 1 when one of its mentions is positive, or uncertain with `uncertain_as_positive=True` (default,
   the "U-ones" policy).
-- `TransformersLabeler(path)`: any local transformers sequence classifier with 18 sigmoid outputs (e.g. the RadBERT
-  checkpoint the authors used, if you have it); outputs are mapped to LABELS through `config.id2label` when its
-  names match, else in order.
+- `TransformersLabeler(path)`: any local transformers sequence classifier with 18 sigmoid outputs (e.g. the
+  RadBERT checkpoint the authors used, if you have it); outputs are mapped to LABELS through `config.id2label`
+  when its names match, else in order.
 
-`get_labeler("rules" | PATH)` picks one. Agreement of the rules with the released RadBERT labels and with the exact
-labels of the embedded benchmark is measured by `agreement()` and written up in data_manifests/labeler_agreement.md.
+`get_labeler("rules" | PATH)` picks one. Agreement of the rules with the released RadBERT labels and with the
+exact labels of the embedded benchmark is measured by `agreement()` and written up in
+data_manifests/labeler_agreement.md.
 """
 
 from __future__ import annotations
@@ -40,18 +42,24 @@ from reg2rg_lib.regions import LABELS
 
 # Building blocks (regex fragments) --------------------------------------------------------------------------
 _GAP = r"[^.;:,]{0,40}?"  # a short stretch inside one clause
-_ART_NOT_CORONARY = r"(?:aort\w*|(?<!coronary )arter(?:y|ies|ial)|vascular|vessels?|carotid|iliac|atheroscler\w*)"
+_ART_NOT_CORONARY = (
+    r"(?:aort\w*|(?<!coronary )arter(?:y|ies|ial)|vascular|vessels?|carotid|iliac|atheroscler\w*)"
+)
 
 #: label -> regular expressions (lower-cased text, one clause at a time). A match is a mention of the finding.
 PATTERNS: dict[str, tuple[str, ...]] = {
     "Medical material": (
         r"\b(?:catheters?|stents?|pacemakers?|defibrillators?|port[- ]a[- ]cath|portacath|chemoport)\b",
-        r"\b(?:chest|drainage|drain|endotracheal|tracheostomy|nasogastric|feeding|gastric|thoracostomy) tubes?\b",
+        r"\b(?:chest|drainage|drain|endotracheal|tracheostomy|nasogastric|feeding|gastric|thoracostomy) "
+        r"tubes?\b",
         r"\btube shadows?\b|\bdrains?\b",
-        r"\b(?:surgical |metallic |vascular )?clips?\b|\bsutures?\b|\bstaples?\b|\bsternotomy wires?\b|\bcerclage\b",
-        r"\bprosthe\w+|\bimplant(?:s|ed|ation)?\b|\belectrodes?\b|\bcoils?\b|\bmetal(?:lic)? (?:material|densit\w+|"
-        r"implant\w*|foreign bod\w+|artifacts?)\b|\bfixation (?:material|device|screws?|plates?)\b|\bscrews?\b",
-        r"\bvalve replacement\b|\bprosthetic valve\b|\bmedical (?:material|device)s?\b|\bforeign bod(?:y|ies)\b",
+        r"\b(?:surgical |metallic |vascular )?clips?\b|\bsutures?\b|\bstaples?\b|\bsternotomy wires?\b|"
+        r"\bcerclage\b",
+        r"\bprosthe\w+|\bimplant(?:s|ed|ation)?\b|\belectrodes?\b|\bcoils?\b|\bmetal(?:lic)? (?:material|"
+        r"densit\w+|implant\w*|foreign bod\w+|artifacts?)\b|\bfixation (?:material|device|screws?|"
+        r"plates?)\b|\bscrews?\b",
+        r"\bvalve replacement\b|\bprosthetic valve\b|\bmedical (?:material|device)s?\b|\bforeign bod(?:y|"
+        r"ies)\b",
     ),
     "Arterial wall calcification": (
         rf"\b{_ART_NOT_CORONARY}{_GAP}calcif\w*",
@@ -61,7 +69,8 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": (
         r"\bcardiomegaly\b",
         rf"\b(?:heart|cardiac)(?: shadow| size| silhouette)?{_GAP}\b(?:enlarg\w*|larger|increased in size)",
-        r"\b(?:heart|cardiac) (?:size|shadow|silhouette) (?:is |was )?(?:mildly |slightly |markedly )?increased\b",
+        r"\b(?:heart|cardiac) (?:size|shadow|silhouette) (?:is |was )?(?:mildly |slightly |markedly "
+        r")?increased\b",
         rf"\benlarge(?:d|ment of)(?: the)?{_GAP}\b(?:heart|cardiac)\b",
     ),
     "Pericardial effusion": (
@@ -80,9 +89,10 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     ),
     "Lymphadenopathy": (
         r"\blymphadenopath\w*",
-        rf"\b(?:enlarged|enlargement of|swollen|pathologic(?:al)?(?:ly)?(?: enlarged)?|increased|large|larger)"
-        rf"{_GAP}\blymph nodes?",
-        rf"\blymph nodes?{_GAP}\b(?:enlarged|enlargement|swollen|increased in (?:size|number)|larger|pathologic\w*)",
+        r"\b(?:enlarged|enlargement of|swollen|pathologic(?:al)?(?:ly)?(?: enlarged)?|increased|large|"
+        rf"larger){_GAP}\blymph nodes?",
+        rf"\blymph nodes?{_GAP}\b(?:enlarged|enlargement|swollen|increased in (?:size|number)|larger|"
+        r"pathologic\w*)",
         r"\bmediastinal adenopathy\b|\blymph node (?:conglomerat\w*|enlargement)",
     ),
     "Emphysema": (
@@ -106,9 +116,10 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     ),
     "Pulmonary fibrotic sequela": (
         r"\bfibro\w*|\bsequel(?:a|ae)\b|\bscar(?:s|ring)?\b|\bcord (?:bands?|foci)\b",
-        r"\b(?:plain|linear|cord[- ]like|strip\w*|band[- ]like|reticular|fibrous) (?:shadows?|strips?|streaks?|"
-        r"opacit\w+|densit\w+|bands?|changes?)\b|\bplain strips?\b",
-        r"\b(?:grid|net|mesh|honeycomb)[- ]?(?:like|shaped)?\b(?: changes?| shadows?| pattern)|\bhoneycomb\w*",
+        r"\b(?:plain|linear|cord[- ]like|strip\w*|band[- ]like|reticular|fibrous) (?:shadows?|strips?|"
+        r"streaks?|opacit\w+|densit\w+|bands?|changes?)\b|\bplain strips?\b",
+        r"\b(?:grid|net|mesh|honeycomb)[- ]?(?:like|shaped)?\b(?: changes?| shadows?| pattern)|"
+        r"\bhoneycomb\w*",
     ),
     "Pleural effusion": (
         rf"\bpleural{_GAP}\b(?:effusion|fluid)",
@@ -148,10 +159,11 @@ LUNG_LABELS: frozenset[str] = frozenset({
     "Mosaic attenuation pattern", "Bronchiectasis", "Interlobular septal thickening",
 })
 OTHER_ORGAN = re.compile(
-    r"\b(?:liver|hepat\w*|kidneys?|renal|spleen|splen\w*|pancrea\w*|gallbladder|bile|biliary|adrenal|vertebra\w*|"
-    r"spine|spinal|ribs?|stern\w*|bones?|thyroid|breasts?|brain|cerebr\w*|ventric\w*|stomach|gastric|bowel|"
-    r"intestin\w*|colon|uter\w*|prostat\w*|bladder|skin|muscles?|axilla\w*|armpits?|mediastin\w*|"
-    r"esophag\w*|lymph|thymus|pericardi\w*|abdom\w*|pelvi\w*|sacr\w*|iliac|joint)\b")
+    r"\b(?:liver|hepat\w*|kidneys?|renal|spleen|splen\w*|pancrea\w*|gallbladder|bile|biliary|adrenal|"
+    r"vertebra\w*|spine|spinal|ribs?|stern\w*|bones?|thyroid|breasts?|brain|cerebr\w*|ventric\w*|stomach|"
+    r"gastric|bowel|intestin\w*|colon|uter\w*|prostat\w*|bladder|skin|muscles?|axilla\w*|armpits?|"
+    r"mediastin\w*|esophag\w*|lymph|thymus|pericardi\w*|abdom\w*|pelvi\w*|sacr\w*|iliac|joint)\b"
+)
 #: ("lobe" is not a lung word: livers and thyroids have lobes too)
 LUNG_WORD = re.compile(r"\b(?:lungs?|pulmonar\w*|hil(?:um|a|i|ar)|bronch\w*|pleura\w*|subpleural|fissure|"
                        r"parenchyma\w*|lingula\w*)\b")
@@ -163,9 +175,10 @@ PRE_NEGATION = re.compile(
 #: Negation stated after the mention, inside the clause.
 POST_NEGATION = re.compile(
     r"^[^.;]{0,60}?\b(?:(?:is|are|was|were|has been|have been)\s+)?(?:not|no longer|never)\s+(?:\w+\s+)?"
-    r"(?:seen|found|observed|detected|present|identified|evident|visible|noted|shown|demonstrated|appreciated)\b"
-    r"|^[^.;]{0,30}?\b(?:is|are|was|were)\s+(?:absent|resolved|gone)\b"
-    r"|^[^.;]{0,30}?\b(?:has|have)\s+(?:resolved|disappeared|regressed completely)\b")
+    r"(?:seen|found|observed|detected|present|identified|evident|visible|noted|shown|demonstrated|"
+    r"appreciated)\b|^[^.;]{0,30}?\b(?:is|are|was|were)\s+(?:absent|resolved|gone)\b"
+    r"|^[^.;]{0,30}?\b(?:has|have)\s+(?:resolved|disappeared|regressed completely)\b"
+)
 #: Hedges: the mention is uncertain.
 UNCERTAIN = re.compile(
     r"\b(?:possible|possibly|probable|probably|suspicious|suspicion|suspected|suspect|likely|may|might|"
@@ -174,7 +187,9 @@ UNCERTAIN = re.compile(
 #: "cannot be excluded" keeps a mention (uncertain) even though it contains a negation word.
 NOT_EXCLUDED = re.compile(r"\b(?:cannot|can not|could not|not)\s+be\s+(?:excluded|ruled out)\b")
 _SENTENCE_SPLIT = re.compile(r"(?<!\d)\.(?!\d)|[;\n?!]")
-_CLAUSE_SPLIT = re.compile(r",|:|\bbut\b|\bhowever\b|\balthough\b|\bwhile\b|\bwhereas\b|\bexcept\b|\bapart from\b")
+_CLAUSE_SPLIT = re.compile(
+    r",|:|\bbut\b|\bhowever\b|\balthough\b|\bwhile\b|\bwhereas\b|\bexcept\b|\bapart from\b"
+)
 _LIST_OR = re.compile(r"\b(?:or|nor)\b")
 
 _COMPILED = {lab: tuple(re.compile(p) for p in pats) for lab, pats in PATTERNS.items()}
@@ -188,7 +203,8 @@ class Mention:
     status: str  # "positive" | "negated" | "uncertain"
     text: str
     clause: str
-    sentence: str = ""  # the sentence the clause belongs to (`find_mentions` fills it: sizes sit in other clauses)
+    # the sentence the clause belongs to (`find_mentions` fills it: sizes sit in other clauses)
+    sentence: str = ""
 
 
 class Labeler(Protocol):
@@ -202,8 +218,8 @@ class Labeler(Protocol):
 def _clauses(sentence: str) -> list[tuple[str, bool]]:
     """Clauses of a sentence, each with whether it inherits a negation from a list ("No A, B or C is seen").
 
-    A clause inherits when the previous clause is negated and short (a bare noun phrase such as "no nodule") and
-    the list closes with "or"/"nor" in this clause or in the short clauses right after it.
+    A clause inherits when the previous clause is negated and short (a bare noun phrase such as "no nodule")
+    and the list closes with "or"/"nor" in this clause or in the short clauses right after it.
     """
     parts = _CLAUSE_SPLIT.split(sentence)
     out: list[tuple[str, bool]] = []
@@ -250,20 +266,26 @@ def _sentence_mentions(sentence: str, labels: tuple[str, ...]) -> tuple[Mention,
 
 
 def find_mentions(text: str, patterns: Mapping[str, Sequence[re.Pattern]]) -> list[Mention]:
-    """Mentions of any named patterns in `text`, split and negated exactly as the rule labeler does (without its
-    lung/other-organ filter: the caller knows which region's paragraph it reads). Used by grounded findings."""
+    """Mentions of any named patterns in `text`, split and negated exactly as the rule labeler does (without
+    its lung/other-organ filter: the caller knows which region's paragraph it reads). Used by grounded
+    findings."""
     out = []
     for sentence in _SENTENCE_SPLIT.split("" if text is None else str(text).lower()):
         for clause, inherited in _clauses(sentence):
             for name, pats in patterns.items():
                 for pat in pats:
-                    out += [Mention(name, _status(clause, m, inherited), m.group(0), clause.strip(), sentence.strip())
-                            for m in pat.finditer(clause)]
+                    out += [
+                        Mention(
+                            name, _status(clause, m, inherited), m.group(0), clause.strip(), sentence.strip()
+                        )
+                        for m in pat.finditer(clause)
+                    ]
     return out
 
 
 class RuleLabeler:
-    """Offline 18-label labeler from `PATTERNS` with negation and uncertainty handling (see module docstring)."""
+    """Offline 18-label labeler from `PATTERNS` with negation and uncertainty handling (see module
+    docstring)."""
 
     name = "rules"
 
@@ -277,7 +299,9 @@ class RuleLabeler:
     def mentions(self, text: str) -> list[Mention]:
         """Every mention in `text` with its status (for inspection and tests)."""
         text = "" if text is None else str(text).lower()
-        return [m for sentence in _SENTENCE_SPLIT.split(text) for m in _sentence_mentions(sentence, self.labels)]
+        return [
+            m for sentence in _SENTENCE_SPLIT.split(text) for m in _sentence_mentions(sentence, self.labels)
+        ]
 
     def label_one(self, text: str) -> dict[str, int]:
         keep = {"positive", "uncertain"} if self.uncertain_as_positive else {"positive"}
@@ -304,15 +328,22 @@ class TransformersLabeler:
         self.model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        self.labels, self.threshold, self.batch_size, self.max_length = tuple(labels), threshold, batch_size, max_length
+        self.labels, self.threshold, self.batch_size, self.max_length = (
+            tuple(labels),
+            threshold,
+            batch_size,
+            max_length,
+        )
         names = [self.model.config.id2label.get(i, "") for i in range(self.model.config.num_labels)]
         if set(self.labels) <= set(names):
             self.columns = [names.index(lab) for lab in self.labels]
         elif self.model.config.num_labels == len(self.labels):
             self.columns = list(range(len(self.labels)))
         else:
-            raise KitError(f"{path}: classifier has {self.model.config.num_labels} outputs and labels {names[:5]}..., "
-                           f"expected the {len(self.labels)} CT-RATE labels")
+            raise KitError(
+                f"{path}: classifier has {self.model.config.num_labels} outputs and labels {names[:5]}..., "
+                f"expected the {len(self.labels)} CT-RATE labels"
+            )
         self.name = f"transformers:{path}"
 
     def label(self, texts: Sequence[str]) -> pd.DataFrame:
@@ -332,7 +363,8 @@ class TransformersLabeler:
 
 
 def get_labeler(spec: str | Labeler | None = "rules", **kwargs: Any) -> Labeler:
-    """"rules" (default) -> RuleLabeler; a folder path -> TransformersLabeler; a labeler object passes through."""
+    """"rules" (default) -> RuleLabeler; a folder path -> TransformersLabeler; a labeler object passes
+    through."""
     if spec is None or spec == "rules":
         return RuleLabeler(**kwargs)
     if isinstance(spec, str | Path):
@@ -340,8 +372,11 @@ def get_labeler(spec: str | Labeler | None = "rules", **kwargs: Any) -> Labeler:
     return spec
 
 
-def agreement(reference: pd.DataFrame, predicted: pd.DataFrame, labels: Sequence[str] = LABELS) -> pd.DataFrame:
-    """Per-label precision/recall/F1 of `predicted` against `reference` (0/1 frames), plus micro/macro rows."""
+def agreement(
+    reference: pd.DataFrame, predicted: pd.DataFrame, labels: Sequence[str] = LABELS
+) -> pd.DataFrame:
+    """Per-label precision/recall/F1 of `predicted` against `reference` (0/1 frames), plus micro/macro
+    rows."""
     # sklearn: slow to import (~2 s); only the labeler agreement check needs it
     from sklearn.metrics import precision_recall_fscore_support
 

@@ -2,8 +2,9 @@
 
 `evaluate_predictions(pred_csv, out_dir)` scores
 - NLG on whole reports with the region scaffolding removed (the paper's Table numbers; `strip_region_prefix`),
-- region recognition from the "The region i is <organ>:" prefixes against the reference's, and topic consistency
-  (the share of generated paragraphs whose sentences belong to the organ they name; `region.topic_consistency`),
+- region recognition from the "The region i is <organ>:" prefixes against the reference's, and topic
+  consistency (the share of generated paragraphs whose sentences belong to the organ they name;
+  `region.topic_consistency`),
 - clinical efficacy from 18 labels: reference labels from `labels` (a CSV of exact labels, e.g. the embedded
   benchmark's `<split>_predicted_labels.csv`, or a full GT_/Pred_ label table) or from the labeler, prediction
   labels from the labeler (rules by default),
@@ -59,8 +60,8 @@ def reference_labels(path: str | Path, ids: Sequence[str], labels: Sequence[str]
                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """(y_true, y_pred or None) for `ids` from a label CSV.
 
-    Accepts a GT_<label>/Pred_<label> table with one row per prediction (used as-is, both sides), or an id column
-    (AccNum/VolumeName/...) plus one column per label (exact reference labels, matched by id).
+    Accepts a GT_<label>/Pred_<label> table with one row per prediction (used as-is, both sides), or an id
+    column (AccNum/VolumeName/...) plus one column per label (exact reference labels, matched by id).
     """
     table = read_csv_checked(path, what="label table")
     if all(f"GT_{lab}" in table.columns and f"Pred_{lab}" in table.columns for lab in labels):
@@ -92,22 +93,35 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
                          allow_empty_predictions: bool = True) -> dict[str, Any]:
     """Every metric for one predictions CSV; writes the files listed in the module docstring.
 
-    Returns the headline numbers: region_accuracy, topic_consistency (None without numbered paragraphs), BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means),
-    Overall_*, CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), CRG, region macro F1s,
+    Returns the headline numbers: region_accuracy, topic_consistency (None without numbered paragraphs),
+    BLEU-1..4, METEOR, ROUGE-1/2/L, CIDEr (per-sample means), Overall_*,
+    CE_micro_F1/CE_macro_F1/CE_weighted_F1/CE_samples_F1 (+ precision/recall), CRG, region macro F1s,
     region_CE_macro_F1/region_CE_micro_F1, n; with `ground_truth` (the benchmark folder or its manifest)
-    grounded_recall, attribute_accuracy, false_findings_per_case; with `bertscore_model` BERTScore_F1.
-    Empty predicted reports are scored as "" (0) with a warning here (the kit's own runs may generate nothing);
+    grounded_recall, attribute_accuracy, false_findings_per_case; with `bertscore_model` BERTScore_F1. Empty
+    predicted reports are scored as "" (0) with a warning here (the kit's own runs may generate nothing);
     `allow_empty_predictions=False` makes them an error, as the CLI does by default.
     """
     out = Path(out_dir)
     labeler = get_labeler(labeler)  # one instance for CE and region-level CE (a local classifier loads once)
-    pairs = read_report_pairs(pred_csv, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions)
-    refs = [regions.strip_region_prefix(t) for t in pairs.references] if strip_region_prefix else pairs.references
-    hyps = [regions.strip_region_prefix(t) for t in pairs.predictions] if strip_region_prefix else pairs.predictions
+    pairs = read_report_pairs(
+        pred_csv, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions
+    )
+    refs = (
+        [regions.strip_region_prefix(t) for t in pairs.references]
+        if strip_region_prefix
+        else pairs.references
+    )
+    hyps = (
+        [regions.strip_region_prefix(t) for t in pairs.predictions]
+        if strip_region_prefix
+        else pairs.predictions
+    )
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        nlg = evaluate_nlg(refs, hyps, ids=pairs.ids, bootstrap=bootstrap, seed=seed, show_progress=show_progress)
+        nlg = evaluate_nlg(
+            refs, hyps, ids=pairs.ids, bootstrap=bootstrap, seed=seed, show_progress=show_progress
+        )
     caught += [str(w.message) for w in record]
     for msg in caught:
         warnings.warn(f"{pairs.path}: {msg}", stacklevel=2)
@@ -122,16 +136,21 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
         with atomic_path(out / "nlg_by_region.csv") as tmp:
             table.to_csv(tmp, index=False)
 
-    headline: dict[str, Any] = {"n": nlg.n, "region_accuracy": region["accuracy"],
-                                "topic_consistency": region["topic_consistency"],
-                                "region_macro_F1": region["macro_all"]["f1"],
-                                "region_macro_F1_without_lung_pleura": region["macro_without_lung_pleura"]["f1"]}
+    headline: dict[str, Any] = {
+        "n": nlg.n,
+        "region_accuracy": region["accuracy"],
+        "topic_consistency": region["topic_consistency"],
+        "region_macro_F1": region["macro_all"]["f1"],
+        "region_macro_F1_without_lung_pleura": region["macro_without_lung_pleura"]["f1"],
+    }
     headline.update(nlg.headline())
     for avg in ("micro", "macro", "weighted", "samples"):
         headline[f"CE_{avg}_F1"] = ce[avg]["f1"]
     headline["CE_micro_precision"] = ce["micro"]["precision"]
     headline["CE_micro_recall"] = ce["micro"]["recall"]
-    headline.update(_beyond_the_paper(pairs, y_true, y_pred, labeler, out, ground_truth, bertscore_model, caught))
+    headline.update(
+        _beyond_the_paper(pairs, y_true, y_pred, labeler, out, ground_truth, bertscore_model, caught)
+    )
     ci = {**nlg.ci95, **{f"CE_{k.replace('_f1', '_F1')}": tuple(v) for k, v in ce.get("ci95", {}).items()}}
     write_json_atomic(out / "summary.json", {"predictions": str(pairs.path), "columns": [pairs.gt_column,
                       pairs.pred_column], "strip_region_prefix": strip_region_prefix, "headline": headline,
@@ -152,7 +171,9 @@ def _clinical_efficacy(pairs: Any, refs: Sequence[str], hyps: Sequence[str], lab
     else:
         y_true = lab.label(refs)[list(LABELS)].to_numpy(dtype=np.int64)
         gt_source = f"labeler {getattr(lab, 'name', type(lab).__name__)}"
-    y_pred = y_pred_given if y_pred_given is not None else lab.label(hyps)[list(LABELS)].to_numpy(dtype=np.int64)
+    y_pred = (
+        y_pred_given if y_pred_given is not None else lab.label(hyps)[list(LABELS)].to_numpy(dtype=np.int64)
+    )
     label_table = pd.concat([
         pd.DataFrame({"AccNum": pairs.ids}),
         pd.DataFrame(y_true, columns=[f"GT_{lab_}" for lab_ in LABELS]),
@@ -170,8 +191,9 @@ def _clinical_efficacy(pairs: Any, refs: Sequence[str], hyps: Sequence[str], lab
 def _beyond_the_paper(pairs: Any, y_true: np.ndarray, y_pred: np.ndarray, labeler: Any, out: Path,
                       ground_truth: str | Path | None, bertscore_model: str | Path | None,
                       caught: list[str]) -> dict[str, Any]:
-    """CRG (crg.json), region-level CE (all_regions_*_avg_results.csv), grounded findings (grounded_*.csv) with
-    `ground_truth`, BERTScore with `bertscore_model`: their headline numbers (None where not applicable)."""
+    """CRG (crg.json), region-level CE (all_regions_*_avg_results.csv), grounded findings (grounded_*.csv)
+    with `ground_truth`, BERTScore with `bertscore_model`: their headline numbers (None where not
+    applicable)."""
     head: dict[str, Any] = {}
     try:
         crg = crg_score(y_true, y_pred, source=pairs.path)
@@ -187,8 +209,13 @@ def _beyond_the_paper(pairs: Any, y_true: np.ndarray, y_pred: np.ndarray, labele
     write_region_ce_outputs(rce, out, tables)
     head.update(region_ce_headline(rce))
     if ground_truth is not None:
-        result = grounded_findings(pairs.ids, pairs.references, pairs.predictions, read_ground_truth(ground_truth),
-                                   source=str(pairs.path))
+        result = grounded_findings(
+            pairs.ids,
+            pairs.references,
+            pairs.predictions,
+            read_ground_truth(ground_truth),
+            source=str(pairs.path),
+        )
         write_grounded_outputs(result, out)
         head.update({k: result["summary"][k] for k in GROUNDED_METRICS})
     if bertscore_model is not None:
@@ -202,27 +229,44 @@ def _aligned(a: Any, b: Any) -> tuple[list[int], list[int]]:
     pos_b = {i: k for k, i in enumerate(b.ids)}
     common = [(k, pos_b[i]) for k, i in enumerate(a.ids) if i in pos_b]
     if not common:
-        raise KitError(f"{a.path} and {b.path} share no case ids; compare needs predictions for the same cases")
+        raise KitError(
+            f"{a.path} and {b.path} share no case ids; compare needs predictions for the same cases"
+        )
     dropped = len(a.ids) + len(b.ids) - 2 * len(common)
     if dropped:
-        warnings.warn(f"compare: {dropped} row(s) without a counterpart in the other file are left out", stacklevel=3)
+        warnings.warn(
+            f"compare: {dropped} row(s) without a counterpart in the other file are left out", stacklevel=3
+        )
     return [k for k, _ in common], [k for _, k in common]
 
 
-def compare_predictions(a_csv: str | Path, b_csv: str | Path, *, gt_column: str | None = None,
-                        pred_column: str | None = None, strip_region_prefix: bool = True, labeler: Any = "rules",
-                        n_resamples: int = 1000, seed: int = 0, allow_empty_predictions: bool = True) -> pd.DataFrame:
+def compare_predictions(
+    a_csv: str | Path,
+    b_csv: str | Path,
+    *,
+    gt_column: str | None = None,
+    pred_column: str | None = None,
+    strip_region_prefix: bool = True,
+    labeler: Any = "rules",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    allow_empty_predictions: bool = True,
+) -> pd.DataFrame:
     """Paired bootstrap test of system B against system A on the cases both files cover.
 
-    One row per metric: A, B, delta (B - A), its 95% CI and a two-sided p-value, for every NLG number, CE micro
-    and macro F1 (labels from `labeler` on both sides) and region accuracy. Resamples are shared by A and B.
+    One row per metric: A, B, delta (B - A), its 95% CI and a two-sided p-value, for every NLG number, CE
+    micro and macro F1 (labels from `labeler` on both sides) and region accuracy. Resamples are shared by A
+    and B.
     """
     a, b = (read_report_pairs(f, gt_column, pred_column, allow_empty_predictions=allow_empty_predictions)
             for f in (a_csv, b_csv))
     ia, ib = _aligned(a, b)
     if any(a.references[i] != b.references[j] for i, j in zip(ia, ib)):
-        warnings.warn("compare: the two files' reference reports differ for some cases; each system is scored "
-                      "against its own file's references", stacklevel=2)
+        warnings.warn(
+            "compare: the two files' reference reports differ for some cases; each system is scored "
+            "against its own file's references",
+            stacklevel=2,
+        )
     lab = get_labeler(labeler)
     idx = bootstrap_indices(len(ia), n_resamples, seed)
     per_system = []

@@ -1,40 +1,43 @@
 """Region recognition: does the model name the organ of each prompt region correctly?
 
-Reg2RG's region-report alignment makes the model start each paragraph with "The region i is <organ>:", where region
-i is the i-th mask of the prompt. Comparing those names with the reference's gives:
+Reg2RG's region-report alignment makes the model start each paragraph with "The region i is <organ>:", where
+region i is the i-th mask of the prompt. Comparing those names with the reference's gives:
 - per-sample accuracy: share of the reference's numbered regions whose predicted name is right (mean±std over
   samples with at least one numbered region);
-- per-region precision/recall/F1 over all (sample, index) slots: a slot whose reference is R counts as TP for R if
-  the prediction says R, else FN for R and FP for the predicted name; predicted slots the reference lacks are FP;
+- per-region precision/recall/F1 over all (sample, index) slots: a slot whose reference is R counts as TP for
+  R if the prediction says R, else FN for R and FP for the predicted name; predicted slots the reference lacks
+  are FP;
 - macro averages (mean±std over regions) over all 10 regions and, as the authors' script did, without lung and
   pleura. Multi-word names are read whole ("trachea and bronchie"; the original truncated it to "trachea").
 Names outside the 10 regions are kept (as FPs under their own name) but not averaged.
 
-Region-level clinical efficacy (`region_ce`), as the authors' `ce_evaluation_region.py` reports it: each region's
-numbered paragraphs ("The region i is <region>: ..."; paragraphs of one name joined, as their
-`parse_report_to_region.py` does) are paired by name for the cases where both reports have that region, both are
-labelled with the 18 CT-RATE labels, and CE is computed per region over all 18 labels (sklearn semantics,
+Region-level clinical efficacy (`region_ce`), as the authors' `ce_evaluation_region.py` reports it: each
+region's numbered paragraphs ("The region i is <region>: ..."; paragraphs of one name joined, as their
+`parse_report_to_region.py` does) are paired by name for the cases where both reports have that region, both
+are labelled with the 18 CT-RATE labels, and CE is computed per region over all 18 labels (sklearn semantics,
 zero_division=0). Written as the authors' `<region>_reports.csv` (AccNum, GT_combined_report,
 Pred_combined_report), `all_regions_macro_avg_results.csv` and `all_regions_micro_avg_results.csv` (region,
 precision, recall, f1-score, support). One difference: their regex let the last numbered paragraph swallow an
 "The other report is: {...}" tail; here those blocks are left out of every region.
 A release folder that holds `<region>_reports.csv` files is scored the same way (`region_ce_from_folder`).
 
-Topic consistency (`topic_consistency`): the share of the generated numbered paragraphs ("The region i is X: ...")
-whose every sentence belongs to the organ X the paragraph names. Region accuracy reads only the name; a model can
-name the organ right and write another organ's sentence under it ("The region 7 is breast: The bones are intact").
-A sentence's organs are read
-- exactly, from the embedded benchmark's sentence bank (`data/synth/reports.py`): a sentence belongs to organ X when
-  it is one of X's NORMAL paraphrases or one of the ABNORMAL sentences of a finding kind reported in X's paragraph
-  (`grounded.HOME_REGION`); templates are matched whole, each slot by what it can hold (a number for `size_mm`,
-  left/right/bilateral for `side`, one of the benchmark's lobe phrases for `lobe`), case and spacing ignored;
+Topic consistency (`topic_consistency`): the share of the generated numbered paragraphs ("The region i is X:
+...") whose every sentence belongs to the organ X the paragraph names. Region accuracy reads only the name; a
+model can name the organ right and write another organ's sentence under it ("The region 7 is breast: The bones
+are intact"). A sentence's organs are read
+- exactly, from the embedded benchmark's sentence bank (`data/synth/reports.py`): a sentence belongs to organ
+  X when it is one of X's NORMAL paraphrases or one of the ABNORMAL sentences of a finding kind reported in
+  X's paragraph (`grounded.HOME_REGION`); templates are matched whole, each slot by what it can hold (a number
+  for `size_mm`, left/right/bilateral for `side`, one of the benchmark's lobe phrases for `lobe`), case and
+  spacing ignored;
 - otherwise (free text such as RadGenome's, or a generated sentence that is in no bank) by keywords
-  (`TOPIC_KEYWORDS`, word prefixes per organ): the organs whose keywords it holds. A sentence with no keyword of
-  any organ is neutral (on topic anywhere: "No abnormality is seen."); one whose keywords name the paragraph's organ
-  (possibly among others) is on topic; one whose keywords name only other organs is off topic.
-A paragraph is consistent when it has at least one sentence and every sentence is on topic (an empty paragraph is
-not consistent). Sentences are split after ".", "!" or "?" followed by a space (not at ";": the bank has sentences
-with one). Only numbered paragraphs count
+  (`TOPIC_KEYWORDS`, word prefixes per organ): the organs whose keywords it holds. A sentence with no keyword
+  of any organ is neutral (on topic anywhere: "No abnormality is seen."); one whose keywords name the
+  paragraph's organ (possibly among others) is on topic; one whose keywords name only other organs is off
+  topic.
+A paragraph is consistent when it has at least one sentence and every sentence is on topic (an empty paragraph
+is not consistent). Sentences are split after ".", "!" or "?" followed by a space (not at ";": the bank has
+sentences with one). Only numbered paragraphs count
 (a report without region names, e.g. the `no_rra` ablation's, has none: the share is None, not applicable).
 `region_recognition` adds the result under "topic" and its share as "topic_consistency".
 """
@@ -82,7 +85,8 @@ def _macro(per_region: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[
 
 def region_recognition(references: Sequence[str], predictions: Sequence[str],
                        ids: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Region-recognition metrics from the "The region i is X:" prefixes of reference and predicted reports."""
+    """Region-recognition metrics from the "The region i is X:" prefixes of reference and predicted
+    reports."""
     ids = list(ids) if ids is not None else list(range(len(references)))
     tp: dict[str, int] = defaultdict(int)
     fp: dict[str, int] = defaultdict(int)
@@ -122,7 +126,9 @@ def region_recognition(references: Sequence[str], predictions: Sequence[str],
         "per_sample_accuracy": accuracy,
         "per_region": per_region,
         "macro_all": _macro(per_region, REGIONS),
-        "macro_without_lung_pleura": _macro(per_region, [r for r in REGIONS if r not in EXCLUDED_IN_ORIGINAL]),
+        "macro_without_lung_pleura": _macro(
+            per_region, [r for r in REGIONS if r not in EXCLUDED_IN_ORIGINAL]
+        ),
         "unknown_regions": [n for n in names if n not in REGIONS],
         "topic_consistency": topic["share"],
         "topic": topic,
@@ -131,20 +137,31 @@ def region_recognition(references: Sequence[str], predictions: Sequence[str],
 
 def region_report_text(metrics: dict[str, Any]) -> str:
     """A plain-text report in the spirit of the authors' `region_classification_report.txt`."""
-    lines = ["Accuracy for each sample:",
-             f"Mean accuracy: {metrics['accuracy']}",
-             f"Standard deviation: {metrics['accuracy_std']}",
-             f"(samples with numbered regions: {metrics['n_scored']} of {metrics['n']})",
-             f"Topic consistency: {_share_text(metrics.get('topic_consistency'))} "
-             f"(generated paragraphs whose sentences all belong to the organ they name: "
-             f"{(metrics.get('topic') or {}).get('consistent', 0)} of {(metrics.get('topic') or {}).get('paragraphs', 0)})",
-             "",
-             "Precision, recall and F1 score for each region:"]
+    lines = [
+        "Accuracy for each sample:",
+        f"Mean accuracy: {metrics['accuracy']}",
+        f"Standard deviation: {metrics['accuracy_std']}",
+        f"(samples with numbered regions: {metrics['n_scored']} of {metrics['n']})",
+        f"Topic consistency: {_share_text(metrics.get('topic_consistency'))} "
+        f"(generated paragraphs whose sentences all belong to the organ they name: "
+        f"{(metrics.get('topic') or {}).get('consistent', 0)} of "
+        f"{(metrics.get('topic') or {}).get('paragraphs', 0)})",
+        "",
+        "Precision, recall and F1 score for each region:",
+    ]
     for name, m in metrics["per_region"].items():
-        lines += [f"{name}:", f"Precision: {m['precision']}", f"Recall: {m['recall']}", f"F1 score: {m['f1']}",
-                  f"Support: {m['support']}", ""]
-    for key, title in (("macro_all", "all 10 regions"),
-                       ("macro_without_lung_pleura", "regions without lung and pleura (the original's average)")):
+        lines += [
+            f"{name}:",
+            f"Precision: {m['precision']}",
+            f"Recall: {m['recall']}",
+            f"F1 score: {m['f1']}",
+            f"Support: {m['support']}",
+            "",
+        ]
+    for key, title in (
+        ("macro_all", "all 10 regions"),
+        ("macro_without_lung_pleura", "regions without lung and pleura (the original's average)"),
+    ):
         m = metrics[key]
         lines.append(f"Macro average over {title}:")
         for k, label in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score")):
@@ -157,21 +174,78 @@ def _share_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value}"
 
 
-# ------------------------------------------------------------------------------------------------ topic consistency
+# ------------------------------------------------------------------------------------------ topic consistency
 
-#: Free-text rule: word prefixes (regexes, matched at a word start, case ignored) that tie a sentence to an organ.
-#: A sentence may name several organs ("pleural effusion with passive atelectasis of the lower lobe").
+#: Free-text rule: word prefixes (regexes, matched at a word start, case ignored) that tie a sentence to an
+#: organ. A sentence may name several organs ("pleural effusion with passive atelectasis of the lower lobe").
 TOPIC_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "abdomen": (r"abdom", r"liver", r"hepat", r"spleen", r"splen", r"kidney", r"renal", r"adrenal", r"gallbladder",
-                r"pancrea", r"stomach", r"gastric", r"bowel", r"colon", r"bile"),
-    "bone": (r"bone", r"bony", r"osseous", r"osteo", r"vertebra", r"spine\b", r"spinal", r"spondyl", r"ribs?\b",
-             r"stern(?:um|al|otomy)", r"clavic", r"scapul", r"lytic", r"sclerotic", r"fractur", r"wires?\b"),
+    "abdomen": (
+        r"abdom",
+        r"liver",
+        r"hepat",
+        r"spleen",
+        r"splen",
+        r"kidney",
+        r"renal",
+        r"adrenal",
+        r"gallbladder",
+        r"pancrea",
+        r"stomach",
+        r"gastric",
+        r"bowel",
+        r"colon",
+        r"bile",
+    ),
+    "bone": (
+        r"bone",
+        r"bony",
+        r"osseous",
+        r"osteo",
+        r"vertebra",
+        r"spine\b",
+        r"spinal",
+        r"spondyl",
+        r"ribs?\b",
+        r"stern(?:um|al|otomy)",
+        r"clavic",
+        r"scapul",
+        r"lytic",
+        r"sclerotic",
+        r"fractur",
+        r"wires?\b",
+    ),
     "breast": (r"breast", r"mammar", r"gynecomast"),
     "esophagus": (r"esophag", r"oesophag", r"hiatal", r"hiatus", r"hernia"),
-    "heart": (r"heart", r"cardi", r"pericard", r"coronar", r"atri(?:um|al|a)\b", r"ventric", r"valv", r"mitral"),
-    "lung": (r"lungs?\b", r"pulmonar", r"parenchym", r"(?:upper|middle|lower) lobes?\b", r"both upper lobes",
-             r"emphysem", r"consolidat", r"ground[- ]glass", r"opacit", r"atelecta", r"bronchiectas", r"fibro",
-             r"interstiti", r"septal", r"bulla", r"bullous", r"mosaic", r"peribronch"),
+    "heart": (
+        r"heart",
+        r"cardi",
+        r"pericard",
+        r"coronar",
+        r"atri(?:um|al|a)\b",
+        r"ventric",
+        r"valv",
+        r"mitral",
+    ),
+    "lung": (
+        r"lungs?\b",
+        r"pulmonar",
+        r"parenchym",
+        r"(?:upper|middle|lower) lobes?\b",
+        r"both upper lobes",
+        r"emphysem",
+        r"consolidat",
+        r"ground[- ]glass",
+        r"opacit",
+        r"atelecta",
+        r"bronchiectas",
+        r"fibro",
+        r"interstiti",
+        r"septal",
+        r"bulla",
+        r"bullous",
+        r"mosaic",
+        r"peribronch",
+    ),
     "mediastinum": (r"mediastin", r"lymph", r"aort", r"atheroscler", r"thym", r"hil(?:um|ar)\b"),
     "pleura": (r"pleura", r"pneumothora", r"hydrothora", r"costophrenic"),
     "thyroid": (r"thyroid",),
@@ -197,7 +271,11 @@ def _template_regex(template: str) -> str:
 
 def _bank() -> list[tuple[re.Pattern[str], str]]:
     """(whole-sentence pattern, organ) of every sentence of the embedded benchmark's bank."""
-    out = [(re.compile(_template_regex(s), re.IGNORECASE), region) for region, texts in NORMAL.items() for s in texts]
+    out = [
+        (re.compile(_template_regex(s), re.IGNORECASE), region)
+        for region, texts in NORMAL.items()
+        for s in texts
+    ]
     for kind, texts in ABNORMAL.items():
         region = HOME_REGION.get(kind) or HOME_REGION[kind.removesuffix("_bilateral")]
         out += [(re.compile(_template_regex(t), re.IGNORECASE), region) for t in texts]
@@ -216,9 +294,9 @@ def split_sentences(paragraph: str) -> list[str]:
 def sentence_topics(sentence: str, rule: str = "auto") -> tuple[set[str], str]:
     """(the organs a sentence belongs to, how that was read: "bank", "keywords" or "none").
 
-    `rule`: "auto" (the bank where the sentence is in it, else keywords), "bank" (the bank only: a sentence outside
-    it belongs to no organ) or "keywords" (the keyword rule only). An empty set read by keywords is a neutral
-    sentence; an empty set from the bank rule is a sentence outside the bank."""
+    `rule`: "auto" (the bank where the sentence is in it, else keywords), "bank" (the bank only: a sentence
+    outside it belongs to no organ) or "keywords" (the keyword rule only). An empty set read by keywords is a
+    neutral sentence; an empty set from the bank rule is a sentence outside the bank."""
     if rule not in TOPIC_RULES:
         raise ValueError(f"rule must be one of {', '.join(TOPIC_RULES)}, got {rule!r}")
     text = " ".join(str(sentence).split())
@@ -239,9 +317,9 @@ def sentence_on_topic(sentence: str, organ: str, rule: str = "auto") -> bool:
 
 def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: int = 10) -> dict[str, Any]:
     """Topic consistency of generated reports: {"share" (None when no report has a numbered paragraph),
-    "paragraphs", "consistent", "empty", "per_region" {organ: {"share", "paragraphs", "consistent"}}, "sentences"
-    (how many were read by the bank, by keywords, neutral, off topic), "rule", "off_topic" (up to `examples`
-    (organ, sentence) pairs)}."""
+    "paragraphs", "consistent", "empty", "per_region" {organ: {"share", "paragraphs", "consistent"}},
+    "sentences" (how many were read by the bank, by keywords, neutral, off topic), "rule", "off_topic" (up to
+    `examples` (organ, sentence) pairs)}."""
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # organ -> [paragraphs, consistent]
     counts = {"bank": 0, "keywords": 0, "neutral": 0, "off_topic": 0}
     off: list[dict[str, str]] = []
@@ -267,10 +345,19 @@ def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: 
             per[p.region][1] += ok
     total, good = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
     names = [r for r in REGIONS if r in per] + sorted(set(per) - set(REGIONS))
-    return {"share": good / total if total else None, "paragraphs": total, "consistent": good, "empty": empty,
-            "per_region": {r: {"share": per[r][1] / per[r][0], "paragraphs": per[r][0], "consistent": per[r][1]}
-                           for r in names},
-            "sentences": counts, "rule": rule, "off_topic": off}
+    return {
+        "share": good / total if total else None,
+        "paragraphs": total,
+        "consistent": good,
+        "empty": empty,
+        "per_region": {
+            r: {"share": per[r][1] / per[r][0], "paragraphs": per[r][0], "consistent": per[r][1]}
+            for r in names
+        },
+        "sentences": counts,
+        "rule": rule,
+        "off_topic": off,
+    }
 
 
 def write_region_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -282,7 +369,7 @@ def write_region_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[s
     return paths
 
 
-# ------------------------------------------------------------------------------------ region-level clinical efficacy
+# ----------------------------------------------------------------------------- region-level clinical efficacy
 
 REGION_CE_COLUMNS: tuple[str, ...] = ("region", "precision", "recall", "f1-score", "support")
 REGION_REPORT_COLUMNS: tuple[str, ...] = ("AccNum", "GT_combined_report", "Pred_combined_report")
@@ -299,7 +386,8 @@ def numbered_paragraphs(text: str) -> dict[str, str]:
 
 def region_report_tables(references: Sequence[str], predictions: Sequence[str], ids: Sequence[Any]
                          ) -> dict[str, pd.DataFrame]:
-    """{region: AccNum/GT_combined_report/Pred_combined_report rows of the cases where both reports have it}."""
+    """{region: AccNum/GT_combined_report/Pred_combined_report rows of the cases where both reports have
+    it}."""
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sid, ref, hyp in zip(ids, references, predictions):
         gt, pred = numbered_paragraphs(ref or ""), numbered_paragraphs(hyp or "")
@@ -310,7 +398,9 @@ def region_report_tables(references: Sequence[str], predictions: Sequence[str], 
     return {r: pd.DataFrame(rows[r], columns=list(REGION_REPORT_COLUMNS)) for r in REGIONS if rows[r]}
 
 
-def region_ce(tables: Mapping[str, pd.DataFrame], labeler: Labeler | str = "rules") -> dict[str, pd.DataFrame]:
+def region_ce(
+    tables: Mapping[str, pd.DataFrame], labeler: Labeler | str = "rules"
+) -> dict[str, pd.DataFrame]:
     """{"macro": ..., "micro": ...}: one row per region (region, precision, recall, f1-score, support)."""
     lab = get_labeler(labeler)
     out: dict[str, list[dict[str, Any]]] = {"macro": [], "micro": []}
@@ -358,18 +448,24 @@ def read_region_report_folder(folder: str | Path) -> dict[str, pd.DataFrame]:
     for region in REGIONS:
         path = folder / f"{region}_reports.csv"
         if path.is_file():
-            pairs = read_report_pairs(path, "GT_combined_report", "Pred_combined_report", allow_empty_predictions=True)
+            pairs = read_report_pairs(
+                path, "GT_combined_report", "Pred_combined_report", allow_empty_predictions=True
+            )
             tables[region] = pd.DataFrame({"AccNum": pairs.ids, "GT_combined_report": pairs.references,
                                            "Pred_combined_report": pairs.predictions})
     if not tables:
-        raise BadInputError(folder, "holds no per-region report files (<region>_reports.csv, e.g. lung_reports.csv, "
-                                    "as in the authors' results/Reg2RG_radgenome)")
+        raise BadInputError(
+            folder,
+            "holds no per-region report files (<region>_reports.csv, e.g. lung_reports.csv, "
+            "as in the authors' results/Reg2RG_radgenome)",
+        )
     return tables
 
 
 def region_ce_from_folder(folder: str | Path, labeler: Labeler | str = "rules") -> dict[str, pd.DataFrame]:
-    """Region-level CE of a folder of `<region>_reports.csv` files; a released `all_regions_macro_avg_results.csv`
-    beside them is joined in as `released_*` columns (the authors' RadBERT labels, for comparison)."""
+    """Region-level CE of a folder of `<region>_reports.csv` files; a released
+    `all_regions_macro_avg_results.csv` beside them is joined in as `released_*` columns (the authors' RadBERT
+    labels, for comparison)."""
     result = region_ce(read_region_report_folder(folder), labeler)
     for avg in ("macro", "micro"):
         released = Path(folder) / f"all_regions_{avg}_avg_results.csv"

@@ -1,10 +1,10 @@
 """Uncertainty the paper did not report: bootstrap 95% CIs for every metric, and a paired bootstrap test.
 
-Resampling unit: the report pair (a test case). The same resample indices serve every metric of one evaluation, and
-a paired test applies the same indices to both systems (Koehn 2004), so case-level difficulty cancels out.
-Per-sample metrics resample their per-case scores; corpus metrics (Overall_BLEU-n, CE micro/macro F1) are
-recomputed on each resample from per-case sufficient statistics (n-gram counts, label matrices), vectorised.
-CIs are percentile intervals (2.5th, 97.5th) from `numpy.random.default_rng(seed)`.
+Resampling unit: the report pair (a test case). The same resample indices serve every metric of one
+evaluation, and a paired test applies the same indices to both systems (Koehn 2004), so case-level difficulty
+cancels out. Per-sample metrics resample their per-case scores; corpus metrics (Overall_BLEU-n, CE micro/macro
+F1) are recomputed on each resample from per-case sufficient statistics (n-gram counts, label matrices),
+vectorised. CIs are percentile intervals (2.5th, 97.5th) from `numpy.random.default_rng(seed)`.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def nanmean_replicates(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def paired_test(a_reps: np.ndarray, b_reps: np.ndarray, a_value: float, b_value: float) -> dict[str, Any]:
     """Paired bootstrap comparison of B vs A from replicates drawn with the same indices.
 
-    p_value is two-sided: twice the share of resamples whose difference has the other sign than the observed one
-    (capped at 1), i.e. how often B would not beat A (or vice versa) if the test set were redrawn.
+    p_value is two-sided: twice the share of resamples whose difference has the other sign than the observed
+    one (capped at 1), i.e. how often B would not beat A (or vice versa) if the test set were redrawn.
     """
     diff = np.asarray(b_reps, dtype=np.float64) - np.asarray(a_reps, dtype=np.float64)
     delta = float(b_value - a_value)
@@ -66,14 +66,20 @@ def paired_test(a_reps: np.ndarray, b_reps: np.ndarray, a_value: float, b_value:
     else:
         p = 1.0
     low, high = percentile_ci(diff)
-    return {"A": float(a_value), "B": float(b_value), "delta": delta, "ci95": [low, high], "p_value": min(p, 1.0)}
+    return {
+        "A": float(a_value),
+        "B": float(b_value),
+        "delta": delta,
+        "ci95": [low, high],
+        "p_value": min(p, 1.0),
+    }
 
 
 def holm_adjust(p_values: np.ndarray) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (NaN entries are not tests and stay NaN).
 
-    The k-th smallest of m p-values is multiplied by (m - k + 1), made monotone and capped at 1; rejecting where
-    the adjusted p < alpha keeps the family-wise error rate at alpha (Holm 1979).
+    The k-th smallest of m p-values is multiplied by (m - k + 1), made monotone and capped at 1; rejecting
+    where the adjusted p < alpha keeps the family-wise error rate at alpha (Holm 1979).
     """
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
@@ -88,9 +94,10 @@ def holm_adjust(p_values: np.ndarray) -> np.ndarray:
 
 
 def format_p(p: float | None, n_resamples: int, tests: int = 1) -> str:
-    """A bootstrap p-value as text: `< 1/B` (e.g. `< 0.001` for B = 1000) where no resample reached the observed
-    difference's opposite sign (p = 0 from the count), since 0 is below what B resamples resolve; after a Holm
-    adjustment over `tests` tests that bound is `< tests/B`. Otherwise 3 decimals; None/NaN (no test): en dash."""
+    """A bootstrap p-value as text: `< 1/B` (e.g. `< 0.001` for B = 1000) where no resample reached the
+    observed difference's opposite sign (p = 0 from the count), since 0 is below what B resamples resolve;
+    after a Holm adjustment over `tests` tests that bound is `< tests/B`. Otherwise 3 decimals; None/NaN (no
+    test): en dash."""
     if p is None or np.isnan(p):
         return "–"
     if p <= 0.0:

@@ -1,13 +1,13 @@
-"""Reg2RG, assembled in our own code: frozen RadFM ViT3D -> shared Perceiver -> projections, a geometry ViT, and an
-HF causal LM whose placeholder tokens are replaced by the visual tokens (`masked_scatter`).
+"""Reg2RG, assembled in our own code: frozen RadFM ViT3D -> shared Perceiver -> projections, a geometry ViT,
+and an HF causal LM whose placeholder tokens are replaced by the visual tokens (`masked_scatter`).
 
-Modules, top-down: `config` (dataclass + presets), `vit3d`, `perceiver`, `geometry` (building blocks), `prompt`
-(templates, special tokens, samples, collate), `tokenizer`, `llm` (HF LLM, tiny LLaMA, LoRA), `reg2rg` (the
-composed model + splice), `weights` (our safetensors folders, RadFM's files), `checkpoint` (the official key mapping),
-`flops` (counts, FLOPs).
+Modules, top-down: `config` (dataclass + presets), `vit3d`, `perceiver`, `geometry` (building blocks),
+`prompt` (templates, special tokens, samples, collate), `tokenizer`, `llm` (HF LLM, tiny LLaMA, LoRA),
+`reg2rg` (the composed model + splice), `weights` (our safetensors folders, RadFM's files), `checkpoint` (the
+official key mapping), `flops` (counts, FLOPs).
 
-Each function's signature and docstring are its reference (`help(Reg2RG)`). The examples below are the API other
-stages code against, run as tests (tests/model/test_model_examples.py), so they cannot drift:
+Each function's signature and docstring are its reference (`help(Reg2RG)`). The examples below are the API
+other stages code against, run as tests (tests/model/test_model_examples.py), so they cannot drift:
 
 >>> import random, torch
 >>> from reg2rg_lib.model import Reg2RG, Reg2RGConfig, add_reg2rg_tokens, build_sample, train_tokenizer
@@ -50,8 +50,25 @@ from reg2rg_lib.model.tokenizer import add_reg2rg_tokens, load_tokenizer, tokeni
 from reg2rg_lib.model.weights import load_radfm_perceiver, load_radfm_vision
 
 __all__ = [
-    "LLM_ARCHS", "LLM_ARCH_ALIASES", "LoadReport", "PRESETS", "PRESET_ALIASES", "Reg2RG", "Reg2RGConfig", "Sample",
-    "add_reg2rg_tokens", "build_prompt", "build_sample", "build_target", "collate", "llm_arch_name",
-    "load_official_checkpoint", "load_radfm_perceiver", "load_radfm_vision", "load_tokenizer",
-    "official_key_shapes", "tokenizer_for_run", "train_tokenizer",
+    "LLM_ARCHS",
+    "LLM_ARCH_ALIASES",
+    "LoadReport",
+    "PRESETS",
+    "PRESET_ALIASES",
+    "Reg2RG",
+    "Reg2RGConfig",
+    "Sample",
+    "add_reg2rg_tokens",
+    "build_prompt",
+    "build_sample",
+    "build_target",
+    "collate",
+    "llm_arch_name",
+    "load_official_checkpoint",
+    "load_radfm_perceiver",
+    "load_radfm_vision",
+    "load_tokenizer",
+    "official_key_shapes",
+    "tokenizer_for_run",
+    "train_tokenizer",
 ]

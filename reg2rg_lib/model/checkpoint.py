@@ -10,8 +10,9 @@ Official Reg2RG whole-model checkpoint -> this model (`load_official_checkpoint`
         "base_model.model." prefix, ".base_layer" (peft >= 0.7) and the ".default" adapter name are ignored;
         embed_tokens / lm_head with fewer rows than ours (our table is resized for the added tokens) fill rows [:n]
 
-RadFM: `RadFM_vit3d.pth` loads strictly into `embedding_layer.vision_encoder`; `RadFM_perceiver_fc.pth["perceiver"]`
-strictly into `embedding_layer.perceiver` (its `fc` targets a 5120-wide LLM and is not used).
+RadFM: `RadFM_vit3d.pth` loads strictly into `embedding_layer.vision_encoder`;
+`RadFM_perceiver_fc.pth["perceiver"]` strictly into `embedding_layer.perceiver` (its `fc` targets a 5120-wide
+LLM and is not used).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.model.weights import read_state_dict
 
-#: Facts of the official layout (`../shared/reference/reg2rg_checkpoint_layout.json`), kept here so that the paper
-#: preset can be checked where that file is absent: parameter counts, and the number and sha256 of the
+#: Facts of the official layout (`../shared/reference/reg2rg_checkpoint_layout.json`), kept here so that the
+#: paper preset can be checked where that file is absent: parameter counts, and the number and sha256 of the
 #: `json.dumps` of the ordered {name: shape} dict of the embedding layer (incl. `weight` [32000, 4096]).
 PAPER_PARAMETER_COUNTS: dict[str, int] = {
     "vision_encoder": 66_208_000, "mask_encoder": 6_569_359, "perceiver": 37_802_496, "fc": 3_149_824,
@@ -46,9 +47,11 @@ class LoadReport:
     partial_rows: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"loaded {len(self.loaded)} tensors ({len(self.partial_rows)} into the first rows of a larger "
-                f"table), {len(self.missing)} own tensors not in the checkpoint, {len(self.unexpected)} checkpoint "
-                "tensors unused")
+        return (
+            f"loaded {len(self.loaded)} tensors ({len(self.partial_rows)} into the first rows of a larger "
+            f"table), {len(self.missing)} own tensors not in the checkpoint, {len(self.unexpected)} "
+            "checkpoint tensors unused"
+        )
 
 
 _PEFT_NOISE = re.compile(r"(?<=^lang_model\.)base_model\.model\.|\.base_layer(?=\.)|\.default(?=\.)")
@@ -60,7 +63,8 @@ def _canonical_lang_key(key: str) -> str:
 
 
 def load_official_checkpoint(model, source, strict: bool = False) -> LoadReport:
-    """Load the official Reg2RG whole-model checkpoint (path or state dict) into `model` (see module docstring).
+    """Load the official Reg2RG whole-model checkpoint (path or state dict) into `model` (see module
+    docstring).
 
     Shape mismatches are errors (naming the key); with `strict`, missing or unused keys are errors too.
     """

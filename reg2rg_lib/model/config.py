@@ -1,19 +1,19 @@
 """`Reg2RGConfig`: every size and switch of the model in one dataclass, with named presets.
 
 Presets (`Reg2RGConfig.preset(name, image_size=...)`):
-- `cpu-tiny`: trains on 2 CPU cores in minutes (LLM `scratch-2x128`: a 2-layer, 128-wide LLaMA-architecture LLM
-  built from scratch; a 2-layer ViT, 8 Perceiver latents). The demo swaps its LLM for `scratch-2x64`.
+- `cpu-tiny`: trains on 2 CPU cores in minutes (LLM `scratch-2x128`: a 2-layer, 128-wide LLaMA-architecture
+  LLM built from scratch; a 2-layer ViT, 8 Perceiver latents). The demo swaps its LLM for `scratch-2x64`.
 - `cpu-small`: an intermediate size (LLM `scratch-4x256`, 16 latents), still CPU-friendly.
 - `paper`: the published configuration (RadFM ViT3D 768x12, Perceiver 768x6 with 32 latents, 3-layer 255-wide
   geometry ViT, LLaMA-2-7B with LoRA r=8 on q_proj/v_proj). Constructible on the meta device.
 
-Names say what they are: LLM architectures are `scratch-<layers>x<width>` (random init, trained from scratch) or
-the published model's name (`llama2-7b`); the names used before 2026-12-03 (presets `tiny`/`small`, LLMs
+Names say what they are: LLM architectures are `scratch-<layers>x<width>` (random init, trained from scratch)
+or the published model's name (`llama2-7b`); the names used before 2026-12-03 (presets `tiny`/`small`, LLMs
 `micro`/`tiny`/`small`) are still accepted (`PRESET_ALIASES`, `LLM_ARCH_ALIASES`), so older profiles, saved
 configs and run names keep working.
 
-The image size always comes from the profile (`profile.data.image_size`), never from the preset: a preset only fixes
-patch sizes, and `validate()` checks that they divide the image size.
+The image size always comes from the profile (`profile.data.image_size`), never from the preset: a preset only
+fixes patch sizes, and `validate()` checks that they divide the image size.
 """
 
 from __future__ import annotations
@@ -30,20 +30,21 @@ from reg2rg_lib.io import write_json_atomic
 from reg2rg_lib.paths import RunPaths, default_out_dir
 from reg2rg_lib.profiles import Profile
 
-#: The instruction the paper's model was trained with (the `Question` column of the released CTRG predictions).
+#: The instruction the paper's model was trained with (the `Question` column of the released CTRG
+#: predictions).
 PAPER_INSTRUCTION = (
     "Given the provided global and regional information from this CT scan, please generate a comprehensive "
     "medical report for each region. First, identify the anatomical area corresponding to each region, then "
-    "provide detailed information about these anatomical structures and any abnormalities that are essential. "
-    "You can refer to the global information as the context and take it as a supplement when generating each "
-    "region report. For those reports that have no specific region associated with them, generate an 'other "
-    "report' at the end."
+    "provide detailed information about these anatomical structures and any abnormalities that are "
+    "essential. You can refer to the global information as the context and take it as a supplement when "
+    "generating each region report. For those reports that have no specific region associated with them, "
+    "generate an 'other report' at the end."
 )
 #: A short instruction for the CPU presets: the paper's wording costs ~90 tokens of a tiny model's context.
 SHORT_INSTRUCTION = "Identify each region and write its report."
 
-#: LLM architectures by name (LLaMA family). `llama2-7b` is Llama-2-7b-chat-hf's shape (32000-token vocabulary).
-#: `scratch-<layers>x<width>`: randomly initialised and trained from scratch (the CPU profiles).
+#: LLM architectures by name (LLaMA family). `llama2-7b` is Llama-2-7b-chat-hf's shape (32000-token
+#: vocabulary). `scratch-<layers>x<width>`: randomly initialised and trained from scratch (the CPU profiles).
 LLM_ARCHS: dict[str, dict[str, Any]] = {
     "scratch-2x64": dict(llm_hidden=64, llm_layers=2, llm_heads=2, llm_kv_heads=2, llm_intermediate=192),
     "scratch-2x128": dict(llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=384),
@@ -51,20 +52,26 @@ LLM_ARCHS: dict[str, dict[str, Any]] = {
     "llama2-7b": dict(llm_hidden=4096, llm_layers=32, llm_heads=32, llm_kv_heads=32, llm_intermediate=11008,
                       llm_vocab=32000, llm_max_positions=4096),
 }
-#: The LLM names used before 2026-12-03 ("micro" was smaller than the "tiny" preset's "tiny" LLM): still accepted.
-LLM_ARCH_ALIASES: dict[str, str] = {"micro": "scratch-2x64", "tiny": "scratch-2x128", "small": "scratch-4x256"}
+#: The LLM names used before 2026-12-03 ("micro" was smaller than the "tiny" preset's "tiny" LLM): still
+#: accepted.
+LLM_ARCH_ALIASES: dict[str, str] = {
+    "micro": "scratch-2x64",
+    "tiny": "scratch-2x128",
+    "small": "scratch-4x256",
+}
 
 
 def llm_arch_name(name: str) -> str:
-    """The current name of LLM architecture `name` (an old alias or a key of LLM_ARCHS); a KitError otherwise."""
+    """The current name of LLM architecture `name` (an old alias or a key of LLM_ARCHS); a KitError
+    otherwise."""
     arch = LLM_ARCH_ALIASES.get(name, name)
     if arch not in LLM_ARCHS:
         raise KitError(f"unknown LLM architecture {name!r}; expected one of {', '.join(LLM_ARCHS)}")
     return arch
 
-#: Pretrained LLMs by the symbolic `llm_path` a profile may give (`env.assets.LLM_ASSETS` resolves the folder):
-#: the config fields that name the model and its real shape, and LoRA as the paper (r, alpha, dropout, q/v from the
-#: defaults below), set by `Reg2RGConfig.preset` unless the caller overrides them.
+#: Pretrained LLMs by the symbolic `llm_path` a profile may give (`env.assets.LLM_ASSETS` resolves the
+#: folder): the config fields that name the model and its real shape, and LoRA as the paper (r, alpha,
+#: dropout, q/v from the defaults below), set by `Reg2RGConfig.preset` unless the caller overrides them.
 PRETRAINED_LLMS: dict[str, dict[str, Any]] = {
     "smollm2": dict(llm_name="smollm2-135m", llm_hidden=576, llm_layers=30, llm_heads=9, llm_kv_heads=3,
                     llm_intermediate=1536, llm_vocab=49152, llm_max_positions=8192, llm_finetune="lora"),
@@ -74,8 +81,8 @@ Size3 = tuple[int, int, int]
 
 
 def vision_checkpoint_path(value: str | None, profile: Profile, paths: RunPaths | None = None) -> str | None:
-    """A `vision_checkpoint` value as a path: "pretrained" names `reg2rg pretrain-vision`'s output in the profile
-    folder `paths` (default: outputs/<profile>), OUT/vision/RadFM_vit3d.pth; anything else is kept."""
+    """A `vision_checkpoint` value as a path: "pretrained" names `reg2rg pretrain-vision`'s output in the
+    profile folder `paths` (default: outputs/<profile>), OUT/vision/RadFM_vit3d.pth; anything else is kept."""
     if value != "pretrained":
         return value
     return str((paths or RunPaths(default_out_dir(profile.name))).vision_checkpoint)
@@ -85,12 +92,12 @@ def vision_checkpoint_path(value: str | None, profile: Profile, paths: RunPaths 
 class Reg2RGConfig:
     """Sizes and switches of Reg2RG. Tuples are (H, W, D) like the profile's `image_size`."""
 
-    # ---- input -----------------------------------------------------------------------------------------------
+    # ---- input ---------------------------------------------------------------------------------------------
     image_size: Size3 = (256, 256, 64)  # model input (global image, texture crops, masks); from the profile
     in_channels: int = 3  # the ViT's channels; the 1-channel CT is repeated (RadFM's ViT takes 3)
     max_regions: int = 10  # placeholder tokens are allocated for this many regions per prompt
 
-    # ---- vision encoder: RadFM's ViT3D, frozen by default ----------------------------------------------------
+    # ---- vision encoder: RadFM's ViT3D, frozen by default --------------------------------------------------
     vit_patch: Size3 = (32, 32, 4)
     vit_dim: int = 768  # must divide by 3: one learned position table per axis, dim/3 wide each
     vit_depth: int = 12
@@ -103,7 +110,7 @@ class Reg2RGConfig:
     freeze_vision: bool = True  # the paper freezes the ViT; its outputs can then be cached
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth; None = random init (CPU presets)
 
-    # ---- Perceiver resampler, shared by the global image and every region -----------------------------------
+    # ---- Perceiver resampler, shared by the global image and every region ----------------------------------
     perceiver_depth: int = 6
     perceiver_heads: int = 8
     perceiver_dim_head: int = 64
@@ -111,7 +118,7 @@ class Reg2RGConfig:
     perceiver_ff_mult: int = 4
     perceiver_checkpoint: str | None = None  # RadFM_perceiver_fc.pth (its 'perceiver' entry)
 
-    # ---- geometry (mask) encoder: a light 3D ViT over the binary region mask, mean-pooled -------------------
+    # ---- geometry (mask) encoder: a light 3D ViT over the binary region mask, mean-pooled ------------------
     mask_patch: Size3 = (32, 32, 16)
     mask_dim: int = 255  # must divide by 3 (per-axis position tables)
     mask_depth: int = 3
@@ -120,9 +127,10 @@ class Reg2RGConfig:
     mask_mlp: int = 512
     mask_pos_rows: Size3 | None = None  # None = the grid of `image_size` (the paper: 8x8x4 on 256x256x64)
 
-    # ---- LLM (LLaMA architecture when built from the fields below; any HF causal LM through `llm_path`) -----
+    # ---- LLM (LLaMA architecture when built from the fields below; any HF causal LM through `llm_path`) ----
     llm_name: str = "llama2-7b"  # a key of LLM_ARCHS or a free label
-    llm_path: str | None = None  # HF name or local folder (AutoModelForCausalLM); None = build from the fields
+    # HF name or local folder (AutoModelForCausalLM); None = build from the fields
+    llm_path: str | None = None
     llm_hidden: int = 4096
     llm_layers: int = 32
     llm_heads: int = 32
@@ -130,41 +138,51 @@ class Reg2RGConfig:
     llm_intermediate: int = 11008
     llm_vocab: int = 32000  # base vocabulary (before the Reg2RG tokens); the tokenizer's size wins when known
     llm_max_positions: int = 4096
-    llm_finetune: str = "lora"  # "lora" (paper) | "full" (random-init CPU LLMs: nothing to preserve) | "frozen"
+    # "lora" (paper) | "full" (random-init CPU LLMs: nothing to preserve) | "frozen"
+    llm_finetune: str = "lora"
     lora_r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     gradient_checkpointing: bool = False  # recompute LLM activations in backward (GPU memory for time)
 
-    # ---- prompt (templates are config: the paper's wording by default) ---------------------------------------
+    # ---- prompt (templates are config: the paper's wording by default) -------------------------------------
     global_template: str = "The global information is provided as the context: {tokens}."
     region_template: str = "The region {i} is {tokens}."
     target_template: str = "The region {i} is {region}: {report}"  # one region's paragraph in an RRA target
     instruction: str = PAPER_INSTRUCTION
 
-    # ---- ablation switches ------------------------------------------------------------------------------------
+    # ---- ablation switches ---------------------------------------------------------------------------------
     use_texture: bool = True  # region texture tokens (cropped, masked CT -> ViT -> Perceiver)
     use_geometry: bool = True  # one geometry token per region (mask -> geometry ViT)
     use_global: bool = True  # 32 global tokens of the whole CT
-    decoupled: bool = True  # LFD. False: the region's masked UNcropped CT through ViT+Perceiver, no geometry token
+    # LFD. False: the region's masked UNcropped CT through ViT+Perceiver, no geometry token
+    decoupled: bool = True
     rra: bool = True  # region-report alignment. False: target = paragraphs in canonical order, no prefixes
-    # re-reference (a departure from the paper's prompt, off in the paper preset): right after each "The region i
-    # is <organ>:" of an RRA target, region i's own placeholders are inserted again (loss-masked), so the tokens a
-    # paragraph is written from sit next to it; the decoder inserts them when it has written the head. Without RRA
-    # there are no heads, so it has no effect
+    # re-reference (a departure from the paper's prompt, off in the paper preset): right after each "The
+    # region i is <organ>:" of an RRA target, region i's own placeholders are inserted again (loss-masked), so
+    # the tokens a paragraph is written from sit next to it; the decoder inserts them when it has written the
+    # head. Without RRA there are no heads, so it has no effect
     rereference: bool = False
-    # the geometry encoder's input: False, the region mask binarised (any coverage -> 1); True, the prep cache's
-    # area-resized coverage (fractions at the boundary, so a region's volume is read to within a voxel's part)
+    # the geometry encoder's input: False, the region mask binarised (any coverage -> 1); True, the prep
+    # cache's area-resized coverage (fractions at the boundary, so a region's volume is read to within a
+    # voxel's part)
     mask_coverage: bool = False
 
     seed: int = 0  # initialisation seed of the randomly initialised parts
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json
 
-    # ------------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         # JSON round trips give lists; keep tuples so that configs compare equal
-        for name in ("image_size", "vit_patch", "vit_pos_rows", "mask_patch", "mask_pos_rows", "lora_targets"):
+        for name in (
+            "image_size",
+            "vit_patch",
+            "vit_pos_rows",
+            "mask_patch",
+            "mask_pos_rows",
+            "lora_targets",
+        ):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
@@ -189,20 +207,31 @@ class Reg2RGConfig:
         return cfg.validate()
 
     @classmethod
-    def from_profile(cls, profile: Profile, changes: Mapping[str, Any] | None = None, paths: RunPaths | None = None,
-                     *, llm_arch: str | None = None) -> Reg2RGConfig:
-        """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set), with
-        ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of the
-        profile folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to None."""
+    def from_profile(
+        cls,
+        profile: Profile,
+        changes: Mapping[str, Any] | None = None,
+        paths: RunPaths | None = None,
+        *,
+        llm_arch: str | None = None,
+    ) -> Reg2RGConfig:
+        """The profile's model config (preset at the profile's image size, LLM `model.llm_arch` when set),
+        with ablation `changes` and an LLM arch (`llm_arch` argument first). A pretrained vision checkpoint of
+        the profile folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to
+        None."""
         overrides: dict[str, Any] = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
         for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
             if getattr(profile.model, switch):
                 overrides[switch] = True
         if profile.model.vision_checkpoint:
-            overrides["vision_checkpoint"] = vision_checkpoint_path(profile.model.vision_checkpoint, profile, paths)
+            overrides["vision_checkpoint"] = vision_checkpoint_path(
+                profile.model.vision_checkpoint, profile, paths
+            )
         changes = dict(changes or {})
         if "vision_checkpoint" in changes:  # an ablation that turns the pretrained ViT on (or off)
-            changes["vision_checkpoint"] = vision_checkpoint_path(changes["vision_checkpoint"], profile, paths)
+            changes["vision_checkpoint"] = vision_checkpoint_path(
+                changes["vision_checkpoint"], profile, paths
+            )
         cfg = cls.preset(profile.model.preset, image_size=profile.data.image_size, **overrides)
         llm_arch = llm_arch or profile.model.llm_arch  # the profile may swap the preset's LLM size
         if llm_arch:
@@ -216,9 +245,10 @@ class Reg2RGConfig:
     def with_llm(self, arch: str) -> Reg2RGConfig:
         """A copy whose LLM has the architecture `arch` (a key of LLM_ARCHS or an old alias)."""
         arch = llm_arch_name(arch)
-        return self.replace(llm_name=arch, llm_path=None, **LLM_ARCHS[arch])  # built from the shape, not a path
+        # built from the shape, not a path
+        return self.replace(llm_name=arch, llm_path=None, **LLM_ARCHS[arch])
 
-    # ---- derived sizes ---------------------------------------------------------------------------------------
+    # ---- derived sizes -------------------------------------------------------------------------------------
     @property
     def vit_grid(self) -> Size3:
         """Patches per axis of the vision encoder, e.g. (8, 8, 16) for 256x256x64 / 32x32x4."""
@@ -236,7 +266,8 @@ class Reg2RGConfig:
 
     @property
     def texture_tokens(self) -> int:
-        """Visual tokens per region from the image path: the Perceiver latents (texture, or LFD-off masked CT)."""
+        """Visual tokens per region from the image path: the Perceiver latents (texture, or LFD-off masked
+        CT)."""
         return self.perceiver_latents if (self.use_texture or not self.decoupled) else 0
 
     @property
@@ -258,11 +289,15 @@ class Reg2RGConfig:
         for name, patch in (("vit_patch", self.vit_patch), ("mask_patch", self.mask_patch)):
             bad = [f"{s} % {p}" for s, p in zip(self.image_size, patch) if p <= 0 or s % p]
             if bad:
-                raise KitError(f"model config: {name} {patch} does not divide image_size {self.image_size} "
-                               f"({', '.join(bad)} != 0); choose a patch size that divides the profile's image_size")
+                raise KitError(
+                    f"model config: {name} {patch} does not divide image_size {self.image_size} "
+                    f"({', '.join(bad)} != 0); choose a patch size that divides the profile's image_size"
+                )
         for name, dim in (("vit_dim", self.vit_dim), ("mask_dim", self.mask_dim)):
             if dim % 3:
-                raise KitError(f"model config: {name}={dim} must be divisible by 3 (one position table per axis)")
+                raise KitError(
+                    f"model config: {name}={dim} must be divisible by 3 (one position table per axis)"
+                )
         for name, rows, grid in (("vit_pos_rows", self.vit_pos_rows, self.vit_grid),
                                  ("mask_pos_rows", self.mask_pos_rows, self.mask_grid)):
             if rows is not None and any(r < g for r, g in zip(rows, grid)):
@@ -270,13 +305,15 @@ class Reg2RGConfig:
         if self.llm_finetune not in ("lora", "full", "frozen"):
             raise KitError(f"model config: llm_finetune={self.llm_finetune!r}; expected lora, full or frozen")
         if self.region_tokens == 0:
-            raise KitError("model config: use_texture and use_geometry are both off: a region would have no tokens")
+            raise KitError(
+                "model config: use_texture and use_geometry are both off: a region would have no tokens"
+            )
         if self.llm_hidden % self.llm_heads or self.llm_heads % self.llm_kv_heads:
             raise KitError(f"model config: llm_hidden {self.llm_hidden} / heads {self.llm_heads} / kv heads "
                            f"{self.llm_kv_heads} are inconsistent")
         return self
 
-    # ---- (de)serialisation -----------------------------------------------------------------------------------
+    # ---- (de)serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -304,24 +341,60 @@ class Reg2RGConfig:
 
 
 #: What the CPU presets share: a patch that divides the profiles' 32x32x8 and 64x64x16 images, a randomly
-#: initialised single-channel ViT (nothing pretrained to repeat channels for), a fully trained LLM from scratch, and a
-#: short instruction (the paper's ~90-token wording would dominate a tiny model's context).
+#: initialised single-channel ViT (nothing pretrained to repeat channels for), a fully trained LLM from
+#: scratch, and a short instruction (the paper's ~90-token wording would dominate a tiny model's context).
 _CPU_COMMON: dict[str, Any] = dict(
-    image_size=(64, 64, 16), in_channels=1, vit_patch=(16, 16, 4), vit_pos_rows=None, mask_patch=(16, 16, 4),
-    perceiver_ff_mult=2, llm_vocab=2048, llm_max_positions=2048, llm_finetune="full", instruction=SHORT_INSTRUCTION,
+    image_size=(64, 64, 16),
+    in_channels=1,
+    vit_patch=(16, 16, 4),
+    vit_pos_rows=None,
+    mask_patch=(16, 16, 4),
+    perceiver_ff_mult=2,
+    llm_vocab=2048,
+    llm_max_positions=2048,
+    llm_finetune="full",
+    instruction=SHORT_INSTRUCTION,
 )
 
 #: Field values of each preset (everything not listed keeps the paper default above).
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": dict(
-        _CPU_COMMON, vit_dim=96, vit_depth=2, vit_heads=4, vit_dim_head=24, vit_mlp=192, perceiver_depth=1,
-        perceiver_heads=4, perceiver_dim_head=24, perceiver_latents=8, mask_dim=48, mask_depth=1, mask_heads=2,
-        mask_dim_head=24, mask_mlp=96, llm_name="scratch-2x128", **LLM_ARCHS["scratch-2x128"],
+        _CPU_COMMON,
+        vit_dim=96,
+        vit_depth=2,
+        vit_heads=4,
+        vit_dim_head=24,
+        vit_mlp=192,
+        perceiver_depth=1,
+        perceiver_heads=4,
+        perceiver_dim_head=24,
+        perceiver_latents=8,
+        mask_dim=48,
+        mask_depth=1,
+        mask_heads=2,
+        mask_dim_head=24,
+        mask_mlp=96,
+        llm_name="scratch-2x128",
+        **LLM_ARCHS["scratch-2x128"],
     ),
     "cpu-small": dict(
-        _CPU_COMMON, vit_dim=192, vit_depth=4, vit_heads=4, vit_dim_head=48, vit_mlp=384, perceiver_depth=2,
-        perceiver_heads=4, perceiver_dim_head=48, perceiver_latents=16, mask_dim=96, mask_depth=2, mask_heads=4,
-        mask_dim_head=24, mask_mlp=192, llm_name="scratch-4x256", **LLM_ARCHS["scratch-4x256"],
+        _CPU_COMMON,
+        vit_dim=192,
+        vit_depth=4,
+        vit_heads=4,
+        vit_dim_head=48,
+        vit_mlp=384,
+        perceiver_depth=2,
+        perceiver_heads=4,
+        perceiver_dim_head=48,
+        perceiver_latents=16,
+        mask_dim=96,
+        mask_depth=2,
+        mask_heads=4,
+        mask_dim_head=24,
+        mask_mlp=192,
+        llm_name="scratch-4x256",
+        **LLM_ARCHS["scratch-4x256"],
     ),
     "paper": dict(llm_name="llama2-7b", **LLM_ARCHS["llama2-7b"]),
 }

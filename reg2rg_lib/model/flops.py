@@ -1,8 +1,9 @@
-"""Parameter tables and training FLOPs per sample, counted (not estimated by formula) on a meta-device model: no weights, no memory.
+"""Parameter tables and training FLOPs per sample, counted (not estimated by formula) on a meta-device model:
+no weights, no memory.
 
-`torch.utils.flop_counter.FlopCounterMode` records the FLOPs of every matmul/attention kernel the forward and the
-backward pass dispatch, per module. On the meta device nothing is computed, so the paper preset (LLaMA-2-7B, a
-256x256x64 CT with 10 regions) is counted in seconds on a laptop.
+`torch.utils.flop_counter.FlopCounterMode` records the FLOPs of every matmul/attention kernel the forward and
+the backward pass dispatch, per module. On the meta device nothing is computed, so the paper preset
+(LLaMA-2-7B, a 256x256x64 CT with 10 regions) is counted in seconds on a laptop.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.reg2rg import Reg2RG
 
-#: Rough plain-text token counts of one paper training sample with the LLaMA tokenizer (assumptions, adjustable):
-#: the prompt's words (~10 for the global phrase, ~6 per "The region i is ." and ~100 for the instruction) and a
-#: RadGenome-ChestCT report over 10 regions (~250 words).
+#: Rough plain-text token counts of one paper training sample with the LLaMA tokenizer (assumptions,
+#: adjustable): the prompt's words (~10 for the global phrase, ~6 per "The region i is ." and ~100 for the
+#: instruction) and a RadGenome-ChestCT report over 10 regions (~250 words).
 PAPER_PROMPT_TEXT_TOKENS = 170
 PAPER_TARGET_TOKENS = 350
 
 
 def parameter_table(models: Mapping[str, Any]):
-    """A DataFrame with one row per component and `<name> trainable` / `<name> frozen` columns per model, plus a
-    total row; `models` maps a display name to a `Reg2RG` (meta-device models are fine)."""
+    """A DataFrame with one row per component and `<name> trainable` / `<name> frozen` columns per model, plus
+    a total row; `models` maps a display name to a `Reg2RG` (meta-device models are fine)."""
     frames = []
     for name, model in models.items():
         rows = pd.DataFrame(model.component_table()).set_index("component")
@@ -37,17 +38,24 @@ def parameter_table(models: Mapping[str, Any]):
 
 
 def layout_ids(model, n_regions: int, text_tokens: int) -> torch.Tensor:
-    """(1, L) ids with the config's placeholder layout for `n_regions` regions plus `text_tokens` plain tokens.
+    """(1, L) ids with the config's placeholder layout for `n_regions` regions plus `text_tokens` plain
+    tokens.
 
     The order of text and placeholders does not change FLOPs, so text tokens are simply appended.
     """
     cfg, vocab = model.config, model.tokenizer.get_vocab()
     ids = [model.tokenizer.bos_token_id or 0]
     if cfg.use_global:
-        ids += [vocab["<image>"]] + [vocab[f"<image{k}>"] for k in range(cfg.perceiver_latents)] + [vocab["</image>"]]
+        ids += (
+            [vocab["<image>"]]
+            + [vocab[f"<image{k}>"] for k in range(cfg.perceiver_latents)]
+            + [vocab["</image>"]]
+        )
     per = cfg.region_tokens
     for i in range(n_regions):
-        ids += [vocab["<region>"]] + [vocab[f"<region{i * per + k}>"] for k in range(per)] + [vocab["</region>"]]
+        ids += (
+            [vocab["<region>"]] + [vocab[f"<region{i * per + k}>"] for k in range(per)] + [vocab["</region>"]]
+        )
     filler = 100  # any ordinary token id
     ids += [filler] * text_tokens
     return torch.tensor([ids], dtype=torch.long)
@@ -91,7 +99,8 @@ def training_flops(cfg: Reg2RGConfig, n_regions: int = 10, text_tokens: int | No
     if cfg.geometry_tokens:
         visual["region_masks"] = torch.zeros(n_regions, 1, H, W, D, **meta)
     with FlopCounterMode(display=False) as fwd_counter:
-        # use_cache: with no mask and no cache, transformers probes position ids for packing (data-dependent: no meta)
+        # use_cache: with no mask and no cache, transformers probes position ids for packing (data-dependent:
+        # no meta)
         loss = model(ids, labels=ids, use_cache=True, **visual).loss
     with FlopCounterMode(display=False) as bwd_counter:
         loss.backward()

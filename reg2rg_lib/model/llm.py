@@ -1,5 +1,6 @@
-"""The language model: any HF causal LM by path, or a LLaMA-architecture model built from the config (random init,
-for CPUs and for inspecting the paper's shapes on the meta device); then LoRA / full / frozen fine-tuning.
+"""The language model: any HF causal LM by path, or a LLaMA-architecture model built from the config (random
+init, for CPUs and for inspecting the paper's shapes on the meta device); then LoRA / full / frozen
+fine-tuning.
 """
 
 from __future__ import annotations
@@ -24,9 +25,16 @@ def llama_config(cfg: Reg2RGConfig, vocab_size: int, tokenizer=None):
         ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id)
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=cfg.llm_hidden, intermediate_size=cfg.llm_intermediate,
-        num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads, num_key_value_heads=cfg.llm_kv_heads,
-        max_position_embeddings=cfg.llm_max_positions, rms_norm_eps=1e-5, tie_word_embeddings=False, **ids,
+        vocab_size=vocab_size,
+        hidden_size=cfg.llm_hidden,
+        intermediate_size=cfg.llm_intermediate,
+        num_hidden_layers=cfg.llm_layers,
+        num_attention_heads=cfg.llm_heads,
+        num_key_value_heads=cfg.llm_kv_heads,
+        max_position_embeddings=cfg.llm_max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        **ids,
     )
 
 
@@ -36,17 +44,20 @@ def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | No
     `llm_path` may also be a symbolic name of a fetched asset (`smollm2`: SmolLM2-135M-Instruct, converted by
     `reg2rg assets fetch`, loaded in float32). On `device="meta"` nothing is allocated (`llm_path` is then
     ignored: the shapes come from the config). The
-    vocabulary is the tokenizer's base vocabulary when known (`cfg.llm_vocab` otherwise); the caller resizes it
-    to fit the added Reg2RG tokens.
+    vocabulary is the tokenizer's base vocabulary when known (`cfg.llm_vocab` otherwise); the caller resizes
+    it to fit the added Reg2RG tokens.
     """
     # transformers: slow to import (~10 s); only a real LLM needs it
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     meta = device is not None and torch.device(device).type == "meta"
     if cfg.llm_path and not meta:
-        path, dtype = resolve_llm_path(cfg.llm_path)  # "smollm2": the converted asset folder (else a KitError)
+        # "smollm2": the converted asset folder (else a KitError)
+        path, dtype = resolve_llm_path(cfg.llm_path)
         try:
-            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+            return AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
+            )
         except (OSError, ValueError) as err:
             raise BadInputError(cfg.llm_path, f"cannot load the LLM ({str(err).splitlines()[0]})") from None
     vocab = len(tokenizer) if tokenizer is not None else cfg.llm_vocab
@@ -60,7 +71,8 @@ def build_llm(cfg: Reg2RGConfig, tokenizer=None, device: str | torch.device | No
 
 def set_gradient_checkpointing(llm: nn.Module, on: bool) -> None:
     """Recompute the LLM's activations in backward (`on`) or keep them; non-reentrant, under either name that
-    transformers has used for the switch (`activation_checkpointing_*` from 5.x, `gradient_checkpointing_*`)."""
+    transformers has used for the switch (`activation_checkpointing_*` from 5.x,
+    `gradient_checkpointing_*`)."""
     new_api = hasattr(llm, "activation_checkpointing_enable")
     if on and new_api:
         llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -75,9 +87,9 @@ def set_gradient_checkpointing(llm: nn.Module, on: bool) -> None:
 def apply_finetuning(llm: nn.Module, cfg: Reg2RGConfig) -> nn.Module:
     """Freeze / LoRA-wrap the LLM as `cfg.llm_finetune` says; returns the (possibly peft-wrapped) model.
 
-    lora: the base model is frozen and LoRA adapters (r, alpha, dropout, target modules from the config) are the
-    only trainable LLM weights (4,194,304 on LLaMA-2-7B with r=8 on q_proj/v_proj). full: every LLM weight trains
-    (a random-init CPU LLM has nothing pretrained to preserve). frozen: nothing in the LLM trains.
+    lora: the base model is frozen and LoRA adapters (r, alpha, dropout, target modules from the config) are
+    the only trainable LLM weights (4,194,304 on LLaMA-2-7B with r=8 on q_proj/v_proj). full: every LLM weight
+    trains (a random-init CPU LLM has nothing pretrained to preserve). frozen: nothing in the LLM trains.
     """
     if cfg.gradient_checkpointing:
         set_gradient_checkpointing(llm, True)
@@ -105,10 +117,11 @@ def base_llm(llm: nn.Module) -> nn.Module:
 
 
 def compile_decoder_layers(llm: nn.Module) -> int:
-    """`torch.compile` each decoder layer in place (regional compilation: identical layers share one compiled graph,
-    so a 32-layer model compiles in seconds, not minutes). Returns how many layers were compiled.
+    """`torch.compile` each decoder layer in place (regional compilation: identical layers share one compiled
+    graph, so a 32-layer model compiles in seconds, not minutes). Returns how many layers were compiled.
 
-    On an H200 this takes the paper preset's LoRA step from 36% to 49% model-FLOPs utilisation (benchmarks/RESULTS.md).
+    On an H200 this takes the paper preset's LoRA step from 36% to 49% model-FLOPs utilisation
+    (benchmarks/RESULTS.md).
     """
     layers = getattr(getattr(base_llm(llm), "model", None), "layers", None)
     if layers is None:

@@ -1,9 +1,10 @@
-"""Flamingo-style Perceiver resampler: a fixed set of learned latents cross-attends to a variable number of visual
-tokens, so every image (the global CT or one region) becomes exactly `num_latents` tokens (32 in the paper).
+"""Flamingo-style Perceiver resampler: a fixed set of learned latents cross-attends to a variable number of
+visual tokens, so every image (the global CT or one region) becomes exactly `num_latents` tokens (32 in the
+paper).
 
 Reg2RG uses ONE instance for the global image and every region. Parameter names follow the official checkpoint
-(`latents`, `layers.<i>.0.{norm_media, norm_latents, to_q, to_kv, to_out}`, `layers.<i>.1.{0,1,3}`, `norm`), so
-RadFM's `RadFM_perceiver_fc.pth['perceiver']` loads directly.
+(`latents`, `layers.<i>.0.{norm_media, norm_latents, to_q, to_kv, to_out}`, `layers.<i>.1.{0,1,3}`, `norm`),
+so RadFM's `RadFM_perceiver_fc.pth['perceiver']` loads directly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from torch import nn
 
 
 class PerceiverAttention(nn.Module):
-    """Latents attend to [media; latents] (keys/values from both, queries from the latents); bias-free projections."""
+    """Latents attend to [media; latents] (keys/values from both, queries from the latents); bias-free
+    projections."""
 
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
@@ -46,7 +48,9 @@ def _feed_forward(dim: int, mult: int) -> nn.Sequential:
 class PerceiverResampler(nn.Module):
     """(B, N, dim) visual tokens -> (B, num_latents, dim)."""
 
-    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, num_latents: int, ff_mult: int = 4) -> None:
+    def __init__(
+        self, dim: int, depth: int, heads: int, dim_head: int, num_latents: int, ff_mult: int = 4
+    ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
         self.layers = nn.ModuleList([
@@ -63,10 +67,11 @@ class PerceiverResampler(nn.Module):
         return self.norm(latents)
 
 
-# ---- media that do not change between steps (cached frozen-ViT features): normalised once ----------------------
+# ---- media that do not change between steps (cached frozen-ViT features): normalised once ------------------
 #
-# Every layer reads the media only through its `norm_media` LayerNorm, x_hat * gamma + beta, and x_hat (the media
-# normalised without the affine part) depends on no weight. So each layer's keys and values of the media are
+# Every layer reads the media only through its `norm_media` LayerNorm, x_hat * gamma + beta, and x_hat (the
+# media normalised without the affine part) depends on no weight. So each layer's keys and values of the media
+# are
 #     to_kv(norm_media(m)) = x_hat @ (W_kv * gamma)^T + W_kv @ beta
 # (exact in real arithmetic): with x_hat computed once per cached feature (`normalize_media`), a step runs one
 # matrix product over the media per layer and none back into them (autograd skips the gradient of the constant
@@ -75,8 +80,8 @@ class PerceiverResampler(nn.Module):
 
 
 def normalize_media(resampler: PerceiverResampler, media: torch.Tensor) -> torch.Tensor:
-    """x_hat of `media` (B, N, dim): LayerNorm without its affine part, with the eps every layer's `norm_media`
-    uses (they must agree; the kit's layers all use the default)."""
+    """x_hat of `media` (B, N, dim): LayerNorm without its affine part, with the eps every layer's
+    `norm_media` uses (they must agree; the kit's layers all use the default)."""
     eps = {layer[0].norm_media.eps for layer in resampler.layers} or {1e-5}  # no layer: the media are unused
     if len(eps) != 1:
         raise ValueError(f"the Perceiver's media LayerNorms use different eps {sorted(eps)}")
@@ -93,19 +98,26 @@ def _attend_normed(attn: PerceiverAttention, media_hat: torch.Tensor, latents: t
     kv_lat = attn.to_kv(lat).expand(n_images, -1, -1)  # (B, L, 2 * inner)
     kv = torch.cat([kv_media, kv_lat], dim=1)  # (B, N+L, 2 * inner): the order of `forward`'s context
     n_lat = lat.shape[1]
-    q = attn.to_q(lat).reshape(lat.shape[0], n_lat, attn.heads, -1).transpose(1, 2).expand(n_images, -1, -1, -1)
+    q = (
+        attn.to_q(lat)
+        .reshape(lat.shape[0], n_lat, attn.heads, -1)
+        .transpose(1, 2)
+        .expand(n_images, -1, -1, -1)
+    )
     k, v = kv.reshape(n_images, kv.shape[1], 2, attn.heads, -1).permute(2, 0, 3, 1, 4)
     out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, L, dh)
     return attn.to_out(out.transpose(1, 2).reshape(n_images, n_lat, -1))
 
 
-def _attend_shared_queries(attn: PerceiverAttention, media_hat: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """`_attend_normed` when the latents (1, L, dim) are the same for every image (the first layer), without the
-    media's keys and values: with q_i the (shared) queries and x_j the normalised media,
-        q_i . k_j = x_j . (W_k^T q_i) + q_i . b_k   and   sum_j p_ij v_j = W_v (sum_j p_ij x_j) + b_v sum_j p_ij
-    (W_k, W_v: `to_kv`'s halves with the LayerNorm's gamma folded in, b_k, b_v: W @ beta), so a step multiplies the
-    media once by the L x heads query directions and once by the attention weights: ~3x fewer operations than
-    projecting N keys and values per image, and no per-image attention kernel."""
+def _attend_shared_queries(
+    attn: PerceiverAttention, media_hat: torch.Tensor, latents: torch.Tensor
+) -> torch.Tensor:
+    """`_attend_normed` when the latents (1, L, dim) are the same for every image (the first layer), without
+    the media's keys and values: with q_i the (shared) queries and x_j the normalised media,
+        q_i . k_j = x_j . (W_k^T q_i) + q_i . b_k and sum_j p_ij v_j = W_v (sum_j p_ij x_j) + b_v sum_j p_ij
+    (W_k, W_v: `to_kv`'s halves with the LayerNorm's gamma folded in, b_k, b_v: W @ beta), so a step
+    multiplies the media once by the L x heads query directions and once by the attention weights: ~3x fewer
+    operations than projecting N keys and values per image, and no per-image attention kernel."""
     n, n_media, dim = media_hat.shape
     heads, n_lat = attn.heads, latents.shape[1]
     lat = attn.norm_latents(latents)[0]  # (L, dim)

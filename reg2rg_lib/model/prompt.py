@@ -7,13 +7,13 @@ The prompt (the paper's wording, `Reg2RGConfig.*_template`) reads
     <instruction>
 
 Region i owns placeholders `<region{i*P}>..<region{i*P+P-1}>` with P = `cfg.region_tokens` (32 texture + 1
-geometry in the paper), numbered on across regions exactly as in the released `Question` column. The model replaces
-every placeholder's embedding by a visual token (`reg2rg.Reg2RG`); the prompt never names the organs.
+geometry in the paper), numbered on across regions exactly as in the released `Question` column. The model
+replaces every placeholder's embedding by a visual token (`reg2rg.Reg2RG`); the prompt never names the organs.
 
-Region-report alignment (RRA): the target is "The region i is <organ>: <paragraph>" for each region, in the prompt's
-order, and that order is shuffled every time a training sample is drawn, so the model must recognise each organ from
-its visual tokens. Without RRA (the ablation) regions keep the canonical order and the target is the plain
-concatenation of the region paragraphs, without the "The region i is <organ>:" prefixes.
+Region-report alignment (RRA): the target is "The region i is <organ>: <paragraph>" for each region, in the
+prompt's order, and that order is shuffled every time a training sample is drawn, so the model must recognise
+each organ from its visual tokens. Without RRA (the ablation) regions keep the canonical order and the target
+is the plain concatenation of the region paragraphs, without the "The region i is <organ>:" prefixes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model.config import Reg2RGConfig
 
-#: Structural tokens, in the order of the official `image_token_weight` (2 rows) and `region_token_weight` (2 rows).
+#: Structural tokens, in the order of the official `image_token_weight` (2 rows) and `region_token_weight` (2
+#: rows).
 STRUCT_TOKENS: tuple[str, ...] = ("<image>", "</image>", "<region>", "</region>")
 IGNORE_INDEX = -100
 
@@ -40,8 +41,8 @@ TEXT, STRUCT, GLOBAL, TEXTURE, GEOMETRY = "text", "special", "global", "texture"
 def reg2rg_special_tokens(cfg: Reg2RGConfig) -> list[str]:
     """Every Reg2RG token, in the order they are appended to a tokenizer.
 
-    Placeholders are allocated for the largest layout (`max_regions` x (latents + 1)), so one tokenizer serves all
-    ablations of a given latent count.
+    Placeholders are allocated for the largest layout (`max_regions` x (latents + 1)), so one tokenizer serves
+    all ablations of a given latent count.
     """
     n_lat = cfg.perceiver_latents
     return (list(STRUCT_TOKENS) + [f"<image{k}>" for k in range(n_lat)]
@@ -51,8 +52,8 @@ def reg2rg_special_tokens(cfg: Reg2RGConfig) -> list[str]:
 def token_kinds(tokenizer, cfg: Reg2RGConfig) -> dict[int, str]:
     """Token id -> kind (STRUCT, GLOBAL, TEXTURE, GEOMETRY) for every Reg2RG token under `cfg`'s layout.
 
-    Placeholder tokens that `cfg` does not use (e.g. <region32> when the geometry token is off) are left out, so a
-    prompt built for another layout fails the splice count check instead of silently misplacing tokens.
+    Placeholder tokens that `cfg` does not use (e.g. <region32> when the geometry token is off) are left out,
+    so a prompt built for another layout fails the splice count check instead of silently misplacing tokens.
     """
     vocab = tokenizer.get_vocab()
     missing = [t for t in STRUCT_TOKENS if t not in vocab]
@@ -67,7 +68,7 @@ def token_kinds(tokenizer, cfg: Reg2RGConfig) -> dict[int, str]:
     return kinds
 
 
-# ---- text --------------------------------------------------------------------------------------------------------
+# ---- text --------------------------------------------------------------------------------------------------
 def build_prompt(n_regions: int, cfg: Reg2RGConfig) -> str:
     """The prompt for `n_regions` regions (the released `Question` column for the paper config)."""
     if not 0 < n_regions <= cfg.max_regions:
@@ -93,10 +94,11 @@ def build_target(regions: Sequence[str], reports: Mapping[str, str], cfg: Reg2RG
                     enumerate(zip(regions, paragraphs)))
 
 
-# ---- token ids -----------------------------------------------------------------------------------------------------
+# ---- token ids ---------------------------------------------------------------------------------------------
 @dataclass
 class Sample:
-    """One prompt (+ target) as token ids. `order[i]` = index, in the case's region list, of prompt region i."""
+    """One prompt (+ target) as token ids. `order[i]` = index, in the case's region list, of prompt region
+    i."""
 
     input_ids: list[int]
     labels: list[int]
@@ -106,7 +108,8 @@ class Sample:
     target: str = ""
     n_prompt: int = 0  # tokens of bos + prompt (labels are -100 there)
     meta: dict = field(default_factory=dict)
-    #: input position of each token of the tokenized `target` (n_prompt + t, unless re-reference inserted tokens)
+    #: input position of each token of the tokenized `target` (n_prompt + t, unless re-reference inserted
+    #: tokens)
     target_positions: list[int] = field(default_factory=list)
 
 
@@ -119,9 +122,9 @@ def build_sample(regions: Sequence[str], reports: Mapping[str, str] | None, toke
                  rng: random.Random | None = None, max_length: int | None = None) -> Sample:
     """Prompt + target token ids for a case with `regions` (canonical order) and `reports` (None: inference).
 
-    With `cfg.rra` and an `rng`, the region order is shuffled (RRA training); otherwise it stays canonical. The
-    prompt (and bos) is masked out of `labels` with -100; the target ends with eos. `max_length` truncates the
-    target (keeping eos) so that the whole sample fits.
+    With `cfg.rra` and an `rng`, the region order is shuffled (RRA training); otherwise it stays canonical.
+    The prompt (and bos) is masked out of `labels` with -100; the target ends with eos. `max_length` truncates
+    the target (keeping eos) so that the whole sample fits.
     """
     order = list(range(len(regions)))
     if rng is not None and cfg.rra:
@@ -162,7 +165,8 @@ HEAD_RE = re.compile(r"The region (\d+) is [^:.]{1,40}:")
 
 
 def region_placeholder_ids(tokenizer, cfg: Reg2RGConfig, i: int) -> list[int]:
-    """Token ids of prompt region i's placeholders (`<region{i*P}>..<region{i*P+P-1}>`, P = cfg.region_tokens)."""
+    """Token ids of prompt region i's placeholders (`<region{i*P}>..<region{i*P+P-1}>`, P =
+    cfg.region_tokens)."""
     per = cfg.region_tokens
     return list(tokenizer.convert_tokens_to_ids([f"<region{i * per + k}>" for k in range(per)]))
 
@@ -170,9 +174,10 @@ def region_placeholder_ids(tokenizer, cfg: Reg2RGConfig, i: int) -> list[int]:
 def rereference_target(target: str, tokenizer, cfg: Reg2RGConfig) -> tuple[list[int], list[int], list[int]]:
     """Target ids with region i's placeholders inserted after each "The region i is <organ>:" (re-reference).
 
-    Returns (ids, labels, index): the inserted placeholders are -100 in `labels` (the model reads them, it is not
-    asked to write them), and `index[t]` is where token t of the plain tokenized target now sits. The insertion
-    point is the end of the token that holds the head's colon, so the text's own tokens are unchanged.
+    Returns (ids, labels, index): the inserted placeholders are -100 in `labels` (the model reads them, it is
+    not asked to write them), and `index[t]` is where token t of the plain tokenized target now sits. The
+    insertion point is the end of the token that holds the head's colon, so the text's own tokens are
+    unchanged.
     """
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     plain, offsets = list(enc["input_ids"]), enc["offset_mapping"]
@@ -218,14 +223,16 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right")
 
 
 def token_layout(input_ids: Sequence[int], tokenizer, cfg: Reg2RGConfig) -> list[str]:
-    """Kind of every position of a prompt: TEXT, STRUCT, GLOBAL, TEXTURE or GEOMETRY (for display and tests)."""
+    """Kind of every position of a prompt: TEXT, STRUCT, GLOBAL, TEXTURE or GEOMETRY (for display and
+    tests)."""
     kinds = token_kinds(tokenizer, cfg)
     return [kinds.get(int(t), TEXT) for t in input_ids]
 
 
 def layout_runs(input_ids: Sequence[int], tokenizer, cfg: Reg2RGConfig) -> list[dict]:
-    """The prompt as runs of same-kind positions: [{kind, start, length, text}] (text: the run's tokens decoded,
-    shortened for placeholders), e.g. text "The global ...", special "<image>", global x32, special "</image>"."""
+    """The prompt as runs of same-kind positions: [{kind, start, length, text}] (text: the run's tokens
+    decoded, shortened for placeholders), e.g. text "The global ...", special "<image>", global x32, special
+    "</image>"."""
     kinds = token_layout(input_ids, tokenizer, cfg)
     runs: list[dict] = []
     for pos, (tid, kind) in enumerate(zip(input_ids, kinds)):

@@ -1,4 +1,5 @@
-"""The composed Reg2RG model: visual tokens from the embedding layer, spliced into the LLM's prompt embeddings.
+"""The composed Reg2RG model: visual tokens from the embedding layer, spliced into the LLM's prompt
+embeddings.
 
     global CT ─ ViT3D (frozen) ─┐
                                 ├─ Perceiver (shared) ─ fc ──> 32 global tokens, 32 texture tokens per region
@@ -7,9 +8,9 @@
     prompt ids ─ LLM embeddings; <image>/<region> tokens from the official `image/region_token_weight`;
                  placeholder positions  <- visual tokens (masked_scatter) ─> LLM (LoRA) ─> report
 
-Module names follow the official checkpoint: `embedding_layer.{vision_encoder, mask_encoder, perceiver, fc, mask_fc,
-image_token_weight, region_token_weight}` and `lang_model` (the peft-wrapped LLM), so `checkpoint.py` maps the
-released weights with almost no renaming.
+Module names follow the official checkpoint: `embedding_layer.{vision_encoder, mask_encoder, perceiver, fc,
+mask_fc, image_token_weight, region_token_weight}` and `lang_model` (the peft-wrapped LLM), so `checkpoint.py`
+maps the released weights with almost no renaming.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ KIND_CODES: dict[str, int] = {TEXT: 0, STRUCT: 1, GLOBAL: 2, TEXTURE: 3, GEOMETR
 
 
 class Reg2RGEmbedding(nn.Module):
-    """Everything between the CT and the LLM (the official `embedding_layer`), minus the LLM's own token table.
+    """Everything between the CT and the LLM (the official `embedding_layer`), minus the LLM's own token
+    table.
 
-    Only the parts the config uses are built (e.g. no geometry encoder when `use_geometry` is off), so parameter
-    counts of an ablation are its own.
+    Only the parts the config uses are built (e.g. no geometry encoder when `use_geometry` is off), so
+    parameter counts of an ablation are its own.
     """
 
     def __init__(self, cfg: Reg2RGConfig, llm_dim: int) -> None:
@@ -67,13 +69,28 @@ class Reg2RGEmbedding(nn.Module):
         self.vision_encoder = self.perceiver = self.fc = None
         self.mask_encoder = self.mask_fc = None
         if cfg.global_tokens or cfg.texture_tokens:
-            self.vision_encoder = ViT3D(cfg.image_size, cfg.vit_patch, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads,
-                                        cfg.vit_dim_head, cfg.vit_mlp, cfg.in_channels, cfg.vit_pos_rows)
+            self.vision_encoder = ViT3D(
+                cfg.image_size,
+                cfg.vit_patch,
+                cfg.vit_dim,
+                cfg.vit_depth,
+                cfg.vit_heads,
+                cfg.vit_dim_head,
+                cfg.vit_mlp,
+                cfg.in_channels,
+                cfg.vit_pos_rows,
+            )
         if cfg.geometry_tokens:
             self.mask_encoder = MaskEncoder.from_config(cfg)
         if cfg.global_tokens or cfg.texture_tokens:
-            self.perceiver = PerceiverResampler(cfg.vit_dim, cfg.perceiver_depth, cfg.perceiver_heads,
-                                                cfg.perceiver_dim_head, cfg.perceiver_latents, cfg.perceiver_ff_mult)
+            self.perceiver = PerceiverResampler(
+                cfg.vit_dim,
+                cfg.perceiver_depth,
+                cfg.perceiver_heads,
+                cfg.perceiver_dim_head,
+                cfg.perceiver_latents,
+                cfg.perceiver_ff_mult,
+            )
             self.fc = nn.Linear(cfg.vit_dim, llm_dim)
         if cfg.geometry_tokens:
             self.mask_fc = nn.Linear(cfg.mask_dim, llm_dim)
@@ -92,15 +109,18 @@ def splice(embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor, wha
     if not embeds.is_meta:
         n_pos, n_feat = int(mask.sum()), features.shape[0]
         if n_pos != n_feat:
-            raise KitError(f"{what} tokens: the prompts have {n_pos} placeholder positions but {n_feat} feature "
-                           "vectors were given (check the region count per sample and the order of the regions)")
+            raise KitError(
+                f"{what} tokens: the prompts have {n_pos} placeholder positions but {n_feat} feature "
+                "vectors were given (check the region count per sample and the order of the regions)"
+            )
     return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), features.to(embeds.dtype))
 
 
 def first_occurrence(input_ids: torch.Tensor, placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For re-reference: (source, repeated), both (B, L). `repeated` marks placeholder positions whose token id
-    occurred earlier in the same row; `source` is the position of that id's first occurrence in the row (a
-    position's own index elsewhere), so `embeds.gather(1, source)` copies the first occurrence's visual token."""
+    """For re-reference: (source, repeated), both (B, L). `repeated` marks placeholder positions whose token
+    id occurred earlier in the same row; `source` is the position of that id's first occurrence in the row (a
+    position's own index elsewhere), so `embeds.gather(1, source)` copies the first occurrence's visual
+    token."""
     b, length = input_ids.shape
     pos = torch.arange(length, device=input_ids.device).expand(b, length)
     first = torch.full((b, int(input_ids.max()) + 1), length, dtype=torch.long, device=input_ids.device)
@@ -112,10 +132,12 @@ def first_occurrence(input_ids: torch.Tensor, placeholder: torch.Tensor) -> tupl
 
 def official_key_shapes(cfg: Reg2RGConfig, base_vocab: int | None = None,
                         llm_dim: int | None = None) -> dict[str, list[int]]:
-    """Names and shapes of the official embedding layer for `cfg` (keys without the `embedding_layer.` prefix).
+    """Names and shapes of the official embedding layer for `cfg` (keys without the `embedding_layer.`
+    prefix).
 
-    `weight` is the LLM's input table over the base vocabulary (`base_vocab`, default `cfg.llm_vocab`); the rest
-    are this kit's `embedding_layer` tensors, whose names are the official ones. Built on the meta device.
+    `weight` is the LLM's input table over the base vocabulary (`base_vocab`, default `cfg.llm_vocab`); the
+    rest are this kit's `embedding_layer` tensors, whose names are the official ones. Built on the meta
+    device.
     """
     dim = llm_dim or cfg.llm_hidden
     with torch.device("meta"):
@@ -147,7 +169,8 @@ class Reg2RG(nn.Module):
 
     Args:
         cfg: the configuration (image size, sizes, ablation switches).
-        tokenizer: the HF tokenizer; the Reg2RG tokens are added to it (in place) if missing. May be None on the
+        tokenizer: the HF tokenizer; the Reg2RG tokens are added to it (in place) if missing. May be None on
+        the
             meta device only (ids are then laid out after `cfg.llm_vocab`).
         device: "meta" builds the model without allocating weights (inspection, FLOP counting). Other devices:
             build on CPU, then move with `.to(device)`.
@@ -160,8 +183,10 @@ class Reg2RG(nn.Module):
         meta = device is not None and torch.device(device).type == "meta"
         if tokenizer is None:
             if not meta:
-                raise KitError("Reg2RG needs a tokenizer (train_tokenizer / load_tokenizer); only device='meta' "
-                               "may omit it")
+                raise KitError(
+                    "Reg2RG needs a tokenizer (train_tokenizer / load_tokenizer); only device='meta' "
+                    "may omit it"
+                )
             tokenizer = _MetaVocab(cfg)
         else:
             add_reg2rg_tokens(tokenizer, cfg)
@@ -203,14 +228,15 @@ class Reg2RG(nn.Module):
             if cfg.perceiver_checkpoint:
                 load_radfm_perceiver(self, cfg.perceiver_checkpoint)
 
-    # ---- visual tokens ---------------------------------------------------------------------------------------
+    # ---- visual tokens -------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.embedding_layer.image_token_weight.device
 
     def encode_vision(self, x: torch.Tensor) -> torch.Tensor:
-        """ViT tokens of CT volumes: x (N, 1|C, H, W, D) -> (N, T, vit_dim). No autograd while the ViT is frozen,
-        so the outputs can be computed once and cached (pass them back as `global_feats` / `region_feats`)."""
+        """ViT tokens of CT volumes: x (N, 1|C, H, W, D) -> (N, T, vit_dim). No autograd while the ViT is
+        frozen, so the outputs can be computed once and cached (pass them back as `global_feats` /
+        `region_feats`)."""
         enc = self.embedding_layer.vision_encoder
         if enc is None:
             raise KitError("this configuration has no vision encoder (no global and no texture tokens)")
@@ -222,7 +248,8 @@ class Reg2RG(nn.Module):
 
     def visual_tokens(self, global_images=None, global_feats=None, region_images=None, region_feats=None,
                       region_masks=None) -> dict[str, torch.Tensor]:
-        """Kind -> (n, D_llm) tokens in prompt order: GLOBAL (B*L), TEXTURE (N*L), GEOMETRY (N) as configured."""
+        """Kind -> (n, D_llm) tokens in prompt order: GLOBAL (B*L), TEXTURE (N*L), GEOMETRY (N) as
+        configured."""
         cfg, el = self.config, self.embedding_layer
         media, sizes = [], []  # Perceiver inputs, batched together (the Perceiver is shared)
         for kind, arg, used, feats, images in (
@@ -247,7 +274,8 @@ class Reg2RG(nn.Module):
         if cfg.geometry_tokens:
             if region_masks is None:
                 raise KitError("the configuration uses geometry tokens: pass region_masks")
-            masks = region_masks.to(device=self.device)  # bool/uint8 or float: the encoder casts chunk by chunk
+            # bool/uint8 or float: the encoder casts chunk by chunk
+            masks = region_masks.to(device=self.device)
             out[GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
         return out
 
@@ -276,7 +304,7 @@ class Reg2RG(nn.Module):
             embeds = torch.where(repeated.unsqueeze(-1), copied, embeds)
         return embeds
 
-    # ---- LLM -------------------------------------------------------------------------------------------------
+    # ---- LLM -----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, use_cache: bool = False, **visual: Any):
         """Teacher-forced pass; `.loss` is the mean next-token cross-entropy over labels != -100."""
@@ -285,24 +313,40 @@ class Reg2RG(nn.Module):
             attention_mask = attention_mask.to(self.device)
         if labels is not None:
             labels = labels.to(self.device)
-        # use_cache=False by default: a teacher-forced pass needs no KV cache (building one costs memory and copies,
-        # and makes compiled decoder layers recompile for each layer's cache state)
+        # use_cache=False by default: a teacher-forced pass needs no KV cache (building one costs memory and
+        # copies, and makes compiled decoder layers recompile for each layer's cache state)
         return self.lang_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
                                use_cache=use_cache)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                 global_images=None, global_feats=None, region_images=None, region_feats=None, region_masks=None,
-                 max_new_tokens: int = 256, **generate_kwargs: Any) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        global_images=None,
+        global_feats=None,
+        region_images=None,
+        region_feats=None,
+        region_masks=None,
+        max_new_tokens: int = 256,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
         """Generate reports for a LEFT-padded batch of prompts; returns only the new token ids (B, new).
 
-        Uses the HF `generate` on `inputs_embeds` (KV cache, greedy or sampling through `generate_kwargs`). The
-        Reg2RG tokens are suppressed: the model must write text, not placeholders.
+        Uses the HF `generate` on `inputs_embeds` (KV cache, greedy or sampling through `generate_kwargs`).
+        The Reg2RG tokens are suppressed: the model must write text, not placeholders.
         """
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
-        embeds = self.embed_inputs(input_ids, global_images=global_images, global_feats=global_feats,
-                                   region_images=region_images, region_feats=region_feats, region_masks=region_masks)
+        embeds = self.embed_inputs(
+            input_ids,
+            global_images=global_images,
+            global_feats=global_feats,
+            region_images=region_images,
+            region_feats=region_feats,
+            region_masks=region_masks,
+        )
         tok = self.tokenizer
         generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", tok.eos_token_id)
@@ -316,7 +360,7 @@ class Reg2RG(nn.Module):
         """Token ids -> report strings (special tokens dropped, whitespace trimmed)."""
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    # ---- parameters ------------------------------------------------------------------------------------------
+    # ---- parameters ----------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -327,13 +371,15 @@ class Reg2RG(nn.Module):
     def parameter_summary(self) -> dict[str, Any]:
         """Counts per component (+ trainable, total) and the official embedding-layer key shapes.
 
-        `components` has exactly: vision_encoder, mask_encoder, perceiver, fc, mask_fc, llm (the LLM without LoRA,
-        with its resized token table), lora. `total` also counts the 4 structure-token rows
+        `components` has exactly: vision_encoder, mask_encoder, perceiver, fc, mask_fc, llm (the LLM without
+        LoRA, with its resized token table), lora. `total` also counts the 4 structure-token rows
         (image/region_token_weight), which belong to no listed component.
         """
         el = self.embedding_layer
-        comp = {name: _count(getattr(el, name)) for name in ("vision_encoder", "mask_encoder", "perceiver", "fc",
-                                                              "mask_fc")}
+        comp = {
+            name: _count(getattr(el, name))
+            for name in ("vision_encoder", "mask_encoder", "perceiver", "fc", "mask_fc")
+        }
         lora = sum(p.numel() for n, p in self.lang_model.named_parameters() if "lora_" in n)
         comp["llm"] = _count(self.lang_model) - lora
         comp["lora"] = lora
@@ -366,10 +412,12 @@ class Reg2RG(nn.Module):
         save_pretrained(self, out_dir)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Reg2RG:
-        """Rebuild a model from a `save_pretrained` folder: the LLM from its `llm/` (else from `llm_path`), the LoRA
-        from `llm_adapter/` through peft, the visual side from `embedding_layer/`; or a folder of the older layout
-        (one model.safetensors). Every saved tensor must fit (else a one-line error)."""
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], device: str | torch.device | None = None
+    ) -> Reg2RG:
+        """Rebuild a model from a `save_pretrained` folder: the LLM from its `llm/` (else from `llm_path`),
+        the LoRA from `llm_adapter/` through peft, the visual side from `embedding_layer/`; or a folder of the
+        older layout (one model.safetensors). Every saved tensor must fit (else a one-line error)."""
         cfg, tokenizer, state, where = read_pretrained(path)
         legacy = is_legacy_folder(path)
         model = cls(cfg, tokenizer, llm=None if legacy else read_llm(path))

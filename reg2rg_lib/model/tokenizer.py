@@ -1,8 +1,9 @@
 """Tokenizers: a byte-level BPE trained locally on the report corpus (CPU presets), or the LLM's own (paper).
 
 Nothing is downloaded: `train_tokenizer` uses the `tokenizers` library on the texts it is given and saves a
-`PreTrainedTokenizerFast`; `load_tokenizer` reads a local folder (or an HF name, which is only fetched if the user's
-environment allows it). `add_reg2rg_tokens` appends the Reg2RG special tokens (structure + placeholders).
+`PreTrainedTokenizerFast`; `load_tokenizer` reads a local folder (or an HF name, which is only fetched if the
+user's environment allows it). `add_reg2rg_tokens` appends the Reg2RG special tokens (structure +
+placeholders).
 """
 
 from __future__ import annotations
@@ -27,21 +28,28 @@ BASE_SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "<
 
 
 def prompt_texts(repeat: int = 20) -> list[str]:
-    """The fixed wording of prompts and RRA targets ("The region 3 is lung:", the instructions, ...), repeated so
-    that BPE learns them as few tokens: a region prefix then costs ~5 tokens instead of ~12."""
+    """The fixed wording of prompts and RRA targets ("The region 3 is lung:", the instructions, ...), repeated
+    so that BPE learns them as few tokens: a region prefix then costs ~5 tokens instead of ~12."""
     cfg = Reg2RGConfig()
     lines = [cfg.global_template.format(tokens=""), PAPER_INSTRUCTION, SHORT_INSTRUCTION]
-    lines += [cfg.target_template.format(i=i, region=r, report="") for i in range(cfg.max_regions) for r in REGIONS]
+    lines += [
+        cfg.target_template.format(i=i, region=r, report="") for i in range(cfg.max_regions) for r in REGIONS
+    ]
     return lines * repeat
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str] | None = None, vocab_size: int = 1024,
-                    min_frequency: int = 2, include_prompt_text: bool = True):
+def train_tokenizer(
+    texts: Iterable[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    vocab_size: int = 1024,
+    min_frequency: int = 2,
+    include_prompt_text: bool = True,
+):
     """Train a byte-level BPE on `texts` (report paragraphs); save it to `out_dir` (atomically) when given.
 
-    Byte-level BPE round-trips any text exactly (no unknown characters), which keeps decoded reports comparable
-    with the references. With `include_prompt_text` the prompt/target wording (`prompt_texts`) joins the corpus.
-    Returns a `PreTrainedTokenizerFast` with <s>, </s>, <pad>, <unk>.
+    Byte-level BPE round-trips any text exactly (no unknown characters), which keeps decoded reports
+    comparable with the references. With `include_prompt_text` the prompt/target wording (`prompt_texts`)
+    joins the corpus. Returns a `PreTrainedTokenizerFast` with <s>, </s>, <pad>, <unk>.
     """
     # transformers: slow to import (~10 s); only a built or loaded tokenizer needs it
     from transformers import PreTrainedTokenizerFast
@@ -78,7 +86,8 @@ def load_tokenizer(path_or_name: str | os.PathLike[str]):
     """`AutoTokenizer.from_pretrained`, with a one-line error naming the folder when it is not a tokenizer.
 
     A symbolic LLM name (`smollm2`) loads the fetched asset's own tokenizer (a KitError says to run
-    `reg2rg assets fetch` when it is missing); `Reg2RG` then appends the kit's tokens (`add_reg2rg_tokens`)."""
+    `reg2rg assets fetch` when it is missing); `Reg2RG` then appends the kit's tokens
+    (`add_reg2rg_tokens`)."""
     # transformers: slow to import (~10 s); only a built or loaded tokenizer needs it
     from transformers import AutoTokenizer
 
@@ -95,7 +104,8 @@ def load_tokenizer(path_or_name: str | os.PathLike[str]):
 def add_reg2rg_tokens(tokenizer, cfg: Reg2RGConfig) -> int:
     """Add the Reg2RG special tokens the config needs, in a fixed order; returns how many were new.
 
-    Order: <image> </image> <region> </region>, <image0>..., <region0>... (see `prompt.reg2rg_special_tokens`).
+    Order: <image> </image> <region> </region>, <image0>..., <region0>... (see
+    `prompt.reg2rg_special_tokens`).
     Idempotent: tokens already present keep their ids, so a tokenizer saved with a checkpoint is reused as is.
     """
     vocab = tokenizer.get_vocab()

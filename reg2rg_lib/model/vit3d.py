@@ -1,11 +1,14 @@
 """A plain 3D Vision Transformer (RadFM's ViT3D architecture), used twice in Reg2RG:
 
-- the frozen vision encoder (paper: patch 32x32x4, dim 768, depth 12; 256x256x64 input -> 8x8x16 = 1024 tokens),
-- the geometry (mask) encoder (paper: patch 32x32x16, dim 255, depth 3, 1 channel), mean-pooled by `geometry.py`.
+- the frozen vision encoder (paper: patch 32x32x4, dim 768, depth 12; 256x256x64 input -> 8x8x16 = 1024
+  tokens),
+- the geometry (mask) encoder (paper: patch 32x32x16, dim 255, depth 3, 1 channel), mean-pooled by
+  `geometry.py`.
 
-Parameter names follow the official checkpoint so that RadFM's `RadFM_vit3d.pth` and Reg2RG's embedding layer load
-without renaming: `to_patch_embedding.{1,2,3}` (LayerNorm, Linear, LayerNorm after a parameter-free patchify at
-index 0), `pos_embedding.{row,col,dep}_embed`, and `transformer.layers.<i>.<0 attention | 1 MLP>.{norm, fn}`.
+Parameter names follow the official checkpoint so that RadFM's `RadFM_vit3d.pth` and Reg2RG's embedding layer
+load without renaming: `to_patch_embedding.{1,2,3}` (LayerNorm, Linear, LayerNorm after a parameter-free
+patchify at index 0), `pos_embedding.{row,col,dep}_embed`, and `transformer.layers.<i>.<0 attention | 1
+MLP>.{norm, fn}`.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ class PositionEmbedding3D(nn.Module):
     """Learned per-axis position tables, concatenated: token (i, j, k) gets [row[i'], col[j'], dep[k']].
 
     Each table has `rows[a]` entries of width dim/3. A grid smaller than the table samples every
-    (rows // grid)-th entry, ending on the last one of each block (i' = (i + 1) * (rows // grid) - 1): this is how
-    RadFM's ViT, built for 512x512x512, is applied to 256x256x64 inputs.
+    (rows // grid)-th entry, ending on the last one of each block (i' = (i + 1) * (rows // grid) - 1): this is
+    how RadFM's ViT, built for 512x512x512, is applied to 256x256x64 inputs.
     """
 
     def __init__(self, dim: int, rows: Size3) -> None:
@@ -108,8 +111,13 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -118,7 +126,9 @@ class FeedForward(nn.Module):
 class Transformer(nn.Module):
     """`depth` pre-norm blocks: x + attn(norm(x)), then x + mlp(norm(x)). No final norm (as RadFM's ViT)."""
 
-    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, depth: int, heads: int, dim_head: int, mlp: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList([
             nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head, dropout)),
@@ -142,8 +152,19 @@ class ViT3D(nn.Module):
         pos_rows: rows of the per-axis position tables (None = the patch grid of `image_size`).
     """
 
-    def __init__(self, image_size: Size3, patch: Size3, dim: int, depth: int, heads: int, dim_head: int, mlp: int,
-                 channels: int, pos_rows: Size3 | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        image_size: Size3,
+        patch: Size3,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        mlp: int,
+        channels: int,
+        pos_rows: Size3 | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         grid = tuple(s // p for s, p in zip(image_size, patch))
         if any(s % p for s, p in zip(image_size, patch)):
@@ -160,12 +181,15 @@ class ViT3D(nn.Module):
         """x (B, C, H, W, D) -> tokens (B, h*w*d, dim). A 1-channel x is repeated to `channels` channels."""
         if x.shape[1] != self.channels:
             if x.shape[1] != 1:
-                raise ValueError(f"ViT3D expects {self.channels} channel(s) (or 1 to repeat), got {x.shape[1]}")
+                raise ValueError(
+                    f"ViT3D expects {self.channels} channel(s) (or 1 to repeat), got {x.shape[1]}"
+                )
             x = x.expand(-1, self.channels, -1, -1, -1)
         return self.encode_patches(self.to_patch_embedding(x), x.shape[2:])
 
     def encode_patches(self, tokens: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
-        """Embedded patches (B, h*w*d, dim) of inputs of size `spatial` (H, W, D) -> the transformer's tokens."""
+        """Embedded patches (B, h*w*d, dim) of inputs of size `spatial` (H, W, D) -> the transformer's
+        tokens."""
         grid = tuple(s // p for s, p in zip(spatial, self.patch))
         tokens = tokens + self.pos_embedding(grid, tokens.device).to(tokens.dtype)
         return self.transformer(tokens)

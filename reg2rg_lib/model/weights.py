@@ -11,29 +11,29 @@ Our folder (`paths.ModelFolder`), in the formats transformers and peft users alr
                        it is the frozen base without the adapter
     llm_adapter/       with LoRA: the adapter, written by peft's own `PeftModel.save_pretrained`
 
-Frozen pretrained parts are not rewritten: the LLM from `llm_path` and RadFM's ViT from `vision_checkpoint` are
-re-read from their source. Load the LLM with peft alone::
+Frozen pretrained parts are not rewritten: the LLM from `llm_path` and RadFM's ViT from `vision_checkpoint`
+are re-read from their source. Load the LLM with peft alone::
 
     base = AutoModelForCausalLM.from_pretrained(folder / "llm")      # or the `llm_path` model, see below
     llm = PeftModel.from_pretrained(base, folder / "llm_adapter").merge_and_unload()
 
 Why a scratch LLM's base is saved rather than rebuilt: a peft user expects a base folder to load, and a random
 initialisation is only reproducible with the kit's code and the same torch version. The adapter's
-`base_model_name_or_path` is then `"llm"`, relative to the model folder: a checkpoint is written into a temporary
-folder and renamed into place, and folders are moved and shared, so an absolute path would go stale (from the model
-folder as working directory `AutoPeftModelForCausalLM.from_pretrained("llm_adapter")` works). For a pretrained LLM
-it is the path peft recorded (`llm_path` resolved, e.g. the converted SmolLM2 folder); the kit added rows to that
-model's token table for its own tokens, so call `torch.manual_seed(cfg.seed)` and
+`base_model_name_or_path` is then `"llm"`, relative to the model folder: a checkpoint is written into a
+temporary folder and renamed into place, and folders are moved and shared, so an absolute path would go stale
+(from the model folder as working directory `AutoPeftModelForCausalLM.from_pretrained("llm_adapter")` works).
+For a pretrained LLM it is the path peft recorded (`llm_path` resolved, e.g. the converted SmolLM2 folder);
+the kit added rows to that model's token table for its own tokens, so call `torch.manual_seed(cfg.seed)` and
 `base.resize_token_embeddings(len(tokenizer))` (mean resizing, as `Reg2RG` does) before loading the adapter.
 
 `Reg2RG.from_pretrained` loads these folders through the same files (the adapter through peft's
-`set_peft_model_state_dict`) and also the kit's older layout, where one `model.safetensors` held every saved tensor
-under the model's own names. Why not `PyTorchModelHubMixin`: it would save the whole state dict (a frozen 90M RadFM
-ViT and a 7B LLM at every checkpoint), and its config cannot carry the tokenizer or the LLM.
+`set_peft_model_state_dict`) and also the kit's older layout, where one `model.safetensors` held every saved
+tensor under the model's own names. Why not `PyTorchModelHubMixin`: it would save the whole state dict (a
+frozen 90M RadFM ViT and a 7B LLM at every checkpoint), and its config cannot carry the tokenizer or the LLM.
 
-RadFM: `RadFM_vit3d.pth` loads strictly into `embedding_layer.vision_encoder`; `RadFM_perceiver_fc.pth["perceiver"]`
-strictly into `embedding_layer.perceiver` (its `fc` targets a 5120-wide LLM and is not used).
-Nothing here unpickles code: torch files are read with `weights_only=True`.
+RadFM: `RadFM_vit3d.pth` loads strictly into `embedding_layer.vision_encoder`;
+`RadFM_perceiver_fc.pth["perceiver"]` strictly into `embedding_layer.perceiver` (its `fc` targets a 5120-wide
+LLM and is not used). Nothing here unpickles code: torch files are read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -58,13 +58,16 @@ from reg2rg_lib.paths import EMBEDDING_CONFIG, EMBEDDING_WEIGHTS, ModelFolder
 
 #: peft's file names inside `llm_adapter/` (what `PeftModel.from_pretrained` reads)
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
-#: The adapter's `base_model_name_or_path` for a scratch LLM: `llm/`, relative to the model folder (module docstring)
+#: The adapter's `base_model_name_or_path` for a scratch LLM: `llm/`, relative to the model folder (module
+#: docstring)
 SCRATCH_BASE_NAME = "llm"
-INLINE_VISION_MAX_PARAMS = 20_000_000  # pretrained vision encoders up to this size are saved inside the folder
+# pretrained vision encoders up to this size are saved inside the folder
+INLINE_VISION_MAX_PARAMS = 20_000_000
 
 
 def read_state_dict(source) -> Mapping[str, torch.Tensor]:
-    """A state dict from a mapping, a .safetensors file or a torch .pth/.bin/.pt (tensors only, no pickled code)."""
+    """A state dict from a mapping, a .safetensors file or a torch .pth/.bin/.pt (tensors only, no pickled
+    code)."""
     if isinstance(source, Mapping):
         return source
     path = Path(source)
@@ -106,24 +109,27 @@ def load_radfm_perceiver(model, path) -> None:
     _load_strict(model.embedding_layer.perceiver, state, path, "perceiver")
 
 
-# ---- our own folders ---------------------------------------------------------------------------------------------
+# ---- our own folders ---------------------------------------------------------------------------------------
 def _restorable_elsewhere(name: str, cfg: Reg2RGConfig) -> bool:
-    """True for frozen `embedding_layer` weights that `Reg2RG(cfg, ...)` re-reads from a pretrained source (the
-    ViT from `vision_checkpoint`; the LLM's are handled by `_llm_is_saved`)."""
+    """True for frozen `embedding_layer` weights that `Reg2RG(cfg, ...)` re-reads from a pretrained source
+    (the ViT from `vision_checkpoint`; the LLM's are handled by `_llm_is_saved`)."""
     return bool(cfg.vision_checkpoint) and name.startswith("vision_encoder.")
 
 
 def _saved_config(model) -> Reg2RGConfig:
-    """The config a folder records. A pretrained vision encoder small enough to carry (the CPU presets' ViT from
-    `reg2rg pretrain-vision`) is saved with the folder, so that a rerun of pretraining never changes a trained
-    model; its source path is kept in `extra`. RadFM's ViT (~90M parameters) stays a reference to its file."""
+    """The config a folder records. A pretrained vision encoder small enough to carry (the CPU presets' ViT
+    from `reg2rg pretrain-vision`) is saved with the folder, so that a rerun of pretraining never changes a
+    trained model; its source path is kept in `extra`. RadFM's ViT (~90M parameters) stays a reference to its
+    file."""
     cfg = model.config
     encoder = model.embedding_layer.vision_encoder
     if not cfg.vision_checkpoint or encoder is None:
         return cfg
     if sum(p.numel() for p in encoder.parameters()) > INLINE_VISION_MAX_PARAMS:
         return cfg
-    return cfg.replace(vision_checkpoint=None, extra={**cfg.extra, "vision_pretrained_from": cfg.vision_checkpoint})
+    return cfg.replace(
+        vision_checkpoint=None, extra={**cfg.extra, "vision_pretrained_from": cfg.vision_checkpoint}
+    )
 
 
 def _is_peft(lang_model) -> bool:
@@ -131,14 +137,18 @@ def _is_peft(lang_model) -> bool:
 
 
 def _llm_is_saved(model, cfg: Reg2RGConfig) -> bool:
-    """Whether `llm/` is written: the LLM's own weights cannot be re-read from `llm_path` (scratch, or trained)."""
-    return not cfg.llm_path or any(p.requires_grad for n, p in model.lang_model.named_parameters() if "lora_" not in n)
+    """Whether `llm/` is written: the LLM's own weights cannot be re-read from `llm_path` (scratch, or
+    trained)."""
+    return not cfg.llm_path or any(
+        p.requires_grad for n, p in model.lang_model.named_parameters() if "lora_" not in n
+    )
 
 
 def save_pretrained(model, out_dir: str | os.PathLike[str]) -> Path:
     """Write the model folder (module docstring) into `out_dir`; each file or subfolder appears whole (written
-    aside, then renamed). Parts of the layout this model does not write (e.g. an `llm_adapter/` of an earlier save
-    into the same folder, or an older layout's model.safetensors) are removed, so the folder holds one model."""
+    aside, then renamed). Parts of the layout this model does not write (e.g. an `llm_adapter/` of an earlier
+    save into the same folder, or an older layout's model.safetensors) are removed, so the folder holds one
+    model."""
     if model.device.type == "meta":
         raise KitError("cannot save a model built on the meta device (it has no weights)")
     folder = ModelFolder(out_dir)
@@ -169,7 +179,8 @@ def save_pretrained(model, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def _save_llm(lang_model, dest: Path) -> None:
-    """The LLM as a transformers folder; under peft, the base weights only, under the base model's own names."""
+    """The LLM as a transformers folder; under peft, the base weights only, under the base model's own
+    names."""
     llm = base_llm(lang_model)
     state = {k.replace(".base_layer.", "."): v for k, v in llm.state_dict().items() if "lora_" not in k}
     with atomic_dir(dest) as tmp, _quiet_transformers():
@@ -178,7 +189,8 @@ def _save_llm(lang_model, dest: Path) -> None:
 
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """No transformers progress bar (one per shard, at every checkpoint of a training log) inside the block."""
+    """No transformers progress bar (one per shard, at every checkpoint of a training log) inside the
+    block."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()
@@ -191,14 +203,16 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _save_adapter(lang_model, cfg: Reg2RGConfig, dest: Path) -> None:
-    """The LoRA adapter with peft's `save_pretrained` (no embedding tables: the kit rebuilds the added rows)."""
+    """The LoRA adapter with peft's `save_pretrained` (no embedding tables: the kit rebuilds the added
+    rows)."""
     peft_cfg = lang_model.peft_config["default"]
     recorded = peft_cfg.base_model_name_or_path
     if not cfg.llm_path:
         peft_cfg.base_model_name_or_path = SCRATCH_BASE_NAME
     try:
         with atomic_dir(dest) as tmp:
-            # save_embedding_layers=False: "auto" would look the base up (on the Hub for a name) to compare vocabularies
+            # save_embedding_layers=False: "auto" would look the base up (on the Hub for a name) to compare
+            # vocabularies
             lang_model.save_pretrained(str(tmp), save_embedding_layers=False)
     finally:
         peft_cfg.base_model_name_or_path = recorded
@@ -260,18 +274,23 @@ def read_llm(path: str | os.PathLike[str]):
 
 
 def load_adapter(model, path: str | os.PathLike[str]) -> None:
-    """Load the folder's `llm_adapter/` into the model's peft-wrapped LLM (peft's `set_peft_model_state_dict`);
-    the adapter's rank, alpha, targets and tensors must be the model's (else a one-line error)."""
+    """Load the folder's `llm_adapter/` into the model's peft-wrapped LLM (peft's
+    `set_peft_model_state_dict`); the adapter's rank, alpha, targets and tensors must be the model's (else a
+    one-line error)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     adapter = ModelFolder(path).adapter
     if not _is_peft(model.lang_model):
-        raise BadInputError(adapter, f"a LoRA adapter, but the config says llm_finetune={model.config.llm_finetune}")
+        raise BadInputError(
+            adapter, f"a LoRA adapter, but the config says llm_finetune={model.config.llm_finetune}"
+        )
     saved_cfg = _read_json(adapter / ADAPTER_CONFIG)
     cfg = model.config
     ours = {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(cfg.lora_targets)}
     theirs = {k: sorted(v) if isinstance(v, list) else v for k, v in saved_cfg.items() if k in ours}
-    differ = [f"{k}={theirs.get(k)!r} there, {v!r} in config.json" for k, v in ours.items() if theirs.get(k) != v]
+    differ = [
+        f"{k}={theirs.get(k)!r} there, {v!r} in config.json" for k, v in ours.items() if theirs.get(k) != v
+    ]
     if differ:
         raise BadInputError(adapter / ADAPTER_CONFIG, f"another LoRA than the model's: {'; '.join(differ)}")
     try:
@@ -293,7 +312,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_saved_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
-    """Load saved tensors into a freshly built model; every tensor must fit (else a one-line error naming it)."""
+    """Load saved tensors into a freshly built model; every tensor must fit (else a one-line error naming
+    it)."""
     own = model.state_dict()
     for key, tensor in state.items():
         if key not in own or own[key].shape != tensor.shape:

@@ -27,7 +27,9 @@ def problems(path: Path) -> list[str]:
             found.append(f"{path}: cell {i} has committed outputs or an execution count (run `make strip`)")
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     if kernel != KERNEL_NAME:
-        found.append(f"{path}: kernelspec name {kernel!r} (need {KERNEL_NAME!r}, the kernel `make setup` registers)")
+        found.append(
+            f"{path}: kernelspec name {kernel!r} (need {KERNEL_NAME!r}, the kernel `make setup` registers)"
+        )
     if nb.cells and nb.cells[0].cell_type != "markdown":
         found.append(f"{path}: the first cell should be the markdown introduction")
     return found

@@ -1,7 +1,8 @@
 """The papermill runner: executes the numbered notebooks in pipeline order with one profile.
 
 Every notebook declares exactly one `parameters` cell with at least `profile`, `out_dir` and `figures_dir`;
-the runner injects those three (plus any extra parameters) and writes the executed copies to `<out>/notebooks/`.
+the runner injects those three (plus any extra parameters) and writes the executed copies to
+`<out>/notebooks/`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook and the failing cell."""
 
-    def __init__(self, notebook: Path, cell_index: int | None, source: str, error: str, executed: Path) -> None:
+    def __init__(
+        self, notebook: Path, cell_index: int | None, source: str, error: str, executed: Path
+    ) -> None:
         first_line = source.strip().splitlines()[0] if source.strip() else "<empty cell>"
         where = f"cell {cell_index}" if cell_index is not None else "an unknown cell"
         super().__init__(
@@ -54,7 +57,8 @@ def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def select(notebooks: Sequence[Path], only: Iterable[str] | None) -> list[Path]:
-    """Keep the notebooks whose two-digit prefix is in `only` (`["01", "3"]`); unknown numbers are an error."""
+    """Keep the notebooks whose two-digit prefix is in `only` (`["01", "3"]`); unknown numbers are an
+    error."""
     if not only:
         return list(notebooks)
     wanted = {f"{int(x):02d}" for x in only if str(x).strip()}
@@ -88,7 +92,12 @@ def run_notebooks(
     figures = Path(figures_dir).resolve() if figures_dir else paths.root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     timeout = cell_timeout_s or prof.notebooks.cell_timeout_s
-    params = {"profile": prof.name, "out_dir": str(paths.root), "figures_dir": str(figures), **(parameters or {})}
+    params = {
+        "profile": prof.name,
+        "out_dir": str(paths.root),
+        "figures_dir": str(figures),
+        **(parameters or {}),
+    }
     kernel = kernel or kernel_name()
     results = []
     for nb in select(discover(Path(notebook_dir)), only):
@@ -108,7 +117,9 @@ def run_notebooks(
                 log_output=False,
             )
         except PapermillExecutionError as err:
-            raise NotebookFailed(nb, err.cell_index, err.source, f"{err.ename}: {err.evalue}", executed) from None
+            raise NotebookFailed(
+                nb, err.cell_index, err.source, f"{err.ename}: {err.evalue}", executed
+            ) from None
         except Exception as err:  # kernel death, timeout, missing kernel: still name the notebook
             raise NotebookFailed(nb, None, "", f"{type(err).__name__}: {err}", executed) from None
         seconds = time.perf_counter() - start

@@ -1,8 +1,9 @@
-"""Prose drift: every sentence that names a table, figure, run or rule is checked against the code that defines it.
+"""Prose drift: every sentence that names a table, figure, run or rule is checked against the code that
+defines it.
 
 What is read: each markdown cell of `notebooks/*.ipynb` (and the comments and strings of its code cells), the
-caption of each committed table (`figures/tables/*.md`, its bold first line) and every string the library writes
-at run time (captions, messages; docstrings are not read). What is checked in each sentence:
+caption of each committed table (`figures/tables/*.md`, its bold first line) and every string the library
+writes at run time (captions, messages; docstrings are not read). What is checked in each sentence:
 
 - "Table N" / "Tables N-M": N is a table of `report.catalog.TABLES`, and a sentence naming one table does not
   describe another (its words match only another table's `words`: "Table 8, the organ-naming table" is drift);
@@ -11,8 +12,8 @@ at run time (captions, messages; docstrings are not read). What is checked in ea
 - file names `paper_fig<N>_...`, `kit_fig<N>_...` and `table<N>_...`: each is a stem of the catalog;
 - run names (`no_lfd`, `llm_<arch>`, `runs/<name>/`, `--runs a,b`, `paths.run("a")`): each is a run of
   `experiments.grid` (or a baseline of `experiments.baselines`);
-- rules (`rules()`, e.g. how Fig. 3's case is picked): where a section is about the rule's subject, a sentence that
-  describes the rule quotes the code's rule string.
+- rules (`rules()`, e.g. how Fig. 3's case is picked): where a section is about the rule's subject, a sentence
+  that describes the rule quotes the code's rule string.
 
     python -m reg2rg_lib.nbtools.prose        # list the drift found (exit 1), or say that there is none
 """
@@ -41,7 +42,8 @@ from reg2rg_lib.report.catalog import Entry
 @dataclass(frozen=True)
 class Rule:
     """A rule the code applies and prose describes: its name, the code's wording (`text`), when a section is
-    about it (`about`) and when a sentence there describes it (`describes`), both case-insensitive patterns."""
+    about it (`about`) and when a sentence there describes it (`describes`), both case-insensitive
+    patterns."""
 
     name: str
     text: str
@@ -52,12 +54,20 @@ class Rule:
 def rules() -> tuple[Rule, ...]:
     """The rules prose must quote as the code states them (read at call time, so a changed rule is seen)."""
     case_study = next(e for e in catalog.FIGURES.values() if "case study" in e.title)
-    return (Rule(f"how Fig. {case_study.number}'s case is picked (report.figures.PICK_RULE)", figures.PICK_RULE,
-                 about=rf"\bFig\.\s*{case_study.number}\b|case study",
-                 describes=r"\b(?:pick|picks|picked|chosen|choose|chooses|selected)\b|\bthe (?:first )?case with\b"),)
+    return (
+        Rule(
+            f"how Fig. {case_study.number}'s case is picked (report.figures.PICK_RULE)",
+            figures.PICK_RULE,
+            about=rf"\bFig\.\s*{case_study.number}\b|case study",
+            describes=(
+                r"\b(?:pick|picks|picked|chosen|choose|chooses|selected)\b|\bthe (?:first )?case "
+                r"with\b"
+            ),
+        ),
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Sentences
 
 _NUMBERS = r"(\d+)((?:\s*(?:-|–|,|and|or|to)\s*\d+)*)"
@@ -70,8 +80,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*\"(\[`])")
 
 
 def sentences(text: str) -> list[str]:
-    """`text` (Markdown) as sentences: headings, list items, table rows and code lines stand alone; the lines of a
-    paragraph are joined, then split after . ! ? before a capital (so "Fig. 3" and "e.g. x" stay whole)."""
+    """`text` (Markdown) as sentences: headings, list items, table rows and code lines stand alone; the lines
+    of a paragraph are joined, then split after . ! ? before a capital (so "Fig. 3" and "e.g. x" stay
+    whole)."""
     blocks: list[list[str]] = [[]]
     fenced = False
     for line in text.splitlines():
@@ -132,16 +143,19 @@ def _figure_mentions(sentence: str) -> tuple[list[Mention], list[str]]:
         unknown = [n for n in nums if n not in known]
         if unknown:
             have = ", ".join(f"{e.number} ({e.stem})" for e in catalog.FIGURES.values())
-            problems.append(f"names {'kit ' if m.group(1) else ''}Fig. "
-                            f"{', '.join(map(str, unknown))}, which the kit does not define (figures: {have})")
+            problems.append(
+                f"names {'kit ' if m.group(1) else ''}Fig. "
+                f"{', '.join(map(str, unknown))}, which the kit does not define (figures: {have})"
+            )
         mentions.append(Mention(m.start(), m.end(), m.group(0), tuple(entries)))
     return mentions, problems
 
 
 def _described(sentence: str, mentions: Sequence[Mention], pool: Iterable[Entry]) -> list[str]:
     """Each mention described only by other entries of `pool`: no word of its own entries between the mentions
-    before and after it, and the words nearest to it in its clause belong to other entries. ("NLG metrics (...;
-    Table 1), clinical efficacy (...; Table 2)": a description may come before its number or after it.)"""
+    before and after it, and the words nearest to it in its clause belong to other entries. ("NLG metrics
+    (...; Table 1), clinical efficacy (...; Table 2)": a description may come before its number or after
+    it.)"""
     mentions = sorted((m for m in mentions if m.entries), key=lambda m: m.start)
     if not mentions:
         return []
@@ -160,18 +174,25 @@ def _described(sentence: str, mentions: Sequence[Mention], pool: Iterable[Entry]
         if any(owners & own for (start, _), owners in hits.items() if lo <= start < hi):
             continue
         clause = _clause(sentence, mention)
-        near = [(sentence[start:end], owners) for (start, end), owners in hits.items()
-                if clause[0] <= start < clause[1] and min(mentions, key=lambda x: _distance(x, start, end)) is mention]
+        near = [
+            (sentence[start:end], owners)
+            for (start, end), owners in hits.items()
+            if clause[0] <= start < clause[1]
+            and min(mentions, key=lambda x: _distance(x, start, end)) is mention
+        ]
         if near:
             others = sorted({e for _, owners in near for e in owners}, key=lambda e: (e.stem, e.number))
             words = ", ".join(sorted({w for w, _ in near}))
-            problems.append(f"names {mention.label} ({'; '.join(e.title for e in mention.entries)}) but describes "
-                            f"{'; '.join(f'{_kind(e)} {e.number} ({e.title})' for e in others)} (words: {words})")
+            problems.append(
+                f"names {mention.label} ({'; '.join(e.title for e in mention.entries)}) but describes "
+                f"{'; '.join(f'{_kind(e)} {e.number} ({e.title})' for e in others)} (words: {words})"
+            )
     return problems
 
 
 def _clause(sentence: str, mention: Mention) -> tuple[int, int]:
-    """(start, end) of the clause around `mention`: from the comma or semicolon before it to the one after it."""
+    """(start, end) of the clause around `mention`: from the comma or semicolon before it to the one after
+    it."""
     start = max(sentence.rfind(",", 0, mention.start), sentence.rfind(";", 0, mention.start)) + 1
     ends = [i for i in (sentence.find(",", mention.end), sentence.find(";", mention.end)) if i >= 0]
     return start, min(ends, default=len(sentence))
@@ -185,12 +206,13 @@ def _kind(entry: Entry) -> str:
     return "Table" if entry.stem.startswith("table") else "Fig."
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Run names
 
 _RUN_PREFIXES = sorted({n.split("_")[0] for n in (*ABLATIONS, *BASELINES) if "_" in n} | {"llm"})
 _RUN_SHAPED = re.compile(rf"^(?:{'|'.join(map(re.escape, _RUN_PREFIXES))})_[\w\-<>]+$")
-#: Settings that look like runs (`llm_path`: a profile field and notebook parameter, not the run `llm_<arch>`).
+#: Settings that look like runs (`llm_path`: a profile field and notebook parameter, not the run
+#: `llm_<arch>`).
 _NOT_RUNS = frozenset({"llm_path", "llm_arch", "llm_finetune"})
 _RUN_PLACES = (
     re.compile(r"`([^`\s]+)`"),  # `no_lfd` (only run-shaped tokens count)
@@ -206,7 +228,8 @@ def run_names(sentence: str) -> list[str]:
     for i, place in enumerate(_RUN_PLACES):
         for m in place.finditer(sentence):
             for name in m.group(1).split(","):
-                name = re.sub(r"_s(?:\d+|<steps>)$", "", name.strip())  # runs/<name>_s<steps>/: a shorter grid
+                # runs/<name>_s<steps>/: a shorter grid
+                name = re.sub(r"_s(?:\d+|<steps>)$", "", name.strip())
                 if name in _NOT_RUNS:
                     continue
                 if re.search(r"[a-z]", name) and (i > 0 or name == "full" or _RUN_SHAPED.match(name)):
@@ -215,8 +238,8 @@ def run_names(sentence: str) -> list[str]:
 
 
 def unknown_run(name: str) -> str | None:
-    """Why `name` is not a run of the grid or a baseline, or None when it is one (a placeholder that starts like
-    a run, `llm_<arch>` or `<name>`, is one)."""
+    """Why `name` is not a run of the grid or a baseline, or None when it is one (a placeholder that starts
+    like a run, `llm_<arch>` or `<name>`, is one)."""
     if "<" in name:
         head = name.split("<")[0]
         known = [*ABLATIONS, *BASELINES, "llm_"]
@@ -230,7 +253,7 @@ def unknown_run(name: str) -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # One section of prose
 
 
@@ -260,7 +283,9 @@ def _check_rules(text: str, where: str) -> list[str]:
         if not re.search(rule.about, text, re.IGNORECASE):
             continue
         for sentence in sentences(text):
-            if re.search(rule.describes, sentence, re.IGNORECASE) and _plain(rule.text) not in _plain(sentence):
+            if re.search(rule.describes, sentence, re.IGNORECASE) and _plain(rule.text) not in _plain(
+                sentence
+            ):
                 problems.append(f"{where}: describes {rule.name} but does not quote the code's rule "
                                 f"\"{rule.text}\": \"{_short(sentence)}\"")
     return problems
@@ -275,13 +300,13 @@ def _short(sentence: str, limit: int = 160) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Where prose is
 
 
 def notebook_prose(notebook_dir: Path) -> Iterator[tuple[str, str]]:
-    """(where, text) of each markdown cell of the notebooks in `notebook_dir`, and of each code cell's comments and
-    strings (a parameter's comment says which figure it feeds, a print names a table)."""
+    """(where, text) of each markdown cell of the notebooks in `notebook_dir`, and of each code cell's
+    comments and strings (a parameter's comment says which figure it feeds, a print names a table)."""
     for path in sorted(Path(notebook_dir).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
@@ -303,7 +328,8 @@ def _comments_and_strings(source: str) -> list[str]:
 
 
 def caption_prose(tables_dir: Path) -> Iterator[tuple[str, str]]:
-    """(where, caption) of each committed table: the bold first line that `report.table_writer.to_markdown` writes."""
+    """(where, caption) of each committed table: the bold first line that `report.table_writer.to_markdown`
+    writes."""
     for path in sorted(Path(tables_dir).glob("table*.md")):
         first = path.read_text(encoding="utf-8").split("\n\n", 1)[0].strip()
         if first.startswith("**") and first.endswith("**"):
@@ -339,7 +365,7 @@ def caption_numbers(tables_dir: Path) -> list[str]:
         stem = where.split("/")[-1].split(".")[0]
         number = int(re.match(r"table(\d+)_", stem).group(1))
         if not caption.startswith(f"Table {number}"):
-            problems.append(f"{where}: the file {stem} has a caption for another table: \"{_short(caption)}\"")
+            problems.append(f'{where}: the file {stem} has a caption for another table: "{_short(caption)}"')
     return problems
 
 
@@ -349,7 +375,8 @@ def check_sources(sources: Iterable[tuple[str, str]]) -> list[str]:
 
 
 def check_kit(root: Path = REPO_ROOT) -> list[str]:
-    """The drift in the kit at `root`: its notebooks, its committed table captions and its library's strings."""
+    """The drift in the kit at `root`: its notebooks, its committed table captions and its library's
+    strings."""
     tables = root / "figures" / "tables"
     return (check_sources(notebook_prose(root / "notebooks")) + check_sources(caption_prose(tables))
             + caption_numbers(tables) + check_sources(library_prose(root / "reg2rg_lib")))
@@ -358,7 +385,11 @@ def check_kit(root: Path = REPO_ROOT) -> list[str]:
 def main() -> int:
     """Print the kit's prose drift (exit status 1) or a line saying there is none."""
     problems = check_kit()
-    print("\n".join(problems) if problems else "no prose drift: every table, figure, run and rule named is defined")
+    print(
+        "\n".join(problems)
+        if problems
+        else "no prose drift: every table, figure, run and rule named is defined"
+    )
     return 1 if problems else 0
 
 

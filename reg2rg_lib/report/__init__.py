@@ -1,5 +1,5 @@
-"""Report: every table and figure of the paper, regenerated from files on disk (notebook 06), and the prose and
-files that state the results.
+"""Report: every table and figure of the paper, regenerated from files on disk (notebook 06), and the prose
+and files that state the results.
 
     tables.py           Tables 1-9 as data frames (with the source of every number)
     table_writer.py     the one writer of a table: CSV, Markdown and LaTeX

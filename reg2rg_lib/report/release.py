@@ -7,12 +7,12 @@ Apache-2.0); the README's "The authors' release" says how to get it. `find_relea
 2. the environment variable `REG2RG_RELEASE`;
 3. the profile's `figures.release_dir`, documented default `release/Reg2RG_ctrg` in the repository.
 
-A relative path is taken from the repository root, so a clone works wherever it lives. When the folder is absent,
-Tables 1-3 carry a row "authors' release: not found at PATH" where its rows would stand (`release_missing_row`),
-never dropping them silently. The paper's own printed numbers (its Tables 1-3) are not in the
-repository or the release, and the paper cannot be fetched offline, so `paper_rows` gives labelled rows that say
-"not typed in" with the source to type them from; no number is invented. `PAPER_PRINTED` is where typed-in values
-go, each with its table and page.
+A relative path is taken from the repository root, so a clone works wherever it lives. When the folder is
+absent, Tables 1-3 carry a row "authors' release: not found at PATH" where its rows would stand
+(`release_missing_row`), never dropping them silently. The paper's own printed numbers (its Tables 1-3) are
+not in the repository or the release, and the paper cannot be fetched offline, so `paper_rows` gives labelled
+rows that say "not typed in" with the source to type them from; no number is invented. `PAPER_PRINTED` is
+where typed-in values go, each with its table and page.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ RELEASE_ENV = "REG2RG_RELEASE"
 RELEASE_URL = "https://github.com/zhi-xuan-chen/Reg2RG (folder results/Reg2RG_ctrg)"
 PAPER = ("the Reg2RG paper (Large Language Model with Region-Guided Referring and Grounding for CT Report "
          "Generation, IEEE TMI 2025)")
-#: The paper's printed numbers, {(table, dataset): {column: value}}, typed in from the paper with its table number.
-#: Empty: no copy of the paper's tables is in the repository, so none is typed in (see `paper_rows`).
+#: The paper's printed numbers, {(table, dataset): {column: value}}, typed in from the paper with its table
+#: number. Empty: no copy of the paper's tables is in the repository, so none is typed in (see `paper_rows`).
 PAPER_PRINTED: dict[tuple[str, str], Mapping[str, float]] = {}
 #: The datasets of the paper's Tables 1-3.
 PAPER_DATASETS: tuple[str, ...] = ("RadGenome-ChestCT test", "CTRG-Chest-548K test")
@@ -60,7 +60,8 @@ class ReleaseLookup:
 
 
 def find_release(explicit: str | os.PathLike[str] | None, profile_default: str) -> ReleaseLookup:
-    """The release folder: `explicit`, else $REG2RG_RELEASE, else the profile's default (see the module doc)."""
+    """The release folder: `explicit`, else $REG2RG_RELEASE, else the profile's default (see the module
+    doc)."""
     if explicit is not None:
         given, how = str(explicit), "parameter"
     elif os.environ.get(RELEASE_ENV):
@@ -74,7 +75,8 @@ def find_release(explicit: str | os.PathLike[str] | None, profile_default: str) 
 
 
 def release_missing_row(lookup: ReleaseLookup | None, dataset: str) -> dict[str, Any] | None:
-    """The row a table shows where the release's rows would stand when it is absent (None when it is found)."""
+    """The row a table shows where the release's rows would stand when it is absent (None when it is
+    found)."""
     if lookup is None or lookup.found is not None:
         return None
     if lookup.path is None:
@@ -86,8 +88,9 @@ def release_missing_row(lookup: ReleaseLookup | None, dataset: str) -> dict[str,
 
 
 def paper_rows(table: str, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The paper's printed rows of `table` ("table1" | "table2" | "table3"), one per dataset: the typed-in values
-    of `PAPER_PRINTED` (renamed by `columns`) or, where none are typed in, a row that says so and where from."""
+    """The paper's printed rows of `table` ("table1" | "table2" | "table3"), one per dataset: the typed-in
+    values of `PAPER_PRINTED` (renamed by `columns`) or, where none are typed in, a row that says so and where
+    from."""
     rows = []
     for dataset in PAPER_DATASETS:
         values = PAPER_PRINTED.get((table, dataset))
@@ -101,7 +104,9 @@ def paper_rows(table: str, columns: Mapping[str, str] | None = None) -> list[dic
     return rows
 
 
-def with_release_rows(df: pd.DataFrame, table: str, lookup: ReleaseLookup | None, dataset: str) -> pd.DataFrame:
+def with_release_rows(
+    df: pd.DataFrame, table: str, lookup: ReleaseLookup | None, dataset: str
+) -> pd.DataFrame:
     """`df` with the paper's rows first and, when the release is absent, the "not found" row after them, the
     numbers of those rows empty (NaN), columns unchanged."""
     extra = paper_rows(table)

@@ -1,5 +1,5 @@
-"""The authors' released CTRG metric files, read as released (`read_*`) or recomputed by the kit's metrics from
-the released predictions and labels (`recompute_release_*`).
+"""The authors' released CTRG metric files, read as released (`read_*`) or recomputed by the kit's metrics
+from the released predictions and labels (`recompute_release_*`).
 
 The readers also read the kit's own files of the same format (a run's `nlg_evaluation_results.csv`,
 `ce_metrics.csv`). Where the release folder is and what stands in when it is absent is `report.release`'s.
@@ -35,7 +35,8 @@ def _split_mean_std(cell: Any) -> tuple[float, float]:
 
 
 def read_nlg_results(path: str | os.PathLike[str]) -> dict[str, float]:
-    """`nlg_evaluation_results.csv` (released format: `mean±std` cells and `Overall_*`) as {metric: mean, ...}.
+    """`nlg_evaluation_results.csv` (released format: `mean±std` cells and `Overall_*`) as {metric: mean,
+    ...}.
 
     Standard deviations come back as `<metric>_std`; corpus-level numbers keep their `Overall_` names.
     """
@@ -44,13 +45,17 @@ def read_nlg_results(path: str | os.PathLike[str]) -> dict[str, float]:
         raise BadInputError(path, "NLG results file not found")
     df = pd.read_csv(path, dtype=str)
     if len(df) != 1 or "BLEU-4" not in df.columns:
-        raise BadInputError(path, "expected one row with BLEU-1..CIDEr columns (nlg_evaluation_results format)")
+        raise BadInputError(
+            path, "expected one row with BLEU-1..CIDEr columns (nlg_evaluation_results format)"
+        )
     out: dict[str, float] = {}
     for col, cell in df.iloc[0].items():
         try:
             mean, std = _split_mean_std(cell)
         except ValueError:
-            raise BadInputError(path, f"column {col!r}: cannot read {cell!r} as a number or mean±std") from None
+            raise BadInputError(
+                path, f"column {col!r}: cannot read {cell!r} as a number or mean±std"
+            ) from None
         out[col] = mean
         if not math.isnan(std):
             out[f"{col}_std"] = std
@@ -69,11 +74,14 @@ def read_ce_manual(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-_REPORT_ROW = re.compile(r"^\s*(micro avg|macro avg|weighted avg|samples avg)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)")
+_REPORT_ROW = re.compile(
+    r"^\s*(micro avg|macro avg|weighted avg|samples avg)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)"
+)
 
 
 def read_classification_report(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The averages of a printed sklearn `classification_report` (2 decimals): average, precision, recall, F1."""
+    """The averages of a printed sklearn `classification_report` (2 decimals): average, precision, recall,
+    F1."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "classification report not found")
@@ -104,7 +112,8 @@ def read_region_report(path: str | os.PathLike[str]) -> tuple[float, pd.DataFram
 
 
 def recompute_release_nlg(release_dir: str | os.PathLike[str]) -> dict[str, float]:
-    """The kit's NLG metrics on the released `ctrg_combined_reports_rm_region_text.csv`, used as-is (as the authors
+    """The kit's NLG metrics on the released `ctrg_combined_reports_rm_region_text.csv`, used as-is (as the
+    authors
     did: that file is what their numbers were computed on). Per-sample means and `Overall_*` values."""
     pairs = read_report_pairs(Path(release_dir) / "ctrg_combined_reports_rm_region_text.csv")
     return evaluate_nlg(pairs.references, pairs.predictions, pairs.ids, bootstrap=0).headline()
@@ -113,9 +122,17 @@ def recompute_release_nlg(release_dir: str | os.PathLike[str]) -> dict[str, floa
 def ce_averages(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """The micro/macro/weighted/samples rows (average, precision, recall, F1, support) of a CE metrics dict
     (`reg2rg_lib.metrics.ce.ce_metrics`, or a run's `metrics/ce_metrics.json`)."""
-    rows = [{"average": avg, "precision": float(metrics[avg]["precision"]), "recall": float(metrics[avg]["recall"]),
-             "F1": float(metrics[avg]["f1"]), "support": int(metrics[avg]["support"])}
-            for avg in CE_AVERAGES if avg in metrics]
+    rows = [
+        {
+            "average": avg,
+            "precision": float(metrics[avg]["precision"]),
+            "recall": float(metrics[avg]["recall"]),
+            "F1": float(metrics[avg]["f1"]),
+            "support": int(metrics[avg]["support"]),
+        }
+        for avg in CE_AVERAGES
+        if avg in metrics
+    ]
     return pd.DataFrame(rows, columns=["average", "precision", "recall", "F1", "support"])
 
 
@@ -126,7 +143,8 @@ def recompute_release_ce(release_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def recompute_release_crg(release_dir: str | os.PathLike[str]) -> float | None:
-    """CRG (`metrics.crg`) of the released RadBERT label table `label_inferred.csv`; None without a positive."""
+    """CRG (`metrics.crg`) of the released RadBERT label table `label_inferred.csv`; None without a
+    positive."""
     y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
     try:
         return crg_score(y_true, y_pred)["CRG"]

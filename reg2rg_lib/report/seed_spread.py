@@ -40,12 +40,13 @@ def _shown(path: Path) -> str:
 
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The spread table over training seeds (notebook 05, benchmarks/RESULTS.md)
 
 
 def _family(other: str, main: str) -> str:
-    """A seed-spread row family in words: "2 training threads", "DEFAULT kernels (`ATEN_CPU_CAPABILITY=...`)"."""
+    """A seed-spread row family in words: "2 training threads", "DEFAULT kernels
+    (`ATEN_CPU_CAPABILITY=...`)"."""
     if other.startswith(main + ", "):
         return other[len(main) + 2:].replace("threads", "training threads")
     if "," in other:
@@ -54,7 +55,8 @@ def _family(other: str, main: str) -> str:
 
 
 def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[str], n_seeds: int) -> str:
-    """Which run-vs-full directions every seed agrees on (region accuracy, CE), and whether other kernels agree."""
+    """Which run-vs-full directions every seed agrees on (region accuracy, CE), and whether other kernels
+    agree."""
     robust = seed_robust(rows, main)
     if not robust:
         return ""
@@ -66,14 +68,18 @@ def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[
     text = (f"In all {n_seeds} seeds (each run against `full` at the same seed): " + "; ".join(held) + "."
             if held else f"No run-vs-`full` direction holds in all {n_seeds} seeds.")
     if mixed:
-        text += (" The seeds disagree (so a single-seed reading of these says nothing): " + "; ".join(mixed) + ".")
+        text += (
+            " The seeds disagree (so a single-seed reading of these says nothing): " + "; ".join(mixed) + "."
+        )
     for other in sorted(others):
         dirs = seed_directions(rows, other)
         agree = [k for k, d in robust.items() if d is not None and k in dirs and set(dirs[k]) == {d}]
         broke = [f"`{run}` {name[m]} ({', '.join(dirs[(run, m)])})" for (run, m), d in robust.items()
                  if d is not None and (run, m) in dirs and set(dirs[(run, m)]) != {d}]
-        text += (f" Trained with {_family(other, main)}: {len(agree)} of {len(agree) + len(broke)} of these hold"
-                 + (": not " + "; ".join(broke) + "." if broke else "."))
+        text += (
+            f" Trained with {_family(other, main)}: {len(agree)} of {len(agree) + len(broke)} of these hold"
+            + (": not " + "; ".join(broke) + "." if broke else ".")
+        )
     return text
 
 
@@ -81,10 +87,12 @@ def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[
 SPREAD_SHOWN: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
 
 
-def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str] = (), digits: int = 3) -> str:
-    """The README's spread table: each run's mean +- s.d. [min, max] over the training seeds of the seed-spread
-    file (`reg2rg bench seeds`, the most common CPU kernels; runs in `order` first), then how the rows with other
-    kernels compare."""
+def seed_spread_markdown(
+    spread_csv: str | os.PathLike[str], order: Sequence[str] = (), digits: int = 3
+) -> str:
+    """The README's spread table: each run's mean +- s.d. [min, max] over the training seeds of the
+    seed-spread file (`reg2rg bench seeds`, the most common CPU kernels; runs in `order` first), then how the
+    rows with other kernels compare."""
     rows = seed_rows(spread_csv)
     stats = spread(rows)
     rank = {run: i for i, run in enumerate(order)}
@@ -97,36 +105,44 @@ def seed_spread_markdown(spread_csv: str | os.PathLike[str], order: Sequence[str
     def cell(c: Mapping[str, float] | None) -> str:
         if c is None:
             return "n/a"
-        return (f"{c['mean']:.{digits}f} ± {c['sd']:.{digits}f} [{c['min']:.{digits}f}, {c['max']:.{digits}f}]"
-                if c["n"] > 1 else f"{c['mean']:.{digits}f} (1 seed)")
+        return (
+            f"{c['mean']:.{digits}f} ± {c['sd']:.{digits}f} [{c['min']:.{digits}f}, {c['max']:.{digits}f}]"
+            if c["n"] > 1
+            else f"{c['mean']:.{digits}f} (1 seed)"
+        )
 
     table = pd.DataFrame([{"run": run, "seeds": int(max(c["n"] for c in m.values())),
                            **{k: cell(m.get(k)) for k in SPREAD_SHOWN}} for run, m in stats.items()],
                          columns=["run", "seeds", *SPREAD_SHOWN])
     rel = Path(spread_csv).resolve()
     rel_text = rel.relative_to(REPO_ROOT) if rel.is_relative_to(REPO_ROOT) else rel
-    head = (f"Spread over training seeds {', '.join(map(str, seeds))} (mean ± s.d. [min, max]; {main} kernels; "
-            f"`reg2rg bench seeds`, from `{rel_text}`; only the training seed differs, the data, feature cache "
-            "and pretrained ViT are the reproduce run's):\n\n")
+    head = (
+        f"Spread over training seeds {', '.join(map(str, seeds))} (mean ± s.d. [min, max]; {main} kernels; "
+        f"`reg2rg bench seeds`, from `{rel_text}`; only the training seed differs, the data, feature cache "
+        "and pretrained ViT are the reproduce run's):\n\n"
+    )
     lines = [_seed_conclusions(rows, main, kernels - {main}, len(seeds))]
     for other in sorted(kernels - {main}):
         checks = seed_check(rows, other, main)
         outside = [f"`{c['run']}` {c['metric']} {c['value']:.3f} (seed {c['seed']}; interval "
                    f"[{c['low']:.3f}, {c['high']:.3f}])" for c in checks if not c["within"]]
-        lines.append(f"Trained with {_family(other, main)}: {len(checks) - len(outside)} of {len(checks)} "
-                     "region-accuracy and CE figures land "
-                     f"inside the 95% prediction interval of the {main} seeds (where one more seed should fall)"
-                     + (": outside: " + "; ".join(outside) + "." if outside else "."))
+        lines.append(
+            f"Trained with {_family(other, main)}: {len(checks) - len(outside)} of {len(checks)} "
+            "region-accuracy and CE figures land "
+            f"inside the 95% prediction interval of the {main} seeds (where one more seed should fall)"
+            + (": outside: " + "; ".join(outside) + "." if outside else ".")
+        )
     return head + to_markdown(table).rstrip() + "".join("\n\n" + line for line in lines if line)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Where this run falls against the committed seed spread
 
 
 def run_machine(summary_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The CPU kernels (`torch_cpu_capability` of summary.json) and the torch threads `full` trained with (its
-    run_config.json's `train.threads`; torch's default, summary.json's `torch_threads`, when that is unset)."""
+    run_config.json's `train.threads`; torch's default, summary.json's `torch_threads`, when that is
+    unset)."""
     path = Path(summary_path)
     env = read_summary(path).get("environment") or {}
     threads, config = None, RunFolder(RunPaths(path.parent).run(REFERENCE)).run_config
@@ -140,14 +156,16 @@ def run_machine(summary_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def committed_machine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The CPU kernels and thread counts of a seed file's own seeds (`main_family`; threads None: not recorded)."""
+    """The CPU kernels and thread counts of a seed file's own seeds (`main_family`; threads None: not
+    recorded)."""
     main = main_family(rows)
     counts = sorted({r.get(THREADS) for r in rows if r["cpu_capability"] == main} - {None})
     return {"cpu_capability": (main or "unknown").split(",")[0], "threads": counts or None}
 
 
 def machine_words(machine: Mapping[str, Any]) -> str:
-    """"AVX512, 1 training thread" / "AVX512, 1-2 training threads" / "AVX512, training threads not recorded"."""
+    """"AVX512, 1 training thread" / "AVX512, 1-2 training threads" / "AVX512, training threads not
+    recorded"."""
     threads = machine.get("threads")
     if isinstance(threads, list | tuple):
         threads = threads[0] if len(threads) == 1 else f"{min(threads)}-{max(threads)}"
@@ -158,10 +176,10 @@ def machine_words(machine: Mapping[str, Any]) -> str:
 
 def spread_placement(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
                      ) -> list[dict[str, Any]]:
-    """For every run of summary.json that the committed seed file (`benchmarks/seeds/<profile>.csv`, its own CPU
-    kernels) has at 2+ seeds, and every headline metric: this run's value, the seeds' mean, s.d., min, max, the
-    95% prediction interval (where one more seed should fall, `seeds.prediction_interval`, clipped to [0, 1]) and
-    `inside`. [] without a seed file."""
+    """For every run of summary.json that the committed seed file (`benchmarks/seeds/<profile>.csv`, its own
+    CPU kernels) has at 2+ seeds, and every headline metric: this run's value, the seeds' mean, s.d., min,
+    max, the 95% prediction interval (where one more seed should fall, `seeds.prediction_interval`, clipped to
+    [0, 1]) and `inside`. [] without a seed file."""
     summary = read_summary(summary_path)
     csv = Path(spread_csv) if spread_csv is not None else seeds_csv(summary["profile"])
     rows = seed_rows(csv)
@@ -188,8 +206,10 @@ def placement_markdown(summary_path: str | os.PathLike[str], spread_csv: str | o
     csv = Path(spread_csv) if spread_csv is not None else seeds_csv(summary["profile"])
     placed = spread_placement(summary_path, csv)
     if not placed:
-        return (f"No committed seed spread to place this run in ({_shown(csv)} is missing or has no run of this "
-                "summary at 2+ seeds; `reg2rg bench seeds` makes one).")
+        return (
+            f"No committed seed spread to place this run in ({_shown(csv)} is missing or has no run of this "
+            "summary at 2+ seeds; `reg2rg bench seeds` makes one)."
+        )
     f = f".{digits}f"
     table = pd.DataFrame([{
         "run": p["run"], "metric": p["metric"], "this run": format(p["value"], f),
@@ -206,14 +226,18 @@ def placement_sentence(summary_path: str | os.PathLike[str], placed: Sequence[Ma
     seeds = max((p["seeds"] for p in placed), default=0)
     outside = [f"`{p['run']}` {p['metric']} {p['value']:.{DIGITS}f} (interval [{p['low']:.{DIGITS}f}, "
                f"{p['high']:.{DIGITS}f}])" for p in placed if not p["inside"]]
-    return (f"{len(placed) - len(outside)} of {len(placed)} figures inside the 95% prediction interval of the "
-            f"{seeds} committed training seeds ({_shown(spread_csv)})"
-            + (f"; outside {OUTSIDE}: " + "; ".join(outside) if outside else "")
-            + f". This run: {machine_words(run_machine(summary_path))}; the committed seeds: "
-            f"{machine_words(committed_machine(rows))}.")
+    return (
+        f"{len(placed) - len(outside)} of {len(placed)} figures inside the 95% prediction interval of the "
+        f"{seeds} committed training seeds ({_shown(spread_csv)})"
+        + (f"; outside {OUTSIDE}: " + "; ".join(outside) if outside else "")
+        + f". This run: {machine_words(run_machine(summary_path))}; the committed seeds: "
+        f"{machine_words(committed_machine(rows))}."
+    )
 
 
-def expected_spread(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None) -> str:
+def expected_spread(
+    summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
+) -> str:
     """One sentence: the interval a rerun on another machine should land in, per metric of `full`."""
     placed = [p for p in spread_placement(summary_path, spread_csv) if p["run"] == REFERENCE]
     if not placed:

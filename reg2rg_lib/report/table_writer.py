@@ -1,8 +1,8 @@
 """The one table writer: a table as CSV (full precision), Markdown and LaTeX (rounded cells), in `tables/`.
 
-pandas writes the Markdown (`DataFrame.to_markdown`, through tabulate) and the LaTeX (`Styler.to_latex`); the kit
-only decides what a cell says (`format_cell`: 3 decimals for the 50-case tables, counts as integers, NaN as an en
-dash) and that every table has a `source` column. The tables themselves are `report.tables`'.
+pandas writes the Markdown (`DataFrame.to_markdown`, through tabulate) and the LaTeX (`Styler.to_latex`); the
+kit only decides what a cell says (`format_cell`: 3 decimals for the 50-case tables, counts as integers, NaN
+as an en dash) and that every table has a `source` column. The tables themselves are `report.tables`'.
 """
 
 from __future__ import annotations
@@ -19,12 +19,27 @@ from reg2rg_lib.io import write_text_atomic
 
 _TABLE_NAME = re.compile(r"^table\d+_[a-z0-9_]+$")
 
-#: Tables of the 50 benchmark cases print 3 decimals: their 95% CIs are about +-0.03 wide, so a 4th says nothing.
+#: Tables of the 50 benchmark cases print 3 decimals: their 95% CIs are about +-0.03 wide, so a 4th says
+#: nothing.
 DIGITS = 3
 #: Columns that count things (test cases, findings, resamples): shown and stored as integers, never "120.000".
-COUNT_COLUMNS: frozenset[str] = frozenset({
-    "support", "reported", "inserted", "misplaced", "attributes_checked", "false_findings", "distinct_reports",
-    "n_test_cases", "decimals", "seeds", "n", "tests_in_family", "n_resamples"})
+COUNT_COLUMNS: frozenset[str] = frozenset(
+    {
+        "support",
+        "reported",
+        "inserted",
+        "misplaced",
+        "attributes_checked",
+        "false_findings",
+        "distinct_reports",
+        "n_test_cases",
+        "decimals",
+        "seeds",
+        "n",
+        "tests_in_family",
+        "n_resamples",
+    }
+)
 
 
 def format_cell(value: Any, digits: int = DIGITS) -> str:
@@ -37,8 +52,8 @@ def format_cell(value: Any, digits: int = DIGITS) -> str:
 
 
 def with_integer_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with every `COUNT_COLUMNS` column that holds whole numbers as a nullable integer column (a column of
-    counts turns float as soon as one row has no value, e.g. the paper's rows that are not typed in)."""
+    """`df` with every `COUNT_COLUMNS` column that holds whole numbers as a nullable integer column (a column
+    of counts turns float as soon as one row has no value, e.g. the paper's rows that are not typed in)."""
     out = df.copy()
     for col in COUNT_COLUMNS & set(df.columns):
         values = pd.to_numeric(df[col], errors="coerce")
@@ -49,8 +64,8 @@ def with_integer_counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(display: pd.DataFrame, caption: str = "") -> str:
-    """A GitHub-flavoured Markdown table (`DataFrame.to_markdown`; pipes in cells escaped, cells taken as the text
-    they are, never re-parsed as numbers), preceded by the caption in bold."""
+    """A GitHub-flavoured Markdown table (`DataFrame.to_markdown`; pipes in cells escaped, cells taken as the
+    text they are, never re-parsed as numbers), preceded by the caption in bold."""
     def cell(x: Any) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
@@ -66,7 +81,8 @@ _LATEX_SPECIAL = {
 
 
 def latex_escape(text: str) -> str:
-    """`text` safe inside LaTeX: the caption (`Styler.to_latex` escapes the cells and headers, not the caption)."""
+    """`text` safe inside LaTeX: the caption (`Styler.to_latex` escapes the cells and headers, not the
+    caption)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
@@ -85,7 +101,8 @@ def to_latex(display: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 
 def _default_display(df: pd.DataFrame, digits: int) -> pd.DataFrame:
-    """`df` as text at `digits` decimals, or at a row's own `decimals` (numbers released at lower precision)."""
+    """`df` as text at `digits` decimals, or at a row's own `decimals` (numbers released at lower
+    precision)."""
     if "decimals" not in df.columns:
         return df.map(lambda v: format_cell(v, digits))
     rows = []

@@ -1,8 +1,9 @@
 """The paper's Tables 1-7 and the kit's Tables 8-9 as data frames, each row naming its source.
 
 Two kinds of numbers appear and are never mixed silently: numbers from the **authors' released files** for
-CTRG-Chest-548K (either as released, or recomputed by the kit's metrics from the released predictions), and numbers
-from the **kit's own runs** on the embedded benchmark. The `dataset` and `source` columns say which is which.
+CTRG-Chest-548K (either as released, or recomputed by the kit's metrics from the released predictions), and
+numbers from the **kit's own runs** on the embedded benchmark. The `dataset` and `source` columns say which is
+which.
 
 | file (in `figures_dir/tables/`) | builder | content |
 |---|---|---|
@@ -17,9 +18,9 @@ from the **kit's own runs** on the embedded benchmark. The `dataset` and `source
 | `table9_ce_per_label.*` | `table9_ce_per_label` | per-label clinical efficacy of one run, with the probes (kit only) |
 
 No number "as printed in the paper" is typed in here: the released files are the authors' own outputs
-(`report.release_readers` reads and recomputes them), and the kit's numbers are computed. Every table is written
-by `report.table_writer.save_table` (CSV + Markdown + LaTeX); a rerun on the same inputs writes identical bytes.
-`grounded_view` is notebook 04's view of the grounded findings.
+(`report.release_readers` reads and recomputes them), and the kit's numbers are computed. Every table is
+written by `report.table_writer.save_table` (CSV + Markdown + LaTeX); a rerun on the same inputs writes
+identical bytes. `grounded_view` is notebook 04's view of the grounded findings.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ BENCHMARK = "embedded benchmark test"
 RELEASED_BY = "authors' release (zhi-xuan-chen/Reg2RG results/Reg2RG_ctrg)"
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tables 1-3: the released CTRG numbers next to the kit's own runs
 
 
@@ -83,12 +84,23 @@ def table1_nlg(
     rows = []
     if release_dir is not None:
         path = Path(release_dir) / "nlg_evaluation_results.csv"
-        rows.append({"dataset": CTRG, "model": "Reg2RG (authors)",
-                     "source": f"{RELEASED_BY}: nlg_evaluation_results.csv, as released", **read_nlg_results(path)})
+        rows.append(
+            {
+                "dataset": CTRG,
+                "model": "Reg2RG (authors)",
+                "source": f"{RELEASED_BY}: nlg_evaluation_results.csv, as released",
+                **read_nlg_results(path),
+            }
+        )
     if recomputed is not None:
-        rows.append({"dataset": CTRG, "model": "Reg2RG (authors)",
-                     "source": "kit metrics recomputed from the released ctrg_combined_reports_rm_region_text.csv",
-                     **recomputed})
+        rows.append(
+            {
+                "dataset": CTRG,
+                "model": "Reg2RG (authors)",
+                "source": "kit metrics recomputed from the released ctrg_combined_reports_rm_region_text.csv",
+                **recomputed,
+            }
+        )
     for run, folder in (kit_runs or {}).items():
         path = Path(folder) / "nlg_evaluation_results.csv"
         rows.append({"dataset": BENCHMARK, "model": f"kit: {run}", "source": _kit_source(run, profile),
@@ -99,8 +111,8 @@ def table1_nlg(
 
 def region_rows(metrics: Mapping[str, Any]) -> tuple[float, pd.DataFrame]:
     """(mean accuracy, per-region precision/recall/F1) of a run's `metrics/region_metrics.json`; the table's
-    `attrs["topic_consistency"]` holds the run's topic consistency (None when the file predates it or the reports
-    name no region)."""
+    `attrs["topic_consistency"]` holds the run's topic consistency (None when the file predates it or the
+    reports name no region)."""
     per = [{"region": r, "precision": m["precision"], "recall": m["recall"], "F1": m["f1"]}
            for r, m in metrics["per_region"].items() if r in REGIONS]
     table = pd.DataFrame(per, columns=["region", "precision", "recall", "F1"])
@@ -115,7 +127,8 @@ def table2_ce(
     profile: str = "",
     crg: Mapping[str, float | None] | None = None,
 ) -> pd.DataFrame:
-    """Table 2, clinical efficacy over the 18 CT-RATE labels: precision/recall/F1 per averaging, one row per source.
+    """Table 2, clinical efficacy over the 18 CT-RATE labels: precision/recall/F1 per averaging, one row per
+    source.
 
     - `release_dir`: the released `metrics_manual.csv` (weighted average, full precision) and
       `test_classification_report.txt` (every average, 2 decimals as printed);
@@ -131,12 +144,22 @@ def table2_ce(
         rel = Path(release_dir)
         manual = read_ce_manual(rel / "metrics_manual.csv")
         w = manual[manual["Label"] == "Weighted Average"].iloc[0]
-        rows.append({"dataset": CTRG, "model": "Reg2RG (authors)", "labeler": "RadBERT (authors)",
-                     "source": f"{RELEASED_BY}: metrics_manual.csv", "average": "weighted",
-                     "precision": float(w["Precision"]), "recall": float(w["Recall"]), "F1": float(w["F1 Score"]),
-                     "support": int(w["Support"])})
+        rows.append(
+            {
+                "dataset": CTRG,
+                "model": "Reg2RG (authors)",
+                "labeler": "RadBERT (authors)",
+                "source": f"{RELEASED_BY}: metrics_manual.csv",
+                "average": "weighted",
+                "precision": float(w["Precision"]),
+                "recall": float(w["Recall"]),
+                "F1": float(w["F1 Score"]),
+                "support": int(w["Support"]),
+            }
+        )
         printed = read_classification_report(rel / "test_classification_report.txt")
-        for r in printed[printed["average"] != "weighted"].itertuples(index=False):  # weighted: full precision above
+        # weighted: full precision above
+        for r in printed[printed["average"] != "weighted"].itertuples(index=False):
             rows.append({"dataset": CTRG, "model": "Reg2RG (authors)", "labeler": "RadBERT (authors)",
                          "source": f"{RELEASED_BY}: test_classification_report.txt", "average": r.average,
                          "precision": r.precision, "recall": r.recall, "F1": r.F1, "support": r.support,
@@ -163,17 +186,18 @@ def table3_region_recognition(
     kit_runs: Mapping[str, tuple[float, pd.DataFrame]] | None = None,
     profile: str = "",
 ) -> pd.DataFrame:
-    """Table 3, region recognition: mean per-report accuracy, topic consistency (the kit's: the share of generated
-    paragraphs whose sentences belong to the organ they name, `metrics.region.topic_consistency`; the per-region
-    table's `attrs["topic_consistency"]`, as `region_rows` sets it; NaN for the release, which has no paragraphs
-    to read) and per-region F1, one row per source.
+    """Table 3, region recognition: mean per-report accuracy, topic consistency (the kit's: the share of
+    generated paragraphs whose sentences belong to the organ they name, `metrics.region.topic_consistency`;
+    the per-region table's `attrs["topic_consistency"]`, as `region_rows` sets it; NaN for the release, which
+    has no paragraphs to read) and per-region F1, one row per source.
 
     The released `region_classification_report.txt` was produced from a different prediction file than the one
-    released (see ../shared/reference/README.md), so its source says so. `kit_runs` maps run -> (mean accuracy,
-    per-region table with columns region, precision, recall, F1).
+    released (see ../shared/reference/README.md), so its source says so. `kit_runs` maps run -> (mean
+    accuracy, per-region table with columns region, precision, recall, F1).
     """
     rows = []
-    sources: list[tuple[str, str, str, float, pd.DataFrame]] = []  # (dataset, model, source, accuracy, per region)
+    # (dataset, model, source, accuracy, per region)
+    sources: list[tuple[str, str, str, float, pd.DataFrame]] = []
     if release_dir is not None:
         acc, per = read_region_report(Path(release_dir) / "region_classification_report.txt")
         per = per.replace({"region": {"trachea": "trachea and bronchie"}})
@@ -191,7 +215,7 @@ def table3_region_recognition(
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tables 4-7: ablations from the kit's runs
 
 
@@ -226,9 +250,9 @@ def ablation_table(
 
     Returns (numbers, display): the numbers table has `<metric>`, `<metric>_ci_low`, `<metric>_ci_high`,
     `<metric>_p_vs_full` and `<metric>_p_holm` columns, and `distinct_reports`; the display shows
-    `value [low, high] p=...` (Holm-adjusted within the table where the stats have it, `< k/B` where no resample
-    reached the observed difference), with `*` where that p < `alpha`. The baselines (stats rows of kind
-    "baseline") follow the runs in every table, without tests: they are the floor a run has to clear.
+    `value [low, high] p=...` (Holm-adjusted within the table where the stats have it, `< k/B` where no
+    resample reached the observed difference), with `*` where that p < `alpha`. The baselines (stats rows of
+    kind "baseline") follow the runs in every table, without tests: they are the floor a run has to clear.
     """
     metrics = [m for m in (metrics or SUMMARY_METRICS) if m in set(stats["metric"])]
     kinds = dict(zip(stats["run"], stats["kind"])) if "kind" in stats.columns else {}
@@ -237,8 +261,15 @@ def ablation_table(
     baselines = [r for r in dict.fromkeys(stats["run"]) if kinds.get(r) == "baseline"] if runs else []
     num_rows, show_rows = [], []
     for run in [*runs, *baselines]:
-        num, show = _ablation_row(stats[stats["run"] == run].set_index("metric"), run, metrics, describe, profile,
-                                  alpha, tested=run != "full" and run not in baselines)
+        num, show = _ablation_row(
+            stats[stats["run"] == run].set_index("metric"),
+            run,
+            metrics,
+            describe,
+            profile,
+            alpha,
+            tested=run != "full" and run not in baselines,
+        )
         num_rows.append(num)
         show_rows.append(show)
     return pd.DataFrame(num_rows), pd.DataFrame(show_rows)
@@ -263,8 +294,15 @@ def _ablation_row(sub: pd.DataFrame, run: str, metrics: Sequence[str], describe:
         p = float(r.get("p_vs_full", math.nan))
         holm = float(r.get("p_holm", math.nan)) if "p_holm" in sub.columns else p
         holm = p if math.isnan(holm) else holm
-        num.update({m: float(r["value"]), f"{m}_ci_low": float(r["ci_low"]), f"{m}_ci_high": float(r["ci_high"]),
-                    f"{m}_p_vs_full": p, f"{m}_p_holm": holm})
+        num.update(
+            {
+                m: float(r["value"]),
+                f"{m}_ci_low": float(r["ci_low"]),
+                f"{m}_ci_high": float(r["ci_high"]),
+                f"{m}_p_vs_full": p,
+                f"{m}_p_holm": holm,
+            }
+        )
         text = f"{r['value']:.{DIGITS}f} [{r['ci_low']:.{DIGITS}f}, {r['ci_high']:.{DIGITS}f}]"
         if tested and not math.isnan(holm):
             p_text = format_p(holm, resamples, tests) if resamples else f"{holm:.3f}"
@@ -274,24 +312,32 @@ def _ablation_row(sub: pd.DataFrame, run: str, metrics: Sequence[str], describe:
 
 
 def _ablation_caption(caption: str, stats: pd.DataFrame, name: str) -> str:
-    """The caption of an ablation table: what the numbers are, the test and its correction, seeds, baselines."""
+    """The caption of an ablation table: what the numbers are, the test and its correction, seeds,
+    baselines."""
     col = stats.get("family")
     fam = stats[col == name] if col is not None else stats.iloc[0:0]
     tests = int(fam["tests_in_family"].max()) if len(fam) and "tests_in_family" in fam else 0
-    resamples = int(stats["n_resamples"].max()) if "n_resamples" in stats and stats["n_resamples"].notna().any() \
+    resamples = (
+        int(stats["n_resamples"].max())
+        if "n_resamples" in stats and stats["n_resamples"].notna().any()
         else None
+    )
     seeds = int(stats["seeds"].max()) if "seeds" in stats and stats["seeds"].notna().any() else None
     parts = [f"{caption}. Kit runs on the {BENCHMARK}; value [bootstrap 95% CI]"]
     if resamples:
-        parts.append(f"p: paired bootstrap against full ({resamples} resamples), Holm-adjusted over this table's "
-                     f"{tests} tests; * = adjusted p < 0.05; '< k/B': no resample reached the observed difference")
+        parts.append(
+            f"p: paired bootstrap against full ({resamples} resamples), Holm-adjusted over this table's "
+            f"{tests} tests; * = adjusted p < 0.05; '< k/B': no resample reached the observed difference"
+        )
     else:
         parts.append("* = paired bootstrap p < 0.05 against full")
     parts.append(f"{seeds} training seed(s) per run: seed-to-seed variation is not in the CIs" if seeds
                  else "training seeds per run: not recorded in these stats")
     if "kind" in stats and (stats["kind"] == "baseline").any():
-        parts.append("baseline rows: constant reports scored like the runs (region accuracy of baseline_normal = "
-                     "organ names in canonical order)")
+        parts.append(
+            "baseline rows: constant reports scored like the runs (region accuracy of baseline_normal = "
+            "organ names in canonical order)"
+        )
     else:
         parts.append("baselines: not computed for these stats (rerun the ablations)")
     return "; ".join(parts) + "."
@@ -303,7 +349,8 @@ def save_ablation_tables(
     describe: Mapping[str, str] | None = None,
     profile: str = "",
 ) -> dict[str, dict[str, Path]]:
-    """Tables 4-7 from the ablation stats; a table whose runs are all missing is skipped (not written empty)."""
+    """Tables 4-7 from the ablation stats; a table whose runs are all missing is skipped (not written
+    empty)."""
     written = {}
     for name, caption, runs in ABLATION_TABLES:
         numbers, display = ablation_table(stats, runs, describe, profile)
@@ -318,14 +365,26 @@ def _baseline_runs(stats: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if "kind" in stats else []
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Beyond the paper: grounded finding accuracy (Table 8, kit only) and per-label CE (Table 9)
 
 
 #: Table 8's columns from a run's `metrics/grounded_by_kind.csv` (`metrics.grounded`), in order.
-TABLE8_COLUMNS: tuple[str, ...] = ("kind", "region", "inserted", "reported", "grounded_recall", "misplaced",
-                                   "attributes_checked", "attribute_accuracy", "lobe_accuracy", "side_accuracy",
-                                   "size_accuracy", "false_findings", "false_findings_per_case")
+TABLE8_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "region",
+    "inserted",
+    "reported",
+    "grounded_recall",
+    "misplaced",
+    "attributes_checked",
+    "attribute_accuracy",
+    "lobe_accuracy",
+    "side_accuracy",
+    "size_accuracy",
+    "false_findings",
+    "false_findings_per_case",
+)
 
 
 def table8_grounded(kit_runs: Mapping[str, str | os.PathLike[str]], profile: str = "") -> pd.DataFrame:
@@ -347,12 +406,14 @@ def table8_grounded(kit_runs: Mapping[str, str | os.PathLike[str]], profile: str
 
 def table9_ce_per_label(labels_csv: str | os.PathLike[str], pretrain: Mapping[str, Any] | None = None,
                          labels: Sequence[str] = LABELS) -> pd.DataFrame:
-    """Per-label clinical efficacy of one run (its `ce_labels.csv`): which findings it reports and which it misses.
+    """Per-label clinical efficacy of one run (its `ce_labels.csv`): which findings it reports and which it
+    misses.
 
     For each label that occurs in the references or the predictions: test cases with it (support), cases where
     the run reports it, precision, recall, F1. With `pretrain` (notebook 02's `pretrain.json`), the validation
     probe F1 of the frozen encoders for that label is added: how well a linear read-out of the ViT's pooled
-    tokens finds it in a region crop. A label the probe cannot find is one the LLM has little chance to report.
+    tokens finds it in a region crop. A label the probe cannot find is one the LLM has little chance to
+    report.
     """
     table = pd.read_csv(labels_csv)
     probe = (pretrain or {}).get("probe_validation", {})
@@ -364,10 +425,20 @@ def table9_ce_per_label(labels_csv: str | os.PathLike[str], pretrain: Mapping[st
         tp = int((gt & pred).sum())
         p = tp / int(pred.sum()) if pred.any() else 0.0
         r = tp / int(gt.sum()) if gt.any() else 0.0
-        row = {"label": label, "support": int(gt.sum()), "reported": int(pred.sum()), "precision": p, "recall": r,
-               "F1": 2 * p * r / (p + r) if p + r else 0.0, "source": f"{Path(labels_csv).name} (test split)"
-               + ("; probes: pretrain.json (validation)" if probe else "")}
-        for arm, name in (("random_init", "probe F1, random ViT"), ("pretrained", "probe F1, pretrained ViT")):
+        row = {
+            "label": label,
+            "support": int(gt.sum()),
+            "reported": int(pred.sum()),
+            "precision": p,
+            "recall": r,
+            "F1": 2 * p * r / (p + r) if p + r else 0.0,
+            "source": f"{Path(labels_csv).name} (test split)"
+            + ("; probes: pretrain.json (validation)" if probe else ""),
+        }
+        for arm, name in (
+            ("random_init", "probe F1, random ViT"),
+            ("pretrained", "probe F1, pretrained ViT"),
+        ):
             if arm in probe:
                 row[name] = probe[arm]["per_label_f1"].get(label)
         rows.append(row)
@@ -375,15 +446,17 @@ def table9_ce_per_label(labels_csv: str | os.PathLike[str], pretrain: Mapping[st
 
 
 def grounded_view(table: pd.DataFrame, digits: int = DIGITS) -> pd.DataFrame | str:
-    """A run's grounded-findings table (`metrics/grounded_by_kind.csv`) as a notebook shows it: the kinds the run
-    reported or invented something for (the `all` row kept), columns with any value, numbers at `digits`
+    """A run's grounded-findings table (`metrics/grounded_by_kind.csv`) as a notebook shows it: the kinds the
+    run reported or invented something for (the `all` row kept), columns with any value, numbers at `digits`
     decimals, counts as integers; a sentence instead when the run reported and invented nothing (a table of
     zeros and NaN)."""
     counts = table[["reported", "false_findings"]].fillna(0)
     kinds = table[table["kind"] != "all"]
     if not counts.to_numpy().any():
-        return (f"The run reported none of the {int(kinds['inserted'].sum())} inserted findings of "
-                f"{len(kinds)} kinds in their own region's paragraph, and invented none: nothing to tabulate.")
+        return (
+            f"The run reported none of the {int(kinds['inserted'].sum())} inserted findings of "
+            f"{len(kinds)} kinds in their own region's paragraph, and invented none: nothing to tabulate."
+        )
     shown = table[(counts.sum(axis=1) > 0) | (table["kind"] == "all")].dropna(axis=1, how="all")
     missed = kinds.loc[counts.loc[kinds.index].sum(axis=1) == 0, "kind"]
     shown = with_integer_counts(shown).round(digits).set_index("kind")

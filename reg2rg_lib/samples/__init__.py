@@ -1,4 +1,5 @@
-"""Samples: one cached case -> the model's inputs, batched and on the device (shared by training and inference).
+"""Samples: one cached case -> the model's inputs, batched and on the device (shared by training and
+inference).
 
     vision_inputs.py  which prep-cache tensors a model config reads and how they become the encoders' inputs
     dataset.py        `ReportDataset`: cached case -> prompt and RRA target (region shuffling, region dropout)

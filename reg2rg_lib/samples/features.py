@@ -1,16 +1,16 @@
 """Cache of the frozen ViT3D's outputs, computed once per case and reused by every epoch and every run.
 
-The paper freezes RadFM's ViT3D, so its output for a given case never changes during training; the authors' code
-still recomputes it at every step, which is most of a CPU step's cost. The kit runs the ViT once per case and
-stores its token features next to the prep cache:
+The paper freezes RadFM's ViT3D, so its output for a given case never changes during training; the authors'
+code still recomputes it at every step, which is most of a CPU step's cost. The kit runs the ViT once per case
+and stores its token features next to the prep cache:
 
     CACHE/vit_features/<key>/<volume_name>.safetensors   {"global_feats": (1, T, vit_dim) | absent,
                                                           "region_feats": (R, T, vit_dim) | absent}
 
-`key` hashes everything that determines the features: the encoder's weights, the vision fields of the model config,
-the switch that decides what a region image is (texture crop with LFD, masked uncropped CT without), the prep
-cache's parameters and the storage dtype. Change any of them and a new folder is used, so a stale feature is never
-read. Files are written atomically and `manifest.json` is written when a folder is complete.
+`key` hashes everything that determines the features: the encoder's weights, the vision fields of the model
+config, the switch that decides what a region image is (texture crop with LFD, masked uncropped CT without),
+the prep cache's parameters and the storage dtype. Change any of them and a new folder is used, so a stale
+feature is never read. Files are written atomically and `manifest.json` is written when a folder is complete.
 """
 
 from __future__ import annotations
@@ -32,11 +32,25 @@ from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.model import Reg2RG
 from reg2rg_lib.samples.vision_inputs import vision_inputs
 
-VISION_FIELDS = ("image_size", "in_channels", "vit_patch", "vit_dim", "vit_depth", "vit_heads", "vit_dim_head",
-                 "vit_mlp", "vit_pos_rows", "use_global", "use_texture", "decoupled")
+VISION_FIELDS = (
+    "image_size",
+    "in_channels",
+    "vit_patch",
+    "vit_dim",
+    "vit_depth",
+    "vit_heads",
+    "vit_dim_head",
+    "vit_mlp",
+    "vit_pos_rows",
+    "use_global",
+    "use_texture",
+    "decoupled",
+)
 
 
-def encoder_key(model: Any, prep_params: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> str:
+def encoder_key(
+    model: Any, prep_params: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> str:
     """A 16-hex-digit key for the frozen encoder's outputs (weights + config + input mode + prep + dtype)."""
     h = hashlib.sha256()
     cfg = model.config
@@ -53,7 +67,8 @@ class FeatureCache:
     """The frozen ViT's features for the cases of one prep cache.
 
     `get` reads a case's file on first use and keeps it in memory when the whole set fits in `memory_budget`
-    bytes (the CPU profiles: tens of MB); the paper's sizes (~17 MB per case in bf16) are read from disk per use.
+    bytes (the CPU profiles: tens of MB); the paper's sizes (~17 MB per case in bf16) are read from disk per
+    use.
     """
 
     def __init__(self, root: str | os.PathLike[str], key: str, memory_budget: int = 2 << 30) -> None:
@@ -69,7 +84,8 @@ class FeatureCache:
 
     def build(self, model: Any, cache: Any, names: Iterable[str], batch_size: int = 8, progress: bool = True,
               dtype: torch.dtype = torch.float32) -> FeatureCache:
-        """Compute and write the features of the cases that have none (or stale ones), in batches of images."""
+        """Compute and write the features of the cases that have none (or stale ones), in batches of
+        images."""
         names = list(names)
         todo = [n for n in names if self._stale(n, cache)]
         if todo:
@@ -96,7 +112,8 @@ class FeatureCache:
         return self
 
     def _stale(self, name: str, cache: Any) -> bool:
-        """True when the case's features are missing or were computed from another version of its prep file."""
+        """True when the case's features are missing or were computed from another version of its prep
+        file."""
         path = self.path(name)
         if not path.is_file():
             return True
@@ -107,7 +124,8 @@ class FeatureCache:
             return True
 
     def get(self, name: str) -> dict[str, torch.Tensor]:
-        """{"global_feats": (1, T, vit_dim), "region_feats": (R, T, vit_dim)} (keys the config does not use absent)."""
+        """{"global_feats": (1, T, vit_dim), "region_feats": (R, T, vit_dim)} (keys the config does not use
+        absent)."""
         if name in self._mem:
             return self._mem[name]
         path = self.path(name)
@@ -116,7 +134,9 @@ class FeatureCache:
         try:
             feats = load_file(str(path))
         except Exception as err:  # a damaged file names itself; delete it and it is rebuilt
-            raise BadInputError(path, f"unreadable ViT feature file ({err}); delete it to recompute") from None
+            raise BadInputError(
+                path, f"unreadable ViT feature file ({err}); delete it to recompute"
+            ) from None
         if self.keep_in_memory:
             self._mem[name] = feats
         return feats

@@ -1,8 +1,9 @@
-"""A profile folder's inputs made sure of before training: the prep cache and, for the CPU presets, the tokenizer.
+"""A profile folder's inputs made sure of before training: the prep cache and, for the CPU presets, the
+tokenizer.
 
-`reg2rg train`, notebook 03 and the benchmarks call `ensure_inputs` before they build samples; `train.run.train_run`
-calls it too, on the main process only, so that `reg2rg train --profile smoke` under torchrun works from nothing
-without two ranks writing one cache.
+`reg2rg train`, notebook 03 and the benchmarks call `ensure_inputs` before they build samples;
+`train.run.train_run` calls it too, on the main process only, so that `reg2rg train --profile smoke` under
+torchrun works from nothing without two ranks writing one cache.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ def ensure_inputs(profile: Profile, paths: RunPaths, cache_dir: str | os.PathLik
     """Make sure the prep cache (default `paths.cache`) and, for the CPU presets, the tokenizer (default
     `paths.tokenizer`) exist.
 
-    A missing tokenizer is trained on the train split's region paragraphs and saved (`tokenizer_from_cache`; the
-    paper preset uses its LLM's own tokenizer instead). A missing prep cache is an error naming what to run,
-    except for the smoke profile, which builds its benchmark and cache, so that `reg2rg train --profile smoke`
-    (and the torchrun check) works from nothing."""
+    A missing tokenizer is trained on the train split's region paragraphs and saved (`tokenizer_from_cache`;
+    the paper preset uses its LLM's own tokenizer instead). A missing prep cache is an error naming what to
+    run, except for the smoke profile, which builds its benchmark and cache, so that
+    `reg2rg train --profile smoke` (and the torchrun check) works from nothing."""
     cache_dir = Path(cache_dir) if cache_dir else paths.cache
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else paths.tokenizer
     if not (cache_dir / "manifest.json").is_file():

@@ -1,8 +1,8 @@
 """One cached case's tensors as the encoders' inputs: which prep-cache tensors a model config reads, and how.
 
 The prep cache stores image (1,H,W,D), full (1,H,W,D), texture (R,H,W,D) and geometry (R,H,W,D) per case
-(`data.prep`); the model takes global_images, region_images and region_masks (`Reg2RG.forward`). This module is the
-one place that knows both sets of names.
+(`data.prep`); the model takes global_images, region_images and region_masks (`Reg2RG.forward`). This module
+is the one place that knows both sets of names.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def vision_inputs(tensors: dict[str, torch.Tensor], cfg: Reg2RGConfig,
         if cfg.decoupled:
             regions = tensors["texture"].unsqueeze(1)  # (R, 1, H, W, D)
         else:
-            regions = (tensors["full"] * tensors["geometry"]).unsqueeze(1)  # (1,H,W,D)*(R,H,W,D) -> (R,1,H,W,D)
+            # (1,H,W,D)*(R,H,W,D) -> (R,1,H,W,D)
+            regions = (tensors["full"] * tensors["geometry"]).unsqueeze(1)
     masks = tensors["geometry"].unsqueeze(1) if cfg.geometry_tokens else None  # (R, 1, H, W, D)
     return {"global_images": glob, "region_images": regions, "region_masks": masks}

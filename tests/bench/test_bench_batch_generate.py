@@ -1,4 +1,5 @@
-"""`reg2rg bench generate` (bench.batch_generate): batching changes no report, the figures are the median round's."""
+"""`reg2rg bench generate` (bench.batch_generate): batching changes no report, the figures are the median
+round's."""
 
 from __future__ import annotations
 

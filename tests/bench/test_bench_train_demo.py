@@ -8,9 +8,32 @@ from reg2rg_lib.cli import main as cli_main
 
 
 def test_bench_train_demo_prints_both_paths_and_their_losses(smoke, capsys):
-    assert cli_main(["bench", "train-demo", "--profile", "smoke", "--work", str(smoke.root), "--batch-size", "2",
-                     "3", "--steps", "2", "--warmup", "1", "--check", "2", "--threads", "1", "--breakdown",
-                     "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "bench",
+                "train-demo",
+                "--profile",
+                "smoke",
+                "--work",
+                str(smoke.root),
+                "--batch-size",
+                "2",
+                "3",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--check",
+                "2",
+                "--threads",
+                "1",
+                "--breakdown",
+                "--json",
+            ]
+        )
+        == 0
+    )
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["profile"] == "smoke" and figures["threads"] == 1 and figures["cpu_model"]
     assert [r["batch_size"] for r in figures["rows"]] == [2, 3]

@@ -1,4 +1,5 @@
-"""`reg2rg bench train-step` (bench.train_step): the recipe's splice equals the kit's, the command's figures."""
+"""`reg2rg bench train-step` (bench.train_step): the recipe's splice equals the kit's, the command's
+figures."""
 
 from __future__ import annotations
 

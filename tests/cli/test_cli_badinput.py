@@ -1,4 +1,5 @@
-"""Bad inputs and busy folders for `train`, `generate`, `prepare`, `synth`, `ablate`, `run-notebooks`: one line
+"""Bad inputs and busy folders for `train`, `generate`, `prepare`, `synth`, `ablate`, `run-notebooks`: one
+line
 `error: ...` on stderr, exit code 2, no traceback, and nothing already written is changed or lost."""
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def _busy_args(command: str, out: Path, smoke, trained) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["train", "prepare", "generate", "ablate", "run-notebooks"])
-def test_a_second_writer_on_a_folder_in_use_is_refused_at_once(command, tmp_path, capsys, smoke, trained, hold_lock):
+def test_a_second_writer_on_a_folder_in_use_is_refused_at_once(
+    command, tmp_path, capsys, smoke, trained, hold_lock
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("written by the running process")
@@ -90,19 +93,47 @@ def test_an_unknown_profile_is_one_line(args, tmp_path, capsys):
     assert not any(tmp_path.iterdir()), "nothing was written"
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["prepare", "--data", "{tmp}/missing", "--out", "{tmp}/c"], "{tmp}/missing: dataset folder not found"),
-    (["train", "--profile", "demo", "--cache", "{tmp}/missing", "--out", "{tmp}/r"], "missing prep cache {tmp}/missing"),
-    (["generate", "--checkpoint", "{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/p.csv"],
-     "{tmp}/missing: does not exist"),
-    (["generate", "--checkpoint", "{tmp}", "--data", "{tmp}/missing", "--out", "{tmp}/p.csv"],
-     "{tmp}/missing: does not exist"),
-    (["ablate", "--profile", "smoke", "--out", "{tmp}/missing"], "no prep cache at {tmp}/missing/cache"),
-    (["synth", "--profile", "smoke", "--out", "{tmp}/file/s"], "{tmp}/file/s: cannot create this output folder"),
-    (["train", "--profile", "smoke", "--out", "{tmp}/file/r"], "{tmp}/file/r: cannot create this output folder"),
-    (["prepare", "--out", "{tmp}/c"], "prepare needs --data"),
-], ids=["prepare-data", "train-cache", "generate-checkpoint", "generate-data", "ablate-out", "synth-out-under-a-file",
-        "train-out-under-a-file", "prepare-no-data"])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["prepare", "--data", "{tmp}/missing", "--out", "{tmp}/c"],
+            "{tmp}/missing: dataset folder not found",
+        ),
+        (
+            ["train", "--profile", "demo", "--cache", "{tmp}/missing", "--out", "{tmp}/r"],
+            "missing prep cache {tmp}/missing",
+        ),
+        (
+            ["generate", "--checkpoint", "{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/p.csv"],
+            "{tmp}/missing: does not exist",
+        ),
+        (
+            ["generate", "--checkpoint", "{tmp}", "--data", "{tmp}/missing", "--out", "{tmp}/p.csv"],
+            "{tmp}/missing: does not exist",
+        ),
+        (["ablate", "--profile", "smoke", "--out", "{tmp}/missing"], "no prep cache at {tmp}/missing/cache"),
+        (
+            ["synth", "--profile", "smoke", "--out", "{tmp}/file/s"],
+            "{tmp}/file/s: cannot create this output folder",
+        ),
+        (
+            ["train", "--profile", "smoke", "--out", "{tmp}/file/r"],
+            "{tmp}/file/r: cannot create this output folder",
+        ),
+        (["prepare", "--out", "{tmp}/c"], "prepare needs --data"),
+    ],
+    ids=[
+        "prepare-data",
+        "train-cache",
+        "generate-checkpoint",
+        "generate-data",
+        "ablate-out",
+        "synth-out-under-a-file",
+        "train-out-under-a-file",
+        "prepare-no-data",
+    ],
+)
 def test_a_path_that_does_not_exist_is_one_line(args, expected, tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
     line = _error(capsys, main([a.format(tmp=tmp_path) for a in args]))
@@ -132,8 +163,9 @@ def test_generating_from_a_cache_of_another_configuration_is_refused(trained, sm
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_a_full_disk_while_writing_predictions_keeps_the_rows_and_the_rerun_completes(trained, smoke, tmp_path,
-                                                                                        capsys, monkeypatch):
+def test_a_full_disk_while_writing_predictions_keeps_the_rows_and_the_rerun_completes(
+    trained, smoke, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "predictions.csv"
     args = ["generate", "--checkpoint", str(trained), "--data", str(smoke.cache), "--out", str(out),
             "--batch-size", "1"]

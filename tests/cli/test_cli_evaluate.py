@@ -1,4 +1,5 @@
-"""`reg2rg evaluate` on bad inputs: one line `error: FILE: ...`, exit code 2, no traceback, one test per case."""
+"""`reg2rg evaluate` on bad inputs: one line `error: FILE: ...`, exit code 2, no traceback, one test per
+case."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ GOOD = {"AccNum": ["valid_1_a_1", "valid_2_a_1"], "Question": ["q", "q"],
 
 
 def _run(capsys, path, command="region", extra=()) -> str:
-    """Run `reg2rg evaluate <command>` on `path`; assert exit 2 and one error line naming the file; return it."""
+    """Run `reg2rg evaluate <command>` on `path`; assert exit 2 and one error line naming the file; return
+    it."""
     argv = ["evaluate", command, "--predictions", str(path), "--out", str(path.parent / "out"), *extra]
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -56,7 +58,10 @@ def test_empty_reference_cell(tmp_path, capsys):
 def test_empty_prediction_cell_refused_unless_allowed(tmp_path, capsys):
     path = _csv(tmp_path, Pred_combined_report=["The region 0 is lung: Clear.", ""])
     msg = _run(capsys, path, "ce")
-    assert "1 empty cell(s) in column 'Pred_combined_report' (row(s) 3)" in msg and "--allow-empty-predictions" in msg
+    assert (
+        "1 empty cell(s) in column 'Pred_combined_report' (row(s) 3)" in msg
+        and "--allow-empty-predictions" in msg
+    )
     assert main(["evaluate", "region", "--predictions", str(path), "--out", str(tmp_path / "o"),
                  "--allow-empty-predictions"]) == 0
 
@@ -105,12 +110,24 @@ def test_header_only_label_table(tmp_path, capsys):
     path = tmp_path / "labels.csv"
     path.write_text(",".join([f"GT_{lab}" for lab in LABELS] + [f"Pred_{lab}" for lab in LABELS]) + "\n")
     assert main(["evaluate", "ce", "--labels", str(path), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {path}: label table has a header but no rows; nothing to evaluate"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {path}: label table has a header but no rows; nothing to evaluate"
+    )
 
 
 def test_image_use_names_a_missing_checkpoint_or_cache(tmp_path, capsys):
     missing = tmp_path / "no_run"
-    argv = ["evaluate", "image-use", "--checkpoint", str(missing), "--cache", str(tmp_path), "--out", str(tmp_path)]
+    argv = [
+        "evaluate",
+        "image-use",
+        "--checkpoint",
+        str(missing),
+        "--cache",
+        str(tmp_path),
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: checkpoint not found"]

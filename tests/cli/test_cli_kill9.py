@@ -2,12 +2,12 @@
 
 Each case starts the CLI in a subprocess and kills it with SIGKILL at some point, in one of two ways:
 - from outside, once some of its outputs have appeared (the test polls the file system, then `os.kill`);
-- from inside, at an exact point: `_BOOT` wraps one library function so that its N-th call sends SIGKILL to its
-  own process (before the call, after it, or, for a CSV row, half-way through writing the row).
-SIGKILL cannot be caught or cleaned up after, so both are a real `kill -9`. The rerun (in this process, through the
-same `reg2rg_lib.cli.main`) must complete; every output must parse and equal the output of a run that was never
-killed (file checksums, rows); and nothing that was complete may be computed again (prepare's "reused" count,
-`generate` calls, resumed checkpoints, ablation runs not retrained).
+- from inside, at an exact point: `_BOOT` wraps one library function so that its N-th call sends SIGKILL to
+  its own process (before the call, after it, or, for a CSV row, half-way through writing the row).
+SIGKILL cannot be caught or cleaned up after, so both are a real `kill -9`. The rerun (in this process,
+through the same `reg2rg_lib.cli.main`) must complete; every output must parse and equal the output of a run
+that was never killed (file checksums, rows); and nothing that was complete may be computed again (prepare's
+"reused" count, `generate` calls, resumed checkpoints, ablation runs not retrained).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from reg2rg_lib.model import Reg2RG
 from reg2rg_lib.train.checkpoints import list_checkpoints
 from reg2rg_lib.train.loop import read_train_log
 
-# Runs the CLI with argv; with KILL9_AT="module:Qual.name:N:mode" the N-th call of that function kills the process
-# (mode before | after | torn: torn is for AppendOnlyCSV.write / write_rows, which then writes half of what it was
-# given, flushes, dies).
+# Runs the CLI with argv; with KILL9_AT="module:Qual.name:N:mode" the N-th call of that function kills the
+# process (mode before | after | torn: torn is for AppendOnlyCSV.write / write_rows, which then writes half of
+# what it was given, flushes, dies).
 _BOOT = r"""
 import importlib, os, signal, sys
 spec = os.environ.get("KILL9_AT")
@@ -96,10 +96,18 @@ def _env(kill_at: str | None = None) -> dict[str, str]:
 
 
 def kill_at(argv: list[str], point: str) -> None:
-    """Run the CLI with `argv` in a subprocess that SIGKILLs itself at `point` (see `_BOOT`); it must die there."""
-    res = subprocess.run([sys.executable, "-c", _BOOT, *argv], env=_env(point), capture_output=True, text=True,
-                         timeout=TIMEOUT_S)
-    assert res.returncode == -signal.SIGKILL, f"not killed at {point} (rc {res.returncode}): {res.stderr[-1500:]}"
+    """Run the CLI with `argv` in a subprocess that SIGKILLs itself at `point` (see `_BOOT`); it must die
+    there."""
+    res = subprocess.run(
+        [sys.executable, "-c", _BOOT, *argv],
+        env=_env(point),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert res.returncode == -signal.SIGKILL, (
+        f"not killed at {point} (rc {res.returncode}): {res.stderr[-1500:]}"
+    )
 
 
 def kill_when(argv: list[str], ready: Callable[[], bool]) -> None:
@@ -122,7 +130,8 @@ def kill_when(argv: list[str], ready: Callable[[], bool]) -> None:
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str] | None = None) -> str:
-    """`reg2rg argv` in this process on one thread (as the killed subprocesses run): it must succeed; its stdout."""
+    """`reg2rg argv` in this process on one thread (as the killed subprocesses run): it must succeed; its
+    stdout."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -133,10 +142,11 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str] | None = None) -> st
 
 
 def checksums(folder: Path, skip: Callable[[str], bool] = lambda rel: False) -> dict[str, str]:
-    """sha256 of every file under `folder` by relative path (hidden temporary files included: none may be left).
+    """sha256 of every file under `folder` by relative path (hidden temporary files included: none may be
+    left).
 
-    A safetensors file is hashed by its metadata and tensors: the order of its header's metadata keys varies from
-    one write to the next, so equal files need not have equal bytes."""
+    A safetensors file is hashed by its metadata and tensors: the order of its header's metadata keys varies
+    from one write to the next, so equal files need not have equal bytes."""
     def digest(path: Path) -> str:
         if path.suffix != ".safetensors":
             return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -165,7 +175,7 @@ def counting(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> Itera
     monkeypatch.setattr(owner, name, original)
 
 
-# ---- prepare ------------------------------------------------------------------------------------------------
+# ---- prepare -----------------------------------------------------------------------------------------------
 PREP_COUNTS = re.compile(r"\((\d+) computed, (\d+) reused")
 
 
@@ -173,7 +183,9 @@ PREP_COUNTS = re.compile(r"\((\d+) computed, (\d+) reused")
 def prepared(smoke, tmp_path_factory) -> Path:
     """A prep cache of the smoke benchmark from a `reg2rg prepare` that was never killed."""
     out = tmp_path_factory.mktemp("prep_ref") / "cache"
-    assert main(["prepare", "--profile", "smoke", "--data", str(smoke.data), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["prepare", "--profile", "smoke", "--data", str(smoke.data), "--out", str(out), "--quiet"]) == 0
+    )
     return out
 
 
@@ -186,8 +198,8 @@ def _case_files(cache: Path) -> list[Path]:
 
 
 def _assert_same_cache(cache: Path, reference: Path) -> None:
-    """The same files (no temporary file left), each case file with the same tensors and metadata, and the same
-    manifest apart from the computed/reused counts."""
+    """The same files (no temporary file left), each case file with the same tensors and metadata, and the
+    same manifest apart from the computed/reused counts."""
     def manifest_free(rel: str) -> bool:
         return rel == "manifest.json"
 
@@ -199,8 +211,10 @@ def _assert_same_cache(cache: Path, reference: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["external: 3 case files written",
-                                   "reg2rg_lib.data.prep:write_bytes:5:after",  # a case file written, not yet renamed
-                                   "reg2rg_lib.data.prep:write_json_atomic:1:before"],  # every case, no manifest
+                                   # a case file written, not yet renamed
+                                   "reg2rg_lib.data.prep:write_bytes:5:after",
+                                   # every case, no manifest
+                                   "reg2rg_lib.data.prep:write_json_atomic:1:before"],
                          ids=["outside-after-3-cases", "case-file-not-renamed", "before-the-manifest"])
 def test_prepare_killed_reuses_every_finished_case(smoke, prepared, tmp_path, capsys, point):
     out = tmp_path / "cache"
@@ -218,7 +232,7 @@ def test_prepare_killed_reuses_every_finished_case(smoke, prepared, tmp_path, ca
     _assert_same_cache(out, prepared)
 
 
-# ---- train --------------------------------------------------------------------------------------------------
+# ---- train -------------------------------------------------------------------------------------------------
 STEPS, EVERY = 8, 2
 
 
@@ -250,7 +264,8 @@ def _checkpoint_files(run: Path) -> dict[str, str]:
 @pytest.mark.parametrize("point", [
     "reg2rg_lib.train.loop:_optimizer_step:1:before",  # during step 1: no checkpoint yet
     "reg2rg_lib.train.checkpoints:fsync_tree:3:before",  # step 4's checkpoint written but not marked COMPLETE
-    "reg2rg_lib.train.checkpoints:CheckpointWriter._prune:3:before",  # step 6 published, step 2 not yet pruned
+    # step 6 published, step 2 not yet pruned
+    "reg2rg_lib.train.checkpoints:CheckpointWriter._prune:3:before",
     "external: step 4 checkpoint visible",
 ], ids=["during-step-1", "checkpoint-not-complete", "before-pruning", "outside-after-step-4"])
 def test_train_killed_resumes_from_the_newest_complete_checkpoint(smoke, train_reference, tmp_path, point):
@@ -274,13 +289,25 @@ def test_train_killed_resumes_from_the_newest_complete_checkpoint(smoke, train_r
     assert summary["resumed_from"] == newest  # nothing complete trained again (None: nothing was saved)
     assert (summary["steps"], summary["weights_sha256"]) == (reference["steps"], reference["weights_sha256"])
     assert _log_rows(run) == _log_rows(train_reference)
-    assert _checkpoint_files(run) == _checkpoint_files(train_reference)  # no .tmp-step-* left, the same 2 kept
+    # no .tmp-step-* left, the same 2 kept
+    assert _checkpoint_files(run) == _checkpoint_files(train_reference)
 
 
-# ---- generate -----------------------------------------------------------------------------------------------
+# ---- generate ----------------------------------------------------------------------------------------------
 def _gen_argv(smoke, trained: Path, out: Path) -> list[str]:
-    return ["generate", "--checkpoint", str(trained), "--data", str(smoke.cache), "--out", str(out), "--profile",
-            "smoke", "--batch-size", "1"]
+    return [
+        "generate",
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(smoke.cache),
+        "--out",
+        str(out),
+        "--profile",
+        "smoke",
+        "--batch-size",
+        "1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +319,8 @@ def generated(smoke, trained, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("point", [
     "external: one row written",
-    "reg2rg_lib.io:AppendOnlyCSV.write_rows:2:torn",  # the second batch (of one row: batch size 1) cut half-way
+    # the second batch (of one row: batch size 1) cut half-way
+    "reg2rg_lib.io:AppendOnlyCSV.write_rows:2:torn",
     "reg2rg_lib.infer.generate:write_csv_atomic:1:before",  # every row written, not yet put in case order
 ], ids=["outside-after-row-1", "row-2-cut-half-way", "before-the-reordering"])
 def test_generate_killed_keeps_its_rows_and_writes_only_the_rest(smoke, trained, generated, tmp_path,
@@ -309,8 +337,11 @@ def test_generate_killed_keeps_its_rows_and_writes_only_the_rest(smoke, trained,
     if "torn" in point:
         assert not out.read_text().endswith("\n") and len(kept) == 1
 
-    with counting(monkeypatch, Reg2RG, "generate") as hf, counting(monkeypatch, generate_module, "greedy_generate") \
-            as kit, counting(monkeypatch, PredictionWriter, "write_batch") as rows:
+    with (
+        counting(monkeypatch, Reg2RG, "generate") as hf,
+        counting(monkeypatch, generate_module, "greedy_generate") as kit,
+        counting(monkeypatch, PredictionWriter, "write_batch") as rows,
+    ):
         cli(argv)
     assert len(hf) + len(kit) == len(rows) == total - len(kept)  # batch size 1: one decode per missing row
     assert out.read_bytes() == generated.read_bytes()
@@ -319,7 +350,7 @@ def test_generate_killed_keeps_its_rows_and_writes_only_the_rest(smoke, trained,
     assert not list(tmp_path.glob(".predictions.csv*"))  # no temporary file left
 
 
-# ---- ablate -------------------------------------------------------------------------------------------------
+# ---- ablate ------------------------------------------------------------------------------------------------
 def _profile_copy(smoke, dest: Path) -> Path:
     """The smoke benchmark, prep cache (with its ViT features) and tokenizer, without any run."""
     for part in ("data", "cache", "tokenizer"):
@@ -328,9 +359,18 @@ def _profile_copy(smoke, dest: Path) -> Path:
 
 
 def _ablate_argv(out: Path) -> list[str]:
-    # a fixed grid: llm_scratch-2x128 is the same model as full (reused, never trained); runs that need other inputs
-    # (a pretrained ViT) stay out
-    return ["ablate", "--profile", "smoke", "--out", str(out), "--runs", "full,no_rra,llm_scratch-2x128", "--quiet"]
+    # a fixed grid: llm_scratch-2x128 is the same model as full (reused, never trained); runs that need other
+    # inputs (a pretrained ViT) stay out
+    return [
+        "ablate",
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--runs",
+        "full,no_rra,llm_scratch-2x128",
+        "--quiet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -353,19 +393,27 @@ def test_ablate_killed_skips_finished_runs_and_resumes_the_rest(smoke, ablated, 
     out = _profile_copy(smoke, tmp_path / "smoke")
     argv = _ablate_argv(out)
     if point.startswith("external"):
-        kill_when(argv, lambda: (out / "runs" / "no_rra" / "checkpoints" / "step-00000002" / "COMPLETE").is_file())
+        kill_when(
+            argv, lambda: (out / "runs" / "no_rra" / "checkpoints" / "step-00000002" / "COMPLETE").is_file()
+        )
     else:
         kill_at(argv, point)
     labels = runner.test_labels(runner.RunPaths(out))
-    evaluated = {name for name in ("full", "no_rra") if runner.metrics_of(out / "runs" / name, labels) is not None}
+    evaluated = {
+        name for name in ("full", "no_rra") if runner.metrics_of(out / "runs" / name, labels) is not None
+    }
     assert "full" in evaluated
     no_rra = out / "runs" / "no_rra"
     half_trained = runner.trained_steps(no_rra) is None and list_checkpoints(no_rra / "checkpoints")
     assert half_trained or not point.startswith("external")
 
-    with counting(monkeypatch, runner, "train_run") as trains, counting(monkeypatch, PredictionWriter, "write_batch") as rows:
+    with (
+        counting(monkeypatch, runner, "train_run") as trains,
+        counting(monkeypatch, PredictionWriter, "write_batch") as rows,
+    ):
         cli(argv)
-    assert [Path(args[1]).name for args, _ in trains] == sorted({"no_rra"} - evaluated)  # llm_scratch-2x128 is full's model
+    # llm_scratch-2x128 is full's model
+    assert [Path(args[1]).name for args, _ in trains] == sorted({"no_rra"} - evaluated)
     if "no_rra" in evaluated:
         assert not rows  # no report generated again
     if half_trained:  # no_rra's training went on from its newest checkpoint

@@ -21,7 +21,9 @@ def test_cli_help_lists_commands(capsys):
 
 
 def test_cli_module_runs_and_doctor_reports_json():
-    res = subprocess.run([sys.executable, "-m", "reg2rg_lib.cli", "doctor", "--json"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "reg2rg_lib.cli", "doctor", "--json"], capture_output=True, text=True
+    )
     checks = {c["name"]: c for c in json.loads(res.stdout.strip().splitlines()[-1])}
     assert {"packages", "device", "embedded CT"} <= set(checks)
     assert checks["packages"]["ok"]
@@ -32,6 +34,8 @@ def test_cli_run_notebooks_fails_nonzero_with_the_notebook_name(tmp_path, capsys
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     write_notebook(nbdir / "05_fail.ipynb", "1/0")
-    rc = main(["run-notebooks", "--profile", "smoke", "--out", str(tmp_path / "o"), "--notebooks-dir", str(nbdir)])
+    rc = main(
+        ["run-notebooks", "--profile", "smoke", "--out", str(tmp_path / "o"), "--notebooks-dir", str(nbdir)]
+    )
     assert rc == 1
     assert "05_fail.ipynb failed in cell 3" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`reg2rg import-ct`, `reg2rg regions`, `reg2rg report`: the user's path, end to end, through the command line."""
+"""`reg2rg import-ct`, `reg2rg regions`, `reg2rg report`: the user's path, end to end, through the command
+line."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_import_and_regions_commands(dicom_and_labels, tmp_path, capsys):
     ct = tmp_path / "data" / volume_relpath(NAME)
     assert ct.is_file() and f"{NAME}: 64x64x34 voxels" in capsys.readouterr().out
     masks = tmp_path / "data" / "valid_region_mask"
-    assert cli_main(["regions", "--from", "totalsegmentator", str(seg), "--ct", str(ct), "--out", str(masks)]) == 0
+    assert (
+        cli_main(["regions", "--from", "totalsegmentator", str(seg), "--ct", str(ct), "--out", str(masks)])
+        == 0
+    )
     out = capsys.readouterr().out
     written = sorted(p.name[:-7] for p in (masks / f"seg_{NAME}").glob("*.nii.gz"))
     info = json.loads((masks / f"seg_{NAME}" / "regions.json").read_text())
@@ -62,8 +66,24 @@ def test_report_command_end_to_end(dicom_and_labels, trained, tmp_path, capsys):
     assert cli_main(["regions", "--from", "totalsegmentator", str(seg), "--ct", str(ct), "--out",
                      str(tmp_path / "masks")]) == 0
     (tmp_path / "masks" / f"seg_{NAME}" / "breast.nii.gz").unlink(missing_ok=True)
-    assert cli_main(["report", "--checkpoint", str(trained), "--ct", str(ct), "--regions",
-                     str(tmp_path / "masks" / f"seg_{NAME}"), "--out", str(tmp_path / "rep"), "--profile", "smoke"]) == 0
+    assert (
+        cli_main(
+            [
+                "report",
+                "--checkpoint",
+                str(trained),
+                "--ct",
+                str(ct),
+                "--regions",
+                str(tmp_path / "masks" / f"seg_{NAME}"),
+                "--out",
+                str(tmp_path / "rep"),
+                "--profile",
+                "smoke",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["case"] == NAME and "breast" in report["absent"]
     assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"report.md", "report.json", "report.png"}
@@ -71,9 +91,11 @@ def test_report_command_end_to_end(dicom_and_labels, trained, tmp_path, capsys):
 
 
 def test_report_command_says_which_region_got_no_paragraph(tmp_path, monkeypatch, capsys):
-    """A CT with only bone and lung masks, and a model that heads slot 0 (bone) "lung" and leaves slot 1 (lung)
-    empty (what was seen on a real CT): the report says so in words, stderr names the region and the case, exit 0.
-    The model is replaced by the text it wrote; prep, the slot assignment and the report files are the real ones."""
+    """A CT with only bone and lung masks, and a model that heads slot 0 (bone) "lung" and leaves slot 1
+    (lung)
+    empty (what was seen on a real CT): the report says so in words, stderr names the region and the case,
+    exit 0. The model is replaced by the text it wrote; prep, the slot assignment and the report files are the
+    real ones."""
     affine = np.diag([1.5, 1.5, 3.0, 1.0])
     write_nifti(tmp_path / f"{NAME}.nii.gz", np.full((24, 24, 12), -700.0, np.float32), affine)
     for i, region in enumerate(["bone", "lung"]):
@@ -91,17 +113,35 @@ def test_report_command_says_which_region_got_no_paragraph(tmp_path, monkeypatch
     monkeypatch.setattr("reg2rg_lib.infer.generate.load_model",
                         lambda *a, **k: SimpleNamespace(config=SimpleNamespace(image_size=(16, 16, 8))))
     monkeypatch.setattr("reg2rg_lib.infer.report.generate_predictions", fake_generation)
-    assert cli_main(["report", "--checkpoint", "unused", "--ct", str(tmp_path / f"{NAME}.nii.gz"), "--regions",
-                     str(tmp_path / "seg"), "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        cli_main(
+            [
+                "report",
+                "--checkpoint",
+                "unused",
+                "--ct",
+                str(tmp_path / f"{NAME}.nii.gz"),
+                "--regions",
+                str(tmp_path / "seg"),
+                "--out",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    )
     assert seen["regions"] == ["bone", "lung"]  # the prompt's slots 0 and 1
     err = capsys.readouterr().err.splitlines()
-    assert (f"[report] warning: case {NAME}: the model wrote no paragraph for lung (slot 1); the report says so in "
-            "its place") in err
+    assert (
+        f"[report] warning: case {NAME}: the model wrote no paragraph for lung (slot 1); the report says "
+        "so in its place"
+    ) in err
     assert any("slot 0 (bone) named lung" in line and NAME in line for line in err)
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     bone, lung = report["regions"]
     assert bone["paragraph"] == "A nodule in the left upper lobe." and bone["named"] == "lung"
     assert lung["paragraph"] is None and lung["missing"] and "no paragraph" in lung["note"]
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "**lung** _(slot 1: its heading has no text)_: (the model wrote no paragraph for this region)" in md
+    assert (
+        "**lung** _(slot 1: its heading has no text)_: (the model wrote no paragraph for this region)" in md
+    )
     assert "**bone** _(slot 0: the model named it lung (lung is slot 1))_: A nodule" in md

@@ -1,5 +1,5 @@
-"""`reg2rg readme`: the README's demo block rewritten from a summary.json, the run placed against the committed seed
-spread figure by figure; bad input is one line and exit 2."""
+"""`reg2rg readme`: the README's demo block rewritten from a summary.json, the run placed against the
+committed seed spread figure by figure; bad input is one line and exit 2."""
 
 from __future__ import annotations
 

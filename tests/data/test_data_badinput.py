@@ -1,5 +1,5 @@
-"""Every kind of bad input gets one clear line naming the file and the problem: a skip or an error, no traceback,
-and never a half-written cache entry."""
+"""Every kind of bad input gets one clear line naming the file and the problem: a skip or an error, no
+traceback, and never a half-written cache entry."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _prepare(data: Path, out: Path):
     cache = prepare(data, out, PrepParams(image_size=SIZE), progress=False)
     files = sorted(p.name for p in (out / "cases").iterdir())
     assert not [f for f in files if f.startswith(".")], "no temporary files left behind"
-    assert files == sorted(f"{r.name}.safetensors" for r in cache.cases()), "exactly the listed cases are cached"
+    assert files == sorted(f"{r.name}.safetensors" for r in cache.cases()), (
+        "exactly the listed cases are cached"
+    )
     return cache
 
 
@@ -138,8 +140,10 @@ def test_duplicate_volume_names_are_an_error(data, tmp_path, capsys):
     dup = data / "elsewhere" / "train_1_a_1.nii.gz"
     dup.parent.mkdir()
     shutil.copy(_vol(data, "train_1_a_1"), dup)
-    err = _cli_error(capsys, ["prepare", "--data", str(data), "--out", str(tmp_path / "c"), "--profile", "smoke",
-                              "--quiet"])
+    err = _cli_error(
+        capsys,
+        ["prepare", "--data", str(data), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"],
+    )
     assert "duplicate volume names" in err and "train_1_a_1" in err
     assert not (tmp_path / "c" / "manifest.json").exists()
 
@@ -151,8 +155,10 @@ def test_csv_missing_required_columns_is_an_error(data, tmp_path, capsys, table,
 
     path = data / table
     pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=[column]).to_csv(path, index=False)
-    err = _cli_error(capsys, ["prepare", "--data", str(data), "--out", str(tmp_path / "c"), "--profile", "smoke",
-                              "--quiet"])
+    err = _cli_error(
+        capsys,
+        ["prepare", "--data", str(data), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"],
+    )
     assert str(path) in err and f"missing required column(s) '{column}'" in err
 
 

@@ -1,4 +1,5 @@
-"""`reg2rg import-ct`: DICOM / NIfTI / MHA -> a layout volume in HU, world coordinates kept; bad input refused."""
+"""`reg2rg import-ct`: DICOM / NIfTI / MHA -> a layout volume in HU, world coordinates kept; bad input
+refused."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ NAME = "valid_9001_a_1"
 
 @pytest.fixture(scope="module")
 def source():
-    """The benchmark's real source CT, every 4th voxel in-plane and every 3rd slice (nibabel fixes the affine)."""
+    """The benchmark's real source CT, every 4th voxel in-plane and every 3rd slice (nibabel fixes the
+    affine)."""
     img = nib.load(find_ct_source().volume).slicer[::4, ::4, ::3]
     return np.asarray(img.get_fdata(), np.float32), img.affine
 
@@ -57,7 +59,8 @@ def hu_at_source_voxels(imported, src_affine, src_shape, n=4000, seed=0):
 def test_dicom_round_trip_gives_the_same_hu_at_the_same_world_positions(source, tmp_path):
     hu, affine = source
     files = write_dicom_series(hu, affine, tmp_path / "dicom")
-    # an independent reader's view of the first written slice: nibabel's DICOM wrapper (rows, columns, slice) in LPS
+    # an independent reader's view of the first written slice: nibabel's DICOM wrapper (rows, columns, slice)
+    # in LPS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from nibabel.nicom import dicomwrappers
@@ -72,7 +75,9 @@ def test_dicom_round_trip_gives_the_same_hu_at_the_same_world_positions(source, 
     assert "".join(nib.aff2axcodes(out.affine)) == "".join(ORIENTATION)
     lps_first_slice = np.diag([-1, -1, 1, 1]) @ affine  # the source's slice 0, row j, column i in LPS
     for row, col in ((0, 0), (5, 17), (31, 2)):
-        np.testing.assert_allclose(wrapped.affine @ [row, col, 0, 1], lps_first_slice @ [col, row, 0, 1], atol=1e-3)
+        np.testing.assert_allclose(
+            wrapped.affine @ [row, col, 0, 1], lps_first_slice @ [col, row, 0, 1], atol=1e-3
+        )
     assert res.record["slices"] == hu.shape[2] and res.record["dtype"] == "int16"
     assert res.record_path.is_file()
 
@@ -170,7 +175,10 @@ BAD = {
     "not a ct": (_mr, r"not a CT: Modality MR"),
     "no position": (_no_position, r"IM0003\.dcm: missing ImagePositionPatient"),
     "duplicate position": (_duplicate, r"duplicate slice position .* IM0003\.dcm and IM0004\.dcm"),
-    "missing slice": (_missing_slice, r"missing slice\(s\): a gap of 4\.00 mm .*1 slice position\(s\) missing"),
+    "missing slice": (
+        _missing_slice,
+        r"missing slice\(s\): a gap of 4\.00 mm .*1 slice position\(s\) missing",
+    ),
     "uneven spacing": (_uneven, r"uneven slice spacing .* refused, not resampled"),
     "gantry tilt": (_tilt, r"gantry tilt: slices are stacked 9\.\d+ degrees off"),
     "gantry tilt tag": (_tilt_tag, r"IM0001\.dcm: gantry tilt of 12 degrees"),

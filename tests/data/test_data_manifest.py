@@ -1,5 +1,6 @@
-"""Dataset manifests are portable: paths relative to their root, the same seed gives the same bytes in any folder,
-a moved dataset still prepares (reusing its cache); a full disk while writing a cache entry loses nothing."""
+"""Dataset manifests are portable: paths relative to their root, the same seed gives the same bytes in any
+folder, a moved dataset still prepares (reusing its cache); a full disk while writing a cache entry loses
+nothing."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""NIfTI through nibabel: `read_nifti` against the file's own bytes, and nearest-neighbour label resampling against
-sampling each destination voxel centre by hand."""
+"""NIfTI through nibabel: `read_nifti` against the file's own bytes, and nearest-neighbour label resampling
+against sampling each destination voxel centre by hand."""
 
 from __future__ import annotations
 
@@ -73,7 +73,9 @@ def test_read_nifti_gives_the_voxels_affine_and_spacing_the_file_holds(tmp_path,
     np.testing.assert_allclose(got.affine, sform, atol=1e-5)
     assert got.spacing == pytest.approx(spacing)
     mask = read_nifti(path, kind="mask")
-    assert mask.data.dtype == bool and np.array_equal(mask.data, stored > 0), "a mask is the stored voxels > 0"
+    assert mask.data.dtype == bool and np.array_equal(mask.data, stored > 0), (
+        "a mask is the stored voxels > 0"
+    )
 
 
 def test_a_nifti2_file_is_read_too(tmp_path):
@@ -101,8 +103,9 @@ def test_a_bad_file_is_one_line_naming_it(tmp_path, make, expected):
 
 
 def _sample_centres(labels, src_affine, dst_shape, dst_affine) -> tuple[np.ndarray, np.ndarray]:
-    """Each destination voxel centre mapped into the source's voxel coordinates and sampled at the nearest voxel
-    (0 outside), one voxel at a time; and where a centre lies exactly halfway between two source centres."""
+    """Each destination voxel centre mapped into the source's voxel coordinates and sampled at the nearest
+    voxel (0 outside), one voxel at a time; and where a centre lies exactly halfway between two source
+    centres."""
     t = np.linalg.inv(src_affine) @ dst_affine
     idx = np.stack(np.meshgrid(*map(np.arange, dst_shape), indexing="ij"), -1).reshape(-1, 3)
     coords = idx @ t[:3, :3].T + t[:3, 3]
@@ -125,7 +128,9 @@ def test_nearest_labels_samples_each_voxel_centre_in_world_coordinates(seed):
     dst[:3, 3] += rng.uniform(-6, 6, 3)
     got = nearest_labels(labels, src, (19, 23, 9), dst)
     expected, _ = _sample_centres(labels, src, (19, 23, 9), dst)
-    assert got.dtype == np.uint8 and got.any() and (got == 0).any(), "the grid overlaps the source only in part"
+    assert got.dtype == np.uint8 and got.any() and (got == 0).any(), (
+        "the grid overlaps the source only in part"
+    )
     assert np.array_equal(got, expected)
 
 

@@ -67,7 +67,9 @@ def test_bounding_box_matches_monai_in_both_memory_orders():
     assert bounding_box(mask) == expected
     assert bounding_box(np.asfortranarray(mask)) == expected
     assert bounding_box(np.zeros((4, 4, 4), bool)) is None
-    assert float(normalise_hu(torch.tensor(-1024.0))) == -1.0 and float(normalise_hu(torch.tensor(500.0))) == 1.0
+    assert (
+        float(normalise_hu(torch.tensor(-1024.0))) == -1.0 and float(normalise_hu(torch.tensor(500.0))) == 1.0
+    )
 
 
 def test_cached_tensors_equal_the_straightforward_recipe(bench):
@@ -97,7 +99,8 @@ def test_load_cache_contract(cache_dir, bench):
     assert float(t["image"].min()) >= -1 and float(t["image"].max()) <= 1
     assert float(t["geometry"].min()) >= 0 and float(t["geometry"].max()) <= 1
     assert (t["geometry"].flatten(1).amax(1) > 0).all(), "every present region has a non-empty mask"
-    masks_only = cache.load(rec.name, keys=["geometry"])  # what generation reads when the ViT features are cached
+    # what generation reads when the ViT features are cached
+    masks_only = cache.load(rec.name, keys=["geometry"])
     assert list(masks_only) == ["geometry"] and torch.equal(masks_only["geometry"], t["geometry"])
     with pytest.raises(BadInputError, match="unreadable cache entry"):
         cache.load(rec.name, keys=["geometry", "nope"])
@@ -144,7 +147,8 @@ def test_ctrg_format_keeps_unmasked_text_as_other_report(bench, tmp_path):
 
     data = tmp_path / "ctrg"
     shutil.copytree(bench, data)
-    next(data.rglob("seg_train_1_a_1")).joinpath("pleura.nii.gz").unlink()  # the segmentation missed the pleura
+    # the segmentation missed the pleura
+    next(data.rglob("seg_train_1_a_1")).joinpath("pleura.nii.gz").unlink()
     with open(data / "train_region_report.csv", "a") as f:
         f.write('train_1_a_1.nii.gz,other,"The brain parenchyma is normal."\n')
     plain = prepare(data, tmp_path / "plain", PrepParams(image_size=SIZE), progress=False)
@@ -154,7 +158,9 @@ def test_ctrg_format_keeps_unmasked_text_as_other_report(bench, tmp_path):
     assert "pleura" not in rec.regions and set(rec.other) == {"pleura", "other"}
     assert rec.other["other"] == "The brain parenchyma is normal."
     text = other_report(rec.other)
-    assert text.startswith("The other report is: {pleura: ") and text.endswith("{other: The brain parenchyma is normal.}")
+    assert text.startswith("The other report is: {pleura: ") and text.endswith(
+        "{other: The brain parenchyma is normal.}"
+    )
     assert next(r for r in cache.cases() if r.name == "train_2_a_1").other == {"other": ""}
     assert PROMPT_SUFFIX.endswith("generate an 'other report' at the end.")
     assert all(r.other == {} for r in plain.cases())

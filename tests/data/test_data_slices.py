@@ -1,4 +1,5 @@
-"""Slice rendering (the explorer's image half): windows, slice orientation, aspect, overlays, selection outline."""
+"""Slice rendering (the explorer's image half): windows, slice orientation, aspect, overlays, selection
+outline."""
 
 from __future__ import annotations
 
@@ -80,7 +81,10 @@ def test_selection_outlines_the_region_and_dims_the_others():
     assert (focused == red).all(axis=2).sum() > 0 and (plain == red).all(axis=2).sum() == 0  # outline pixels
     lung_px = (slice(10, 16), slice(10, 16))  # x, y 11..14 -> rows/cols 10..17 at scale 2
     grey = 255 * view.apply_window(np.array([40.0]), base.window)[0]
-    assert np.abs(focused[lung_px].astype(float) - grey).mean() < np.abs(plain[lung_px].astype(float) - grey).mean()
+    assert (
+        np.abs(focused[lung_px].astype(float) - grey).mean()
+        < np.abs(plain[lung_px].astype(float) - grey).mean()
+    )
 
 
 def test_png_is_deterministic_and_decodes():

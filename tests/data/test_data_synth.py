@@ -1,4 +1,5 @@
-"""The embedded benchmark: exact RadGenome layout, same seed -> same bytes, labels = reports = inserted findings."""
+"""The embedded benchmark: exact RadGenome layout, same seed -> same bytes, labels = reports = inserted
+findings."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_layout_round_trip_matches_the_generator(bench):
     case = load_case(bench, "train_2_a_1", layout)
     again = make_case(build_atlas(SHAPE), "train_2_a_1", "train", 3, 1)
     np.testing.assert_array_equal(case.volume, again.ct.astype(np.float32))
-    assert list(case.masks) == list(again.masks) and list(case.masks) == [r for r in REGIONS if r in case.masks]
+    assert list(case.masks) == list(again.masks) and list(case.masks) == [
+        r for r in REGIONS if r in case.masks
+    ]
     for region, mask in case.masks.items():
         np.testing.assert_array_equal(mask, again.masks[region].astype(bool))
     assert case.reports == again.paragraphs and case.report == again.report and case.labels == again.labels
@@ -133,12 +136,24 @@ def test_synth_and_prepare_commands(tmp_path, capsys):
     from reg2rg_lib.cli import main
 
     out = tmp_path / "b"
-    assert main(["synth", "--out", str(out), "--cases", "5", "--seed", "2", "--profile", "smoke", "--quiet"]) == 0
+    assert (
+        main(["synth", "--out", str(out), "--cases", "5", "--seed", "2", "--profile", "smoke", "--quiet"])
+        == 0
+    )
     assert "3 train + 1 validation + 1 test cases" in capsys.readouterr().out
-    assert scan_layout(out).names() == ["train_1_a_1", "train_2_a_1", "train_3_a_1", "train_4_a_1", "valid_1_a_1"]
+    assert scan_layout(out).names() == [
+        "train_1_a_1",
+        "train_2_a_1",
+        "train_3_a_1",
+        "train_4_a_1",
+        "valid_1_a_1",
+    ]
     assert scan_layout(out).names("validation") == ["train_4_a_1"]
     assert json.loads((out / "manifest.json").read_text())["generator"]["seed"] == 2
-    assert main(["prepare", "--data", str(out), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"]) == 0
+    assert (
+        main(["prepare", "--data", str(out), "--out", str(tmp_path / "c"), "--profile", "smoke", "--quiet"])
+        == 0
+    )
     assert "3 train + 1 validation + 1 test cases (5 computed, 0 reused" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:
         main(["bench", "preprocess", "--help"])

@@ -1,4 +1,5 @@
-"""The MONAI transforms: bit for bit the kernels and the kit's cache, in any memory order, inside MONAI pipelines."""
+"""The MONAI transforms: bit for bit the kernels and the kit's cache, in any memory order, inside MONAI
+pipelines."""
 
 from __future__ import annotations
 
@@ -55,9 +56,15 @@ def _by_kernels(ct: np.ndarray, masks: dict[str, np.ndarray], p: PrepParams) -> 
             continue
         crop = torch.where(torch.from_numpy(np.ascontiguousarray(m.T[box])), normed[box], floor)
         tex.append(area_resize(crop[None], size).permute(*back)[0])
-        geo.append(area_resize(torch.from_numpy(np.ascontiguousarray(m.T)).float()[None], size).permute(*back)[0])
-    return {"image": area_resize(normed[fg][None], size).permute(*back), "full": area_resize(normed[None], size)
-            .permute(*back), "texture": torch.stack(tex), "geometry": torch.stack(geo)}
+        geo.append(
+            area_resize(torch.from_numpy(np.ascontiguousarray(m.T)).float()[None], size).permute(*back)[0]
+        )
+    return {
+        "image": area_resize(normed[fg][None], size).permute(*back),
+        "full": area_resize(normed[None], size).permute(*back),
+        "texture": torch.stack(tex),
+        "geometry": torch.stack(geo),
+    }
 
 
 def _assert_same(got: dict, ref: dict) -> None:
@@ -148,12 +155,14 @@ def test_user_transforms_before_and_after(bench):
     e = index_dataset(bench).cases[0]
     item = {"ct": str(e.volume), "masks": {r: str(p) for r, p in e.masks.items()}}
     plain = Compose([LoadRegionCased(), prep_transforms(params)])(item)
-    flip = Lambdad(["ct"], lambda x: x[::-1].copy())  # a user's step before: mirror the CT and its masks along x
+    # a user's step before: mirror the CT and its masks along x
+    flip = Lambdad(["ct"], lambda x: x[::-1].copy())
 
     def flip_masks(d):
         return {**d, "masks": {r: m[::-1] for r, m in d["masks"].items()}}
 
-    rescale = ScaleIntensityRanged(["image", "full"], a_min=-1.0, a_max=1.0, b_min=0.0, b_max=1.0)  # ... and after
+    # ... and after
+    rescale = ScaleIntensityRanged(["image", "full"], a_min=-1.0, a_max=1.0, b_min=0.0, b_max=1.0)
     ds = Dataset([item], Compose([LoadRegionCased(), flip, flip_masks, prep_transforms(params), rescale]))
     got = ds[0]
     assert got["regions"] == plain["regions"]

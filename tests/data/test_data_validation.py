@@ -1,5 +1,6 @@
-"""The validation split: carved out of the train volumes by a list at the root, its own random stream, so adding
-it changes no train or test case, and every stage (index, manifest, prep cache) sees three disjoint splits."""
+"""The validation split: carved out of the train volumes by a list at the root, its own random stream, so
+adding it changes no train or test case, and every stage (index, manifest, prep cache) sees three disjoint
+splits."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def test_adding_validation_changes_no_train_or_test_case(pair):
 
 
 def test_more_train_cases_change_no_earlier_train_validation_or_test_case(pair, tmp_path):
-    """Growing the train split (the demo went from 200 to 600 cases) keeps every other case: the validation cases
-    are renumbered after the train split's but hold the same volumes."""
+    """Growing the train split (the demo went from 200 to 600 cases) keeps every other case: the validation
+    cases are renumbered after the train split's but hold the same volumes."""
     _, root = pair
     more = tmp_path / "more"
     synthesize(more, 4, 1, seed=2, shape=SHAPE, progress=False, n_validation=2)

@@ -1,5 +1,5 @@
-"""Notebook 01's figures: Kit Fig. 2 (`inputs_figure`: colour bars, slice index in every panel title) and Kit Fig. 3
-(`statistics_figure`: every split in the legend and the bars)."""
+"""Notebook 01's figures: Kit Fig. 2 (`inputs_figure`: colour bars, slice index in every panel title) and Kit
+Fig. 3 (`statistics_figure`: every split in the legend and the bars)."""
 
 from __future__ import annotations
 
@@ -45,14 +45,23 @@ def test_statistics_figure_shows_every_split_in_its_legend_and_bars():
     from reg2rg_lib.regions import LABELS
 
     splits = {"train": 4, "validation": 2, "test": 3}
-    lengths = pd.DataFrame([{"case": f"{s}_{i}", "split": s, "report_words": 60 + i} for s, n in splits.items()
-                            for i in range(n)])
+    lengths = pd.DataFrame(
+        [
+            {"case": f"{s}_{i}", "split": s, "report_words": 60 + i}
+            for s, n in splits.items()
+            for i in range(n)
+        ]
+    )
     sizes = pd.DataFrame([{"case": c, "split": s, "region": "lung", "percent": 8.0}
                           for c, s in zip(lengths["case"], lengths["split"])])
     counts = pd.DataFrame({s: [1] * len(LABELS) for s in splits}, index=list(LABELS))
     with style():
         fig = statistics_figure({"region_sizes": sizes, "label_counts": counts, "report_lengths": lengths})
     (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()] == ["train (4 cases)", "validation (2 cases)", "test (3 cases)"]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "train (4 cases)",
+        "validation (2 cases)",
+        "test (3 cases)",
+    ]
     bars = {p.get_facecolor()[:3] for p in fig.axes[1].patches}
     assert {to_rgb(c) for c in SPLIT_COLORS.values()} <= bars  # test's labels are drawn, not only listed

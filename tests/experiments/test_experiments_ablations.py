@@ -1,5 +1,5 @@
-"""The ablation grid's logic without training (experiments.grid, .summary, .ablation_stats): run names, reuse of
-identical models, summary.json, paired stats."""
+"""The ablation grid's logic without training (experiments.grid, .summary, .ablation_stats): run names, reuse
+of identical models, summary.json, paired stats."""
 
 from __future__ import annotations
 
@@ -44,15 +44,19 @@ def test_llm_of_the_preset_is_the_full_model():
 
 
 def test_the_names_used_before_the_rename_still_build_the_same_models():
-    # profiles, saved configs and run names from before 2026-12-03 say preset tiny/small and LLM micro/tiny/small
+    # profiles, saved configs and run names from before 2026-12-03 say preset tiny/small and LLM
+    # micro/tiny/small
     from reg2rg_lib.model import Reg2RGConfig
 
     assert Reg2RGConfig.preset("tiny") == Reg2RGConfig.preset("cpu-tiny")
     assert Reg2RGConfig.preset("small") == Reg2RGConfig.preset("cpu-small")
     cfg = Reg2RGConfig.preset("cpu-tiny")
     assert cfg.with_llm("micro") == cfg.with_llm("scratch-2x64") and cfg.with_llm("micro").llm_hidden == 64
-    assert cfg.llm_name == "scratch-2x128" and (cfg.llm_layers, cfg.llm_hidden) == (2, 128)  # the name says it
-    assert ablation("llm_micro").llm_arch == "scratch-2x64" and ablation("llm_tiny").llm_arch == "scratch-2x128"
+    # the name says it
+    assert cfg.llm_name == "scratch-2x128" and (cfg.llm_layers, cfg.llm_hidden) == (2, 128)
+    assert (
+        ablation("llm_micro").llm_arch == "scratch-2x64" and ablation("llm_tiny").llm_arch == "scratch-2x128"
+    )
     old = load_profile("demo", {"model.preset": "tiny", "model.llm_arch": "micro"})
     assert Reg2RGConfig.from_profile(old) == Reg2RGConfig.from_profile(load_profile("demo"))
     with pytest.raises(KitError, match="unknown LLM architecture 'huge'"):
@@ -67,16 +71,26 @@ def test_run_steps_follow_training_unless_set():
     assert run_folder(smoke, "full", 7) == "full_s7"  # a shorter grid never overwrites it
 
 
-def _fake_run(paths: RunPaths, name: str, bleu: list[float], acc: list[float | None], labels: np.ndarray) -> None:
+def _fake_run(
+    paths: RunPaths, name: str, bleu: list[float], acc: list[float | None], labels: np.ndarray
+) -> None:
     """The files `evaluate_predictions` writes, with chosen per-case numbers."""
     out = paths.run(name) / "metrics"
     out.mkdir(parents=True)
     ids = [f"c{i}" for i in range(len(bleu))]
-    pd.DataFrame({"id": ids, "BLEU-4": bleu, "METEOR": bleu, "ROUGE-L": bleu}).to_csv(out / "nlg_per_sample.csv",
-                                                                                      index=False)
+    pd.DataFrame({"id": ids, "BLEU-4": bleu, "METEOR": bleu, "ROUGE-L": bleu}).to_csv(
+        out / "nlg_per_sample.csv", index=False
+    )
     scored = [a for a in acc if a is not None]
-    (out / "region_metrics.json").write_text(json.dumps({
-        "per_sample_accuracy": acc, "n_scored": len(scored), "accuracy": float(np.mean(scored)) if scored else 0.0}))
+    (out / "region_metrics.json").write_text(
+        json.dumps(
+            {
+                "per_sample_accuracy": acc,
+                "n_scored": len(scored),
+                "accuracy": float(np.mean(scored)) if scored else 0.0,
+            }
+        )
+    )
     table = pd.DataFrame({"AccNum": ids})
     for j, lab in enumerate(LABELS):
         table[f"GT_{lab}"] = labels[:, j] if j < labels.shape[1] else 0
@@ -117,7 +131,8 @@ def test_summary_and_paired_stats(tmp_path):
     assert verdict[("no_rra", "region_accuracy")] == "not applicable"
     assert verdict[("no_lfd", "BLEU-4")] == "no clear difference"
     assert verdict[("llm_tiny", "METEOR")] == "same model as full"
-    assert math.isnan(row.loc[("llm_tiny", "BLEU-4"), "p_vs_full"])  # full's own outputs: not a test of the table
+    # full's own outputs: not a test of the table
+    assert math.isnan(row.loc[("llm_tiny", "BLEU-4"), "p_vs_full"])
 
 
 def test_summary_merges_earlier_runs_and_refuses_incomplete_metrics(tmp_path):
@@ -139,7 +154,8 @@ def test_missing_cases_are_named(tmp_path):
 
 
 def test_ablation_stats_are_the_metrics_bootstrap(tmp_path):
-    """The ablation CIs and paired tests are `metrics.stats` on the per-case scores: same seed, same indices."""
+    """The ablation CIs and paired tests are `metrics.stats` on the per-case scores: same seed, same
+    indices."""
     paths = RunPaths(tmp_path)
     rng = np.random.default_rng(1)
     n = 25

@@ -136,7 +136,9 @@ def test_stats_carry_holm_seeds_baselines_and_near_constant_notes(tmp_path):
     _fake_run(RunPaths(tmp_path / "b"), "x", [0.1] * n, [0.5] * n, labels)
     base.mkdir(parents=True)
     (tmp_path / "b" / "runs" / "x" / "metrics").rename(base / "metrics")
-    (base / "metrics" / "summary.json").write_text(json.dumps({"headline": {m: 0.1 for m in SUMMARY_METRICS}}))
+    (base / "metrics" / "summary.json").write_text(
+        json.dumps({"headline": {m: 0.1 for m in SUMMARY_METRICS}})
+    )
     _predictions(base / "predictions.csv", ["same"] * n)
     head = {m: 0.5 for m in SUMMARY_METRICS}
     write_summary(paths, "smoke", {
@@ -183,4 +185,6 @@ def test_baseline_table_and_shuffled_story_follow_the_files(tmp_path):
     part = shuffled_story({"region_accuracy": 0.996, "region_accuracy_shuffled": 0.90}, 0.834)
     assert "in part" in part
     assert "did not run" in shuffled_story({"region_accuracy": None}, 0.834)
-    assert "baselines.json is absent" in shuffled_story({"region_accuracy": 0.9, "region_accuracy_shuffled": 0.9}, None)
+    assert "baselines.json is absent" in shuffled_story(
+        {"region_accuracy": 0.9, "region_accuracy_shuffled": 0.9}, None
+    )

@@ -36,7 +36,10 @@ def test_every_checkpoint_gives_one_scored_point_and_a_rerun_only_scores(trained
     again = region_accuracy_by_step(trained, smoke.cache, "smoke", limit=2)
     assert again.equals(curve) and first.stat().st_mtime_ns == stamp  # cached reports, not generated again
     files = kit_fig5_region_accuracy_by_step(curve, tmp_path, baseline=0.5)
-    assert [p.name for p in files] == ["kit_fig5_region_accuracy_by_step.png", "kit_fig5_region_accuracy_by_step.pdf"]
+    assert [p.name for p in files] == [
+        "kit_fig5_region_accuracy_by_step.png",
+        "kit_fig5_region_accuracy_by_step.pdf",
+    ]
     assert all(os.path.getsize(p) > 0 for p in files)
 
 
@@ -45,7 +48,8 @@ def test_scoring_during_training_keeps_pruned_steps_and_leaves_training_unchange
     run = smoke.run("scored_during_training")
     result = train_run("smoke", run, max_steps=4, save_every=2, progress=False,
                        on_checkpoint=checkpoint_scorer(run, smoke.cache, "smoke", limit=2, fresh=True))
-    # the callback's generation draws no random number the training would have drawn: same weights as without it
+    # the callback's generation draws no random number the training would have drawn: same weights as without
+    # it
     assert result.weights_sha256 == json.loads((trained / "train_summary.json").read_text())["weights_sha256"]
     table = read_step_table(run)
     assert list(table["step"]) == [2, 4] and (table["split"] == "validation").all()
@@ -54,7 +58,8 @@ def test_scoring_during_training_keeps_pruned_steps_and_leaves_training_unchange
     curve = region_accuracy_by_step(run, smoke.cache, "smoke", limit=2)
     assert list(curve["step"]) == [2, 4]  # step 2 from the table written while training
     assert curve.loc[0, "region_accuracy"] == pytest.approx(table.loc[0, "region_accuracy"])
-    assert curve.loc[1, "predictions"] == table.loc[1, "predictions"]  # step 4's reports reused, not regenerated
+    # step 4's reports reused, not regenerated
+    assert curve.loc[1, "predictions"] == table.loc[1, "predictions"]
     # another number of cases: the pruned step's row does not match and is left out, the kept one is rescored
     assert list(region_accuracy_by_step(run, smoke.cache, "smoke", limit=1)["step"]) == [4]
 
@@ -81,7 +86,9 @@ def test_canonical_order_baseline_on_the_curves_cases(trained, smoke):
     # the same number region recognition gives the constant report written into the same cases' CSV
     rows = read_predictions(ref)
     train = load_cache(smoke.cache).cases("train")
-    report = baseline_reports(train, Reg2RGConfig.from_profile(load_profile("smoke")))["baseline_normal"]["report"]
+    report = baseline_reports(train, Reg2RGConfig.from_profile(load_profile("smoke")))["baseline_normal"][
+        "report"
+    ]
     m = region_recognition([r["GT_combined_report"] for r in rows], [report] * len(rows))
     assert acc == pytest.approx(m["accuracy"])
     assert f"scores {acc:.4f} on the same cases" in curve_story(curve, acc)

@@ -1,4 +1,5 @@
-"""Loading what the explorer shows: a RadGenome-layout dataset (reoriented to RAS+) and a run's prediction files."""
+"""Loading what the explorer shows: a RadGenome-layout dataset (reoriented to RAS+) and a run's prediction
+files."""
 
 from __future__ import annotations
 
@@ -49,8 +50,11 @@ def test_to_ras_flips_stored_left_to_right_axes():
     data[0] = 1  # stored first along i (the patient's right for an L-A-S affine)
     ras, spacing = to_ras(data, LAS, (2.0, 2.0, 5.0))
     assert ras[-1].all() and not ras[0].any()  # in RAS+ the patient's right is the high-x end
-    swapped, sp = to_ras(np.zeros((3, 4, 5)), np.array([[0, 0, 5.0, 0], [2.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 0, 1]]),
-                         (2.0, 3.0, 5.0))
+    swapped, sp = to_ras(
+        np.zeros((3, 4, 5)),
+        np.array([[0, 0, 5.0, 0], [2.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 0, 1]]),
+        (2.0, 3.0, 5.0),
+    )
     assert swapped.shape == (5, 3, 4) and sp == (5.0, 2.0, 3.0)  # stored axis 2 is x, 0 is y, 1 is z
 
 
@@ -75,21 +79,29 @@ def test_open_explorer_defaults_to_the_run_and_says_when_predictions_are_missing
 
 def test_open_explorer_compares_the_runs_that_have_predictions(benchmark):
     paths = RunPaths(benchmark)
-    for run, pred in (("full", "The region 0 is heart: Enlarged heart."), ("no_rra", "The region 0 is lung: Clear.")):
+    for run, pred in (
+        ("full", "The region 0 is heart: Enlarged heart."),
+        ("no_rra", "The region 0 is lung: Clear."),
+    ):
         paths.run(run).mkdir(parents=True)
         with open(paths.run(run) / "predictions.csv", "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(PRED_COLUMNS)
             w.writerow(["valid_2_a_1", "q", "The region 0 is heart: Normal heart.", pred])
-    (paths.run("full") / "metrics").mkdir()  # what notebook 04 writes for a run (Evaluation's per-sample file)
-    (paths.run("full") / "metrics" / "nlg_per_sample.csv").write_text("id,BLEU-4,METEOR\nvalid_2_a_1,0.4321,0.5\n")
+    # what notebook 04 writes for a run (Evaluation's per-sample file)
+    (paths.run("full") / "metrics").mkdir()
+    (paths.run("full") / "metrics" / "nlg_per_sample.csv").write_text(
+        "id,BLEU-4,METEOR\nvalid_2_a_1,0.4321,0.5\n"
+    )
     assert list(run_predictions(benchmark, ["full", "no_rra", "no_lfd"])) == ["full", "no_rra"]
     ex = open_explorer(benchmark)
     assert ex.case.name == "valid_2_a_1"  # the first case with predictions
-    # by default the ground truth against full only: no_rra names no region, so its column would read "missing"
+    # by default the ground truth against full only: no_rra names no region, so its column would read
+    # "missing"
     assert ex.columns == ["gt", "full"]
     assert open_explorer(benchmark, runs=["full", "no_rra"]).columns == ["gt", "full", "no_rra"]
-    assert ex.case.gt_report == "The region 0 is heart: Normal heart."  # the GT the predictions were scored on
+    # the GT the predictions were scored on
+    assert ex.case.gt_report == "The region 0 is heart: Normal heart."
     assert ex.case.scores == {"full": {"BLEU-4": 0.4321, "METEOR": 0.5}}
     assert "BLEU-4" in ex.summary.value and "0.432" in ex.summary.value
 

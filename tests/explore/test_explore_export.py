@@ -1,8 +1,9 @@
-"""The executed explorer keeps its widget state, and its HTML export embeds it (renderer copied for offline use).
+"""The executed explorer keeps its widget state, and its HTML export embeds it (renderer copied for offline
+use).
 
-One tiny notebook goes through the kit's own runner (papermill), so a change that stops widget state from being
-saved fails here. Chromium is optional: its test skips when the browser is absent (`make screenshot` is the full
-check in a real browser).
+One tiny notebook goes through the kit's own runner (papermill), so a change that stops widget state from
+being saved fails here. Chromium is optional: its test skips when the browser is absent (`make screenshot` is
+the full check in a real browser).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def test_export_refuses_a_notebook_without_widget_state(tmp_path):
         export.export_html(tmp_path / "missing.ipynb", tmp_path / "x.html", offline=False)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (only `make screenshot` needs it)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium not installed (only `make screenshot` needs it)"
+)
 def test_chromium_screenshot_is_trimmed_to_the_content(tmp_path):
     page = tmp_path / "p.html"
     page.write_text('<html><body style="margin:0"><div style="width:300px;height:200px;background:#d62728">'

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from reg2rg_lib.explore import paragraphs as rep
 
-GT = "The region 0 is heart: Heart size is normal. The region 1 is lung: A small nodule in the right upper lobe."
+GT = (
+    "The region 0 is heart: Heart size is normal. The region 1 is lung: A small nodule in the right upper "
+    "lobe."
+)
 PRED = "The region 0 is lung: No nodule in the lungs. The region 1 is heart: Heart size is enlarged."
 
 
@@ -12,12 +15,16 @@ def test_paragraphs_and_whole_reports():
     pars = rep.paragraphs(GT)
     assert [(p.index, p.region) for p in pars] == [(0, "heart"), (1, "lung")]
     assert pars[1].text == "A small nodule in the right upper lobe."
-    assert rep.paragraphs("No prefixes at all.") == [rep.Paragraph(-1, rep.WHOLE_REPORT, "No prefixes at all.")]
+    assert rep.paragraphs("No prefixes at all.") == [
+        rep.Paragraph(-1, rep.WHOLE_REPORT, "No prefixes at all.")
+    ]
     assert rep.paragraphs("") == []
 
 
 def test_repeated_region_blocks_are_merged_into_one_row():
-    text = "The region 0 is mediastinum: No mass. The other report is: {mediastinum: No nodes.}{pleura: Thick.}"
+    text = (
+        "The region 0 is mediastinum: No mass. The other report is: {mediastinum: No nodes.}{pleura: Thick.}"
+    )
     pars = {p.region: p for p in rep.paragraphs(text)}
     assert pars["mediastinum"].index == 0 and pars["mediastinum"].text == "No mass. No nodes."
     assert pars["pleura"].index == -1
@@ -27,7 +34,8 @@ def test_align_pairs_by_organ_and_flags_wrong_region_names():
     rows = rep.align(rep.paragraphs(GT), rep.paragraphs(PRED))
     assert list(rows) == ["heart", "lung"]  # canonical order
     assert rows["heart"].pred.text == "Heart size is enlarged."
-    assert rows["heart"].expected_region == "lung"  # the model called region 1 "heart"; the GT's region 1 is lung
+    # the model called region 1 "heart"; the GT's region 1 is lung
+    assert rows["heart"].expected_region == "lung"
     missing = rep.align(rep.paragraphs(GT), rep.paragraphs("The region 0 is heart: Normal."))
     assert missing["lung"].pred is None and missing["heart"].expected_region is None
 
@@ -68,7 +76,9 @@ def test_a_prediction_without_region_prefixes_is_one_whole_report_row():
     assert "missing from the prediction" not in html and "one whole report" in html
     diffed = rep.cell_html(rows[rep.WHOLE_REPORT], "kit", selected=False)
     assert "<del" not in diffed and "<ins" not in diffed  # the same words: nothing marked
-    gt_cell = rep.cell_html(rep.Row(rep.WHOLE_REPORT, None, None, note=rep.GT_WHOLE_NOTE), "gt", selected=False)
+    gt_cell = rep.cell_html(
+        rep.Row(rep.WHOLE_REPORT, None, None, note=rep.GT_WHOLE_NOTE), "gt", selected=False
+    )
     assert "as one report" in gt_cell and "no paragraph" not in gt_cell
     # a region-structured prediction still aligns by organ
     assert rep.align(rep.paragraphs(GT), rep.paragraphs(PRED))["heart"].note is None

@@ -1,4 +1,5 @@
-"""The explorer opens a report folder of `reg2rg report` (notebook 07's `report_dir`, written by notebook 08)."""
+"""The explorer opens a report folder of `reg2rg report` (notebook 07's `report_dir`, written by notebook
+08)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,18 @@ def test_open_explorer_on_a_report_folder(tmp_path):
     heart[1:4, 2:6, 1:5] = 1
     write_nifti(tmp_path / "seg" / "heart.nii.gz", heart, affine)
     text = "The region 0 is heart: The heart is enlarged."
-    gen = CaseGeneration("valid_7_a_1", tmp_path / "valid_7_a_1.nii.gz", tmp_path / "seg", ["heart"],
-                         {"heart": "The heart is enlarged."}, {"heart": "heart"}, ["lung"], text, "q", "greedy")
+    gen = CaseGeneration(
+        "valid_7_a_1",
+        tmp_path / "valid_7_a_1.nii.gz",
+        tmp_path / "seg",
+        ["heart"],
+        {"heart": "The heart is enlarged."},
+        {"heart": "heart"},
+        ["lung"],
+        text,
+        "q",
+        "greedy",
+    )
     write_case_report(gen, tmp_path / "report")
     explorer = open_explorer(tmp_path / "unused", report_dir=tmp_path / "report")
     case = explorer.case

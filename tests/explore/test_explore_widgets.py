@@ -15,7 +15,9 @@ from reg2rg_lib.infer.predictions import PRED_COLUMNS
 
 GT = ("The region 0 is heart: Heart size is normal. "
       "The region 1 is lung: A 6 mm nodule in the right upper lobe. Pleural effusion on the left.")
-PRED_A = "The region 0 is heart: Heart size is enlarged. The region 1 is lung: A nodule in the right upper lobe."
+PRED_A = (
+    "The region 0 is heart: Heart size is enlarged. The region 1 is lung: A nodule in the right upper lobe."
+)
 PRED_B = "The region 0 is lung: The lungs are clear. The region 1 is heart: Cardiomegaly."
 
 
@@ -131,7 +133,9 @@ def test_prediction_files_are_checked(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         read_prediction_table(tmp_path / "none.csv")
     released = tmp_path / "released.csv"
-    released.write_text('AccNum,Question,GT_whole_report,Pred_whole_report\n12,q,"The region 0 is heart: a.",b\n')
+    released.write_text(
+        'AccNum,Question,GT_whole_report,Pred_whole_report\n12,q,"The region 0 is heart: a.",b\n'
+    )
     assert read_prediction_table(released) == {"12": ("The region 0 is heart: a.", "b")}
 
 
@@ -141,7 +145,8 @@ def test_a_model_without_region_prefixes_is_shown_as_one_whole_report_row(tmp_pa
     full = write_predictions(tmp_path / "full.csv", [("valid_1_a_1", GT, PRED_A)])
     plain = write_predictions(tmp_path / "no_rra.csv", [("valid_1_a_1", GT, whole)])
     ex = Explorer(Explorable(ArraySource(cases), {"full": full, "no_rra": plain}), longest=96)
-    assert "(no region)" in ex.paragraph_buttons  # one extra row for the whole report, not ten missing regions
+    # one extra row for the whole report, not ten missing regions
+    assert "(no region)" in ex.paragraph_buttons
     assert "missing from the prediction" not in ex.cells[("heart", "no_rra")].value
     assert "one whole report" in ex.cells[("lung", "no_rra")].value
     row = ex.cells[("(no region)", "no_rra")].value
@@ -193,5 +198,6 @@ def test_show_finding_opens_at_the_slice_of_the_finding_with_a_translucent_overl
     assert sorted(ex.highlighted()) == [("lung", "full"), ("lung", "gt")]
     assert view.ALPHA_SELECTED < 0.3  # the CT under the focused region stays readable
     ex.show_finding("heart")  # nothing unusual in the heart: its largest slice
-    assert ex.state.selected == "heart" and ex.slice_slider.value == view.best_slice(cases["valid_1_a_1"][1]["heart"],
-                                                                                     "axial")
+    assert ex.state.selected == "heart" and ex.slice_slider.value == view.best_slice(
+        cases["valid_1_a_1"][1]["heart"], "axial"
+    )

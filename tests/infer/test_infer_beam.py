@@ -1,5 +1,5 @@
-"""Beam search in the kit's decoder (`infer.beam.beam_generate`): one beam is greedy search, token for token, with
-and without re-reference; wider beams return the most probable hypothesis they kept."""
+"""Beam search in the kit's decoder (`infer.beam.beam_generate`): one beam is greedy search, token for token,
+with and without re-reference; wider beams return the most probable hypothesis they kept."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def test_generate_cli_writes_the_released_format_and_resumes(smoke, trained, tmp
     assert "greedy" in capsys.readouterr().out
 
 
-# ---- the kit's greedy loop against Hugging Face generate and against batch size 1 --------------------------------
+# ---- the kit's greedy loop against Hugging Face generate and against batch size 1 --------------------------
 def _left_padded_test_batch(model, smoke, extra_words: str = ""):
     """The smoke test cases as one left-padded batch and one by one; row i's prompt ends with the first 2i + 1
     tokens of `extra_words` (rows that differ, so that their reports differ)."""
@@ -52,7 +52,9 @@ def _left_padded_test_batch(model, smoke, extra_words: str = ""):
     ds = ReportDataset(load_cache(smoke.cache), "test", tok, model.config, shuffle_regions=False,
                        with_targets=False)
     collate = Collator(tok.pad_token_id, padding_side="left")
-    singles = [{k: v for k, v in model_inputs(collate([ds[i]])).items() if k != "labels"} for i in range(len(ds))]
+    singles = [
+        {k: v for k, v in model_inputs(collate([ds[i]])).items() if k != "labels"} for i in range(len(ds))
+    ]
     words = tok(extra_words, add_special_tokens=False)["input_ids"] if extra_words else []
     for i, one in enumerate(singles):
         extra = torch.tensor([words[: 2 * i + 1]], dtype=torch.long)
@@ -66,7 +68,8 @@ def _left_padded_test_batch(model, smoke, extra_words: str = ""):
     for i, one in enumerate(singles):
         n = one["input_ids"].shape[1]
         batch["input_ids"][i, width - n:], batch["attention_mask"][i, width - n:] = one["input_ids"][0], 1
-    assert bool((batch["attention_mask"] == 0).any())  # prompts of different lengths: the padded path is tested
+    # prompts of different lengths: the padded path is tested
+    assert bool((batch["attention_mask"] == 0).any())
     return batch, singles
 
 
@@ -86,7 +89,9 @@ def _assert_kit_equals_hf_and_single(model, batch, singles, max_new_tokens, **kw
         assert torch.equal(kit, hf.sequences) and torch.equal(whole, hf.sequences)
         texts = model.decode(kit)
         for one, text in zip(singles, texts):
-            assert model.decode(greedy_generate(model, **one, max_new_tokens=max_new_tokens, **kwargs)) == [text]
+            assert model.decode(greedy_generate(model, **one, max_new_tokens=max_new_tokens, **kwargs)) == [
+                text
+            ]
     return kit
 
 
@@ -125,7 +130,10 @@ def test_kit_greedy_loop_with_grouped_query_attention_and_rows_finishing_apart(s
 
 def test_generation_engine_choice_and_identical_predictions(smoke, trained, tmp_path):
     model = load_model(trained, device="cpu")
-    greedy, sampling = DecodeSettings(max_new_tokens=6), DecodeSettings(max_new_tokens=6, do_sample=True, top_k=5)
+    greedy, sampling = (
+        DecodeSettings(max_new_tokens=6),
+        DecodeSettings(max_new_tokens=6, do_sample=True, top_k=5),
+    )
     assert decode_engine(model, greedy) == "kit" and decode_engine(model, greedy, "hf") == "hf"
     assert decode_engine(model, sampling) == "hf"  # sampling stays with HF generate
     with pytest.raises(KitError, match="sampling"):
@@ -152,7 +160,8 @@ def test_generation_engine_choice_and_identical_predictions(smoke, trained, tmp_
 
 
 def test_kit_greedy_loop_through_lora_adapters(smoke):
-    """The paper's LoRA on q/v: the loop calls the adapted projections (made non-zero here), as HF generate does."""
+    """The paper's LoRA on q/v: the loop calls the adapted projections (made non-zero here), as HF generate
+    does."""
     seed_everything(0)
     model = Reg2RG(Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_finetune="lora"),
                    load_tokenizer(smoke.tokenizer)).eval()
@@ -166,9 +175,12 @@ def test_kit_greedy_loop_through_lora_adapters(smoke):
 
 
 def test_generate_run_refuses_a_cache_of_another_image_size_before_loading(smoke, trained, tmp_path):
-    """The check `reg2rg generate` makes is the library's: notebook 04 and the ablation runner call `generate_run`."""
+    """The check `reg2rg generate` makes is the library's: notebook 04 and the ablation runner call
+    `generate_run`."""
     other = tmp_path / "cache64"
     prepare(smoke.data, other, PrepParams(image_size=(64, 64, 16)), progress=False)
-    with pytest.raises(BadInputError, match=r"prepared at image size \(64, 64, 16\).*trained at \(32, 32, 8\)"):
+    with pytest.raises(
+        BadInputError, match=r"prepared at image size \(64, 64, 16\).*trained at \(32, 32, 8\)"
+    ):
         generate_run(trained, other, tmp_path / "p.csv", progress=False)
     assert not (tmp_path / "p.csv").exists()

@@ -1,5 +1,5 @@
-"""`assign_paragraphs`: a generated report's paragraphs go to the region in their prompt slot, never lost, never
-an empty string taken for a paragraph."""
+"""`assign_paragraphs`: a generated report's paragraphs go to the region in their prompt slot, never lost,
+never an empty string taken for a paragraph."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from reg2rg_lib.infer.report import CaseGeneration, assign_paragraphs
 
-REGIONS = ["bone", "lung"]  # a CT with only bone and lung masks: slot 0 is bone, slot 1 is lung (canonical order)
+# a CT with only bone and lung masks: slot 0 is bone, slot 1 is lung (canonical order)
+REGIONS = ["bone", "lung"]
 
 
 def test_paragraphs_follow_the_slot_and_keep_the_name_the_model_wrote():
@@ -51,6 +52,16 @@ def test_text_without_any_heading_is_unplaced_and_every_region_missing():
 
 
 def test_case_generation_lists_its_missing_regions():
-    gen = CaseGeneration("valid_1_a_1", Path("ct.nii.gz"), Path("seg"), REGIONS, {"bone": "Intact.", "lung": " \n"},
-                         {"bone": "bone", "lung": "lung"}, [], "t", "q", "greedy")
+    gen = CaseGeneration(
+        "valid_1_a_1",
+        Path("ct.nii.gz"),
+        Path("seg"),
+        REGIONS,
+        {"bone": "Intact.", "lung": " \n"},
+        {"bone": "bone", "lung": "lung"},
+        [],
+        "t",
+        "q",
+        "greedy",
+    )
     assert gen.missing == ["lung"] and gen.unplaced == []

@@ -1,6 +1,7 @@
-"""Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:", in the
-training target (`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`) and in the
-kit's greedy decoder (`infer.decoder.greedy_generate_rereference`), which must agree with a teacher-forced pass."""
+"""Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:",
+in the training target (`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`)
+and in the kit's greedy decoder (`infer.decoder.greedy_generate_rereference`), which must agree with a
+teacher-forced pass."""
 
 from __future__ import annotations
 
@@ -49,8 +50,10 @@ def test_a_repeated_placeholder_gets_its_first_occurrences_visual_token(reref):
     batch = Collator(tok.pad_token_id)([item])
     inputs = model_inputs(batch)
     with torch.no_grad():
-        emb = model.embed_inputs(inputs["input_ids"], **{k: v for k, v in inputs.items()
-                                                        if k not in ("input_ids", "attention_mask", "labels")})
+        emb = model.embed_inputs(
+            inputs["input_ids"],
+            **{k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "labels")},
+        )
     ids = inputs["input_ids"][0].tolist()
     ph = region_placeholder_ids(tok, cfg, 2)
     first, again = ids.index(ph[0]), ids.index(ph[0], ids.index(ph[0]) + 1)
@@ -60,7 +63,9 @@ def test_a_repeated_placeholder_gets_its_first_occurrences_visual_token(reref):
 
 def _prompt_only(item):
     s = item["sample"]
-    return dict(item, sample=Sample(s.input_ids[:s.n_prompt], [], s.order, s.regions, s.prompt, "", s.n_prompt))
+    return dict(
+        item, sample=Sample(s.input_ids[: s.n_prompt], [], s.order, s.regions, s.prompt, "", s.n_prompt)
+    )
 
 
 def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
@@ -79,8 +84,13 @@ def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
         force[r, :len(f)] = torch.tensor(f)
     batch = Collator(tok.pad_token_id, padding_side="left")([_prompt_only(it) for it in items])
     logits: list[torch.Tensor] = []
-    ids = greedy_generate_rereference(model, **{k: v for k, v in model_inputs(batch).items() if k != "labels"},
-                                      max_new_tokens=steps, step_logits=logits, forced=force)
+    ids = greedy_generate_rereference(
+        model,
+        **{k: v for k, v in model_inputs(batch).items() if k != "labels"},
+        max_new_tokens=steps,
+        step_logits=logits,
+        forced=force,
+    )
     assert torch.equal(ids[force >= 0], force[force >= 0])
     for r, it in enumerate(items):
         one = Collator(tok.pad_token_id)([it])
@@ -114,7 +124,8 @@ def test_a_head_for_a_region_not_in_the_prompt_inserts_nothing(reref):
 def test_rereference_follows_rra_heads_and_needs_the_kit_decoder(reref):
     cache, tok, cfg, model = reref
     plain = ReportDataset(cache, "train", tok, cfg.replace(rra=False), shuffle_regions=False)[0]["sample"]
-    assert not set(plain.input_ids[plain.n_prompt:]) & set(model.reg2rg_token_ids)  # no heads: nothing inserted
+    # no heads: nothing inserted
+    assert not set(plain.input_ids[plain.n_prompt:]) & set(model.reg2rg_token_ids)
     with pytest.raises(KitError, match="re-reference"):
         decode_engine(model, DecodeSettings(do_sample=True, top_k=30))
     assert decode_engine(model, DecodeSettings(), "hf") == "kit"  # greedy: the kit's loop, whatever was asked

@@ -51,15 +51,28 @@ def test_summary_carries_crg_region_ce_and_grounded(nltk_ready, tmp_path, files)
     # labels: GT {nodule, cardiomegaly} and {}, Pred {nodule} and {consolidation}: TP 1, FN 1, FP 1, X 36, A 2
     assert (crg["TP"], crg["FN"], crg["FP"], crg["X"], crg["A"]) == (1, 1, 1, 36, 2)
     assert head["CRG"] == pytest.approx(17 / (34 - (8.5 - 8.5 - 1)))
-    # grounded: nodule reported with lobe and size right, cardiomegaly missed, consolidation invented in case 2
-    assert (head["grounded_recall"], head["attribute_accuracy"], head["false_findings_per_case"]) == (0.5, 1.0, 0.5)
+    # grounded: nodule reported with lobe and size right, cardiomegaly missed, consolidation invented in case
+    # 2
+    assert (head["grounded_recall"], head["attribute_accuracy"], head["false_findings_per_case"]) == (
+        0.5,
+        1.0,
+        0.5,
+    )
     macro = pd.read_csv(out / "all_regions_macro_avg_results.csv").set_index("region")
     assert set(macro.index) == {"lung", "heart"}
     assert head["region_CE_macro_F1"] == pytest.approx(macro["f1-score"].mean())
     summary = json.loads((out / "summary.json").read_text())["headline"]
-    for key in ("CRG", "grounded_recall", "attribute_accuracy", "false_findings_per_case", "region_CE_macro_F1"):
+    for key in (
+        "CRG",
+        "grounded_recall",
+        "attribute_accuracy",
+        "false_findings_per_case",
+        "region_CE_macro_F1",
+    ):
         assert summary[key] == head[key]
-    assert (out / "grounded_by_kind.csv").is_file() and (out / "region_reports" / "lung_reports.csv").is_file()
+    assert (out / "grounded_by_kind.csv").is_file() and (
+        out / "region_reports" / "lung_reports.csv"
+    ).is_file()
 
 
 def test_no_positive_reference_label_leaves_crg_null_with_a_warning(nltk_ready, tmp_path, files):
@@ -99,8 +112,23 @@ def test_cli_evaluate_all_with_data(nltk_ready, tmp_path, files):
     from reg2rg_lib.cli import main
 
     pred, bench = files
-    assert main(["evaluate", "all", "--predictions", str(pred), "--data", str(bench), "--out", str(tmp_path / "o"),
-                 "--bootstrap", "0"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "all",
+                "--predictions",
+                str(pred),
+                "--data",
+                str(bench),
+                "--out",
+                str(tmp_path / "o"),
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
     head = json.loads((tmp_path / "o" / "summary.json").read_text())["headline"]
     assert (head["grounded_recall"], head["false_findings_per_case"]) == (0.5, 0.5)
     assert head["CRG"] == json.loads((tmp_path / "o" / "crg.json").read_text())["CRG"]

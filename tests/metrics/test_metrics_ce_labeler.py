@@ -57,7 +57,9 @@ def test_label_table_errors_name_the_file_and_the_problem(tmp_path):
     with pytest.raises(BadInputError, match="odd.csv: column 'GT_Cardiomegaly' row 2 is 'yes'"):
         read_label_table(odd)
     (tmp_path / "empty.csv").write_text("")
-    assert main(["evaluate", "ce", "--labels", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["evaluate", "ce", "--labels", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert main(["evaluate", "ce", "--labels", str(bad), "--out", str(tmp_path / "o")]) == 2
 
 
@@ -92,13 +94,23 @@ def test_uncertain_policy_is_a_switch():
 def test_rule_labeler_is_exact_on_the_benchmark_templates():
     from reg2rg_lib.data.synth.reports import ABNORMAL, NORMAL
 
-    kind_label = {"lung_nodule": "Lung nodule", "consolidation": "Consolidation", "lung_opacity": "Lung opacity",
-                  "emphysema": "Emphysema", "atelectasis": "Atelectasis", "passive_atelectasis": "Atelectasis",
-                  "pleural_effusion": "Pleural effusion", "pleural_effusion_bilateral": "Pleural effusion",
-                  "cardiomegaly": "Cardiomegaly", "pericardial_effusion": "Pericardial effusion",
-                  "coronary_calcification": "Coronary artery wall calcification",
-                  "arterial_calcification": "Arterial wall calcification", "lymphadenopathy": "Lymphadenopathy",
-                  "hiatal_hernia": "Hiatal hernia", "sternotomy_wires": "Medical material"}
+    kind_label = {
+        "lung_nodule": "Lung nodule",
+        "consolidation": "Consolidation",
+        "lung_opacity": "Lung opacity",
+        "emphysema": "Emphysema",
+        "atelectasis": "Atelectasis",
+        "passive_atelectasis": "Atelectasis",
+        "pleural_effusion": "Pleural effusion",
+        "pleural_effusion_bilateral": "Pleural effusion",
+        "cardiomegaly": "Cardiomegaly",
+        "pericardial_effusion": "Pericardial effusion",
+        "coronary_calcification": "Coronary artery wall calcification",
+        "arterial_calcification": "Arterial wall calcification",
+        "lymphadenopathy": "Lymphadenopathy",
+        "hiatal_hernia": "Hiatal hernia",
+        "sternotomy_wires": "Medical material",
+    }
     lab = RuleLabeler()
     for sentences in NORMAL.values():
         for s in sentences:

@@ -1,4 +1,5 @@
-"""CRG (the VLM3D challenge's score): hand-computed cases, the undefined case, and `evaluate ce` writing crg.json."""
+"""CRG (the VLM3D challenge's score): hand-computed cases, the undefined case, and `evaluate ce` writing
+crg.json."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def test_crg_bounds_perfect_silent_and_all_positive():
     assert crg_score(t, np.zeros_like(t), THREE)["CRG"] == pytest.approx(1 / 3)  # s = -U: U / 3U
     # predicting every label: s = r*A - (X - A) = U - 2U = -U, the same 1/3 as predicting none
     noisy = crg_score(t, np.ones_like(t), THREE)
-    assert (noisy["TP"], noisy["FP"], noisy["score_s"]) == (3, 3, -1.5) and noisy["CRG"] == pytest.approx(1 / 3)
+    assert (noisy["TP"], noisy["FP"], noisy["score_s"]) == (3, 3, -1.5) and noisy["CRG"] == pytest.approx(
+        1 / 3
+    )
     worse = crg_score(t, np.array([[0, 1, 1], [1, 0, 0]]), THREE)  # every cell wrong: s = -rA - FP = -4.5
     assert worse["score_s"] == -4.5 and worse["CRG"] == pytest.approx(1.5 / 7.5)
     ones = np.ones((2, 3), dtype=int)  # X = A: U = 0 and 2U - s = 0; the challenge's script reports 0
@@ -49,7 +52,9 @@ def test_crg_bounds_perfect_silent_and_all_positive():
 
 
 def test_crg_without_positive_ground_truth_is_a_clear_error():
-    with pytest.raises(NoPositiveLabelError, match="labels.csv: the ground truth has no positive label in 2 case"):
+    with pytest.raises(
+        NoPositiveLabelError, match="labels.csv: the ground truth has no positive label in 2 case"
+    ):
         crg_score(np.zeros((2, 3)), np.ones((2, 3)), THREE, source="labels.csv")
     with pytest.raises(ValueError, match="must both be"):
         crg_score(np.zeros((2, 3)), np.zeros((2, 4)), THREE)

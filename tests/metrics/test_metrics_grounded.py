@@ -1,4 +1,5 @@
-"""Grounded finding accuracy: hand-built cases, every template sentence of the benchmark, the CLI, bad inputs."""
+"""Grounded finding accuracy: hand-built cases, every template sentence of the benchmark, the CLI, bad
+inputs."""
 
 from __future__ import annotations
 
@@ -27,33 +28,48 @@ from reg2rg_lib.metrics.grounded import (
 
 FINDINGS = {
     "valid_1_a_1": [
-        {"kind": "lung_nodule", "region": "lung", "label": "Lung nodule",
-         "params": {"size_mm": 10, "lobe": "upper lobe of the left lung"}},
-        {"kind": "pleural_effusion", "region": "pleura", "label": "Pleural effusion",
-         "params": {"side": "right", "size_mm": 20}},
+        {
+            "kind": "lung_nodule",
+            "region": "lung",
+            "label": "Lung nodule",
+            "params": {"size_mm": 10, "lobe": "upper lobe of the left lung"},
+        },
+        {
+            "kind": "pleural_effusion",
+            "region": "pleura",
+            "label": "Pleural effusion",
+            "params": {"side": "right", "size_mm": 20},
+        },
         {"kind": "cardiomegaly", "region": "heart", "label": "Cardiomegaly", "params": {"heart_scale": 1.3}},
     ],
     "valid_2_a_1": [
-        {"kind": "thyroid_nodule", "region": "thyroid", "label": None, "params": {"size_mm": 8, "side": "left"}},
+        {
+            "kind": "thyroid_nodule",
+            "region": "thyroid",
+            "label": None,
+            "params": {"size_mm": 8, "side": "left"},
+        },
     ],
     "train_1_a_1": [],
 }
 REF = {
     "valid_1_a_1": "The region 0 is lung: A 10 mm solid nodule is seen in the upper lobe of the left lung. "
-                   "The region 1 is pleura: There is a right pleural effusion measuring 20 mm. "
-                   "The region 2 is heart: Cardiomegaly is present.",
-    "valid_2_a_1": "The region 0 is thyroid: A 8 mm hypodense nodule is seen in the left lobe of the thyroid.",
+    "The region 1 is pleura: There is a right pleural effusion measuring 20 mm. "
+    "The region 2 is heart: Cardiomegaly is present.",
+    "valid_2_a_1": (
+        "The region 0 is thyroid: A 8 mm hypodense nodule is seen in the left lobe of the thyroid."
+    ),
 }
 PRED = {
-    # nodule: right size (12 is within 10 +- 20 %), wrong lobe; an invented consolidation; the effusion denied in
-    # its own paragraph and written under the heart instead (misplaced); cardiomegaly right
+    # nodule: right size (12 is within 10 +- 20 %), wrong lobe; an invented consolidation; the effusion denied
+    # in its own paragraph and written under the heart instead (misplaced); cardiomegaly right
     "valid_1_a_1": "The region 0 is lung: A 12 mm nodule is present in the lower lobe of the left lung. "
-                   "Consolidation is seen in the middle lobe of the right lung. "
-                   "The region 1 is pleura: There is no pleural effusion. "
-                   "The region 2 is heart: There is a right pleural effusion measuring 30 mm. Cardiomegaly is present.",
+    "Consolidation is seen in the middle lobe of the right lung. "
+    "The region 1 is pleura: There is no pleural effusion. "
+    "The region 2 is heart: There is a right pleural effusion measuring 30 mm. Cardiomegaly is present.",
     # thyroid nodule: size right (9 vs 8), side wrong; an invented pericardial effusion
     "valid_2_a_1": "The region 0 is thyroid: There is a 9 mm nodule in the right thyroid lobe. "
-                   "The region 1 is heart: There is a pericardial effusion 10 mm thick.",
+    "The region 1 is heart: There is a pericardial effusion 10 mm thick.",
 }
 
 
@@ -89,7 +105,9 @@ def test_hand_built_cases_give_hand_counted_numbers(tmp_path):
     assert f.loc["cardiomegaly", "attributes_checked"] == 0 and f.loc["cardiomegaly", "reported"]
     assert sorted(res["false"]["kind"]) == ["consolidation", "pericardial_effusion"]
     table = res["by_kind"].set_index("kind")
-    assert table.loc["lung_nodule", "lobe_accuracy"] == 0.0 and table.loc["lung_nodule", "size_accuracy"] == 1.0
+    assert (
+        table.loc["lung_nodule", "lobe_accuracy"] == 0.0 and table.loc["lung_nodule", "size_accuracy"] == 1.0
+    )
     assert table.loc["all", "inserted"] == 4 and table.loc["consolidation", "false_findings"] == 1
     assert np.isnan(table.loc["cardiomegaly", "attribute_accuracy"])  # nothing to check: not 0
 
@@ -106,12 +124,15 @@ def test_size_tolerance_is_twenty_percent_both_ways():
 def test_whole_report_mode_when_the_reference_names_no_region(tmp_path):
     gt = {"valid_1_a_1": FINDINGS["valid_1_a_1"]}
     ref = "A 10 mm solid nodule is seen in the upper lobe of the left lung. Cardiomegaly is present."
-    pred = ("There is a 10 mm nodule in the upper lobe of the left lung. Bilateral pleural effusion is seen, up to "
-            "20 mm thick. Heart size is normal and there is no pericardial effusion.")
+    pred = (
+        "There is a 10 mm nodule in the upper lobe of the left lung. Bilateral pleural effusion is seen, "
+        "up to 20 mm thick. Heart size is normal and there is no pericardial effusion."
+    )
     res = grounded_findings(["valid_1_a_1"], [ref], [pred], gt)
     f = res["findings"].set_index("kind")
     assert set(f["grounding"]) == {"whole report"}
-    assert list(f["reported"]) == [True, True, False]  # the nodule, the effusion (wrong side), no cardiomegaly
+    # the nodule, the effusion (wrong side), no cardiomegaly
+    assert list(f["reported"]) == [True, True, False]
     assert (f.loc["pleural_effusion", "side_ok"], f.loc["pleural_effusion", "size_ok"]) == (False, True)
     assert res["summary"]["false_findings"] == 0
 
@@ -157,7 +178,9 @@ def test_cli_grounded_writes_table8_inputs(tmp_path, capsys):
     assert main(["evaluate", "grounded", "--predictions", str(pred), "--data", str(data),
                  "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "grounded recall 0.7500, attribute accuracy 0.5000 (4 checks), false findings per case 1.0000" in out
+    assert (
+        "grounded recall 0.7500, attribute accuracy 0.5000 (4 checks), false findings per case 1.0000" in out
+    )
     by_kind = pd.read_csv(tmp_path / "o" / "grounded_by_kind.csv")
     assert by_kind.iloc[-1]["kind"] == "all" and by_kind.iloc[-1]["reported"] == 3
     assert json.loads((tmp_path / "o" / "grounded.json").read_text())["grounded_recall"] == 0.75
@@ -188,4 +211,6 @@ def test_grounded_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main(["evaluate", "grounded", "--predictions", str(pred), "--data", str(tmp_path / "absent"),
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'absent'}: not found; give the embedded benchmark's folder or its manifest.json"
+    assert err == (
+        f"error: {tmp_path / 'absent'}: not found; give the embedded benchmark's folder or its manifest.json"
+    )

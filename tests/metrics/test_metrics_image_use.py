@@ -1,7 +1,8 @@
-"""The image-use instrument on models whose answer is known: one whose finding sentence follows the heart's spliced
-geometry token (used AUC 1, control what the donors' labels give), one that ignores every region vector (used ==
-control, case by case), and the probe on synthetic vectors. The cases are an in-memory prep cache (two regions,
-heart and lung; cardiomegaly drawn into the heart mask's size) so that the answers are exact and the runs short."""
+"""The image-use instrument on models whose answer is known: one whose finding sentence follows the heart's
+spliced geometry token (used AUC 1, control what the donors' labels give), one that ignores every region
+vector (used == control, case by case), and the probe on synthetic vectors. The cases are an in-memory prep
+cache (two regions, heart and lung; cardiomegaly drawn into the heart mask's size) so that the answers are
+exact and the runs short."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ def _finding_tokens(model: Reg2RG) -> list[int]:
 
 def copy_heart_geometry(model: Reg2RG, gain: float = 4.0) -> None:
     """Make `model` a known reader of the image: its next-token logits raise the cardiomegaly words by
-    `gain` x (the heart's spliced geometry token projected on big-minus-small mask), nothing else. The prompt is
-    spliced by the model's own `embed_inputs`, so the token is read where the instrument put it."""
+    `gain` x (the heart's spliced geometry token projected on big-minus-small mask), nothing else. The prompt
+    is spliced by the model's own `embed_inputs`, so the token is read where the instrument put it."""
     el = model.embedding_layer
     with torch.no_grad():
         big, small = el.mask_fc(el.mask_encoder(torch.stack([_mask(True), _mask(False)]).unsqueeze(1)))
@@ -148,7 +149,8 @@ def test_a_model_that_copies_the_heart_vector_uses_the_image(cache, tokenizer_te
     assert row["region"] == "heart"
     assert row["used_auc"] == 1.0 and row["used_logodds_pos"] > row["used_logodds_neg"]
     assert row["carried_auc"] == 1.0  # the heart's geometry token separates the two mask sizes
-    assert row["carried_geometry_auc"] == 1.0 and row["carried_texture_auc"] == 0.5  # every texture is the same
+    # every texture is the same
+    assert row["carried_geometry_auc"] == 1.0 and row["carried_texture_auc"] == 0.5
     # the control reads the donor's heart: its AUC is the donor's label ranked against the case's own
     shift = table.attrs["shift"]
     donor_y = y[(np.arange(len(y)) + shift) % len(y)]
@@ -162,7 +164,8 @@ def test_a_model_that_ignores_the_region_vectors_scores_the_same_with_another_ca
     model = _model(tokenizer_texts)
     el = model.embedding_layer
     with torch.no_grad():
-        for layer in (el.fc, el.mask_fc):  # every spliced region (and global) vector is 0: the image is not read
+        # every spliced region (and global) vector is 0: the image is not read
+        for layer in (el.fc, el.mask_fc):
             layer.weight.zero_()
             layer.bias.zero_()
     table = image_use_table(model, cache, "test", labels=["Cardiomegaly", "Lung nodule"], feature_cache=False,
@@ -221,11 +224,32 @@ def test_unknown_label_and_unlabelled_cases_are_errors(cache, tokenizer_texts) -
 
 
 def test_table_files_and_summary_flag_carried_but_not_used(tmp_path) -> None:
-    table = pd.DataFrame([
-        {"label": "Cardiomegaly", "region": "heart", "n_pos": 5, "n_neg": 20, "carried_auc": 1.0, "used_auc": 0.5,
-         "control_auc": 0.5, "gap_flag": True, "note": ""},
-        {"label": "Lung nodule", "region": "lung", "n_pos": 3, "n_neg": 22, "carried_auc": math.nan,
-         "used_auc": 0.95, "control_auc": 0.4, "gap_flag": False, "note": "why"}])
+    table = pd.DataFrame(
+        [
+            {
+                "label": "Cardiomegaly",
+                "region": "heart",
+                "n_pos": 5,
+                "n_neg": 20,
+                "carried_auc": 1.0,
+                "used_auc": 0.5,
+                "control_auc": 0.5,
+                "gap_flag": True,
+                "note": "",
+            },
+            {
+                "label": "Lung nodule",
+                "region": "lung",
+                "n_pos": 3,
+                "n_neg": 22,
+                "carried_auc": math.nan,
+                "used_auc": 0.95,
+                "control_auc": 0.4,
+                "gap_flag": False,
+                "note": "why",
+            },
+        ]
+    )
     table.attrs.update({"split": "test", "cases": 25, "vectors": "v", "scoring": "s", "control": "c"})
     paths = write_image_use(table, tmp_path)
     assert list(pd.read_csv(paths["csv"])["label"]) == ["Cardiomegaly", "Lung nodule"]
@@ -240,7 +264,9 @@ def test_table_files_and_summary_flag_carried_but_not_used(tmp_path) -> None:
 
 @pytest.mark.parametrize("changes", [{}, {"rereference": True}, {"rra": False}],
                          ids=["paper-prompt", "rereference", "no-rra"])
-def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph(tokenizer_texts, changes) -> None:
+def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph(
+    tokenizer_texts, changes
+) -> None:
     from reg2rg_lib.metrics.image_use import _candidate_span
     from reg2rg_lib.model import build_sample
     from reg2rg_lib.samples.dataset import target_token_positions
@@ -251,6 +277,8 @@ def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph
         for cand in candidates(label, region):
             reports = {r: NORMAL[r][0] for r in regions} | {region: cand.text}
             sample = build_sample(regions, reports, tok, model.config)
-            positions = target_token_positions(sample, tok, [_candidate_span(sample, regions.index(region), region, cand)])
+            positions = target_token_positions(
+                sample, tok, [_candidate_span(sample, regions.index(region), region, cand)]
+            )
             assert tok.decode([sample.input_ids[p] for p in positions]).strip() == cand.scored
             assert min(positions) >= sample.n_prompt  # in the target, not the prompt

@@ -1,5 +1,5 @@
-"""BERTScore from a local folder, tested with a tiny randomly initialised BERT the test builds (never a download),
-and the messages when no model or no package is there."""
+"""BERTScore from a local folder, tested with a tiny randomly initialised BERT the test builds (never a
+download), and the messages when no model or no package is there."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def tiny_bert(tmp_path_factory):
 
 
 def _by_hand(model_dir, ref: str, hyp: str, layer: int) -> tuple[float, float, float]:
-    """Greedy cosine matching of layer-`layer` token embeddings (Zhang et al. 2020): each token of one side takes
-    its best match among all tokens of the other, [CLS]/[SEP] included there (bert-score's masks cover padding
-    only), and the average leaves [CLS]/[SEP] out (their idf weight is 0)."""
+    """Greedy cosine matching of layer-`layer` token embeddings (Zhang et al. 2020): each token of one side
+    takes its best match among all tokens of the other, [CLS]/[SEP] included there (bert-score's masks cover
+    padding only), and the average leaves [CLS]/[SEP] out (their idf weight is 0)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -55,7 +55,8 @@ def _by_hand(model_dir, ref: str, hyp: str, layer: int) -> tuple[float, float, f
 
     r, c = emb(ref), emb(hyp)
     sim = c @ r.T  # (Tc, Tr)
-    p = sim.max(1).values[1:-1].mean().item()  # candidate tokens without CLS/SEP, best over all reference tokens
+    # candidate tokens without CLS/SEP, best over all reference tokens
+    p = sim.max(1).values[1:-1].mean().item()
     rec = sim.max(0).values[1:-1].mean().item()
     return p, rec, 2 * p * rec / (p + rec)
 
@@ -71,8 +72,9 @@ def test_bertscore_matches_the_definition(tiny_bert):
 
 
 def test_cli_model_based_writes_scores(tiny_bert, tmp_path, capsys):
-    pd.DataFrame({"AccNum": ["a", "b", "c"], "GT_combined_report": REFS, "Pred_combined_report": PREDS}).to_csv(
-        tmp_path / "p.csv", index=False)
+    pd.DataFrame(
+        {"AccNum": ["a", "b", "c"], "GT_combined_report": REFS, "Pred_combined_report": PREDS}
+    ).to_csv(tmp_path / "p.csv", index=False)
     assert main(["evaluate", "model-based", "--predictions", str(tmp_path / "p.csv"), "--bertscore-model",
                  str(tiny_bert), "--out", str(tmp_path / "o")]) == 0
     table = pd.read_csv(tmp_path / "o" / "bertscore.csv")
@@ -90,7 +92,10 @@ def test_no_model_or_no_folder_is_a_clear_message(tmp_path, capsys):
         bertscore(["x"], ["y"], tmp_path / "absent")
     pd.DataFrame({"AccNum": ["a"], "GT_combined_report": ["x"], "Pred_combined_report": ["y"]}).to_csv(
         tmp_path / "p.csv", index=False)
-    assert main(["evaluate", "model-based", "--predictions", str(tmp_path / "p.csv"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["evaluate", "model-based", "--predictions", str(tmp_path / "p.csv"), "--out", str(tmp_path)])
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: no model-based metric requested")
 
 

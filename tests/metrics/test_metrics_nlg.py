@@ -43,7 +43,9 @@ def test_bleu_matches_the_literal_nmt_recipe_on_random_corpora():
     rng = random.Random(0)
     words = "the lung heart nodule is seen no effusion normal a . ,".split()
     for _ in range(20):
-        refs = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 25))) for _ in range(rng.randint(1, 6))]
+        refs = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(1, 25))) for _ in range(rng.randint(1, 6))
+        ]
         hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 25))) for _ in refs]
         out = _bleu(refs, hyps)
         rt, ht = tokenize_13a(refs), tokenize_13a(hyps)
@@ -100,8 +102,16 @@ def test_meteor_uses_wordnet_synonyms(nltk_ready):
     plain = meteor_score([word_tokenize("The patient is sick.")], word_tokenize("The patient is ill."),
                          wordnet=NoWordNet())
     assert syn > plain + 0.2, "'ill' must match 'sick' through WordNet"
-    assert word_tokenize("No effusion. Dr. Smith saw it.") == ["No", "effusion", ".", "Dr.", "Smith", "saw", "it",
-                                                                "."]
+    assert word_tokenize("No effusion. Dr. Smith saw it.") == [
+        "No",
+        "effusion",
+        ".",
+        "Dr.",
+        "Smith",
+        "saw",
+        "it",
+        ".",
+    ]
 
 
 def test_empty_predictions_give_defined_scores_and_a_warning(nltk_ready, tmp_path):

@@ -1,4 +1,5 @@
-"""evaluate_predictions (notebooks 04/05), compare (paired bootstrap), bad input, the benchmark's exact labels."""
+"""evaluate_predictions (notebooks 04/05), compare (paired bootstrap), bad input, the benchmark's exact
+labels."""
 
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ from reg2rg_lib.metrics.stats import bootstrap_indices, paired_test, percentile_
 from reg2rg_lib.regions import LABELS
 
 PARAS = {
-    "heart": ["The heart is enlarged (cardiomegaly).", "Heart size is normal and there is no pericardial effusion."],
-    "lung": ["A 12 mm solid nodule is seen in the right upper lobe.", "Both lungs are clear, with no nodule."],
+    "heart": [
+        "The heart is enlarged (cardiomegaly).",
+        "Heart size is normal and there is no pericardial effusion.",
+    ],
+    "lung": [
+        "A 12 mm solid nodule is seen in the right upper lobe.",
+        "Both lungs are clear, with no nodule.",
+    ],
     "pleura": ["There is a left pleural effusion measuring 20 mm.", "There is no pleural effusion."],
-    "trachea and bronchie": ["The trachea and both main bronchi are open.", "The trachea and bronchi are open."],
+    "trachea and bronchie": [
+        "The trachea and both main bronchi are open.",
+        "The trachea and bronchi are open.",
+    ],
 }
 
 
@@ -38,11 +48,20 @@ def _write_case_files(tmp_path, n=12, seed=0, damage=0.5):
         names = list(regions)
         if rng.random() < damage:
             names[1], names[2] = names[2], names[1]  # the model swaps lung and pleura
-        rows.append({"AccNum": f"valid_{k + 1}_a_1", "Question": "q", "GT_combined_report": _report(gt_choice, regions),
-                     "Pred_combined_report": _report(pred_choice, names)})
+        rows.append(
+            {
+                "AccNum": f"valid_{k + 1}_a_1",
+                "Question": "q",
+                "GT_combined_report": _report(gt_choice, regions),
+                "Pred_combined_report": _report(pred_choice, names),
+            }
+        )
         lab = dict.fromkeys(LABELS, 0)
-        lab["Cardiomegaly"], lab["Lung nodule"], lab["Pleural effusion"] = (int(gt_choice[0] == 0),
-                                                                          int(gt_choice[1] == 0), int(gt_choice[2] == 0))
+        lab["Cardiomegaly"], lab["Lung nodule"], lab["Pleural effusion"] = (
+            int(gt_choice[0] == 0),
+            int(gt_choice[1] == 0),
+            int(gt_choice[2] == 0),
+        )
         labels.append({"VolumeName": f"valid_{k + 1}_a_1.nii.gz", **lab})
     pred = tmp_path / f"pred_{seed}_{damage}.csv"
     pd.DataFrame(rows).to_csv(pred, index=False)
@@ -86,7 +105,9 @@ def test_empty_and_malformed_predictions(nltk_ready, tmp_path):
         evaluate_predictions(pred, tmp_path / "o", pred_column="Prediction")
     with pytest.raises(BadInputError, match="not found"):
         evaluate_predictions(tmp_path / "absent.csv", tmp_path / "o")
-    assert main(["evaluate", "nlg", "--predictions", str(tmp_path / "nopred.csv"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["evaluate", "nlg", "--predictions", str(tmp_path / "nopred.csv"), "--out", str(tmp_path)]) == 2
+    )
 
 
 def test_bootstrap_and_paired_test_basics():
@@ -106,13 +127,28 @@ def test_compare_two_prediction_files(nltk_ready, tmp_path):
     table = compare_predictions(bad, good, n_resamples=200).set_index("metric")
     assert table.loc["BLEU-4", "delta"] > 0 and table.loc["BLEU-4", "p_value"] < 0.05
     assert table.loc["region_accuracy", "B"] == 1.0
-    assert main(["evaluate", "compare", str(bad), str(good), "--resamples", "50", "--out", str(tmp_path / "c"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "compare",
+                str(bad),
+                str(good),
+                "--resamples",
+                "50",
+                "--out",
+                str(tmp_path / "c"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "c" / "compare.csv").is_file()
 
 
 def test_labeler_on_the_embedded_benchmark_reports(tmp_path):
-    """The benchmark's reports come with exact labels: the rules should reproduce them (goal >= 0.95 macro F1)."""
+    """The benchmark's reports come with exact labels: the rules should reproduce them (goal >= 0.95 macro
+    F1)."""
     pytest.importorskip("reg2rg_lib.data.synth.build")
     from reg2rg_lib.data.synth.build import synthesize
     from reg2rg_lib.env.assets import find_ct_source

@@ -19,26 +19,39 @@ from reg2rg_lib.metrics.region import (
 
 REFS = ["The region 0 is lung: A nodule is seen. The region 1 is heart: Cardiomegaly is present.",
         "The region 0 is lung: A nodule is seen."]
-PREDS = ["The region 0 is lung: Consolidation is seen. The other report is: {heart: Cardiomegaly is present.}",
-         "The region 3 is lung: A nodule is seen. The region 4 is pleura: There is a pleural effusion."]
+PREDS = [
+    "The region 0 is lung: Consolidation is seen. The other report is: {heart: Cardiomegaly is present.}",
+    "The region 3 is lung: A nodule is seen. The region 4 is pleura: There is a pleural effusion.",
+]
 
 
 def test_paragraphs_pair_by_name_on_cases_that_have_both():
-    assert numbered_paragraphs("The region 0 is lung: A. The region 5 is lung: B. The other report is: {bone: C}") \
-        == {"lung": "A. B."}
+    assert numbered_paragraphs(
+        "The region 0 is lung: A. The region 5 is lung: B. The other report is: {bone: C}"
+    ) == {"lung": "A. B."}
     tables = region_report_tables(REFS, PREDS, ["c1", "c2"])
     # heart: only an "other report" block in the prediction; pleura: not in the reference -> neither scored
     assert list(tables) == ["lung"]
     assert tables["lung"].to_dict("records") == [
-        {"AccNum": "c1", "GT_combined_report": "A nodule is seen.", "Pred_combined_report": "Consolidation is seen."},
-        {"AccNum": "c2", "GT_combined_report": "A nodule is seen.", "Pred_combined_report": "A nodule is seen."}]
+        {
+            "AccNum": "c1",
+            "GT_combined_report": "A nodule is seen.",
+            "Pred_combined_report": "Consolidation is seen.",
+        },
+        {
+            "AccNum": "c2",
+            "GT_combined_report": "A nodule is seen.",
+            "Pred_combined_report": "A nodule is seen.",
+        },
+    ]
 
 
 def test_region_ce_hand_counted():
     res = region_ce(region_report_tables(REFS, PREDS, ["c1", "c2"]))
     macro, micro = res["macro"].set_index("region"), res["micro"].set_index("region")
     # Lung nodule: TP 1, FN 1 -> P 1, R 0.5, F1 2/3; Consolidation: FP 1 -> 0; the other 16 labels: 0.
-    # Macro over all 18 labels (as the authors' classification_report 'macro avg'): P 1/18, R 0.5/18, F1 (2/3)/18
+    # Macro over all 18 labels (as the authors' classification_report 'macro avg'): P 1/18, R 0.5/18, F1
+    # (2/3)/18
     assert macro.loc["lung", "precision"] == pytest.approx(1 / 18)
     assert macro.loc["lung", "recall"] == pytest.approx(0.5 / 18)
     assert macro.loc["lung", "f1-score"] == pytest.approx((2 / 3) / 18)
@@ -83,4 +96,11 @@ def test_released_ctrg_predictions_by_region(release_dir, tmp_path):
         n = len(pd.read_csv(tmp_path / "region_reports" / f"{region}_reports.csv"))
         assert 0 < n <= 361
     assert {"lung", "heart"} <= set(macro.index)
-    assert ((macro[["precision", "recall", "f1-score"]] >= 0) & (macro[["precision", "recall", "f1-score"]] <= 1)).all().all()
+    assert (
+        (
+            (macro[["precision", "recall", "f1-score"]] >= 0)
+            & (macro[["precision", "recall", "f1-score"]] <= 1)
+        )
+        .all()
+        .all()
+    )

@@ -12,9 +12,22 @@ from reg2rg_lib.regions import strip_region_prefix
 
 
 def test_nlg_equals_released_results_at_every_printed_decimal(release_dir, nltk_ready, tmp_path):
-    rc = main(["evaluate", "nlg", "--predictions", str(release_dir / "ctrg_combined_reports_rm_region_text.csv"),
-               "--gt-column", "GT_whole_report", "--pred-column", "Pred_whole_report", "--bootstrap", "200",
-               "--out", str(tmp_path)])
+    rc = main(
+        [
+            "evaluate",
+            "nlg",
+            "--predictions",
+            str(release_dir / "ctrg_combined_reports_rm_region_text.csv"),
+            "--gt-column",
+            "GT_whole_report",
+            "--pred-column",
+            "Pred_whole_report",
+            "--bootstrap",
+            "200",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     ours = (tmp_path / "nlg_evaluation_results.csv").read_text(encoding="utf-8")
     released = (release_dir / "nlg_evaluation_results.csv").read_text(encoding="utf-8")
@@ -30,7 +43,10 @@ def test_nlg_equals_released_results_at_every_printed_decimal(release_dir, nltk_
 
 
 def test_ce_equals_released_metrics_manual_and_report(release_dir, tmp_path):
-    assert main(["evaluate", "ce", "--labels", str(release_dir / "label_inferred.csv"), "--out", str(tmp_path)]) == 0
+    assert (
+        main(["evaluate", "ce", "--labels", str(release_dir / "label_inferred.csv"), "--out", str(tmp_path)])
+        == 0
+    )
     assert (tmp_path / "ce_metrics.csv").read_text() == (release_dir / "metrics_manual.csv").read_text()
     assert (tmp_path / "ce_classification_report.txt").read_text() == \
         (release_dir / "test_classification_report.txt").read_text()

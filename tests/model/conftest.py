@@ -1,4 +1,5 @@
-"""Fixtures for the model tests: a small report corpus, a locally trained tokenizer, tiny configs (32x32x8)."""
+"""Fixtures for the model tests: a small report corpus, a locally trained tokenizer, tiny configs
+(32x32x8)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ IMAGE_SIZE = (32, 32, 8)
 
 def corpus() -> list[str]:
     rng = random.Random(0)
-    findings = ["is normal", "shows a 4 mm nodule", "has mild effusion", "is unremarkable", "shows calcification"]
-    return [f"The {r} {rng.choice(findings)}. No mass is seen in the {r}." for _ in range(40) for r in REGIONS]
+    findings = [
+        "is normal",
+        "shows a 4 mm nodule",
+        "has mild effusion",
+        "is unremarkable",
+        "shows calcification",
+    ]
+    return [
+        f"The {r} {rng.choice(findings)}. No mass is seen in the {r}." for _ in range(40) for r in REGIONS
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Checkpoints: our save/load round trip (and peft / transformers loading its LLM alone), the older folder layout,
-the official whole-model naming, RadFM's ViT3D / Perceiver files."""
+"""Checkpoints: our save/load round trip (and peft / transformers loading its LLM alone), the older folder
+layout, the official whole-model naming, RadFM's ViT3D / Perceiver files."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ REPORTS = {"lung": "Clear lungs.", "heart": "Normal heart."}
 
 
 def _logits(model, vis):
-    batch = collate([build_sample(REGIONS, REPORTS, model.tokenizer, model.config)], model.tokenizer.pad_token_id)
+    batch = collate(
+        [build_sample(REGIONS, REPORTS, model.tokenizer, model.config)], model.tokenizer.pad_token_id
+    )
     with torch.no_grad():
         return model(**batch, **vis).logits
 
@@ -35,7 +37,12 @@ def test_save_and_load_round_trip(tiny_model, visual_batch, tmp_path):
     vis = visual_batch(tiny_model.config, 1, 2)
     tiny_model.save_pretrained(tmp_path / "ckpt")
     # a scratch LLM trained in full: a transformers folder of its own, no adapter
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "tokenizer", "embedding_layer", "llm"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {
+        "config.json",
+        "tokenizer",
+        "embedding_layer",
+        "llm",
+    }
     loaded = Reg2RG.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config == tiny_model.config
     assert len(loaded.tokenizer) == len(tiny_model.tokenizer)
@@ -59,7 +66,9 @@ def test_lora_checkpoint_round_trip(lora_model, visual_batch, tmp_path):
     lora_model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "tokenizer", "embedding_layer", "llm",
                                                    "llm_adapter"}
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "llm_adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (tmp_path / "llm_adapter").iterdir()
+    }
     loaded = Reg2RG.from_pretrained(tmp_path).eval()
     vis = visual_batch(lora_model.config, 1, 2)
     torch.testing.assert_close(_logits(loaded, vis), _logits(lora_model, vis), rtol=0, atol=0)
@@ -96,12 +105,16 @@ def test_peft_alone_loads_and_merges_the_adapter(lora_model, visual_batch, tmp_p
 
 def test_older_folder_layout_still_loads(tiny_model, lora_model, visual_batch, tmp_path):
     for name, model in (("full", tiny_model), ("lora", lora_model)):
-        # the layout before the peft/transformers folders: every parameter of a scratch model in model.safetensors
+        # the layout before the peft/transformers folders: every parameter of a scratch model in
+        # model.safetensors
         folder = tmp_path / name
         folder.mkdir()
         model.config.save(folder / "config.json")
         save_tokenizer(model.tokenizer, folder / "tokenizer")
-        save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(folder / "model.safetensors"))
+        save_file(
+            {n: p.detach().contiguous() for n, p in model.named_parameters()},
+            str(folder / "model.safetensors"),
+        )
         loaded = Reg2RG.from_pretrained(folder).eval()
         vis = visual_batch(model.config, 1, 2)
         torch.testing.assert_close(_logits(loaded, vis), _logits(model, vis), rtol=0, atol=0)
@@ -121,7 +134,9 @@ def test_bad_checkpoint_folder_is_a_one_line_error(lora_model, tmp_path):
     lora_model.save_pretrained(tmp_path)
     config = tmp_path / "llm_adapter" / "adapter_config.json"
     config.write_text(config.read_text().replace('"r": 8', '"r": 4'))
-    with pytest.raises(BadInputError, match="adapter_config.json: another LoRA than the model's: r=4 there, 8"):
+    with pytest.raises(
+        BadInputError, match="adapter_config.json: another LoRA than the model's: r=4 there, 8"
+    ):
         Reg2RG.from_pretrained(tmp_path)
 
 
@@ -176,7 +191,10 @@ def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path, 
     vit = {k: torch.full_like(v, 0.5) for k, v in model.embedding_layer.vision_encoder.state_dict().items()}
     torch.save(vit, tmp_path / "RadFM_vit3d.pth")
     perceiver = {k: torch.full_like(v, 0.25) for k, v in model.embedding_layer.perceiver.state_dict().items()}
-    torch.save({"perceiver": perceiver, "fc": {"weight": torch.zeros(5120, 768)}}, tmp_path / "RadFM_perceiver_fc.pth")
+    torch.save(
+        {"perceiver": perceiver, "fc": {"weight": torch.zeros(5120, 768)}},
+        tmp_path / "RadFM_perceiver_fc.pth",
+    )
     load_radfm_vision(model, tmp_path / "RadFM_vit3d.pth")
     load_radfm_perceiver(model, tmp_path / "RadFM_perceiver_fc.pth")
     assert (model.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
@@ -186,8 +204,8 @@ def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path, 
     with pytest.raises(BadInputError, match="other.pth: does not fit the vision encoder"):
         load_radfm_vision(model, tmp_path / "other.pth")
     # the config can name them: they load at construction. A ViT of RadFM's size stays a reference to its file
-    # (save_pretrained skips the frozen weights); a small one (the CPU presets' pretrained ViT) is carried in the
-    # folder, so that pretraining again never changes a trained model
+    # (save_pretrained skips the frozen weights); a small one (the CPU presets' pretrained ViT) is carried in
+    # the folder, so that pretraining again never changes a trained model
     from safetensors import safe_open
 
     import reg2rg_lib.model.weights as weights
@@ -207,4 +225,6 @@ def test_radfm_checkpoints_load_strictly(tiny_cfg, tokenizer_factory, tmp_path, 
         reloaded = Reg2RG.from_pretrained(folder)
         assert (reloaded.embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
     (tmp_path / "RadFM_vit3d.pth").unlink()  # the carried copy does not need the file any more
-    assert (Reg2RG.from_pretrained(folder).embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5).all()
+    assert (
+        Reg2RG.from_pretrained(folder).embedding_layer.vision_encoder.to_patch_embedding[2].weight == 0.5
+    ).all()

@@ -22,7 +22,12 @@ def test_paper_preset_sizes():
     cfg = Reg2RGConfig.preset("paper")
     assert cfg.image_size == (256, 256, 64) and cfg.vit_grid == (8, 8, 16) and cfg.vit_tokens == 1024
     assert cfg.region_tokens == 33 and cfg.global_tokens == 32 and cfg.mask_grid == (8, 8, 4)
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) == (8, 32, 0.1, ("q_proj", "v_proj"))
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) == (
+        8,
+        32,
+        0.1,
+        ("q_proj", "v_proj"),
+    )
 
 
 def test_ablation_token_counts():
@@ -60,7 +65,9 @@ def test_training_flops_counted_on_meta():
     raw = training_flops(cfg, n_regions=3, text_tokens=50)
     cached = training_flops(cfg, n_regions=3, text_tokens=50, cached_features=True)
     assert raw["seq_len"] == 1 + (cfg.perceiver_latents + 2) + 3 * (cfg.region_tokens + 2) + 50
-    assert raw["forward_by_component"]["vision_encoder"] > 0 == cached["forward_by_component"]["vision_encoder"]
+    assert (
+        raw["forward_by_component"]["vision_encoder"] > 0 == cached["forward_by_component"]["vision_encoder"]
+    )
     assert raw["forward"] - cached["forward"] == raw["forward_by_component"]["vision_encoder"]
     # the LLM's matmuls alone cost at least 2 FLOPs per weight per token
     layer = 4 * cfg.llm_hidden**2 + 3 * cfg.llm_hidden * cfg.llm_intermediate

@@ -1,4 +1,5 @@
-"""The examples in reg2rg_lib/model/__init__.py's docstring (the model stage's API) run and print what they say."""
+"""The examples in reg2rg_lib/model/__init__.py's docstring (the model stage's API) run and print what they
+say."""
 
 from __future__ import annotations
 

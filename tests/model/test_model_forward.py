@@ -44,7 +44,9 @@ def test_cached_features_equal_raw_images(tiny_model, visual_batch):
     assert feats.shape == (4, model.config.vit_tokens, model.config.vit_dim) and not feats.requires_grad
     with torch.no_grad():
         a = model(**batch, **vis).logits
-        b = model(**batch, global_feats=feats[:1], region_feats=feats[1:], region_masks=vis["region_masks"]).logits
+        b = model(
+            **batch, global_feats=feats[:1], region_feats=feats[1:], region_masks=vis["region_masks"]
+        ).logits
     torch.testing.assert_close(a, b)
 
 
@@ -71,15 +73,23 @@ def test_batched_generation_equals_one_by_one(tiny_model, visual_batch):
     specs = [REGIONS, REGIONS[:1]]
     vis = visual_batch(model.config, 2, 4, seed=3)
     batch = _batch(model, specs, padding_side="left", with_targets=False)
-    ids = model.generate(batch["input_ids"], batch["attention_mask"], **vis, max_new_tokens=8, do_sample=False)
+    ids = model.generate(
+        batch["input_ids"], batch["attention_mask"], **vis, max_new_tokens=8, do_sample=False
+    )
     assert ids.shape[0] == 2 and 0 < ids.shape[1] <= 8
     assert not set(ids.flatten().tolist()) & set(model.reg2rg_token_ids)  # never emits placeholders
     splits = [(slice(0, 1), slice(0, 3)), (slice(1, 2), slice(3, 4))]
     for row, (g, r) in enumerate(splits):
         one = _batch(model, [specs[row]], padding_side="left", with_targets=False)
-        single = model.generate(one["input_ids"], one["attention_mask"], global_images=vis["global_images"][g],
-                                region_images=vis["region_images"][r], region_masks=vis["region_masks"][r],
-                                max_new_tokens=8, do_sample=False)
+        single = model.generate(
+            one["input_ids"],
+            one["attention_mask"],
+            global_images=vis["global_images"][g],
+            region_images=vis["region_images"][r],
+            region_masks=vis["region_masks"][r],
+            max_new_tokens=8,
+            do_sample=False,
+        )
         n = single.shape[1]
         assert ids[row, :n].tolist() == single[0].tolist()
     with pytest.raises(KitError, match="left-padded"):
@@ -88,7 +98,8 @@ def test_batched_generation_equals_one_by_one(tiny_model, visual_batch):
 
 
 def test_tiny_model_learns_a_report_and_generates_it(tiny_cfg, tokenizer_factory, visual_batch):
-    """Forward + backward + generate end to end: a few Adam steps make greedy decoding reproduce the target."""
+    """Forward + backward + generate end to end: a few Adam steps make greedy decoding reproduce the
+    target."""
     torch.manual_seed(0)
     model = Reg2RG(tiny_cfg, tokenizer_factory())
     sample = build_sample(REGIONS, REPORTS, model.tokenizer, model.config)
@@ -103,8 +114,9 @@ def test_tiny_model_learns_a_report_and_generates_it(tiny_cfg, tokenizer_factory
         opt.step()
     model.eval()
     assert loss.item() < 0.05
-    prompt = collate([build_sample(REGIONS, None, model.tokenizer, model.config)], model.tokenizer.pad_token_id,
-                     "left")
+    prompt = collate(
+        [build_sample(REGIONS, None, model.tokenizer, model.config)], model.tokenizer.pad_token_id, "left"
+    )
     ids = model.generate(prompt["input_ids"], prompt["attention_mask"], **vis, max_new_tokens=60)
     assert model.decode(ids)[0] == sample.target
 
@@ -147,7 +159,8 @@ def test_lora_with_gradient_checkpointing_trains(tiny_cfg, tokenizer_factory, vi
 
 
 def test_mask_encoder_chunks_and_bool_masks_give_the_same_tokens(monkeypatch):
-    # the geometry encoder runs a batch's masks in cache-sized chunks and casts bool masks itself: same numbers
+    # the geometry encoder runs a batch's masks in cache-sized chunks and casts bool masks itself: same
+    # numbers
     import reg2rg_lib.model.geometry as geometry
     from reg2rg_lib.model.config import Reg2RGConfig
 

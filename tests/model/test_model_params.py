@@ -1,4 +1,5 @@
-"""Which parameters exist and train: the paper preset against the official layout, and every preset's freezing."""
+"""Which parameters exist and train: the paper preset against the official layout, and every preset's
+freezing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from reg2rg_lib.model.checkpoint import (
 )
 from reg2rg_lib.model.reg2rg import official_key_shapes
 
-#: Trainable parameter names per the paper: LoRA, Perceiver, projections, geometry encoder, new token embeddings.
+#: Trainable parameter names per the paper: LoRA, Perceiver, projections, geometry encoder, new token
+#: embeddings.
 INTENDED_TRAINABLE = re.compile(
     r"^(embedding_layer\.(image_token_weight|region_token_weight|perceiver\..*|fc\..*|mask_fc\..*|mask_encoder\..*)"
     r"|lang_model\..*\.lora_[AB]\..*)$"
@@ -108,7 +110,15 @@ def test_model_summary_cli_json(capsys):
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert list(out) == ["components", "trainable", "total", "official_keys"]
-    assert list(out["components"]) == ["vision_encoder", "mask_encoder", "perceiver", "fc", "mask_fc", "llm", "lora"]
+    assert list(out["components"]) == [
+        "vision_encoder",
+        "mask_encoder",
+        "perceiver",
+        "fc",
+        "mask_fc",
+        "llm",
+        "lora",
+    ]
     assert out["components"]["perceiver"] == PAPER_PARAMETER_COUNTS["perceiver"]
     assert out["official_keys"]["weight"] == [32000, 4096]
 

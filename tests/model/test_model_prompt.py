@@ -1,4 +1,5 @@
-"""Prompt, target and label construction; RRA shuffling; the token layout; the paper's released prompt wording."""
+"""Prompt, target and label construction; RRA shuffling; the token layout; the paper's released prompt
+wording."""
 
 from __future__ import annotations
 
@@ -74,7 +75,11 @@ def test_token_layout_marks_every_placeholder(tok, tiny_cfg):
     assert layout.count(STRUCT) == 2 + 2 * len(REGIONS)
     # each region: <region>, texture x n_lat, geometry, </region>
     first = layout.index(TEXTURE)
-    assert layout[first - 1] == STRUCT and layout[first + n_lat] == GEOMETRY and layout[first + n_lat + 1] == STRUCT
+    assert (
+        layout[first - 1] == STRUCT
+        and layout[first + n_lat] == GEOMETRY
+        and layout[first + n_lat + 1] == STRUCT
+    )
     assert layout[-1] == TEXT
 
 

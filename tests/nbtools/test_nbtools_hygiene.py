@@ -26,7 +26,11 @@ def test_notebooks_are_numbered_clean_and_parameterised(repo_root):
 
 def test_hygiene_detects_outputs_and_strips_them(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (reg2rg-kit)", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": KERNEL_NAME,
+        "display_name": "Python (reg2rg-kit)",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_markdown_cell("# intro"), nbformat.v4.new_code_cell("x = 1")]
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="1")]
@@ -50,8 +54,12 @@ def _clean_notebook(path, kernelspec):
 
 
 def test_hygiene_requires_the_kits_kernel_name(tmp_path):
-    good = _clean_notebook(tmp_path / "01_good.ipynb", {"name": KERNEL_NAME, "display_name": "x", "language": "python"})
-    other = _clean_notebook(tmp_path / "02_other.ipynb", {"name": "python3", "display_name": "x", "language": "python"})
+    good = _clean_notebook(
+        tmp_path / "01_good.ipynb", {"name": KERNEL_NAME, "display_name": "x", "language": "python"}
+    )
+    other = _clean_notebook(
+        tmp_path / "02_other.ipynb", {"name": "python3", "display_name": "x", "language": "python"}
+    )
     missing = _clean_notebook(tmp_path / "03_missing.ipynb", None)
     assert hygiene.problems(good) == []
     assert any("kernelspec name 'python3'" in m for m in hygiene.problems(other))

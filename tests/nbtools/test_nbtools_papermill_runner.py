@@ -21,7 +21,9 @@ def test_select_by_number():
 def test_runner_injects_parameters_and_names_the_failing_cell(tmp_path, write_notebook):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    write_notebook(nbdir / "00_ok.ipynb", "from pathlib import Path\nPath(out_dir, 'seen.txt').write_text(profile)")
+    write_notebook(
+        nbdir / "00_ok.ipynb", "from pathlib import Path\nPath(out_dir, 'seen.txt').write_text(profile)"
+    )
     write_notebook(nbdir / "01_bad.ipynb", "raise ValueError('boom in the pipeline')")
     out = tmp_path / "out"
     res = run_notebooks("smoke", out, notebook_dir=nbdir, only=["0"], progress=False, kernel="python3")

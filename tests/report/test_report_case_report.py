@@ -1,4 +1,5 @@
-"""One case's report: report.json (the contract), report.md (a paragraph per region, name first), report.png."""
+"""One case's report: report.json (the contract), report.md (a paragraph per region, name first),
+report.png."""
 
 from __future__ import annotations
 
@@ -42,19 +43,38 @@ def test_report_files_from_a_generation_with_two_regions_absent(tmp_path):
         m[2 + 4 * i: 5 + 4 * i, 3:9, 1:6] = 1
         masks[region] = m
         write_nifti(tmp_path / "seg" / f"{region}.nii.gz", m, affine)
-    paragraphs = {"heart": "The heart is enlarged. No pericardial effusion.", "lung": "A nodule in the left upper lobe.",
-                  "pleura": ""}
-    gen = CaseGeneration("valid_1_a_1", tmp_path / "valid_1_a_1.nii.gz", tmp_path / "seg", list(paragraphs),
-                         paragraphs, {r: r for r in paragraphs}, ["breast", "thyroid"], "text", "prompt", "greedy")
+    paragraphs = {
+        "heart": "The heart is enlarged. No pericardial effusion.",
+        "lung": "A nodule in the left upper lobe.",
+        "pleura": "",
+    }
+    gen = CaseGeneration(
+        "valid_1_a_1",
+        tmp_path / "valid_1_a_1.nii.gz",
+        tmp_path / "seg",
+        list(paragraphs),
+        paragraphs,
+        {r: r for r in paragraphs},
+        ["breast", "thyroid"],
+        "text",
+        "prompt",
+        "greedy",
+    )
     files = write_case_report(gen, tmp_path / "out")
     report = json.loads(files["json"].read_text())
     check_contract(report, ["heart", "lung", "pleura"], ["breast", "thyroid"])
     by = {r["region"]: r for r in report["regions"]}
-    assert by["heart"]["findings"] == ["Cardiomegaly"]  # the rule labeler; the negated effusion is not a finding
+    # the rule labeler; the negated effusion is not a finding
+    assert by["heart"]["findings"] == ["Cardiomegaly"]
     assert by["lung"]["findings"] == ["Lung nodule"] and by["pleura"]["findings"] == []
     assert by["pleura"]["paragraph"] is None and by["pleura"]["missing"] and by["heart"]["note"] is None
-    assert by["pleura"]["note"] == "slot 2 (pleura): the model wrote no paragraph for this region (its heading has no text)"
-    assert report["warnings"] == ["the model wrote no paragraph for pleura (slot 2); the report says so in its place"]
+    assert (
+        by["pleura"]["note"]
+        == "slot 2 (pleura): the model wrote no paragraph for this region (its heading has no text)"
+    )
+    assert report["warnings"] == [
+        "the model wrote no paragraph for pleura (slot 2); the report says so in its place"
+    ]
     assert by["heart"]["volume_ml"] == pytest.approx(3 * 6 * 5 * 1.5 * 1.5 * 3.0 / 1000, abs=1e-3)
     # x runs right-to-left (negative spacing): voxels 2..4 lie between world x = -1.5 * 4.5 and -1.5 * 1.5
     assert by["heart"]["bbox_mm"] == [[-6.75, 3.75, 1.5], [-2.25, 12.75, 16.5]]
@@ -74,15 +94,28 @@ def test_text_tied_to_no_region_is_quoted_in_the_markdown(tmp_path):
     lung = np.zeros((6, 6, 4), np.uint8)
     lung[1:3, 1:3, 1:3] = 1
     write_nifti(tmp_path / "seg" / "lung.nii.gz", lung, affine)
-    gen = CaseGeneration("valid_2_a_1", tmp_path / "valid_2_a_1.nii.gz", tmp_path / "seg", ["lung"], {"lung": ""},
-                         {"lung": ""}, [r for r in REGIONS if r != "lung"], "Clear lungs without prefixes.", "q", "g")
+    gen = CaseGeneration(
+        "valid_2_a_1",
+        tmp_path / "valid_2_a_1.nii.gz",
+        tmp_path / "seg",
+        ["lung"],
+        {"lung": ""},
+        {"lung": ""},
+        [r for r in REGIONS if r != "lung"],
+        "Clear lungs without prefixes.",
+        "q",
+        "g",
+    )
     md = write_case_report(gen, tmp_path / "out")["md"].read_text()
-    assert region_paragraphs(md) == [f'**lung** _(slot 0: no heading "The region 0 is ...:" for this slot)_: {NO_PARAGRAPH}']
+    assert region_paragraphs(md) == [
+        f'**lung** _(slot 0: no heading "The region 0 is ...:" for this slot)_: {NO_PARAGRAPH}'
+    ]
     assert "> Clear lungs without prefixes." in md
 
 
 def bone_and_lung_case(tmp_path, text: str) -> CaseGeneration:
-    """A CT with only bone and lung masks (prompt slot 0: bone, slot 1: lung) and what the model wrote for it."""
+    """A CT with only bone and lung masks (prompt slot 0: bone, slot 1: lung) and what the model wrote for
+    it."""
     affine = np.eye(4)
     write_nifti(tmp_path / "valid_3_a_1.nii.gz", np.zeros((8, 8, 4), np.float32), affine)
     for i, region in enumerate(["bone", "lung"]):
@@ -104,13 +137,19 @@ def test_the_lung_sentence_in_the_bone_slot_and_an_empty_lung_paragraph_are_said
     bone, lung = report["regions"]
     assert bone["paragraph"] == "A nodule in the left upper lobe." and bone["named"] == "lung"
     assert bone["note"] == "slot 0 (bone): the model named it lung (lung is slot 1)" and not bone["missing"]
-    assert lung["paragraph"] is None and lung["missing"] and lung["named"] == "lung" and lung["findings"] == []
-    assert lung["note"] == "slot 1 (lung): the model wrote no paragraph for this region (its heading has no text)"
+    assert (
+        lung["paragraph"] is None and lung["missing"] and lung["named"] == "lung" and lung["findings"] == []
+    )
+    assert (
+        lung["note"]
+        == "slot 1 (lung): the model wrote no paragraph for this region (its heading has no text)"
+    )
     assert report["unplaced"] == []
     assert report["warnings"] == [
         "the model wrote no paragraph for lung (slot 1); the report says so in its place",
-        "the model's heading names another organ than the slot's region: slot 0 (bone) named lung; each paragraph "
-        "is shown under its slot's region"]
+        "the model's heading names another organ than the slot's region: slot 0 (bone) named lung; each "
+        "paragraph is shown under its slot's region",
+    ]
     md = files["md"].read_text()
     assert region_paragraphs(md) == [
         "**bone** _(slot 0: the model named it lung (lung is slot 1))_: A nodule in the left upper lobe. "
@@ -134,15 +173,23 @@ def test_a_missing_heading_an_organ_not_in_the_ct_and_text_for_no_slot(tmp_path)
                             '"The region 1 is ...:" for this slot)')
     assert [(u["slot"], u["named"], u["paragraph"]) for u in report["unplaced"]] == [
         (3, "pleura", "A small pleural effusion."), (None, "mediastinum", "No lymphadenopathy.")]
-    assert report["warnings"][1].endswith("slot 0 (bone) named heart (not in this CT); each paragraph is shown "
-                                          "under its slot's region")
-    assert report["warnings"][2] == f'2 paragraphs tied to no region of this CT, listed under "{UNPLACED_TITLE}" in report.md'
+    assert report["warnings"][1].endswith(
+        "slot 0 (bone) named heart (not in this CT); each paragraph is shown under its slot's region"
+    )
+    assert (
+        report["warnings"][2]
+        == f'2 paragraphs tied to no region of this CT, listed under "{UNPLACED_TITLE}" in report.md'
+    )
     md = files["md"].read_text()
     assert region_paragraphs(md)[0].startswith(
-        "**bone** _(slot 0: the model named it heart (heart is not among this CT's regions))_: The heart is enlarged.")
+        "**bone** _(slot 0: the model named it heart (heart is not among this CT's regions))_: The heart "
+        "is enlarged."
+    )
     tail = md.split(f"## {UNPLACED_TITLE}")[1]
-    assert ("- _slot 3 is not in the prompt (its slots are 0..1); the model named it pleura, not among this CT's "
-            "regions_: A small pleural effusion.") in tail
+    assert (
+        "- _slot 3 is not in the prompt (its slots are 0..1); the model named it pleura, not among this CT's "
+        "regions_: A small pleural effusion."
+    ) in tail
     assert "No lymphadenopathy." in tail and "> " not in md  # the text is listed, not quoted again as raw
 
 
@@ -169,6 +216,7 @@ def test_report_of_a_trained_model_on_a_case_with_two_regions_removed(smoke, tra
     vol = read_nifti(layout.volumes[name])
     lung = read_nifti(seg / "lung.nii.gz", kind="mask").data
     voxel_ml = abs(np.linalg.det(vol.affine[:3, :3])) / 1000
-    assert {r["region"]: r for r in report["regions"]}["lung"]["volume_ml"] == pytest.approx(lung.sum() * voxel_ml,
-                                                                                            abs=1e-3)
+    assert {r["region"]: r for r in report["regions"]}["lung"]["volume_ml"] == pytest.approx(
+        lung.sum() * voxel_ml, abs=1e-3
+    )
     assert files["png"].is_file()

@@ -1,7 +1,8 @@
 """Every table and figure of a smoke-profile run, regenerated twice from the same files, is byte-identical.
 
-The run folder is built here without training: predictions written by hand for two runs, evaluated with the real
-`evaluate_predictions`, a training log per run, and the ablation summary and stats from `reg2rg_lib.experiments.runner`.
+The run folder is built here without training: predictions written by hand for two runs, evaluated with the
+real `evaluate_predictions`, a training log per run, and the ablation summary and stats from
+`reg2rg_lib.experiments.runner`.
 """
 
 from __future__ import annotations
@@ -17,20 +18,29 @@ from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.report.regenerate import Inputs, regenerate
 
 GT = [
-    "The region 0 is heart: Heart size is normal. The region 1 is lung: A nodule is seen in the right upper lobe. "
-    "Emphysema is present.",
-    "The region 0 is lung: Bilateral pleural effusion. The region 1 is pleura: Pleural thickening on the left.",
-    "The region 0 is bone: No destruction. The region 1 is heart: Cardiomegaly. Pericardial effusion is seen.",
-    "The region 0 is lung: No nodule. Lung fields are clear. The region 1 is mediastinum: No lymphadenopathy.",
+    "The region 0 is heart: Heart size is normal. The region 1 is lung: A nodule is seen in the right "
+    "upper lobe. Emphysema is present.",
+    "The region 0 is lung: Bilateral pleural effusion. The region 1 is pleura: Pleural thickening on the "
+    "left.",
+    "The region 0 is bone: No destruction. The region 1 is heart: Cardiomegaly. Pericardial effusion is "
+    "seen.",
+    "The region 0 is lung: No nodule. Lung fields are clear. The region 1 is mediastinum: No "
+    "lymphadenopathy.",
 ]
 PRED = {
     "full": [
-        "The region 0 is heart: Heart size is normal. The region 1 is lung: A nodule is seen in the left lobe.",
+        "The region 0 is heart: Heart size is normal. The region 1 is lung: A nodule is seen in the left "
+        "lobe.",
         "The region 0 is lung: Bilateral pleural effusion. The region 1 is pleura: Normal pleura.",
         "The region 0 is bone: No destruction. The region 1 is heart: Cardiomegaly.",
         "The region 0 is lung: Emphysema. The region 1 is heart: No lymphadenopathy.",
     ],
-    "no_rra": ["Heart size is normal. No nodule.", "Pleural effusion.", "Cardiomegaly.", "Lung fields are clear."],
+    "no_rra": [
+        "Heart size is normal. No nodule.",
+        "Pleural effusion.",
+        "Cardiomegaly.",
+        "Lung fields are clear.",
+    ],
 }
 
 
@@ -50,8 +60,10 @@ def smoke_run(tmp_path_factory):
                       "GT_combined_report": GT if run == "full" else [p.split(": ", 1)[-1] for p in GT],
                       "Pred_combined_report": preds}).to_csv(folder / "predictions.csv", index=False)
         results[run] = evaluate_predictions(folder / "predictions.csv", folder / "metrics", bootstrap=50)
-        (folder / "train_log.csv").write_text("step,epoch,loss,lr,elapsed_s\n1,0,6.5,0.001,0.1\n2,0,6.1,0.001,0.2\n"
-                                              "3,1,5.2,0.001,0.3\n4,1,4.9,0.001,0.4\n")
+        (folder / "train_log.csv").write_text(
+            "step,epoch,loss,lr,elapsed_s\n1,0,6.5,0.001,0.1\n2,0,6.1,0.001,0.2\n"
+            "3,1,5.2,0.001,0.3\n4,1,4.9,0.001,0.4\n"
+        )
     write_summary(paths, "smoke", results)
     stats = ablation_stats(paths, list(PRED), n_resamples=50)
     stats.to_csv(paths.ablation_stats, index=False)
@@ -73,6 +85,7 @@ def test_smoke_tables_and_figures_are_byte_identical_on_rerun(smoke_run, tmp_pat
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "first", tmp_path / "second", files, shallow=False)
     assert not mismatch and not errors, f"differ on rerun: {mismatch + errors}"
     table1 = pd.read_csv(tmp_path / "first" / "tables" / "table1_nlg.csv")
-    assert (table1["source"] == "authors' release: left out (release_dir=\"\")").sum() == 1  # said, not dropped
+    # said, not dropped
+    assert (table1["source"] == "authors' release: left out (release_dir=\"\")").sum() == 1
     table6 = pd.read_csv(tmp_path / "first" / "tables" / "table6_rra.csv")
     assert list(table6["run"]) == ["full", "no_rra"] and table6["source"].str.contains("kit run").all()

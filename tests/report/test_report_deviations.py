@@ -1,5 +1,5 @@
-"""The deviations-from-the-paper table (`report.deviations`) is generated from the profiles and presets: a changed
-demo setting changes the table, and the README's copy is the generated one."""
+"""The deviations-from-the-paper table (`report.deviations`) is generated from the profiles and presets: a
+changed demo setting changes the table, and the README's copy is the generated one."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from reg2rg_lib.report.deviations import (
     write_readme_deviations,
 )
 
-#: The departures the README promises to list (random ViT, latents, image size, LLM + fine-tuning, instruction, schedule,
-#: region dropout, organ-name weight, decoding, labeler).
+#: The departures the README promises to list (random ViT, latents, image size, LLM + fine-tuning,
+#: instruction, schedule, region dropout, organ-name weight, decoding, labeler).
 LISTED = {"vision encoder", "Perceiver resampler", "image size", "LLM", "LLM fine-tuning", "instruction",
           "learning-rate schedule", "region dropout", "organ-name loss weight", "decoding",
           "clinical-efficacy labeler"}
@@ -36,10 +36,13 @@ def test_every_listed_departure_is_compared_and_explained() -> None:
     assert LISTED <= {a.name for a in ASPECTS} and {a.name for a in ASPECTS} <= set(REASONS)
     table = deviations("demo")
     assert len(table) and not table["why"].str.contains("no reason recorded").any()
-    cpu = deviations(load_profile("demo", overrides={"train.lr_schedule": "cosine", "train.region_dropout": 0.3}))
+    cpu = deviations(
+        load_profile("demo", overrides={"train.lr_schedule": "cosine", "train.region_dropout": 0.3})
+    )
     row = _row(cpu, "Perceiver resampler")
-    assert row["demo"].startswith(f"{PRESETS['cpu-tiny']['perceiver_latents']} latents") and row["paper"].startswith(
-        "32 latents")
+    assert row["demo"].startswith(f"{PRESETS['cpu-tiny']['perceiver_latents']} latents") and row[
+        "paper"
+    ].startswith("32 latents")
     assert "then cosine" in _row(cpu, "learning-rate schedule")["demo"]
     assert "`smoke`" in _row(cpu, "region dropout")["restored by"]  # smoke trains without it
 
@@ -47,7 +50,9 @@ def test_every_listed_departure_is_compared_and_explained() -> None:
 def test_changing_a_demo_setting_changes_the_table() -> None:
     weighted = load_profile("demo", overrides={"train.region_name_weight": 10.0})
     assert "10x" in _row(deviations(weighted), "organ-name loss weight")["demo"]
-    same_weight = load_profile("demo", overrides={"train.region_name_weight": 1.0, "train.lr_schedule": "constant"})
+    same_weight = load_profile(
+        "demo", overrides={"train.region_name_weight": 1.0, "train.lr_schedule": "constant"}
+    )
     table = deviations(same_weight)
     assert not _row(table, "organ-name loss weight") and not _row(table, "learning-rate schedule")
     more_dropout = deviations(load_profile("demo", overrides={"train.region_dropout": 0.5}))
@@ -58,7 +63,9 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
     assert "random init" in _row(random_vit, "vision encoder")["demo"]
     bigger = deviations(load_profile("demo", overrides={"data.image_size": [128, 128, 32]}))
     assert _row(bigger, "image size")["demo"] == "128x128x32"
-    assert "128x128x32" in deviations_markdown(load_profile("demo", overrides={"data.image_size": [128, 128, 32]}))
+    assert "128x128x32" in deviations_markdown(
+        load_profile("demo", overrides={"data.image_size": [128, 128, 32]})
+    )
 
 
 def test_a_changed_preset_changes_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +80,9 @@ def test_the_paper_profile_departs_only_in_the_labeler() -> None:
 def test_readme_block_is_the_generated_table(repo_root: Path, tmp_path: Path) -> None:
     readme = repo_root / "README.md"
     assert readme_block(readme) == deviations_markdown("demo").strip(), (
-        "README.md's deviations block is stale: run `python -m reg2rg_lib.report.deviations --readme README.md`")
+        "README.md's deviations block is stale: run `python -m reg2rg_lib.report.deviations --readme "
+        "README.md`"
+    )
     copy = tmp_path / "README.md"
     copy.write_text(f"# kit\n\n{DEVIATIONS_START}\nstale table\n{DEVIATIONS_END}\n\n## next\n")
     write_readme_deviations(copy, "smoke")

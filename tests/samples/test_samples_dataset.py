@@ -17,8 +17,9 @@ from reg2rg_lib.samples.dataset import ReportDataset
 
 def _dataset(smoke, **kwargs) -> ReportDataset:
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
-    return ReportDataset(load_cache(smoke.cache), "train", load_tokenizer(smoke.tokenizer), cfg, load_tensors=False,
-                         **kwargs)
+    return ReportDataset(
+        load_cache(smoke.cache), "train", load_tokenizer(smoke.tokenizer), cfg, load_tensors=False, **kwargs
+    )
 
 
 def _kept_counts(ds: ReportDataset, n: int = 10, draws: int = 3000) -> Counter:
@@ -52,8 +53,8 @@ def test_region_dropout_keeps_order_and_validates(smoke):
 
 
 def test_masks_binarised_or_as_coverage(smoke):
-    """`mask_coverage`: the geometry encoder gets the prep cache's area-resized coverage (fractions at the region's
-    boundary), else binarised masks (any coverage -> True)."""
+    """`mask_coverage`: the geometry encoder gets the prep cache's area-resized coverage (fractions at the
+    region's boundary), else binarised masks (any coverage -> True)."""
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     add_reg2rg_tokens(tok, cfg)

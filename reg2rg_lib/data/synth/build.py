@@ -4,7 +4,8 @@
     <out>/train_region_mask/seg_train_1_a_1/<region>.nii.gz              uint8 masks, present regions only
     <out>/train_region_report.csv, <out>/train_predicted_labels.csv      (and valid_* for the test split)
 
-Same seed, same bytes: cases are seeded by (seed, split, index) and NIfTI files are gzipped with a fixed header.
+Same seed, same bytes: cases are seeded by (seed, split, index) and NIfTI files are gzipped with a fixed
+header.
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ GENERATOR_VERSION = 1  # bump when the generator changes what a seed produces
 
 
 def case_names(n_train: int, n_test: int, n_validation: int = 0) -> list[tuple[str, str, int]]:
-    """(name, split, index) of every case: train_1_a_1 ... and valid_1_a_1 ... (CT-RATE's test split is "valid").
+    """(name, split, index) of every case: train_1_a_1 ... and valid_1_a_1 ... (CT-RATE's test split is
+    "valid").
 
-    Validation cases are train volumes numbered after the train split's (train_201_a_1 ... for 200 train cases),
-    listed in VALIDATION_LIST; each split has its own random stream, so adding validation cases changes no other.
+    Validation cases are train volumes numbered after the train split's (train_201_a_1 ... for 200 train
+    cases), listed in VALIDATION_LIST; each split has its own random stream, so adding validation cases
+    changes no other.
     """
     out = [(f"{SPLIT_FILE_PREFIX['train']}_{i + 1}_a_1", "train", i) for i in range(n_train)]
-    out += [(f"{SPLIT_FILE_PREFIX['validation']}_{n_train + i + 1}_a_1", "validation", i) for i in range(n_validation)]
+    out += [
+        (f"{SPLIT_FILE_PREFIX['validation']}_{n_train + i + 1}_a_1", "validation", i)
+        for i in range(n_validation)
+    ]
     out += [(f"{SPLIT_FILE_PREFIX['test']}_{i + 1}_a_1", "test", i) for i in range(n_test)]
     return out
 
@@ -69,9 +75,16 @@ def write_case(root: Path, case: SynthCase, atlas: Atlas) -> None:
 
 
 def _summary(case: SynthCase) -> dict[str, Any]:
-    return {"name": case.name, "split": case.split, "regions": list(case.masks), "paragraphs": case.paragraphs,
-            "report": case.report, "labels": case.labels, "findings": [f.to_dict() for f in case.findings],
-            **case.meta}
+    return {
+        "name": case.name,
+        "split": case.split,
+        "regions": list(case.masks),
+        "paragraphs": case.paragraphs,
+        "report": case.report,
+        "labels": case.labels,
+        "findings": [f.to_dict() for f in case.findings],
+        **case.meta,
+    }
 
 
 _WORKER: dict[str, Any] = {}
@@ -89,7 +102,9 @@ def _make_and_write(job: tuple[str, str, int]) -> dict[str, Any]:
     return _summary(case)
 
 
-def _run(jobs: list[tuple[str, str, int]], root: Path, shape, seed: int, workers: int) -> Iterator[dict[str, Any]]:
+def _run(
+    jobs: list[tuple[str, str, int]], root: Path, shape, seed: int, workers: int
+) -> Iterator[dict[str, Any]]:
     if workers <= 1 or len(jobs) < 8:
         _init_worker(str(root), shape, seed)
         yield from map(_make_and_write, jobs)
@@ -119,14 +134,17 @@ def write_tables(root: Path, cases: list[dict[str, Any]]) -> None:
             reports += [[file, region, text] for region, text in c["paragraphs"].items()]
             labels.append([file, *(c["labels"][k] for k in LABELS)])
         write_text_atomic(root / f"{prefix}_region_report.csv", _csv_text(reports, list(REPORT_COLUMNS)))
-        write_text_atomic(root / f"{prefix}_predicted_labels.csv", _csv_text(labels, [LABEL_ID_COLUMN, *LABELS]))
+        write_text_atomic(
+            root / f"{prefix}_predicted_labels.csv", _csv_text(labels, [LABEL_ID_COLUMN, *LABELS])
+        )
 
 
 def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int = 0,
                shape: tuple[int, int, int] = (128, 128, 32), workers: int = 1,
                manifest: str | os.PathLike[str] | None = None, progress: bool = True,
                n_validation: int = 0) -> dict[str, Any]:
-    """Write the embedded benchmark to `out` and its manifest (default `<out>/manifest.json`); return the manifest.
+    """Write the embedded benchmark to `out` and its manifest (default `<out>/manifest.json`); return the
+    manifest.
 
     Stale cases from an earlier, larger run in the same folder are removed, so the folder always holds exactly
     the cases the manifest lists.
@@ -160,22 +178,39 @@ def synthesize(out: str | os.PathLike[str], n_train: int, n_test: int, seed: int
     return man
 
 
-def synthesize_profile(data: DataSection, out: str | os.PathLike[str], *,
-                       counts: tuple[int, int, int] | None = None, seed: int | None = None,
-                       shape: tuple[int, int, int] | None = None, workers: int | None = None,
-                       manifest: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """`synthesize` with a profile's `data` section: its case counts (train, validation, test), synth seed, volume
-    shape and workers, each replaced by the argument given (not None). The one place that reads a profile's
-    benchmark settings (`reg2rg synth`, notebook 01, the smoke profile's inputs)."""
+def synthesize_profile(
+    data: DataSection,
+    out: str | os.PathLike[str],
+    *,
+    counts: tuple[int, int, int] | None = None,
+    seed: int | None = None,
+    shape: tuple[int, int, int] | None = None,
+    workers: int | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`synthesize` with a profile's `data` section: its case counts (train, validation, test), synth seed,
+    volume shape and workers, each replaced by the argument given (not None). The one place that reads a
+    profile's benchmark settings (`reg2rg synth`, notebook 01, the smoke profile's inputs)."""
     if counts is None:
         if data.cases_train is None or data.cases_test is None:
-            raise KitError("the profile uses a real dataset (no data.cases_train / cases_test): give the case "
-                           "counts for a synthetic one")
+            raise KitError(
+                "the profile uses a real dataset (no data.cases_train / cases_test): give the case "
+                "counts for a synthetic one"
+            )
         counts = (int(data.cases_train), int(data.cases_validation or 0), int(data.cases_test))
     n_train, n_validation, n_test = counts
-    return synthesize(out, n_train, n_test, n_validation=n_validation,
-                      seed=data.synth_seed if seed is None else seed, shape=shape or data.synth_shape,
-                      workers=data.workers if workers is None else workers, manifest=manifest, progress=progress)
+    return synthesize(
+        out,
+        n_train,
+        n_test,
+        n_validation=n_validation,
+        seed=data.synth_seed if seed is None else seed,
+        shape=shape or data.synth_shape,
+        workers=data.workers if workers is None else workers,
+        manifest=manifest,
+        progress=progress,
+    )
 
 
 def _remove_stale(root: Path, keep: set[str], manifest: Path) -> None:
@@ -192,8 +227,10 @@ def _remove_stale(root: Path, keep: set[str], manifest: Path) -> None:
     except (OSError, ValueError):
         ours = False
     if not ours:
-        raise KitError(f"{root}: holds volumes that `reg2rg synth` did not write (no synth manifest at {manifest}); "
-                       "choose an empty folder")
+        raise KitError(
+            f"{root}: holds volumes that `reg2rg synth` did not write (no synth manifest at {manifest}); "
+            "choose an empty folder"
+        )
     for name, path in found.volumes.items():
         if name not in keep:
             path.unlink()

@@ -1,11 +1,13 @@
-"""Inserted findings: each paints plausible HU into the CT, may claim voxels for a region, and records what it did.
+"""Inserted findings: each paints plausible HU into the CT, may claim voxels for a region, and records what it
+did.
 
-Every function takes the case's CT (float32 HU, modified in place), its fine label map (modified in place), the
-voxel-centre coordinates in mm and a numpy Generator, and returns a `Finding` (or None if the anatomy had no room
-for it). The report writer and the label CSV are derived from these records only: exact ground truth.
+Every function takes the case's CT (float32 HU, modified in place), its fine label map (modified in place),
+the voxel-centre coordinates in mm and a numpy Generator, and returns a `Finding` (or None if the anatomy had
+no room for it). The report writer and the label CSV are derived from these records only: exact ground truth.
 
-Sizes are in mm on the physical grid, so a texture crop (which is resized to a fixed shape) loses them: absolute
-size, side, and "enlarged" findings (cardiomegaly, effusions, hernia) need the geometry mask or the global image.
+Sizes are in mm on the physical grid, so a texture crop (which is resized to a fixed shape) loses them:
+absolute size, side, and "enlarged" findings (cardiomegaly, effusions, hernia) need the geometry mask or the
+global image.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Canvas:
         return np.isin(self.fine, [FINE[c] for c in classes])
 
     def edt(self, mask: np.ndarray) -> np.ndarray:
-        """Distance (mm) from each voxel inside `mask` to the nearest voxel outside it (computed in its box)."""
+        """Distance (mm) from each voxel inside `mask` to the nearest voxel outside it (computed in its
+        box)."""
         out = np.zeros(self.shape, np.float64)
         idx = np.argwhere(mask)
         if idx.size:
@@ -60,15 +63,18 @@ class Canvas:
         """Soft ellipsoid weight (1 inside, ramping to 0 over about one voxel) in a box around `centre`."""
         half = np.ceil(np.asarray(radii_mm) / self.spacing).astype(int) + 2
         box = tuple(slice(max(0, c - h), min(n, c + h + 1)) for c, h, n in zip(centre, half, self.shape))
-        grids = np.meshgrid(*[(np.arange(s.start, s.stop) - c) * sp for s, c, sp in zip(box, centre, self.spacing)],
-                            indexing="ij")
+        grids = np.meshgrid(
+            *[(np.arange(s.start, s.stop) - c) * sp for s, c, sp in zip(box, centre, self.spacing)],
+            indexing="ij",
+        )
         rn = np.sqrt(sum((g / r) ** 2 for g, r in zip(grids, radii_mm)))
         soft = float(np.min(radii_mm)) / float(self.spacing[:2].max())  # edge width ~ one in-plane voxel
         return box, np.clip(0.5 + (1.0 - rn) * soft, 0.0, 1.0).astype(np.float32)
 
     def paint(self, box, weight: np.ndarray, hu: float | np.ndarray, claim: str | None = None,
               over: np.ndarray | None = None) -> None:
-        """Blend `hu` into the CT with `weight`; voxels with weight > 0.5 (and allowed by `over`) become `claim`."""
+        """Blend `hu` into the CT with `weight`; voxels with weight > 0.5 (and allowed by `over`) become
+        `claim`."""
         if over is not None:
             weight = weight * over[box]
         self.ct[box] = self.ct[box] * (1 - weight) + np.asarray(hu, np.float32) * weight
@@ -210,7 +216,11 @@ def _surface_spots(canvas: Canvas, rng: np.random.Generator, organ: np.ndarray, 
 
 def arterial_calcification(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
     n = _surface_spots(canvas, rng, canvas.mask("aorta"), int(rng.integers(4, 11)), 900.0, 2.5)
-    return Finding("arterial_calcification", "mediastinum", "Arterial wall calcification", {"spots": n}) if n else None
+    return (
+        Finding("arterial_calcification", "mediastinum", "Arterial wall calcification", {"spots": n})
+        if n
+        else None
+    )
 
 
 def coronary_calcification(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
@@ -221,7 +231,11 @@ def coronary_calcification(canvas: Canvas, rng: np.random.Generator) -> Finding 
     upper = np.zeros(canvas.shape, bool)
     upper[:, :, zs[0] + int(0.45 * (zs[-1] - zs[0])):] = True  # the AV groove and proximal vessels
     n = _surface_spots(canvas, rng, heart, int(rng.integers(2, 7)), 850.0, 2.5, where=upper)
-    return Finding("coronary_calcification", "heart", "Coronary artery wall calcification", {"spots": n}) if n else None
+    return (
+        Finding("coronary_calcification", "heart", "Coronary artery wall calcification", {"spots": n})
+        if n
+        else None
+    )
 
 
 def hiatal_hernia(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
@@ -234,7 +248,9 @@ def hiatal_hernia(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
     centre = np.round([xy[0], xy[1], zs[0] + 0.6 * radii[2] / canvas.spacing[2]]).astype(int)
     centre = np.clip(centre, 0, np.array(canvas.shape) - 1)
     box, w = canvas.blob(centre, radii)
-    allowed = canvas.mask("background", "mediastinum_fill", "esophagus", "pleura", "stomach", "abdomen_other", *LOBES)
+    allowed = canvas.mask(
+        "background", "mediastinum_fill", "esophagus", "pleura", "stomach", "abdomen_other", *LOBES
+    )
     # fluid below, a gas cap above (an air-fluid level in the herniated stomach)
     zz = np.arange(box[2].start, box[2].stop)[None, None, :]
     hu = np.where(zz > centre[2] + 0.3 * radii[2] / canvas.spacing[2], -850.0, 25.0).astype(np.float32)
@@ -253,11 +269,15 @@ def lymphadenopathy(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
         if c is None:
             break
         box, w = canvas.blob(c, np.array([short / 2, short / 2, 0.65 * short]))
-        canvas.paint(box, w, rng.uniform(35, 50) + rng.normal(0, 6, w.shape), claim="lymph_node", over=allowed)
+        canvas.paint(
+            box, w, rng.uniform(35, 50) + rng.normal(0, 6, w.shape), claim="lymph_node", over=allowed
+        )
         sizes.append(int(round(short)))
     if not sizes:
         return None
-    return Finding("lymphadenopathy", "mediastinum", "Lymphadenopathy", {"size_mm": max(sizes), "count": len(sizes)})
+    return Finding(
+        "lymphadenopathy", "mediastinum", "Lymphadenopathy", {"size_mm": max(sizes), "count": len(sizes)}
+    )
 
 
 def sternotomy_wires(canvas: Canvas, rng: np.random.Generator) -> Finding | None:
@@ -268,7 +288,9 @@ def sternotomy_wires(canvas: Canvas, rng: np.random.Generator) -> Finding | None
         return None
     mid = int(round(np.argwhere(canvas.mask(*LOBES, "heart")).mean(0)[0]))
     painted = 0
-    for z in np.linspace(heart_z[0], min(canvas.shape[2] - 1, heart_z[-1] + 3), int(rng.integers(4, 7))).astype(int):
+    for z in np.linspace(
+        heart_z[0], min(canvas.shape[2] - 1, heart_z[-1] + 3), int(rng.integers(4, 7))
+    ).astype(int):
         col = bone[max(0, mid - 3): mid + 4, :, z]
         if not col.any():
             continue
@@ -313,10 +335,18 @@ FINDING_RATES: dict[str, float] = {
 }
 CARDIOMEGALY_RATE = 0.2
 GENERATORS = {
-    "lung_nodule": lung_nodule, "consolidation": consolidation, "lung_opacity": lung_opacity,
-    "emphysema": emphysema, "atelectasis": atelectasis, "pleural_effusion": pleural_effusion,
-    "pericardial_effusion": pericardial_effusion, "arterial_calcification": arterial_calcification,
-    "coronary_calcification": coronary_calcification, "hiatal_hernia": hiatal_hernia,
-    "lymphadenopathy": lymphadenopathy, "sternotomy_wires": sternotomy_wires, "thyroid_nodule": thyroid_nodule,
+    "lung_nodule": lung_nodule,
+    "consolidation": consolidation,
+    "lung_opacity": lung_opacity,
+    "emphysema": emphysema,
+    "atelectasis": atelectasis,
+    "pleural_effusion": pleural_effusion,
+    "pericardial_effusion": pericardial_effusion,
+    "arterial_calcification": arterial_calcification,
+    "coronary_calcification": coronary_calcification,
+    "hiatal_hernia": hiatal_hernia,
+    "lymphadenopathy": lymphadenopathy,
+    "sternotomy_wires": sternotomy_wires,
+    "thyroid_nodule": thyroid_nodule,
     "liver_cyst": liver_cyst,
 }

@@ -1,8 +1,10 @@
-"""One synthetic patient: deform the atlas, insert findings, vary intensity, cut region masks, write the report.
+"""One synthetic patient: deform the atlas, insert findings, vary intensity, cut region masks, write the
+report.
 
-Deformation is one resampling of the atlas on the benchmark grid: a random affine (patient size and pose), a smooth
-elastic field, and for cardiomegaly an "inflation" of the heart about its centre. Every random draw comes from one
-`numpy.random.Generator` seeded by (seed, split, index), so a case never depends on how many others are made.
+Deformation is one resampling of the atlas on the benchmark grid: a random affine (patient size and pose), a
+smooth elastic field, and for cardiomegaly an "inflation" of the heart about its centre. Every random draw
+comes from one `numpy.random.Generator` seeded by (seed, split, index), so a case never depends on how many
+others are made.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _rotation(rz: float, rx: float) -> np.ndarray:
 
 
 def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation matrix from a coarse grid spanning the same extent (corners aligned)."""
+    """(n_out, n_in) linear-interpolation matrix from a coarse grid spanning the same extent (corners
+    aligned)."""
     pos = np.linspace(0, n_in - 1, n_out)
     lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
     frac = (pos - lo).astype(np.float32)
@@ -59,8 +62,11 @@ def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _voxel_mm(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
     """(3, X, Y, Z) float32 voxel-centre coordinates in mm (read-only, shared by all cases)."""
-    q = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) * np.float32(s) for n, s in zip(shape, spacing)],
-                             indexing="ij"))
+    q = np.stack(
+        np.meshgrid(
+            *[np.arange(n, dtype=np.float32) * np.float32(s) for n, s in zip(shape, spacing)], indexing="ij"
+        )
+    )
     q.setflags(write=False)
     return q
 
@@ -74,7 +80,8 @@ def sampling_coords(atlas: Atlas, rng: np.random.Generator, heart_scale: float) 
     scale = rng.uniform(0.92, 1.08, 3)
     rz, rx = np.deg2rad(rng.uniform(-6, 6)), np.deg2rad(rng.uniform(-2, 2))
     shift = (rng.uniform(-0.03, 0.03, 3) * np.asarray(shape) * sp).astype(np.float32)
-    a = (_rotation(rz, rx) / scale[None, :]).astype(np.float32)  # output mm -> atlas mm (inverse of scaling up)
+    # output mm -> atlas mm (inverse of scaling up)
+    a = (_rotation(rz, rx) / scale[None, :]).astype(np.float32)
     # p = A (q - c) + c + shift, written as A q + b to avoid a full-size temporary
     b = centre + shift - a @ centre
     p = np.einsum("ij,j...->i...", a, q) + b[:, None, None, None]  # (3, X, Y, Z) mm in the atlas
@@ -103,7 +110,9 @@ def resample(volumes: list[np.ndarray], coords: np.ndarray, modes: list[str]) ->
     out = []
     for volume, mode in zip(volumes, modes):
         src = torch.from_numpy(np.array(volume, dtype=np.float32))[None, None]  # (1, 1, X, Y, Z)
-        out.append(F.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy())
+        out.append(
+            F.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy()
+        )
     return out
 
 

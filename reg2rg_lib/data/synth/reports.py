@@ -1,8 +1,8 @@
 """Region paragraphs in CT-RATE style, written only from the inserted findings (so text and labels agree).
 
-Each region has three paraphrases of a normal paragraph; each finding kind three paraphrases of its sentence. The
-vocabulary is kept small and sentences short: the tiny CPU model writes every region's paragraph at test time, so
-the whole report stays around 100-170 words.
+Each region has three paraphrases of a normal paragraph; each finding kind three paraphrases of its sentence.
+The vocabulary is kept small and sentences short: the tiny CPU model writes every region's paragraph at test
+time, so the whole report stays around 100-170 words.
 """
 
 from __future__ import annotations
@@ -100,8 +100,18 @@ ABNORMAL: dict[str, tuple[str, ...]] = {
 }
 
 #: the order paragraphs appear in the whole report (CT-RATE findings run from the airways outwards)
-REPORT_ORDER: tuple[str, ...] = ("trachea and bronchie", "lung", "mediastinum", "heart", "esophagus", "thyroid",
-                                 "pleura", "breast", "bone", "abdomen")
+REPORT_ORDER: tuple[str, ...] = (
+    "trachea and bronchie",
+    "lung",
+    "mediastinum",
+    "heart",
+    "esophagus",
+    "thyroid",
+    "pleura",
+    "breast",
+    "bone",
+    "abdomen",
+)
 assert sorted(REPORT_ORDER) == sorted(REGIONS)
 
 #: a word each positive label's sentence contains (what a test checks in the region paragraph)
@@ -121,7 +131,9 @@ def sentence(finding: Finding, rng: np.random.Generator) -> str:
     return str(rng.choice(ABNORMAL[kind])).format(**finding.params)
 
 
-def region_paragraphs(regions: list[str], findings: list[Finding], rng: np.random.Generator) -> dict[str, str]:
+def region_paragraphs(
+    regions: list[str], findings: list[Finding], rng: np.random.Generator
+) -> dict[str, str]:
     """Paragraph per present region: its findings' sentences, or a normal paraphrase when it has none."""
     out = {}
     for region in regions:
