@@ -1,6 +1,7 @@
 """Where each stage reads and writes inside one profile run's output folder.
 
-A later stage reads only what an earlier one wrote here, so any notebook can run on its own once its inputs exist.
+A later stage reads only what an earlier one wrote here, so any notebook can run on its own once its inputs
+exist.
 
     outputs/<profile>/
       data/benchmark/      the embedded benchmark in the RadGenome-ChestCT layout (`reg2rg synth`)
@@ -254,7 +255,8 @@ EMBEDDING_CONFIG, EMBEDDING_WEIGHTS = "config.json", "model.safetensors"
 
 
 # ---- training checkpoints: `RUN/checkpoints/step-00000100/`, complete once its COMPLETE marker is written --------
-#: The marker a checkpoint folder gets last (train/checkpoints.py writes it); a folder without it is never loaded.
+#: The marker a checkpoint folder gets last (train/checkpoints.py writes it); a folder without it is never
+#: loaded.
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 

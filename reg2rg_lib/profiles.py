@@ -27,7 +27,8 @@ import yaml
 
 from reg2rg_lib.errors import KitError
 
-PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper", "demo_smollm2")  # demo_smollm2: Table 7's pretrained LLM
+# demo_smollm2: Table 7's pretrained LLM
+PROFILE_NAMES: tuple[str, ...] = ("smoke", "demo", "paper", "demo_smollm2")
 BASE = "base"  # the block of profiles.yaml that every profile starts from
 
 Size3 = tuple[int, int, int]  # (H, W, D) voxels
@@ -44,7 +45,8 @@ class DataSection:
     """What data the pipeline makes or reads, and at which sizes."""
 
     cases_train: int | None  # embedded benchmark cases in the train split; None: every case of a real dataset
-    cases_validation: int | None  # ... and in the validation split (carved from train); None: the dataset's list
+    # ... and in the validation split (carved from train); None: the dataset's list
+    cases_validation: int | None
     cases_test: int | None  # ... and in the test split
     synth_seed: int  # same seed, same bytes
     synth_shape: Size3  # grid the embedded volumes are written at (the source CT is 512x512x133)
@@ -58,11 +60,14 @@ class ModelSection:
 
     preset: str  # a key of model.config.PRESETS: "cpu-tiny" | "cpu-small" | "paper" (or an old alias)
     llm_path: str | None  # HF name or local folder; None: a random LLaMA built from the preset
-    llm_arch: str | None  # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (scratch-2x64, ...)
-    vision_checkpoint: str | None = None  # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
+    # None: the preset's LLM size; or a key of model.config.LLM_ARCHS (scratch-2x64, ...)
+    llm_arch: str | None
+    # RadFM_vit3d.pth path; "pretrained": this run's `reg2rg pretrain-vision`
+    vision_checkpoint: str | None = None
     #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
     rereference: bool = False  # region i's tokens again after "The region i is <organ>:" (the paper: false)
-    mask_coverage: bool = False  # the geometry encoder reads the masks' area-resized coverage, not binarised masks
+    # the geometry encoder reads the masks' area-resized coverage, not binarised masks
+    mask_coverage: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class PretrainSection:
-    """Vision pretraining, the CPU stand-in for RadFM's (`train.pretrain_vision`, `reg2rg pretrain-vision`)."""
+    """Vision pretraining, the CPU stand-in for RadFM's (`train.pretrain_vision`,
+    `reg2rg pretrain-vision`)."""
 
     objective: str  # "findings" | "findings+organ" | "simmim" (chosen on validation: benchmarks/RESULTS.md)
     epochs: int  # passes over the train split's region crops and global images
@@ -126,7 +132,8 @@ class FiguresSection:
     """Where the tables and figures take the authors' released outputs from (`report.regenerate.Inputs`)."""
 
     release_dir: str  # authors' released CTRG outputs, repo-relative; used when neither a parameter nor
-    #                   $REG2RG_RELEASE names one (report.release.find_release); "": left out, and tables say so
+    #                   $REG2RG_RELEASE names one (report.release.find_release); "": left out, and tables say
+    #                   so
     recompute_release: bool  # Table 1: also recompute NLG from the released predictions (needs WordNet)
 
 
@@ -173,9 +180,16 @@ class Profile:
 
 
 #: The sections of a profile, in the order of profiles.yaml.
-SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "pretrain": PretrainSection,
-                             "train": TrainSection, "generate": GenerateSection, "ablations": AblationsSection,
-                             "figures": FiguresSection, "notebooks": NotebooksSection}
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "model": ModelSection,
+    "pretrain": PretrainSection,
+    "train": TrainSection,
+    "generate": GenerateSection,
+    "ablations": AblationsSection,
+    "figures": FiguresSection,
+    "notebooks": NotebooksSection,
+}
 
 
 # ---- loading -----------------------------------------------------------------------------------------------

@@ -1,18 +1,19 @@
 """`reg2rg bench train-demo`: samples/s of today's training loop against the fast path.
 
 Both arms train the profile's model (the same initial weights, seed, recipe: `train_run`'s model, dataset and
-settings) on the same batches, in one process, step by step alternately (which goes first alternates too), so a
-change in the machine's load falls on both:
+settings) on the same batches, in one process, step by step alternately (which goes first alternates too), so
+a change in the machine's load falls on both:
 
-- **today's loop**: `ReportDataset.__getitem__` + `Collator` through the DataLoader `fit` builds, `run.reg2rg_step`,
-  accelerate's backward, clipping and AdamW (`loop.Updates`, the update `fit` runs);
+- **today's loop**: `ReportDataset.__getitem__` + `Collator` through the DataLoader `fit` builds,
+  `run.reg2rg_step`, accelerate's backward, clipping and AdamW (`loop.Updates`, the update `fit` runs);
 - **the fast path**: `fast.FastTrainData` + `fast.fast_loss` (see its module docstring), fused AdamW.
 
-Before the clocks: the frozen-ViT feature cache is built and the fast path's tables (`FastTrainData`, which checks
-every case's item against the dataset's). The loss check then runs both losses and gradients on `--check` batches
-at the same (initial) weights: the difference is float rounding. During the timed steps the two copies train in
-lockstep; their losses drift apart only by rounding (`trajectory_max_abs_diff`). `--breakdown` adds where a step
-of today's loop spends its time (forward and backward per component, by module hooks; the optimizer).
+Before the clocks: the frozen-ViT feature cache is built and the fast path's tables (`FastTrainData`, which
+checks every case's item against the dataset's). The loss check then runs both losses and gradients on
+`--check` batches at the same (initial) weights: the difference is float rounding. During the timed steps the
+two copies train in lockstep; their losses drift apart only by rounding (`trajectory_max_abs_diff`).
+`--breakdown` adds where a step of today's loop spends its time (forward and backward per component, by module
+hooks; the optimizer).
 
 One file over 400 lines: one benchmark, whose inputs, loss check, timed arms and breakdown all run on the same
 `DemoSetup` (one model, dataset and fast path built once).
@@ -65,10 +66,10 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_demo)
 
 
-# ---- inputs ------------------------------------------------------------------------------------------------------
+# ---- inputs ------------------------------------------------------------------------------------------------
 def demo_inputs(profile: Any, work: str | os.PathLike[str] | None) -> RunPaths:
-    """The profile's prep cache and tokenizer in `work` (built there when missing: the benchmark, its prep cache,
-    the tokenizer, as notebook 01 and `reg2rg train` build them)."""
+    """The profile's prep cache and tokenizer in `work` (built there when missing: the benchmark, its prep
+    cache, the tokenizer, as notebook 01 and `reg2rg train` build them)."""
     from reg2rg_lib.data.prep import PrepParams, prepare
     from reg2rg_lib.data.synth.build import synthesize
     from reg2rg_lib.samples.inputs import ensure_inputs
@@ -81,11 +82,21 @@ def demo_inputs(profile: Any, work: str | os.PathLike[str] | None) -> RunPaths:
     d = profile.data
     if not (paths.cache / "manifest.json").is_file():
         if d.cases_train is None:
-            raise KitError(f"{paths.cache}: no prep cache, and profile {profile.name!r} reads a real dataset; "
-                           "prepare it first (`reg2rg prepare`) and pass --work")
+            raise KitError(
+                f"{paths.cache}: no prep cache, and profile {profile.name!r} reads a real dataset; "
+                "prepare it first (`reg2rg prepare`) and pass --work"
+            )
         if not (paths.data / "manifest.json").is_file():
-            synthesize(paths.data, int(d.cases_train), int(d.cases_test), n_validation=int(d.cases_validation or 0),
-                       seed=d.synth_seed, shape=d.synth_shape, workers=d.workers, progress=False)
+            synthesize(
+                paths.data,
+                int(d.cases_train),
+                int(d.cases_test),
+                n_validation=int(d.cases_validation or 0),
+                seed=d.synth_seed,
+                shape=d.synth_shape,
+                workers=d.workers,
+                progress=False,
+            )
         prepare(paths.data, paths.cache, PrepParams.from_profile(d), workers=d.workers, progress=False)
     quiet = logging.getLogger("reg2rg_lib.train")
     level = quiet.level
@@ -99,7 +110,8 @@ def demo_inputs(profile: Any, work: str | os.PathLike[str] | None) -> RunPaths:
 
 @dataclasses.dataclass
 class DemoSetup:
-    """What both arms share: the profile's initial model, its training dataset and settings, the fast tables."""
+    """What both arms share: the profile's initial model, its training dataset and settings, the fast
+    tables."""
 
     profile: Any
     settings: Any
@@ -131,17 +143,34 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tok)
     features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)
-    dataset = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=True, seed=settings.seed,
-                            region_dropout=settings.region_dropout, region_dropout_max=settings.region_dropout_max)
+    dataset = ReportDataset(
+        cache,
+        "train",
+        tok,
+        cfg,
+        features=features,
+        shuffle_regions=True,
+        seed=settings.seed,
+        region_dropout=settings.region_dropout,
+        region_dropout_max=settings.region_dropout_max,
+    )
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)
     fast_setup_s = time.perf_counter() - t0
     weight = settings.region_name_weight
-    return DemoSetup(profile, settings, model, dataset, fast, functools.partial(reg2rg_step, name_weight=weight),
-                     fast_step_fn(weight), fast_setup_s)
+    return DemoSetup(
+        profile,
+        settings,
+        model,
+        dataset,
+        fast,
+        functools.partial(reg2rg_step, name_weight=weight),
+        fast_step_fn(weight),
+        fast_setup_s,
+    )
 
 
-# ---- the loss check ----------------------------------------------------------------------------------------------
+# ---- the loss check ----------------------------------------------------------------------------------------
 def loss_check(setup: DemoSetup, batches: list[list[int]]) -> dict[str, Any]:
     """Both paths' losses and gradients on `batches` at the initial weights (no update in between)."""
     from reg2rg_lib.samples.collate import Collator
@@ -165,7 +194,7 @@ def loss_check(setup: DemoSetup, batches: list[list[int]]) -> dict[str, Any]:
             "grad_max_rel_diff": grad_rel}
 
 
-# ---- the timed arms ----------------------------------------------------------------------------------------------
+# ---- the timed arms ----------------------------------------------------------------------------------------
 def _batches(n: int, seed: int, batch_size: int, steps: int) -> list[tuple[int, list[int]]]:
     """(epoch, indices) of the first `steps` batches a run sees (`fit`'s order over epochs)."""
     from reg2rg_lib.train.loop import epoch_batches
@@ -185,10 +214,18 @@ def time_arms(setup: DemoSetup, steps: int, warmup: int) -> dict[str, Any]:
     settings, ds, fast = setup.settings, setup.dataset, setup.fast
     plan = _batches(len(ds), settings.seed, settings.batch_size, warmup + steps)
     arms = {
-        "old": (Updates(copy.deepcopy(setup.model), settings, len(ds)), ds, Collator(ds.tokenizer.pad_token_id),
-                setup.old_step),
-        "new": (Updates(copy.deepcopy(setup.model), dataclasses.replace(settings, fused_optimizer=True), len(ds)),
-                fast, fast.collate, setup.new_step),
+        "old": (
+            Updates(copy.deepcopy(setup.model), settings, len(ds)),
+            ds,
+            Collator(ds.tokenizer.pad_token_id),
+            setup.old_step,
+        ),
+        "new": (
+            Updates(copy.deepcopy(setup.model), dataclasses.replace(settings, fused_optimizer=True), len(ds)),
+            fast,
+            fast.collate,
+            setup.new_step,
+        ),
     }
     seconds = {k: [] for k in arms}
     losses = {k: [] for k in arms}
@@ -226,10 +263,10 @@ def time_arms(setup: DemoSetup, steps: int, warmup: int) -> dict[str, Any]:
     return out
 
 
-# ---- where a step of today's loop goes ---------------------------------------------------------------------------
+# ---- where a step of today's loop goes ---------------------------------------------------------------------
 class _Stamps:
-    """Clock readings at today's model's component boundaries, in forward (module hooks) and in backward (gradient
-    hooks on the components' outputs): `marks[name]` after each step's forward and backward."""
+    """Clock readings at today's model's component boundaries, in forward (module hooks) and in backward
+    (gradient hooks on the components' outputs): `marks[name]` after each step's forward and backward."""
 
     def __init__(self, model: Any) -> None:
         from reg2rg_lib.model.llm import base_llm
@@ -275,7 +312,9 @@ class _Stamps:
             h.remove()
 
 
-def _breakdown_step(setup: DemoSetup, model: Any, opt: Any, idx: list[int], stamps: _Stamps) -> dict[str, float]:
+def _breakdown_step(
+    setup: DemoSetup, model: Any, opt: Any, idx: list[int], stamps: _Stamps
+) -> dict[str, float]:
     """Seconds of each part of one plain step of today's path on the batch `idx`."""
     from reg2rg_lib.samples.collate import Collator, model_inputs
 
@@ -351,7 +390,7 @@ def old_breakdown(setup: DemoSetup, steps: int, warmup: int = 3) -> dict[str, fl
     return {key: 1e3 * statistics.median(values) for key, values in parts.items()}
 
 
-# ---- the command -------------------------------------------------------------------------------------------------
+# ---- the command -------------------------------------------------------------------------------------------
 def train_demo(profile_name: str = "demo", work: str | None = None, batch_sizes: list[int] | None = None,
                steps: int = 30, warmup: int = 2, check: int = 3, threads: int | None = None,
                breakdown: bool = False, changes: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -423,7 +462,10 @@ def _train_demo(args: argparse.Namespace) -> int:
         width = max(map(len, parts))
         for key, value in parts.items():
             print(f"  {key:<{width}}  {value:8.2f}")
-        print(f"  {'sum (without iso)':<{width}}  {sum(v for k, v in parts.items() if not k.startswith('iso')):8.2f}")
+        print(
+            f"  {'sum (without iso)':<{width}}  "
+            f"{sum(v for k, v in parts.items() if not k.startswith('iso')):8.2f}"
+        )
     print(f"{'batch':>5}  {'today samples/s':>15}  {'fast samples/s':>14}  {'speedup':>7}  "
           f"{'today ms/step':>13}  {'fast ms/step':>12}  {'loss drift':>10}")
     for r in rows:

@@ -1,25 +1,29 @@
 """`reg2rg import-ct`: a user's CT (a DICOM series, or a NIfTI, NRRD or MHA file) -> one volume of the layout.
 
-The volume is written where the RadGenome-ChestCT layout keeps volume NAME (`data.layout.volume_relpath`), in HU
-(RescaleSlope/Intercept applied), slices ordered by their position along the slice normal, with the affine its
-region masks will share: voxel (i, j, k) -> world millimetres in RAS+, so DICOM's LPS patient coordinates are kept
-(x and y change sign, nothing moves). Voxel axes are flipped or permuted (never resampled) to LAS, the order the
-embedded benchmark's volumes have, so the model sees the CT the way up it was trained on. A JSON record of what was read (`<out>/imports/<NAME>.json`) sits beside it.
+The volume is written where the RadGenome-ChestCT layout keeps volume NAME (`data.layout.volume_relpath`), in
+HU (RescaleSlope/Intercept applied), slices ordered by their position along the slice normal, with the affine
+its region masks will share: voxel (i, j, k) -> world millimetres in RAS+, so DICOM's LPS patient coordinates
+are kept (x and y change sign, nothing moves). Voxel axes are flipped or permuted (never resampled) to LAS,
+the order the embedded benchmark's volumes have, so the model sees the CT the way up it was trained on. A JSON
+record of what was read (`<out>/imports/<NAME>.json`) sits beside it.
 
 Readers, and why:
-- DICOM: pydicom. A pure-Python wheel (no compiled code, no network at run time) that reads every tag this module
-  has to check (Modality, SeriesInstanceUID, ImagePositionPatient, ImageOrientationPatient, PixelSpacing,
-  RescaleSlope/Intercept, GantryDetectorTilt, TransferSyntaxUID) and says, per transfer syntax, whether a pixel
-  decoder is installed, so a compressed series without one fails with a clear message instead of a traceback.
+- DICOM: pydicom. A pure-Python wheel (no compiled code, no network at run time) that reads every tag this
+  module has to check (Modality, SeriesInstanceUID, ImagePositionPatient, ImageOrientationPatient,
+  PixelSpacing, RescaleSlope/Intercept, GantryDetectorTilt, TransferSyntaxUID) and says, per transfer syntax,
+  whether a pixel decoder is installed, so a compressed series without one fails with a clear message instead
+  of a traceback.
 - NIfTI: nibabel, through the kit's own checked reader (`data.layout.read_nifti`).
-- NRRD / MHA / MHD: SimpleITK (the `io` extra: `pip install "reg2rg-kit[io]"`), imported only when such a file comes.
+- NRRD / MHA / MHD: SimpleITK (the `io` extra: `pip install "reg2rg-kit[io]"`), imported only when such a file
+  comes.
 
-Refused, with one line naming the file: an empty folder, no DICOM file, not a CT (Modality), several CT series and
-no `--series` (the UIDs are listed), a slice without ImagePositionPatient, duplicate slice positions, missing
-slices (a gap of a whole number of slice spacings), uneven slice spacing (refused, not resampled: resample it
-yourself and import the result as NIfTI), gantry tilt, slices of different size or orientation, a compressed
-transfer syntax without a decoder. Other objects in the folder (RTSTRUCT, SEG, SR, files that are not DICOM, other
-series) are skipped and listed in the record. Files are written under a temporary name and renamed at the end.
+Refused, with one line naming the file: an empty folder, no DICOM file, not a CT (Modality), several CT series
+and no `--series` (the UIDs are listed), a slice without ImagePositionPatient, duplicate slice positions,
+missing slices (a gap of a whole number of slice spacings), uneven slice spacing (refused, not resampled:
+resample it yourself and import the result as NIfTI), gantry tilt, slices of different size or orientation, a
+compressed transfer syntax without a decoder. Other objects in the folder (RTSTRUCT, SEG, SR, files that are
+not DICOM, other series) are skipped and listed in the record. Files are written under a temporary name and
+renamed at the end.
 
 One file over 400 lines: every reader ends in the same checked `CTVolume` and the refusals above, and
 `write_dicom_series` (notebook 08's DICOM export) must write exactly what `read_dicom_series` accepts, so the
@@ -50,7 +54,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = (NIFTI_SUFFIX, ".nii", ".nrrd", ".nhdr", ".mha
 #: volume names the layout understands: <split>_<patient>_<scan>_<reconstruction>, e.g. valid_9001_a_1
 NAME_RE = re.compile(r"^(?:" + "|".join(SPLIT_PREFIXES) + r")_[A-Za-z0-9]+_[A-Za-z0-9]+_[A-Za-z0-9]+$")
 #: modalities of objects that carry no CT image: skipped and listed
-NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "SEG", "SR", "PR", "KO", "REG", "RTPLAN", "RTDOSE", "RTRECORD", "DOC"})
+NON_IMAGE_MODALITIES = frozenset(
+    {"RTSTRUCT", "SEG", "SR", "PR", "KO", "REG", "RTPLAN", "RTDOSE", "RTRECORD", "DOC"}
+)
 #: slice positions closer than this (mm) are duplicates
 DUPLICATE_MM = 0.01
 #: spacing deviation allowed between neighbouring slices: max(SPACING_ATOL_MM, SPACING_RTOL * median spacing)
@@ -60,8 +66,9 @@ TILT_MAX_DEG = 0.1
 #: patient LPS <-> RAS: x and y change sign
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-#: voxel axes of written volumes: x to the patient's left, y to anterior, z to superior, as the embedded benchmark
-#: (the kit's training data) stores them, so the model sees an imported CT the way up it was trained on
+#: voxel axes of written volumes: x to the patient's left, y to anterior, z to superior, as the embedded
+#: benchmark (the kit's training data) stores them, so the model sees an imported CT the way up it was trained
+#: on
 ORIENTATION: tuple[str, str, str] = ("L", "A", "S")
 
 
@@ -85,28 +92,44 @@ class ImportResult:
 def check_name(name: str) -> str:
     """NAME as the layout needs it (`valid_9001_a_1`); a KitError says what is wrong otherwise."""
     if not NAME_RE.match(name):
-        raise KitError(f"volume name {name!r} does not fit the layout: use <split>_<patient>_<scan>_<recon> with "
-                       f"split one of {', '.join(SPLIT_PREFIXES)} (e.g. valid_9001_a_1)")
+        raise KitError(
+            f"volume name {name!r} does not fit the layout: use <split>_<patient>_<scan>_<recon> with "
+            f"split one of {', '.join(SPLIT_PREFIXES)} (e.g. valid_9001_a_1)"
+        )
     return name
 
 
 def import_ct(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], name: str,
               series: str | None = None) -> ImportResult:
-    """Read `src` (a DICOM folder or an image file), check it, and write it as volume `name` under `out_dir`."""
+    """Read `src` (a DICOM folder or an image file), check it, and write it as volume `name` under
+    `out_dir`."""
     check_name(name)
     vol = read_ct(src, series)
     out_dir = Path(out_dir).expanduser().resolve()
     target = out_dir / volume_relpath(name)
     vol = to_orientation(vol, ORIENTATION)
     data = vol.data
-    if np.all(np.isfinite(data)) and data.min() >= -32768 and data.max() <= 32767 and np.all(data == np.round(data)):
+    if (
+        np.all(np.isfinite(data))
+        and data.min() >= -32768
+        and data.max() <= 32767
+        and np.all(data == np.round(data))
+    ):
         data = data.astype(np.int16)  # whole HU values: stored as int16 like RadGenome's volumes
     write_nifti(target, data, vol.affine)
     spacing = np.linalg.norm(vol.affine[:3, :3], axis=0)
-    record = {"name": name, "volume": target.relative_to(out_dir).as_posix(), "shape": list(vol.data.shape),
-              "spacing_mm": [round(float(s), 5) for s in spacing], "affine_ras": np.round(vol.affine, 6).tolist(),
-              "dtype": str(data.dtype), "hu_range": [float(vol.data.min()), float(vol.data.max())],
-              "orientation": "".join(ORIENTATION), "resampled": False, **vol.record}
+    record = {
+        "name": name,
+        "volume": target.relative_to(out_dir).as_posix(),
+        "shape": list(vol.data.shape),
+        "spacing_mm": [round(float(s), 5) for s in spacing],
+        "affine_ras": np.round(vol.affine, 6).tolist(),
+        "dtype": str(data.dtype),
+        "hu_range": [float(vol.data.min()), float(vol.data.max())],
+        "orientation": "".join(ORIENTATION),
+        "resampled": False,
+        **vol.record,
+    }
     if vol.data.min() > -500:
         record["warning"] = f"lowest value {vol.data.min():g} > -500: no air in the volume; is it in HU?"
         logger.warning(f"[import-ct] {src}: {record['warning']}")
@@ -121,7 +144,8 @@ def to_orientation(vol: CTVolume, axcodes: tuple[str, str, str]) -> CTVolume:
     change = ornt_transform(current, axcodes2ornt(axcodes))
     if np.array_equal(change, [[0, 1], [1, 1], [2, 1]]):
         return vol
-    data = np.asfortranarray(apply_orientation(vol.data, change))  # NIfTI's voxel order: written without a transpose
+    # NIfTI's voxel order: written without a transpose
+    data = np.asfortranarray(apply_orientation(vol.data, change))
     affine = vol.affine @ inv_ornt_aff(change, vol.data.shape)
     return CTVolume(data, affine, vol.record)
 
@@ -140,7 +164,7 @@ def read_ct(src: str | os.PathLike[str], series: str | None = None) -> CTVolume:
     return read_dicom_series(path.parent, series)  # a single .dcm file: its folder is the series
 
 
-# ---------------------------------------------------------------------------------------------------- image files
+# ------------------------------------------------------------------------------------------------ image files
 
 
 def read_image_file(path: Path) -> CTVolume:
@@ -157,18 +181,23 @@ def read_image_file(path: Path) -> CTVolume:
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise BadInputError(path, f"not a readable image ({str(err).strip().splitlines()[-1][:120]})") from None
+        raise BadInputError(
+            path, f"not a readable image ({str(err).strip().splitlines()[-1][:120]})"
+        ) from None
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise BadInputError(path, f"expected a 3-D single-channel image, got {img.GetDimension()}-D with "
                                   f"{img.GetNumberOfComponentsPerPixel()} component(s)")
-    data = np.asfortranarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0), dtype=np.float32)  # (z,y,x)->(x,y,z)
+    # (z,y,x)->(x,y,z)
+    data = np.asfortranarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0), dtype=np.float32)
     if not np.isfinite(data).all():
         raise BadInputError(path, f"{int((~np.isfinite(data)).sum())} non-finite voxel(s)")
     direction = np.array(img.GetDirection(), float).reshape(3, 3)
     lps = np.eye(4)
     lps[:3, :3] = direction * np.array(img.GetSpacing(), float)[None, :]
     lps[:3, 3] = img.GetOrigin()
-    return CTVolume(data, LPS_TO_RAS @ lps, {"source": str(path), "reader": f"SimpleITK {sitk.Version.VersionString()}"})
+    return CTVolume(
+        data, LPS_TO_RAS @ lps, {"source": str(path), "reader": f"SimpleITK {sitk.Version.VersionString()}"}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- DICOM
@@ -183,9 +212,12 @@ def _pydicom():
 
 
 def scan_dicom(folder: Path) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
-    """(path, header) of every DICOM file under `folder` (pixels not read), and the files that are not DICOM."""
+    """(path, header) of every DICOM file under `folder` (pixels not read), and the files that are not
+    DICOM."""
     pydicom = _pydicom()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:]))
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:])
+    )
     if not files:
         raise BadInputError(folder, "empty folder (no files)")
     headers, skipped = [], []
@@ -193,7 +225,9 @@ def scan_dicom(folder: Path) -> tuple[list[tuple[Path, Any]], list[dict[str, str
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as err:
-            skipped.append({"file": str(p.relative_to(folder)), "reason": f"not DICOM ({type(err).__name__})"})
+            skipped.append(
+                {"file": str(p.relative_to(folder)), "reason": f"not DICOM ({type(err).__name__})"}
+            )
             continue
         headers.append((p, ds))
     if not headers:
@@ -214,22 +248,32 @@ def pick_series(folder: Path, headers: list[tuple[Path, Any]], series: str | Non
     pre_skipped = []
     for p, ds in headers:
         if "Rows" not in ds:  # no image (DICOMDIR, RTSTRUCT, SR, ...): nothing to import
-            pre_skipped.append({"file": str(p.relative_to(folder)),
-                                "reason": f"{getattr(ds, 'Modality', '') or 'non-image'} object without pixel data"})
+            pre_skipped.append(
+                {
+                    "file": str(p.relative_to(folder)),
+                    "reason": f"{getattr(ds, 'Modality', '') or 'non-image'} object without pixel data",
+                }
+            )
         elif "LOCALIZER" in [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]:
             pre_skipped.append({"file": str(p.relative_to(folder)), "reason": "localizer (scout) image"})
         else:
             by_uid[str(getattr(ds, "SeriesInstanceUID", "") or "<no SeriesInstanceUID>")].append((p, ds))
     if not by_uid:
-        raise BadInputError(folder, "no image series: " + "; ".join(sorted({s["reason"] for s in pre_skipped})))
-    modality = {uid: str(getattr(items[0][1], "Modality", "") or "?").upper() for uid, items in by_uid.items()}
+        raise BadInputError(
+            folder, "no image series: " + "; ".join(sorted({s["reason"] for s in pre_skipped}))
+        )
+    modality = {
+        uid: str(getattr(items[0][1], "Modality", "") or "?").upper() for uid, items in by_uid.items()
+    }
     ct = [uid for uid in by_uid if modality[uid] == "CT"]
     if series is not None:
         if series not in by_uid:
             raise BadInputError(folder, f"no series {series}; found " + "; ".join(
                 f"{modality[u]} {_describe(u, by_uid[u])}" for u in by_uid))
         if modality[series] != "CT":
-            raise BadInputError(by_uid[series][0][0], f"not a CT: Modality {modality[series]} (series {series})")
+            raise BadInputError(
+                by_uid[series][0][0], f"not a CT: Modality {modality[series]} (series {series})"
+            )
         chosen = series
     elif len(ct) > 1:
         raise BadInputError(folder, f"{len(ct)} CT series; choose one with --series UID: "
@@ -242,8 +286,12 @@ def pick_series(folder: Path, headers: list[tuple[Path, Any]], series: str | Non
         raise BadInputError(folder, "no CT image series, only " + ", ".join(sorted(set(modality.values()))))
     else:
         chosen = ct[0]
-    skipped = pre_skipped + [{"file": str(p.relative_to(folder)), "reason": f"{modality[uid]} series {uid} "
-                              "(not imported)"} for uid, items in by_uid.items() if uid != chosen for p, _ in items]
+    skipped = pre_skipped + [
+        {"file": str(p.relative_to(folder)), "reason": f"{modality[uid]} series {uid} (not imported)"}
+        for uid, items in by_uid.items()
+        if uid != chosen
+        for p, _ in items
+    ]
     return chosen, by_uid[chosen], skipped
 
 
@@ -286,7 +334,9 @@ def slice_geometry(folder: Path, items: list[tuple[Path, Any]]) -> tuple[list[tu
     """The slices sorted along their normal and the voxel -> LPS affine; refuses what cannot be one volume."""
     first_path, first = items[0]
     if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
-        raise BadInputError(first_path, "multi-frame (enhanced) CT is not supported; convert it to NIfTI first")
+        raise BadInputError(
+            first_path, "multi-frame (enhanced) CT is not supported; convert it to NIfTI first"
+        )
     iop = _float_list(first, "ImageOrientationPatient", 6, first_path)
     spacing = _float_list(first, "PixelSpacing", 2, first_path)
     if iop is None or spacing is None:
@@ -299,13 +349,17 @@ def slice_geometry(folder: Path, items: list[tuple[Path, Any]]) -> tuple[list[tu
             raise BadInputError(p, "missing ImagePositionPatient: the slice position is unknown")
         tilt = float(getattr(ds, "GantryDetectorTilt", 0) or 0)
         if abs(tilt) > TILT_MAX_DEG:
-            raise BadInputError(p, f"gantry tilt of {tilt:g} degrees (GantryDetectorTilt); correct the tilt first")
+            raise BadInputError(
+                p, f"gantry tilt of {tilt:g} degrees (GantryDetectorTilt); correct the tilt first"
+            )
         other = _float_list(ds, "ImageOrientationPatient", 6, p)
         if other is None or not np.allclose(other, iop, atol=1e-4):
             raise BadInputError(p, "ImageOrientationPatient differs from the other slices' (not one volume)")
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols) or not np.allclose(
                 _float_list(ds, "PixelSpacing", 2, p), spacing, atol=1e-4):
-            raise BadInputError(p, "slice size or PixelSpacing differs from the other slices' (not one volume)")
+            raise BadInputError(
+                p, "slice size or PixelSpacing differs from the other slices' (not one volume)"
+            )
         positions.append(ipp)
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
@@ -321,8 +375,11 @@ def slice_geometry(folder: Path, items: list[tuple[Path, Any]]) -> tuple[list[tu
     return items, lps
 
 
-def _check_spacing(folder: Path, items: list[tuple[Path, Any]], pos: np.ndarray, normal: np.ndarray) -> np.ndarray:
-    """The slice-to-slice step vector (mm), after refusing duplicates, missing slices, uneven spacing and tilt."""
+def _check_spacing(
+    folder: Path, items: list[tuple[Path, Any]], pos: np.ndarray, normal: np.ndarray
+) -> np.ndarray:
+    """The slice-to-slice step vector (mm), after refusing duplicates, missing slices, uneven spacing and
+    tilt."""
     if len(items) < 2:
         raise BadInputError(items[0][0], "only one slice: not a volume")
     along = pos @ normal  # (K,) mm along the normal
@@ -330,8 +387,11 @@ def _check_spacing(folder: Path, items: list[tuple[Path, Any]], pos: np.ndarray,
     dup = np.flatnonzero(gaps < DUPLICATE_MM)
     if dup.size:
         a, b = items[dup[0]][0], items[dup[0] + 1][0]
-        raise BadInputError(folder, f"duplicate slice position {along[dup[0]]:.2f} mm in {a.name} and {b.name} "
-                                    f"({dup.size} duplicate(s)); remove the repeated acquisition")
+        raise BadInputError(
+            folder,
+            f"duplicate slice position {along[dup[0]]:.2f} mm in {a.name} and {b.name} "
+            f"({dup.size} duplicate(s)); remove the repeated acquisition",
+        )
     typical = float(np.median(gaps))
     tol = max(SPACING_ATOL_MM, SPACING_RTOL * typical)
     bad = np.flatnonzero(np.abs(gaps - typical) > tol)
@@ -339,12 +399,18 @@ def _check_spacing(folder: Path, items: list[tuple[Path, Any]], pos: np.ndarray,
         k = int(bad[0])
         ratio = gaps[k] / typical
         if ratio > 1.5 and abs(ratio - round(ratio)) * typical <= tol:
-            raise BadInputError(folder, f"missing slice(s): a gap of {gaps[k]:.2f} mm between {items[k][0].name} "
-                                        f"and {items[k + 1][0].name} where slices are {typical:.2f} mm apart "
-                                        f"({int(round(ratio)) - 1} slice position(s) missing)")
-        raise BadInputError(folder, f"uneven slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm, typically "
-                                    f"{typical:.3f}); refused, not resampled: resample it to even slices and "
-                                    "import that as NIfTI")
+            raise BadInputError(
+                folder,
+                f"missing slice(s): a gap of {gaps[k]:.2f} mm between {items[k][0].name} "
+                f"and {items[k + 1][0].name} where slices are {typical:.2f} mm apart "
+                f"({int(round(ratio)) - 1} slice position(s) missing)",
+            )
+        raise BadInputError(
+            folder,
+            f"uneven slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm, typically "
+            f"{typical:.3f}); refused, not resampled: resample it to even slices and "
+            "import that as NIfTI",
+        )
     step = (pos[-1] - pos[0]) / (len(pos) - 1)
     off_axis = np.linalg.norm(step - (step @ normal) * normal)
     angle = float(np.degrees(np.arctan2(off_axis, abs(step @ normal))))
@@ -355,10 +421,12 @@ def _check_spacing(folder: Path, items: list[tuple[Path, Any]], pos: np.ndarray,
 
 
 def read_pixels(items: list[tuple[Path, Any]]) -> np.ndarray:
-    """(X, Y, Z) float32 HU of the sorted slices: stored values x RescaleSlope + RescaleIntercept, per slice."""
+    """(X, Y, Z) float32 HU of the sorted slices: stored values x RescaleSlope + RescaleIntercept, per
+    slice."""
     pydicom = _pydicom()
     first = items[0][1]
-    vol = np.empty((int(first.Columns), int(first.Rows), len(items)), np.float32, order="F")  # slices contiguous
+    # slices contiguous
+    vol = np.empty((int(first.Columns), int(first.Rows), len(items)), np.float32, order="F")
     for k, (p, _) in enumerate(items):
         ds = pydicom.dcmread(p)
         try:
@@ -367,7 +435,9 @@ def read_pixels(items: list[tuple[Path, Any]]) -> np.ndarray:
             raise BadInputError(p, f"cannot decode pixel data ({type(err).__name__}: "
                                    f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
         if stored.shape != (vol.shape[1], vol.shape[0]):
-            raise BadInputError(p, f"pixel data of shape {stored.shape}, expected {(vol.shape[1], vol.shape[0])}")
+            raise BadInputError(
+                p, f"pixel data of shape {stored.shape}, expected {(vol.shape[1], vol.shape[0])}"
+            )
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
         vol[:, :, k] = stored.T.astype(np.float32) * np.float32(slope) + np.float32(inter)  # (Columns, Rows)
@@ -394,14 +464,22 @@ def read_dicom_series(folder: Path, series: str | None = None) -> CTVolume:
     return CTVolume(data, LPS_TO_RAS @ lps, record)
 
 
-def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | os.PathLike[str], *,
-                       series_uid: str | None = None, study_uid: str | None = None, intercept: float = -1024.0,
-                       description: str = "reg2rg-kit export") -> list[Path]:
+def write_dicom_series(
+    hu: np.ndarray,
+    affine: np.ndarray,
+    folder: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    intercept: float = -1024.0,
+    description: str = "reg2rg-kit export",
+) -> list[Path]:
     """Write an (X, Y, Z) HU volume with a voxel -> RAS+ `affine` as a CT series of single-slice DICOM files.
 
-    Stored values are HU - `intercept` (RescaleSlope 1), uncompressed (explicit VR little endian), one file per
-    axial slice `IM0001.dcm` ...; UIDs are derived from the volume's bytes unless given, so a rerun writes the same
-    files. Notebook 08 uses it to turn the benchmark's NIfTI source into the DICOM series a user would bring.
+    Stored values are HU - `intercept` (RescaleSlope 1), uncompressed (explicit VR little endian), one file
+    per axial slice `IM0001.dcm` ...; UIDs are derived from the volume's bytes unless given, so a rerun writes
+    the same files. Notebook 08 uses it to turn the benchmark's NIfTI source into the DICOM series a user
+    would bring.
     """
     _pydicom()  # a clear message when it is missing
     from pydicom.dataset import FileDataset, FileMetaDataset

@@ -1,8 +1,8 @@
 """Uncertainty for Tables 4-7: bootstrap 95% CIs per run and paired bootstrap tests against `full`.
 
-The same resample indices serve every run (`reg2rg_lib.metrics.stats`), so case-level difficulty cancels out in
-the paired differences. Written to `ablation_stats.csv` (run, metric, value, ci_low, ci_high, delta, p_value);
-`verdicts` turns it into better / worse / no evidence per run and metric.
+The same resample indices serve every run (`reg2rg_lib.metrics.stats`), so case-level difficulty cancels out
+in the paired differences. Written to `ablation_stats.csv` (run, metric, value, ci_low, ci_high, delta,
+p_value); `verdicts` turns it into better / worse / no evidence per run and metric.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from reg2rg_lib.metrics.stats import (
 )
 from reg2rg_lib.paths import RunFolder, RunPaths
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Bootstrap CIs and paired tests
 
 
@@ -51,7 +51,9 @@ class PerCase:
         pos = {k: i for i, k in enumerate(self.ids)}
         missing = [i for i in ids if i not in pos]
         if missing:
-            raise BadInputError(where, f"no per-case scores for {len(missing)} test case(s), e.g. {missing[0]}")
+            raise BadInputError(
+                where, f"no per-case scores for {len(missing)} test case(s), e.g. {missing[0]}"
+            )
         order = np.array([pos[i] for i in ids], dtype=np.int64)
         return PerCase(list(ids), {k: v[order] for k, v in self.scores.items()},
                        None if self.y_true is None else self.y_true[order],
@@ -60,7 +62,9 @@ class PerCase:
 
 def per_case(metrics_dir: Path) -> PerCase:
     """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L and CE labels from a run's evaluation folder."""
-    nlg = read_csv_checked(metrics_dir / "nlg_per_sample.csv", required=("id", "BLEU-4"), what="per-sample NLG")
+    nlg = read_csv_checked(
+        metrics_dir / "nlg_per_sample.csv", required=("id", "BLEU-4"), what="per-sample NLG"
+    )
     ids = nlg["id"].astype(str).tolist()
     scores = {m: nlg[m].astype(float).to_numpy() for m in ("BLEU-4", "METEOR", "ROUGE-L") if m in nlg.columns}
     region = json.loads((metrics_dir / "region_metrics.json").read_text())
@@ -93,11 +97,11 @@ def ablation_stats(
     baselines: Mapping[str, Path] | None = None,
     seeds: Sequence[int] = (0,),
 ) -> pd.DataFrame:
-    """Long table, one row per (run, metric): value, ci_low, ci_high, delta_vs_full, p_vs_full, p_holm, family,
-    tests_in_family, n_resamples, seeds, kind, distinct_reports, n_test_cases, same_as.
+    """Long table, one row per (run, metric): value, ci_low, ci_high, delta_vs_full, p_vs_full, p_holm,
+    family, tests_in_family, n_resamples, seeds, kind, distinct_reports, n_test_cases, same_as.
 
-    `value` is the run's own evaluation (summary.json; NaN where not applicable); CIs and p-values come from one
-    set of resample indices shared by all runs (paired). `p_holm` is Holm-adjusted within the run's table
+    `value` is the run's own evaluation (summary.json; NaN where not applicable); CIs and p-values come from
+    one set of resample indices shared by all runs (paired). `p_holm` is Holm-adjusted within the run's table
     (`grid.family`; the baselines are a family of their own; a run that is another's model, `same_as`, is not
     tested). `aliases` maps a run to the run whose outputs it
     reused (its `same_as`); `folders` maps a run to its folder under `runs/` (default: the run's name, or its
@@ -119,10 +123,15 @@ def ablation_stats(
     for run in [*runs, *(baselines or {})]:
         reps = replicates(per_case(folder[run]).take(ref_data.ids, folder[run]), idx)
         kind = "baseline" if run in (baselines or {}) else "run"
-        extra = {"family": "baselines" if kind == "baseline" else family(run), "n_resamples": int(n_resamples),
-                 "seeds": len(seeds), "kind": kind, "same_as": aliases.get(run, ""),
-                 "distinct_reports": values[run].get("distinct_reports", math.nan),
-                 "n_test_cases": values[run].get("n_test_cases", math.nan)}
+        extra = {
+            "family": "baselines" if kind == "baseline" else family(run),
+            "n_resamples": int(n_resamples),
+            "seeds": len(seeds),
+            "kind": kind,
+            "same_as": aliases.get(run, ""),
+            "distinct_reports": values[run].get("distinct_reports", math.nan),
+            "n_test_cases": values[run].get("n_test_cases", math.nan),
+        }
         for metric in SUMMARY_METRICS:
             given = values[run].get(metric)
             rows.append({"run": run, "metric": metric, **_compare(
@@ -192,9 +201,10 @@ def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENC
     """For every run and metric: the difference to `full` and what it means, in words.
 
     `verdict` is "full better" / "run better" when the paired bootstrap test, Holm-adjusted within the run's
-    table (`p_holm`; the raw p where a stats file has none), is below `alpha`, "no clear difference" otherwise,
-    and "not applicable" where the run has no value (e.g. region accuracy without RRA). `note` flags a verdict
-    that rests on near-constant output (the run's or full's: `baselines.is_near_constant`). Baselines get none.
+    table (`p_holm`; the raw p where a stats file has none), is below `alpha`, "no clear difference"
+    otherwise, and "not applicable" where the run has no value (e.g. region accuracy without RRA). `note`
+    flags a verdict that rests on near-constant output (the run's or full's: `baselines.is_near_constant`).
+    Baselines get none.
     """
     rows = []
     kinds = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
@@ -216,7 +226,9 @@ def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENC
         note = "; ".join(n for n in notes if n) if tested else ""
         rows.append({"run": r["run"], "metric": r["metric"], "delta_vs_full": r["delta_vs_full"],
                      "p_vs_full": r["p_vs_full"], "p_holm": p, "verdict": verdict, "note": note})
-    return pd.DataFrame(rows, columns=["run", "metric", "delta_vs_full", "p_vs_full", "p_holm", "verdict", "note"])
+    return pd.DataFrame(
+        rows, columns=["run", "metric", "delta_vs_full", "p_vs_full", "p_holm", "verdict", "note"]
+    )
 
 
 def _extras(stats: pd.DataFrame, run: str) -> dict[str, float]:

@@ -1,20 +1,22 @@
 """Baselines beside every table of kit runs, how varied a run's reports are, and the shuffled-order probe.
 
-A score means little without what a model that never looks at the CT gets. Two constant reports, the same text for
-every test case, are scored exactly as the runs are (`evaluate_predictions` against the same references and labels):
+A score means little without what a model that never looks at the CT gets. Two constant reports, the same text
+for every test case, are scored exactly as the runs are (`evaluate_predictions` against the same references
+and labels):
 
-- `baseline_normal`: for each region in canonical order "The region i is <organ>: <paragraph>", the paragraph being
-  the organ's most frequent one among the TRAIN cases without any finding (all train cases for an organ no such
-  case has).
+- `baseline_normal`: for each region in canonical order "The region i is <organ>: <paragraph>", the paragraph
+  being the organ's most frequent one among the TRAIN cases without any finding (all train cases for an organ
+  no such case has).
   Its region accuracy is the *canonical-order baseline*: organ names written by position alone.
-- `baseline_frequent_finding`: the same report with the paragraphs of one TRAIN case that has the train split's
-  most frequent finding (the case with that finding and the fewest others), so its CE precision on that label is
-  the label's prevalence: what a constant "finding" sentence earns.
+- `baseline_frequent_finding`: the same report with the paragraphs of one TRAIN case that has the train
+  split's most frequent finding (the case with that finding and the fewest others), so its CE precision on
+  that label is the label's prevalence: what a constant "finding" sentence earns.
 
-`output_diversity` counts the distinct reports of a run; `near_constant` flags a run whose verdicts rest on (almost)
-one report. `shuffled_order_probe` generates `full`'s reports with each case's regions in a shuffled order at test
-time: a model that reads the region features names the organs as well as in canonical order, one that learned the
-position (region i is the i-th organ of the canonical list) falls towards the canonical-order baseline.
+`output_diversity` counts the distinct reports of a run; `near_constant` flags a run whose verdicts rest on
+(almost) one report. `shuffled_order_probe` generates `full`'s reports with each case's regions in a shuffled
+order at test
+time: a model that reads the region features names the organs as well as in canonical order, one that learned
+the position (region i is the i-th organ of the canonical list) falls towards the canonical-order baseline.
 Files: `out_dir/baselines/<name>/{predictions.csv,metrics/}`, `out_dir/baselines.json`,
 `runs/full/shuffled_regions/{predictions.csv,metrics/region_metrics.json}`.
 """
@@ -58,7 +60,7 @@ NEAR_CONSTANT_TOP_SHARE = 0.5
 NEAR_CONSTANT_DISTINCT_SHARE = 0.2
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # How varied a run's output is
 
 
@@ -75,14 +77,15 @@ def output_diversity(pred_csv: str | Path) -> dict[str, Any]:
 
 
 def is_near_constant(distinct: float, n: float, top_share: float | None = None) -> bool:
-    """The near-constant rule (see the module constants); `top_share` None: judged by the distinct count only."""
+    """The near-constant rule (see the module constants); `top_share` None: judged by the distinct count
+    only."""
     if n <= 1:
         return False
     few = distinct < NEAR_CONSTANT_DISTINCT_SHARE * n or distinct <= 1
     return bool(few or (top_share is not None and top_share >= NEAR_CONSTANT_TOP_SHARE))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The constant reports, from the TRAIN split
 
 
@@ -105,15 +108,16 @@ def normal_paragraphs(train: Sequence[CaseRecord]) -> dict[str, str]:
 
 
 def most_frequent_finding(train: Sequence[CaseRecord]) -> tuple[str, int] | None:
-    """(label, number of train cases with it) of the train split's most frequent finding; None without labels."""
+    """(label, number of train cases with it) of the train split's most frequent finding; None without
+    labels."""
     counts = {lab: sum(int(r.labels.get(lab, 0)) for r in train) for lab in LABELS}
     best = max(LABELS, key=lambda lab: counts[lab])  # ties: LABELS order
     return (best, counts[best]) if counts[best] > 0 else None
 
 
 def baseline_reports(train: Sequence[CaseRecord], cfg: Any) -> dict[str, dict[str, Any]]:
-    """{baseline name: {"report", "description", ...}}: the constant reports, in the RRA target format of `cfg`
-    with every region in canonical order."""
+    """{baseline name: {"report", "description", ...}}: the constant reports, in the RRA target format of
+    `cfg` with every region in canonical order."""
     normal = normal_paragraphs(train)
     order = [r for r in REGIONS if r in normal]
     out = {"baseline_normal": {
@@ -144,10 +148,13 @@ def write_constant_predictions(reference_csv: str | Path, report: str, out_csv: 
     return Path(out_csv)
 
 
-def canonical_order_accuracy(reference_csv: str | Path, cache_dir: str | Path, profile: Profile) -> float | None:
-    """Region accuracy of `baseline_normal` (the organ names written in canonical order, by position alone) on the
-    cases and references of `reference_csv`, e.g. notebook 03's validation reports; None where no reference region
-    is numbered. The same number as `baselines.json`'s `canonical_order_region_accuracy` on other cases."""
+def canonical_order_accuracy(
+    reference_csv: str | Path, cache_dir: str | Path, profile: Profile
+) -> float | None:
+    """Region accuracy of `baseline_normal` (the organ names written in canonical order, by position alone) on
+    the cases and references of `reference_csv`, e.g. notebook 03's validation reports; None where no
+    reference region is numbered. The same number as `baselines.json`'s `canonical_order_region_accuracy` on
+    other cases."""
     train = load_cache(cache_dir).cases("train")
     if not train:
         raise BadInputError(cache_dir, "no train cases to build the baselines from")
@@ -160,21 +167,30 @@ def canonical_order_accuracy(reference_csv: str | Path, cache_dir: str | Path, p
     return float(m["accuracy"]) if m["n_scored"] else None
 
 
-def run_baselines(profile: Profile, paths: RunPaths, reference_csv: Path, labels: Path | None) -> dict[str, Any]:
+def run_baselines(
+    profile: Profile, paths: RunPaths, reference_csv: Path, labels: Path | None
+) -> dict[str, Any]:
     """Write, evaluate and describe every baseline against the references of `reference_csv` (the `full` run's
     predictions); write `out_dir/baselines.json` and return it ({"baselines": {name: {...metrics}}, ...})."""
     train = load_cache(paths.cache).cases("train")
     if not train:
         raise BadInputError(paths.cache, "no train cases to build the baselines from")
     made = baseline_reports(train, Reg2RGConfig.from_profile(profile))
-    result: dict[str, Any] = {"profile": profile.name, "reference": str(reference_csv.relative_to(paths.root))
-                              if reference_csv.is_relative_to(paths.root) else str(reference_csv), "baselines": {}}
+    result: dict[str, Any] = {
+        "profile": profile.name,
+        "reference": str(reference_csv.relative_to(paths.root))
+        if reference_csv.is_relative_to(paths.root)
+        else str(reference_csv),
+        "baselines": {},
+    }
     for name, info in made.items():
         folder = RunFolder(paths.baseline(name))
         pred = write_constant_predictions(reference_csv, info["report"], folder.predictions())
         headline = evaluate_predictions(pred, folder.metrics(), labels=labels, bootstrap=0,
                                         ground_truth=benchmark_manifest(paths.data))  # as the runs are scored
-        metrics = {k: float(v) for k, v in headline.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        metrics = {
+            k: float(v) for k, v in headline.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         result["baselines"][name] = {**info, **metrics, **output_diversity(pred)}
     if "baseline_normal" in result["baselines"]:
         result["canonical_order_region_accuracy"] = result["baselines"]["baseline_normal"]["region_accuracy"]
@@ -190,14 +206,15 @@ def read_baselines(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Region accuracy with the regions in a shuffled order at test time
 
 
 def shuffled_order_probe(profile: Profile, paths: RunPaths, run_dir: Path, names: Sequence[str],
                          progress: bool = True) -> dict[str, float | None]:
-    """`{"region_accuracy_shuffled": ...}` of the run at `run_dir` (an RRA model) with each test case's regions in
-    a shuffled order (`generate_run(region_order="shuffled")`); generated once per trained model, then reused."""
+    """`{"region_accuracy_shuffled": ...}` of the run at `run_dir` (an RRA model) with each test case's
+    regions in a shuffled order (`generate_run(region_order="shuffled")`); generated once per trained model,
+    then reused."""
     out = RunFolder(RunFolder(run_dir).shuffled_regions)
     pred = out.predictions()
     trained = RunFolder(run_dir).train_summary
@@ -216,7 +233,8 @@ def shuffled_order_probe(profile: Profile, paths: RunPaths, run_dir: Path, names
 
 
 def run_extras(pred_csv: Path) -> dict[str, float]:
-    """The numbers summary.json keeps beside a run's metrics: distinct reports and the share of the top one."""
+    """The numbers summary.json keeps beside a run's metrics: distinct reports and the share of the top
+    one."""
     d = output_diversity(pred_csv)
     return {"distinct_reports": float(d["distinct_reports"]), "top_report_share": float(d["top_share"]),
             "n_test_cases": float(d["n"])}
@@ -230,11 +248,19 @@ def diversity_note(run: str, extras: Mapping[str, Any]) -> str:
     return f"{run} output near-constant: {int(distinct)} distinct report(s) for {int(n)} cases"
 
 
-def annotate_runs(profile: Profile, paths: RunPaths, results: dict[str, dict[str, Any]], folders: Mapping[str, str],
-                  names: Sequence[str], labels: Path | None, progress: bool = True) -> dict[str, Path]:
-    """After the grid's runs: add each run's `run_extras` to its headline in `results` (in place), the shuffled-order
-    region accuracy to `full`'s (an RRA model), and score the baselines against `full`'s references. Returns
-    {baseline name: its folder} for `ablation_stats` (empty when `full` has no predictions)."""
+def annotate_runs(
+    profile: Profile,
+    paths: RunPaths,
+    results: dict[str, dict[str, Any]],
+    folders: Mapping[str, str],
+    names: Sequence[str],
+    labels: Path | None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """After the grid's runs: add each run's `run_extras` to its headline in `results` (in place), the
+    shuffled-order region accuracy to `full`'s (an RRA model), and score the baselines against `full`'s
+    references. Returns {baseline name: its folder} for `ablation_stats` (empty when `full` has no
+    predictions)."""
     for run, folder in folders.items():
         pred = RunFolder(paths.run(folder)).predictions()
         if pred.is_file():
@@ -248,7 +274,7 @@ def annotate_runs(profile: Profile, paths: RunPaths, results: dict[str, dict[str
     return {name: paths.baseline(name) for name in made["baselines"]}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # What notebook 05 shows of them
 
 #: The columns of `baseline_table`, beside the baseline's description.
@@ -256,10 +282,12 @@ BASELINE_COLUMNS = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_
 
 
 def baseline_table(result: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per baseline of a `baselines.json` (`read_baselines`): its headline metrics, distinct reports and
-    test cases, and what it is; empty (same columns) when there are none."""
-    rows = [{"baseline": name, **{c: b.get(c) for c in BASELINE_COLUMNS}, "description": b.get("description", "")}
-            for name, b in (result.get("baselines") or {}).items()]
+    """One row per baseline of a `baselines.json` (`read_baselines`): its headline metrics, distinct reports
+    and test cases, and what it is; empty (same columns) when there are none."""
+    rows = [
+        {"baseline": name, **{c: b.get(c) for c in BASELINE_COLUMNS}, "description": b.get("description", "")}
+        for name, b in (result.get("baselines") or {}).items()
+    ]
     return pd.DataFrame(rows, columns=["baseline", *BASELINE_COLUMNS, "description"]).set_index("baseline")
 
 
@@ -268,10 +296,14 @@ def shuffled_story(full: Mapping[str, Any], canonical: float | None) -> str:
     `region_accuracy_shuffled`) and the canonical-order baseline."""
     acc, shuffled = full.get("region_accuracy"), full.get("region_accuracy_shuffled")
     if acc is None or shuffled is None:
-        return ("The shuffled-order probe did not run (no region accuracy of `full`, e.g. a model without RRA, or "
-                "no shuffled predictions).")
-    text = (f"Region accuracy of `full` with the regions in canonical order: {acc:.4f}; with each test case's "
-            f"regions shuffled: {shuffled:.4f} ({shuffled - acc:+.4f}).")
+        return (
+            "The shuffled-order probe did not run (no region accuracy of `full`, e.g. a model without RRA, "
+            "or no shuffled predictions)."
+        )
+    text = (
+        f"Region accuracy of `full` with the regions in canonical order: {acc:.4f}; with each test case's "
+        f"regions shuffled: {shuffled:.4f} ({shuffled - acc:+.4f})."
+    )
     if canonical is None:
         return text + " No canonical-order baseline to compare with (baselines.json is absent)."
     text += f" Writing the organ names in canonical order by position alone scores {canonical:.4f}."

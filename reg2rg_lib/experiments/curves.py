@@ -7,8 +7,8 @@ training-time look). Two ways to get the points:
 
 - during training: `checkpoint_scorer(...)` is a `train_run(..., on_checkpoint=...)` callback that scores each
   checkpoint as soon as it is saved, before the Training stage prunes it (it keeps the newest
-  `keep_checkpoints`), and writes its row to `run_dir/region_accuracy_by_step.csv`; so the demo's 2000 steps with
-  `save_every` 500 give 4 points although only 2 checkpoints stay on disk;
+  `keep_checkpoints`), and writes its row to `run_dir/region_accuracy_by_step.csv`; so the demo's 2000 steps
+  with `save_every` 500 give 4 points although only 2 checkpoints stay on disk;
 - afterwards: `region_accuracy_by_step` scores every complete checkpoint still on disk (reports cached under
   `run_dir/curve/`, so a rerun only reads them) and adds the rows of the table for the pruned steps.
 
@@ -48,12 +48,19 @@ def _expected_cases(cache_dir: str | os.PathLike[str], split: str, limit: int | 
     return min(n, limit) if limit else n
 
 
-def score_checkpoint(step: int, folder: Path, run_dir: Path, cache_dir: str | os.PathLike[str], profile: Profile,
-                     split: str = "validation", limit: int | None = CURVE_CASES,
-                     progress: bool = False) -> dict[str, Any]:
-    """The curve's row of the checkpoint `folder` (step `step`): its reports of the first `limit` cases of `split`
-    (`run_dir/curve/<split>-step-N.csv`, reused while newer than the checkpoint and complete) and their region
-    accuracy (None where no reference region is numbered, e.g. a run without RRA)."""
+def score_checkpoint(
+    step: int,
+    folder: Path,
+    run_dir: Path,
+    cache_dir: str | os.PathLike[str],
+    profile: Profile,
+    split: str = "validation",
+    limit: int | None = CURVE_CASES,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The curve's row of the checkpoint `folder` (step `step`): its reports of the first `limit` cases of
+    `split` (`run_dir/curve/<split>-step-N.csv`, reused while newer than the checkpoint and complete) and
+    their region accuracy (None where no reference region is numbered, e.g. a run without RRA)."""
     out = run_dir / CURVE_DIR / f"{split}-step-{step}.csv"
     want = _expected_cases(cache_dir, split, limit)
     if out.is_file() and (out.stat().st_mtime < (folder / COMPLETE).stat().st_mtime
@@ -61,12 +68,26 @@ def score_checkpoint(step: int, folder: Path, run_dir: Path, cache_dir: str | os
         out.unlink()  # an older training's reports at this step, or another number of cases
     if not out.is_file():
         decode = DecodeSettings.from_profile(profile.generate)
-        generate_run(folder, cache_dir, out, decode=decode, batch_size=profile.generate.batch_size, split=split,
-                     limit=limit, progress=progress)
+        generate_run(
+            folder,
+            cache_dir,
+            out,
+            decode=decode,
+            batch_size=profile.generate.batch_size,
+            split=split,
+            limit=limit,
+            progress=progress,
+        )
     pairs = read_report_pairs(out, allow_empty_predictions=True)
     m = region_recognition(pairs.references, pairs.predictions, pairs.ids)
-    row = {"step": step, "region_accuracy": m["accuracy"] if m["n_scored"] else None, "n_scored": m["n_scored"],
-           "n_cases": m["n"], "split": split, "predictions": str(out.relative_to(run_dir))}
+    row = {
+        "step": step,
+        "region_accuracy": m["accuracy"] if m["n_scored"] else None,
+        "n_scored": m["n_scored"],
+        "n_cases": m["n"],
+        "split": split,
+        "predictions": str(out.relative_to(run_dir)),
+    }
     acc = "n/a" if row["region_accuracy"] is None else f"{row['region_accuracy']:.4f}"
     logger.info(f"[curve] step {step}: region accuracy {acc} on {m['n']} {split} cases")
     return row
@@ -83,13 +104,18 @@ def read_step_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return table
 
 
-def checkpoint_scorer(run_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], profile: str | Profile,
-                      limit: int | None = CURVE_CASES, split: str = "validation",
-                      fresh: bool = False) -> Callable[[int, Path], None]:
-    """An `on_checkpoint(step, folder)` callback for `train.run.train_run`: score each checkpoint as it is saved and
-    keep its row in `run_dir/region_accuracy_by_step.csv`. Rows of steps at or after the one just saved (a
-    restarted or resumed run's future) are replaced; `fresh` (a run started from step 0, `resume=False`) drops all
-    earlier rows at the first checkpoint."""
+def checkpoint_scorer(
+    run_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    profile: str | Profile,
+    limit: int | None = CURVE_CASES,
+    split: str = "validation",
+    fresh: bool = False,
+) -> Callable[[int, Path], None]:
+    """An `on_checkpoint(step, folder)` callback for `train.run.train_run`: score each checkpoint as it is
+    saved and keep its row in `run_dir/region_accuracy_by_step.csv`. Rows of steps at or after the one just
+    saved (a restarted or resumed run's future) are replaced; `fresh` (a run started from step 0,
+    `resume=False`) drops all earlier rows at the first checkpoint."""
     run_dir, prof, drop_all = Path(run_dir), load_profile(profile), [fresh]
 
     def on_checkpoint(step: int, folder: Path) -> None:
@@ -97,9 +123,14 @@ def checkpoint_scorer(run_dir: str | os.PathLike[str], cache_dir: str | os.PathL
             logger.warning(f"[curve] the prep cache {cache_dir} has no {split} cases: step {step} not scored")
             return
         row = score_checkpoint(step, Path(folder), run_dir, cache_dir, prof, split, limit)
-        kept = [] if drop_all[0] else [r for r in read_step_table(run_dir).to_dict("records") if r["step"] < step]
+        kept = (
+            []
+            if drop_all[0]
+            else [r for r in read_step_table(run_dir).to_dict("records") if r["step"] < step]
+        )
         drop_all[0] = False
-        rows = [{k: ("" if v is None or v != v else v) for k, v in r.items()} for r in [*kept, row]]  # NaN: ""
+        # NaN: ""
+        rows = [{k: ("" if v is None or v != v else v) for k, v in r.items()} for r in [*kept, row]]
         write_csv_atomic(run_dir / STEP_TABLE, CURVE_COLUMNS, rows, lineterminator="\n")
 
     return on_checkpoint
@@ -113,12 +144,13 @@ def region_accuracy_by_step(
     split: str = "validation",
     progress: bool = False,
 ) -> pd.DataFrame:
-    """One row per scored step, in step order: step, region_accuracy (None where no reference region is numbered),
-    n_scored, n_cases, split, predictions (the CSV, relative to `run_dir`).
+    """One row per scored step, in step order: step, region_accuracy (None where no reference region is
+    numbered), n_scored, n_cases, split, predictions (the CSV, relative to `run_dir`).
 
-    Checkpoints still on disk are scored here (`score_checkpoint`, reports cached); steps pruned since come from
-    `run_dir/region_accuracy_by_step.csv` when `checkpoint_scorer` wrote them during training with the same split
-    and number of cases. Reports are decoded with the profile's `generate` settings, as notebook 04's are."""
+    Checkpoints still on disk are scored here (`score_checkpoint`, reports cached); steps pruned since come
+    from `run_dir/region_accuracy_by_step.csv` when `checkpoint_scorer` wrote them during training with the
+    same split and number of cases. Reports are decoded with the profile's `generate` settings, as notebook
+    04's are."""
     run_dir, prof = Path(run_dir), load_profile(profile)
     if not _expected_cases(cache_dir, split, limit):
         logger.warning(f"[curve] the prep cache {cache_dir} has no {split} cases: no checkpoint scored")
@@ -130,25 +162,35 @@ def region_accuracy_by_step(
     for r in read_step_table(run_dir).to_dict("records"):
         if (r["step"] not in on_disk and r["split"] == split and r["n_cases"] == want
                 and (last is None or r["step"] < last)):
-            rows.append({**r, "region_accuracy": None if pd.isna(r["region_accuracy"]) else r["region_accuracy"]})
+            rows.append(
+                {**r, "region_accuracy": None if pd.isna(r["region_accuracy"]) else r["region_accuracy"]}
+            )
     return pd.DataFrame(sorted(rows, key=lambda r: r["step"]), columns=list(CURVE_COLUMNS))
 
 
 def curve_story(curve: pd.DataFrame, baseline: float | None = None) -> str:
-    """Notebook 03's sentence under the curve, from the curve's own rows (and the canonical-order baseline on the
-    same cases, when given)."""
+    """Notebook 03's sentence under the curve, from the curve's own rows (and the canonical-order baseline on
+    the same cases, when given)."""
     if curve.empty:
-        return ("No checkpoint was scored: the run has no complete checkpoint and no rows written while training, "
-                "or the prep cache has no validation cases (rebuild it with notebook 01).")
-    points = ", ".join(f"step {int(r.step)}: " + ("n/a" if pd.isna(r.region_accuracy) else f"{r.region_accuracy:.4f}")
-                       for r in curve.itertuples())
+        return (
+            "No checkpoint was scored: the run has no complete checkpoint and no rows written while "
+            "training, or the prep cache has no validation cases (rebuild it with notebook 01)."
+        )
+    points = ", ".join(
+        f"step {int(r.step)}: " + ("n/a" if pd.isna(r.region_accuracy) else f"{r.region_accuracy:.4f}")
+        for r in curve.itertuples()
+    )
     n, split = int(curve["n_cases"].iloc[-1]), curve["split"].iloc[-1]
-    text = f"Region accuracy of the greedy reports of {n} {split} cases at {len(curve)} checkpoint(s): {points}."
+    text = (
+        f"Region accuracy of the greedy reports of {n} {split} cases at {len(curve)} checkpoint(s): {points}."
+    )
     last = curve["region_accuracy"].iloc[-1]
     if baseline is not None and not pd.isna(last):
         side = "above" if last > baseline else "below" if last < baseline else "equal to"
-        text += (f" Writing the organ names in canonical order (position alone) scores {baseline:.4f} on the same "
-                 f"cases; the last checkpoint is {side} it ({last - baseline:+.4f}).")
+        text += (
+            f" Writing the organ names in canonical order (position alone) scores {baseline:.4f} on the same "
+            f"cases; the last checkpoint is {side} it ({last - baseline:+.4f})."
+        )
     elif baseline is None:
         text += " No canonical-order baseline was computed for these cases."
     if len(curve) < 2:

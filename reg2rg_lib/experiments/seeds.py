@@ -1,10 +1,11 @@
 """The ablation grid's spread over training seeds, and whether another machine's run lands inside it.
 
-`make reproduce` trains every ablation once, at the profile's seed. This benchmark trains the same grid at other
-seeds (`reg2rg bench seeds`), each in its own folder whose prep cache, data, tokenizer and pretrained ViT are links
-to the reproduce folder's (so only the training seed differs), and keeps one row per (run, seed, CPU kernels) in a
-CSV committed under `benchmarks/seeds/`. The README's demo table reads that CSV for each run's mean and s.d.;
-`check_within` says whether a run with other CPU kernels (`ATEN_CPU_CAPABILITY=default`) stays inside the spread.
+`make reproduce` trains every ablation once, at the profile's seed. This benchmark trains the same grid at
+other seeds (`reg2rg bench seeds`), each in its own folder whose prep cache, data, tokenizer and pretrained
+ViT are links to the reproduce folder's (so only the training seed differs), and keeps one row per (run, seed,
+CPU kernels) in a CSV committed under `benchmarks/seeds/`. The README's demo table reads that CSV for each
+run's mean and s.d.; `check_within` says whether a run with other CPU kernels (`ATEN_CPU_CAPABILITY=default`)
+stays inside the spread.
 
     reg2rg bench seeds --profile demo --seeds 1,2 --from outputs/demo --out outputs/demo_seeds
 """
@@ -29,7 +30,8 @@ SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE
 COLUMNS: tuple[str, ...] = ("run", "seed", "cpu_capability", *SPREAD_METRICS)
 #: Written after `COLUMNS`: the torch threads a row's run trained with (`train.threads`; older files lack it).
 THREADS = "threads"
-#: What a seed folder shares with the reproduce folder (read-only inputs; the runs/ and summaries are its own).
+#: What a seed folder shares with the reproduce folder (read-only inputs; the runs/ and summaries are its
+#: own).
 SHARED: tuple[str, ...] = ("cache", "data", "tokenizer", "vision")
 
 
@@ -64,9 +66,9 @@ def main_family(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str],
                       threads: int | None = None, train_threads: int | None = None) -> list[dict[str, Any]]:
-    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and `family`, and the torch
-    threads it trained with: `threads` (another count than the profile's), else the profile's `train_threads`,
-    else the summary's `torch_threads` (torch's default then)."""
+    """One spread row per run of a `summary.json` (`runs` only), labelled with its seed and `family`, and the
+    torch threads it trained with: `threads` (another count than the profile's), else the profile's
+    `train_threads`, else the summary's `torch_threads` (torch's default then)."""
     environment = summary.get("environment", {})
     capability = family(environment.get("torch_cpu_capability", "unknown"), threads)
     used = threads or train_threads or environment.get("torch_threads")
@@ -81,8 +83,8 @@ def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str]
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a spread CSV (metrics as floats, empty cells as None, `threads` None where the file has no such
-    column or cell); [] when the file does not exist."""
+    """The rows of a spread CSV (metrics as floats, empty cells as None, `threads` None where the file has no
+    such column or cell); [] when the file does not exist."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -92,7 +94,11 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise BadInputError(path, f"not a seed-spread file (needs the columns {', '.join(COLUMNS)})")
         rows = []
         for r in reader:
-            row: dict[str, Any] = {"run": r["run"], "seed": int(r["seed"]), "cpu_capability": r["cpu_capability"]}
+            row: dict[str, Any] = {
+                "run": r["run"],
+                "seed": int(r["seed"]),
+                "cpu_capability": r["cpu_capability"],
+            }
             row.update({m: float(r[m]) if r[m] not in ("", "None") else None for m in SPREAD_METRICS})
             threads = r.get(THREADS) or ""
             row[THREADS] = int(float(threads)) if threads not in ("", "None") else None
@@ -112,7 +118,9 @@ def merge_rows(path: str | os.PathLike[str], new: Sequence[Mapping[str, Any]]) -
     return rows
 
 
-def spread(rows: Sequence[Mapping[str, Any]], capability: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+def spread(
+    rows: Sequence[Mapping[str, Any]], capability: str | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
     """`{run: {metric: {"mean", "sd", "min", "max", "n"}}}` over the seeds of each run (one CPU kernel family:
     `capability`, default `main_family`). The s.d. is the sample s.d. (n - 1); 0 for one seed."""
     if capability is None:
@@ -167,8 +175,8 @@ def check_within(rows: Sequence[Mapping[str, Any]], capability: str, reference: 
 
 def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[str], parallel: int | None,
              progress: bool, threads: int | None = None) -> dict[str, Any]:
-    """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`), with
-    `train.threads` = `threads` when given."""
+    """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`),
+    with `train.threads` = `threads` when given."""
     from reg2rg_lib.experiments.runner import run_ablations
     from reg2rg_lib.profiles import load_profile
 
@@ -185,8 +193,12 @@ def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[st
 TIE = 0.01
 
 
-def directions(rows: Sequence[Mapping[str, Any]], capability: str, reference: str = "full",
-               metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1")) -> dict[tuple[str, str], list[str]]:
+def directions(
+    rows: Sequence[Mapping[str, Any]],
+    capability: str,
+    reference: str = "full",
+    metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1"),
+) -> dict[tuple[str, str], list[str]]:
     """`{(run, metric): ["below" | "above" | "tie", ...]}`: each seed's run against `reference` at the same seed
     (`capability` rows only; a difference within `TIE` is a tie)."""
     by_seed = {(r["run"], r["seed"]): r for r in rows if r["cpu_capability"] == capability}

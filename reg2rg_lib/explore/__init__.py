@@ -1,9 +1,9 @@
 """The region-grounded report explorer (notebook 07): look at a case's CT, its region masks and its reports.
 
-Modules: `paragraphs` (region paragraphs, alignment, word diffs as HTML), `case_scores` (per-case metrics, labeler
-findings), `locate` (the slice of a finding), `case_sources` (prediction files beside a dataset from
-`data.sources`; slices are drawn by `data.slices`), `widgets` (the ipywidgets `Explorer`), `snapshot` (a static
-PNG of the current view), `export` (HTML export of an executed notebook with its widget state, and the
+Modules: `paragraphs` (region paragraphs, alignment, word diffs as HTML), `case_scores` (per-case metrics,
+labeler findings), `locate` (the slice of a finding), `case_sources` (prediction files beside a dataset from
+`data.sources`; slices are drawn by `data.slices`), `widgets` (the ipywidgets `Explorer`), `snapshot` (a
+static PNG of the current view), `export` (HTML export of an executed notebook with its widget state, and the
 `make screenshot` check in headless Chromium).
 
     from reg2rg_lib.explore import open_explorer
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from reg2rg_lib.data.sources import VolumeSource
     from reg2rg_lib.explore.widgets import Explorer
 
-#: Runs whose predictions the explorer shows by default, when present: the full model only. An ablation such as
-#: `no_rra` writes no region prefixes, so beside the ground truth every row of its column reads "missing".
+#: Runs whose predictions the explorer shows by default, when present: the full model only. An ablation such
+#: as `no_rra` writes no region prefixes, so beside the ground truth every row of its column reads "missing".
 DEFAULT_RUNS: tuple[str, ...] = ("full",)
 
 
@@ -57,11 +57,14 @@ def run_predictions(out_dir: str | os.PathLike[str], runs: Iterable[str] = DEFAU
 
 
 def open_report(report_dir: str | os.PathLike[str]) -> tuple[ArraySource, dict[str, Path], str]:
-    """A folder `reg2rg report` wrote (notebook 08): its CT and region masks (RAS+), its predictions, its case."""
+    """A folder `reg2rg report` wrote (notebook 08): its CT and region masks (RAS+), its predictions, its
+    case."""
     report_dir = Path(report_dir).expanduser()
     inputs = ReportFolder(report_dir).inputs
     if not inputs.is_file():
-        raise BadInputError(report_dir, "not a report folder (no report_inputs.json); write one with `reg2rg report`")
+        raise BadInputError(
+            report_dir, "not a report folder (no report_inputs.json); write one with `reg2rg report`"
+        )
     record = json.loads(inputs.read_text())
     ct = read_nifti(record["ct"])
     volume, spacing = to_ras(ct.data, ct.affine, ct.spacing)

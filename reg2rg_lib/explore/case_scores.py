@@ -4,8 +4,8 @@ Two tables, as HTML with inline styles:
 - metrics: region recognition (did "The region i is X" name the ground truth's organ i), region coverage, mean
   word overlap of the paired paragraphs, plus the NLG scores of this case from the run's `nlg_per_sample.csv`
   when notebook 04 wrote one;
-- findings: the 18 CT-RATE abnormalities the rule labeler (Evaluation's `RuleLabeler`) reads in each report, with
-  every prediction's agreement with the ground truth marked (hit, false alarm, miss).
+- findings: the 18 CT-RATE abnormalities the rule labeler (Evaluation's `RuleLabeler`) reads in each report,
+  with every prediction's agreement with the ground truth marked (hit, false alarm, miss).
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ def recognition(gt_text: str, pred_text: str) -> dict[str, float]:
     gt_pars, pred_pars = rep.paragraphs(gt_text), rep.paragraphs(pred_text)
     rows = [r for r in rep.align(gt_pars, pred_pars).values() if r.gt is not None and r.pred is not None]
     return {
-        "region recognition": sum(pred_seq[i] == gt_seq[i] for i in named) / len(named) if named else math.nan,
+        "region recognition": sum(pred_seq[i] == gt_seq[i] for i in named) / len(named)
+        if named
+        else math.nan,
         "region coverage": len({p.region for p in pred_pars} & {p.region for p in gt_pars}) / len(gt_pars)
-        if gt_pars else math.nan,
-        "word overlap": sum(rep.word_overlap(r.gt.text, r.pred.text) for r in rows) / len(rows) if rows else math.nan,
+        if gt_pars
+        else math.nan,
+        "word overlap": sum(rep.word_overlap(r.gt.text, r.pred.text) for r in rows) / len(rows)
+        if rows
+        else math.nan,
     }
 
 
@@ -41,7 +46,9 @@ def _fmt(value: float) -> str:
     return "&ndash;" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def metrics_html(gt_text: str, predictions: Mapping[str, str], scores: Mapping[str, Mapping[str, float]]) -> str:
+def metrics_html(
+    gt_text: str, predictions: Mapping[str, str], scores: Mapping[str, Mapping[str, float]]
+) -> str:
     """Table: one row per prediction source, one column per metric (recognition metrics first, then NLG)."""
     if not predictions:
         return ""
@@ -58,13 +65,16 @@ def metrics_html(gt_text: str, predictions: Mapping[str, str], scores: Mapping[s
 
 
 def findings_html(gt_text: str, predictions: Mapping[str, str]) -> str:
-    """Table of the abnormalities the labeler finds in the ground truth or any prediction, agreement marked."""
+    """Table of the abnormalities the labeler finds in the ground truth or any prediction, agreement
+    marked."""
     sources = {"ground truth": gt_text, **predictions}
     table = RuleLabeler().label([strip_region_prefix(t) for t in sources.values()])
     table.index = list(sources)
     positive = [c for c in table.columns if table[c].any()]
     if not positive:
-        return '<i style="font-size:12px">The labeler finds none of the 18 abnormalities in these reports.</i>'
+        return (
+            '<i style="font-size:12px">The labeler finds none of the 18 abnormalities in these reports.</i>'
+        )
     head = "".join(f'<th style="{_TD}">{html.escape(s)}</th>' for s in ["finding", *sources])
     body = []
     for label in positive:

@@ -2,12 +2,15 @@
 
 Two kinds of dataset are accepted (`open_dataset` tells them apart):
 - a dataset in the RadGenome-ChestCT layout (the embedded benchmark by default), read through
-  `reg2rg_lib.data.layout`: full-resolution volumes in HU with their affine, so slices are shown the right way up;
-- a prepared cache (`reg2rg prepare`), read through `reg2rg_lib.data.prep.load_cache`: the model's own input at
-  `image_size` (the whole CT "full" tensor and the "geometry" masks), to look at exactly what the model saw.
+  `reg2rg_lib.data.layout`: full-resolution volumes in HU with their affine, so slices are shown the right way
+  up;
+- a prepared cache (`reg2rg prepare`), read through `reg2rg_lib.data.prep.load_cache`: the model's own input
+  at `image_size` (the whole CT "full" tensor and the "geometry" masks), to look at exactly what the model
+  saw.
 Predictions come from any number of CSVs in the released format (`AccNum, Question, GT_combined_report,
 Pred_combined_report`; the authors' `GT_whole_report`/`Pred_whole_report` spelling is accepted too), and each
-run's per-case NLG scores from the `metrics/nlg_per_sample.csv` beside its predictions when notebook 04 wrote one.
+run's per-case NLG scores from the `metrics/nlg_per_sample.csv` beside its predictions when notebook 04 wrote
+one.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from reg2rg_lib.paths import RunFolder
 class ExploreCase:
     """Everything the explorer shows for one case.
 
-    `volume` is (X, Y, Z) float32 in HU and RAS+ voxel order; `masks` maps region -> bool (X, Y, Z) in canonical
-    region order; `spacing` is the voxel size in mm. `predictions` maps a source name (e.g. a run) to its report.
+    `volume` is (X, Y, Z) float32 in HU and RAS+ voxel order; `masks` maps region -> bool (X, Y, Z) in
+    canonical region order; `spacing` is the voxel size in mm. `predictions` maps a source name (e.g. a run)
+    to its report.
     """
 
     name: str
@@ -46,8 +50,8 @@ class ExploreCase:
 
 
 def read_prediction_table(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
-    """Case id -> (ground-truth report, predicted report) from a predictions CSV (Evaluation's reader, which knows
-    the kit's and the released column spellings and names the file when it is not a predictions CSV)."""
+    """Case id -> (ground-truth report, predicted report) from a predictions CSV (Evaluation's reader, which
+    knows the kit's and the released column spellings and names the file when it is not a predictions CSV)."""
     pairs = read_report_pairs(path)
     return {case_id(i): (gt, pred) for i, gt, pred in zip(pairs.ids, pairs.references, pairs.predictions)}
 
@@ -55,7 +59,8 @@ def read_prediction_table(path: str | os.PathLike[str]) -> dict[str, tuple[str, 
 def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     """Case -> {metric: value} from the `metrics/nlg_per_sample.csv` next to a predictions CSV ({} if absent).
 
-    That file is what notebook 04 (`metrics.evaluate_predictions`) writes for a run; scores are not recomputed here.
+    That file is what notebook 04 (`metrics.evaluate_predictions`) writes for a run; scores are not recomputed
+    here.
     """
     path = RunFolder(Path(predictions_csv).parent).metrics() / "nlg_per_sample.csv"
     if not path.is_file():

@@ -6,9 +6,10 @@ widget's final state in the notebook's metadata (`metadata.widgets`, mime type
 renderer (`@jupyter-widgets/html-manager`, with require.js) draws the widgets from it without a kernel: the
 explorer appears as it was left, image included.
 
-By default that renderer is loaded from a CDN. This module exports with a local copy instead, so the page works
-offline: the two npm packages are fetched once with `npm pack` (the npm registry's own client), checked against
-pinned SHA-256 sums, unpacked under the asset folder, and copied next to the HTML.
+By default that renderer is loaded from a CDN. This module exports with a local copy instead, so the page
+works
+offline: the two npm packages are fetched once with `npm pack` (the npm registry's own client), checked
+against pinned SHA-256 sums, unpacked under the asset folder, and copied next to the HTML.
 
     python -m reg2rg_lib.explore.export --notebook outputs/demo/notebooks/07_explore.ipynb \
         --png outputs/demo/explorer_screenshot.png        # what `make screenshot` runs (needs chromium, npm)
@@ -37,7 +38,8 @@ from reg2rg_lib.io import atomic_path, write_text_atomic
 logger = logging.getLogger(__name__)
 
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
-#: npm package -> (version, sha256 of the `npm pack` tarball, file the page loads, relative to the package root)
+#: npm package -> (version, sha256 of the `npm pack` tarball, file the page loads, relative to the package
+#: root)
 JS_PACKAGES: dict[str, tuple[str, str, str]] = {
     "@jupyter-widgets/html-manager": (
         "1.0.15", "2b9d65cb7913e1c7d671757a10008b32c9c2448d4429513371e55c07d6107638", "dist/embed-amd.js",
@@ -71,12 +73,15 @@ def fetch_js(root: Path | None = None, quiet: bool = False) -> dict[str, Path]:
                 if res.returncode != 0 or len(tarballs) != 1:
                     raise KitError(f"npm could not fetch {package}@{version}: {res.stderr.strip()[-300:]}")
                 if sha256_file(tarballs[0]) != digest:
-                    raise KitError(f"{package}@{version}: checksum mismatch (expected sha256 {digest[:12]}...)")
+                    raise KitError(
+                        f"{package}@{version}: checksum mismatch (expected sha256 {digest[:12]}...)"
+                    )
                 with tarfile.open(tarballs[0]) as tf:
                     tf.extractall(Path(tmp) / "x", filter="data")
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(folder, ignore_errors=True)
-                shutil.move(str(Path(tmp) / "x" / "package"), folder)  # npm tarballs keep everything in package/
+                # npm tarballs keep everything in package/
+                shutil.move(str(Path(tmp) / "x" / "package"), folder)
         out[package] = folder
     return out
 
@@ -114,7 +119,8 @@ def export_html(notebook: str | os.PathLike[str], out_html: str | os.PathLike[st
         for package, src in fetch_js().items():
             entry = Path(JS_PACKAGES[package][2])
             dest = js / src.name / entry
-            if not dest.is_file():  # copy the entry's folder: the renderer loads its fonts and chunks from there
+            # copy the entry's folder: the renderer loads its fonts and chunks from there
+            if not dest.is_file():
                 if entry.parent != Path("."):
                     shutil.copytree(src / entry.parent, dest.parent, dirs_exist_ok=True)
                 else:
@@ -141,10 +147,16 @@ VIEW_CLASSES: tuple[str, ...] = ("widget-image", "widget-button", "widget-slider
 
 
 def _chromium(args: list[str], wait_ms: int) -> subprocess.CompletedProcess:
-    """Run headless Chromium with a fresh profile; `wait_ms` of virtual time lets the page's scripts finish."""
+    """Run headless Chromium with a fresh profile; `wait_ms` of virtual time lets the page's scripts
+    finish."""
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={wait_ms}",
-               *args]
+        cmd = [
+            find_chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={wait_ms}",
+            *args,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         raise KitError(f"chromium failed ({res.returncode}): {res.stderr.strip()[-300:]}")
@@ -180,9 +192,13 @@ def screenshot(html: str | os.PathLike[str], png: str | os.PathLike[str], width:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Export the executed explorer notebook to HTML (offline widget "
                                              "renderer) and screenshot it in headless Chromium.")
-    ap.add_argument("--notebook", type=Path, required=True, help="executed notebook (e.g. OUT/notebooks/07_...)")
+    ap.add_argument(
+        "--notebook", type=Path, required=True, help="executed notebook (e.g. OUT/notebooks/07_...)"
+    )
     ap.add_argument("--png", type=Path, required=True, help="where to save the screenshot")
-    ap.add_argument("--html", type=Path, default=None, help="where to write the HTML (default: next to the PNG)")
+    ap.add_argument(
+        "--html", type=Path, default=None, help="where to write the HTML (default: next to the PNG)"
+    )
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=2400)
     args = ap.parse_args(argv)

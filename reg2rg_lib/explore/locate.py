@@ -1,12 +1,13 @@
 """Where a case's finding sits in its CT: the slice the explorer opens on (notebook 07).
 
-A ground-truth report says *that* a region holds a finding ("A nodule measuring 15 mm is present in the upper lobe
-of the right lung"), not at which voxel. `finding_regions` reads which regions' ground-truth paragraphs state a
-finding (the rule labeler of the Evaluation stage); `finding_centre` looks for it in the image: inside the region's
-mask, away from its edge, the voxels whose HU departs from the region's own median by more than `threshold_hu`,
-and among them the point deepest inside a compact blob (a distance transform in mm). A nodule, a patch of
-consolidation or a calcified plaque is such a blob; a thin vessel is not. It chooses a view, it is not a detector:
-when no voxel departs it returns None and the explorer shows the slice where the region is largest instead.
+A ground-truth report says *that* a region holds a finding ("A nodule measuring 15 mm is present in the upper
+lobe of the right lung"), not at which voxel. `finding_regions` reads which regions' ground-truth paragraphs
+state a finding (the rule labeler of the Evaluation stage); `finding_centre` looks for it in the image: inside
+the region's mask, away from its edge, the voxels whose HU departs from the region's own median by more than
+`threshold_hu`, and among them the point deepest inside a compact blob (a distance transform in mm). A nodule,
+a patch of consolidation or a calcified plaque is such a blob; a thin vessel is not. It chooses a view, it is
+not a detector: when no voxel departs it returns None and the explorer shows the slice where the region is
+largest instead.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def finding_regions(gt_report: str, labeler: object | None = None) -> list[str]:
     return list(dict.fromkeys(region for (region, _), hit in zip(paragraphs, found) if hit))
 
 
-def finding_centre(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                   threshold_hu: float = THRESHOLD_HU, margin_mm: float = MARGIN_MM) -> tuple[int, int, int] | None:
+def finding_centre(
+    volume: np.ndarray,
+    mask: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    threshold_hu: float = THRESHOLD_HU,
+    margin_mm: float = MARGIN_MM,
+) -> tuple[int, int, int] | None:
     """The voxel (x, y, z) at the centre of the thickest blob of unusual HU inside `mask`, or None.
 
     `volume` (HU) and `mask` are (X, Y, Z) arrays on one grid with voxel size `spacing` in mm.
@@ -53,8 +59,8 @@ def finding_centre(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float
     if not core.any():
         core = inside
     unusual = core & (np.abs(hu - np.median(hu[inside])) > threshold_hu)
-    # a blob that reaches the edge of the core runs on into what lies outside (vessels into the hilum, the chest
-    # wall); an inserted finding sits inside the region: prefer blobs that do not touch the edge
+    # a blob that reaches the edge of the core runs on into what lies outside (vessels into the hilum, the
+    # chest wall); an inserted finding sits inside the region: prefer blobs that do not touch the edge
     parts, n = ndimage.label(unusual)
     edge = ndimage.binary_dilation(~core) & core
     touching = set(np.unique(parts[edge & unusual]).tolist()) - {0}

@@ -1,10 +1,11 @@
-"""The text half of the explorer: a report split into region paragraphs, aligned across sources, with differences.
+"""The text half of the explorer: a report split into region paragraphs, aligned across sources, with
+differences.
 
 Reg2RG writes one paragraph per region ("The region i is heart: ..."). To compare a prediction with the ground
-truth a reader wants the two paragraphs about the same organ next to each other, the words that differ marked, and
-a flag where the model named the wrong organ for region i (the region-recognition error that the paper's
-region-report alignment targets). The HTML here uses inline styles only, so it looks the same in a live notebook
-and in the kernel-less HTML export.
+truth a reader wants the two paragraphs about the same organ next to each other, the words that differ marked,
+and a flag where the model named the wrong organ for region i (the region-recognition error that the paper's
+region-report alignment targets). The HTML here uses inline styles only, so it looks the same in a live
+notebook and in the kernel-less HTML export.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class Paragraph:
 
 @dataclass(frozen=True)
 class Row:
-    """One region across the ground truth and one prediction: what each says and whether the organ was right."""
+    """One region across the ground truth and one prediction: what each says and whether the organ was
+    right."""
 
     region: str
     gt: Paragraph | None
@@ -52,10 +54,13 @@ def paragraphs(text: str) -> list[Paragraph]:
     merged: dict[str, Paragraph] = {}
     for index, region, par in split_regions(text):
         region = region or WHOLE_REPORT  # text outside any region paragraph
-        index = -1 if index is None else int(index)  # "The other report is: {organ: ...}" blocks have no index
+        # "The other report is: {organ: ...}" blocks have no index
+        index = -1 if index is None else int(index)
         if region in merged:  # CTRG reports may repeat an organ in their "other report" blocks: keep one row
             first = merged[region]
-            merged[region] = Paragraph(first.index if first.index >= 0 else index, region, f"{first.text} {par}")
+            merged[region] = Paragraph(
+                first.index if first.index >= 0 else index, region, f"{first.text} {par}"
+            )
         else:
             merged[region] = Paragraph(index, region, str(par).strip())
     return list(merged.values())
@@ -70,7 +75,8 @@ def region_order(*reports: Sequence[Paragraph]) -> list[str]:
 
 #: The note of a region row when the prediction is one whole report (a model without region prefixes).
 WHOLE_NOTE = f"written as one whole report, without region prefixes: see the {WHOLE_REPORT} row"
-#: The ground truth's cell in that row: its region paragraphs, the rows above, are what the prediction is diffed with.
+#: The ground truth's cell in that row: its region paragraphs, the rows above, are what the prediction is
+#: diffed with.
 GT_WHOLE_NOTE = "the ground truth's region paragraphs above, as one report"
 
 
@@ -87,11 +93,11 @@ def whole_report(pars: Sequence[Paragraph]) -> Paragraph:
 def align(gt: Sequence[Paragraph], pred: Sequence[Paragraph]) -> dict[str, Row]:
     """Pair the ground-truth and predicted paragraphs about the same region.
 
-    Regions are matched by name (the model may list them in any order). A predicted paragraph whose index names a
-    different organ in the ground truth is a region-recognition error; its `expected_region` says which organ.
-    A prediction without any region paragraph (a model trained without region prefixes) is compared as one whole
-    report with the whole ground truth, in one `WHOLE_REPORT` row; the region rows then carry `WHOLE_NOTE`
-    instead of reading as regions missing from the prediction.
+    Regions are matched by name (the model may list them in any order). A predicted paragraph whose index
+    names a different organ in the ground truth is a region-recognition error; its `expected_region` says
+    which organ. A prediction without any region paragraph (a model trained without region prefixes) is
+    compared as one whole report with the whole ground truth, in one `WHOLE_REPORT` row; the region rows then
+    carry `WHOLE_NOTE` instead of reading as regions missing from the prediction.
     """
     if is_whole_report(pred) and not is_whole_report(gt):
         rows = {r: Row(r, next(p for p in gt if p.region == r), None, note=WHOLE_NOTE)
@@ -115,8 +121,8 @@ _INS_STYLE = "background:#dcf5e3;color:#17692f;text-decoration:underline"
 
 
 def diff_html(reference: str, hypothesis: str) -> str:
-    """Word-level diff of `hypothesis` against `reference` as HTML: words only in the reference struck through in
-    red, words only in the hypothesis underlined in green, shared words plain."""
+    """Word-level diff of `hypothesis` against `reference` as HTML: words only in the reference struck through
+    in red, words only in the hypothesis underlined in green, shared words plain."""
     ref, hyp = _TOKEN.findall(reference), _TOKEN.findall(hypothesis)
     out = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ref, hyp, autojunk=False).get_opcodes():
@@ -146,7 +152,8 @@ def tint(color: str, amount: float = 0.82) -> str:
 
 
 def cell_html(row: Row, source: str, selected: bool) -> str:
-    """One paragraph cell: the ground truth (`source == "gt"`) or a prediction diffed against the ground truth.
+    """One paragraph cell: the ground truth (`source == "gt"`) or a prediction diffed against the ground
+    truth.
 
     A selected cell gets its region's colour as a left border and a tinted background; the `data-selected`
     attribute makes the highlight easy to find in tests and in the HTML export.
@@ -160,7 +167,11 @@ def cell_html(row: Row, source: str, selected: bool) -> str:
     if source == "gt" and row.gt is None and row.note:
         body = f'<i style="color:#666">({html.escape(row.note)})</i>'
     elif source == "gt":
-        body = html.escape(row.gt.text) if row.gt else '<i style="color:#888">(no paragraph in the ground truth)</i>'
+        body = (
+            html.escape(row.gt.text)
+            if row.gt
+            else '<i style="color:#888">(no paragraph in the ground truth)</i>'
+        )
     elif row.pred is None and row.note:
         body = f'<i style="color:#666">({html.escape(row.note)})</i>'
     elif row.pred is None:

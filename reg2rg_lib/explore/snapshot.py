@@ -2,8 +2,8 @@
 
 The picture holds what the widgets show at that moment: the CT slice with its overlays (drawn by the same
 `render_slice`), and the report columns (ground truth and each prediction) with one block per region; the
-selected region's blocks are tinted in its colour, and a prediction's block says when it is missing or names the
-wrong organ. Word-level differences stay in the live/HTML view, where they can be marked inline.
+selected region's blocks are tinted in its colour, and a prediction's block says when it is missing or names
+the wrong organ. Word-level differences stay in the live/HTML view, where they can be marked inline.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def _block(row: rep.Row | None, column: str, gt: rep.Paragraph | None) -> tuple[
         text, warning = "", "missing from the prediction"
     else:
         text = row.pred.text
-        warning = f"named as region {row.pred.index}; ground truth: {row.expected_region}" if row.expected_region \
+        warning = (
+            f"named as region {row.pred.index}; ground truth: {row.expected_region}"
+            if row.expected_region
             else ("not in the ground truth" if row.gt is None else None)
+        )
     lines = textwrap.wrap(text, WRAP)
     if len(lines) > MAX_LINES:
         lines = lines[: MAX_LINES - 1] + [lines[MAX_LINES - 1][: WRAP - 3] + "..."]
@@ -39,7 +42,8 @@ def _block(row: rep.Row | None, column: str, gt: rep.Paragraph | None) -> tuple[
 
 
 def snapshot_png(explorer: object, path: str | os.PathLike[str]) -> Path:
-    """Write the current view of `explorer` (an `explore.widgets.Explorer`) to `path` as a PNG; return the path.
+    """Write the current view of `explorer` (an `explore.widgets.Explorer`) to `path` as a PNG; return the
+    path.
 
     Same state, same bytes: the figure style is fixed and the PNG carries no date or software version.
     """
@@ -48,12 +52,21 @@ def snapshot_png(explorer: object, path: str | os.PathLike[str]) -> Path:
     columns = ex.columns  # type: ignore[attr-defined]
     titles = {"gt": "ground truth", **{s: f"prediction: {s}" for s in case.predictions}}
     blocks = {
-        col: [(region, *_block(ex.rows[col].get(region) if col != "gt" else None, col,  # type: ignore[attr-defined]
-                               next((p for p in ex.gt_paragraphs if p.region == region), None)))  # type: ignore[attr-defined]
-              for region in ex.regions]  # type: ignore[attr-defined]
+        col: [
+            (
+                region,
+                *_block(
+                    ex.rows[col].get(region) if col != "gt" else None,
+                    col,  # type: ignore[attr-defined]
+                    next((p for p in ex.gt_paragraphs if p.region == region), None),
+                ),
+            )  # type: ignore[attr-defined]
+            for region in ex.regions
+        ]  # type: ignore[attr-defined]
         for col in columns
     }
-    heights = [sum(max(len(lines), 1) + 1.5 for _, lines, _ in col) for col in blocks.values()]  # in text lines
+    # in text lines
+    heights = [sum(max(len(lines), 1) + 1.5 for _, lines, _ in col) for col in blocks.values()]
     n_lines = max(heights) if heights else 1
     rgb = render_slice(case.volume, case.masks, state, case.spacing, longest=384)
     with style():
@@ -79,9 +92,21 @@ def snapshot_png(explorer: object, path: str | os.PathLike[str]) -> Path:
                 if selected:
                     ax.axhspan(y - 0.7, y + len(lines) + 0.5, color=rep.tint(color, 0.75), zorder=0)
                 head = region + (f"  [! {warning}]" if warning else "")
-                ax.text(0, y, head, fontsize=7.5, fontweight="bold", va="center",
-                        color="#a3262b" if warning else "black",
-                        bbox={"facecolor": color, "edgecolor": "none", "pad": 1.0, "alpha": 0.9 if selected else 0.45})
+                ax.text(
+                    0,
+                    y,
+                    head,
+                    fontsize=7.5,
+                    fontweight="bold",
+                    va="center",
+                    color="#a3262b" if warning else "black",
+                    bbox={
+                        "facecolor": color,
+                        "edgecolor": "none",
+                        "pad": 1.0,
+                        "alpha": 0.9 if selected else 0.45,
+                    },
+                )
                 for line in lines:
                     y += 1
                     ax.text(0.01, y, line, fontsize=7, va="center")

@@ -8,11 +8,11 @@ Layout (one `Explorer.widget`):
     report grid: region button | ground truth | prediction A (diff) | prediction B (diff)
     per-case metrics | labeler findings
 
-Every interaction goes through one method (`set_case`, `set_plane`, `set_slice`, `set_window`, `toggle_region`,
-`select_region`, `show_finding`); the widgets' observers only call those. Tests drive the same methods, or click the buttons with
-`Button.click()`, and read `image.value` and the report cells without a browser. Selecting a region (its paragraph
-button, or the focus dropdown) outlines its mask, jumps to the slice through it where the mask is largest, and
-highlights its paragraph in every report column.
+Every interaction goes through one method (`set_case`, `set_plane`, `set_slice`, `set_window`,
+`toggle_region`, `select_region`, `show_finding`); the widgets' observers only call those. Tests drive the
+same methods, or click the buttons with `Button.click()`, and read `image.value` and the report cells without
+a browser. Selecting a region (its paragraph button, or the focus dropdown) outlines its mask, jumps to the
+slice through it where the mask is largest, and highlights its paragraph in every report column.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ _NONE = "(none)"
 
 
 def _close(widgets: tuple[Widget, ...]) -> None:
-    """Close widgets and their children (rebuilt on every case change; open ones would pile up in the kernel)."""
+    """Close widgets and their children (rebuilt on every case change; open ones would pile up in the
+    kernel)."""
     for widget in widgets:
         _close(getattr(widget, "children", ()))
         widget.close()
@@ -65,8 +66,8 @@ def text_color_for(background: str) -> str:
 class Explorer:
     """Interactive viewer of one dataset's cases with their ground-truth and predicted reports.
 
-    `data` is an `Explorable` (dataset + prediction files); `case` picks the first case shown (default: the first
-    case with predictions). The image is `longest` pixels on its long side.
+    `data` is an `Explorable` (dataset + prediction files); `case` picks the first case shown (default: the
+    first case with predictions). The image is `longest` pixels on its long side.
     """
 
     def __init__(self, data: Explorable, case: str | None = None, longest: int = 384) -> None:
@@ -102,18 +103,25 @@ class Explorer:
         self.window_picker.observe(lambda ch: self._from_widget(self.set_window, ch["new"]), names="value")
         self.slice_slider.observe(lambda ch: self._from_widget(self.set_slice, ch["new"]), names="value")
         self.focus_picker.observe(
-            lambda ch: self._from_widget(self.select_region, None if ch["new"] == _NONE else ch["new"]), names="value"
+            lambda ch: self._from_widget(self.select_region, None if ch["new"] == _NONE else ch["new"]),
+            names="value",
         )
         controls = VBox([
             HBox([self.case_picker, self.focus_picker]),
             self.plane_picker, self.window_picker, self.slice_slider,
         ])
         image_panel = VBox([HBox([self.image, self.overlay_box]), self.caption])
-        self.widget = VBox([
-            controls, self.notice,
-            HBox([image_panel, self.report_box], layout=Layout(flex_flow="row wrap", align_items="flex-start")),
-            self.summary,
-        ])
+        self.widget = VBox(
+            [
+                controls,
+                self.notice,
+                HBox(
+                    [image_panel, self.report_box],
+                    layout=Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
+                self.summary,
+            ]
+        )
         self.set_case(case if case is not None else names[0])
 
     # ---- state changes (the widgets' observers call these; so do the tests) ----
@@ -135,12 +143,20 @@ class Explorer:
             self.focus_picker.value = _NONE
         self._build_overlays()
         self._build_report()
-        self.notice.value = "" if self.case.predictions else (
-            '<div style="color:#8a6d00;background:#fff8e1;padding:4px 8px">No predictions for this case: showing '
-            + ("the ground truth only (the predictions files do not cover it)." if self.data.prediction_files else
-               "the ground truth only (no predictions file: run notebooks 03-04 to make "
-               "<code>runs/full/predictions.csv</code>).")
-            + "</div>"
+        self.notice.value = (
+            ""
+            if self.case.predictions
+            else (
+                '<div style="color:#8a6d00;background:#fff8e1;padding:4px 8px">No predictions for this '
+                "case: showing "
+                + (
+                    "the ground truth only (the predictions files do not cover it)."
+                    if self.data.prediction_files
+                    else "the ground truth only (no predictions file: run notebooks 03-04 to make "
+                    "<code>runs/full/predictions.csv</code>)."
+                )
+                + "</div>"
+            )
         )
         self.summary.value = case_summary_html(self.case)
         self._refresh_image()
@@ -167,7 +183,8 @@ class Explorer:
         self._refresh_image()
 
     def select_region(self, region: str | None) -> None:
-        """Focus `region` (None clears): outline its mask, jump to its largest slice, highlight its paragraphs."""
+        """Focus `region` (None clears): outline its mask, jump to its largest slice, highlight its
+        paragraphs."""
         assert self.case is not None
         self.state = replace(self.state, selected=region)
         if region is not None and region in self.case.masks:
@@ -178,8 +195,9 @@ class Explorer:
 
     def show_finding(self, region: str | None = None) -> str | None:
         """Open on a ground-truth finding: focus `region` (None: the first region whose ground-truth paragraph
-        states a finding, `locate.finding_regions`) and go to the slice through the finding (`locate.finding_centre`),
-        or, when none is seen in the image, to the slice where the region is largest. Returns the region focused."""
+        states a finding, `locate.finding_regions`) and go to the slice through the finding
+        (`locate.finding_centre`), or, when none is seen in the image, to the slice where the region is
+        largest. Returns the region focused."""
         assert self.case is not None
         if region is None:
             region = next((r for r in finding_regions(self.case.gt_report) if r in self.case.masks), None)
@@ -195,7 +213,8 @@ class Explorer:
         return [key for key, cell in self.cells.items() if 'data-selected="true"' in cell.value]
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
-        """Write a static PNG of the current view (image + report columns) to `path`; see `explore.snapshot`."""
+        """Write a static PNG of the current view (image + report columns) to `path`; see
+        `explore.snapshot`."""
         return snapshot_png(self, path)
 
     # ---- rendering ----
@@ -203,7 +222,9 @@ class Explorer:
     def render(self) -> bytes:
         """PNG bytes of the current image view."""
         assert self.case is not None
-        rgb = view.render_slice(self.case.volume, self.case.masks, self.state, self.case.spacing, self.longest)
+        rgb = view.render_slice(
+            self.case.volume, self.case.masks, self.state, self.case.spacing, self.longest
+        )
         return view.to_png(rgb)
 
     def _refresh_image(self) -> None:
@@ -224,8 +245,10 @@ class Explorer:
         if self.state.selected and self.state.selected not in self.case.masks:
             focus = f" &middot; <b>no mask for {self.state.selected} in this case</b>"
         self.caption.value = (
-            f'<span style="font-size:12px">{self.case.name} &middot; {self.state.plane} slice {index} / {n - 1} '
-            f"&middot; window {self.state.window}{focus}<br>in this slice: {', '.join(here) or 'no region'}</span>"
+            f'<span style="font-size:12px">{self.case.name} &middot; {self.state.plane} slice {index} / '
+            f"{n - 1} "
+            f"&middot; window {self.state.window}{focus}<br>in this slice: "
+            f"{', '.join(here) or 'no region'}</span>"
         )
 
     def _build_overlays(self) -> None:
@@ -236,7 +259,9 @@ class Explorer:
             box = Checkbox(value=True, description=region, indent=False,
                              style={"background": rep.tint(REGION_COLORS.get(region, "#888888"), 0.45)},
                              layout=Layout(width="180px", margin="1px 0"))
-            box.observe(lambda ch, r=region: self._from_widget(self.toggle_region, r, ch["new"]), names="value")
+            box.observe(
+                lambda ch, r=region: self._from_widget(self.toggle_region, r, ch["new"]), names="value"
+            )
             self.overlay_toggles[region] = box
         self.overlay_box.children = [HTML("<b>overlays</b>"), *self.overlay_toggles.values()]
 
@@ -269,8 +294,14 @@ class Explorer:
             selected = region == self.state.selected
             if col == GT:
                 gt = next((p for p in self.gt_paragraphs if p.region == region), None)
-                whole = region == rep.WHOLE_REPORT and gt is None and any(
-                    rows.get(region) is not None and rows[region].gt is not None for rows in self.rows.values())
+                whole = (
+                    region == rep.WHOLE_REPORT
+                    and gt is None
+                    and any(
+                        rows.get(region) is not None and rows[region].gt is not None
+                        for rows in self.rows.values()
+                    )
+                )
                 row = rep.Row(region, gt, None, note=rep.GT_WHOLE_NOTE if whole else None)
             else:
                 row = self.rows[col].get(region) or rep.Row(region, None, None)

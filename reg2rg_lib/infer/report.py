@@ -1,4 +1,5 @@
-"""One case end to end (`reg2rg report`): a user's CT and its region masks -> the model's region-grounded report.
+"""One case end to end (`reg2rg report`): a user's CT and its region masks -> the model's region-grounded
+report.
 
 The case goes through exactly what a benchmark case goes through: the paper's preprocessing
 (`data.case_tensors.prepare_case`, at the model's `image_size`), a one-case prep cache in a temporary folder,
@@ -6,14 +7,15 @@ and the batched generator (`infer.generate.generate_predictions`, regions in the
 profile's decoding). Regions without a mask file, or whose mask prep refuses (empty, not on the CT's grid),
 are absent: they are left out of the prompt and listed, so a missing region never crashes generation.
 
-How a paragraph finds its region: by the prompt slot, never by the organ name the model wrote. The prompt numbers
-the present regions 0..n-1 in canonical order ("The region i is <region>...") and the model answers "The region i
-is <organ>: ...", so the paragraph under heading i is region i's (the one whose image tokens sit in slot i), and the
-organ name the model wrote is kept beside it (`named`): a paragraph in slot 0 (bone) that the model headed "lung"
-is shown as bone's, with "the model named it lung" (a wrong name is a region-recognition error to see, not a reason
-to move the text). `assign_paragraphs` does this; text it cannot tie to a present slot (a heading for a slot the
-prompt does not have, a second paragraph for a slot, an "other report" block or text outside any heading) is kept in
-`unplaced`, and a slot without text is a missing paragraph (`missing`), never an empty string taken for one.
+How a paragraph finds its region: by the prompt slot, never by the organ name the model wrote. The prompt
+numbers the present regions 0..n-1 in canonical order ("The region i is <region>...") and the model answers
+"The region i is <organ>: ...", so the paragraph under heading i is region i's (the one whose image tokens sit
+in slot i), and the organ name the model wrote is kept beside it (`named`): a paragraph in slot 0 (bone) that
+the model headed "lung" is shown as bone's, with "the model named it lung" (a wrong name is a
+region-recognition error to see, not a reason to move the text). `assign_paragraphs` does this; text it cannot
+tie to a present slot (a heading for a slot the prompt does not have, a second paragraph for a slot, an "other
+report" block or text outside any heading) is kept in `unplaced`, and a slot without text is a missing
+paragraph (`missing`), never an empty string taken for one.
 
 This module stops at the generated paragraphs; `report.case_report` adds the labeler's findings and writes
 report.md, report.json and report.png (the labeler is an Evaluation tool, a later stage than inference).
@@ -56,8 +58,10 @@ class CaseGeneration:
     ct: Path
     regions_dir: Path
     regions: list[str]  # present regions, in prompt order
-    paragraphs: dict[str, str]  # region -> the paragraph under its slot's heading ("" when the model wrote none)
-    named: dict[str, str]  # region -> the organ name the model wrote in its slot's heading ("" when no heading)
+    # region -> the paragraph under its slot's heading ("" when the model wrote none)
+    paragraphs: dict[str, str]
+    # region -> the organ name the model wrote in its slot's heading ("" when no heading)
+    named: dict[str, str]
     absent: list[str]  # regions left out (no mask, or a mask prep refused), canonical order
     text: str  # the whole generated report, with its "The region i is ...:" prefixes
     question: str  # the prompt
@@ -68,7 +72,8 @@ class CaseGeneration:
 
     @property
     def missing(self) -> list[str]:
-        """Present regions the model wrote no paragraph for (no heading for their slot, or only whitespace)."""
+        """Present regions the model wrote no paragraph for (no heading for their slot, or only
+        whitespace)."""
         return [r for r in self.regions if not (self.paragraphs.get(r) or "").strip()]
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,8 +84,8 @@ class CaseGeneration:
 
 @dataclass(frozen=True)
 class SlotAssignment:
-    """`assign_paragraphs`' answer: per present region its paragraph ("" when none) and the organ name the model
-    wrote in its slot's heading ("" when no heading), and the text no present slot takes."""
+    """`assign_paragraphs`' answer: per present region its paragraph ("" when none) and the organ name the
+    model wrote in its slot's heading ("" when no heading), and the text no present slot takes."""
 
     paragraphs: dict[str, str]
     named: dict[str, str]
@@ -88,16 +93,17 @@ class SlotAssignment:
 
 
 def assign_paragraphs(text: str, regions: list[str]) -> SlotAssignment:
-    """Tie the generated `text` to the present `regions` (prompt order) by slot: heading "The region i is X:" ->
-    regions[i], whatever X says (see the module docstring).
+    """Tie the generated `text` to the present `regions` (prompt order) by slot: heading "The region i is
+    X:" -> regions[i], whatever X says (see the module docstring).
 
-    A slot's paragraph is the first of its headings that has text (the first heading's name when none has); every
-    other piece of text goes to `unplaced` with the reason: a later paragraph for a taken slot, a slot the prompt
-    does not have, or text under no numbered heading. Whitespace-only paragraphs count as none.
+    A slot's paragraph is the first of its headings that has text (the first heading's name when none has);
+    every other piece of text goes to `unplaced` with the reason: a later paragraph for a taken slot, a slot
+    the prompt does not have, or text under no numbered heading. Whitespace-only paragraphs count as none.
     """
     n = len(regions)
     heads: dict[int, list[tuple[int, RegionParagraph]]] = {}  # slot -> its headings (position, paragraph)
-    unplaced: list[tuple[int, dict[str, Any]]] = []  # (position in the text, entry): reported in reading order
+    # (position in the text, entry): reported in reading order
+    unplaced: list[tuple[int, dict[str, Any]]] = []
     for k, p in enumerate(split_regions(text)):
         if p.index is not None and p.index < n:
             heads.setdefault(p.index, []).append((k, p))
@@ -107,7 +113,9 @@ def assign_paragraphs(text: str, regions: list[str]) -> SlotAssignment:
                 why = f'under no "The region i is ...:" heading ({where})'
             else:
                 why = f"slot {p.index} is not in the prompt (its slots are 0..{n - 1})"
-            unplaced.append((k, {"slot": p.index, "named": p.region, "paragraph": p.paragraph.strip(), "why": why}))
+            unplaced.append(
+                (k, {"slot": p.index, "named": p.region, "paragraph": p.paragraph.strip(), "why": why})
+            )
     paragraphs: dict[str, str] = {}
     named: dict[str, str] = {}
     for i, region in enumerate(regions):
@@ -118,7 +126,9 @@ def assign_paragraphs(text: str, regions: list[str]) -> SlotAssignment:
         for k, p in found:
             if p is not chosen and p.paragraph.strip():
                 why = f"another paragraph for slot {i} ({region}); the slot shows the first one written"
-                unplaced.append((k, {"slot": i, "named": p.region, "paragraph": p.paragraph.strip(), "why": why}))
+                unplaced.append(
+                    (k, {"slot": i, "named": p.region, "paragraph": p.paragraph.strip(), "why": why})
+                )
     return SlotAssignment(paragraphs, named, [entry for _, entry in sorted(unplaced, key=lambda e: e[0])])
 
 
@@ -131,11 +141,15 @@ def case_entry(ct: str | os.PathLike[str], regions_dir: str | os.PathLike[str]) 
         raise BadInputError(regions_dir, "region mask folder not found (write it with `reg2rg regions`)")
     masks = {r: regions_dir / mask_filename(r) for r in REGIONS if (regions_dir / mask_filename(r)).is_file()}
     if not masks:
-        raise BadInputError(regions_dir, "no region mask (<region>.nii.gz) in this folder; run `reg2rg regions`")
+        raise BadInputError(
+            regions_dir, "no region mask (<region>.nii.gz) in this folder; run `reg2rg regions`"
+        )
     return CaseEntry(case_id(ct.name), CASE_SPLIT, ct, masks, {r: "" for r in masks}, "", {})
 
 
-def one_case_cache(entry: CaseEntry, params: PrepParams, folder: Path) -> tuple[PrepCache, list[dict[str, Any]]]:
+def one_case_cache(
+    entry: CaseEntry, params: PrepParams, folder: Path
+) -> tuple[PrepCache, list[dict[str, Any]]]:
     """Preprocess `entry` and hold it in a prep cache in `folder` (the layout `data.prep.prepare` writes)."""
     prepared = prepare_case(entry, params, threads=min(4, os.cpu_count() or 1))
     if prepared.tensors is None:

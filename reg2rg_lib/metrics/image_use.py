@@ -1,41 +1,43 @@
-"""Does the model read the image? Per CT-RATE label the embedded benchmark inserts, what the vectors the model splices
-for the reporting region *carry*, and whether the LLM *uses* them (`reg2rg evaluate image-use`, notebook 04).
+"""Does the model read the image? Per CT-RATE label the embedded benchmark inserts, what the vectors the model
+splices for the reporting region *carry*, and whether the LLM *uses* them (`reg2rg evaluate image-use`,
+notebook 04).
 
 For each label, with `region` the organ whose paragraph reports it (`LABEL_FINDINGS`, the generator's record):
 
-- **carried**: a logistic-regression probe (standardised features, L2, C=1, fixed seed; scikit-learn) on the vectors
-  the trained model splices into the prompt for that region: its texture tokens after `fc` (`Reg2RG.visual_tokens`),
-  averaged over the region's tokens, concatenated with its geometry token after `mask_fc` (whichever of the two the
-  configuration has). Fit on the TRAIN split's cases that have the region, AUC on the evaluated split's; with both
-  kinds, the same probe on the texture part and on the geometry token alone too (`carried_texture_auc`,
-  `carried_geometry_auc`).
-- **used**: the AUC, against the case's true label, of a teacher-forced log-odds. The generation prompt holds all the
-  case's regions in the canonical order (`build_sample` without an rng, as at test time) and the target holds every
-  other region's ground-truth paragraph (teacher forcing), with the region's paragraph replaced by one candidate
-  sentence; the candidate's score is the sum of the log-probabilities of its tokens. The log-odds is
-  `logsumexp(label's sentences) - logsumexp(region's NORMAL paraphrases)` (each set: every paraphrase of the
-  benchmark's bank, `data/synth/reports.py`; a paraphrase probability mass, not a mean, so the one paraphrase the
-  model prefers counts). A sentence with a slot ({size_mm}, {lobe}, {side}) is scored on its opening words up to
-  the first slot only (the rest filled with `SLOT_FILL` for a natural tokenisation, and not scored), so that a
-  wrong number or side does not hide a right finding; paraphrases whose scored openings coincide are scored once.
-  Character spans of the target map to token positions only through the sample's own mapping
-  (`samples.dataset.target_token_positions`), so targets that hold more
-  than the text (re-reference tokens) are scored at the right positions; each sample is cut after the candidate's
-  last token (a causal LM: what follows cannot change the score).
-- **control**: the same log-odds with every region tensor of the region (ViT features or images, and its mask) taken
-  from another case of the split: case k gets case (k + shift) mod n's, the first case from there on that has the
-  region (`shift` drawn once from `seed`). A model that reads the region's own vectors falls to ~0.5 here; a model
-  that ignores them gives the same number as *used*.
+- **carried**: a logistic-regression probe (standardised features, L2, C=1, fixed seed; scikit-learn) on the
+  vectors the trained model splices into the prompt for that region: its texture tokens after `fc`
+  (`Reg2RG.visual_tokens`), averaged over the region's tokens, concatenated with its geometry token after
+  `mask_fc` (whichever of the two the configuration has). Fit on the TRAIN split's cases that have the region,
+  AUC on the evaluated split's; with both kinds, the same probe on the texture part and on the geometry token
+  alone too (`carried_texture_auc`, `carried_geometry_auc`).
+- **used**: the AUC, against the case's true label, of a teacher-forced log-odds. The generation prompt holds
+  all the case's regions in the canonical order (`build_sample` without an rng, as at test time) and the
+  target holds every other region's ground-truth paragraph (teacher forcing), with the region's paragraph
+  replaced by one candidate sentence; the candidate's score is the sum of the log-probabilities of its tokens.
+  The log-odds is `logsumexp(label's sentences) - logsumexp(region's NORMAL paraphrases)` (each set: every
+  paraphrase of the benchmark's bank, `data/synth/reports.py`; a paraphrase probability mass, not a mean, so
+  the one paraphrase the model prefers counts). A sentence with a slot ({size_mm}, {lobe}, {side}) is scored
+  on its opening words up to the first slot only (the rest filled with `SLOT_FILL` for a natural tokenisation,
+  and not scored), so that a wrong number or side does not hide a right finding; paraphrases whose scored
+  openings coincide are scored once. Character spans of the target map to token positions only through the
+  sample's own mapping (`samples.dataset.target_token_positions`), so targets that hold more
+  than the text (re-reference tokens) are scored at the right positions; each sample is cut after the
+  candidate's last token (a causal LM: what follows cannot change the score).
+- **control**: the same log-odds with every region tensor of the region (ViT features or images, and its mask)
+  taken from another case of the split: case k gets case (k + shift) mod n's, the first case from there on
+  that has the region (`shift` drawn once from `seed`). A model that reads the region's own vectors falls to
+  ~0.5 here; a model that ignores them gives the same number as *used*.
 - **gap_flag**: carried but not used: `carried_auc >= GAP_THRESHOLD` (0.9) and `used_auc < GAP_THRESHOLD`.
 
 NaN, with a reason in `note`, where a label has fewer than 2 classes among the train cases (carried) or the
-evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shift, cases),
-`write_image_use` writes DIR/image_use.csv and DIR/image_use.json (with `image_use_headline`: the lowest used and
-highest control AUC over the carried labels, the number of gaps), `image_use_text` a one-screen summary.
+evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shift,
+cases), `write_image_use` writes DIR/image_use.csv and DIR/image_use.json (with `image_use_headline`: the
+lowest used and highest control AUC over the carried labels, the number of gaps), `image_use_text` a
+one-screen summary.
 
-One measurement, one file (above ~400 lines on purpose): the probe, the teacher-forced scoring and the table are
-the three parts of the instrument defined above; they share the case items, the candidates and the donors, and
-none is used without the others.
+One measurement, one file (above ~400 lines on purpose): the probe, the teacher-forced scoring and the table
+are the three parts of the instrument defined above; they share the case items, the candidates and the donors,
+and none is used without the others.
 
 One file over 500 lines: one instrument, whose probe (`carried`), teacher-forced scores (`used`, `control`)
 and table fill the columns of the same row per label and are read together.
@@ -90,13 +92,29 @@ BENCHMARK_LABELS: tuple[str, ...] = tuple(lab for lab in LABELS if lab in LABEL_
 #: Values written into a slot that is not scored (only the words before the first slot are).
 SLOT_FILL: dict[str, Any] = {"size_mm": 10, "lobe": "lower lobe of the right lung", "side": "right"}
 GAP_THRESHOLD = 0.9
-COLUMNS: tuple[str, ...] = ("label", "region", "n_pos", "n_neg", "carried_auc", "used_auc", "control_auc",
-                            "gap_flag", "carried_texture_auc", "carried_geometry_auc", "used_logodds_pos", "used_logodds_neg", "control_logodds_pos",
-                            "control_logodds_neg", "note")
-SCORING = ("teacher-forced log-odds: logsumexp over the label's sentences minus logsumexp over the region's normal "
-           "paraphrases of the summed token log-probabilities, each sentence in place of the region's paragraph with "
-           "every other region's ground-truth paragraph (canonical region order); a sentence with a slot "
-           "({size_mm}, {lobe}, {side}) scored on its words before the first slot")
+COLUMNS: tuple[str, ...] = (
+    "label",
+    "region",
+    "n_pos",
+    "n_neg",
+    "carried_auc",
+    "used_auc",
+    "control_auc",
+    "gap_flag",
+    "carried_texture_auc",
+    "carried_geometry_auc",
+    "used_logodds_pos",
+    "used_logodds_neg",
+    "control_logodds_pos",
+    "control_logodds_neg",
+    "note",
+)
+SCORING = (
+    "teacher-forced log-odds: logsumexp over the label's sentences minus logsumexp over the region's normal "
+    "paraphrases of the summed token log-probabilities, each sentence in place of the region's paragraph "
+    "with every other region's ground-truth paragraph (canonical region order); a sentence with a slot "
+    "({size_mm}, {lobe}, {side}) scored on its words before the first slot"
+)
 
 
 def label_region(label: str) -> str:
@@ -107,8 +125,8 @@ def label_region(label: str) -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One sentence written in place of a region's paragraph: `text` (slots filled) and `scored`, the part whose
-    tokens are summed (the opening words before the first slot, or the whole sentence)."""
+    """One sentence written in place of a region's paragraph: `text` (slots filled) and `scored`, the part
+    whose tokens are summed (the opening words before the first slot, or the whole sentence)."""
 
     text: str
     scored: str
@@ -133,12 +151,13 @@ def candidates(label: str | None, region: str) -> list[Candidate]:
     return list(out.values())
 
 
-# ---------------------------------------------------------------------------------------------------- the probe
+# -------------------------------------------------------------------------------------------------- the probe
 
 
 def probe_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
               seed: int = 0) -> tuple[float, str]:
-    """(AUC on the eval vectors, "" or why NaN) of a standardised L2 logistic regression fit on the train vectors."""
+    """(AUC on the eval vectors, "" or why NaN) of a standardised L2 logistic regression fit on the train
+    vectors."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -146,7 +165,10 @@ def probe_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_ev
 
     y_train, y_eval = np.asarray(y_train).astype(int), np.asarray(y_eval).astype(int)
     if len(set(y_train.tolist())) < 2:
-        return math.nan, f"carried: {int(y_train.sum())} positive of {len(y_train)} train cases (needs both classes)"
+        return (
+            math.nan,
+            f"carried: {int(y_train.sum())} positive of {len(y_train)} train cases (needs both classes)",
+        )
     if len(set(y_eval.tolist())) < 2:
         return math.nan, f"{int(y_eval.sum())} positive of {len(y_eval)} evaluated cases (needs both classes)"
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
@@ -161,7 +183,7 @@ def _auc(y: Sequence[int], score: Sequence[float]) -> float:
     return float(roc_auc_score(y, np.asarray(score, np.float64))) if len(set(y.tolist())) == 2 else math.nan
 
 
-# ---------------------------------------------------------------------------------------------- the model's side
+# ------------------------------------------------------------------------------------------- the model's side
 
 
 def _items(data: ReportDataset) -> list[dict[str, Any]]:
@@ -176,8 +198,8 @@ def _region_tensors(item: dict[str, Any]) -> list[str]:
 @torch.no_grad()
 def spliced_region_vectors(model: Any, items: Sequence[dict[str, Any]], batch_size: int = 16
                            ) -> list[np.ndarray]:
-    """Per case, (R, F) float64: each region's texture tokens after `fc` averaged over its tokens, then its geometry
-    token after `mask_fc` (what the configuration has), regions in the item's (canonical) order."""
+    """Per case, (R, F) float64: each region's texture tokens after `fc` averaged over its tokens, then its
+    geometry token after `mask_fc` (what the configuration has), regions in the item's (canonical) order."""
     cfg = model.config
     collate = Collator(model.tokenizer.pad_token_id)
     out: list[np.ndarray] = []
@@ -233,7 +255,9 @@ def _swap_region(item: dict[str, Any], index: int, donor: dict[str, Any], donor_
 
 
 @torch.no_grad()
-def _score(model: Any, jobs: Sequence[tuple[dict[str, Any], list[int]]], max_cells: float = 2e8) -> list[float]:
+def _score(
+    model: Any, jobs: Sequence[tuple[dict[str, Any], list[int]]], max_cells: float = 2e8
+) -> list[float]:
     """Summed log-probabilities of the tokens at the given positions, one per (item, positions) job."""
     if not jobs:
         return []
@@ -257,8 +281,8 @@ def _score(model: Any, jobs: Sequence[tuple[dict[str, Any], list[int]]], max_cel
 
 
 def _donors(records: Sequence[Any], region: str, shift: int) -> dict[int, int]:
-    """{case index: donor case index} over the cases that have `region`: k -> the first case with the region from
-    (k + shift) mod n on, never k itself (no donor when no other case has it)."""
+    """{case index: donor case index} over the cases that have `region`: k -> the first case with the region
+    from (k + shift) mod n on, never k itself (no donor when no other case has it)."""
     n = len(records)
     has = [region in r.regions for r in records]
     out = {}
@@ -276,9 +300,9 @@ def _donors(records: Sequence[Any], region: str, shift: int) -> dict[int, int]:
 def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[str, Any]],
                           regions: dict[str, list[str | None]], *, shift: int = 1, batch_size: int = 16,
                           progress: bool = False) -> pd.DataFrame:
-    """Scores of every candidate of each region in `regions` ({region: labels, None for its normal sentences}) for
-    each case of `data` that has the region, with the case's own region vectors ("own") and a donor's ("control").
-    Returns rows case, region, label ("" for normal), scored (the scored words), mode, score."""
+    """Scores of every candidate of each region in `regions` ({region: labels, None for its normal sentences})
+    for each case of `data` that has the region, with the case's own region vectors ("own") and a donor's
+    ("control"). Returns rows case, region, label ("" for normal), scored (the scored words), mode, score."""
     tok, cfg = model.tokenizer, model.config
     records = data.records
     plan = []  # (case index, region, label, candidate, mode, donor)
@@ -340,18 +364,28 @@ def log_odds(scores: pd.DataFrame, label: str, region: str, mode: str = "own") -
     return (pos - neg).dropna()
 
 
-# ------------------------------------------------------------------------------------------------------ the table
+# -------------------------------------------------------------------------------------------------- the table
 
 
-def image_use_table(model: Any, cache: Any, split: str = "test", *, labels: Sequence[str] | None = None,
-                    feature_cache: bool | None = None, batch_size: int = 16, seed: int = 0, probe: bool = True,
-                    progress: bool = False, return_scores: bool = False) -> pd.DataFrame:
+def image_use_table(
+    model: Any,
+    cache: Any,
+    split: str = "test",
+    *,
+    labels: Sequence[str] | None = None,
+    feature_cache: bool | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    probe: bool = True,
+    progress: bool = False,
+    return_scores: bool = False,
+) -> pd.DataFrame:
     """The instrument's table for `split` of the prep `cache` (module docstring): one row per label (`labels`,
     default every label the benchmark inserts) with the columns of `COLUMNS`.
 
-    `feature_cache`: feed cached frozen-ViT features (None: when the ViT is frozen, as generation does; built for
-    the cases that lack them). `probe=False` skips the carried probe (and the train split). `return_scores`: the
-    per-candidate scores are kept in `attrs["scores"]` too."""
+    `feature_cache`: feed cached frozen-ViT features (None: when the ViT is frozen, as generation does; built
+    for the cases that lack them). `probe=False` skips the carried probe (and the train split).
+    `return_scores`: the per-candidate scores are kept in `attrs["scores"]` too."""
     labels = list(labels) if labels is not None else list(BENCHMARK_LABELS)
     unknown = [lab for lab in labels if lab not in LABEL_FINDINGS]
     if unknown:
@@ -362,15 +396,24 @@ def image_use_table(model: Any, cache: Any, split: str = "test", *, labels: Sequ
     if not records:
         raise KitError(f"{getattr(cache, 'root', 'prep cache')}: no {split!r} cases")
     if not all(r.labels for r in records):
-        raise KitError(f"{getattr(cache, 'root', 'prep cache')}: the {split!r} cases carry no label table; the "
-                       "image-use instrument needs the embedded benchmark's exact labels")
+        raise KitError(
+            f"{getattr(cache, 'root', 'prep cache')}: the {split!r} cases carry no label table; the "
+            "image-use instrument needs the embedded benchmark's exact labels"
+        )
     features = None
     if use_feature_cache(model, feature_cache):
         splits = [split] + (["train"] if probe and split != "train" else [])
         features = feature_cache_for(model, cache, [r.name for s in splits for r in cache.cases(s)],
                                      progress=progress)
-    data = ReportDataset(cache, split, model.tokenizer, model.config, features=features, shuffle_regions=False,
-                         with_targets=False)
+    data = ReportDataset(
+        cache,
+        split,
+        model.tokenizer,
+        model.config,
+        features=features,
+        shuffle_regions=False,
+        with_targets=False,
+    )
     items = _items(data)
     by_region: dict[str, list[str | None]] = {}
     for lab in labels:
@@ -379,25 +422,54 @@ def image_use_table(model: Any, cache: Any, split: str = "test", *, labels: Sequ
     scores = teacher_forced_scores(model, data, items, by_region, shift=shift, batch_size=batch_size,
                                    progress=progress)
     carried = _carried(model, cache, data, items, labels, features, batch_size, seed) if probe else {}
-    table = pd.DataFrame([_row(lab, scores, records, carried, split) for lab in labels], columns=list(COLUMNS))
-    table.attrs.update({"split": split, "cases": len(records), "shift": shift, "seed": seed,
-                        "vectors": vectors_note(model) if probe else "not probed", "scoring": SCORING,
-                        "gap_rule": f"carried_auc >= {GAP_THRESHOLD} and used_auc < {GAP_THRESHOLD} "
-                                    "(NaN used counts as not used)",
-                        "control": f"region vectors of case (k + {shift}) mod {len(records)} (the next case with "
-                                   "the region)"})
+    table = pd.DataFrame(
+        [_row(lab, scores, records, carried, split) for lab in labels], columns=list(COLUMNS)
+    )
+    table.attrs.update(
+        {
+            "split": split,
+            "cases": len(records),
+            "shift": shift,
+            "seed": seed,
+            "vectors": vectors_note(model) if probe else "not probed",
+            "scoring": SCORING,
+            "gap_rule": f"carried_auc >= {GAP_THRESHOLD} and used_auc < {GAP_THRESHOLD} "
+            "(NaN used counts as not used)",
+            "control": f"region vectors of case (k + {shift}) mod {len(records)} (the next case with "
+            "the region)",
+        }
+    )
     if return_scores:
         table.attrs["scores"] = scores
     return table
 
 
-def _carried(model: Any, cache: Any, data: ReportDataset, items: Sequence[dict[str, Any]], labels: Sequence[str],
-             features: Any, batch_size: int, seed: int) -> dict[str, dict[str, Any]]:
-    """{label: {"auc", "note", "texture_auc", "geometry_auc"}}: the probe on the region's vectors (and, when the model
-    has both kinds, on each kind alone), fit on the train split's cases, scored on `data`'s."""
+def _carried(
+    model: Any,
+    cache: Any,
+    data: ReportDataset,
+    items: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    features: Any,
+    batch_size: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """{label: {"auc", "note", "texture_auc", "geometry_auc"}}: the probe on the region's vectors (and, when
+    the model has both kinds, on each kind alone), fit on the train split's cases, scored on `data`'s."""
     split = data.records[0].split if data.records else "?"
-    train = data if split == "train" else ReportDataset(cache, "train", model.tokenizer, model.config,
-                                                        features=features, shuffle_regions=False, with_targets=False)
+    train = (
+        data
+        if split == "train"
+        else ReportDataset(
+            cache,
+            "train",
+            model.tokenizer,
+            model.config,
+            features=features,
+            shuffle_regions=False,
+            with_targets=False,
+        )
+    )
     train_vecs = spliced_region_vectors(model, _items(train), batch_size)
     eval_vecs = spliced_region_vectors(model, items, batch_size)
     cfg, dim = model.config, model.llm_dim
@@ -409,8 +481,10 @@ def _carried(model: Any, cache: Any, data: ReportDataset, items: Sequence[dict[s
         xt, yt = _region_rows(train.records, train_vecs, region, lab)
         xe, ye = _region_rows(data.records, eval_vecs, region, lab)
         if not len(xt) or not len(xe):
-            out[lab] = {"auc": math.nan, "note": f"carried: no {'train' if not len(xt) else split} case has the "
-                                                 f"{region}"}
+            out[lab] = {
+                "auc": math.nan,
+                "note": f"carried: no {'train' if not len(xt) else split} case has the {region}",
+            }
             continue
         auc, note = probe_auc(xt, yt, xe, ye, seed)
         out[lab] = {"auc": auc, "note": note,
@@ -432,13 +506,23 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
     if len(set(y_own)) < 2:
         notes.append(f"{n_pos} positive of {len(y_own)} {split} cases with the {region} (needs both classes)")
     used, control = _auc(y_own, own.to_numpy()), _auc(y_ctrl, ctrl.to_numpy())
-    return {"label": label, "region": region, "n_pos": n_pos, "n_neg": len(y_own) - n_pos, "carried_auc": c_auc,
-            "carried_texture_auc": probe.get("texture_auc", math.nan),
-            "carried_geometry_auc": probe.get("geometry_auc", math.nan), "used_auc": used, "control_auc": control,
-            "gap_flag": bool(c_auc >= GAP_THRESHOLD and not used >= GAP_THRESHOLD),
-            "used_logodds_pos": _mean(own, y_own, 1), "used_logodds_neg": _mean(own, y_own, 0),
-            "control_logodds_pos": _mean(ctrl, y_ctrl, 1), "control_logodds_neg": _mean(ctrl, y_ctrl, 0),
-            "note": "; ".join(notes)}
+    return {
+        "label": label,
+        "region": region,
+        "n_pos": n_pos,
+        "n_neg": len(y_own) - n_pos,
+        "carried_auc": c_auc,
+        "carried_texture_auc": probe.get("texture_auc", math.nan),
+        "carried_geometry_auc": probe.get("geometry_auc", math.nan),
+        "used_auc": used,
+        "control_auc": control,
+        "gap_flag": bool(c_auc >= GAP_THRESHOLD and not used >= GAP_THRESHOLD),
+        "used_logodds_pos": _mean(own, y_own, 1),
+        "used_logodds_neg": _mean(own, y_own, 0),
+        "control_logodds_pos": _mean(ctrl, y_ctrl, 1),
+        "control_logodds_neg": _mean(ctrl, y_ctrl, 0),
+        "note": "; ".join(notes),
+    }
 
 
 def _region_rows(records: Sequence[Any], vectors: Sequence[np.ndarray], region: str, label: str
@@ -456,7 +540,7 @@ def _mean(values: pd.Series, y: Sequence[int], cls: int) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
-# ------------------------------------------------------------------------------------------- files and summary
+# ------------------------------------------------------------------------------------------ files and summary
 
 
 def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -469,15 +553,22 @@ def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dic
     meta = {k: v for k, v in table.attrs.items() if k != "scores"}
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in table.to_dict(orient="records")]
-    write_json_atomic(paths["json"], {**meta, "headline": image_use_headline(table),
-                                      "gap_labels": [r["label"] for r in rows if r["gap_flag"]], "rows": rows})
+    write_json_atomic(
+        paths["json"],
+        {
+            **meta,
+            "headline": image_use_headline(table),
+            "gap_labels": [r["label"] for r in rows if r["gap_flag"]],
+            "rows": rows,
+        },
+    )
     return paths
 
 
 def image_use_headline(table: pd.DataFrame) -> dict[str, float | int | None]:
     """The instrument's goal in three numbers (used >= 0.9 wherever carried >= 0.9, control <= 0.65):
-    over the labels whose carried AUC is >= `GAP_THRESHOLD`, the lowest used AUC and the highest control AUC (None
-    when no label is carried), and how many labels are flagged carried-but-not-used."""
+    over the labels whose carried AUC is >= `GAP_THRESHOLD`, the lowest used AUC and the highest control AUC
+    (None when no label is carried), and how many labels are flagged carried-but-not-used."""
     carried = table[table["carried_auc"] >= GAP_THRESHOLD]
 
     def pick(values: pd.Series, how: str) -> float | None:
@@ -504,8 +595,12 @@ def image_use_text(table: pd.DataFrame) -> str:
         lines.append(f"{r.label:<{width}}  {r.region:<11} {r.n_pos:>3}/{r.n_neg:<3}  {cell(r.carried_auc)}  "
                      f"{cell(r.used_auc)}  {cell(r.control_auc)}{flag}")
     gaps = [str(lab) for lab in table.loc[table["gap_flag"], "label"]]
-    lines.append("carried but not used (" + a.get("gap_rule", f"carried >= {GAP_THRESHOLD}, used below") + "): "
-                 + (", ".join(gaps) if gaps else "none"))
+    lines.append(
+        "carried but not used ("
+        + a.get("gap_rule", f"carried >= {GAP_THRESHOLD}, used below")
+        + "): "
+        + (", ".join(gaps) if gaps else "none")
+    )
     lines.append(f"carried: {a.get('vectors', '?')}")
     lines.append(f"used: {a.get('scoring', SCORING)}; control: {a.get('control', '?')}")
     return "\n".join(lines)
@@ -516,15 +611,17 @@ def evaluate_image_use(checkpoint: str | os.PathLike[str] | Any, cache_dir: str 
                        labels: Iterable[str] | None = None, batch_size: int = 16, seed: int = 0,
                        feature_cache: bool | None = None, probe: bool = True, progress: bool = True
                        ) -> pd.DataFrame:
-    """Load the model (a run folder, checkpoint or model folder, as `reg2rg generate` takes; or a loaded Reg2RG)
-    and the prep cache (a folder or a loaded cache), compute `image_use_table` and, with `out_dir`, write it
-    (`reg2rg evaluate image-use`, `reg2rg evaluate all --checkpoint --cache`, notebook 04)."""
+    """Load the model (a run folder, checkpoint or model folder, as `reg2rg generate` takes; or a loaded
+    Reg2RG) and the prep cache (a folder or a loaded cache), compute `image_use_table` and, with `out_dir`,
+    write it (`reg2rg evaluate image-use`, `reg2rg evaluate all --checkpoint --cache`, notebook 04)."""
     model = load_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     cache = load_cache(cache_dir) if isinstance(cache_dir, (str, os.PathLike)) else cache_dir
     table = image_use_table(model, cache, split, labels=list(labels) if labels is not None else None,
                             feature_cache=feature_cache, batch_size=batch_size, seed=seed, probe=probe,
                             progress=progress)
-    table.attrs["checkpoint"] = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "a loaded model"
+    table.attrs["checkpoint"] = (
+        str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "a loaded model"
+    )
     if out_dir is not None:
         write_image_use(table, out_dir)
     return table

@@ -1,24 +1,27 @@
 """Natural-language-generation metrics exactly as the Reg2RG paper computed them, offline.
 
-The authors loaded HuggingFace `evaluate` metrics from the hub. What those compute, reproduced here to every printed
-decimal of the released `nlg_evaluation_results.csv` (tests/metrics/test_metrics_release.py):
+The authors loaded HuggingFace `evaluate` metrics from the hub. What those compute, reproduced here to every
+printed decimal of the released `nlg_evaluation_results.csv` (tests/metrics/test_metrics_release.py):
 
 - BLEU-n (n = 1..4): the tensorflow-nmt `compute_bleu` with `smooth=True` (add-one on every order, unigrams
   included) on sacrebleu's 13a tokens (case-sensitive). `BLEU-n` is the per-sample mean±std of sentence BLEU,
-  `Overall_BLEU-n` the corpus BLEU. Our own code (`bleu_from_counts`), because `evaluate` carried its own copy.
-  An empty prediction or reference makes the original divide by zero; here that pair scores 0 with a warning.
-- METEOR: `nltk.translate.meteor_score.meteor_score([word_tokenize(ref)], word_tokenize(pred))`, defaults (alpha
-  0.9, beta 3, gamma 0.5, Porter stems, WordNet 3.0 synonyms). `Overall_METEOR` = mean of per-sample scores.
+  `Overall_BLEU-n` the corpus BLEU. Our own code (`bleu_from_counts`), because `evaluate` carried its own
+  copy. An empty prediction or reference makes the original divide by zero; here that pair scores 0 with a
+  warning.
+- METEOR: `nltk.translate.meteor_score.meteor_score([word_tokenize(ref)], word_tokenize(pred))`, defaults
+  (alpha 0.9, beta 3, gamma 0.5, Porter stems, WordNet 3.0 synonyms). `Overall_METEOR` = mean of per-sample
+  scores.
 - ROUGE-1/2/L: `rouge_score` (`use_stemmer=False`), per-sample F-measure mean±std; `Overall_ROUGE-*` is
-  `BootstrapAggregator` (1000 resamples) mid F-measure with numpy's global seed set to 42 just before, types in the
-  order rouge1, rouge2, rougeL(, rougeLsum). rougeLsum was resampled last, so leaving it out changes nothing.
+  `BootstrapAggregator` (1000 resamples) mid F-measure with numpy's global seed set to 42 just before, types
+  in the order rouge1, rouge2, rougeL(, rougeLsum). rougeLsum was resampled last, so leaving it out changes
+  nothing.
 - CIDEr: pycocoevalcap `Cider().compute_score` on the raw strings (whitespace split, case-sensitive), document
   frequencies from this set's references; mean±std of the per-sample array.
 Means ± std use `np.std` (ddof=0), formatted at 4 decimals.
 
-Speed: each report is tokenised once per tokenizer; n-gram counts for orders 1..4 are computed once and give BLEU-1
-to BLEU-4, sentence and corpus, plus bootstrap resamples of the corpus BLEU (vectorised over count arrays).
-METEOR's WordNet and stemmer calls are memoised (same results, ~10x faster).
+Speed: each report is tokenised once per tokenizer; n-gram counts for orders 1..4 are computed once and give
+BLEU-1 to BLEU-4, sentence and corpus, plus bootstrap resamples of the corpus BLEU (vectorised over count
+arrays). METEOR's WordNet and stemmer calls are memoised (same results, ~10x faster).
 
 One file over 400 lines: the metrics together reproduce one released file, and the by-region scores and
 bootstrap replicates reuse `evaluate_nlg`'s tokens and per-sample arrays; apart, each would re-tokenise.
@@ -91,7 +94,9 @@ def _ngrams(tokens: list[str], max_order: int) -> Counter:
     return counts
 
 
-def ngram_counts(refs: Sequence[list[str]], hyps: Sequence[list[str]], max_order: int = MAX_ORDER) -> NgramCounts:
+def ngram_counts(
+    refs: Sequence[list[str]], hyps: Sequence[list[str]], max_order: int = MAX_ORDER
+) -> NgramCounts:
     """Clipped n-gram matches and n-gram totals per pair (one reference per prediction)."""
     n = len(hyps)
     matches = np.zeros((n, max_order), dtype=np.int64)
@@ -109,8 +114,8 @@ def bleu_from_counts(matches: np.ndarray, possible: np.ndarray, hyp_len: np.ndar
                      max_order: int, smooth: bool = True) -> np.ndarray:
     """The nmt `compute_bleu` on (already summed) counts; leading axes are batch axes.
 
-    `matches`/`possible` have shape (..., >= max_order); returns shape (...). Where the original would divide by
-    zero (no prediction or reference tokens) the result is 0.
+    `matches`/`possible` have shape (..., >= max_order); returns shape (...). Where the original would divide
+    by zero (no prediction or reference tokens) the result is 0.
     """
     m = matches[..., :max_order].astype(np.float64)
     p = possible[..., :max_order].astype(np.float64)
@@ -209,8 +214,8 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 def rouge_scores(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, Any]:
     """Per-sample ROUGE F-measures and the original's bootstrap-aggregated `Overall_ROUGE-*`.
 
-    ROUGE-1/2 come from `rouge_score`'s scorer; ROUGE-L uses its tokenizer and F-measure with `lcs_length` for the
-    LCS (same numbers, ~50x faster than its DP table). numpy's global random state is restored afterwards.
+    ROUGE-1/2 come from `rouge_score`'s scorer; ROUGE-L uses its tokenizer and F-measure with `lcs_length` for
+    the LCS (same numbers, ~50x faster than its DP table). numpy's global random state is restored afterwards.
     """
     # rouge_score: slow to import (it loads nltk); only ROUGE needs it
     from rouge_score import rouge_scorer, scoring, tokenizers
@@ -301,11 +306,14 @@ class NLGResult:
             "ci95": {k: list(v) for k, v in self.ci95.items()},
             "warnings": self.warnings,
             "recipe": {
-                "BLEU": "tensorflow-nmt compute_bleu, smooth=True, sacrebleu 13a tokens; mean of sentence BLEU, "
-                        "Overall = corpus BLEU",
-                "METEOR": "nltk meteor_score on word_tokenize tokens (alpha 0.9, beta 3, gamma 0.5, WordNet 3.0)",
+                "BLEU": "tensorflow-nmt compute_bleu, smooth=True, sacrebleu 13a tokens; mean of sentence "
+                "BLEU, "
+                "Overall = corpus BLEU",
+                "METEOR": (
+                    "nltk meteor_score on word_tokenize tokens (alpha 0.9, beta 3, gamma 0.5, WordNet 3.0)"
+                ),
                 "ROUGE": "rouge_score F-measure, use_stemmer=False; Overall = BootstrapAggregator mid, "
-                         "numpy seed 42",
+                "numpy seed 42",
                 "CIDEr": "pycocoevalcap Cider, whitespace tokens, document frequencies from the references",
                 "std": "numpy std, ddof=0",
             },

@@ -14,20 +14,21 @@
                        the report in the released predictions format and the CT / mask paths, so the explorer
                        (notebook 07, `report_dir`) can open the folder
 
-`findings` are the CT-RATE abnormality labels the labeler (the rule labeler by default, as in Evaluation) reads in
-the region's paragraph; `volume_ml` is the mask's volume and `bbox_mm` its bounding box in world RAS+ millimetres
-([[x, y, z] min, [x, y, z] max], outer voxel faces). Every file is written under a temporary name, then renamed.
+`findings` are the CT-RATE abnormality labels the labeler (the rule labeler by default, as in Evaluation)
+reads in the region's paragraph; `volume_ml` is the mask's volume and `bbox_mm` its bounding box in world RAS+
+millimetres ([[x, y, z] min, [x, y, z] max], outer voxel faces). Every file is written under a temporary name,
+then renamed.
 
 A region's paragraph is the one under its prompt slot's heading ("The region <slot> is <named>:", slot = the
-region's place in the prompt, 0-based as the prompt numbers it; `infer.report.assign_paragraphs`), whatever organ
-the model named there: `named` is that name (null without a heading), and `note` says in words when it differs
-from the region ("slot 0 (bone): the model named it lung", and whether that organ is in this CT at all). When the
-model wrote no paragraph for a present region (no heading for its slot, or only whitespace under it), `paragraph` is
-null, `missing` is true and `note` says so; report.md and report.png write NO_PARAGRAPH in its place. `unplaced` is
-the text no present slot takes (a slot the prompt does not have, a second paragraph for a slot, text under no
-heading), each with `why`; report.md lists it under UNPLACED_TITLE. `warnings` are one sentence per kind of trouble
-(missing paragraphs, organ names that differ from their slot's region, unplaced text); `reg2rg report` prints each
-on stderr with the case's name and still exits 0.
+region's place in the prompt, 0-based as the prompt numbers it; `infer.report.assign_paragraphs`), whatever
+organ the model named there: `named` is that name (null without a heading), and `note` says in words when it
+differs from the region ("slot 0 (bone): the model named it lung", and whether that organ is in this CT at
+all). When the model wrote no paragraph for a present region (no heading for its slot, or only whitespace
+under it), `paragraph` is null, `missing` is true and `note` says so; report.md and report.png write
+NO_PARAGRAPH in its place. `unplaced` is the text no present slot takes (a slot the prompt does not have, a
+second paragraph for a slot, text under no heading), each with `why`; report.md lists it under UNPLACED_TITLE.
+`warnings` are one sentence per kind of trouble (missing paragraphs, organ names that differ from their slot's
+region, unplaced text); `reg2rg report` prints each on stderr with the case's name and still exits 0.
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ NO_PARAGRAPH = "(the model wrote no paragraph for this region)"
 #: report.md's heading over the text tied to no region of this CT
 UNPLACED_TITLE = "Paragraphs not tied to a region of this CT"
 #: the reading window each region's slice is shown in (others: mediastinum)
-REGION_WINDOWS: dict[str, str] = {"lung": "lung", "pleura": "lung", "trachea and bronchie": "lung", "bone": "bone"}
+REGION_WINDOWS: dict[str, str] = {
+    "lung": "lung",
+    "pleura": "lung",
+    "trachea and bronchie": "lung",
+    "bone": "bone",
+}
 
 
 def ras_view(data: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...]
              ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """`data` in RAS+ voxel order as a view (flips and transposes, no copy: the figure reads a few slices of
-    full-resolution volumes) and its spacing in that order; `data.sources.to_ras` makes the contiguous copy."""
+    full-resolution volumes) and its spacing in that order; `data.sources.to_ras` makes the contiguous
+    copy."""
     ornt = io_orientation(affine)
     out = [0.0, 0.0, 0.0]
     for axis, (target, _flip) in enumerate(ornt):
@@ -99,9 +106,9 @@ def _same_organ(named: str, region: str) -> bool:
 
 
 def slot_remarks(region: str, slot: int, named: str, missing: bool, regions: list[str]) -> list[str]:
-    """What a reader must be told about slot `slot` (holding `region`) beyond its text, as clauses: why it has no
-    paragraph, and the organ the model named there when that is not `region` (`regions`: the case's, prompt order).
-    Empty when the model wrote a paragraph under a heading that names the slot's own region."""
+    """What a reader must be told about slot `slot` (holding `region`) beyond its text, as clauses: why it has
+    no paragraph, and the organ the model named there when that is not `region` (`regions`: the case's, prompt
+    order). Empty when the model wrote a paragraph under a heading that names the slot's own region."""
     def where(organ: str) -> str:
         other = next((j for j, r in enumerate(regions) if _same_organ(organ, r)), None)
         return f"{organ} is slot {other}" if other is not None else f"{organ} is not among this CT's regions"
@@ -142,9 +149,9 @@ def build_report(gen: CaseGeneration, masks: dict[str, np.ndarray], affine: np.n
 
 
 def report_warnings(report: dict[str, Any]) -> list[str]:
-    """One sentence per kind of trouble in `report` (a report.json object): regions without a paragraph, headings
-    that name another organ than their slot's region, text tied to no region. `reg2rg report` prints each on stderr
-    after the case's name; report.md opens with them."""
+    """One sentence per kind of trouble in `report` (a report.json object): regions without a paragraph,
+    headings that name another organ than their slot's region, text tied to no region. `reg2rg report` prints
+    each on stderr after the case's name; report.md opens with them."""
     out = []
     missing = [f"{r['region']} (slot {r['slot']})" for r in report["regions"] if r["missing"]]
     if missing:
@@ -164,10 +171,10 @@ def report_warnings(report: dict[str, Any]) -> list[str]:
 
 
 def report_markdown(report: dict[str, Any], decoding: str = "", raw: str = "") -> str:
-    """report.md: a title, one line on the absent regions, the warnings, then one paragraph per region, its name
-    first (with its slot and what went wrong there, when something did: NO_PARAGRAPH in place of a missing
-    paragraph, the organ the model named when it is not the region), then the text tied to no region (and the
-    model's raw text, quoted, when none of it could be tied to anything)."""
+    """report.md: a title, one line on the absent regions, the warnings, then one paragraph per region, its
+    name first (with its slot and what went wrong there, when something did: NO_PARAGRAPH in place of a
+    missing paragraph, the organ the model named when it is not the region), then the text tied to no region
+    (and the model's raw text, quoted, when none of it could be tied to anything)."""
     lines = [f"# Report: {report['case']}", ""]
     note = f"Generated ({decoding})." if decoding else "Generated."
     if report["absent"]:
@@ -191,7 +198,9 @@ def report_markdown(report: dict[str, Any], decoding: str = "", raw: str = "") -
             named = ""
             if u.get("named"):
                 inside = any(_same_organ(u["named"], n) for n in names)
-                named = f"; the model named it {u['named']}" + ("" if inside else ", not among this CT's regions")
+                named = f"; the model named it {u['named']}" + (
+                    "" if inside else ", not among this CT's regions"
+                )
             lines += [f"- _{u['why']}{named}_: {u['paragraph']}", ""]
     if raw and not unplaced and not any((r["paragraph"] or "").strip() for r in report["regions"]):
         lines += ["No paragraph could be tied to a region; the model wrote:", "", f"> {raw}", ""]
@@ -208,10 +217,17 @@ def report_figure(volume: np.ndarray, masks: dict[str, np.ndarray], spacing: tup
         for i, r in enumerate(rows):
             region = r["region"]
             k = best_slice(masks[region], "axial")
-            state = ViewState(plane="axial", index={"axial": k}, window=REGION_WINDOWS.get(region, "mediastinum"),
-                              visible=frozenset(masks), selected=region)
+            state = ViewState(
+                plane="axial",
+                index={"axial": k},
+                window=REGION_WINDOWS.get(region, "mediastinum"),
+                visible=frozenset(masks),
+                selected=region,
+            )
             ax = fig.add_subplot(grid[i, 0])
-            ax.imshow(render_slice(volume, masks, state, spacing=spacing, longest=192), interpolation="nearest")
+            ax.imshow(
+                render_slice(volume, masks, state, spacing=spacing, longest=192), interpolation="nearest"
+            )
             ax.set_title(f"axial {k + 1}/{volume.shape[2]}", fontsize=7)
             ax.axis("off")
             ax = fig.add_subplot(grid[i, 1])
@@ -224,13 +240,19 @@ def report_figure(volume: np.ndarray, masks: dict[str, np.ndarray], spacing: tup
                 ax.text(0, 0.76, textwrap.shorten(r["note"], width_chars + 10), fontsize=6.5, va="top",
                         style="italic", color="#8b0000", transform=ax.transAxes)
                 top = 0.6
-            body = textwrap.wrap((r["paragraph"] or "").strip() or NO_PARAGRAPH, width_chars)[:6 if top > 0.7 else 5]
+            body = textwrap.wrap((r["paragraph"] or "").strip() or NO_PARAGRAPH, width_chars)[
+                : 6 if top > 0.7 else 5
+            ]
             if r["findings"]:
                 body.append("findings: " + ", ".join(r["findings"]))
             ax.text(0, top, "\n".join(body), fontsize=7, va="top", transform=ax.transAxes)
         absent = f"; absent: {', '.join(report['absent'])}" if report["absent"] else ""
         n = len(report.get("unplaced", []))
-        unplaced = f"\n+ {n} paragraph{'s' if n > 1 else ''} tied to no region of this CT (see report.md)" if n else ""
+        unplaced = (
+            f"\n+ {n} paragraph{'s' if n > 1 else ''} tied to no region of this CT (see report.md)"
+            if n
+            else ""
+        )
         fig.suptitle(f"Region-grounded report, case {report['case']}{absent}{unplaced}", fontsize=9)
     return fig
 
@@ -252,7 +274,13 @@ def write_case_report(gen: CaseGeneration, out_dir: str | os.PathLike[str], labe
     row = {"AccNum": gen.case, "Question": gen.question, "GT_combined_report": NO_REFERENCE,
            "Pred_combined_report": gen.text}
     files["predictions"] = write_csv_atomic(out.predictions, PRED_COLUMNS, [row], lineterminator="\n")
-    record = {"case": gen.case, "ct": str(gen.ct), "regions_dir": str(gen.regions_dir), "decoding": gen.decoding,
-              "skipped": gen.skipped, **(inputs or {})}
+    record = {
+        "case": gen.case,
+        "ct": str(gen.ct),
+        "regions_dir": str(gen.regions_dir),
+        "decoding": gen.decoding,
+        "skipped": gen.skipped,
+        **(inputs or {}),
+    }
     files["inputs"] = write_json_atomic(out.inputs, record)
     return files

@@ -1,9 +1,9 @@
 """The paper's figures as the kit redraws them (Figs. 2-4), each one function of the data it shows (in
 `reg2rg_lib.plotting`'s style); the run colours every figure shares.
 
-File names follow one rule (`figures/README.md`): `paper_fig<N>_...` redraws the paper's Fig. N, `kit_fig<N>_...`
-is a figure the paper does not have (Kit Figs. 1-3 are notebook 01's data figures, `data.views`; Kit Figs. 4-6,
-about the runs, are `report.kit_figures`').
+File names follow one rule (`figures/README.md`): `paper_fig<N>_...` redraws the paper's Fig. N,
+`kit_fig<N>_...` is a figure the paper does not have (Kit Figs. 1-3 are notebook 01's data figures,
+`data.views`; Kit Figs. 4-6, about the runs, are `report.kit_figures`').
 
 | figure | function | what |
 |---|---|---|
@@ -36,13 +36,25 @@ from reg2rg_lib.regions import LABELS, REGION_COLORS, split_regions, strip_regio
 FINDING_COLORS = {"matched": "#b8e6b8", "missed": "#ffd59e", "extra": "#f5b7b1"}
 #: The ground truth's colour in every figure (a thick dark line, never a run's colour).
 GT_COLOR = "#444444"
-#: One colour per run, in the order the runs are listed (`full` first), the same in Paper Fig. 2 and Kit Figs. 4
-#: and 6; twelve qualitative colours with no two alike, none of them the ground truth's grey.
-RUN_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-               "#393b79", "#7b4173", "#637939")
+#: One colour per run, in the order the runs are listed (`full` first), the same in Paper Fig. 2 and Kit Figs.
+#: 4 and 6; twelve qualitative colours with no two alike, none of them the ground truth's grey.
+RUN_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#393b79",
+    "#7b4173",
+    "#637939",
+)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Predictions CSVs
 
 
@@ -71,7 +83,7 @@ def report_lengths(predictions: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "AccNum", "words"])
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Paper Fig. 2: report lengths
 
 
@@ -95,8 +107,8 @@ def run_colors(n: int) -> list[str]:
 
 
 def source_style(i: int, n: int | None = None) -> dict[str, Any]:
-    """Colour and line style of the i-th source of a plot of `n` sources: the ground truth (i = 0) in thick dark
-    grey, run i in `run_colors`' i-th colour, so that no two sources share a colour."""
+    """Colour and line style of the i-th source of a plot of `n` sources: the ground truth (i = 0) in thick
+    dark grey, run i in `run_colors`' i-th colour, so that no two sources share a colour."""
     if i == 0:
         return {"color": GT_COLOR, "linestyle": "-"}
     return {"color": run_colors(max(n or 0, i))[i - 1], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
@@ -107,9 +119,9 @@ def paper_fig2_report_length(
     figures_dir: str | os.PathLike[str],
     bins: int = 30,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Paper Fig. 2: report length in words, ground truth vs models, as empirical CDFs (one step curve per source,
-    its median in the legend): readable with many runs, where overlaid histograms are not. Each panel's legend sits
-    to the right of its curves, never on them.
+    """Paper Fig. 2: report length in words, ground truth vs models, as empirical CDFs (one step curve per
+    source, its median in the legend): readable with many runs, where overlaid histograms are not. Each
+    panel's legend sits to the right of its curves, never on them.
 
     `panels` maps a panel title (one per dataset, so that datasets are never mixed in one plot) to
     {model name: predictions CSV or `ReportPairs`}; each panel's ground truth comes from its first file.
@@ -136,7 +148,9 @@ def paper_fig2_report_length(
             ax.set_ylim(0, 1.02)
             ax.set_title(title)
             # outside the axes, right of the curves: with ten sources an inside legend covers them
-            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+            ax.legend(
+                frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+            )
             summary = lengths.groupby("source", sort=False)["words"].agg(["count", "mean", "median", "std"])
             summaries.append(summary.rename(columns={"count": "n"}).reset_index().assign(panel=title))
         files = savefig(fig, figures_dir, "paper_fig2_report_length")
@@ -144,7 +158,7 @@ def paper_fig2_report_length(
     return table[["panel", "source", "n", "mean", "median", "std"]], files
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Paper Fig. 3: case study
 
 
@@ -157,7 +171,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _sentence_findings(sentences: Sequence[str], labeler: Any) -> list[set[str]]:
-    """The set of positive labels per sentence, according to `labeler.label(texts)` (a DataFrame over LABELS)."""
+    """The set of positive labels per sentence, according to `labeler.label(texts)` (a DataFrame over
+    LABELS)."""
     if not sentences:
         return []
     table = labeler.label(list(sentences))
@@ -170,7 +185,8 @@ def _default_labeler() -> Any:
 
 
 def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, Any]:
-    """Labels found in each report and per-sentence highlights: 'matched', 'missed' (GT only), 'extra' (pred only).
+    """Labels found in each report and per-sentence highlights: 'matched', 'missed' (GT only), 'extra' (pred
+    only).
 
     A sentence is highlighted by its labels: matched when every label it mentions is in both reports.
     """
@@ -193,15 +209,15 @@ def case_findings(gt: str, pred: str, labeler: Any | None = None) -> dict[str, A
     }
 
 
-#: how Paper Fig. 3's case is chosen; printed on the figure. It looks at the ground truth only, never at how well the
-#: prediction did, so the figure shows a typical case rather than the model's best.
+#: how Paper Fig. 3's case is chosen; printed on the figure. It looks at the ground truth only, never at how
+#: well the prediction did, so the figure shows a typical case rather than the model's best.
 PICK_RULE = "the first case with the median number of ground-truth findings"
 
 
 def pick_case(predictions: Any, labeler: Any | None = None) -> int:
-    """Index of Paper Fig. 3's case in a predictions CSV (or `ReportPairs`) by `PICK_RULE`: the labeler's ground-truth
-    findings are counted per case, and the first case whose count equals the median (rounded down to a count that
-    occurs) is taken. The prediction plays no part, so the pick cannot flatter the model."""
+    """Index of Paper Fig. 3's case in a predictions CSV (or `ReportPairs`) by `PICK_RULE`: the labeler's
+    ground-truth findings are counted per case, and the first case whose count equals the median (rounded down
+    to a count that occurs) is taken. The prediction plays no part, so the pick cannot flatter the model."""
     pairs = load_pairs(predictions)
     if not pairs.ids:
         raise BadInputError(getattr(pairs, "path", "<predictions>"), "no predictions to pick a case from")
@@ -214,7 +230,9 @@ def pick_case(predictions: Any, labeler: Any | None = None) -> int:
     return int(np.flatnonzero(counts == occurring.max())[0])
 
 
-def _draw_text_column(ax: Any, title: str, sentences: Sequence[tuple[str, str | None, list[str]]], width: int) -> None:
+def _draw_text_column(
+    ax: Any, title: str, sentences: Sequence[tuple[str, str | None, list[str]]], width: int
+) -> None:
     """Sentences top to bottom in `ax` (axis units 0..1 are replaced by line units), highlighted by tag."""
     lines: list[tuple[str, str | None]] = []
     for sentence, tag, _ in sentences:
@@ -245,8 +263,8 @@ def paper_fig3_case_study(
     """Paper Fig. 3: ground truth beside the prediction, sentences with findings highlighted by the labeler.
     `picked_by` (e.g. `PICK_RULE` with its numbers) is printed under the title: how the case was chosen.
 
-    Green: a finding in both reports; orange: a ground-truth finding the prediction missed; red: a finding only in
-    the prediction. Returns the findings (see `case_findings`) and the written files.
+    Green: a finding in both reports; orange: a ground-truth finding the prediction missed; red: a finding
+    only in the prediction. Returns the findings (see `case_findings`) and the written files.
     """
     found = case_findings(gt, pred, labeler)
     n_lines = max(
@@ -271,7 +289,7 @@ def paper_fig3_case_study(
     return found, files
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Paper Fig. 4: a region-aligned report
 
 
@@ -300,22 +318,26 @@ def paper_fig4_region_report(
 ) -> list[Path]:
     """Paper Fig. 4: axial CT slices with each region's mask coloured, and each region's paragraph beside it.
 
-    `volume_hu` is the CT in Hounsfield units and `masks` maps region -> binary mask, all (X, Y, Z) in RAS+ voxel
-    order (as `reg2rg_lib.explore.case_sources` loads a case from the benchmark's NIfTI files); slices are drawn by the
-    explorer's `render_slice`, so the figure and the explorer show the same picture. `report` is a region-structured
-    report ("The region i is X: ..."), the ground truth or a prediction; each paragraph is shown in its region's
-    colour; a named organ without a mask in this case (a wrongly named region) gets a white box with a dashed red
-    edge and "(no mask)", so that no region colour (bone's is a light grey) can be mistaken for it.
+    `volume_hu` is the CT in Hounsfield units and `masks` maps region -> binary mask, all (X, Y, Z) in RAS+
+    voxel order (as `reg2rg_lib.explore.case_sources` loads a case from the benchmark's NIfTI files); slices
+    are drawn by the explorer's `render_slice`, so the figure and the explorer show the same picture. `report`
+    is a region-structured report ("The region i is X: ..."), the ground truth or a prediction; each paragraph
+    is shown in its region's colour; a named organ without a mask in this case (a wrongly named region) gets a
+    white box with a dashed red edge and "(no mask)", so that no region colour (bone's is a light grey) can be
+    mistaken for it.
     """
     volume = np.asarray(volume_hu, dtype=np.float32)
     bad = [r for r, m in masks.items() if np.shape(m) != volume.shape]
     if volume.ndim != 3 or bad:
-        raise ValueError(f"volume {volume.shape} must be (X, Y, Z) and every mask the same shape (bad: {bad})")
+        raise ValueError(
+            f"volume {volume.shape} must be (X, Y, Z) and every mask the same shape (bad: {bad})"
+        )
     slices = representative_slices(masks, n_slices)
     text = []
     for index, region, paragraph in split_regions(report):
         head = f"The region {index} is {region}:" if index is not None else (f"{region}:" if region else "")
-        color = REGION_COLORS.get(region, "#bbbbbb") if region in masks else None  # None: no mask, wrongly named
+        # None: no mask, wrongly named
+        color = REGION_COLORS.get(region, "#bbbbbb") if region in masks else None
         if color is None and head:
             head += " (no mask)"
         text.append((head, color, textwrap.wrap(paragraph, width_chars) or [""]))
@@ -326,7 +348,9 @@ def paper_fig4_region_report(
         for i, k in enumerate(slices):
             state = ViewState(plane="axial", index={"axial": k}, window=window, visible=frozenset(masks))
             ax = fig.add_subplot(grid[i, 0])
-            ax.imshow(render_slice(volume, masks, state, spacing=spacing, longest=256), interpolation="nearest")
+            ax.imshow(
+                render_slice(volume, masks, state, spacing=spacing, longest=256), interpolation="nearest"
+            )
             ax.set_title(f"axial slice {k} of {volume.shape[2]}", fontsize=8)
             ax.axis("off")
         ax = fig.add_subplot(grid[:, 1])
@@ -343,5 +367,7 @@ def paper_fig4_region_report(
                 y += 1
                 ax.text(0.01, y, line, fontsize=8, va="center")
             y += 1.6
-        fig.suptitle(f"Region-aligned report ({source})" + (f", case {case_id}" if case_id else ""), fontsize=10)
+        fig.suptitle(
+            f"Region-aligned report ({source})" + (f", case {case_id}" if case_id else ""), fontsize=10
+        )
         return savefig(fig, figures_dir, "paper_fig4_region_report")

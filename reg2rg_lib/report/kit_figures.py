@@ -1,5 +1,6 @@
-"""The kit's own figures about its runs: training curves (Kit Fig. 4), region accuracy by checkpoint (Kit Fig. 5)
-and the ablation tables as bars (Kit Fig. 6), each one function of the data it shows (`reg2rg_lib.plotting`'s style).
+"""The kit's own figures about its runs: training curves (Kit Fig. 4), region accuracy by checkpoint (Kit
+Fig. 5) and the ablation tables as bars (Kit Fig. 6), each one function of the data it shows
+(`reg2rg_lib.plotting`'s style).
 
 | figure | function | what |
 |---|---|---|
@@ -31,7 +32,8 @@ from reg2rg_lib.train.loop import read_train_log
 
 
 def read_log(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """A run's `train_log.csv` as a DataFrame sorted by step (the Training stage's reader; needs `step`, `loss`)."""
+    """A run's `train_log.csv` as a DataFrame sorted by step (the Training stage's reader; needs `step`,
+    `loss`)."""
     log = pd.DataFrame(read_train_log(run_dir))
     missing = {"step", "loss"} - set(log.columns)
     if missing:
@@ -48,8 +50,8 @@ def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
     return out
 
 
-#: What a run's loss measures, from its `run_config.json` ((section, key) -> how a difference reads): two runs'
-#: losses are comparable only when all of these agree.
+#: What a run's loss measures, from its `run_config.json` ((section, key) -> how a difference reads): two
+#: runs' losses are comparable only when all of these agree.
 LOSS_DEFINITION: dict[tuple[str, str], str] = {
     ("model", "rra"): "RRA {a}: {why}",
     ("settings", "region_name_weight"): "organ-name tokens weighted {a}x, not {b}x",
@@ -70,8 +72,11 @@ def loss_definition(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], An
     return {(section, key): (config.get(section) or {}).get(key) for section, key in LOSS_DEFINITION}
 
 
-def loss_difference(run: Mapping[tuple[str, str], Any] | None, reference: Mapping[tuple[str, str], Any] | None) -> str:
-    """Why a run's loss does not compare with the reference run's ("" when it does): the settings that differ."""
+def loss_difference(
+    run: Mapping[tuple[str, str], Any] | None, reference: Mapping[tuple[str, str], Any] | None
+) -> str:
+    """Why a run's loss does not compare with the reference run's ("" when it does): the settings that
+    differ."""
     if run is None or reference is None:
         return "no run_config.json to tell what its loss measures"
     reasons = []
@@ -81,8 +86,13 @@ def loss_difference(run: Mapping[tuple[str, str], Any] | None, reference: Mappin
             continue
         if field == ("model", "rra"):
             weight = reference.get(("settings", "region_name_weight"))
-            why = (f"no \"The region i is <organ>:\" prefixes in its targets, so none of the organ-name tokens the "
-                   f"others weight {weight:g}x" if not a and weight is not None else "its targets differ")
+            why = (
+                'no "The region i is <organ>:" prefixes in its targets, so none of the organ-name tokens '
+                "the "
+                f"others weight {weight:g}x"
+                if not a and weight is not None
+                else "its targets differ"
+            )
             reasons.append(template.format(a="off" if not a else "on", why=why))
         else:
             reasons.append(template.format(a=a, b=b))
@@ -99,7 +109,13 @@ def training_curves_caption(runs: Mapping[str, str | os.PathLike[str]]) -> str:
     text = (f"Grey line: {names[0]}'s smoothed loss, drawn in the panels whose loss measures the same thing "
             f"({', '.join(same) or 'none'}); those panels share one y range.")
     if apart:
-        text += " Not comparable with " + names[0] + ": " + "; ".join(f"{n} ({why})" for n, why in apart.items()) + "."
+        text += (
+            " Not comparable with "
+            + names[0]
+            + ": "
+            + "; ".join(f"{n} ({why})" for n, why in apart.items())
+            + "."
+        )
     return text
 
 
@@ -109,14 +125,14 @@ def kit_fig4_training_curves(
     smoothing: float = 0.9,
     log_loss: bool = True,
 ) -> list[Path]:
-    """Kit Fig. 4: training loss of each run {name: run folder} in small multiples, one panel per run (smoothed;
-    the raw loss faint), and a last panel with every run's learning rate.
+    """Kit Fig. 4: training loss of each run {name: run folder} in small multiples, one panel per run
+    (smoothed; the raw loss faint), and a last panel with every run's learning rate.
 
-    Losses are only comparable between runs whose loss measures the same thing (`loss_definition`: RRA prefixes,
-    the organ-name weight, the tokenizer): the first run's smoothed curve is drawn in grey in the
-    panels of the runs that match it, and those panels share one y range; every other panel keeps its own y range
-    and says in its title that its loss is not comparable. The caption under the panels names the reasons
-    (`training_curves_caption`).
+    Losses are only comparable between runs whose loss measures the same thing (`loss_definition`: RRA
+    prefixes, the organ-name weight, the tokenizer): the first run's smoothed curve is drawn in grey in the
+    panels of the runs that match it, and those panels share one y range; every other panel keeps its own y
+    range and says in its title that its loss is not comparable. The caption under the panels names the
+    reasons (`training_curves_caption`).
     """
     if not runs:
         raise ValueError("kit_fig4_training_curves needs at least one run folder with a train_log.csv")
@@ -152,8 +168,14 @@ def kit_fig4_training_curves(
         ax_lr = axes[len(names)]
         for name in names:
             if "lr" in logs[name].columns:
-                ax_lr.plot(logs[name]["step"], logs[name]["lr"], color=colors[name], linewidth=1.1, label=name,
-                           linestyle=LINESTYLES[names.index(name) % len(LINESTYLES)])
+                ax_lr.plot(
+                    logs[name]["step"],
+                    logs[name]["lr"],
+                    color=colors[name],
+                    linewidth=1.1,
+                    label=name,
+                    linestyle=LINESTYLES[names.index(name) % len(LINESTYLES)],
+                )
         ax_lr.set_title("learning rate (all runs)", fontsize=8)
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         for ax in axes[n_panels:]:
@@ -172,9 +194,14 @@ def kit_fig4_training_curves(
 
 
 def merge_same_runs(stats: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Ablation stats without the rows of runs that are another run's model (`same_as`, e.g. `llm_scratch-2x64`
-    is `full`), and {kept run: its label naming the runs it stands for}, so that each model gets one bar."""
-    same = stats["same_as"].fillna("").astype(str) if "same_as" in stats.columns else pd.Series("", index=stats.index)
+    """Ablation stats without the rows of runs that are another run's model (`same_as`, e.g.
+    `llm_scratch-2x64` is `full`), and {kept run: its label naming the runs it stands for}, so that each model
+    gets one bar."""
+    same = (
+        stats["same_as"].fillna("").astype(str)
+        if "same_as" in stats.columns
+        else pd.Series("", index=stats.index)
+    )
     present = set(stats["run"])
     duplicate = same.ne("") & same.isin(present)
     labels = {run: run for run in dict.fromkeys(stats["run"])}
@@ -192,12 +219,13 @@ def kit_fig6_ablation_bars(
 ) -> list[Path]:
     """Kit Fig. 6: grouped bars, one group per metric, one bar per run, error bars from the bootstrap 95% CI.
 
-    Every run has its own colour (`run_colors`: no two alike), and a run that is another's model (`same_as`, e.g.
-    `llm_scratch-2x64` is `full`) is drawn once, labelled with both names (`merge_same_runs`).
-    A metric that does not apply to a run (NaN, e.g. region accuracy without RRA) is written "n/a" where its bar
-    would stand; a true zero gets a "0" above an empty bar, so the two never look alike. Baseline rows (`kind`
-    "baseline", `experiments.baselines`) are drawn as dashed horizontal lines across each metric's group.
-    `stats` is long: columns run, metric, value, ci_low, ci_high (as `experiments.ablation_stats.ablation_stats` writes).
+    Every run has its own colour (`run_colors`: no two alike), and a run that is another's model (`same_as`,
+    e.g. `llm_scratch-2x64` is `full`) is drawn once, labelled with both names (`merge_same_runs`).
+    A metric that does not apply to a run (NaN, e.g. region accuracy without RRA) is written "n/a" where its
+    bar would stand; a true zero gets a "0" above an empty bar, so the two never look alike. Baseline rows
+    (`kind` "baseline", `experiments.baselines`) are drawn as dashed horizontal lines across each metric's
+    group. `stats` is long: columns run, metric, value, ci_low, ci_high (as
+    `experiments.ablation_stats.ablation_stats` writes).
     """
     need = {"run", "metric", "value", "ci_low", "ci_high"}
     if not need <= set(stats.columns):
@@ -221,7 +249,9 @@ def kit_fig6_ablation_bars(
                    color=colors[i], label=labels.get(run, run), error_kw={"linewidth": 0.8})
             for xi, v in zip(x, val):
                 if np.isnan(v):
-                    ax.text(xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#555555")
+                    ax.text(
+                        xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#555555"
+                    )
                 elif v == 0:
                     ax.text(xi, 0.025, "0", ha="center", va="bottom", fontsize=6)  # above the cap
         _baseline_lines(ax, stats, baselines, metrics)
@@ -240,8 +270,15 @@ def _baseline_lines(ax: Any, stats: pd.DataFrame, baselines: Sequence[str], metr
         sub = stats[stats["run"] == name].set_index("metric").reindex(metrics)
         for k, v in enumerate(sub["value"].to_numpy(float)):
             if not np.isnan(v):
-                ax.hlines(v, k - 0.45, k + 0.45, colors="black", linestyles=LINESTYLES[(j + 1) % len(LINESTYLES)],
-                          linewidth=1.0, label=name if k == 0 or np.isnan(sub["value"].iloc[:k]).all() else None)
+                ax.hlines(
+                    v,
+                    k - 0.45,
+                    k + 0.45,
+                    colors="black",
+                    linestyles=LINESTYLES[(j + 1) % len(LINESTYLES)],
+                    linewidth=1.0,
+                    label=name if k == 0 or np.isnan(sub["value"].iloc[:k]).all() else None,
+                )
 
 
 def kit_fig5_region_accuracy_by_step(
@@ -250,9 +287,10 @@ def kit_fig5_region_accuracy_by_step(
     baseline: float | None = None,
     run: str = "full",
 ) -> list[Path]:
-    """Kit Fig. 5: region accuracy of each saved checkpoint against its step (`experiments.curves.region_accuracy_by_step`),
-    with the canonical-order baseline (organ names by position alone, `experiments.baselines`) as a dashed line
-    when given. A step whose reports name no region at all is marked "n/a" on the axis, not drawn as 0."""
+    """Kit Fig. 5: region accuracy of each saved checkpoint against its step
+    (`experiments.curves.region_accuracy_by_step`), with the canonical-order baseline (organ names by position
+    alone, `experiments.baselines`) as a dashed line when given. A step whose reports name no region at all is
+    marked "n/a" on the axis, not drawn as 0."""
     need = {"step", "region_accuracy"}
     if not need <= set(curve.columns) or curve.empty:
         raise ValueError(f"the curve needs rows with columns {sorted(need)}")
@@ -269,7 +307,11 @@ def kit_fig5_region_accuracy_by_step(
             ax.axhline(baseline, color="black", linestyle="--", linewidth=1.0,
                        label=f"organ names in canonical order ({baseline:.3f})")
         ax.set_xlabel("training step (saved checkpoints)")
-        ax.set_ylabel(f"region accuracy ({curve['split'].iloc[0]} split)" if "split" in curve.columns else "region accuracy")
+        ax.set_ylabel(
+            f"region accuracy ({curve['split'].iloc[0]} split)"
+            if "split" in curve.columns
+            else "region accuracy"
+        )
         ax.set_ylim(0, 1.05)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(frameon=False, loc="lower right")

@@ -41,14 +41,14 @@ from reg2rg_lib.report.table_writer import format_cell
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Expectations: a stated expectation, checked when the notebook runs
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """An expectation a notebook states (`text`), whether the run met it (`ok`; None: not checked) and what was
-    measured. Rendered as Markdown: a plain line when met, a "Warning:" box when not."""
+    """An expectation a notebook states (`text`), whether the run met it (`ok`; None: not checked) and what
+    was measured. Rendered as Markdown: a plain line when met, a "Warning:" box when not."""
 
     text: str
     ok: bool | None
@@ -79,15 +79,15 @@ class Expectation:
 
 
 def expectation(cond: bool | None, text: str, measured: str = "") -> Expectation:
-    """The expectation `text` checked by `cond` (None: not checked, e.g. a smoke run too short to mean anything).
-    A failed one is also logged as a warning, so that a papermill run's log says so too."""
+    """The expectation `text` checked by `cond` (None: not checked, e.g. a smoke run too short to mean
+    anything). A failed one is also logged as a warning, so that a papermill run's log says so too."""
     ok = None if cond is None else bool(cond)
     if ok is False:
         logger.warning(f"expectation not met: {text} ({measured})")
     return Expectation(text, ok, measured)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Ablations (notebook 05, README): which run beats which, with the paired tests
 
 
@@ -103,9 +103,11 @@ def p_in_words(p: float | None, resamples: int | None = None, tests: int = 1) ->
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def _summary_and_stats(summary: Mapping[str, Any] | str | os.PathLike[str],
-                       stats: pd.DataFrame | str | os.PathLike[str] | None) -> tuple[dict, pd.DataFrame | None]:
-    """(summary dict, stats or None); a summary path finds `ablation_stats.csv` beside it when `stats` is None."""
+def _summary_and_stats(
+    summary: Mapping[str, Any] | str | os.PathLike[str], stats: pd.DataFrame | str | os.PathLike[str] | None
+) -> tuple[dict, pd.DataFrame | None]:
+    """(summary dict, stats or None); a summary path finds `ablation_stats.csv` beside it when `stats` is
+    None."""
     if isinstance(summary, str | os.PathLike):
         path = Path(summary)
         summary = read_summary(path)
@@ -136,9 +138,17 @@ def _metric_sentence(metric: str, runs: Mapping[str, Mapping[str, Any]], tests: 
     if tests is None:
         return text + " (No paired tests: `ablation_stats.csv` not found.)"
     rows = tests[tests["metric"] == metric]
-    groups: dict[str, list[str]] = {"beat `full`": [], "below `full`": [], "no clear difference from `full`": []}
+    groups: dict[str, list[str]] = {
+        "beat `full`": [],
+        "below `full`": [],
+        "no clear difference from `full`": [],
+    }
     for r in rows.to_dict("records"):
-        if r["run"] not in values or r["run"] == REFERENCE or r["verdict"].startswith(("same model", "not appl")):
+        if (
+            r["run"] not in values
+            or r["run"] == REFERENCE
+            or r["verdict"].startswith(("same model", "not appl"))
+        ):
             continue
         key = ("beat `full`" if r["verdict"] == f"{r['run']} better" else "below `full`"
                if r["verdict"] == "full better" else "no clear difference from `full`")
@@ -154,8 +164,8 @@ def _note(row: Mapping[str, Any]) -> str:
 
 
 def _p_of(row: Mapping[str, Any], resamples: int | None) -> str:
-    """A verdict row's p-value as prose: Holm-adjusted where the stats have it (its `< 1/B` bound then scaled by
-    the table's number of tests), else the raw paired-test p."""
+    """A verdict row's p-value as prose: Holm-adjusted where the stats have it (its `< 1/B` bound then scaled
+    by the table's number of tests), else the raw paired-test p."""
     p, tests = row.get("p_holm"), row.get("tests_in_family")
     if p is None or pd.isna(p):
         return p_in_words(row["p_vs_full"], resamples)
@@ -167,8 +177,11 @@ def _near_constant(tests: pd.DataFrame | None) -> str:
     if tests is None or "note" not in tests.columns:
         return ""
     notes = dict.fromkeys(n for note in tests["note"].fillna("") for n in str(note).split("; ") if n)
-    return ("Near-constant output (a verdict that rests on it says little): " + "; ".join(notes) + ".") if notes \
+    return (
+        ("Near-constant output (a verdict that rests on it says little): " + "; ".join(notes) + ".")
+        if notes
         else ""
+    )
 
 
 def _baselines(stats: pd.DataFrame | None) -> dict[str, dict[str, float]]:
@@ -190,13 +203,17 @@ def _test_setup(stats: pd.DataFrame, alpha: float, summary: Mapping[str, Any]) -
     holm = "p_holm" in stats.columns and stats["p_holm"].notna().any()
     seeds = (f", {int(stats['seeds'].dropna().max())} training seed(s) per run"
              if "seeds" in stats.columns and stats["seeds"].notna().any() else "")
-    how = (f"paired bootstrap tests ({resamples or '?'} resamples) at level {alpha:g}, two-sided, "
-           + ("Holm-corrected within each table" if holm else "not corrected for the number of tests") + seeds)
+    how = (
+        f"paired bootstrap tests ({resamples or '?'} resamples) at level {alpha:g}, two-sided, "
+        + ("Holm-corrected within each table" if holm else "not corrected for the number of tests")
+        + seeds
+    )
     return how, resamples
 
 
 def _verdicts(stats: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
-    """`experiments.ablation_stats.verdicts`, with each test's table size (`tests_in_family`) where the stats have it."""
+    """`experiments.ablation_stats.verdicts`, with each test's table size (`tests_in_family`) where the stats
+    have it."""
     if stats is None:
         return None
     tests = verdicts(stats, alpha=alpha)
@@ -208,9 +225,10 @@ def _verdicts(stats: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
 
 def ablation_story(summary: Mapping[str, Any] | str | os.PathLike[str],
                    stats: pd.DataFrame | str | os.PathLike[str] | None = None, alpha: float = 0.05) -> str:
-    """Markdown bullets, one per headline metric: the runs ranked by value and, with the paired bootstrap tests
-    (`ablation_stats.csv`, found beside a summary path), which runs beat `full`, fall below it or do not differ
-    at level `alpha`, each with its difference and p-value. Runs that reuse another run's model are named once."""
+    """Markdown bullets, one per headline metric: the runs ranked by value and, with the paired bootstrap
+    tests (`ablation_stats.csv`, found beside a summary path), which runs beat `full`, fall below it or do not
+    differ at level `alpha`, each with its difference and p-value. Runs that reuse another run's model are
+    named once."""
     summary, stats = _summary_and_stats(summary, stats)
     runs = dict(summary["runs"])
     same = {}
@@ -222,9 +240,12 @@ def ablation_story(summary: Mapping[str, Any] | str | os.PathLike[str],
     base = _baselines(stats)
     shown = {r: m for r, m in shown.items() if r not in {b for v in base.values() for b in v}}
     lines = [_metric_sentence(m, shown, tests, resamples, base.get(m)) for m in SUMMARY_METRICS]
-    head = (f"Profile `{summary.get('profile', '?')}`, {len(shown)} distinct runs"
-            + (f" ({', '.join(f'`{r}` is the same model as `{s}`' for r, s in same.items())})" if same else "")
-            + (f"; {how}" if how else "") + ":")
+    head = (
+        f"Profile `{summary.get('profile', '?')}`, {len(shown)} distinct runs"
+        + (f" ({', '.join(f'`{r}` is the same model as `{s}`' for r, s in same.items())})" if same else "")
+        + (f"; {how}" if how else "")
+        + ":"
+    )
     flagged = _near_constant(tests)
     return "\n".join([head, "", *lines] + (["", flagged] if flagged else []))
 
@@ -233,8 +254,8 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
                      stats: pd.DataFrame | str | os.PathLike[str] | None = None,
                      alpha: float = 0.05) -> list[Expectation]:
     """The paper's claims of Tables 4-7 as expectations on this grid: each ablated run scores no better than
-    `full` on any headline metric (a run that beats `full` with p < `alpha` fails it). Runs not in the grid, or
-    the same model as `full`, are left out."""
+    `full` on any headline metric (a run that beats `full` with p < `alpha` fails it). Runs not in the grid,
+    or the same model as `full`, are left out."""
     summary, stats = _summary_and_stats(summary, stats)
     if stats is None:
         return [expectation(None, "every ablation scores no better than `full` (the paper's Tables 4-7)",
@@ -256,9 +277,13 @@ def component_checks(summary: Mapping[str, Any] | str | os.PathLike[str],
         hits = [f"{r['metric']} {r['delta_vs_full']:+.4f} ({_p_of(r, resamples)}"
                 + ("; rests on near-constant output" if _note(r) else "") + ")"
                 for r in rows.to_dict("records") if r["verdict"] == bad]
-        text = (f"`{run}` (a larger LLM) scores no worse than `full` on any headline metric (the paper: a larger "
-                "LLM helps)" if larger else f"`{run}` scores no better than `full` on any headline metric (the "
-                "paper: removing a component never helps)")
+        text = (
+            f"`{run}` (a larger LLM) scores no worse than `full` on any headline metric (the paper: a larger "
+            "LLM helps)"
+            if larger
+            else f"`{run}` scores no better than `full` on any headline metric (the "
+            "paper: removing a component never helps)"
+        )
         measured = f"{'worse' if larger else 'better'} than full on " + ", ".join(hits) if hits else \
             f"no metric {'worse' if larger else 'better'}"
         out.append(expectation(not hits, text, measured))
@@ -287,13 +312,14 @@ def _larger_llm(profile: str | None, run: str) -> bool | None:
     return arch["llm_hidden"] * arch["llm_layers"] > own.llm_hidden * own.llm_layers
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The authors' release (notebook 06)
 
 
 def release_agreement(table1: pd.DataFrame | str | os.PathLike[str] | None, digits: int = 4) -> Expectation:
-    """Do Table 1's two CTRG rows (the authors' numbers as released, and the kit's metrics recomputed from their
-    released predictions) agree at the `digits` decimals the table prints? Not checked (ok None) when a row is
+    """Do Table 1's two CTRG rows (the authors' numbers as released, and the kit's metrics recomputed from
+    their released predictions) agree at the `digits` decimals the table prints? Not checked (ok None) when a
+    row is
     missing: the release was not found, recomputing was off, or there is no Table 1 (`table1` None)."""
     text = (f"the kit's metrics recomputed from the authors' released predictions agree with their released "
             f"numbers at every printed decimal ({digits})")
@@ -304,8 +330,9 @@ def release_agreement(table1: pd.DataFrame | str | os.PathLike[str] | None, digi
     released = ctrg[ctrg["source"].str.contains("as released", na=False)]
     recomputed = ctrg[ctrg["source"].str.contains("recomputed", na=False)]
     if released.empty or recomputed.empty:
-        missing = " and ".join(w for w, d in (("the released row", released), ("the recomputed row", recomputed))
-                               if d.empty)
+        missing = " and ".join(
+            w for w, d in (("the released row", released), ("the recomputed row", recomputed)) if d.empty
+        )
         return expectation(None, text, f"Table 1 lacks {missing}: the release was not found, or recomputing "
                                        "it was switched off")
     metrics = [c for c in df.columns if c not in ("dataset", "model", "source")
@@ -334,7 +361,9 @@ def region_accuracy_check(metrics: Mapping[str, Any], profile: str | Profile) ->
                            f"{acc:.4f}" if acc is not None else "")
     if acc is None:
         return expectation(None, f"region accuracy >= {goal:g} (profile {name})", "no region names to score")
-    return expectation(float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}")
+    return expectation(
+        float(acc) >= goal, f"region accuracy >= {goal:g} (profile {name})", f"{float(acc):.4f}"
+    )
 
 
 #: Topic-consistency goals a profile states (paragraphs on their own organ's topic); others state none.
@@ -342,9 +371,10 @@ TOPIC_CONSISTENCY_GOALS: dict[str, float] = {"demo": 0.95}
 
 
 def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) -> Expectation:
-    """The profile's topic-consistency goal (`TOPIC_CONSISTENCY_GOALS`; the share of generated paragraphs whose
-    sentences belong to the organ they name, `metrics.region.topic_consistency`) against a run's evaluation, as
-    `region_accuracy_check` does for region accuracy: the two goals hold together or the names are hollow."""
+    """The profile's topic-consistency goal (`TOPIC_CONSISTENCY_GOALS`; the share of generated paragraphs
+    whose sentences belong to the organ they name, `metrics.region.topic_consistency`) against a run's
+    evaluation, as `region_accuracy_check` does for region accuracy: the two goals hold together or the names
+    are hollow."""
     name = load_profile(profile).name
     goal, share = TOPIC_CONSISTENCY_GOALS.get(name), metrics.get("topic_consistency")
     if goal is None:
@@ -352,24 +382,29 @@ def topic_consistency_check(metrics: Mapping[str, Any], profile: str | Profile) 
                            f"{share:.4f}" if share is not None else "")
     text = f"topic consistency >= {goal:g} (profile {name})"
     if share is None:
-        return expectation(None, text, "no numbered paragraphs to read (or evaluated before topic consistency)")
+        return expectation(
+            None, text, "no numbered paragraphs to read (or evaluated before topic consistency)"
+        )
     return expectation(float(share) >= goal, text, f"{float(share):.4f}")
 
 
-#: The image-use instrument's goals (`metrics.image_use`): wherever the spliced vectors carry a label (probe AUC >= 0.9), the LLM's
-#: teacher-forced log-odds ranks the cases at AUC >= 0.9 with their own vectors and <= 0.65 with another case's.
+#: The image-use instrument's goals (`metrics.image_use`): wherever the spliced vectors carry a label (probe
+#: AUC >= 0.9), the LLM's teacher-forced log-odds ranks the cases at AUC >= 0.9 with their own vectors and <=
+#: 0.65 with another case's.
 IMAGE_USE_GOALS: dict[str, tuple[float, float]] = {"demo": (0.90, 0.65)}
 
 
 def image_use_check(table: Any, profile: str | Profile) -> Expectation:
-    """The profile's image-use goal (`IMAGE_USE_GOALS`) against `metrics.image_use`'s table: the lowest used AUC
-    and the highest control AUC over the labels the vectors carry (`image_use_headline`)."""
+    """The profile's image-use goal (`IMAGE_USE_GOALS`) against `metrics.image_use`'s table: the lowest used
+    AUC and the highest control AUC over the labels the vectors carry (`image_use_headline`)."""
     from reg2rg_lib.metrics.image_use import image_use_headline
 
     name = load_profile(profile).name
     goal = IMAGE_USE_GOALS.get(name)
     if table is None:
-        return expectation(None, "the model reads the image", "no image-use table (not the embedded benchmark)")
+        return expectation(
+            None, "the model reads the image", "no image-use table (not the embedded benchmark)"
+        )
     head = image_use_headline(table)
     used, control = head.get("image_use_min_used_auc"), head.get("image_use_max_control_auc")
     found = (f"lowest used AUC {used:.2f}, highest control AUC {control:.2f} over the carried labels"

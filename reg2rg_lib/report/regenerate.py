@@ -1,6 +1,6 @@
-"""Every table and figure from disk: `Inputs` says where one profile run's files are, each `make_*` reads them and
-writes its table or figure (or returns None when its inputs are absent), and `regenerate` runs them all in order
-(notebook 06). `show` displays what a maker wrote inside a notebook.
+"""Every table and figure from disk: `Inputs` says where one profile run's files are, each `make_*` reads them
+and writes its table or figure (or returns None when its inputs are absent), and `regenerate` runs them all in
+order (notebook 06). `show` displays what a maker wrote inside a notebook.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise BadInputError(path, f"not valid JSON ({err})") from None
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Everything from disk (notebook 06, tests): what the earlier notebooks wrote -> every table and figure
 
 
@@ -83,7 +83,8 @@ class Inputs:
     profile: str
     release_dir: Path | None = None
     recompute_release: bool = False
-    release_lookup: ReleaseLookup | None = None  # where the release was looked for (tables say so when absent)
+    # where the release was looked for (tables say so when absent)
+    release_lookup: ReleaseLookup | None = None
 
     @classmethod
     def from_profile(cls, profile: str | Profile, out_dir: str | os.PathLike[str],
@@ -96,8 +97,14 @@ class Inputs:
         prof = load_profile(profile)
         lookup = find_release(release_dir, prof.figures.release_dir)
         recompute = prof.figures.recompute_release if recompute_release is None else recompute_release
-        return cls(Path(out_dir).resolve(), Path(figures_dir).resolve(), prof.name, lookup.found, bool(recompute),
-                   lookup)
+        return cls(
+            Path(out_dir).resolve(),
+            Path(figures_dir).resolve(),
+            prof.name,
+            lookup.found,
+            bool(recompute),
+            lookup,
+        )
 
     @property
     def paths(self) -> RunPaths:
@@ -107,7 +114,8 @@ class Inputs:
         return RunFolder(self.paths.run(run)).metrics()
 
     def runs(self) -> list[str]:
-        """Evaluated runs (predictions + NLG metrics), `full` first, then summary.json's order, then by name."""
+        """Evaluated runs (predictions + NLG metrics), `full` first, then summary.json's order, then by
+        name."""
         root = self.paths.runs
         found = sorted(p.name for p in root.iterdir() if RunFolder(p).predictions().is_file() and (
             RunFolder(p).metrics() / "nlg_evaluation_results.csv").is_file()) if root.is_dir() else []
@@ -147,8 +155,14 @@ def make_paper_fig3(inp: Inputs) -> list[Path] | None:
     pairs, model = source
     i = pick_case(pairs)
     rule = f"{PICK_RULE} among the {len(pairs.ids)} cases of the {model} predictions"
-    return paper_fig3_case_study(pairs.references[i], pairs.predictions[i], inp.figures_dir, case_id=pairs.ids[i],
-                           model=model, picked_by=rule)[1]
+    return paper_fig3_case_study(
+        pairs.references[i],
+        pairs.predictions[i],
+        inp.figures_dir,
+        case_id=pairs.ids[i],
+        model=model,
+        picked_by=rule,
+    )[1]
 
 
 def make_paper_fig4(inp: Inputs) -> list[Path] | None:
@@ -162,8 +176,9 @@ def make_paper_fig4(inp: Inputs) -> list[Path] | None:
     report, source = pairs.predictions[i], "kit full, generated"
     if not any(p.index is not None for p in split_regions(report)):  # an untrained model names no region
         report, source = pairs.references[i], "ground truth: the generated report names no region"
-    return paper_fig4_region_report(volume, masks, report, inp.figures_dir, spacing=spacing, case_id=pairs.ids[i],
-                              source=source)
+    return paper_fig4_region_report(
+        volume, masks, report, inp.figures_dir, spacing=spacing, case_id=pairs.ids[i], source=source
+    )
 
 
 def make_kit_fig4(inp: Inputs) -> list[Path] | None:
@@ -186,11 +201,20 @@ def make_kit_fig6(inp: Inputs) -> list[Path] | None:
 def regenerate(inp: Inputs) -> dict[str, Any]:
     """Every table and figure whose inputs exist, in order; {maker name: files written or None (skipped)}."""
     written = {}
-    for make in (*TABLE_MAKERS, make_paper_fig2, make_paper_fig3, make_paper_fig4, make_kit_fig4, make_kit_fig6):
+    for make in (
+        *TABLE_MAKERS,
+        make_paper_fig2,
+        make_paper_fig3,
+        make_paper_fig4,
+        make_kit_fig4,
+        make_kit_fig6,
+    ):
         files = make(inp)
         written[make.__name__] = files
         names = sorted({Path(p).name for p in (files.values() if isinstance(files, dict) else files or [])})
-        logger.info(f"[figures] {make.__name__}: " + (", ".join(names) if names else "skipped (inputs not found)"))
+        logger.info(
+            f"[figures] {make.__name__}: " + (", ".join(names) if names else "skipped (inputs not found)")
+        )
     return written
 
 
@@ -209,7 +233,7 @@ def show(files: Any) -> None:
             display(Image(filename=str(path)))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # From disk: each table from what the earlier notebooks wrote (notebook 06, `figures.regenerate`)
 
 
@@ -226,9 +250,14 @@ def make_table1(inp: Any) -> dict[str, Path] | None:
     """Table 1 from the release (when given) and the kit's `full` run (when finished); None if neither."""
     recomputed = recompute_release_nlg(inp.release_dir) if inp.release_dir and inp.recompute_release else None
     df = table1_nlg(inp.release_dir, recomputed, _kit_rows(inp) or None, inp.profile)
-    return _save_nonempty(_release_rows(df, inp, "table1"), inp, "table1_nlg", "Table 1: NLG metrics (per-sample "
-                          f"means). {CTRG} rows come from the authors' release; {BENCHMARK} rows from the kit's runs"
-                          + _baselines_caption(inp))
+    return _save_nonempty(
+        _release_rows(df, inp, "table1"),
+        inp,
+        "table1_nlg",
+        "Table 1: NLG metrics (per-sample "
+        f"means). {CTRG} rows come from the authors' release; {BENCHMARK} rows from the kit's runs"
+        + _baselines_caption(inp),
+    )
 
 
 def make_table2(inp: Any) -> dict[str, Path] | None:
@@ -236,19 +265,26 @@ def make_table2(inp: Any) -> dict[str, Path] | None:
     recomputed = recompute_release_ce(inp.release_dir) if inp.release_dir else None
     kit = {run: ce_averages(load_json(d / "ce_metrics.json")) for run, d in _kit_rows(inp).items()}
     df = table2_ce(inp.release_dir, recomputed, kit or None, inp.profile, crg=_crg_values(inp))
-    return _save_nonempty(_release_rows(df, inp, "table2"), inp, "table2_ce",
-                          "Table 2: clinical efficacy over the 18 CT-RATE labels. "
-                          f"{CTRG}: RadBERT labels from the authors' release; {BENCHMARK}: the kit's rule labeler"
-                          + _baselines_caption(inp))
+    return _save_nonempty(
+        _release_rows(df, inp, "table2"),
+        inp,
+        "table2_ce",
+        "Table 2: clinical efficacy over the 18 CT-RATE labels. "
+        f"{CTRG}: RadBERT labels from the authors' release; {BENCHMARK}: the kit's rule labeler"
+        + _baselines_caption(inp),
+    )
 
 
 def make_table3(inp: Any) -> dict[str, Path] | None:
     """Table 3 (region recognition) from the release's region report and the kit's `full` run."""
     kit = {run: region_rows(load_json(d / "region_metrics.json")) for run, d in _kit_rows(inp).items()}
-    return _save_nonempty(_release_rows(table3_region_recognition(inp.release_dir, kit or None, inp.profile), inp,
-                                        "table3"), inp, "table3_region_recognition",
-                          "Table 3: region recognition (\"The region i is X\" names vs the ground truth)"
-                          + _baselines_caption(inp))
+    return _save_nonempty(
+        _release_rows(table3_region_recognition(inp.release_dir, kit or None, inp.profile), inp, "table3"),
+        inp,
+        "table3_region_recognition",
+        'Table 3: region recognition ("The region i is X" names vs the ground truth)'
+        + _baselines_caption(inp),
+    )
 
 
 def _kit_rows(inp: Any) -> dict[str, Path]:
@@ -271,8 +307,10 @@ def _baselines_caption(inp: Any) -> str:
         return "."
     if len(kit) == 1:
         return "; baselines: not computed yet (the ablations, notebook 05, score them)."
-    return ("; baseline rows: one constant report for every case (experiments.baselines), the normal one naming "
-            "the organs in canonical order.")
+    return (
+        "; baseline rows: one constant report for every case (experiments.baselines), the normal one naming "
+        "the organs in canonical order."
+    )
 
 
 def _release_rows(df: pd.DataFrame, inp: Any, table: str) -> pd.DataFrame:
@@ -304,25 +342,38 @@ def _crg_values(inp: Any) -> dict[str, float | None]:
 def make_table8(inp: Any) -> dict[str, Path] | None:
     """Table 8 (the kit's): grounded finding accuracy of every evaluated run with `grounded_by_kind.csv`."""
     runs = {run: inp.metrics_dir(run) for run in inp.runs()}
-    return _save_nonempty(table8_grounded(runs, inp.profile), inp, "table8_grounded_findings",
-                          "Table 8: grounded finding accuracy on the embedded benchmark: each inserted finding "
-                          "reported in its own region's paragraph (grounded recall), with the right lobe/side and "
-                          "size within +-20 % (attribute accuracy), and findings the model invented per case.")
+    return _save_nonempty(
+        table8_grounded(runs, inp.profile),
+        inp,
+        "table8_grounded_findings",
+        "Table 8: grounded finding accuracy on the embedded benchmark: each inserted finding "
+        "reported in its own region's paragraph (grounded recall), with the right lobe/side and "
+        "size within +-20 % (attribute accuracy), and findings the model invented per case.",
+    )
 
 
 #: The table makers in order (each returns the files written, or None when its inputs are absent).
 def make_table9(inp: Any) -> dict[str, Path] | None:
-    """Table 9 (the kit's): per-label CE of `full`, beside the frozen encoders' validation probes (notebook 02)."""
+    """Table 9 (the kit's): per-label CE of `full`, beside the frozen encoders' validation probes (notebook
+    02)."""
     labels_csv = inp.metrics_dir("full") / "ce_labels.csv"
     if "full" not in inp.runs() or not labels_csv.is_file():
         return None
     report = inp.paths.vision / "pretrain.json"
     pretrain = json.loads(report.read_text()) if report.is_file() else None
-    return _save_nonempty(table9_ce_per_label(labels_csv, pretrain), inp, "table9_ce_per_label",
-                          "Table 9 (the kit's): clinical efficacy of `full` per label on the test split (support: test cases "
-                          "with the finding; reported: cases where `full` writes it)"
-                          + ("; probe F1: a logistic-regression read-out of the frozen ViT's pooled tokens per region "
-                             "crop, fit on train and scored on validation (notebook 02)" if pretrain else ""))
+    return _save_nonempty(
+        table9_ce_per_label(labels_csv, pretrain),
+        inp,
+        "table9_ce_per_label",
+        "Table 9 (the kit's): clinical efficacy of `full` per label on the test split (support: test cases "
+        "with the finding; reported: cases where `full` writes it)"
+        + (
+            "; probe F1: a logistic-regression read-out of the frozen ViT's pooled tokens per region "
+            "crop, fit on train and scored on validation (notebook 02)"
+            if pretrain
+            else ""
+        ),
+    )
 
 
 TABLE_MAKERS = (make_table1, make_table2, make_table9, make_table3, make_ablation_tables, make_table8)

@@ -1,8 +1,8 @@
-"""The README's results section, computed from one run's files so that it reads in two minutes and cannot drift:
-a verdict of at most five lines, one compact table (3 decimals, the bootstrap 95% CI beside each headline figure,
-one flag column), where this run falls against the committed seed spread (`report.seed_spread`), the paper's
-tables one line each, and a glossary of the run names and abbreviations taken from the ablation registry
-(`experiments.grid`).
+"""The README's results section, computed from one run's files so that it reads in two minutes and cannot
+drift: a verdict of at most five lines, one compact table (3 decimals, the bootstrap 95% CI beside each
+headline figure, one flag column), where this run falls against the committed seed spread
+(`report.seed_spread`), the paper's tables one line each, and a glossary of the run names and abbreviations
+taken from the ablation registry (`experiments.grid`).
 
     readme_results(summary_path)            the README's generated block (notebook 06, `reg2rg readme`)
     write_readme_results(summary, readme)   writes it between README_START and README_END
@@ -62,13 +62,13 @@ def _load(summary_path: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.Data
     return read_summary(path), (read_stats(stats) if stats.is_file() else None)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The verdict: what `full` does and does not do, against the baselines and the ablations
 
 
 def _against_baselines(stats: pd.DataFrame, metric: str) -> tuple[bool, str]:
-    """(does `full` beat every baseline on `metric` by the paired test at `ALPHA`, the highest baseline that it
-    does not beat, else the highest baseline, as "`name` value")."""
+    """(does `full` beat every baseline on `metric` by the paired test at `ALPHA`, the highest baseline that
+    it does not beat, else the highest baseline, as "`name` value")."""
     rows = stats[(stats["kind"] == "baseline") & (stats["metric"] == metric)].to_dict("records")
     if not rows:
         return False, "no baseline"
@@ -91,10 +91,13 @@ def _figure(stats: pd.DataFrame | None, summary: Mapping[str, Any], metric: str)
     row = stats[(stats["run"] == REFERENCE) & (stats["metric"] == metric)] if stats is not None else None
     if row is None or row.empty or pd.isna(row["ci_low"].iloc[0]):
         return f"{float(value):.{DIGITS}f}"
-    return f"{float(value):.{DIGITS}f} [{row['ci_low'].iloc[0]:.{DIGITS}f}, {row['ci_high'].iloc[0]:.{DIGITS}f}]"
+    return (
+        f"{float(value):.{DIGITS}f} [{row['ci_low'].iloc[0]:.{DIGITS}f}, {row['ci_high'].iloc[0]:.{DIGITS}f}]"
+    )
 
 
-#: A finding counts as written when `full`'s per-label F1 reaches this (Table 9) on at least `FINDING_SUPPORT` cases.
+#: A finding counts as written when `full`'s per-label F1 reaches this (Table 9) on at least `FINDING_SUPPORT`
+#: cases.
 FINDING_F1, FINDING_SUPPORT = 0.5, 3
 
 
@@ -128,10 +131,14 @@ def _does_lines(summary: Mapping[str, Any], stats: pd.DataFrame | None, findings
     topic = full.get("topic_consistency")
     lines = []
     if does:
-        lines.append(f"**Does:** `{REFERENCE}` scores clearly above every constant-report baseline (the highest "
-                     "shown) on "
-                     + "; ".join(does) + (f"; topic consistency {float(topic):.{DIGITS}f}" if topic is not None
-                                          else "") + findings + ".")
+        lines.append(
+            f"**Does:** `{REFERENCE}` scores clearly above every constant-report baseline (the highest "
+            "shown) on "
+            + "; ".join(does)
+            + (f"; topic consistency {float(topic):.{DIGITS}f}" if topic is not None else "")
+            + findings
+            + "."
+        )
     if does_not:
         lines.append("**Does not:** score clearly above a constant report (paired bootstrap, Holm, p >= "
                      f"{ALPHA:g} against the one shown) on " + "; ".join(does_not) + ".")
@@ -171,11 +178,13 @@ def _ablation_line(stats: pd.DataFrame | None) -> str:
         return out
 
     below, above = which("full better"), which("{run} better")
-    return (f"**Ablations** ({seeds} training seed(s) each, paired bootstrap against `{REFERENCE}`, Holm within "
-            f"each table): of {len(runs)} comparable runs, " + (f"below `{REFERENCE}`: {'; '.join(below)}" if below
-                                                                else f"none falls below `{REFERENCE}`")
-            + ("; above: " + "; ".join(above) if above else "; none scores above it")
-            + "; the others are within noise.")
+    return (
+        f"**Ablations** ({seeds} training seed(s) each, paired bootstrap against `{REFERENCE}`, Holm within "
+        f"each table): of {len(runs)} comparable runs, "
+        + (f"below `{REFERENCE}`: {'; '.join(below)}" if below else f"none falls below `{REFERENCE}`")
+        + ("; above: " + "; ".join(above) if above else "; none scores above it")
+        + "; the others are within noise."
+    )
 
 
 def verdict_lines(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
@@ -193,11 +202,13 @@ def verdict_lines(summary_path: str | os.PathLike[str], spread_csv: str | os.Pat
     csv = Path(spread_csv) if spread_csv is not None else seeds_csv(summary["profile"])
     placed = spread_placement(summary_path, csv)
     if placed:
-        lines.append("**This run against the committed seeds:** " + placement_sentence(summary_path, placed, csv))
+        lines.append(
+            "**This run against the committed seeds:** " + placement_sentence(summary_path, placed, csv)
+        )
     return lines[:5]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The compact table, the paper's tables in one line each, the glossary
 
 
@@ -217,14 +228,16 @@ def _flag(run: str, metrics: Mapping[str, Any], same: Sequence[str]) -> str:
 
 def results_table(summary_path: str | os.PathLike[str], spread_csv: str | os.PathLike[str] | None = None
                   ) -> pd.DataFrame:
-    """One row per distinct run, then the baselines: each headline figure with its bootstrap 95% CI (3 decimals;
-    `OUTSIDE` where this run left the committed seeds' interval), and one flag column."""
+    """One row per distinct run, then the baselines: each headline figure with its bootstrap 95% CI (3
+    decimals; `OUTSIDE` where this run left the committed seeds' interval), and one flag column."""
     summary, stats = _load(summary_path)
     outside = {(p["run"], p["metric"]) for p in spread_placement(summary_path, spread_csv) if not p["inside"]}
     same = {}
     if stats is not None and "same_as" in stats.columns:
         same = {r: s for r, s in zip(stats["run"], stats["same_as"].fillna("")) if s}
-    baselines = list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if stats is not None else []
+    baselines = (
+        list(dict.fromkeys(stats.loc[stats["kind"] == "baseline", "run"])) if stats is not None else []
+    )
     extras = {b: _baseline_extras(stats, b) for b in baselines}
     rows = []
     for run, metrics in [*((r, m) for r, m in summary["runs"].items() if r not in same), *extras.items()]:
@@ -250,14 +263,20 @@ def _cell(stats: pd.DataFrame | None, run: str, value: Any, metric: str) -> str:
     row = stats[(stats["run"] == run) & (stats["metric"] == metric)] if stats is not None else None
     if row is None or row.empty or pd.isna(row["ci_low"].iloc[0]):
         return format_cell(float(value))
-    return f"{format_cell(float(value))} [{format_cell(row['ci_low'].iloc[0])}, {format_cell(row['ci_high'].iloc[0])}]"
+    return (
+        f"{format_cell(float(value))} [{format_cell(row['ci_low'].iloc[0])}, "
+        f"{format_cell(row['ci_high'].iloc[0])}]"
+    )
 
 
-#: What the paper's tables show, in words (its printed numbers are not typed in: `report.release.PAPER_PRINTED`).
+#: What the paper's tables show, in words (its printed numbers are not typed in:
+#: `report.release.PAPER_PRINTED`).
 PAPER_SAYS: dict[str, str] = {
-    "table1_nlg": "Reg2RG's report quality (BLEU, METEOR, ROUGE, CIDEr) on RadGenome-ChestCT and CTRG-Chest-548K",
+    "table1_nlg": (
+        "Reg2RG's report quality (BLEU, METEOR, ROUGE, CIDEr) on RadGenome-ChestCT and CTRG-Chest-548K"
+    ),
     "table2_ce": "its clinical efficacy over the 18 CT-RATE findings",
-    "table3_region_recognition": "its \"The region i is X\" names are recognised correctly",
+    "table3_region_recognition": 'its "The region i is X" names are recognised correctly',
     "table4_lfd": "removing local feature decoupling (LFD) lowers the scores",
     "table5_region_features": "texture alone, then + geometry, score below texture + geometry + global",
     "table6_rra": "removing region-report alignment (RRA) lowers the scores",
@@ -266,19 +285,23 @@ PAPER_SAYS: dict[str, str] = {
 
 
 def _release_line(tables_dir: Path, name: str) -> tuple[str, str]:
-    """(kit finds, agree?) for Tables 1-2: the kit's metrics recomputed from the authors' released CTRG files."""
+    """(kit finds, agree?) for Tables 1-2: the kit's metrics recomputed from the authors' released CTRG
+    files."""
     path = tables_dir / f"{name}.csv"
     if not path.is_file():
         return f"no {name}.csv in {_shown(tables_dir)} (notebook 06 writes it)", "not checked"
     table = pd.read_csv(path)
-    if name == "table2_ce":  # the released weighted average (metrics_manual.csv) against the kit's recomputation
+    # the released weighted average (metrics_manual.csv) against the kit's recomputation
+    if name == "table2_ce":
         table = table[table["average"].isin(["weighted"]) | table["average"].isna()].drop(
             columns=["average", "support", "CRG", "decimals", "labeler"], errors="ignore")
         table["source"] = table["source"].str.replace("metrics_manual.csv", "metrics_manual.csv, as released")
     check = release_agreement(table)
     if check.ok is None:
-        return ("the authors' released CTRG files were not found or not recomputed here (the table's rows say "
-                "where they were looked for)"), "not checked"
+        return (
+            "the authors' released CTRG files were not found or not recomputed here (the table's rows say "
+            "where they were looked for)"
+        ), "not checked"
     return (f"the kit's metrics recomputed from the released CTRG predictions: {check.measured}",
             "yes" if check.ok else "no")
 
@@ -297,8 +320,11 @@ def _ablation_paper_line(stats: pd.DataFrame | None, table: str) -> tuple[str, s
     words = []
     for r in runs:
         sub = tests[tests["run"] == r]
-        hits = [f"{m} {'below' if v == 'full better' else 'above'}" for m, v in zip(sub["metric"], sub["verdict"])
-                if v in ("full better", f"{r} better")]
+        hits = [
+            f"{m} {'below' if v == 'full better' else 'above'}"
+            for m, v in zip(sub["metric"], sub["verdict"])
+            if v in ("full better", f"{r} better")
+        ]
         words.append(f"`{r}`: " + (", ".join(hits) + f" `{REFERENCE}`" if hits else "within noise"))
     if stats is not None:
         left_out = [r for r in dict.fromkeys(stats["run"]) if family(r) == table and not _comparable(r)]
@@ -331,9 +357,9 @@ def paper_lines(summary_path: str | os.PathLike[str], tables_dir: str | os.PathL
 
 
 def glossary(runs: Sequence[str] = ()) -> str:
-    """The run names (every run of the ablation registry, the `llm_<arch>` runs in `runs`, the baselines) and the
-    abbreviations (`grid.ABBREVIATIONS`), as one list in a collapsed `<details>` block, so that the README's results
-    fit one screen and a reader opens the glossary when a name is new to them."""
+    """The run names (every run of the ablation registry, the `llm_<arch>` runs in `runs`, the baselines) and
+    the abbreviations (`grid.ABBREVIATIONS`), as one list in a collapsed `<details>` block, so that the
+    README's results fit one screen and a reader opens the glossary when a name is new to them."""
     names = {**{n: a.description for n, a in ABLATIONS.items()}}
     for run in runs:
         if run.startswith("llm_") and run not in names:
@@ -347,17 +373,18 @@ def glossary(runs: Sequence[str] = ()) -> str:
             "abbreviations</summary>\n\n" + "\n".join(items) + "\n\n</details>")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The README's block
 
 
 def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, Any] | None = None,
                    tables_dir: str | os.PathLike[str] | None = None,
                    spread_csv: str | os.PathLike[str] | None = None) -> str:
-    """The README's generated results block: verdict, glossary (collapsed), compact table, expected spread, paper
-    lines.
+    """The README's generated results block: verdict, glossary (collapsed), compact table, expected spread,
+    paper lines.
     `machine` (`env.doctor.machine()` when None) dates it; `tables_dir` holds the tables notebook 06 wrote
-    (default figures/tables); `spread_csv` is the committed seed file (default benchmarks/seeds/<profile>.csv)."""
+    (default figures/tables); `spread_csv` is the committed seed file (default
+    benchmarks/seeds/<profile>.csv)."""
     summary = read_summary(summary_path)
     machine = doctor.machine() if machine is None else machine
     where = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
@@ -365,12 +392,15 @@ def readme_results(summary_path: str | os.PathLike[str], machine: Mapping[str, A
         f"; {OUTSIDE}: outside the committed seeds' interval" if any(
             not p["inside"] for p in spread_placement(summary_path, spread_csv)) else "") + ")")
     parts = [
-        f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} (`make reproduce`; from "
-        f"`outputs/{summary['profile']}/summary.json`; p-values in words: notebook 05 and benchmarks/RESULTS.md).",
+        f"Profile `{summary['profile']}`, produced {machine.get('date', '?')} on {where} (`make "
+        f"reproduce`; from `outputs/{summary['profile']}/summary.json`; p-values in words: notebook 05 and "
+        "benchmarks/RESULTS.md).",
         "\n".join(f"- {line}" for line in verdict_lines(summary_path, spread_csv)),
         glossary(list(summary["runs"])),
-        "Headline figures, value [CI]" + stats_note + ":\n\n" + to_markdown(
-            results_table(summary_path, spread_csv)).rstrip(),
+        "Headline figures, value [CI]"
+        + stats_note
+        + ":\n\n"
+        + to_markdown(results_table(summary_path, spread_csv)).rstrip(),
         expected_spread(summary_path, spread_csv),
         "The paper's tables:\n\n" + to_markdown(paper_lines(summary_path, tables_dir)).rstrip(),
     ]

@@ -1,6 +1,6 @@
-"""Notebook 03's prose about a training run: the schedule and the loss it actually used (from run_config.json and
-train_log.csv, else the profile), the shape of its loss curve, and whether the logged learning rate follows the
-stated schedule.
+"""Notebook 03's prose about a training run: the schedule and the loss it actually used (from run_config.json
+and train_log.csv, else the profile), the shape of its loss curve, and whether the logged learning rate
+follows the stated schedule.
 
     training_story(run_dir, profile)   the schedule and the loss the run used, the curve's shape (Markdown)
     schedule_check(run_dir, profile)   the logged learning rate follows the stated schedule (an `Expectation`)
@@ -23,13 +23,16 @@ from reg2rg_lib.report.narrative import Expectation, expectation
 from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
 
 PLATEAU_TAIL = 0.2  # the share of the last steps `loss_trend` looks at
-PLATEAU_TOLERANCE = 0.05  # |relative change of the mean loss| within the tail below which the curve has plateaued
+# |relative change of the mean loss| within the tail below which the curve has plateaued
+PLATEAU_TOLERANCE = 0.05
 
 
-def run_settings(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> tuple[TrainSettings, dict,
-                                                                                                   str]:
+def run_settings(
+    run_dir: str | os.PathLike[str], profile: str | Profile | None = None
+) -> tuple[TrainSettings, dict, str]:
     """(the training settings a run used, its model config as a dict, where they came from): the run's
-    `run_config.json` when it exists, else the profile's `train` section (the run has not been trained yet)."""
+    `run_config.json` when it exists, else the profile's `train` section (the run has not been trained
+    yet)."""
     path = RunFolder(run_dir).run_config
     if path.is_file():
         try:
@@ -39,8 +42,14 @@ def run_settings(run_dir: str | os.PathLike[str], profile: str | Profile | None 
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise BadInputError(path, f"not a run config ({err})") from None
     if profile is None:
-        raise BadInputError(path, "not found, and no profile given to read the settings from; train the run first")
-    return TrainSettings.from_profile(load_profile(profile).train), {}, f"profile {load_profile(profile).name}"
+        raise BadInputError(
+            path, "not found, and no profile given to read the settings from; train the run first"
+        )
+    return (
+        TrainSettings.from_profile(load_profile(profile).train),
+        {},
+        f"profile {load_profile(profile).name}",
+    )
 
 
 def loss_trend(losses: Sequence[float], tail: float = PLATEAU_TAIL, tolerance: float = PLATEAU_TOLERANCE
@@ -65,7 +74,10 @@ def _schedule_sentence(s: TrainSettings, total: int | None) -> str:
     warm = (f"rose linearly from 0 to {s.lr:g} over the first {steps}, then"
             if s.warmup_steps > 0 else f"started at {s.lr:g} (no warm-up) and")
     if s.lr_schedule == "constant":
-        return f"The learning rate {warm} stayed constant at {s.lr:g} (`train.lr_schedule: constant`, the paper's)."
+        return (
+            f"The learning rate {warm} stayed constant at {s.lr:g} (`train.lr_schedule: constant`, the "
+            "paper's)."
+        )
     end = f"step {total}" if total else "the last step"
     return (f"The learning rate {warm} followed a {s.lr_schedule} decay to 0 at {end} "
             f"(`train.lr_schedule: {s.lr_schedule}`; the paper keeps it constant after the warm-up).")
@@ -75,26 +87,34 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
     rra = bool(model.get("rra", True))
     w = float(s.region_name_weight)
     if w == 1.0:
-        text = "The loss is plain next-token cross-entropy on the target tokens (`train.region_name_weight: 1`, " \
-               "as in the paper)."
+        text = (
+            "The loss is plain next-token cross-entropy on the target tokens (`train.region_name_weight: 1`, "
+            "as in the paper)."
+        )
     elif rra:
-        text = (f"The loss is next-token cross-entropy with the organ-name tokens of the \"The region i is "
-                f"<organ>:\" prefixes weighted {w:g}x (`train.region_name_weight: {w:g}`; the paper: 1, plain "
-                "cross-entropy), normalised by the number of target tokens.")
+        text = (
+            f'The loss is next-token cross-entropy with the organ-name tokens of the "The region i is '
+            f'<organ>:" prefixes weighted {w:g}x (`train.region_name_weight: {w:g}`; the paper: 1, plain '
+            "cross-entropy), normalised by the number of target tokens."
+        )
     else:
-        text = (f"The loss is next-token cross-entropy; `train.region_name_weight: {w:g}` has no organ names to "
-                "weigh here (without RRA the targets carry no \"The region i is <organ>:\" prefixes).")
+        text = (
+            f"The loss is next-token cross-entropy; `train.region_name_weight: {w:g}` has no organ names to "
+            'weigh here (without RRA the targets carry no "The region i is <organ>:" prefixes).'
+        )
     if s.region_dropout and rra:
-        text += (f" Region dropout: {s.region_dropout:.0%} of the training samples lose 1-{s.region_dropout_max} regions "
-                 "(not in the paper).")
+        text += (
+            f" Region dropout: {s.region_dropout:.0%} of the training samples lose "
+            f"1-{s.region_dropout_max} regions (not in the paper)."
+        )
     return text
 
 
 def training_story(run_dir: str | os.PathLike[str], profile: str | Profile | None = None,
                    tail: float = PLATEAU_TAIL) -> str:
-    """Notebook 03's account of a run, in Markdown: the schedule and the loss it actually used (run_config.json,
-    else the profile), the logged learning rate and loss, and whether the loss plateaued over the last `tail`
-    share of the steps (`loss_trend`)."""
+    """Notebook 03's account of a run, in Markdown: the schedule and the loss it actually used
+    (run_config.json, else the profile), the logged learning rate and loss, and whether the loss plateaued
+    over the last `tail` share of the steps (`loss_trend`)."""
     settings, model, origin = run_settings(run_dir, profile)
     log = read_train_log(run_dir) if RunFolder(run_dir).train_log.is_file() else []
     total = settings.max_steps or (int(log[-1]["step"]) if log else None)
@@ -104,25 +124,29 @@ def training_story(run_dir: str | os.PathLike[str], profile: str | Profile | Non
         return " ".join(parts)
     steps, losses, lrs = ([r[k] for r in log] for k in ("step", "loss", "lr"))
     peak = int(np.argmax(lrs))
-    parts.append(f"The log ({len(log)} steps, settings from {origin}) shows the learning rate at {lrs[peak]:.3g} "
-                 f"at its peak (step {steps[peak]:.0f}) and {lrs[-1]:.3g} at the last step ({steps[-1]:.0f}); the "
-                 f"loss went from {losses[0]:.4f} at step {steps[0]:.0f} to {losses[-1]:.4f}.")
+    parts.append(
+        f"The log ({len(log)} steps, settings from {origin}) shows the learning rate at {lrs[peak]:.3g} "
+        f"at its peak (step {steps[peak]:.0f}) and {lrs[-1]:.3g} at the last step ({steps[-1]:.0f}); the "
+        f"loss went from {losses[0]:.4f} at step {steps[0]:.0f} to {losses[-1]:.4f}."
+    )
     trend = loss_trend(losses, tail)
     if trend["verdict"] == "too short":
         parts.append(f"Too few steps ({len(log)}) to say whether the loss plateaued.")
     else:
         what = {"plateau": "it has plateaued", "falling": "it is still falling",
                 "rising": "it is rising"}[trend["verdict"]]
-        parts.append(f"Over the last {tail:.0%} of the steps ({trend['tail_steps']} steps) the mean loss went from "
-                     f"{trend['first_half_mean']:.4f} (first half) to {trend['second_half_mean']:.4f} (second "
-                     f"half), {trend['relative_change']:+.1%}: {what} (plateau: a change within "
-                     f"±{trend['tolerance']:.0%}).")
+        parts.append(
+            f"Over the last {tail:.0%} of the steps ({trend['tail_steps']} steps) the mean loss went from "
+            f"{trend['first_half_mean']:.4f} (first half) to {trend['second_half_mean']:.4f} (second "
+            f"half), {trend['relative_change']:+.1%}: {what} (plateau: a change within "
+            f"±{trend['tolerance']:.0%})."
+        )
     return " ".join(parts)
 
 
 def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | None = None) -> Expectation:
-    """Does the logged learning rate follow the schedule the run states (`train.loop.lr_multiplier`)? Step s of
-    `train_log.csv` records the rate its update used, multiplier(s - 1) x lr."""
+    """Does the logged learning rate follow the schedule the run states (`train.loop.lr_multiplier`)? Step s
+    of `train_log.csv` records the rate its update used, multiplier(s - 1) x lr."""
     settings, _, origin = run_settings(run_dir, profile)
     log = read_train_log(run_dir) if RunFolder(run_dir).train_log.is_file() else []
     text = f"the logged learning rate follows the stated schedule ({settings.lr_schedule}, from {origin})"
@@ -134,5 +158,8 @@ def schedule_check(run_dir: str | os.PathLike[str], profile: str | Profile | Non
     mult = lr_multiplier(settings.lr_schedule, settings.warmup_steps, total)
     gaps = [abs(r["lr"] - settings.lr * mult(int(r["step"]) - 1)) for r in log]
     worst = int(np.argmax(gaps))
-    return expectation(gaps[worst] <= 1e-6 * settings.lr + 1e-12, text,
-                       f"largest gap {gaps[worst]:.3g} at step {log[worst]['step']:.0f} over {len(log)} steps")
+    return expectation(
+        gaps[worst] <= 1e-6 * settings.lr + 1e-12,
+        text,
+        f"largest gap {gaps[worst]:.3g} at step {log[worst]['step']:.0f} over {len(log)} steps",
+    )

@@ -1,9 +1,11 @@
-"""Batching for training and generation: dynamic padding to the longest sample in the batch, visual tensors packed.
+"""Batching for training and generation: dynamic padding to the longest sample in the batch, visual tensors
+packed.
 
-The paper's code pads every sample to 2048 tokens; a tiny model's samples are a few hundred tokens long, so padding
-to the batch's longest sample is most of the speed-up on a CPU (`reg2rg bench train-step` measures it). Token
-padding is the model's `collate` (right padding for training, left for batched generation); this module adds the
-visual inputs, concatenated sample by sample in prompt order, which is the layout `Reg2RG.forward` expects.
+The paper's code pads every sample to 2048 tokens; a tiny model's samples are a few hundred tokens long, so
+padding to the batch's longest sample is most of the speed-up on a CPU (`reg2rg bench train-step` measures
+it). Token padding is the model's `collate` (right padding for training, left for batched generation); this
+module adds the visual inputs, concatenated sample by sample in prompt order, which is the layout
+`Reg2RG.forward` expects.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ import torch
 from reg2rg_lib.model import collate
 
 #: Visual inputs of `Reg2RG.forward` / `generate`; a batch holds those the dataset produced.
-VISUAL_KEYS: tuple[str, ...] = ("global_feats", "global_images", "region_feats", "region_images", "region_masks")
+VISUAL_KEYS: tuple[str, ...] = (
+    "global_feats",
+    "global_images",
+    "region_feats",
+    "region_images",
+    "region_masks",
+)
 #: Everything in a batch that `Reg2RG.forward` takes.
 MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels") + VISUAL_KEYS
 
 
 @dataclass(frozen=True)
 class Collator:
-    """`collate_fn` for a DataLoader over `ReportDataset` items (a class, so DataLoader workers can pickle it)."""
+    """`collate_fn` for a DataLoader over `ReportDataset` items (a class, so DataLoader workers can pickle
+    it)."""
 
     pad_id: int
     padding_side: str = "right"  # "left" for generation
@@ -37,7 +46,8 @@ class Collator:
             if parts[0] is None:
                 continue
             # global: B x (1, ...) -> (B, ...); regions: B x (R_i, ...) -> (sum R_i, ...), sample by sample
-            batch[key] = torch.cat(parts)  # region_masks stay bool: the mask encoder casts them chunk by chunk
+            # region_masks stay bool: the mask encoder casts them chunk by chunk
+            batch[key] = torch.cat(parts)
         # (B, L) mask of the target tokens the loss can weigh up: the organ names
         if self.padding_side == "right" and any(it.get("name_positions") for it in items):
             mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)

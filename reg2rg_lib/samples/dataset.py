@@ -1,16 +1,17 @@
 """A torch Dataset over the prep cache: one item per case = tokenised prompt + RRA target + visual inputs.
 
-Region-report alignment (RRA): in training, each case's regions are put into the prompt in a random order and the
-target names each region's organ ("The region 2 is heart: ..."), so the model has to recognise the organ from the
-region's features instead of from its position. The order is drawn from `random.Random(f"{seed}:{epoch}:{case}")`,
-a pure function of the seed, the epoch and the case: a resumed run sees exactly the orders the interrupted one would
-have seen, whatever the data-loader workers do. At test time (`shuffle_regions=False`) regions keep the canonical
-order. The per-region tensors are permuted with the sample's `order`, so region i of the prompt gets region i's
-features.
+Region-report alignment (RRA): in training, each case's regions are put into the prompt in a random order and
+the target names each region's organ ("The region 2 is heart: ..."), so the model has to recognise the organ
+from the region's features instead of from its position. The order is drawn from
+`random.Random(f"{seed}:{epoch}:{case}")`, a pure function of the seed, the epoch and the case: a resumed run
+sees exactly the orders the interrupted one would have seen, whatever the data-loader workers do. At test time
+(`shuffle_regions=False`) regions keep the canonical order. The per-region tensors are permuted with the
+sample's `order`, so region i of the prompt gets region i's features.
 
 Visual inputs come either from the frozen-ViT feature cache (`features.FeatureCache`: `global_feats`,
 `region_feats`, the default when the ViT is frozen) or as raw images (`global_images`, `region_images`). The
-binary region masks always go in as images, since the geometry encoder trains; they are kept in memory as bool.
+binary region masks always go in as images, since the geometry encoder trains; they are kept in memory as
+bool.
 """
 
 from __future__ import annotations
@@ -60,21 +61,24 @@ class ReportDataset(torch.utils.data.Dataset):
             wanted = set(names)
             records = [r for r in records if r.name in wanted]
         if not records:
-            raise KitError(f"{getattr(cache, 'root', 'prep cache')}: no {split!r} cases to build a dataset from")
+            raise KitError(
+                f"{getattr(cache, 'root', 'prep cache')}: no {split!r} cases to build a dataset from"
+            )
         self.records = records
         self.cache, self.tokenizer, self.cfg, self.features = cache, tokenizer, cfg, features
         self.shuffle = shuffle_regions and cfg.rra
         if not 0.0 <= region_dropout < 1.0:
             raise KitError(f"region_dropout must be in [0, 1), got {region_dropout}")
-        # region dropout is a training setting of its own, not part of RRA: a no-RRA run keeps it (its prompt stays
-        # in canonical order), so the `no_rra` ablation differs from `full` in alignment only
+        # region dropout is a training setting of its own, not part of RRA: a no-RRA run keeps it (its prompt
+        # stays in canonical order), so the `no_rra` ablation differs from `full` in alignment only
         self.region_dropout = region_dropout if shuffle_regions else 0.0
         if region_dropout_max < 1:
             raise KitError(f"region_dropout_max must be >= 1, got {region_dropout_max}")
         self.region_dropout_max = region_dropout_max
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
-        for rec in records if load_tensors else ():  # read each case once: masks as bool, raw images only without the feature cache
+        # read each case once: masks as bool, raw images only without the feature cache
+        for rec in records if load_tensors else ():
             try:
                 images = features is None  # with a feature cache only the masks are read
                 vis = vision_inputs(cache.load(rec.name, keys=vision_keys(cfg, images)), cfg, images)
@@ -85,7 +89,8 @@ class ReportDataset(torch.utils.data.Dataset):
                                f"{err}); rerun `reg2rg prepare`") from err
             keep: dict[str, torch.Tensor] = {}
             if vis.get("region_masks") is not None:
-                masks = vis["region_masks"]  # (R, 1, H, W, D): coverage in [0, 1] (half precision: exact in eighths),
+                # (R, 1, H, W, D): coverage in [0, 1] (half precision: exact in eighths),
+                masks = vis["region_masks"]
                 keep["region_masks"] = masks.half() if cfg.mask_coverage else masks.bool()  # or binarised
             if features is None:
                 for key in ("global_images", "region_images"):
@@ -115,10 +120,11 @@ class ReportDataset(torch.utils.data.Dataset):
 
     def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
         """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability
-        `region_dropout` a sample loses 1 to `region_dropout_max` of its regions, uniformly (prompt, visual tokens
-        and target paragraphs alike, at least one kept). Prompt lengths then vary, so the model cannot find region
-        i's tokens by where they sit in the usual 10-region prompt and has to match the digit i: a case with
-        regions missing (a user's segmentation often has 2-5 of the 10) then reads like any other."""
+        `region_dropout` a sample loses 1 to `region_dropout_max` of its regions, uniformly (prompt, visual
+        tokens and target paragraphs alike, at least one kept). Prompt lengths then vary, so the model cannot
+        find region i's tokens by where they sit in the usual 10-region prompt and has to match the digit i: a
+        case with regions missing (a user's segmentation often has 2-5 of the 10) then reads like any
+        other."""
         keep = list(range(n))
         if rng is None or self.region_dropout <= 0.0 or n < 2 or rng.random() >= self.region_dropout:
             return keep
@@ -136,16 +142,22 @@ class ReportDataset(torch.utils.data.Dataset):
         except Exception as err:
             raise KitError(f"case {rec.name}: cannot build its prompt/target ({type(err).__name__}: {err})") \
                 from err
-        order = torch.as_tensor([keep[i] for i in sample.order], dtype=torch.long)  # rows of the case's tensors
-        item: dict[str, Any] = {"name": rec.name, "sample": sample,
-                                "name_positions": name_positions(sample, self.tokenizer) if self.with_targets else []}
+        # rows of the case's tensors
+        order = torch.as_tensor([keep[i] for i in sample.order], dtype=torch.long)
+        item: dict[str, Any] = {
+            "name": rec.name,
+            "sample": sample,
+            "name_positions": name_positions(sample, self.tokenizer) if self.with_targets else [],
+        }
         tensors = dict(self._images[rec.name])
         if self.features is not None:
             tensors.update(self.features.get(rec.name))
         for key, value in tensors.items():
             if not key.startswith("global") and value.shape[0] != len(rec.regions):
-                raise KitError(f"case {rec.name}: {key} has {value.shape[0]} regions, the manifest lists "
-                               f"{len(rec.regions)}; the prep or feature cache is stale (rerun `reg2rg prepare`)")
+                raise KitError(
+                    f"case {rec.name}: {key} has {value.shape[0]} regions, the manifest lists "
+                    f"{len(rec.regions)}; the prep or feature cache is stale (rerun `reg2rg prepare`)"
+                )
         for key, value in tensors.items():
             # global tensors have one row per case; region tensors one per region, put into prompt order
             item[key] = value if key.startswith("global") else value[order]  # (R, ...) -> (R, ...) permuted
@@ -153,8 +165,9 @@ class ReportDataset(torch.utils.data.Dataset):
 
 
 def name_positions(sample: Any, tokenizer: Any) -> list[int]:
-    """Positions in `sample.input_ids` of the organ-name tokens of the RRA target ("The region i is <organ>:"),
-    where the model shows whether it recognised the region (the loss can weigh them up: `region_name_weight`)."""
+    """Positions in `sample.input_ids` of the organ-name tokens of the RRA target ("The region i is
+    <organ>:"), where the model shows whether it recognised the region (the loss can weigh them up:
+    `region_name_weight`)."""
     if not sample.target:
         return []
     return target_token_positions(sample, tokenizer, [m.span(1) for m in _NAME_RE.finditer(sample.target)])
@@ -174,8 +187,8 @@ def target_token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, i
 
 def rra_preview(cache: Any, tokenizer: Any, cfg: Any, name: str | None = None, epochs: int = 3,
                 seed: int = 0) -> list[dict[str, Any]]:
-    """What region shuffling does to one training case over `epochs` epochs (notebook 03): per epoch, the prompt
-    order of the regions and the start of the target the model is trained to write."""
+    """What region shuffling does to one training case over `epochs` epochs (notebook 03): per epoch, the
+    prompt order of the regions and the start of the target the model is trained to write."""
     add_reg2rg_tokens(tokenizer, cfg)
     records = cache.cases("train")
     rec = next((r for r in records if r.name == name), records[0]) if name else records[0]

@@ -1,4 +1,5 @@
-"""Training checkpoints that a `kill -9` can never leave half-written, and `--resume` that finds the newest one.
+"""Training checkpoints that a `kill -9` can never leave half-written, and `--resume` that finds the newest
+one.
 
 A checkpoint is a folder `RUN/checkpoints/step-00000100/`:
 
@@ -13,13 +14,13 @@ A checkpoint is a folder `RUN/checkpoints/step-00000100/`:
     COMPLETE                written last; a folder without it is never loaded
 
 It is written into a hidden sibling `.tmp-step-00000100/`, every file is fsynced, the marker comes last, and
-one `os.rename` makes it visible. `latest_checkpoint` only looks at visible folders with the marker, so a crash at
-any moment leaves either the previous checkpoints or the new complete one. Stale temporary folders are removed by
-the next writer; a write that fails (a full disk) removes its own and raises a one-line error.
+one `os.rename` makes it visible. `latest_checkpoint` only looks at visible folders with the marker, so a
+crash at any moment leaves either the previous checkpoints or the new complete one. Stale temporary folders
+are removed by the next writer; a write that fails (a full disk) removes its own and raises a one-line error.
 
-Loading never runs code from a file: the `.pt` files hold only tensors, numbers, strings and containers, and are
-read with `torch.load(weights_only=True)` (`safe_torch_load`); a file that holds anything else (a pickled object
-whose unpickling would run code) is refused with a message naming it.
+Loading never runs code from a file: the `.pt` files hold only tensors, numbers, strings and containers, and
+are read with `torch.load(weights_only=True)` (`safe_torch_load`); a file that holds anything else (a pickled
+object whose unpickling would run code) is refused with a message naming it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from reg2rg_lib.paths import COMPLETE, latest_checkpoint, list_checkpoints, step
 
 
 def fsync_tree(folder: Path) -> None:
-    """fsync every file under `folder` and then the folders themselves, so a rename publishes durable bytes."""
+    """fsync every file under `folder` and then the folders themselves, so a rename publishes durable
+    bytes."""
     for root, _dirs, files in os.walk(folder):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
@@ -75,10 +77,10 @@ def remove_checkpoint(folder: Path) -> None:
 
 
 def safe_torch_load(path: Path, *, allow_numpy: bool = False, **kwargs: Any) -> Any:
-    """`torch.load(path, weights_only=True)`: tensors, numbers, strings and containers only. A file holding any
-    other pickled object (whose unpickling could run code) is refused with `BadInputError` naming it; nothing in
-    it is executed. `allow_numpy` also admits plain numpy arrays (RNG files of kit versions before 0.x stored
-    numpy's state as an array), which carry data only."""
+    """`torch.load(path, weights_only=True)`: tensors, numbers, strings and containers only. A file holding
+    any other pickled object (whose unpickling could run code) is refused with `BadInputError` naming it;
+    nothing in it is executed. `allow_numpy` also admits plain numpy arrays (RNG files of kit versions before
+    0.x stored numpy's state as an array), which carry data only."""
     allowed = _NUMPY_ARRAY_TYPES if allow_numpy else []
     try:
         with torch.serialization.safe_globals(allowed):
@@ -86,9 +88,12 @@ def safe_torch_load(path: Path, *, allow_numpy: bool = False, **kwargs: Any) -> 
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \S+", str(err))
         why = found.group(0) if found else str(err).strip().splitlines()[0][:160]
-        raise BadInputError(path, f"refused: it holds pickled objects other than tensors and numbers, whose "
-                            f"loading could run code ({why}); nothing was loaded. Only resume checkpoints you "
-                            "trust") from None
+        raise BadInputError(
+            path,
+            f"refused: it holds pickled objects other than tensors and numbers, whose "
+            f"loading could run code ({why}); nothing was loaded. Only resume checkpoints you "
+            "trust",
+        ) from None
     except (RuntimeError, EOFError, OSError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         raise BadInputError(path, f"unreadable ({type(err).__name__}: {first})") from None
@@ -101,10 +106,17 @@ def rng_state() -> dict[str, Any]:
     """Every RNG a training step draws from, as tensors, numbers and strings (what `weights_only` loads)."""
     version, internal, gauss = random.getstate()
     kind, key, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-             "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -163,8 +175,8 @@ class CheckpointWriter:
 
         `extra` maps more state files of rank 0 (`scaler.pt`) to their state dicts, written before the marker.
 
-        `engine_save(folder)` replaces the weights/optimizer/RNG files when a sharding engine (DeepSpeed, FSDP)
-        owns them: accelerate's `save_state` then writes its shards into `engine/` from every rank."""
+        `engine_save(folder)` replaces the weights/optimizer/RNG files when a sharding engine (DeepSpeed,
+        FSDP) owns them: accelerate's `save_state` then writes its shards into `engine/` from every rank."""
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{step_dir_name(step)}"
         try:
@@ -185,9 +197,19 @@ class CheckpointWriter:
         self.barrier()
         return final
 
-    def _write(self, step: int, tmp: Path, final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any, trainer_state: dict[str, Any], export: Callable[[torch.nn.Module, Path], None] | None,
-               engine_save: Callable[[Path], None] | None, extra: dict[str, Any]) -> None:
+    def _write(
+        self,
+        step: int,
+        tmp: Path,
+        final: Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        trainer_state: dict[str, Any],
+        export: Callable[[torch.nn.Module, Path], None] | None,
+        engine_save: Callable[[Path], None] | None,
+        extra: dict[str, Any],
+    ) -> None:
         """Everything `save` writes, into `tmp`, then published as `final` (rank 0)."""
         if self.rank == 0:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -234,7 +256,9 @@ def write_small(path: Path, text: str) -> None:
 
 
 #: model-config fields a resume may change: run-time switches and where initial weights came from
-RESUME_MAY_CHANGE = frozenset({"gradient_checkpointing", "llm_path", "vision_checkpoint", "perceiver_checkpoint"})
+RESUME_MAY_CHANGE = frozenset(
+    {"gradient_checkpointing", "llm_path", "vision_checkpoint", "perceiver_checkpoint"}
+)
 
 
 def check_resume_config(ckpt_root: Path, config: dict[str, Any]) -> None:
@@ -254,8 +278,11 @@ def check_resume_config(ckpt_root: Path, config: dict[str, Any]) -> None:
     differ = [k for k in sorted(set(saved) & set(now)) if k not in RESUME_MAY_CHANGE and saved[k] != now[k]]
     if differ:
         shown = ", ".join(f"{k}={saved.get(k)!r} there, {now.get(k)!r} here" for k in differ[:3])
-        raise BadInputError(saved_path, f"checkpoint of another configuration ({shown}); resume with the settings "
-                            "it was trained with, or train into a new run folder")
+        raise BadInputError(
+            saved_path,
+            f"checkpoint of another configuration ({shown}); resume with the settings "
+            "it was trained with, or train into a new run folder",
+        )
 
 
 def load_checkpoint(
@@ -280,7 +307,9 @@ def load_checkpoint(
             scheduler.load_state_dict(safe_torch_load(folder / "scheduler.pt"))
         return json.loads((folder / "trainer_state.json").read_text())
     if not (folder / "trainable.safetensors").is_file():
-        raise BadInputError(folder, "holds sharded engine state (DeepSpeed/FSDP); resume it with the same launcher")
+        raise BadInputError(
+            folder, "holds sharded engine state (DeepSpeed/FSDP); resume it with the same launcher"
+        )
     weights = load_file(str(folder / "trainable.safetensors"))
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     missing, unexpected = expected - weights.keys(), weights.keys() - expected
@@ -292,8 +321,11 @@ def load_checkpoint(
     wrong = [f"{n} {tuple(v.shape)} there, {tuple(params[n].shape)} here" for n, v in weights.items()
              if v.shape != params[n].shape]
     if wrong:
-        raise BadInputError(folder / "trainable.safetensors", f"does not match the model: {len(wrong)} tensor(s) of "
-                            f"another shape, e.g. {wrong[0]} (was it trained with another config?)")
+        raise BadInputError(
+            folder / "trainable.safetensors",
+            f"does not match the model: {len(wrong)} tensor(s) of "
+            f"another shape, e.g. {wrong[0]} (was it trained with another config?)",
+        )
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)

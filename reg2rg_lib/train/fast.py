@@ -1,33 +1,35 @@
 """The fast training path on cached inputs: the loss of `run.reg2rg_step` on the same batches, for less work.
 
-`fit(model, fast, fast.collate, fast_step_fn(...), ...)` with `fast = FastTrainData(model, dataset)` trains on the
-batches `fit(model, dataset, Collator(...), reg2rg_step, ...)` would train on (same cases, region orders, dropped
-regions, targets and loss weights) and computes the same loss up to float rounding (`reg2rg bench train-demo`
-prints both, their difference and the samples/s of each: on the demo ~1.6x today's at batch 2, ~2x at batch 8,
-one core; benchmarks/RESULTS.md). What it does differently, each exact in real arithmetic:
+`fit(model, fast, fast.collate, fast_step_fn(...), ...)` with `fast = FastTrainData(model, dataset)` trains on
+the batches `fit(model, dataset, Collator(...), reg2rg_step, ...)` would train on (same cases, region orders,
+dropped regions, targets and loss weights) and computes the same loss up to float rounding
+(`reg2rg bench train-demo` prints both, their difference and the samples/s of each: on the demo ~1.6x today's
+at batch 2, ~2x at batch 8, one core; benchmarks/RESULTS.md). What it does differently, each exact in real
+arithmetic:
 
-- **Text**: a sample's target is the prompt-order join of one piece per region ("The region i is <organ>: ...");
-  each piece is tokenised once and reused (with re-reference, region i's placeholders inserted after its head, as
+- **Text**: a sample's target is the prompt-order join of one piece per region ("The region i is <organ>:
+  ..."); each piece is tokenised once and reused (with re-reference, region i's placeholders inserted after its head, as
   `prompt.rereference_target` does), with its organ-name token positions, instead of tokenising
   every sample's ~700-character target twice per step. The prompt's ids are computed once per region count.
-  `verify` checks every case against `ReportDataset.__getitem__` before training (ids, labels, the loss masks, the
-  region order), and any target the pieces do not spell exactly is built by the dataset instead.
-- **Visual inputs**: the frozen ViT's features and the region masks are read into tables once. Both reach trainable
-  weights only through a LayerNorm, so their normalised values are cached (`perceiver.normalize_media`,
-  `geometry.PatchTable`) and the LayerNorm's affine part is folded into the next Linear; uniform mask patches
-  (~70%) embed to one row (`geometry.encode_patch_rows`). The Perceiver's first layer, whose queries are the same
-  for every image, attends without projecting the media's keys and values (`perceiver.resample_normed`).
-- **Splice**: one gather from [token table; structure rows; global, texture, geometry tokens] with an index built
-  at collate time, instead of an embedding lookup, a `where` and three `masked_scatter`s over (B, L, D) (a
-  re-referenced placeholder reads the row of its first occurrence, as `reg2rg.first_occurrence` copies it).
+  `verify` checks every case against `ReportDataset.__getitem__` before training (ids, labels, the loss masks,
+  the region order), and any target the pieces do not spell exactly is built by the dataset instead.
+- **Visual inputs**: the frozen ViT's features and the region masks are read into tables once. Both reach
+  trainable weights only through a LayerNorm, so their normalised values are cached
+  (`perceiver.normalize_media`, `geometry.PatchTable`) and the LayerNorm's affine part is folded into the next
+  Linear; uniform mask patches (~70%) embed to one row (`geometry.encode_patch_rows`). The Perceiver's first
+  layer, whose queries are the same for every image, attends without projecting the media's keys and values
+  (`perceiver.resample_normed`).
+- **Splice**: one gather from [token table; structure rows; global, texture, geometry tokens] with an index
+  built at collate time, instead of an embedding lookup, a `where` and three `masked_scatter`s over (B, L, D)
+  (a re-referenced placeholder reads the row of its first occurrence, as `reg2rg.first_occurrence` copies it).
 - **LLM**: no padding mask (right padding under a causal mask never reaches a real position, and the padded
   positions carry no loss), so attention runs its causal kernel; the last decoder layer computes queries,
-  attention, MLP and the final norm only from the first position that predicts a target token on, and the output
-  layer and cross-entropy only at positions whose next token is a target (the prompt, ~55% of a demo sample, is
-  skipped there).
+  attention, MLP and the final norm only from the first position that predicts a target token on, and the
+  output layer and cross-entropy only at positions whose next token is a target (the prompt, ~55% of a demo
+  sample, is skipped there).
 
-It needs cached ViT features (`train.feature_cache`), a LLaMA-architecture LLM without dropout in attention and
-without gradient checkpointing, and one process (it calls the model's parts, not a DDP wrapper's forward);
+It needs cached ViT features (`train.feature_cache`), a LLaMA-architecture LLM without dropout in attention
+and without gradient checkpointing, and one process (it calls the model's parts, not a DDP wrapper's forward);
 `unsupported_reason` says why it does not apply.
 """
 
@@ -67,8 +69,11 @@ def unsupported_reason(model: Any, dataset: Any) -> str | None:
     if getattr(llm.config, "attention_dropout", 0.0):
         return "the LLM has attention dropout"
     checkpointing = getattr(type(llm), "is_activation_checkpointing", None)  # transformers >= 5.x's name
-    if getattr(llm, "is_activation_checkpointing" if checkpointing is not None else "is_gradient_checkpointing",
-               False):
+    if getattr(
+        llm,
+        "is_activation_checkpointing" if checkpointing is not None else "is_gradient_checkpointing",
+        False,
+    ):
         return "gradient checkpointing is on"
     if set(KIND_CODES) != {TEXT, STRUCT, GLOBAL, TEXTURE, GEOMETRY}:
         return f"the prompts have token kinds it does not splice ({sorted(KIND_CODES)})"
@@ -77,8 +82,9 @@ def unsupported_reason(model: Any, dataset: Any) -> str | None:
 
 @dataclass
 class _Piece:
-    """One region's part of a target, tokenised: ids (with re-reference, region i's placeholders after its head),
-    labels (-100 on those placeholders), and the positions (within the piece) of its organ-name tokens."""
+    """One region's part of a target, tokenised: ids (with re-reference, region i's placeholders after its
+    head), labels (-100 on those placeholders), and the positions (within the piece) of its organ-name
+    tokens."""
 
     ids: list[int]
     labels: list[int]
@@ -87,8 +93,8 @@ class _Piece:
 
 @dataclass
 class FastItem:
-    """What `FastTrainData[i]` gives `collate`: the case, its region rows in prompt order, the token ids, and the
-    positions of the loss-weighted tokens (absolute, in `ids`)."""
+    """What `FastTrainData[i]` gives `collate`: the case, its region rows in prompt order, the token ids, and
+    the positions of the loss-weighted tokens (absolute, in `ids`)."""
 
     name: str
     case: int
@@ -162,7 +168,8 @@ class FastTrainData(torch.utils.data.Dataset):
         piece = self._pieces.get(key)
         if piece is None:
             text = text if first else " " + text
-            if self.cfg.rereference:  # region i's placeholders after "The region i is <organ>:", as build_sample
+            # region i's placeholders after "The region i is <organ>:", as build_sample
+            if self.cfg.rereference:
                 ids, labels, where = rereference_target(text, self.tok, self.cfg)
             else:
                 ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
@@ -210,24 +217,35 @@ class FastTrainData(torch.utils.data.Dataset):
     def _from_dataset(self, index: int, order: list[int], rows: torch.Tensor) -> FastItem:
         """The item's tokens as `ReportDataset` builds them (a target the pieces do not spell)."""
         if not self.fallbacks:
-            logger.warning(f"[train] fast path: case {self.records[index].name}'s target is not the join of its "
-                           "regions' pieces; such items are built by the dataset (slower, the same)")
+            logger.warning(
+                f"[train] fast path: case {self.records[index].name}'s target is not the join of its "
+                "regions' pieces; such items are built by the dataset (slower, the same)"
+            )
         self.fallbacks += 1
         item = self.ds[index]
         sample = item["sample"]
         if list(sample.order) != order:
-            raise KitError(f"case {item['name']}: the dataset ordered the regions {sample.order}, the fast path "
-                           f"{order}; train without the fast path")
-        return FastItem(item["name"], index, rows, list(sample.input_ids), list(sample.labels), sample.n_prompt,
-                        list(item.get("name_positions", [])))
+            raise KitError(
+                f"case {item['name']}: the dataset ordered the regions {sample.order}, the fast path "
+                f"{order}; train without the fast path"
+            )
+        return FastItem(
+            item["name"],
+            index,
+            rows,
+            list(sample.input_ids),
+            list(sample.labels),
+            sample.n_prompt,
+            list(item.get("name_positions", [])),
+        )
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
         """Features normalised as the tables hold them (for comparisons with the dataset's items)."""
         return F.layer_norm(feats.float(), feats.shape[-1:], eps=self.media_eps)
 
     def verify(self, indices: list[int] | None = None) -> None:
-        """Check items against `ReportDataset.__getitem__` at the current epoch: token ids, labels, loss-weighted
-        positions and region features; raises a KitError naming the first case that differs."""
+        """Check items against `ReportDataset.__getitem__` at the current epoch: token ids, labels,
+        loss-weighted positions and region features; raises a KitError naming the first case that differs."""
         indices = range(len(self)) if indices is None else indices
         for i in indices:
             mine, ref = self[i], self.ds[i]
@@ -248,9 +266,10 @@ class FastTrainData(torch.utils.data.Dataset):
                 raise KitError(f"case {mine.name}: the fast training path's item differs from the dataset's "
                                f"({', '.join(bad)}); train without it")
 
-    # ---- batches ---------------------------------------------------------------------------------------------
+    # ---- batches -------------------------------------------------------------------------------------------
     def collate(self, items: list[FastItem]) -> dict[str, Any]:
-        """A batch for `fast_loss`: ids, the splice index, the normalised visual inputs and the target rows."""
+        """A batch for `fast_loss`: ids, the splice index, the normalised visual inputs and the target
+        rows."""
         b = len(items)
         width = max(len(it.ids) for it in items)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
@@ -264,13 +283,15 @@ class FastTrainData(torch.utils.data.Dataset):
         rows = torch.cat([it.rows for it in items])
         cases = torch.as_tensor([it.case for it in items], dtype=torch.long)
         batch: dict[str, Any] = {"names": [it.name for it in items], "input_ids": ids, "labels": labels}
-        # the splice: each position's row in [token table (V); 4 structure rows; global; texture; geometry tokens]
+        # the splice: each position's row in [token table (V); 4 structure rows; global; texture; geometry
+        # tokens]
         kinds = self.token_kind[ids]
         index = ids.clone()
         struct = kinds == KIND_CODES[STRUCT]
         index[struct] = self.vocab + self.struct_index[ids[struct]]
         offset = self.vocab + len(STRUCT_TOKENS)
-        repeated = None  # re-reference: a placeholder seen earlier in its row reads its first occurrence's token
+        # re-reference: a placeholder seen earlier in its row reads its first occurrence's token
+        repeated = None
         if self.cfg.rereference:
             source, repeated = first_occurrence(ids, kinds >= KIND_CODES[GLOBAL])
         expected = {GLOBAL: b * self.latents if self.global_hat is not None else 0,
@@ -282,8 +303,10 @@ class FastTrainData(torch.utils.data.Dataset):
                 where &= ~repeated
             found = int(where.sum())
             if found != count:
-                raise KitError(f"{kind} tokens: the prompts of case(s) {', '.join(batch['names'])} have {found} "
-                               f"placeholder positions, the fast path makes {count} tokens")
+                raise KitError(
+                    f"{kind} tokens: the prompts of case(s) {', '.join(batch['names'])} have {found} "
+                    f"placeholder positions, the fast path makes {count} tokens"
+                )
             index[where] = torch.arange(offset, offset + count)
             offset += count
         if repeated is not None:
@@ -309,11 +332,12 @@ class FastTrainData(torch.utils.data.Dataset):
         return batch
 
 
-# ---- the loss -------------------------------------------------------------------------------------------------
+# ---- the loss ----------------------------------------------------------------------------------------------
 def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
-    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight)`, up to float rounding, from a
-    `FastTrainData.collate` batch."""
-    if not hasattr(model, "embedding_layer"):  # a DDP-style wrapper: its forward would be bypassed, and its sync
+    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight)`, up to float rounding,
+    from a `FastTrainData.collate` batch."""
+    # a DDP-style wrapper: its forward would be bypassed, and its sync
+    if not hasattr(model, "embedding_layer"):
         raise KitError("the fast training path runs in one process; train across processes without it")
     el = model.embedding_layer
     llm = base_llm(model.lang_model)
@@ -323,7 +347,10 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> to
     if "media_hat" in batch:
         tokens = el.fc(resample_normed(el.perceiver, batch["media_hat"]))  # (B + N, latents, D)
         n_global = batch["n_global"]
-        parts += [tokens[:n_global].reshape(-1, tokens.shape[-1]), tokens[n_global:].reshape(-1, tokens.shape[-1])]
+        parts += [
+            tokens[:n_global].reshape(-1, tokens.shape[-1]),
+            tokens[n_global:].reshape(-1, tokens.shape[-1]),
+        ]
     if "patch_rows" in batch:
         parts.append(el.mask_fc(encode_patch_rows(el.mask_encoder, batch["patch_rows"], batch["patch_index"],
                                                   batch["mask_size"])))
@@ -340,17 +367,19 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> to
 
 
 def fast_step_fn(name_weight: float = 1.0):
-    """A `step_fn(model, batch)` for `fit` with the fast batches (as `functools.partial(reg2rg_step, ...)`)."""
+    """A `step_fn(model, batch)` for `fit` with the fast batches (as
+    `functools.partial(reg2rg_step, ...)`)."""
     def step(model: Any, batch: dict[str, Any]) -> torch.Tensor:
         return fast_loss(model, batch, name_weight)
     return step
 
 
 def llama_tail_hidden(llm: Any, embeds: torch.Tensor, start: int) -> torch.Tensor:
-    """The LLaMA decoder's last hidden states (before the final norm) at positions `start`.. (B, L - start, D).
+    """The LLaMA decoder's last hidden states (before the final norm) at positions `start`.. (B, L - start,
+    D).
 
-    Every layer but the last runs as transformers runs it without a padding mask (the causal kernel); the last one
-    needs keys and values at every position but queries, attention output and MLP only from `start` on."""
+    Every layer but the last runs as transformers runs it without a padding mask (the causal kernel); the last
+    one needs keys and values at every position but queries, attention output and MLP only from `start` on."""
     # transformers: slow to import; only this path needs its LLaMA helpers
     from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 

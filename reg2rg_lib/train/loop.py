@@ -1,21 +1,22 @@
 """The training loop: accelerate for devices, precision and distribution; resumable, atomic checkpoints.
 
-The paper trains the Perceiver, the geometry encoder, the projections, the new token embeddings and LoRA adapters
-with AdamW, a short linear warm-up and then a constant learning rate, under DeepSpeed ZeRO-2 with gradient
-checkpointing. `fit` runs that recipe unchanged in one CPU process, under `torchrun` (gloo) and under
+The paper trains the Perceiver, the geometry encoder, the projections, the new token embeddings and LoRA
+adapters with AdamW, a short linear warm-up and then a constant learning rate, under DeepSpeed ZeRO-2 with
+gradient checkpointing. `fit` runs that recipe unchanged in one CPU process, under `torchrun` (gloo) and under
 `accelerate launch` on GPUs (DDP, DeepSpeed, FSDP: configs/accelerate/).
 
-Reproducible resume: the data order is a pure function of (seed, epoch, rank) (`epoch_batches`), region shuffling
-is a pure function of (seed, epoch, case), and the RNG states, optimizer and scheduler are checkpointed, so a run
-resumed from step k logs the same losses as an uninterrupted one.
+Reproducible resume: the data order is a pure function of (seed, epoch, rank) (`epoch_batches`), region
+shuffling is a pure function of (seed, epoch, case), and the RNG states, optimizer and scheduler are
+checkpointed, so a run resumed from step k logs the same losses as an uninterrupted one.
 
-`fit` knows nothing about Reg2RG: it takes a model, a dataset, a collate function and a `step_fn(model, batch)`
-that returns the loss. `run.train_run` wires in the real model and the prep cache for `reg2rg train`.
+`fit` knows nothing about Reg2RG: it takes a model, a dataset, a collate function and a
+`step_fn(model, batch)` that returns the loss. `run.train_run` wires in the real model and the prep cache for
+`reg2rg train`.
 
-`fit` reads top-down: `_setup` (run length, optimizer, schedule, accelerate), `_resume` or `_fresh_start`, then
-`_run_epoch` until the step budget is spent, each micro-batch an `_update`, each update finished by
-`_optimizer_step` (log, `_save`). `Updates` runs the same update one batch at a time, without data loader, log or
-checkpoints (`reg2rg bench train-demo` alternates two training paths with it).
+`fit` reads top-down: `_setup` (run length, optimizer, schedule, accelerate), `_resume` or `_fresh_start`,
+then `_run_epoch` until the step budget is spent, each micro-batch an `_update`, each update finished by
+`_optimizer_step` (log, `_save`). `Updates` runs the same update one batch at a time, without data loader, log
+or checkpoints (`reg2rg bench train-demo` alternates two training paths with it).
 
 One file over 500 lines: `fit`'s steps share the private `_Run` and `_TrainState`, and `TrainSettings`, the
 schedule and `train_log.csv` are what those steps read and write; split, private state would become an API.
@@ -82,15 +83,20 @@ class TrainSettings:
     keep_checkpoints: int = 2  # older complete checkpoints are deleted
     precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate mixed precision)
     gradient_checkpointing: bool = False
-    compile_layers: bool = False  # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
-    region_dropout: float = 0.0  # P(a training sample loses 1-3 regions); the paper: 0 (samples.dataset.ReportDataset.kept_regions)
+    # torch.compile each LLM decoder layer (GPU throughput; compiles on first steps)
+    compile_layers: bool = False
+    # P(a training sample loses 1-3 regions); the paper: 0 (samples.dataset.ReportDataset.kept_regions)
+    region_dropout: float = 0.0
     region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
-    fast_path: bool = True  # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
+    # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
+    fast_path: bool = True
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
-    fused_optimizer: bool = False  # AdamW's fused kernel: one call updates every tensor (the same update up to
+    # AdamW's fused kernel: one call updates every tensor (the same update up to
+    fused_optimizer: bool = False
                                    # float rounding; ~1.5 ms a step less on the demo's 61 tensors, one core)
-    threads: int | None = None  # torch CPU threads while training (None: torch's default); 1 = the same numbers
+    # torch CPU threads while training (None: torch's default); 1 = the same numbers
+    threads: int | None = None
                                 # on any machine with the same torch build, whatever its core count
 
     @classmethod
@@ -136,14 +142,20 @@ def make_accelerator(settings: TrainSettings) -> Accelerator:
     """An `Accelerator` for this process. Without CUDA it is told `cpu=True`: only then does it treat a
     `torchrun` launch (RANK/WORLD_SIZE in the environment) as multi-process CPU training with gloo.
 
-    A launch that asks for FSDP or DeepSpeed (`accelerate launch --config_file configs/accelerate/fsdp.yaml` sets
-    ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED) without CUDA is refused: accelerate (1.16) enables either only
-    on GPUs and would otherwise train every process unsharded, as plain DDP over gloo, without a word."""
-    engines = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-               if os.environ.get(var, "false").lower() == "true"]
+    A launch that asks for FSDP or DeepSpeed (`accelerate launch --config_file configs/accelerate/fsdp.yaml`
+    sets ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED) without CUDA is refused: accelerate (1.16) enables
+    either only on GPUs and would otherwise train every process unsharded, as plain DDP over gloo, without a
+    word."""
+    engines = [
+        name
+        for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+        if os.environ.get(var, "false").lower() == "true"
+    ]
     if engines and not torch.cuda.is_available():
-        raise KitError(f"the launch asks for {engines[0]}, which needs GPUs (accelerate would train unsharded on "
-                       "CPUs); on CPUs launch with torchrun or configs/accelerate/cpu_2proc.yaml")
+        raise KitError(
+            f"the launch asks for {engines[0]}, which needs GPUs (accelerate would train unsharded on "
+            "CPUs); on CPUs launch with torchrun or configs/accelerate/cpu_2proc.yaml"
+        )
     return Accelerator(mixed_precision=settings.precision, gradient_accumulation_steps=settings.grad_accum,
                        cpu=not torch.cuda.is_available())
 
@@ -168,9 +180,9 @@ def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
 
 
 def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier per optimizer step: linear warm-up, then constant (the paper) or a cosine decay that reaches 0
-    after the last of `total_steps` steps (settles a small model trained from scratch: it stops hopping between
-    solutions late in training)."""
+    """LR multiplier per optimizer step: linear warm-up, then constant (the paper) or a cosine decay that
+    reaches 0 after the last of `total_steps` steps (settles a small model trained from scratch: it stops
+    hopping between solutions late in training)."""
     warm = warmup_constant(warmup_steps)
     if schedule == "constant":
         return warm
@@ -188,8 +200,8 @@ def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callabl
 class TrainLog:
     """`train_log.csv` (step, epoch, loss, lr, elapsed_s), appended and flushed one row per optimizer step.
 
-    On resume the rows after the checkpoint's step are dropped (they belong to the lost steps), as is a last line
-    cut short by a crash."""
+    On resume the rows after the checkpoint's step are dropped (they belong to the lost steps), as is a last
+    line cut short by a crash."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
@@ -287,13 +299,13 @@ def fit(
 ) -> TrainResult:
     """Train `model` on `dataset` and checkpoint into `run_dir/checkpoints/`; see the module docstring.
 
-    `step_fn(model, batch)` returns the scalar loss of one micro-batch (already on the device). If the dataset has
-    `set_epoch(epoch)`, it is called before each epoch (region shuffling for RRA depends on it). `export(model,
-    folder)` adds the model's own `save_pretrained` export to each checkpoint. The model must be built with the
-    same seed on every rank; the caller seeds with `settings.seed` before building it. `on_checkpoint(step,
-    folder)` (optional; the main process only) runs after each checkpoint is complete and before an older one is
-    pruned next time, e.g. to score it (notebook 03's region accuracy against step); the RNGs are restored after it,
-    so training goes on exactly as without it.
+    `step_fn(model, batch)` returns the scalar loss of one micro-batch (already on the device). If the dataset
+    has `set_epoch(epoch)`, it is called before each epoch (region shuffling for RRA depends on it).
+    `export(model, folder)` adds the model's own `save_pretrained` export to each checkpoint. The model must
+    be built with the same seed on every rank; the caller seeds with `settings.seed` before building it.
+    `on_checkpoint(step, folder)` (optional; the main process only) runs after each checkpoint is complete and
+    before an older one is pruned next time, e.g. to score it (notebook 03's region accuracy against step);
+    the RNGs are restored after it, so training goes on exactly as without it.
     """
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(settings)
@@ -317,7 +329,8 @@ def fit(
 
 def _setup(model: torch.nn.Module, n_samples: int, settings: TrainSettings, acc: Accelerator, ckpt_root: Path,
            export: Callable[[torch.nn.Module, Path], None] | None) -> _Run:
-    """The run's length, the LLM's memory/speed switches, AdamW + the LR schedule, all prepared by accelerate."""
+    """The run's length, the LLM's memory/speed switches, AdamW + the LR schedule, all prepared by
+    accelerate."""
     rank, world = acc.process_index, acc.num_processes
     per_epoch = len(epoch_batches(n_samples, 0, settings.seed, rank, world, settings.batch_size))
     if settings.max_steps is not None:
@@ -340,8 +353,10 @@ def _setup(model: torch.nn.Module, n_samples: int, settings: TrainSettings, acc:
         ds = acc.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = settings.batch_size
         if ds.get("gradient_accumulation_steps") not in (None, "auto", settings.grad_accum):
-            raise KitError(f"the DeepSpeed config accumulates {ds['gradient_accumulation_steps']} micro-batches, "
-                           f"the profile's train.grad_accum is {settings.grad_accum}: make them equal")
+            raise KitError(
+                f"the DeepSpeed config accumulates {ds['gradient_accumulation_steps']} micro-batches, "
+                f"the profile's train.grad_accum is {settings.grad_accum}: make them equal"
+            )
     prepared, prepared_opt = acc.prepare(model, optimizer)
     writer = CheckpointWriter(ckpt_root, rank=rank, barrier=acc.wait_for_everyone,
                               keep_last=settings.keep_checkpoints)
@@ -392,12 +407,14 @@ def _fresh_start(run: _Run) -> _TrainState:
         for _old_step, folder in list_checkpoints(run.writer.root):
             remove_checkpoint(folder)
     acc.wait_for_everyone()
-    seed_everything(run.settings.seed + acc.process_index)  # dropout masks differ per rank, as in DDP training
+    # dropout masks differ per rank, as in DDP training
+    seed_everything(run.settings.seed + acc.process_index)
     return _TrainState(acc.device)
 
 
 def _open_monitor(run: _Run, state: _TrainState, run_dir: Path, progress: bool) -> _Monitor:
-    """The log (continued after the resumed step), TensorBoard (its later events purged) and the progress bar."""
+    """The log (continued after the resumed step), TensorBoard (its later events purged) and the progress
+    bar."""
     main = run.acc.is_main_process
     log = TrainLog(RunFolder(run_dir).train_log, state.resumed_from) if main else None
     board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=state.step + 1) if main else None
@@ -407,9 +424,14 @@ def _open_monitor(run: _Run, state: _TrainState, run_dir: Path, progress: bool) 
     return _Monitor(log, board, bar, start)
 
 
-def _run_epoch(run: _Run, state: _TrainState, dataset: torch.utils.data.Dataset,
-               collate_fn: Callable[[list[Any]], Any], step_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
-               monitor: _Monitor) -> None:
+def _run_epoch(
+    run: _Run,
+    state: _TrainState,
+    dataset: torch.utils.data.Dataset,
+    collate_fn: Callable[[list[Any]], Any],
+    step_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    monitor: _Monitor,
+) -> None:
     """This rank's batches of the current epoch from where `state` stands, until the epoch or the run ends."""
     acc, settings = run.acc, run.settings
     epoch, offset = divmod(state.micro, run.per_epoch)
@@ -447,7 +469,8 @@ def _update(run: _Run, state: _TrainState, batch: Any,
 
 
 def _step_done(run: _Run, state: _TrainState) -> tuple[float, float]:
-    """After an update: the schedule steps; returns the step's loss averaged over ranks and the rate it used."""
+    """After an update: the schedule steps; returns the step's loss averaged over ranks and the rate it
+    used."""
     lr = run.scheduler.get_last_lr()[0]  # the rate this update used
     run.scheduler.step()
     state.step += 1
@@ -458,7 +481,8 @@ def _step_done(run: _Run, state: _TrainState) -> tuple[float, float]:
 
 
 def _optimizer_step(run: _Run, state: _TrainState, epoch: int, monitor: _Monitor) -> None:
-    """Bookkeeping after an update: the schedule, the step's loss averaged over ranks, the log, a checkpoint."""
+    """Bookkeeping after an update: the schedule, the step's loss averaged over ranks, the log, a
+    checkpoint."""
     mean_loss, lr = _step_done(run, state)
     monitor.record(state.step, epoch, mean_loss, lr)
     if state.step % run.settings.save_every == 0 or state.step == run.total:
@@ -475,9 +499,9 @@ class Updates:
     """`fit`'s optimizer updates, one batch at a time, without its data loader, log and checkpoints: what
     `reg2rg bench train-demo` times, so that two training paths can alternate step by step in one process.
 
-    `updates(batch, step_fn)` runs a micro-batch as `fit` does (AdamW + the schedule of `settings` over a run of
-    `n_samples` samples, gradient clipping, accumulation) and returns the loss of the step it completed (None
-    between accumulation boundaries)."""
+    `updates(batch, step_fn)` runs a micro-batch as `fit` does (AdamW + the schedule of `settings` over a run
+    of `n_samples` samples, gradient clipping, accumulation) and returns the loss of the step it completed
+    (None between accumulation boundaries)."""
 
     def __init__(self, model: torch.nn.Module, settings: TrainSettings, n_samples: int,
                  accelerator: Accelerator | None = None) -> None:
@@ -498,7 +522,8 @@ class Updates:
 
 
 def _save(run: _Run, state: _TrainState) -> None:
-    """Checkpoint `step-N/`: weights, optimizer, scheduler, RNG, the loop's position and settings (+ scaler)."""
+    """Checkpoint `step-N/`: weights, optimizer, scheduler, RNG, the loop's position and settings (+
+    scaler)."""
     acc = run.acc
     trainer_state = {"step": state.step, "micro_step": state.micro,
                      "order_key": run.settings.order_key(acc.num_processes), "settings": asdict(run.settings),
@@ -515,24 +540,35 @@ def _finish(run: _Run, state: _TrainState, run_dir: Path, seconds: float) -> Tra
     digest = weights_digest(run.core)
     logger.info(f"[train] rank {acc.process_index} weights_sha256 {digest}")
     result = TrainResult(
-        steps=state.step, final_loss=state.losses[-1] if state.losses else float("nan"), seconds=seconds,
+        steps=state.step,
+        final_loss=state.losses[-1] if state.losses else float("nan"),
+        seconds=seconds,
         samples_per_s=state.samples * acc.num_processes / seconds if seconds > 0 else 0.0,
-        world_size=acc.num_processes, weights_sha256=digest, resumed_from=state.resumed_from, losses=state.losses,
+        world_size=acc.num_processes,
+        weights_sha256=digest,
+        resumed_from=state.resumed_from,
+        losses=state.losses,
     )
     if acc.is_main_process:
-        write_json_atomic(RunFolder(run_dir).train_summary, {k: v for k, v in asdict(result).items() if k != "losses"})
+        write_json_atomic(
+            RunFolder(run_dir).train_summary, {k: v for k, v in asdict(result).items() if k != "losses"}
+        )
     acc.wait_for_everyone()
     return result
 
 
-def _micro_step(acc: Accelerator, model: torch.nn.Module, step_fn: Callable, batch: Any, step: int) -> torch.Tensor:
+def _micro_step(
+    acc: Accelerator, model: torch.nn.Module, step_fn: Callable, batch: Any, step: int
+) -> torch.Tensor:
     """Forward + backward of one micro-batch; failures name the cases in the batch."""
     batch = to_device(batch, acc.device)
     try:
         loss = step_fn(model, batch)
         if not torch.isfinite(loss.detach()).all():
-            raise KitError(f"non-finite loss {loss.item()} at step {step + 1} on case(s) {batch_names(batch)}; "
-                           "lower train.lr or check these cases' inputs")
+            raise KitError(
+                f"non-finite loss {loss.item()} at step {step + 1} on case(s) {batch_names(batch)}; "
+                "lower train.lr or check these cases' inputs"
+            )
         acc.backward(loss)
     except torch.OutOfMemoryError as err:
         raise KitError(f"out of memory at step {step + 1} on case(s) {batch_names(batch)}: reduce "
@@ -549,9 +585,11 @@ def _check_grad_norm(acc: Accelerator, norm: torch.Tensor | float | None, step: 
     gradient scaler skips such steps itself, so they pass."""
     if norm is None or acc.scaler is not None or math.isfinite(float(norm)):
         return
-    raise KitError(f"non-finite gradient norm {float(norm)} at step {step + 1} on case(s) {batch_names(batch)}; "
-                   "the weights were not updated and the newest checkpoint is still the last good one; lower "
-                   "train.lr or check these cases' inputs")
+    raise KitError(
+        f"non-finite gradient norm {float(norm)} at step {step + 1} on case(s) {batch_names(batch)}; "
+        "the weights were not updated and the newest checkpoint is still the last good one; lower "
+        "train.lr or check these cases' inputs"
+    )
 
 
 def read_train_log(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -1,8 +1,9 @@
 """Vision pretraining: the CPU stand-in for RadFM's pretrained ViT3D (`reg2rg pretrain-vision`).
 
-The paper freezes RadFM's ViT3D, pretrained on millions of radiology images; the CPU presets' ViT is far smaller
-and, without this step, random. Here the preset's ViT3D is trained on the prep cache's **train split only** and
-then frozen as in the paper. Objectives (choose by the validation probe in `pretrain.json`, never on test):
+The paper freezes RadFM's ViT3D, pretrained on millions of radiology images; the CPU presets' ViT is far
+smaller and, without this step, random. Here the preset's ViT3D is trained on the prep cache's **train split
+only** and then frozen as in the paper. Objectives (choose by the validation probe in `pretrain.json`, never
+on test):
 
 - `findings`: multi-label abnormality classification of each region's texture crop (labels of the region's own
   paragraph, read by the labeler the caller passes in) and of the global image (labels of the whole report);
@@ -10,11 +11,11 @@ then frozen as in the paper. Objectives (choose by the validation probe in `pret
 - `simmim`: masked-patch reconstruction (SimMIM-style: 60% of the patch embeddings replaced by a learned mask
   token, the masked patches' voxels predicted by a linear decoder; no labels used).
 
-Every objective is measured the same way: logistic-regression probes on the frozen encoder's mean-pooled tokens,
-fit on train crops and scored on validation crops (micro-F1 over the abnormality labels that occur, organ
-accuracy), for the random initialisation and for the pretrained encoder. The encoder is written as RadFM writes
-its ViT (`RadFM_vit3d.pth`: a plain state dict with the kit's ViT3D key names), so the model loads it through
-the same `vision_checkpoint` path as RadFM's real weights.
+Every objective is measured the same way: logistic-regression probes on the frozen encoder's mean-pooled
+tokens, fit on train crops and scored on validation crops (micro-F1 over the abnormality labels that occur,
+organ accuracy), for the random initialisation and for the pretrained encoder. The encoder is written as RadFM
+writes its ViT (`RadFM_vit3d.pth`: a plain state dict with the kit's ViT3D key names), so the model loads it
+through the same `vision_checkpoint` path as RadFM's real weights.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class PretrainSettings:
 
 @dataclass
 class CropSet:
-    """Images of one split: region texture crops and global images, with organ class and abnormality labels."""
+    """Images of one split: region texture crops and global images, with organ class and abnormality
+    labels."""
 
     images: torch.Tensor  # (N, 1, H, W, D) float32, the prep cache's normalised intensities
     organ: torch.Tensor  # (N,) int64: region index, or GLOBAL_CLASS
@@ -105,8 +107,10 @@ def crop_set(cache: Any, split: str, labeler: TextLabeler) -> CropSet:
         organ += [REGIONS.index(r) for r in rec.regions] + [GLOBAL_CLASS]
         texts += [rec.reports[r] for r in rec.regions] + [rec.report]
     if not images:
-        raise KitError(f"{cache.root}: no {split} cases in the prep cache; vision pretraining needs the train "
-                       "split (and validation for the probe)")
+        raise KitError(
+            f"{cache.root}: no {split} cases in the prep cache; vision pretraining needs the train "
+            "split (and validation for the probe)"
+        )
     labels = torch.as_tensor(np.asarray(labeler(texts), dtype=np.float32))
     return CropSet(torch.cat(images).float(), torch.tensor(organ), labels)
 
@@ -177,15 +181,26 @@ def probe(encoder: ViT3D, train: CropSet, val: CropSet) -> dict[str, Any]:
         if yva[:, j].any():
             per_label[label] = round(float(f1_score(yva[:, j], preds[:, j], zero_division=0)), 4)
     occurring = [j for j, label in enumerate(LABELS) if yva[:, j].any()]
-    micro = f1_score(yva[:, occurring], preds[:, occurring], average="micro", zero_division=0) if occurring else 0.0
+    micro = (
+        f1_score(yva[:, occurring], preds[:, occurring], average="micro", zero_division=0)
+        if occurring
+        else 0.0
+    )
     organ = LogisticRegression(max_iter=2000, C=0.5).fit(xtr, train.organ.numpy())
     return {"findings_micro_f1": round(float(micro), 4), "labels_scored": len(occurring),
             "organ_accuracy": round(float((organ.predict(xva) == val.organ.numpy()).mean()), 4),
             "per_label_f1": per_label}
 
 
-def _epoch(model: Pretrainer, data: CropSet, settings: PretrainSettings, opt: torch.optim.Optimizer,
-           sched: torch.optim.lr_scheduler.LRScheduler, pos_weight: torch.Tensor, gen: torch.Generator) -> float:
+def _epoch(
+    model: Pretrainer,
+    data: CropSet,
+    settings: PretrainSettings,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    pos_weight: torch.Tensor,
+    gen: torch.Generator,
+) -> float:
     model.train()
     order = torch.randperm(len(data), generator=gen)
     total, batches = 0.0, 0
@@ -227,8 +242,12 @@ def validation_score(model: Pretrainer, objective: str, val: CropSet) -> float:
     state = torch.random.get_rng_state()
     torch.manual_seed(12345)
     try:
-        losses = [model.loss(objective, val.images[i:i + 64], val.organ[i:i + 64], val.labels[i:i + 64], None).item()
-                  for i in range(0, len(val), 64)]
+        losses = [
+            model.loss(
+                objective, val.images[i : i + 64], val.organ[i : i + 64], val.labels[i : i + 64], None
+            ).item()
+            for i in range(0, len(val), 64)
+        ]
     finally:
         torch.random.set_rng_state(state)
     return -float(np.mean(losses))
@@ -236,14 +255,17 @@ def validation_score(model: Pretrainer, objective: str, val: CropSet) -> float:
 
 def pretrain_encoder(cfg: Reg2RGConfig, train: CropSet, settings: PretrainSettings, progress: bool = True,
                      val: CropSet | None = None) -> tuple[Pretrainer, list[float], list[float]]:
-    """Train the preset's ViT3D on `train` with `settings.objective`; returns the model with its heads (eval mode;
-    `.encoder` is the ViT), the epoch losses and, with `val`, each epoch's `validation_score`. With `val` the
-    returned weights are those of the epoch that scored best on validation (early stopping; never the test split)."""
+    """Train the preset's ViT3D on `train` with `settings.objective`; returns the model with its heads (eval
+    mode; `.encoder` is the ViT), the epoch losses and, with `val`, each epoch's `validation_score`. With
+    `val` the returned weights are those of the epoch that scored best on validation (early stopping; never
+    the test split)."""
     torch.manual_seed(settings.seed)
     model = Pretrainer(build_encoder(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps = settings.epochs * -(-len(train) // settings.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(steps, 1), pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=settings.lr, total_steps=max(steps, 1), pct_start=0.1
+    )
     pos = train.labels.sum(0)
     pos_weight = ((len(train) - pos) / pos.clamp(min=1)).clamp(1.0, 20.0)  # rare findings weigh more
     gen = torch.Generator().manual_seed(settings.seed)
@@ -260,16 +282,25 @@ def pretrain_encoder(cfg: Reg2RGConfig, train: CropSet, settings: PretrainSettin
 
 
 def save_vision_checkpoint(encoder: ViT3D, path: str | os.PathLike[str]) -> Path:
-    """Write the encoder as RadFM writes its ViT3D: a plain state dict (tensors only, loads with weights_only)."""
+    """Write the encoder as RadFM writes its ViT3D: a plain state dict (tensors only, loads with
+    weights_only)."""
     path = Path(path)
     with atomic_path(path, suffix=".pth") as tmp:
         torch.save({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, tmp)
     return path
 
 
-def pretrain_vision(cfg: Reg2RGConfig, cache: Any, out_dir: str | os.PathLike[str], settings: PretrainSettings,
-                    labeler: TextLabeler, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Pretrain on the cache's train split, probe on validation, write OUT/RadFM_vit3d.pth + OUT/pretrain.json."""
+def pretrain_vision(
+    cfg: Reg2RGConfig,
+    cache: Any,
+    out_dir: str | os.PathLike[str],
+    settings: PretrainSettings,
+    labeler: TextLabeler,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pretrain on the cache's train split, probe on validation, write OUT/RadFM_vit3d.pth +
+    OUT/pretrain.json."""
     out = Path(out_dir).expanduser().resolve()
     if threads:
         torch.set_num_threads(threads)
@@ -294,32 +325,41 @@ def pretrain_vision(cfg: Reg2RGConfig, cache: Any, out_dir: str | os.PathLike[st
         "checkpoint": ckpt.name, "seconds": round(time.perf_counter() - start, 1),
     }
     write_json_atomic(out / REPORT_NAME, report)
-    logger.info(f"[pretrain-vision] {settings.objective}: validation probe micro-F1 "
-                f"{random_probe['findings_micro_f1']:.3f} (random) -> {trained_probe['findings_micro_f1']:.3f}, organ "
-                f"accuracy {random_probe['organ_accuracy']:.3f} -> {trained_probe['organ_accuracy']:.3f}; -> {ckpt}")
+    logger.info(
+        f"[pretrain-vision] {settings.objective}: validation probe micro-F1 "
+        f"{random_probe['findings_micro_f1']:.3f} (random) -> {trained_probe['findings_micro_f1']:.3f}, "
+        f"organ accuracy {random_probe['organ_accuracy']:.3f} -> {trained_probe['organ_accuracy']:.3f}; -> "
+        f"{ckpt}"
+    )
     return report
 
 
 def pretrain_for_profile(profile: Any, out_dir: str | os.PathLike[str], labeler: TextLabeler,
                          cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                          **overrides: Any) -> dict[str, Any]:
-    """`pretrain_vision` with the profile's model preset and `pretrain` section (`overrides`: objective, epochs,
-    batch_size, lr, seed). The cache defaults to the profile folder's: OUT/cache for OUT/vision."""
+    """`pretrain_vision` with the profile's model preset and `pretrain` section (`overrides`: objective,
+    epochs, batch_size, lr, seed). The cache defaults to the profile folder's: OUT/cache for OUT/vision."""
 
     profile = load_profile(profile)
     out = Path(out_dir).expanduser().resolve()
     cache = load_cache(cache_dir or RunPaths(out.parent).cache)
-    cfg = Reg2RGConfig.from_profile(profile, {"vision_checkpoint": None})  # start from the random initialisation
+    # start from the random initialisation
+    cfg = Reg2RGConfig.from_profile(profile, {"vision_checkpoint": None})
     settings = PretrainSettings.from_profile(profile.pretrain, **overrides)
-    return pretrain_vision(cfg, cache, out, settings, labeler, threads=profile.train.threads, progress=progress)
+    return pretrain_vision(
+        cfg, cache, out, settings, labeler, threads=profile.train.threads, progress=progress
+    )
 
 
 def probe_table(report: dict[str, Any]) -> Any:
-    """`pretrain.json`'s validation probes as a table: one row per encoder, micro-F1 and organ accuracy, then the
-    per-label F1 of each (for notebook 02 and RESULTS.md)."""
+    """`pretrain.json`'s validation probes as a table: one row per encoder, micro-F1 and organ accuracy, then
+    the per-label F1 of each (for notebook 02 and RESULTS.md)."""
     rows = {}
     for arm, probe in report["probe_validation"].items():
-        row = {"findings micro-F1 (probe)": probe["findings_micro_f1"], "organ accuracy (probe)": probe["organ_accuracy"]}
+        row = {
+            "findings micro-F1 (probe)": probe["findings_micro_f1"],
+            "organ accuracy (probe)": probe["organ_accuracy"],
+        }
         if "heads" in probe:
             row["findings micro-F1 (own head)"] = probe["heads"]["findings_micro_f1"]
         rows[arm] = {**row, **{f"F1 {k}": v for k, v in probe["per_label_f1"].items()}}

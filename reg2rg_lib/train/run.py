@@ -1,9 +1,10 @@
-"""The Reg2RG training run: the profile's model on the prep cache, handed to the generic loop (`reg2rg train`).
+"""The Reg2RG training run: the profile's model on the prep cache, handed to the generic loop
+(`reg2rg train`).
 
-`train_run` makes sure the inputs exist (`samples.inputs.ensure_inputs`: the prep cache, for the CPU presets a tokenizer
-trained on the train reports), builds the model with the profile's seed, feeds it cached frozen-ViT features when
-`use_feature_cache` says so, records `run_config.json` and calls `loop.fit` with `reg2rg_step`, the LM loss with
-the organ-name tokens optionally weighted up (`weighted_lm_loss`).
+`train_run` makes sure the inputs exist (`samples.inputs.ensure_inputs`: the prep cache, for the CPU presets a
+tokenizer trained on the train reports), builds the model with the profile's seed, feeds it cached frozen-ViT
+features when `use_feature_cache` says so, records `run_config.json` and calls `loop.fit` with `reg2rg_step`,
+the LM loss with the organ-name tokens optionally weighted up (`weighted_lm_loss`).
 """
 
 from __future__ import annotations
@@ -87,11 +88,12 @@ def train_run(
 ) -> TrainResult:
     """Train the profile's Reg2RG on the prep cache's train split into `run_dir` (checkpoints, log, summary).
 
-    `cache_dir` / `tokenizer_dir` default to the profile folder's `cache/` and `tokenizer/` (`RunPaths.of_run`);
-    the smoke profile builds them when missing. `model_changes` are config fields for ablations (`{"rra": False}`),
-    `llm_arch` swaps the LLM size. `feature_cache` (default: the profile's, `use_feature_cache`) runs the frozen
-    ViT once per case instead of at every step. `on_checkpoint(step, folder)`: see `loop.fit` (notebook 03 scores
-    each checkpoint's validation reports with it, `experiments.curves.checkpoint_scorer`).
+    `cache_dir` / `tokenizer_dir` default to the profile folder's `cache/` and `tokenizer/`
+    (`RunPaths.of_run`); the smoke profile builds them when missing. `model_changes` are config fields for
+    ablations (`{"rra": False}`), `llm_arch` swaps the LLM size. `feature_cache` (default: the profile's,
+    `use_feature_cache`) runs the frozen ViT once per case instead of at every step.
+    `on_checkpoint(step, folder)`: see `loop.fit` (notebook 03 scores each checkpoint's validation reports
+    with it, `experiments.curves.checkpoint_scorer`).
     """
     profile = load_profile(profile)
     settings = TrainSettings.from_profile(profile.train, max_steps=max_steps, save_every=save_every)
@@ -108,20 +110,26 @@ def train_run(
 
     cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
-        raise KitError(f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
-                       f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first")
+        raise KitError(
+            f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
+            f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first"
+        )
     cfg = cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
     if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
         check_resume_config(RunFolder(run_dir).checkpoints, cfg.to_dict())
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tokenizer)  # same seed on every rank: identical initial weights
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
-    features = _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
+    features = (
+        _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
+    )
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
                             region_dropout_max=settings.region_dropout_max)
     if acc.is_main_process:
-        _write_run_config(Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg)
+        _write_run_config(
+            Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg
+        )
     threads_before = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
@@ -137,7 +145,8 @@ def train_run(
 def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settings: TrainSettings,
                    acc: Accelerator) -> tuple[Any, Any, Any, TrainSettings]:
     """(data, collate, step, settings) for `fit`: the fast path (`train.fast`, same loss up to float rounding,
-    ~1.6x the samples/s; `reg2rg bench train-demo`) where `fast.unsupported_reason` allows, else today's loop."""
+    ~1.6x the samples/s; `reg2rg bench train-demo`) where `fast.unsupported_reason` allows, else today's
+    loop."""
     why = unsupported_reason(model, dataset) if settings.fast_path else "train.fast_path is off"
     if why is None and acc.num_processes > 1:
         why = "it runs in one process"
@@ -153,13 +162,16 @@ def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settin
 
 def _train_features(model: Reg2RG, cache: PrepCache, acc: Accelerator, settings: TrainSettings,
                     progress: bool) -> FeatureCache:
-    """The frozen ViT's features of the train cases (rank 0 computes what is missing, the others then read)."""
+    """The frozen ViT's features of the train cases (rank 0 computes what is missing, the others then
+    read)."""
     names = [r.name for r in cache.cases("train")]
     model.to(acc.device)
     dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
     start = time.perf_counter()
     with acc.main_process_first():
-        features = feature_cache_for(model, cache, names, progress=progress and acc.is_main_process, dtype=dtype)
+        features = feature_cache_for(
+            model, cache, names, progress=progress and acc.is_main_process, dtype=dtype
+        )
     if acc.is_main_process:
         logger.info(f"[train] frozen-ViT features of {len(names)} cases in {features.folder} "
                     f"({features.computed} computed in {time.perf_counter() - start:.1f} s, the rest reused)")

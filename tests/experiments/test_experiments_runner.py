@@ -39,7 +39,8 @@ def test_parallel_ablation_grid_matches_the_sequential_one(smoke, tmp_path, capl
 
 
 def _check_baselines_and_probes(root, summary):
-    """The grid's extras: distinct reports per run, full's shuffled-order region accuracy, baselines in the stats."""
+    """The grid's extras: distinct reports per run, full's shuffled-order region accuracy, baselines in the
+    stats."""
     import json
 
     import pandas as pd
@@ -61,7 +62,10 @@ def _check_baselines_and_probes(root, summary):
     made = json.loads(RunPaths(root).baselines.read_text())
     assert set(made["baselines"]) == {"baseline_normal", "baseline_frequent_finding"}
     normal = made["baselines"]["baseline_normal"]
-    assert normal["distinct_reports"] == 1 and made["canonical_order_region_accuracy"] == normal["region_accuracy"]
+    assert (
+        normal["distinct_reports"] == 1
+        and made["canonical_order_region_accuracy"] == normal["region_accuracy"]
+    )
     stats = read_stats(RunPaths(root).ablation_stats)
     assert set(stats.loc[stats["kind"] == "baseline", "run"]) == set(made["baselines"])
     assert pd.notna(stats["p_holm"]).any() and set(stats["seeds"]) == {1}
@@ -95,14 +99,18 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
                         Ablation("llm_elsewhere", "trained elsewhere", imported=str(src)))
     summary = run_ablations("smoke", root, runs=["full", "llm_elsewhere"], n_resamples=20, progress=False)
     run = root / "runs" / "llm_elsewhere"
-    assert not (run / "train_summary.json").exists() and not (run / "checkpoints").exists()  # not trained here
+    # not trained here
+    assert not (run / "train_summary.json").exists() and not (run / "checkpoints").exists()
     assert (run / "PROVENANCE.md").read_text() == "made by the test\n"
     assert summary["runs"]["llm_elsewhere"]["distinct_reports"] == 1
-    assert summary["runs"]["llm_elsewhere"]["region_accuracy"] != summary["runs"]["full"]["region_accuracy"] or \
-        summary["runs"]["llm_elsewhere"]["BLEU-4"] != summary["runs"]["full"]["BLEU-4"]
+    assert (
+        summary["runs"]["llm_elsewhere"]["region_accuracy"] != summary["runs"]["full"]["region_accuracy"]
+        or summary["runs"]["llm_elsewhere"]["BLEU-4"] != summary["runs"]["full"]["BLEU-4"]
+    )
     stats = read_stats(RunPaths(root).ablation_stats)
     mine = stats[stats["run"] == "llm_elsewhere"]
-    assert set(mine["family"]) == {"table7_llm_size"} and mine["p_vs_full"].notna().all()  # tested against full
+    # tested against full
+    assert set(mine["family"]) == {"table7_llm_size"} and mine["p_vs_full"].notna().all()
 
     shutil.rmtree(run)
     write_csv_atomic(src / "predictions.csv", PRED_COLUMNS, other[:1], lineterminator="\n")  # too few cases
@@ -114,8 +122,9 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
 
 
 def test_a_workers_messages_come_back_labelled_with_its_run_and_are_printed_nowhere_else(monkeypatch, caplog):
-    """Two workers share the notebook's stderr: a worker's messages must not reach its root logger (where absl's
-    `logging.basicConfig()` prints them unlabelled); the parent logs them, each carrying the run's name."""
+    """Two workers share the notebook's stderr: a worker's messages must not reach its root logger (where
+    absl's `logging.basicConfig()` prints them unlabelled); the parent logs them, each carrying the run's
+    name."""
     import torch
 
     from reg2rg_lib.experiments import runner
@@ -129,7 +138,9 @@ def test_a_workers_messages_come_back_labelled_with_its_run_and_are_printed_nowh
     monkeypatch.setattr(runner, "run_one", fake_run_one)
     kit = logging.getLogger("reg2rg_lib")
     with caplog.at_level(logging.INFO):  # caplog's handler sits on the root logger, as basicConfig's would
-        name, headline, lines = runner._worker(None, "out", ablation("no_lfd"), 4, [], False, torch.get_num_threads())
+        name, headline, lines = runner._worker(
+            None, "out", ablation("no_lfd"), 4, [], False, torch.get_num_threads()
+        )
     assert (name, headline) == ("no_lfd", {"BLEU-4": 0.5})
     assert lines == ["[no_lfd] [train] world_size 1", "[no_lfd] [ablate] no_lfd: done"]
     assert not [r for r in caplog.records if r.name.startswith("reg2rg_lib")]

@@ -1,7 +1,8 @@
-"""The README's results block (`report.results`, with `report.seed_spread`'s placement): a verdict computed from the run, one compact table with CIs and
-a flag column, each rerun placed against the committed seed spread (both machines named), the paper's tables one
-line each, and a glossary read from the ablation registry. Run files are written in the real schemas
-(summary.json by `write_summary`, ablation_stats.csv in `ablation_stats`' columns, the seed CSV by `merge_rows`)."""
+"""The README's results block (`report.results`, with `report.seed_spread`'s placement): a verdict computed
+from the run, one compact table with CIs and a flag column, each rerun placed against the committed seed
+spread (both machines named), the paper's tables one line each, and a glossary read from the ablation
+registry. Run files are written in the real schemas (summary.json by `write_summary`, ablation_stats.csv in
+`ablation_stats`' columns, the seed CSV by `merge_rows`)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,16 @@ from reg2rg_lib.report.results import (
 from reg2rg_lib.report.seed_spread import OUTSIDE, spread_placement
 
 MACHINE = {"date": "2026-12-02", "cpu": "x86_64", "threads": 1, "torch": "t", "device": "cpu"}
-FULL = {"region_accuracy": 0.994, "topic_consistency": 0.9174, "BLEU-4": 0.387, "METEOR": 0.590, "ROUGE-L": 0.560,
-        "CE_micro_F1": 0.23, "distinct_reports": 50, "n_test_cases": 50}
+FULL = {
+    "region_accuracy": 0.994,
+    "topic_consistency": 0.9174,
+    "BLEU-4": 0.387,
+    "METEOR": 0.590,
+    "ROUGE-L": 0.560,
+    "CE_micro_F1": 0.23,
+    "distinct_reports": 50,
+    "n_test_cases": 50,
+}
 RUNS = {
     "full": FULL,
     "no_lfd": {**FULL, "region_accuracy": 0.80, "CE_micro_F1": 0.20},
@@ -43,8 +52,9 @@ BASELINE = {"region_accuracy": 0.834, "BLEU-4": 0.392, "METEOR": 0.567, "ROUGE-L
 
 
 def _run(tmp_path: Path, runs=RUNS, p=None, baseline=BASELINE, kernels="AVX512", threads=1) -> RunPaths:
-    """A run folder: summary.json (with its machine), full's run_config.json (its threads) and ablation_stats.csv
-    with the paired p-values `p` {(run, metric): p} (1.0 where not given) and one baseline."""
+    """A run folder: summary.json (with its machine), full's run_config.json (its threads) and
+    ablation_stats.csv with the paired p-values `p` {(run, metric): p} (1.0 where not given) and one
+    baseline."""
     paths = RunPaths(tmp_path / "out")
     write_summary(paths, "demo", runs)
     summary = json.loads(paths.summary.read_text())
@@ -59,13 +69,25 @@ def _run(tmp_path: Path, runs=RUNS, p=None, baseline=BASELINE, kernels="AVX512",
         for m in SUMMARY_METRICS:
             v = metrics[m]
             tested = run != "full" and run != "llm_scratch-2x64"
-            rows.append({"run": run, "metric": m, "value": v, "ci_low": v - 0.03, "ci_high": v + 0.03,
-                         "delta_vs_full": v - FULL[m] if tested else math.nan,
-                         "p_vs_full": p.get((run, m), 1.0) if tested else math.nan,
-                         "p_holm": p.get((run, m), 1.0) if tested else math.nan,
-                         "family": "baselines" if kind == "baseline" else grid.family(run), "n_resamples": 1000,
-                         "seeds": 1, "kind": kind, "same_as": "full" if run == "llm_scratch-2x64" else "",
-                         "distinct_reports": metrics.get("distinct_reports", 1), "n_test_cases": 50})
+            rows.append(
+                {
+                    "run": run,
+                    "metric": m,
+                    "value": v,
+                    "ci_low": v - 0.03,
+                    "ci_high": v + 0.03,
+                    "delta_vs_full": v - FULL[m] if tested else math.nan,
+                    "p_vs_full": p.get((run, m), 1.0) if tested else math.nan,
+                    "p_holm": p.get((run, m), 1.0) if tested else math.nan,
+                    "family": "baselines" if kind == "baseline" else grid.family(run),
+                    "n_resamples": 1000,
+                    "seeds": 1,
+                    "kind": kind,
+                    "same_as": "full" if run == "llm_scratch-2x64" else "",
+                    "distinct_reports": metrics.get("distinct_reports", 1),
+                    "n_test_cases": 50,
+                }
+            )
     pd.DataFrame(rows).to_csv(paths.ablation_stats, index=False)
     return paths
 
@@ -84,15 +106,30 @@ def _seeds(tmp_path: Path, values=(0.99, 0.995, 1.0, 0.985)) -> Path:
 
 
 def test_the_verdict_is_computed_from_the_run(tmp_path: Path) -> None:
-    paths = _run(tmp_path, p={("baseline_normal", "region_accuracy"): 0.001, ("baseline_normal", "CE_micro_F1"): 0.01,
-                              ("llm_scratch-2x128", "region_accuracy"): 0.002})
+    paths = _run(
+        tmp_path,
+        p={
+            ("baseline_normal", "region_accuracy"): 0.001,
+            ("baseline_normal", "CE_micro_F1"): 0.01,
+            ("llm_scratch-2x128", "region_accuracy"): 0.002,
+        },
+    )
     lines = verdict_lines(paths.summary, spread_csv=tmp_path / "none.csv")
     assert 1 <= len(lines) <= 5
     does, does_not, ablations = lines[:3]
-    assert does.startswith("**Does:**") and "region_accuracy 0.994 [0.964, 1.024] vs `baseline_normal` 0.834" in does
+    assert (
+        does.startswith("**Does:**")
+        and "region_accuracy 0.994 [0.964, 1.024] vs `baseline_normal` 0.834" in does
+    )
     assert "CE_micro_F1 0.230" in does and "topic consistency 0.917" in does
-    assert does_not.startswith("**Does not:**") and "BLEU-4 0.387 [0.357, 0.417] vs `baseline_normal` 0.392" in does_not
-    assert "below `full`: `llm_scratch-2x128` (region_accuracy)" in ablations and "of 2 comparable runs" in ablations
+    assert (
+        does_not.startswith("**Does not:**")
+        and "BLEU-4 0.387 [0.357, 0.417] vs `baseline_normal` 0.392" in does_not
+    )
+    assert (
+        "below `full`: `llm_scratch-2x128` (region_accuracy)" in ablations
+        and "of 2 comparable runs" in ablations
+    )
 
     # the findings it writes come from full's per-label labels (Table 9's numbers)
     from reg2rg_lib.regions import LABELS
@@ -134,15 +171,19 @@ def test_a_rerun_outside_the_committed_spread_is_flagged_with_both_machines(tmp_
     assert table.loc["`full`", "region_accuracy"].endswith(OUTSIDE)
     assert not table.loc["`full`", "METEOR"].endswith(OUTSIDE)
     text = readme_results(outside.summary, MACHINE, spread_csv=csv)
-    assert "**On another machine** expect `full` within the 95% prediction interval of its 4 committed" in text
+    assert (
+        "**On another machine** expect `full` within the 95% prediction interval of its 4 committed" in text
+    )
 
 
 def test_seed_files_record_the_training_threads_and_older_files_still_read(tmp_path: Path) -> None:
     rows = read_rows(_seeds(tmp_path))
     assert {r["threads"] for r in rows} == {1}
     old = tmp_path / "old.csv"
-    old.write_text("run,seed,cpu_capability,region_accuracy,BLEU-4,METEOR,ROUGE-L,CE_micro_F1,distinct_reports\n"
-                   "full,0,AVX512,1.0,0.35,0.56,0.50,0.22,50.0\nfull,1,AVX512,0.99,0.36,0.57,0.51,0.25,50.0\n")
+    old.write_text(
+        "run,seed,cpu_capability,region_accuracy,BLEU-4,METEOR,ROUGE-L,CE_micro_F1,distinct_reports\n"
+        "full,0,AVX512,1.0,0.35,0.56,0.50,0.22,50.0\nfull,1,AVX512,0.99,0.36,0.57,0.51,0.25,50.0\n"
+    )
     assert read_rows(old)[0]["threads"] is None
     paths = _run(tmp_path / "r")
     assert "the committed seeds: AVX512, training threads not recorded" in verdict_lines(
@@ -164,7 +205,9 @@ def test_the_table_has_cis_at_3_decimals_and_one_flag_column(tmp_path: Path) -> 
 
 
 def test_paper_lines_say_agree_from_the_tests(tmp_path: Path) -> None:
-    paths = _run(tmp_path, p={("no_lfd", "region_accuracy"): 0.001, ("llm_scratch-2x128", "region_accuracy"): 0.001})
+    paths = _run(
+        tmp_path, p={("no_lfd", "region_accuracy"): 0.001, ("llm_scratch-2x128", "region_accuracy"): 0.001}
+    )
     lines = paper_lines(paths.summary, tmp_path / "no_tables").set_index("table")
     assert list(lines.columns) == ["paper says", "kit finds", "agree?"]
     assert list(lines.index) == [f"Table {i}" for i in range(1, 8)]
@@ -174,9 +217,20 @@ def test_paper_lines_say_agree_from_the_tests(tmp_path: Path) -> None:
     assert lines.loc["Table 1", "agree?"] == "not checked" and lines.loc["Table 5", "agree?"] == "not checked"
     tables = tmp_path / "tables"
     tables.mkdir()
-    pd.DataFrame([{"dataset": "CTRG-Chest-548K test", "source": "authors' release: x, as released", "BLEU-4": 0.3204},
-                  {"dataset": "CTRG-Chest-548K test", "source": "kit metrics recomputed from the release",
-                   "BLEU-4": 0.32039}]).to_csv(tables / "table1_nlg.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "dataset": "CTRG-Chest-548K test",
+                "source": "authors' release: x, as released",
+                "BLEU-4": 0.3204,
+            },
+            {
+                "dataset": "CTRG-Chest-548K test",
+                "source": "kit metrics recomputed from the release",
+                "BLEU-4": 0.32039,
+            },
+        ]
+    ).to_csv(tables / "table1_nlg.csv", index=False)
     assert paper_lines(paths.summary, tables).set_index("table").loc["Table 1", "agree?"] == "yes"
 
 
@@ -186,16 +240,20 @@ def test_the_glossary_is_read_from_the_registry(monkeypatch: pytest.MonkeyPatch)
         assert f"`{name}`: {ab.description}" in text
     assert "`llm_scratch-2x128`: LLM scratch-2x128" in text and "`baseline_normal`:" in text
     assert all(f"{k}: {v}" in text for k, v in grid.ABBREVIATIONS.items())
-    assert text.startswith("<details>") and text.endswith("</details>")  # collapsed: the results fit one screen
+    # collapsed: the results fit one screen
+    assert text.startswith("<details>") and text.endswith("</details>")
     monkeypatch.setitem(grid.ABLATIONS, "no_thing", grid.Ablation("no_thing", "a run added to the registry"))
-    assert "`no_thing`: a run added to the registry" in glossary()  # a new run is defined without editing prose
+    # a new run is defined without editing prose
+    assert "`no_thing`: a run added to the registry" in glossary()
 
 
 def test_write_readme_results_replaces_only_its_block(tmp_path: Path) -> None:
     paths = _run(tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# kit\n\nintro\n\n## Current demo results\n{README_START}\nold numbers 0.123\n{README_END}\n"
-                      "\n## Later\nkept\n")
+    readme.write_text(
+        f"# kit\n\nintro\n\n## Current demo results\n{README_START}\nold numbers 0.123\n{README_END}\n"
+        "\n## Later\nkept\n"
+    )
     write_readme_results(paths.summary, readme, machine=MACHINE, tables_dir=tmp_path,
                          spread_csv=_seeds(tmp_path))
     text = readme.read_text()

@@ -1,4 +1,5 @@
-"""Training checkpoints load without unpickling code: a malicious `.pt` is refused, names itself, runs nothing."""
+"""Training checkpoints load without unpickling code: a malicious `.pt` is refused, names itself, runs
+nothing."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def checkpointed(tmp_path) -> Path:
 
 
 def _digests(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng/rank0.pt"])
@@ -93,7 +96,9 @@ def test_rng_state_is_tensors_and_numbers_and_restores_every_generator(tmp_path)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
     old = tmp_path / "old.pt"  # the format of earlier kit versions: getstate() tuples with a numpy array
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, old)
+    torch.save(
+        {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, old
+    )
     random.seed(9), np.random.seed(9)
     set_rng_state(safe_torch_load(old, allow_numpy=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -1,5 +1,6 @@
-"""Training faults: a NaN/inf loss or gradient stops the run naming the step and cases, a full disk while writing a
-checkpoint leaves the last complete one newest; both keep every complete checkpoint and the log intact."""
+"""Training faults: a NaN/inf loss or gradient stops the run naming the step and cases, a full disk while
+writing a checkpoint leaves the last complete one newest; both keep every complete checkpoint and the log
+intact."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import toyloop  # noqa: E402
 
 def _fit(run_dir: Path, step_fn, max_steps: int = 6, resume: bool = False, **kw):
     seed_everything(0)
-    settings = TrainSettings(seed=0, max_steps=max_steps, batch_size=3, grad_accum=1, lr=0.05, save_every=2, **kw)
+    settings = TrainSettings(
+        seed=0, max_steps=max_steps, batch_size=3, grad_accum=1, lr=0.05, save_every=2, **kw
+    )
     return fit(toyloop.Toy(), toyloop.ToyData(), toyloop.collate, step_fn, settings, run_dir, resume=resume,
                progress=False)
 
@@ -53,7 +56,9 @@ def _state(run: Path) -> tuple[list[int], str]:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_a_non_finite_loss_stops_naming_the_step_and_cases_and_keeps_the_last_good_checkpoint(tmp_path, value):
+def test_a_non_finite_loss_stops_naming_the_step_and_cases_and_keeps_the_last_good_checkpoint(
+    tmp_path, value
+):
     good = tmp_path / "good"
     _fit(good, toyloop.step_fn, max_steps=4)  # the same run without the fault, to step 4
     run = tmp_path / "run"
@@ -81,13 +86,15 @@ def test_a_non_finite_gradient_with_a_finite_loss_never_reaches_the_weights(tmp_
 
 
 def _full_disk_on(monkeypatch, name: str, real, at_call: int):
-    """Make `checkpoints.<name>` (a writer) fail with ENOSPC on its `at_call`-th call, after writing part of it."""
+    """Make `checkpoints.<name>` (a writer) fail with ENOSPC on its `at_call`-th call, after writing part of
+    it."""
     calls = {"n": 0}
 
     def writer(first, second, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == at_call:
-            path = second if name == "save_file" else first  # save_file(tensors, path), write_small(path, text)
+            # save_file(tensors, path), write_small(path, text)
+            path = second if name == "save_file" else first
             Path(path).write_bytes(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(first, second, *args, **kwargs)
@@ -104,7 +111,9 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_complete_one(tmp_
         _fit(run, toyloop.step_fn)
     message = str(err.value)
     assert "the disk is full" in message and "step-00000004" in message and "still step-00000002" in message
-    assert not list((run / "checkpoints").glob(".tmp-*")), "the partial checkpoint is removed (frees its space)"
+    assert not list((run / "checkpoints").glob(".tmp-*")), (
+        "the partial checkpoint is removed (frees its space)"
+    )
     steps, _ = _state(run)
     assert steps == [2]
     monkeypatch.setattr(checkpoints, name, real)  # space freed: the same command with --resume completes
@@ -121,8 +130,9 @@ def test_a_full_disk_in_torch_save_is_reported_the_same_way(tmp_path, monkeypatc
     def save(obj, f, *args, **kwargs):  # torch's zip writer reports ENOSPC as a RuntimeError
         calls["n"] += 1
         if calls["n"] == 4:  # rng, optimizer, scheduler per checkpoint: the 2nd checkpoint's optimizer
-            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: file write "
-                               "failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: file write failed"
+            )
         return real(obj, f, *args, **kwargs)
     monkeypatch.setattr(checkpoints.torch, "save", save)
     run = tmp_path / "run"

@@ -1,4 +1,5 @@
-"""The training loop's machinery on a toy module: resume equality, atomic checkpoints, kill -9, bad batches."""
+"""The training loop's machinery on a toy module: resume equality, atomic checkpoints, kill -9, bad
+batches."""
 
 from __future__ import annotations
 
@@ -99,7 +100,10 @@ def test_resume_rejects_a_changed_region_dropout(tmp_path):
     toyloop.run(tmp_path / "r", max_steps=2, save_every=2, region_dropout=0.3)
     with pytest.raises(KitError, match="region_dropout"):
         toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True)
-    assert toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True, region_dropout=0.3).resumed_from == 2
+    assert (
+        toyloop.run(tmp_path / "r", max_steps=4, save_every=2, resume=True, region_dropout=0.3).resumed_from
+        == 2
+    )
 
 
 def test_bad_batch_names_the_case(tmp_path):
@@ -108,13 +112,29 @@ def test_bad_batch_names_the_case(tmp_path):
 
     settings = TrainSettings(max_steps=1, batch_size=2, save_every=1)
     with pytest.raises(KitError, match=r"case\d, case\d: RuntimeError: shape mismatch"):
-        fit(toyloop.Toy(), toyloop.ToyData(), toyloop.collate, broken, settings, tmp_path / "r", progress=False)
+        fit(
+            toyloop.Toy(),
+            toyloop.ToyData(),
+            toyloop.collate,
+            broken,
+            settings,
+            tmp_path / "r",
+            progress=False,
+        )
 
     def nan_loss(model, batch):
         return toyloop.step_fn(model, batch) * float("nan")
 
     with pytest.raises(KitError, match="non-finite loss .* case"):
-        fit(toyloop.Toy(), toyloop.ToyData(), toyloop.collate, nan_loss, settings, tmp_path / "r2", progress=False)
+        fit(
+            toyloop.Toy(),
+            toyloop.ToyData(),
+            toyloop.collate,
+            nan_loss,
+            settings,
+            tmp_path / "r2",
+            progress=False,
+        )
 
 
 def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path):

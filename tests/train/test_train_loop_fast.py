@@ -1,4 +1,5 @@
-"""The fast training path (`train.fast`): the same items, loss and gradients as today's path, and `fit` with it."""
+"""The fast training path (`train.fast`): the same items, loss and gradients as today's path, and `fit` with
+it."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "rereference"])
 def fast_setup(smoke, request):
-    """The smoke model (with re-reference or without), a training dataset with region dropout (cached features),
-    and its fast data."""
+    """The smoke model (with re-reference or without), a training dataset with region dropout (cached
+    features), and its fast data."""
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=request.param)
     seed_everything(0)
@@ -154,8 +155,15 @@ def test_fit_with_the_fast_path_follows_todays_losses(fast_setup, tmp_path):
                              region_name_weight=10.0)
     old = fit(copy.deepcopy(model), ds, Collator(ds.tokenizer.pad_token_id),
               functools.partial(reg2rg_step, name_weight=10.0), settings, tmp_path / "old", progress=False)
-    new = fit(copy.deepcopy(model), fast, fast.collate, fast_step_fn(name_weight=10.0),
-              TrainSettings(**{**settings.__dict__, "fused_optimizer": True}), tmp_path / "new", progress=False)
+    new = fit(
+        copy.deepcopy(model),
+        fast,
+        fast.collate,
+        fast_step_fn(name_weight=10.0),
+        TrainSettings(**{**settings.__dict__, "fused_optimizer": True}),
+        tmp_path / "new",
+        progress=False,
+    )
     assert new.steps == old.steps == 3
     assert new.losses == pytest.approx(old.losses, rel=1e-4)  # the same batches; rounding apart
 

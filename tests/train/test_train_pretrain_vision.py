@@ -1,5 +1,5 @@
-"""Vision pretraining (the CPU stand-in for RadFM's): a smoke run on the train split, the RadFM-format round trip
-through `vision_checkpoint`, frozen as in the paper, and carried inside a trained model's folder."""
+"""Vision pretraining (the CPU stand-in for RadFM's): a smoke run on the train split, the RadFM-format round
+trip through `vision_checkpoint`, frozen as in the paper, and carried inside a trained model's folder."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_radfm_format_round_trip_through_vision_checkpoint(pretrained):
     model = Reg2RG(cfg.replace(vision_checkpoint=str(ckpt)), load_tokenizer(smoke.tokenizer))
     loaded = model.embedding_layer.vision_encoder.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
-    assert not any(p.requires_grad for p in model.embedding_layer.vision_encoder.parameters())  # frozen (paper)
+    # frozen (paper)
+    assert not any(p.requires_grad for p in model.embedding_layer.vision_encoder.parameters())
     random_model = Reg2RG(cfg, load_tokenizer(smoke.tokenizer))
     key = next(iter(state))
     assert not torch.equal(random_model.embedding_layer.vision_encoder.state_dict()[key], state[key])
@@ -82,7 +83,9 @@ def test_a_trained_model_carries_its_pretrained_vit(pretrained, tmp_path):
     config = json.loads((run / "run_config.json").read_text())["model"]
     assert config["vision_checkpoint"] == str(smoke.vision_checkpoint)
     cfg, _, saved, _ = read_pretrained(run / "checkpoints" / step_dir_name(2) / "model")
-    assert cfg.vision_checkpoint is None and cfg.extra["vision_pretrained_from"] == str(smoke.vision_checkpoint)
+    assert cfg.vision_checkpoint is None and cfg.extra["vision_pretrained_from"] == str(
+        smoke.vision_checkpoint
+    )
     state = read_state_dict(smoke.vision_checkpoint)
     for k, v in state.items():
         assert torch.equal(saved[f"embedding_layer.vision_encoder.{k}"], v)
@@ -92,10 +95,14 @@ def test_findings_objective_learns_and_simmim_runs(smoke):
     cache = load_cache(smoke.cache)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     train = crop_set(cache, "train", labels)
-    _, losses, _ = pretrain_encoder(cfg, train, PretrainSettings(objective="findings", epochs=6, lr=3e-3), False)
+    _, losses, _ = pretrain_encoder(
+        cfg, train, PretrainSettings(objective="findings", epochs=6, lr=3e-3), False
+    )
     assert losses[-1] < losses[0]
     val = crop_set(cache, "validation", labels)
-    _, losses, scores = pretrain_encoder(cfg, train, PretrainSettings(objective="simmim", epochs=2), False, val=val)
+    _, losses, scores = pretrain_encoder(
+        cfg, train, PretrainSettings(objective="simmim", epochs=2), False, val=val
+    )
     assert np.isfinite(losses[0]) and losses[0] > 0 and len(scores) == 2 and all(s < 0 for s in scores)
 
 
@@ -135,5 +142,7 @@ def test_training_without_the_pretrained_vit_says_what_to_run(smoke, tmp_path):
     shutil.copytree(smoke.cache, other.cache)
     shutil.copytree(smoke.tokenizer, other.tokenizer)
     profile = load_profile("smoke", {"model.vision_checkpoint": "pretrained"})
-    with pytest.raises(KitError, match="no pretrained vision encoder; run `reg2rg pretrain-vision --profile smoke"):
+    with pytest.raises(
+        KitError, match="no pretrained vision encoder; run `reg2rg pretrain-vision --profile smoke"
+    ):
         train_run(profile, other.run("full"), max_steps=1, progress=False)

@@ -60,7 +60,8 @@ def test_region_dropout_keeps_prompt_tensors_and_target_aligned(smoke_dataset):
             assert item["sample"].prompt.count("<region>") == len(regions)
     assert seen_fewer
     test = ReportDataset(cache, "test", ds.tokenizer, ds.cfg, shuffle_regions=False, region_dropout=0.9)
-    assert all(list(test[i]["sample"].regions) == list(test.records[i].regions) for i in range(len(test)))  # never at test
+    # never at test
+    assert all(list(test[i]["sample"].regions) == list(test.records[i].regions) for i in range(len(test)))
     with pytest.raises(KitError, match="region_dropout"):
         ReportDataset(cache, "train", ds.tokenizer, ds.cfg, region_dropout=1.0)
 
@@ -79,7 +80,9 @@ def test_cached_features_give_the_raw_images_loss(smoke_dataset):
     assert "region_images" in a and "region_feats" in b and "region_images" not in b
     assert a["input_ids"].shape[1] == max(len(raw[i]["sample"].input_ids) for i in (0, 1))  # dynamic padding
     with torch.no_grad():
-        assert model(**model_inputs(a)).loss.item() == pytest.approx(model(**model_inputs(b)).loss.item(), rel=1e-5)
+        assert model(**model_inputs(a)).loss.item() == pytest.approx(
+            model(**model_inputs(b)).loss.item(), rel=1e-5
+        )
     # new encoder weights -> a new key (a stale feature is never read)
     key = feats.key
     with torch.no_grad():
@@ -95,7 +98,11 @@ def test_one_feature_cache_decision_and_one_tokenizer_builder(smoke_dataset, smo
 
     _, model, _ = smoke_dataset()
     assert model.config.freeze_vision
-    assert use_feature_cache(model, None) and use_feature_cache(model, True) and not use_feature_cache(model, False)
+    assert (
+        use_feature_cache(model, None)
+        and use_feature_cache(model, True)
+        and not use_feature_cache(model, False)
+    )
     model.embedding_layer.vision_encoder = None  # no ViT: nothing to cache, whatever the setting
     assert not use_feature_cache(model, True)
     # notebook 02's in-memory tokenizer is the one `reg2rg train` saved (same texts, same BPE)
@@ -157,7 +164,9 @@ def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
 def test_accelerate_configs_load(repo_root):
     from accelerate.commands.config.config_args import load_config_from_file
 
-    configs = {p.stem: load_config_from_file(str(p)) for p in (repo_root / "configs" / "accelerate").glob("*.yaml")}
+    configs = {
+        p.stem: load_config_from_file(str(p)) for p in (repo_root / "configs" / "accelerate").glob("*.yaml")
+    }
     assert {"ddp", "deepspeed_zero2", "fsdp"} <= set(configs)
     assert configs["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
     assert configs["deepspeed_zero2"].deepspeed_config["gradient_accumulation_steps"] == load_profile(
@@ -188,10 +197,19 @@ def test_region_name_weight_one_is_the_model_loss_and_names_are_found(smoke_data
 def test_train_threads_setting_applies_and_is_restored(smoke, tmp_path):
     before = torch.get_num_threads()
     prof = load_profile("smoke", overrides={"train.threads": 1})
-    result = train_run(prof, tmp_path / "run", cache_dir=smoke.cache, tokenizer_dir=smoke.tokenizer, max_steps=1,
-                       progress=False)
+    result = train_run(
+        prof,
+        tmp_path / "run",
+        cache_dir=smoke.cache,
+        tokenizer_dir=smoke.tokenizer,
+        max_steps=1,
+        progress=False,
+    )
     assert result.steps == 1 and torch.get_num_threads() == before
-    assert __import__("json").loads((tmp_path / "run" / "run_config.json").read_text())["settings"]["threads"] == 1
+    assert (
+        __import__("json").loads((tmp_path / "run" / "run_config.json").read_text())["settings"]["threads"]
+        == 1
+    )
 
 
 def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
