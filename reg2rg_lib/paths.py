@@ -115,7 +115,8 @@ class RunFolder:
         train_log.csv                one row per optimizer step; train_summary.json when training finished
         predictions.csv              the test split's reports, with predictions.decoding.json next to it
         metrics/                     `evaluate_predictions` on predictions.csv (headline: summary.json)
-        predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into metrics<variant>/
+        predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into
+                                     metrics<variant>/
         PROVENANCE.md                how a run imported from outside the grid was made (`imported`)
         shuffled_regions/            the test split with each case's regions in a shuffled order:
                                      predictions.csv and metrics/, as a run folder of its own
@@ -214,9 +215,10 @@ class ModelFolder:
         config.json                  the model config (Reg2RGConfig)
         tokenizer/                   the HF tokenizer with the Reg2RG tokens
         embedding_layer/             the visual side: config.json + model.safetensors
-        llm/                         the LLM as a transformers folder (for LoRA: the base it adapts), when it cannot
-                                     be re-read from `llm_path`
-        llm_adapter/                 the LoRA as a peft adapter (adapter_config.json + adapter_model.safetensors)
+        llm/                         the LLM as a transformers folder (for LoRA: the base it adapts), when it
+                                     cannot be re-read from `llm_path`
+        llm_adapter/                 the LoRA as a peft adapter (adapter_config.json +
+                                     adapter_model.safetensors)
         model.safetensors            folders written before the peft/transformers layout: every saved tensor
     """
 
@@ -254,7 +256,7 @@ class ModelFolder:
 EMBEDDING_CONFIG, EMBEDDING_WEIGHTS = "config.json", "model.safetensors"
 
 
-# ---- training checkpoints: `RUN/checkpoints/step-00000100/`, complete once its COMPLETE marker is written --------
+# ---- training checkpoints: `RUN/checkpoints/step-00000100/`, complete once its COMPLETE marker is written --
 #: The marker a checkpoint folder gets last (train/checkpoints.py writes it); a folder without it is never
 #: loaded.
 COMPLETE = "COMPLETE"

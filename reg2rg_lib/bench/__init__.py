@@ -6,6 +6,7 @@ tests).
     train_step.py      train-step: the kit's training step vs the paper code's recipe
     batch_generate.py  generate: batched generation vs batch size 1
     gpu_step.py        gpu-step: the paper preset on one GPU (step time, memory, MFU)
-    train_demo.py      train-demo: today's training loop vs the fast path (`train/fast.py`), samples/s and both losses
+    train_demo.py      train-demo: today's training loop vs the fast path (`train/fast.py`), samples/s and
+                       both losses
     metrics.py         the offline metrics
 """

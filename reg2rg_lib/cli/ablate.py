@@ -1,6 +1,7 @@
 """`reg2rg ablate`: the ablation grid of Tables 4-7 on the embedded benchmark (`reg2rg_lib.experiments`).
 
-    reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] [--max-steps N] [--parallel K] [--force]
+    reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] \
+        [--max-steps N] [--parallel K] [--force]
 """
 
 from __future__ import annotations

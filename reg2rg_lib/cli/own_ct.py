@@ -1,9 +1,11 @@
 """Your own CT: `reg2rg import-ct`, `reg2rg regions`, `reg2rg report` (notebook 08 runs the same three steps).
 
     reg2rg import-ct DICOM_DIR --out DATA --name valid_9001_a_1 [--series UID]
-    reg2rg regions --from totalsegmentator SEG --ct DATA/valid_preprocessed/.../valid_9001_a_1.nii.gz --out MASKS
+    reg2rg regions --from totalsegmentator SEG \
+        --ct DATA/valid_preprocessed/.../valid_9001_a_1.nii.gz --out MASKS
     reg2rg report --checkpoint outputs/demo/runs/full --ct CT --regions MASKS/seg_valid_9001_a_1 --out REPORT
-    reg2rg report --official Reg2RG.bin --llm-path Llama-2-7b-chat-hf --ct CT --regions SEG_DIR --out REPORT  # GPU
+    reg2rg report --official Reg2RG.bin --llm-path Llama-2-7b-chat-hf \
+        --ct CT --regions SEG_DIR --out REPORT  # GPU
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 
     reg2rg train --profile demo --out outputs/demo/runs/full [--max-steps N] [--save-every K] [--resume]
     torchrun --nproc_per_node 2 -m reg2rg_lib.cli train --profile smoke --max-steps 4 --out RUN
-    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml -m reg2rg_lib.cli train --profile paper --out RUN
-    reg2rg generate --checkpoint outputs/demo/runs/full --data outputs/demo/cache --out outputs/demo/runs/full/predictions.csv
-    reg2rg generate --official Reg2RG.bin --llm-path Llama-2-7b-chat-hf --data CACHE --out P.csv --paper-decoding  # GPU
+    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml \
+        -m reg2rg_lib.cli train --profile paper --out RUN
+    reg2rg generate --checkpoint outputs/demo/runs/full --data outputs/demo/cache \
+        --out outputs/demo/runs/full/predictions.csv
+    reg2rg generate --official Reg2RG.bin --llm-path Llama-2-7b-chat-hf \
+        --data CACHE --out P.csv --paper-decoding  # GPU
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ In CTRG-Chest-548K the region masks come from an automatic segmentation, so some
 region that has no mask in that case, or to no region at all. Reg2RG's released CTRG outputs keep that text in
 a trailing block after the numbered region paragraphs:
 
-    The region 0 is heart: ... The region 1 is lung: ... The other report is: {mediastinum: ...}{pleura: ...}{other: ...}
+    The region 0 is heart: ... The region 1 is lung: ...
+    The other report is: {mediastinum: ...}{pleura: ...}{other: ...}
 
 and the prompt ends with one more sentence asking for it (`PROMPT_SUFFIX`). `prepare(..., dataset="ctrg")`
 fills `CaseRecord.other` with those blocks (regions in canonical order, then "other", which is always present,

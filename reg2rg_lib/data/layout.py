@@ -3,9 +3,11 @@
 Real data and the embedded benchmark share this layout, so one prep path serves both:
 
     <root>/<split>_preprocessed/<split>_<pid>/<split>_<pid><scan>/<split>_<pid>_<scan>_<recon>.nii.gz
-    <mask_root>/seg_<volume name>/<region>.nii.gz        one binary mask per region, voxel-aligned with the volume
-    <split>_region_report.csv                             Volumename, Anatomy, Sentence (empty Anatomy = whole report)
-    <split>_predicted_labels.csv                          VolumeName + the 18 CT-RATE abnormality columns
+    <mask_root>/seg_<volume name>/<region>.nii.gz     one binary mask per region, voxel-aligned with the
+                                                      volume
+    <split>_region_report.csv                         Volumename, Anatomy, Sentence (empty Anatomy = whole
+                                                      report)
+    <split>_predicted_labels.csv                      VolumeName + the 18 CT-RATE abnormality columns
 
 Volumes are found by glob and keyed by file name (without `.nii.gz`); the split comes from the name's prefix
 (`train_...` -> "train", `valid_...`/`validation_...`/`test_...` -> "test"). A validation split is carved out

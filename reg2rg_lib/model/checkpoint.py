@@ -4,11 +4,12 @@
 
 Official Reg2RG whole-model checkpoint -> this model (`load_official_checkpoint`), the documented key mapping:
 
-    embedding_layer.weight                 -> rows [:V] of the LLM input embedding table (V = base vocabulary)
-    embedding_layer.<name>                 -> embedding_layer.<name>   (same names and shapes; `official_key_shapes`)
-    lang_model.<key>                       -> lang_model.<key>, matched after normalising peft naming on both sides:
+    embedding_layer.weight   -> rows [:V] of the LLM input embedding table (V = base vocabulary)
+    embedding_layer.<name>   -> embedding_layer.<name>   (same names and shapes; `official_key_shapes`)
+    lang_model.<key>         -> lang_model.<key>, matched after normalising peft naming on both sides:
         "base_model.model." prefix, ".base_layer" (peft >= 0.7) and the ".default" adapter name are ignored;
-        embed_tokens / lm_head with fewer rows than ours (our table is resized for the added tokens) fill rows [:n]
+        embed_tokens / lm_head with fewer rows than ours (our table is resized for the added tokens) fill
+        rows [:n]
 
 RadFM: `RadFM_vit3d.pth` loads strictly into `embedding_layer.vision_encoder`;
 `RadFM_perceiver_fc.pth["perceiver"]` strictly into `embedding_layer.perceiver` (its `fc` targets a 5120-wide

@@ -3,7 +3,8 @@
 The prompt (the paper's wording, `Reg2RGConfig.*_template`) reads
 
     The global information is provided as the context: <image><image0>...<image31></image>.
-    The region 0 is <region><region0>...<region32></region>. The region 1 is <region><region33>...</region>. ...
+    The region 0 is <region><region0>...<region32></region>.
+    The region 1 is <region><region33>...</region>. ...
     <instruction>
 
 Region i owns placeholders `<region{i*P}>..<region{i*P+P-1}>` with P = `cfg.region_tokens` (32 texture + 1

@@ -6,9 +6,9 @@ Our folder (`paths.ModelFolder`), in the formats transformers and peft users alr
     tokenizer/         the HF tokenizer with the Reg2RG tokens
     embedding_layer/   the visual side (encoders, Perceiver, fc, mask_fc, structure tokens): config.json (the
                        Reg2RGConfig and `llm_dim`) + model.safetensors (keys relative to `embedding_layer`)
-    llm/               the LLM as a transformers folder (`save_pretrained`), written when its weights cannot be
-                       re-read from `llm_path`: a randomly initialised (scratch) LLM, or one trained in full. With LoRA
-                       it is the frozen base without the adapter
+    llm/               the LLM as a transformers folder (`save_pretrained`), written when its weights cannot
+                       be re-read from `llm_path`: a randomly initialised (scratch) LLM, or one trained in
+                       full. With LoRA it is the frozen base without the adapter
     llm_adapter/       with LoRA: the adapter, written by peft's own `PeftModel.save_pretrained`
 
 Frozen pretrained parts are not rewritten: the LLM from `llm_path` and RadFM's ViT from `vision_checkpoint`

@@ -1,15 +1,15 @@
 """One case's report files (`reg2rg report`, notebook 08), from what `infer.report.generate_case` wrote.
 
     OUT/report.json    {"case": NAME,
-                        "regions": [{"region", "slot", "named", "paragraph", "missing", "note", "volume_ml", "bbox_mm",
-                                     "findings"}, ...],
+                        "regions": [{"region", "slot", "named", "paragraph", "missing", "note", "volume_ml",
+                                     "bbox_mm", "findings"}, ...],
                         "absent": [regions without a mask],
                         "unplaced": [{"slot", "named", "paragraph", "why"}, ...],
                         "warnings": [sentences]}                    (the format is a contract: keys as listed)
-    OUT/report.md      the warnings, then one paragraph per present region, the region name first, its findings
-                       after it, then the text tied to no region of this CT
-    OUT/report.png     Fig. 4 style: per region, the axial slice where its mask is largest (the mask in its colour,
-                       outlined) beside its paragraph
+    OUT/report.md      the warnings, then one paragraph per present region, the region name first, its
+                       findings after it, then the text tied to no region of this CT
+    OUT/report.png     Fig. 4 style: per region, the axial slice where its mask is largest (the mask in its
+                       colour, outlined) beside its paragraph
     OUT/predictions.csv, OUT/report_inputs.json
                        the report in the released predictions format and the CT / mask paths, so the explorer
                        (notebook 07, `report_dir`) can open the folder

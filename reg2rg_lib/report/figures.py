@@ -5,11 +5,11 @@ File names follow one rule (`figures/README.md`): `paper_fig<N>_...` redraws the
 `kit_fig<N>_...` is a figure the paper does not have (Kit Figs. 1-3 are notebook 01's data figures,
 `data.views`; Kit Figs. 4-6, about the runs, are `report.kit_figures`').
 
-| figure | function | what |
-|---|---|---|
-| `paper_fig2_report_length` | `paper_fig2_report_length` | paper Fig. 2: report-length distributions, ground truth vs models |
-| `paper_fig3_case_study` | `paper_fig3_case_study` | paper Fig. 3: a case study, findings highlighted (the labeler's findings) |
-| `paper_fig4_region_report` | `paper_fig4_region_report` | paper Fig. 4: a region-aligned report on CT slices |
+Each figure is drawn by the function of the same name:
+
+- `paper_fig2_report_length`: paper Fig. 2, report-length distributions, ground truth vs models
+- `paper_fig3_case_study`: paper Fig. 3, a case study, findings highlighted (the labeler's findings)
+- `paper_fig4_region_report`: paper Fig. 4, a region-aligned report on CT slices
 """
 
 from __future__ import annotations

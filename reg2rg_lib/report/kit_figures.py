@@ -2,11 +2,11 @@
 Fig. 5) and the ablation tables as bars (Kit Fig. 6), each one function of the data it shows
 (`reg2rg_lib.plotting`'s style).
 
-| figure | function | what |
-|---|---|---|
-| `kit_fig4_training_curves` | `kit_fig4_training_curves` | Kit Fig. 4: training loss of each run, one panel per run |
-| `kit_fig5_region_accuracy_by_step` | `kit_fig5_region_accuracy_by_step` | Kit Fig. 5: region accuracy of each checkpoint (notebook 03) |
-| `kit_fig6_ablation_bars` | `kit_fig6_ablation_bars` | Kit Fig. 6: Tables 4-7 as bars with bootstrap 95% CIs and the baselines |
+Each figure is drawn by the function of the same name:
+
+- `kit_fig4_training_curves`: Kit Fig. 4, training loss of each run, one panel per run
+- `kit_fig5_region_accuracy_by_step`: Kit Fig. 5, region accuracy of each checkpoint (notebook 03)
+- `kit_fig6_ablation_bars`: Kit Fig. 6, Tables 4-7 as bars with bootstrap 95% CIs and the baselines
 
 Runs keep the colours they have in paper Fig. 2 (`report.figures.run_colors`).
 """

@@ -1,11 +1,14 @@
 """Computed prose: the sentences that notebooks, captions and the README state about a run, generated from the
 run's files with their numbers in them, so that no sentence can contradict the outputs it sits next to.
 
-    ablation_story(summary, stats)     notebook 05, the README: which run beats which on each metric, with p-values
-    release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as printed?
+    ablation_story(summary, stats)     notebook 05, the README: which run beats which on each metric, with
+                                       p-values
+    release_agreement(table1)          notebook 06: do the released and the recomputed CTRG rows agree as
+                                       printed?
     region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
     topic_consistency_check(metrics, p)  notebook 04: the profile's topic-consistency goal, checked
-    expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it fails
+    expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it
+                                       fails
 
 Notebook 03's training story is `report.training_story`'s; the README's results block (verdict, compact table,
 seed placement) is `report.results`'s, built on these.

@@ -5,17 +5,18 @@ CTRG-Chest-548K (either as released, or recomputed by the kit's metrics from the
 numbers from the **kit's own runs** on the embedded benchmark. The `dataset` and `source` columns say which is
 which.
 
-| file (in `figures_dir/tables/`) | builder | content |
-|---|---|---|
-| `table1_nlg.*` | `table1_nlg` | NLG metrics: released CTRG numbers, their recomputation, the kit's full run |
-| `table2_ce.*` | `table2_ce` | clinical efficacy (18 CT-RATE labels): the same three sources |
-| `table3_region_recognition.*` | `table3_region_recognition` | region recognition accuracy and per-region F1 |
-| `table4_lfd.*` | `ablation_table` | local feature decoupling (LFD) on/off |
-| `table5_region_features.*` | `ablation_table` | texture / + geometry / + global features |
-| `table6_rra.*` | `ablation_table` | region-report alignment (RRA) on/off |
-| `table7_llm_size.*` | `ablation_table` | LLM size |
-| `table8_grounded_findings.*` | `table8_grounded` | grounded finding accuracy per finding kind (kit only) |
-| `table9_ce_per_label.*` | `table9_ce_per_label` | per-label clinical efficacy of one run, with the probes (kit only) |
+Each file (in `figures_dir/tables/`), the function that builds it, and what it holds:
+
+- `table1_nlg.*`, `table1_nlg`: NLG metrics: released CTRG numbers, their recomputation, the kit's full run
+- `table2_ce.*`, `table2_ce`: clinical efficacy (18 CT-RATE labels): the same three sources
+- `table3_region_recognition.*`, `table3_region_recognition`: region recognition accuracy and per-region F1
+- `table4_lfd.*`, `ablation_table`: local feature decoupling (LFD) on/off
+- `table5_region_features.*`, `ablation_table`: texture / + geometry / + global features
+- `table6_rra.*`, `ablation_table`: region-report alignment (RRA) on/off
+- `table7_llm_size.*`, `ablation_table`: LLM size
+- `table8_grounded_findings.*`, `table8_grounded`: grounded finding accuracy per finding kind (kit only)
+- `table9_ce_per_label.*`, `table9_ce_per_label`: per-label clinical efficacy of one run, with the probes
+  (kit only)
 
 No number "as printed in the paper" is typed in here: the released files are the authors' own outputs
 (`report.release_readers` reads and recomputes them), and the kit's numbers are computed. Every table is

@@ -54,8 +54,9 @@ def run_settings(
 
 def loss_trend(losses: Sequence[float], tail: float = PLATEAU_TAIL, tolerance: float = PLATEAU_TOLERANCE
                ) -> dict[str, Any]:
-    """The loss over the last `tail` share of the steps, split in two halves: their means, the relative change
-    and the verdict (`plateau` when |change| < `tolerance`, `falling`, `rising`; `too short` under 4 steps)."""
+    """The loss over the last `tail` share of the steps, split in two halves: their means, the relative
+    change and the verdict (`plateau` when |change| < `tolerance`, `falling`, `rising`; `too short` under 4
+    steps)."""
     values = np.asarray(losses, dtype=np.float64)
     n_tail = int(math.ceil(len(values) * tail))
     out: dict[str, Any] = {"tail_steps": n_tail, "tail": tail, "tolerance": tolerance}

@@ -4,7 +4,8 @@ inference).
     vision_inputs.py  which prep-cache tensors a model config reads and how they become the encoders' inputs
     dataset.py        `ReportDataset`: cached case -> prompt and RRA target (region shuffling, region dropout)
     collate.py        `Collator`: batching of samples and their visual tensors, `model_inputs`
-    features.py       the frozen-ViT feature cache (the frozen encoder runs once per case), `use_feature_cache`
+    features.py       the frozen-ViT feature cache (the frozen encoder runs once per case),
+                      `use_feature_cache`
     device.py         `to_device` (batches onto a device) and `batch_names` (a batch's cases, for errors)
     inputs.py         `ensure_inputs`: the profile folder's prep cache and tokenizer, before training
 

@@ -8,8 +8,8 @@ at batch 2, ~2x at batch 8, one core; benchmarks/RESULTS.md). What it does diffe
 arithmetic:
 
 - **Text**: a sample's target is the prompt-order join of one piece per region ("The region i is <organ>:
-  ..."); each piece is tokenised once and reused (with re-reference, region i's placeholders inserted after its head, as
-  `prompt.rereference_target` does), with its organ-name token positions, instead of tokenising
+  ..."); each piece is tokenised once and reused (with re-reference, region i's placeholders inserted after
+  its head, as `prompt.rereference_target` does), with its organ-name token positions, instead of tokenising
   every sample's ~700-character target twice per step. The prompt's ids are computed once per region count.
   `verify` checks every case against `ReportDataset.__getitem__` before training (ids, labels, the loss masks,
   the region order), and any target the pieces do not spell exactly is built by the dataset instead.

@@ -135,7 +135,9 @@ from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.run import train_run
 enable_logging()
 overrides, root, cache, tokenizer = json.loads(sys.argv[1]), *sys.argv[2:5]
-for name, folder, steps, resume in (("full", "full", 4, False), ("cut", "cut", 2, False), ("resumed", "cut", 4, True)):
+for name, folder, steps, resume in (
+    ("full", "full", 4, False), ("cut", "cut", 2, False), ("resumed", "cut", 4, True)
+):
     result = train_run(load_profile("paper", overrides=overrides), f"{root}/{folder}", cache_dir=cache,
                        tokenizer_dir=tokenizer, max_steps=steps, resume=resume,
                        model_changes={"llm_finetune": "lora"}, progress=False)
