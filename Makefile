@@ -34,7 +34,7 @@ test: setup  ## the test suite (unit tests + a papermill smoke run of every note
 	$(BIN)/python -m pytest
 
 lint: setup  ## ruff, plus: notebooks are committed without outputs and with one parameters cell; no prose drift
-	$(BIN)/ruff check reg2rg_lib tests
+	$(BIN)/ruff check reg2rg_lib tests benchmarks
 	$(BIN)/python -m reg2rg_lib.nbtools.hygiene notebooks
 	$(BIN)/python -m reg2rg_lib.nbtools.prose
 
