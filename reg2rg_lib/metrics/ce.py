@@ -55,6 +55,28 @@ def read_label_table(path: str | Path, labels: Sequence[str] = LABELS, gt_prefix
     return arr[:, :k], arr[:, k:], table  # (N, L) each
 
 
+def case_findings(label_csv: str | Path, cases: Sequence[str],
+                  labels: Sequence[str] = LABELS) -> pd.DataFrame:
+    """For each of `cases` (AccNum values of a `ce_labels.csv`), the CT-RATE findings its reference states,
+    those the generated report states too, those it missed and those it invented: what region accuracy does
+    not score (a paragraph can name its organ right and miss that organ's finding). A case not in the file is
+    a BadInputError."""
+    y_true, y_pred, table = read_label_table(label_csv, labels)
+    row = {name: k for k, name in enumerate(table["AccNum"].astype(str))}
+    out = []
+    for case in cases:
+        if case not in row:
+            raise BadInputError(label_csv, f"no row for case {case!r}")
+        t, p = y_true[row[case]], y_pred[row[case]]
+        out.append({"case": case, "in the reference": _names(labels, t), "written": _names(labels, t & p),
+                    "missed": _names(labels, t & (1 - p)), "invented": _names(labels, (1 - t) & p)})
+    return pd.DataFrame(out)
+
+
+def _names(labels: Sequence[str], mask: np.ndarray) -> str:
+    return ", ".join(lab for lab, m in zip(labels, mask) if m) or "-"
+
+
 def ce_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """Per-label and averaged precision/recall/F1/support (sklearn semantics, zero_division=0)."""
     # sklearn: slow to import (~2 s); only the CE scores need it
