@@ -21,6 +21,7 @@ writes at run time (captions, messages; docstrings are not read). What is checke
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import re
 import sys
@@ -34,7 +35,16 @@ import nbformat
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.experiments.baselines import BASELINES
 from reg2rg_lib.experiments.grid import ABLATIONS, ablation
+from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.paths import REPO_ROOT
+from reg2rg_lib.profiles import (
+    AblationsSection,
+    DataSection,
+    GenerateSection,
+    ModelSection,
+    PretrainSection,
+    TrainSection,
+)
 from reg2rg_lib.report import catalog, figures
 from reg2rg_lib.report.catalog import Entry
 
@@ -211,9 +221,11 @@ def _kind(entry: Entry) -> str:
 
 _RUN_PREFIXES = sorted({n.split("_")[0] for n in (*ABLATIONS, *BASELINES) if "_" in n} | {"llm"})
 _RUN_SHAPED = re.compile(rf"^(?:{'|'.join(map(re.escape, _RUN_PREFIXES))})_[\w\-<>]+$")
-#: Settings that look like runs (`llm_path`: a profile field and notebook parameter, not the run
-#: `llm_<arch>`).
-_NOT_RUNS = frozenset({"llm_path", "llm_arch", "llm_finetune"})
+#: Settings that look like runs (`llm_path`, `llm_arch`: profile and model-config fields, not the run
+#: `llm_<arch>`): every field name of a profile section or of `Reg2RGConfig`.
+_SETTINGS = (DataSection, ModelSection, TrainSection, PretrainSection, GenerateSection, AblationsSection,
+             Reg2RGConfig)
+_NOT_RUNS = frozenset(f.name for section in _SETTINGS for f in dataclasses.fields(section))
 _RUN_PLACES = (
     re.compile(r"`([^`\s]+)`"),  # `no_lfd` (only run-shaped tokens count)
     re.compile(r"\bruns/([\w\-<>]+)"),  # runs/no_lfd/, runs/<name>_s<steps>/
