@@ -92,7 +92,7 @@ def test_an_unknown_run_is_reported():
         prose.check_text("`reg2rg ablate --runs full,vit_pretrained`; `llm_<arch>`, `runs/<name>/`", "x")
         == []
     )
-    assert prose.check_text("Set `llm_path` (a profile field) and `vit_dim`.", "x") == []  # settings, not runs
+    assert prose.check_text("Set `llm_path` (a profile field) and `vit_dim`.", "x") == []  # settings
 
 
 def test_a_run_removed_from_the_grid_is_reported(monkeypatch):
