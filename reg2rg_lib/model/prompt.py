@@ -19,9 +19,9 @@ is the plain concatenation of the region paragraphs, without the "The region i i
 
 from __future__ import annotations
 
-import functools
 import random
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,9 +114,20 @@ class Sample:
     target_positions: list[int] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=64)
-def _encode_cached(tokenizer, text: str) -> tuple[int, ...]:
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+#: prompt token ids per live tokenizer, keyed by (vocabulary size, text): a cache keyed by the tokenizer's
+#: id() could give a new tokenizer at a freed one's address that one's ids; adding tokens changes the key
+_PROMPT_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encode_prompt(tokenizer, text: str) -> tuple[int, ...]:
+    """`text`'s token ids without special tokens, cached per tokenizer (prompts repeat at every step)."""
+    known = _PROMPT_IDS.setdefault(tokenizer, {})
+    key = (len(tokenizer), text)
+    if key not in known:
+        if len(known) >= 64:  # prompts differ only by their region count: a handful per tokenizer
+            known.clear()
+        known[key] = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return known[key]
 
 
 def build_sample(regions: Sequence[str], reports: Mapping[str, str] | None, tokenizer, cfg: Reg2RGConfig,
@@ -132,7 +143,7 @@ def build_sample(regions: Sequence[str], reports: Mapping[str, str] | None, toke
         rng.shuffle(order)
     in_prompt = [regions[i] for i in order]
     prompt = build_prompt(len(order), cfg)
-    prompt_ids = list(_encode_cached(tokenizer, prompt))
+    prompt_ids = list(encode_prompt(tokenizer, prompt))
     expected = cfg.global_tokens + len(order) * cfg.region_tokens
     kinds = token_kinds(tokenizer, cfg)
     found = sum(1 for t in prompt_ids if kinds.get(t, STRUCT) != STRUCT)

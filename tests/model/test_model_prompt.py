@@ -19,6 +19,7 @@ from reg2rg_lib.model import (
     collate,
 )
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, IGNORE_INDEX, STRUCT, TEXT, TEXTURE, token_layout
+from reg2rg_lib.model.prompt import encode_prompt as prompt_token_ids
 
 REGIONS = ["heart", "lung", "pleura", "bone"]
 REPORTS = {"heart": "Heart size is normal.", "lung": "A 4 mm nodule in the right lung.",
@@ -154,3 +155,19 @@ def test_add_tokens_is_idempotent(tokenizer_factory, tiny_cfg):
     # <region1> must not swallow the prefix of <region10>
     ids = t("<region10><region1>", add_special_tokens=False)["input_ids"]
     assert t.convert_ids_to_tokens(ids) == ["<region10>", "<region1>"]
+
+
+def test_prompt_ids_follow_the_tokenizer_not_a_stale_cache(tokenizer_factory, tiny_cfg):
+    """The prompt's token ids are cached per tokenizer object and vocabulary size: a tokenizer that gains the
+    placeholders after a first prompt was encoded, or a new tokenizer at a freed one's address, never gets
+    another vocabulary's ids."""
+    t = tokenizer_factory()
+    prompt = build_prompt(len(REGIONS), tiny_cfg)
+    before = prompt_token_ids(t, prompt)
+    add_reg2rg_tokens(t, tiny_cfg)
+    after = prompt_token_ids(t, prompt)
+    assert after != before and after == tuple(t(prompt, add_special_tokens=False)["input_ids"])
+    for _ in range(5):  # fresh tokenizers, some at recycled addresses: each encodes with its own vocabulary
+        fresh = tokenizer_factory()
+        assert prompt_token_ids(fresh, prompt) == before
+        del fresh
