@@ -91,6 +91,7 @@ class TrainSection:
     region_name_weight: float  # loss weight of the organ names in RRA targets (the paper: 1)
     epochs: int | None = None  # passes over the train split when `max_steps` is None
     region_dropout_max: int = 3  # the most regions a dropped sample loses (at least one is always kept)
+    region_few: float = 0.0  # P(a training sample keeps only 1-3 of its regions); the paper: 0
     fast_path: bool = True  # the fast training path (train.fast) where it applies; False: the plain loop
 
 

@@ -153,6 +153,7 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
         seed=settings.seed,
         region_dropout=settings.region_dropout,
         region_dropout_max=settings.region_dropout_max,
+        region_few=settings.region_few,
     )
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)

@@ -124,7 +124,10 @@ def _length(p: Profile, cfg: Reg2RGConfig) -> str:
 def _dropout(p: Profile, cfg: Reg2RGConfig) -> str:
     r = p.train.region_dropout
     most = p.train.region_dropout_max
-    return f"{r:.0%} of training samples lose 1-{most} regions" if r else "none"
+    parts = [f"{r:.0%} of training samples lose 1-{most} regions"] if r else []
+    if p.train.region_few:
+        parts.insert(0, f"{p.train.region_few:.0%} keep only 1-3 regions")
+    return "; ".join(parts) or "none"
 
 
 def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:

@@ -108,6 +108,8 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
             f" Region dropout: {s.region_dropout:.0%} of the training samples lose "
             f"1-{s.region_dropout_max} regions (not in the paper)."
         )
+    if s.region_few and rra:
+        text += f" {s.region_few:.0%} of the samples keep only 1-3 of their regions (not in the paper)."
     return text
 
 

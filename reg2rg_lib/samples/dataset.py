@@ -29,6 +29,8 @@ from reg2rg_lib.regions import REGIONS
 from reg2rg_lib.samples.vision_inputs import vision_inputs, vision_keys
 
 #: "The region i is <organ>:" in a target; group 1 is the organ name.
+FEW_REGIONS = 3  # a few-region sample (`region_few`) keeps 1 to this many regions
+
 _NAME_RE = re.compile(r"The region \d+ is (" + "|".join(re.escape(r) for r in REGIONS) + r"):")
 
 
@@ -55,6 +57,7 @@ class ReportDataset(torch.utils.data.Dataset):
         load_tensors: bool = True,
         region_dropout: float = 0.0,
         region_dropout_max: int = 3,
+        region_few: float = 0.0,
     ) -> None:
         records = cache.cases(split)
         if names is not None:
@@ -75,6 +78,9 @@ class ReportDataset(torch.utils.data.Dataset):
         if region_dropout_max < 1:
             raise KitError(f"region_dropout_max must be >= 1, got {region_dropout_max}")
         self.region_dropout_max = region_dropout_max
+        if not 0.0 <= region_few < 1.0:
+            raise KitError(f"region_few must be in [0, 1), got {region_few}")
+        self.region_few = region_few if shuffle_regions else 0.0
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         # read each case once: masks as bool, raw images only without the feature cache
@@ -115,18 +121,27 @@ class ReportDataset(torch.utils.data.Dataset):
         return [r.name for r in self.records]
 
     def region_rng(self, name: str) -> random.Random | None:
-        wanted = self.shuffle or self.region_dropout > 0.0
+        wanted = self.shuffle or self.region_dropout > 0.0 or self.region_few > 0.0
         return random.Random(f"{self.seed}:{self.epoch}:{name}") if wanted else None
 
     def kept_regions(self, n: int, rng: random.Random | None) -> list[int]:
-        """Canonical indices of the regions a sample keeps. Region dropout (training only): with probability
-        `region_dropout` a sample loses 1 to `region_dropout_max` of its regions, uniformly (prompt, visual
-        tokens and target paragraphs alike, at least one kept). Prompt lengths then vary, so the model cannot
-        find region i's tokens by where they sit in the usual 10-region prompt and has to match the digit i: a
-        case with regions missing (a user's segmentation often has 2-5 of the 10) then reads like any
-        other."""
+        """Canonical indices of the regions a sample keeps (training only; prompt, visual tokens and target
+        paragraphs alike, at least one kept).
+
+        - few-region samples: with probability `region_few` a sample keeps only 1 to `FEW_REGIONS` of its
+          regions (uniformly), as a user's segmentation with a few masks (a lung + bone CT) does;
+        - region dropout: otherwise, with probability `region_dropout` it loses 1 to `region_dropout_max`
+          regions, uniformly.
+
+        Prompt lengths then vary, so the model cannot find region i's tokens by where they sit in the usual
+        10-region prompt and has to match the digit i. With `region_few` 0 the random draws are the same as
+        without the option, so runs trained before it are unchanged."""
         keep = list(range(n))
-        if rng is None or self.region_dropout <= 0.0 or n < 2 or rng.random() >= self.region_dropout:
+        if rng is None or n < 2:
+            return keep
+        if self.region_few > 0.0 and rng.random() < self.region_few:
+            return sorted(rng.sample(keep, rng.randint(1, min(FEW_REGIONS, n - 1))))
+        if self.region_dropout <= 0.0 or rng.random() >= self.region_dropout:
             return keep
         drop = set(rng.sample(keep, rng.randint(1, min(self.region_dropout_max, n - 1))))
         return [i for i in keep if i not in drop]

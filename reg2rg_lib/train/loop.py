@@ -88,6 +88,7 @@ class TrainSettings:
     # P(a training sample loses 1-3 regions); the paper: 0 (samples.dataset.ReportDataset.kept_regions)
     region_dropout: float = 0.0
     region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
+    region_few: float = 0.0  # P(a training sample keeps only 1-3 regions), before region dropout
     # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     fast_path: bool = True
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
@@ -117,6 +118,8 @@ class TrainSettings:
             key["region_dropout"] = self.region_dropout
             if self.region_dropout_max != 3:  # keyed only when set, so older checkpoints still resume
                 key["region_dropout_max"] = self.region_dropout_max
+        if self.region_few:  # keyed only when set, so older checkpoints still resume
+            key["region_few"] = self.region_few
         return key
 
 

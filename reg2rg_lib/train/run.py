@@ -125,7 +125,7 @@ def train_run(
     )
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
-                            region_dropout_max=settings.region_dropout_max)
+                            region_dropout_max=settings.region_dropout_max, region_few=settings.region_few)
     if acc.is_main_process:
         _write_run_config(
             Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg

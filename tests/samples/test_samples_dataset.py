@@ -1,4 +1,4 @@
-"""ReportDataset's region dropout (`kept_regions`): how many regions a training sample keeps."""
+"""ReportDataset's region dropout and few-region samples (`kept_regions`): the regions a sample keeps."""
 
 from __future__ import annotations
 
@@ -50,6 +50,29 @@ def test_region_dropout_keeps_order_and_validates(smoke):
         list(range(10))
     with pytest.raises(KitError, match="region_dropout_max"):
         _dataset(smoke, region_dropout=0.2, region_dropout_max=0)
+
+
+def test_region_few_keeps_one_to_three_regions(smoke):
+    counts = _kept_counts(_dataset(smoke, region_few=0.3))
+    assert set(counts) == {1, 2, 3, 10}  # without region dropout the rest keep all ten
+    few = sum(counts[k] for k in (1, 2, 3)) / 3000
+    assert 0.25 < few < 0.35 and min(counts[k] for k in (1, 2, 3)) > 200  # each of 1, 2, 3 about equally
+    both = _kept_counts(_dataset(smoke, region_few=0.3, region_dropout=0.5, region_dropout_max=9))
+    assert set(both) == set(range(1, 11))
+    assert 0.3 < both[10] / 3000 < 0.4  # 0.7 x 0.5 of the samples keep all ten
+
+
+def test_region_few_zero_draws_as_before(smoke):
+    """With `region_few` 0 the random draws are those of region dropout alone (runs trained before the
+    option are unchanged), and a two-region CT keeps at most one region when few-region samples are drawn."""
+    a = _dataset(smoke, region_dropout=0.5, region_dropout_max=9)
+    b = _dataset(smoke, region_dropout=0.5, region_dropout_max=9, region_few=0.0)
+    ra, rb = random.Random(3), random.Random(3)
+    assert [a.kept_regions(10, ra) for _ in range(200)] == [b.kept_regions(10, rb) for _ in range(200)]
+    rng = random.Random(0)
+    assert all(len(_dataset(smoke, region_few=0.99).kept_regions(2, rng)) == 1 for _ in range(20))
+    with pytest.raises(KitError, match="region_few"):
+        _dataset(smoke, region_few=1.0)
 
 
 def test_masks_binarised_or_as_coverage(smoke):
