@@ -40,6 +40,7 @@ from reg2rg_lib.metrics.labeler import RuleLabeler
 from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.loop import summary
 from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
 from reg2rg_lib.train.run import train_run
@@ -226,6 +227,7 @@ def run_ablations(
     paths = RunPaths(out_dir)
     if not (paths.cache / "manifest.json").is_file():
         raise KitError(f"no prep cache at {paths.cache}: run notebooks 01-03 (or `reg2rg prepare`) first")
+    ensure_inputs(profile, paths)  # the tokenizer, when notebook 03 has not trained one (CPU presets)
     steps = max_steps if max_steps is not None else run_steps(profile)
     names = _test_names(paths.cache)
     todo = grid(profile.ablations, runs)
