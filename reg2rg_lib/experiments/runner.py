@@ -37,12 +37,11 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.loop import summary
-from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
+from reg2rg_lib.train.pretrain_vision import ensure_pretrained_vision
 from reg2rg_lib.train.run import train_run
 
 logger = logging.getLogger(__name__)
@@ -107,30 +106,6 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
         out.setdefault(key, None)
     out["train_steps"] = float(trained_steps(run_dir) or 0)
     return out
-
-
-def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[Ablation],
-                              progress: bool = True) -> None:
-    """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
-    missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's
-    objective)."""
-    needed = [
-        ab.name
-        for ab in runs
-        if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch).vision_checkpoint
-        == str(paths.vision_checkpoint)
-    ]
-    if not needed or paths.vision_checkpoint.is_file():
-        return
-    logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")
-    rules = RuleLabeler()
-    pretrain_for_profile(
-        profile,
-        paths.vision,
-        lambda texts: rules.label(texts).to_numpy(),
-        cache_dir=paths.cache,
-        progress=progress,
-    )
 
 
 def run_one(
@@ -248,7 +223,9 @@ def run_ablations(
             aliases[ab.name] = twin
         else:
             unique.append(ab)
-    ensure_vision_pretraining(profile, paths, unique, progress)
+    rules = RuleLabeler()  # pretrains the ViT when a run loads it and it is missing (notebook 02 did not)
+    ensure_pretrained_vision(profile, paths, lambda texts: rules.label(texts).to_numpy(), unique,
+                             progress=progress)
     workers = max(1, min(parallel if parallel is not None else profile.ablations.parallel,
                          len(unique)))
     if workers == 1:
