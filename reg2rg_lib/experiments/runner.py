@@ -37,7 +37,7 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
+from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.loop import summary
@@ -78,7 +78,7 @@ def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation
     finished with the same CE reference labels, else None (then it is evaluated again)."""
     files = RunFolder(run_dir)
-    summary, ce = files.metrics_summary(), files.metrics() / "ce_metrics.json"
+    summary, ce = files.metrics_summary(), MetricsFolder(files.metrics()).ce_json
     if not (summary.is_file() and ce.is_file()):
         return None
     wanted = str(labels) if labels is not None else None
@@ -98,7 +98,7 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
     """
     out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()
                                     if isinstance(v, int | float) and not isinstance(v, bool)}
-    region = RunFolder(run_dir).metrics() / "region_metrics.json"
+    region = MetricsFolder(RunFolder(run_dir).metrics()).region_json
     if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
         out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
     for key in EVALUATION_METRICS:
