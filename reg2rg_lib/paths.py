@@ -114,7 +114,7 @@ class RunFolder:
         run_config.json              the inputs, settings and model config it was trained with
         train_log.csv                one row per optimizer step; train_summary.json when training finished
         predictions.csv              the test split's reports, with predictions.decoding.json next to it
-        metrics/                     `evaluate_predictions` on predictions.csv (headline: summary.json)
+        metrics/                     `evaluate_predictions` on predictions.csv (`MetricsFolder`)
         predictions<variant>.csv     another decoding or probe (e.g. "_sampled"), scored into
                                      metrics<variant>/
         PROVENANCE.md                how a run imported from outside the grid was made (`imported`)
@@ -157,7 +157,7 @@ class RunFolder:
 
     def metrics_summary(self, variant: str = "") -> Path:
         """The headline numbers `evaluate_predictions` wrote last into `metrics(variant)`."""
-        return self.metrics(variant) / "summary.json"
+        return MetricsFolder(self.metrics(variant)).summary
 
     @property
     def provenance(self) -> Path:
@@ -171,6 +171,196 @@ class RunFolder:
     def imported(self) -> tuple[Path, ...]:
         """What a run trained outside the grid commits: its predictions (required) and how they were made."""
         return self.predictions(), self.decoding(), self.run_config, self.train_log, self.provenance
+
+
+@dataclass(frozen=True)
+class MetricsFolder:
+    """Files of one metrics folder (`RunFolder.metrics(variant)`, or the DIR of `reg2rg evaluate ... --out
+    DIR`), as `metrics.evaluate_predictions` writes them. A file in a format the authors released keeps their
+    file name (`ReleaseFolder`).
+
+        summary.json                 the headline numbers, written last
+        nlg_evaluation_results.csv   BLEU-1..4, METEOR, ROUGE-L, CIDEr (the released format)
+        nlg_per_sample.csv           the same per report; nlg_evaluation.json: every number, full precision
+        nlg_by_region.csv            NLG of each region's paragraphs (`by_region`)
+        ce_labels.csv                the 18 labels of each reference and prediction (GT_/Pred_ columns)
+        ce_metrics.csv               clinical efficacy in the released `metrics_manual.csv` format;
+                                     ce_classification_report.txt and ce_metrics.json beside it
+        crg.json                     the VLM3D challenge's CRG over the same labels
+        region_metrics.json          region recognition; region_classification_report.txt the same as text
+        all_regions_<avg>_avg_results.csv   region-level CE, avg macro or micro (the released format)
+        region_reports/<region>_reports.csv each region's paired paragraphs (the released format)
+        grounded_findings.csv        grounded finding accuracy (embedded benchmark): per inserted finding;
+                                     grounded_false_findings.csv, grounded_by_kind.csv, grounded.json
+        bertscore.csv                BERTScore per report (a local model); model_metrics.json the means
+        image_use.csv                the image-use instrument; image_use.json with how it was computed
+        compare.csv                  `reg2rg evaluate compare --out`; compare.json
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def nlg_results(self) -> Path:
+        return self.root / "nlg_evaluation_results.csv"
+
+    @property
+    def nlg_per_sample(self) -> Path:
+        return self.root / "nlg_per_sample.csv"
+
+    @property
+    def nlg_json(self) -> Path:
+        return self.root / "nlg_evaluation.json"
+
+    @property
+    def nlg_by_region(self) -> Path:
+        return self.root / "nlg_by_region.csv"
+
+    @property
+    def ce_labels(self) -> Path:
+        return self.root / "ce_labels.csv"
+
+    @property
+    def ce_csv(self) -> Path:
+        return self.root / "ce_metrics.csv"
+
+    @property
+    def ce_report(self) -> Path:
+        return self.root / "ce_classification_report.txt"
+
+    @property
+    def ce_json(self) -> Path:
+        return self.root / "ce_metrics.json"
+
+    @property
+    def crg(self) -> Path:
+        return self.root / "crg.json"
+
+    @property
+    def region_json(self) -> Path:
+        return self.root / "region_metrics.json"
+
+    @property
+    def region_report(self) -> Path:
+        return self.root / "region_classification_report.txt"
+
+    def region_ce(self, avg: str) -> Path:
+        """Region-level CE averaged `avg` ("macro" or "micro") over the labels of each region."""
+        return self.root / region_ce_name(avg)
+
+    @property
+    def region_reports(self) -> Path:
+        """The folder of `<region>_reports.csv` files (`region_reports_file`)."""
+        return self.root / "region_reports"
+
+    @property
+    def grounded_findings(self) -> Path:
+        return self.root / "grounded_findings.csv"
+
+    @property
+    def grounded_false(self) -> Path:
+        return self.root / "grounded_false_findings.csv"
+
+    @property
+    def grounded_by_kind(self) -> Path:
+        return self.root / "grounded_by_kind.csv"
+
+    @property
+    def grounded_json(self) -> Path:
+        return self.root / "grounded.json"
+
+    @property
+    def bertscore(self) -> Path:
+        return self.root / "bertscore.csv"
+
+    @property
+    def model_metrics(self) -> Path:
+        return self.root / "model_metrics.json"
+
+    @property
+    def image_use_csv(self) -> Path:
+        return self.root / "image_use.csv"
+
+    @property
+    def image_use_json(self) -> Path:
+        return self.root / "image_use.json"
+
+    @property
+    def compare_csv(self) -> Path:
+        return self.root / "compare.csv"
+
+    @property
+    def compare_json(self) -> Path:
+        return self.root / "compare.json"
+
+
+def region_ce_name(avg: str) -> str:
+    """`all_regions_<avg>_avg_results.csv`: the released name of region-level CE averaged `avg`."""
+    return f"all_regions_{avg}_avg_results.csv"
+
+
+def region_reports_file(folder: str | os.PathLike[str], region: str) -> Path:
+    """`folder/<region>_reports.csv`: one region's paired paragraphs, in the released format (a release
+    folder holds them directly, a metrics folder under `region_reports/`)."""
+    return Path(folder) / f"{region}_reports.csv"
+
+
+@dataclass(frozen=True)
+class ReleaseFolder:
+    """Files of the authors' released CTRG outputs (their `results/Reg2RG_ctrg/`; `report.release` finds it),
+    as Tables 1-3 read them.
+
+        ctrg_combined_reports.csv                  the predictions (GT_combined_report, Pred_combined_report)
+        ctrg_combined_reports_rm_region_text.csv   the same without the "The region i is" scaffolding
+        nlg_evaluation_results.csv                 their NLG metrics (`MetricsFolder.nlg_results`' format)
+        metrics_manual.csv                         their CE metrics (the format of `MetricsFolder.ce_csv`);
+                                                   test_classification_report.txt the same as text
+        label_inferred.csv                         the RadBERT labels (`MetricsFolder.ce_labels`' format)
+        region_classification_report.txt          region recognition (from an unreleased prediction file)
+        all_regions_<avg>_avg_results.csv          region-level CE (`region_ce_name`)
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "ctrg_combined_reports.csv"
+
+    @property
+    def predictions_without_regions(self) -> Path:
+        return self.root / "ctrg_combined_reports_rm_region_text.csv"
+
+    @property
+    def nlg_results(self) -> Path:
+        return MetricsFolder(self.root).nlg_results
+
+    @property
+    def ce_manual(self) -> Path:
+        return self.root / "metrics_manual.csv"
+
+    @property
+    def ce_report(self) -> Path:
+        return self.root / "test_classification_report.txt"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "label_inferred.csv"
+
+    @property
+    def region_report(self) -> Path:
+        return MetricsFolder(self.root).region_report
+
+    def region_ce(self, avg: str) -> Path:
+        return self.root / region_ce_name(avg)
 
 
 @dataclass(frozen=True)

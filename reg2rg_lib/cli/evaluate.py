@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import strip_region_prefix
 
 
@@ -193,7 +194,7 @@ def _nlg(args: argparse.Namespace) -> int:
     )
     paths = write_nlg_outputs(result, args.out)
     if args.by_region:
-        with atomic_path(Path(args.out) / "nlg_by_region.csv") as tmp:
+        with atomic_path(MetricsFolder(args.out).nlg_by_region) as tmp:
             evaluate_nlg_by_region(pairs.references, pairs.predictions).to_csv(tmp, index=False)
     _print_row(f"NLG on {result.n} pairs ({pairs.gt_column} vs {pairs.pred_column}):", result.summary_row())
     print(f"wrote {paths['results']}")
@@ -216,7 +217,7 @@ def _ce(args: argparse.Namespace) -> int:
         y_true = table.filter(like="GT_").to_numpy()
         y_pred = table.filter(like="Pred_").to_numpy()
 
-        with atomic_path(Path(args.out) / "ce_labels.csv") as tmp:
+        with atomic_path(MetricsFolder(args.out).ce_labels) as tmp:
             table.insert(0, "AccNum", pairs.ids)
             table.to_csv(tmp, index=False)
     # A = 0: an error before any metric file
@@ -244,7 +245,7 @@ def _grounded(args: argparse.Namespace) -> int:
     )
     print(f"grounded recall {fmt['grounded_recall']}, attribute accuracy {fmt['attribute_accuracy']} "
           f"({s['attributes_checked']} checks), false findings per case {fmt['false_findings_per_case']}")
-    print(f"wrote {Path(args.out) / 'grounded_by_kind.csv'}")
+    print(f"wrote {MetricsFolder(args.out).grounded_by_kind}")
     return 0
 
 
@@ -281,7 +282,7 @@ def _model_based(args: argparse.Namespace) -> int:
                                bertscore_layers=args.bertscore_layers)
     print(f"BERTScore on {res['n']} pairs: P {res['BERTScore_P']:.4f} R {res['BERTScore_R']:.4f} "
           f"F1 {res['BERTScore_F1']:.4f}")
-    print(f"wrote {Path(args.out) / 'bertscore.csv'}")
+    print(f"wrote {MetricsFolder(args.out).bertscore}")
     return 0
 
 
@@ -320,9 +321,9 @@ def _compare(args: argparse.Namespace) -> int:
     )
     record = {**table.attrs, "metrics": table.to_dict(orient="records")}
     if args.out:
-        with atomic_path(Path(args.out) / "compare.csv") as tmp:
+        with atomic_path(MetricsFolder(args.out).compare_csv) as tmp:
             table.to_csv(tmp, index=False)
-        write_json_atomic(Path(args.out) / "compare.json", record)
+        write_json_atomic(MetricsFolder(args.out).compare_json, record)
     if args.json:
         print(json.dumps(record, default=float))
         return 0
@@ -347,7 +348,7 @@ def _image_use(args: argparse.Namespace) -> int:
     table = evaluate_image_use(args.checkpoint, args.cache, args.out, args.split, labels=args.labels,
                                batch_size=args.batch_size, seed=args.seed)
     print(image_use_text(table))
-    print(f"wrote {Path(args.out) / 'image_use.csv'}")
+    print(f"wrote {MetricsFolder(args.out).image_use_csv}")
     return 0
 
 
@@ -378,11 +379,11 @@ def _all(args: argparse.Namespace) -> int:
     _print_row(
         "headline numbers:", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in headline.items()}
     )
-    print(f"wrote {Path(args.out) / 'summary.json'}")
+    print(f"wrote {MetricsFolder(args.out).summary}")
     if args.checkpoint is not None:
         from reg2rg_lib.metrics.image_use import evaluate_image_use, image_use_text
 
         table = evaluate_image_use(args.checkpoint, args.cache, args.out, args.split, seed=args.seed)
         print(image_use_text(table))
-        print(f"wrote {Path(args.out) / 'image_use.csv'}")
+        print(f"wrote {MetricsFolder(args.out).image_use_csv}")
     return 0

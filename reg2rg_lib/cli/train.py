@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.io import folder_lock
+from reg2rg_lib.io import folder_lock, one_writer
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile, parse_assignments
 
@@ -100,12 +100,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_generate)
 
 
+# held from the start: a second writer is refused before the inputs are built (train_run's own lock nests)
+@one_writer(lambda bound: bound["args"].out, "train")
 def _train(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
+    from reg2rg_lib.samples.inputs import ensure_inputs_once
     from reg2rg_lib.train.run import train_run
 
     changes = parse_assignments(args.set)
-    train_run(args.profile, args.out, cache_dir=args.cache, tokenizer_dir=args.tokenizer,
+    profile = load_profile(args.profile)
+    # the inputs first (the smoke profile builds its own; under torchrun rank 0 builds, the others wait)
+    ensure_inputs_once(profile, RunPaths.of_run(args.out), args.cache, args.tokenizer)
+    train_run(profile, args.out, cache_dir=args.cache, tokenizer_dir=args.tokenizer,
               max_steps=args.max_steps, save_every=args.save_every, resume=args.resume, model_changes=changes,
               llm_arch=args.llm, feature_cache=False if args.no_feature_cache else None)
     return 0

@@ -53,8 +53,8 @@ from reg2rg_lib.data.synth.anatomy import (
     FINE_CLASSES,
     FINE_TO_REGION_LUT,
     TOTALSEG_TO_FINE,
-    _derive_regions,
-    _majority_vote,
+    derive_regions,
+    majority_vote,
 )
 from reg2rg_lib.env.assets import find_ct_source
 from reg2rg_lib.errors import BadInputError, KitError
@@ -234,7 +234,7 @@ def to_grid(labels: np.ndarray, src_affine: np.ndarray, ct: Nifti, n_classes: in
     if relation == "same":
         return labels, "same grid"
     if relation == "block":
-        return _majority_vote(labels, ct.data.shape, n_classes), "majority vote (block downsampling)"
+        return majority_vote(labels, ct.data.shape, n_classes), "majority vote (block downsampling)"
     return nearest_labels(
         labels, src_affine, ct.data.shape, ct.affine
     ), "nearest neighbour (world coordinates)"
@@ -311,7 +311,7 @@ def totalseg_regions(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Region masks from a TotalSegmentator output: the benchmark's mapping, then its derived regions."""
     fine, info = totalseg_fine(seg, ct, classes)
-    fine = _derive_regions(ct.data, fine)  # mediastinum fill, pleura, breast: as the benchmark builds them
+    fine = derive_regions(ct.data, fine)  # mediastinum fill, pleura, breast: as the benchmark builds them
     # (X, Y, Z) region index + 1, NIfTI's voxel order
     region_map = np.asfortranarray(FINE_TO_REGION_LUT[fine])
     return {r: region_map == i + 1 for i, r in enumerate(REGIONS)}, info

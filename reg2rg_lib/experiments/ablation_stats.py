@@ -31,7 +31,7 @@ from reg2rg_lib.metrics.stats import (
     paired_test,
     percentile_ci,
 )
-from reg2rg_lib.paths import RunFolder, RunPaths
+from reg2rg_lib.paths import MetricsFolder, RunFolder, RunPaths
 
 # ------------------------------------------------------------------------------------------------------------
 # Bootstrap CIs and paired tests
@@ -62,17 +62,16 @@ class PerCase:
 
 def per_case(metrics_dir: Path) -> PerCase:
     """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L and CE labels from a run's evaluation folder."""
-    nlg = read_csv_checked(
-        metrics_dir / "nlg_per_sample.csv", required=("id", "BLEU-4"), what="per-sample NLG"
-    )
+    files = MetricsFolder(metrics_dir)
+    nlg = read_csv_checked(files.nlg_per_sample, required=("id", "BLEU-4"), what="per-sample NLG")
     ids = nlg["id"].astype(str).tolist()
     scores = {m: nlg[m].astype(float).to_numpy() for m in ("BLEU-4", "METEOR", "ROUGE-L") if m in nlg.columns}
-    region = json.loads((metrics_dir / "region_metrics.json").read_text())
+    region = json.loads(files.region_json.read_text())
     acc = [math.nan if a is None else float(a) for a in region.get("per_sample_accuracy", [])]
     if len(acc) == len(ids):
         scores["region_accuracy"] = np.array(acc)
     out = PerCase(ids, scores)
-    labels_csv = metrics_dir / "ce_labels.csv"
+    labels_csv = files.ce_labels
     if labels_csv.is_file():
         out.y_true, out.y_pred = read_label_table(labels_csv)[:2]
     return out

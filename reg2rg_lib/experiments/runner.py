@@ -37,11 +37,11 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
-from reg2rg_lib.model import Reg2RGConfig
-from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
+from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
+from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.loop import summary
-from reg2rg_lib.train.pretrain_vision import pretrain_for_profile
+from reg2rg_lib.train.pretrain_vision import ensure_pretrained_vision
 from reg2rg_lib.train.run import train_run
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def metrics_of(run_dir: Path, labels: Path | None) -> dict[str, Any] | None:
     """The run's headline metrics (`metrics/summary.json` of `evaluate_predictions`) if its evaluation
     finished with the same CE reference labels, else None (then it is evaluated again)."""
     files = RunFolder(run_dir)
-    summary, ce = files.metrics_summary(), files.metrics() / "ce_metrics.json"
+    summary, ce = files.metrics_summary(), MetricsFolder(files.metrics()).ce_json
     if not (summary.is_file() and ce.is_file()):
         return None
     wanted = str(labels) if labels is not None else None
@@ -98,7 +98,7 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
     """
     out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()
                                     if isinstance(v, int | float) and not isinstance(v, bool)}
-    region = RunFolder(run_dir).metrics() / "region_metrics.json"
+    region = MetricsFolder(RunFolder(run_dir).metrics()).region_json
     if region.is_file() and json.loads(region.read_text()).get("n_scored") == 0:
         out["region_accuracy"] = None  # no "The region i is X:" in the references (no_rra): not applicable
     for key in EVALUATION_METRICS:
@@ -106,30 +106,6 @@ def _headline(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, float | No
         out.setdefault(key, None)
     out["train_steps"] = float(trained_steps(run_dir) or 0)
     return out
-
-
-def ensure_vision_pretraining(profile: Profile, paths: RunPaths, runs: Sequence[Ablation],
-                              progress: bool = True) -> None:
-    """Pretrain the profile folder's ViT (`reg2rg pretrain-vision`, notebook 02) when a run needs it and it is
-    missing, so that `reg2rg ablate` runs from a prep cache alone (train split only, the profile's
-    objective)."""
-    needed = [
-        ab.name
-        for ab in runs
-        if Reg2RGConfig.from_profile(profile, ab.changes, paths, llm_arch=ab.llm_arch).vision_checkpoint
-        == str(paths.vision_checkpoint)
-    ]
-    if not needed or paths.vision_checkpoint.is_file():
-        return
-    logger.info(f"[ablate] {', '.join(needed)} need the pretrained ViT: pretraining it -> {paths.vision}")
-    rules = RuleLabeler()
-    pretrain_for_profile(
-        profile,
-        paths.vision,
-        lambda texts: rules.label(texts).to_numpy(),
-        cache_dir=paths.cache,
-        progress=progress,
-    )
 
 
 def run_one(
@@ -226,6 +202,7 @@ def run_ablations(
     paths = RunPaths(out_dir)
     if not (paths.cache / "manifest.json").is_file():
         raise KitError(f"no prep cache at {paths.cache}: run notebooks 01-03 (or `reg2rg prepare`) first")
+    ensure_inputs(profile, paths)  # the tokenizer, when notebook 03 has not trained one (CPU presets)
     steps = max_steps if max_steps is not None else run_steps(profile)
     names = _test_names(paths.cache)
     todo = grid(profile.ablations, runs)
@@ -246,7 +223,9 @@ def run_ablations(
             aliases[ab.name] = twin
         else:
             unique.append(ab)
-    ensure_vision_pretraining(profile, paths, unique, progress)
+    rules = RuleLabeler()  # pretrains the ViT when a run loads it and it is missing (notebook 02 did not)
+    ensure_pretrained_vision(profile, paths, lambda texts: rules.label(texts).to_numpy(), unique,
+                             progress=progress)
     workers = max(1, min(parallel if parallel is not None else profile.ablations.parallel,
                          len(unique)))
     if workers == 1:

@@ -27,7 +27,7 @@ from reg2rg_lib.data.layout import case_id
 from reg2rg_lib.data.sources import VolumeSource
 from reg2rg_lib.metrics.csv_inputs import ID_COLUMNS, read_report_pairs
 from reg2rg_lib.metrics.nlg import SAMPLE_METRICS
-from reg2rg_lib.paths import RunFolder
+from reg2rg_lib.paths import MetricsFolder, RunFolder
 
 
 @dataclass
@@ -62,7 +62,7 @@ def per_sample_scores(predictions_csv: str | os.PathLike[str]) -> dict[str, dict
     That file is what notebook 04 (`metrics.evaluate_predictions`) writes for a run; scores are not recomputed
     here.
     """
-    path = RunFolder(Path(predictions_csv).parent).metrics() / "nlg_per_sample.csv"
+    path = MetricsFolder(RunFolder(Path(predictions_csv).parent).metrics()).nlg_per_sample
     if not path.is_file():
         return {}
     frame = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})

@@ -22,13 +22,13 @@ import torch
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.decoder import (
-    _decoder_pass,
-    _heads_written,
-    _Layer,
-    _region_tables,
-    _rope_table,
-    _RowWriter,
-    _StaticKV,
+    DecoderLayer,
+    RowWriter,
+    StaticKV,
+    decoder_pass,
+    heads_written,
+    region_tables,
+    rope_table,
 )
 from reg2rg_lib.model import Reg2RG
 
@@ -48,7 +48,7 @@ class _Beams:
         self.scores = torch.zeros(b, k, device=dev)
         self.scores[:, 1:] = float("-inf")  # the K copies of a prompt are one hypothesis until the first step
 
-    def reorder(self, parent: torch.Tensor, kv: _StaticKV) -> None:
+    def reorder(self, parent: torch.Tensor, kv: StaticKV) -> None:
         """Every row takes the state of row `parent[row]` (its hypothesis' parent), key/value cache
         included."""
         for name in ("out", "done", "inserted", "valid", "ptr", "pos"):
@@ -86,7 +86,7 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
     embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D), once per case
     b, p, _ = embeds.shape
     dev, per = embeds.device, cfg.region_tokens
-    table, has_region = _region_tables(model, input_ids, embeds)
+    table, has_region = region_tables(model, input_ids, embeds)
     table, has_region = table.repeat_interleave(k, 0), has_region.repeat_interleave(k, 0)
     embeds = embeds.repeat_interleave(k, 0)
     cols = p + max_new_tokens + (cfg.max_regions * per if cfg.rereference else 0)
@@ -98,10 +98,10 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
     positions = (st.valid[:, :p].long().cumsum(-1) - 1).clamp(min=0)
     prompt_mask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril()[None, None]
                    & st.valid[:, None, None, :p]) if not bool(st.valid[:, :p].all()) else None
-    layers = [_Layer.of(layer) for layer in llm.model.layers]
-    kv = _StaticKV(len(layers), b * k, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
-    rope = _rope_table(llm, embeds, cols)
-    logits = _decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
+    layers = [DecoderLayer.of(layer) for layer in llm.model.layers]
+    kv = StaticKV(len(layers), b * k, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
+    rope = rope_table(llm, embeds, cols)
+    logits = decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
     st.pos = positions[:, -1] + 1
     colon = torch.tensor([":" in t for t in tok.convert_ids_to_tokens(list(range(len(model.token_kind))))],
                          device=dev)  # tokens that can end a head
@@ -112,13 +112,13 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
 
     def run(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
-        writer = _RowWriter(kv, rows, st.ptr[rows], n)
+        writer = RowWriter(kv, rows, st.ptr[rows], n)
         mask = writer.mask(st.valid)
         st.valid[rows[:, None], writer.cols] = True
         where = st.pos[rows, None] + torch.arange(n, device=dev)
         st.ptr[rows] += n
         st.pos[rows] += n
-        return _decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
+        return decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
 
     for step in range(max_new_tokens):
         logp = torch.log_softmax(logits.masked_fill(suppress, float("-inf")), -1)  # (BK, V)
@@ -134,7 +134,7 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
             return st.best(step + 1)
         logits = run(all_rows, embed(nxt[:, None]))
         if cfg.rereference:
-            heads = _heads_written(tok, st.out[:, : step + 1], colon[nxt] & ~st.done, has_region, st.inserted)
+            heads = heads_written(tok, st.out[:, : step + 1], colon[nxt] & ~st.done, has_region, st.inserted)
             if heads:
                 rows = torch.tensor([r for r, _ in heads], device=dev)
                 which = torch.tensor([i for _, i in heads], device=dev)

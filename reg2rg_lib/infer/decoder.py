@@ -1,8 +1,18 @@
 """The kit's own LLaMA decoding loops over a preallocated key/value cache: greedy search (`greedy_generate`,
 the tokens Hugging Face `generate(do_sample=False)` writes at a fraction of its per-step cost) and greedy
 search for re-reference models (`greedy_generate_rereference`, region i's tokens fed again after each "The
-region i is <organ>:"). `infer.beam` builds beam search from the same pieces; `infer.generate` picks the loop
-for a run.
+region i is <organ>:"). `infer.generate` picks the loop for a run.
+
+The pieces the loops are built from are public, so that `infer.beam` builds beam search from the same ones:
+
+- `DecoderLayer.of(layer)`: one LLaMA decoder layer's modules, looked up once;
+- `StaticKV`: every layer's keys and values in buffers allocated once (rows x columns);
+  `RowWriter`: writes into it at each row's own column (re-reference rows run ahead of the others);
+- `rope_table(llm, like, length)`: the rotary cos/sin table of the LLM's positions;
+- `decoder_pass(llm, layers, x, positions, rope, kv, start, mask)`: new inputs through every layer ->
+  the last position's logits;
+- `region_tables(model, input_ids, embeds)`, `heads_written(...)`: what re-reference inserts, and which rows
+  have just written "The region i is <organ>:".
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ def fast_greedy_blocker(model: Reg2RG) -> str | None:
     return None
 
 
-class _StaticKV:
+class StaticKV:
     """Keys and values of every layer in buffers allocated once for the prompt plus the new tokens, shape
     (rows, kv_heads, columns, head_dim); column c of every row is one time step (the prompts are left-padded).
     Only the first `rows` rows are live: `keep` moves the live ones up instead of reallocating."""
@@ -80,7 +90,7 @@ class _StaticKV:
 
 
 @dataclass(frozen=True)
-class _Layer:
+class DecoderLayer:
     """One LLaMA decoder layer's modules, looked up once (attribute access on modules costs per step)."""
 
     norm1: torch.nn.Module
@@ -95,7 +105,7 @@ class _Layer:
     scaling: float
 
     @classmethod
-    def of(cls, layer: torch.nn.Module) -> _Layer:
+    def of(cls, layer: torch.nn.Module) -> DecoderLayer:
         a = layer.self_attn
         return cls(
             layer.input_layernorm,
@@ -118,8 +128,8 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch
     return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
-def _attention(m: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: _StaticKV, i: int,
-               start: int, mask: torch.Tensor | None) -> torch.Tensor:
+def _attention(m: DecoderLayer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               kv: StaticKV | RowWriter, i: int, start: int, mask: torch.Tensor | None) -> torch.Tensor:
     """LLaMA self-attention of h (B, n, D) at columns start..start+n, computed as transformers' SDPA path
     does."""
     b, n, _ = h.shape
@@ -141,11 +151,12 @@ def _attention(m: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return m.o(out.transpose(1, 2).reshape(b, n, -1))
 
 
-def _decoder_pass(llm: torch.nn.Module, layers: list[_Layer], x: torch.Tensor, positions: torch.Tensor,
-                  rope: tuple[torch.Tensor, torch.Tensor], kv: _StaticKV, start: int,
-                  mask: torch.Tensor | None) -> torch.Tensor:
+def decoder_pass(llm: torch.nn.Module, layers: list[DecoderLayer], x: torch.Tensor, positions: torch.Tensor,
+                 rope: tuple[torch.Tensor, torch.Tensor], kv: StaticKV | RowWriter, start: int,
+                 mask: torch.Tensor | None) -> torch.Tensor:
     """x (B, n, D) at `positions` (B, n) through every decoder layer -> the last position's logits (B, V),
-    float32."""
+    float32. Keys and values go into `kv` at columns start..start+n (a `RowWriter`: at each row's own
+    columns); `rope` is `rope_table`'s; `mask` is the attention mask (None: causal, no padding)."""
     cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)  # (B, 1, n, hd)
     for i, m in enumerate(layers):
         x = x + _attention(m, m.norm1(x), cos, sin, kv, i, start, mask)
@@ -153,7 +164,7 @@ def _decoder_pass(llm: torch.nn.Module, layers: list[_Layer], x: torch.Tensor, p
     return llm.lm_head(llm.model.norm(x)[:, -1:]).float()[:, -1]  # (B, V); normed whole, as HF does
 
 
-def _rope_table(llm: torch.nn.Module, like: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_table(llm: torch.nn.Module, like: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and signed sin (`_rope`) of positions 0..length-1, (length, hd), from the LLM's own rotary
     module."""
     cos, sin = llm.model.rotary_emb(like, torch.arange(length, device=like.device)[None])
@@ -193,10 +204,10 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
     # one additive mask for the steps: 0 where attended, -inf at padding (what SDPA makes of a boolean mask)
     step_mask = torch.zeros(b, 1, 1, cols, dtype=embeds.dtype, device=embeds.device).masked_fill(
         ~valid[:, None, None, :], float("-inf")) if padded else None
-    cfg, layers = llm.config, [_Layer.of(layer) for layer in llm.model.layers]
-    kv = _StaticKV(len(layers), b, cfg.num_key_value_heads, cols, layers[0].head_dim, embeds)
-    rope = _rope_table(llm, embeds, cols)
-    logits = _decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
+    cfg, layers = llm.config, [DecoderLayer.of(layer) for layer in llm.model.layers]
+    kv = StaticKV(len(layers), b, cfg.num_key_value_heads, cols, layers[0].head_dim, embeds)
+    rope = rope_table(llm, embeds, cols)
+    logits = decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
     out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=embeds.device)
     suppress = torch.zeros(logits.shape[-1], dtype=torch.bool, device=embeds.device)  # the Reg2RG tokens
     suppress[model.reg2rg_token_ids] = True
@@ -221,15 +232,15 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
             step_mask = step_mask[keep] if step_mask is not None else None
         last = last + 1
         mask = step_mask[:, :, :, : col + 1] if step_mask is not None else None
-        logits = _decoder_pass(llm, layers, embed(nxt[:, None]), last, rope, kv, col, mask)
+        logits = decoder_pass(llm, layers, embed(nxt[:, None]), last, rope, kv, col, mask)
     return out[:, :0]
 
 
-class _RowWriter:
+class RowWriter:
     """A key/value writer for re-reference decoding: every live row writes at its own column (`starts`), since
     a row that re-referenced a region has taken more columns than one that did not. `rows` are buffer rows."""
 
-    def __init__(self, kv: _StaticKV, rows: torch.Tensor, starts: torch.Tensor, n: int) -> None:
+    def __init__(self, kv: StaticKV, rows: torch.Tensor, starts: torch.Tensor, n: int) -> None:
         self.kv, self.rows, self.cols = kv, rows, starts[:, None] + torch.arange(n, device=starts.device)
         self.end = int(self.cols.max()) + 1
         self.all = len(rows) == kv.rows and bool((rows == torch.arange(len(rows), device=rows.device)).all())
@@ -257,7 +268,7 @@ class _RowWriter:
 _HEAD_END = re.compile(HEAD_RE.pattern + r"\s*$")
 
 
-def _region_tables(
+def region_tables(
     model: Reg2RG, input_ids: torch.Tensor, embeds: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each prompt region's spliced placeholder embeddings, (B, max_regions, P, D), and which regions each
@@ -276,7 +287,7 @@ def _region_tables(
     return table.view(b, cfg.max_regions, per, d), present.view(b, cfg.max_regions, per).all(-1)
 
 
-def _heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has_region: torch.Tensor,
+def heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has_region: torch.Tensor,
                    inserted: torch.Tensor) -> list[tuple[int, int]]:
     """(row, i) for each candidate row whose text now ends with "The region i is <organ>:", i a region of its
     prompt not re-referenced yet (marked in `inserted`). `written` (B, steps) is what the rows wrote so
@@ -321,17 +332,17 @@ def greedy_generate_rereference(
     embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D)
     b, p, _ = embeds.shape
     dev, per = embeds.device, cfg.region_tokens
-    table, has_region = _region_tables(model, input_ids, embeds)
+    table, has_region = region_tables(model, input_ids, embeds)
     cols = p + max_new_tokens + cfg.max_regions * per  # room for one re-reference of every region
     valid = torch.zeros(b, cols, dtype=torch.bool, device=dev)
     valid[:, :p] = attention_mask.to(dev).bool() if attention_mask is not None else True
     positions = (valid[:, :p].long().cumsum(-1) - 1).clamp(min=0)
     prompt_mask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril()[None, None]
                    & valid[:, None, None, :p]) if not bool(valid[:, :p].all()) else None
-    layers = [_Layer.of(layer) for layer in llm.model.layers]
-    kv = _StaticKV(len(layers), b, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
-    rope = _rope_table(llm, embeds, cols)
-    logits = _decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
+    layers = [DecoderLayer.of(layer) for layer in llm.model.layers]
+    kv = StaticKV(len(layers), b, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
+    rope = rope_table(llm, embeds, cols)
+    logits = decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
     colon = torch.tensor([":" in t for t in tok.convert_ids_to_tokens(list(range(len(model.token_kind))))],
                          device=dev)  # tokens that can end a head
     suppress = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
@@ -345,13 +356,13 @@ def greedy_generate_rereference(
 
     def run(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
-        writer = _RowWriter(kv, rows, ptr[rows], n)
+        writer = RowWriter(kv, rows, ptr[rows], n)
         mask = writer.mask(valid)
         valid[rows[:, None], writer.cols] = True
         where = pos[rows, None] + torch.arange(n, device=dev)
         ptr[rows] += n
         pos[rows] += n
-        return _decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
+        return decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
 
     for step in range(max_new_tokens):
         if step_logits is not None:
@@ -365,7 +376,7 @@ def greedy_generate_rereference(
         if bool(done.all()) or step + 1 == max_new_tokens:
             return out[:, : step + 1]
         logits = run(all_rows, embed(nxt[:, None]))
-        heads = _heads_written(tok, out[:, : step + 1], (colon[nxt] & ~done), has_region, inserted)
+        heads = heads_written(tok, out[:, : step + 1], (colon[nxt] & ~done), has_region, inserted)
         if heads:
             rows = torch.tensor([r for r, _ in heads], device=dev)
             which = torch.tensor([i for _, i in heads], device=dev)

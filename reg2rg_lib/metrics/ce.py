@@ -30,6 +30,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic, write_text_atomic
 from reg2rg_lib.metrics.csv_inputs import check_rows, read_csv_checked
 from reg2rg_lib.metrics.stats import bootstrap_indices, percentile_ci
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import LABELS
 
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
@@ -169,9 +170,8 @@ def evaluate_ce(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = 
 
 def write_ce_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """DIR/ce_metrics.csv (metrics_manual format), DIR/ce_classification_report.txt, DIR/ce_metrics.json."""
-    out = Path(out_dir)
-    paths = {"csv": out / "ce_metrics.csv", "report": out / "ce_classification_report.txt",
-             "json": out / "ce_metrics.json"}
+    out = MetricsFolder(out_dir)
+    paths = {"csv": out.ce_csv, "report": out.ce_report, "json": out.ce_json}
     with atomic_path(paths["csv"]) as tmp:
         metrics_manual_table(metrics).to_csv(tmp, index=False)
     write_text_atomic(paths["report"], metrics.get("report", ""))

@@ -27,6 +27,7 @@ import numpy as np
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import write_json_atomic
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import LABELS
 
 CRG_KEYS: tuple[str, ...] = ("TP", "FN", "FP", "X", "A", "r", "U", "score_s", "CRG")
@@ -63,4 +64,4 @@ def crg_score(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LA
 
 def write_crg(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
     """DIR/crg.json (atomically)."""
-    return write_json_atomic(Path(out_dir) / "crg.json", result)
+    return write_json_atomic(MetricsFolder(out_dir).crg, result)

@@ -40,6 +40,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.labeler import find_mentions
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import REGIONS, split_regions
 
 SIZE_TOLERANCE = 0.20  # a stated size counts when within +-20 % of the inserted one
@@ -367,9 +368,9 @@ def grounded_findings(ids: Sequence[str], references: Sequence[str], predictions
 def write_grounded_outputs(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """DIR/grounded_findings.csv, DIR/grounded_false_findings.csv, DIR/grounded_by_kind.csv,
     DIR/grounded.json."""
-    out = Path(out_dir)
-    paths = {"findings": out / "grounded_findings.csv", "false": out / "grounded_false_findings.csv",
-             "by_kind": out / "grounded_by_kind.csv", "json": out / "grounded.json"}
+    out = MetricsFolder(out_dir)
+    paths = {"findings": out.grounded_findings, "false": out.grounded_false, "by_kind": out.grounded_by_kind,
+             "json": out.grounded_json}
     for key in ("findings", "false", "by_kind"):
         with atomic_path(paths[key]) as tmp:
             result[key].to_csv(tmp, index=False)

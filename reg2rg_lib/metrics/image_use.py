@@ -66,6 +66,7 @@ from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.model import build_sample
 from reg2rg_lib.model.prompt import GEOMETRY, TEXTURE
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import LABELS
 from reg2rg_lib.samples.collate import VISUAL_KEYS, Collator
 from reg2rg_lib.samples.dataset import ReportDataset, target_token_positions
@@ -545,9 +546,9 @@ def _mean(values: pd.Series, y: Sequence[int], cls: int) -> float:
 
 def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """DIR/image_use.csv (the table) and DIR/image_use.json (the table's rows and how they were computed)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "image_use.csv", "json": out / "image_use.json"}
+    out = MetricsFolder(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out.image_use_csv, "json": out.image_use_json}
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False)
     meta = {k: v for k, v in table.attrs.items() if k != "scores"}

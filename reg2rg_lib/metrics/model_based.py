@@ -23,6 +23,7 @@ import pandas as pd
 
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.paths import MetricsFolder
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +99,15 @@ def evaluate_model_based(
             "folder; nothing is downloaded). Not available: "
             + "; ".join(f"{k} ({v})" for k, v in LEFT_OUT.items())
         )
-    out = Path(out_dir)
+    out = MetricsFolder(out_dir)
     table = bertscore(references, predictions, bertscore_model, num_layers=bertscore_layers)
     table.insert(0, "AccNum", list(ids))
-    with atomic_path(out / "bertscore.csv") as tmp:
+    with atomic_path(out.bertscore) as tmp:
         table.to_csv(tmp, index=False)
     result: dict[str, Any] = {
         k: float(table[k].mean()) for k in ("BERTScore_P", "BERTScore_R", "BERTScore_F1")
     }
     result.update({"n": len(table), "bertscore_model": str(Path(bertscore_model).expanduser().resolve()),
                    "bertscore_layers": bertscore_layers, "left_out": LEFT_OUT})
-    write_json_atomic(out / "model_metrics.json", result)
+    write_json_atomic(out.model_metrics, result)
     return result

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from reg2rg_lib.env.nltk import get_wordnet, word_tokenize
 from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.metrics.stats import DEFAULT_RESAMPLES, bootstrap_indices, mean_replicates, percentile_ci
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import split_regions
 
 #: Per-sample metric columns, in the released file's order.
@@ -373,14 +374,10 @@ def evaluate_nlg(references: Sequence[str], predictions: Sequence[str], ids: Seq
     return result
 
 
-def write_nlg_outputs(result: NLGResult, out_dir: str | Path, prefix: str = "nlg") -> dict[str, Path]:
+def write_nlg_outputs(result: NLGResult, out_dir: str | Path) -> dict[str, Path]:
     """DIR/nlg_evaluation_results.csv (released format), DIR/nlg_per_sample.csv, DIR/nlg_evaluation.json."""
-    out = Path(out_dir)
-    paths = {
-        "results": out / f"{prefix}_evaluation_results.csv",
-        "per_sample": out / f"{prefix}_per_sample.csv",
-        "json": out / f"{prefix}_evaluation.json",
-    }
+    out = MetricsFolder(out_dir)
+    paths = {"results": out.nlg_results, "per_sample": out.nlg_per_sample, "json": out.nlg_json}
     with atomic_path(paths["results"]) as tmp:
         pd.DataFrame([result.summary_row()]).to_csv(tmp, index=False)
     with atomic_path(paths["per_sample"]) as tmp:

@@ -51,6 +51,7 @@ from reg2rg_lib.metrics.region import (
     write_region_outputs,
 )
 from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test
+from reg2rg_lib.paths import MetricsFolder
 from reg2rg_lib.regions import LABELS
 
 LABEL_ID_COLUMNS: tuple[str, ...] = ("AccNum", "VolumeName", "volume_name", "name", "id")
@@ -133,7 +134,7 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
 
     if by_region:
         table = evaluate_nlg_by_region(pairs.references, pairs.predictions)
-        with atomic_path(out / "nlg_by_region.csv") as tmp:
+        with atomic_path(MetricsFolder(out).nlg_by_region) as tmp:
             table.to_csv(tmp, index=False)
 
     headline: dict[str, Any] = {
@@ -152,9 +153,10 @@ def evaluate_predictions(pred_csv: str | Path, out_dir: str | Path, labels: str 
         _beyond_the_paper(pairs, y_true, y_pred, labeler, out, ground_truth, bertscore_model, caught)
     )
     ci = {**nlg.ci95, **{f"CE_{k.replace('_f1', '_F1')}": tuple(v) for k, v in ce.get("ci95", {}).items()}}
-    write_json_atomic(out / "summary.json", {"predictions": str(pairs.path), "columns": [pairs.gt_column,
-                      pairs.pred_column], "strip_region_prefix": strip_region_prefix, "headline": headline,
-                      "ci95": {k: list(v) for k, v in ci.items()}, "warnings": caught})
+    write_json_atomic(MetricsFolder(out).summary, {
+        "predictions": str(pairs.path), "columns": [pairs.gt_column, pairs.pred_column],
+        "strip_region_prefix": strip_region_prefix, "headline": headline,
+        "ci95": {k: list(v) for k, v in ci.items()}, "warnings": caught})
     return headline
 
 
@@ -179,7 +181,7 @@ def _clinical_efficacy(pairs: Any, refs: Sequence[str], hyps: Sequence[str], lab
         pd.DataFrame(y_true, columns=[f"GT_{lab_}" for lab_ in LABELS]),
         pd.DataFrame(y_pred, columns=[f"Pred_{lab_}" for lab_ in LABELS]),
     ], axis=1)
-    with atomic_path(out / "ce_labels.csv") as tmp:
+    with atomic_path(MetricsFolder(out).ce_labels) as tmp:
         label_table.to_csv(tmp, index=False)
     ce = evaluate_ce(y_true, y_pred, bootstrap=bootstrap, seed=seed)
     ce["reference_labels"] = gt_source
@@ -200,7 +202,7 @@ def _beyond_the_paper(pairs: Any, y_true: np.ndarray, y_pred: np.ndarray, labele
         write_crg(crg, out)
         head["CRG"] = crg["CRG"]
     except NoPositiveLabelError as err:
-        (out / "crg.json").unlink(missing_ok=True)
+        MetricsFolder(out).crg.unlink(missing_ok=True)
         caught.append(str(err))
         warnings.warn(str(err), stacklevel=3)
         head["CRG"] = None

@@ -61,6 +61,7 @@ from reg2rg_lib.metrics.ce import ce_metrics
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.metrics.labeler import Labeler, get_labeler
+from reg2rg_lib.paths import MetricsFolder, region_ce_name, region_reports_file
 from reg2rg_lib.regions import LABELS, REGIONS, region_sequence, split_regions
 
 #: Regions the authors' script left out of its averages.
@@ -362,8 +363,8 @@ def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: 
 
 def write_region_outputs(metrics: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """DIR/region_metrics.json (full) and DIR/region_classification_report.txt."""
-    out = Path(out_dir)
-    paths = {"json": out / "region_metrics.json", "report": out / "region_classification_report.txt"}
+    out = MetricsFolder(out_dir)
+    paths = {"json": out.region_json, "report": out.region_report}
     write_json_atomic(paths["json"], metrics)
     write_text_atomic(paths["report"], region_report_text(metrics))
     return paths
@@ -425,13 +426,13 @@ def write_region_ce_outputs(result: Mapping[str, pd.DataFrame], out_dir: str | P
                             tables: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Path]:
     """DIR/all_regions_macro_avg_results.csv, DIR/all_regions_micro_avg_results.csv and, when `tables` are
     given, DIR/region_reports/<region>_reports.csv (the authors' formats)."""
-    out = Path(out_dir)
-    paths = {avg: out / f"all_regions_{avg}_avg_results.csv" for avg in ("macro", "micro")}
+    out = MetricsFolder(out_dir)
+    paths = {avg: out.region_ce(avg) for avg in ("macro", "micro")}
     for avg, path in paths.items():
         with atomic_path(path) as tmp:
             result[avg].to_csv(tmp, index=False)
     for region, table in (tables or {}).items():
-        path = out / "region_reports" / f"{region}_reports.csv"
+        path = region_reports_file(out.region_reports, region)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
@@ -446,7 +447,7 @@ def read_region_report_folder(folder: str | Path) -> dict[str, pd.DataFrame]:
         raise BadInputError(folder, "folder not found")
     tables = {}
     for region in REGIONS:
-        path = folder / f"{region}_reports.csv"
+        path = region_reports_file(folder, region)
         if path.is_file():
             pairs = read_report_pairs(
                 path, "GT_combined_report", "Pred_combined_report", allow_empty_predictions=True
@@ -468,7 +469,7 @@ def region_ce_from_folder(folder: str | Path, labeler: Labeler | str = "rules") 
     labels, for comparison)."""
     result = region_ce(read_region_report_folder(folder), labeler)
     for avg in ("macro", "micro"):
-        released = Path(folder) / f"all_regions_{avg}_avg_results.csv"
+        released = Path(folder) / region_ce_name(avg)
         if released.is_file():
             rel = pd.read_csv(released).rename(columns=lambda c: c if c == "region" else f"released_{c}")
             result[avg] = result[avg].merge(rel, on="region", how="left")

@@ -20,7 +20,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.experiments.ablation_stats import descriptions, read_stats
 from reg2rg_lib.experiments.baselines import BASELINES
 from reg2rg_lib.experiments.summary import read_summary
-from reg2rg_lib.paths import RunFolder, RunPaths
+from reg2rg_lib.paths import MetricsFolder, ReleaseFolder, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.regions import split_regions
 from reg2rg_lib.report.figures import (
@@ -117,8 +117,10 @@ class Inputs:
         """Evaluated runs (predictions + NLG metrics), `full` first, then summary.json's order, then by
         name."""
         root = self.paths.runs
-        found = sorted(p.name for p in root.iterdir() if RunFolder(p).predictions().is_file() and (
-            RunFolder(p).metrics() / "nlg_evaluation_results.csv").is_file()) if root.is_dir() else []
+        if not root.is_dir():
+            return []
+        found = sorted(p.name for p in root.iterdir() if RunFolder(p).predictions().is_file()
+                       and MetricsFolder(RunFolder(p).metrics()).nlg_results.is_file())
         order = ["full"]
         if self.paths.summary.is_file():
             order += list(read_summary(self.paths.summary)["runs"])
@@ -131,7 +133,7 @@ def make_paper_fig2(inp: Inputs) -> list[Path] | None:
     panels: dict[str, dict[str, Any]] = {}
     if inp.release_dir:
         panels["CTRG-Chest-548K test (authors' release)"] = {
-            "Reg2RG (authors)": inp.release_dir / "ctrg_combined_reports.csv"}
+            "Reg2RG (authors)": ReleaseFolder(inp.release_dir).predictions}
     panels[f"embedded benchmark test (kit, {inp.profile})"] = {
         r: RunFolder(inp.paths.run(r)).predictions() for r in inp.runs()}
     panels = {k: v for k, v in panels.items() if v}
@@ -143,7 +145,7 @@ def _case_study_source(inp: Inputs) -> tuple[Any, str] | None:
     if "full" in inp.runs():
         return load_pairs(RunFolder(inp.paths.run("full")).predictions()), "kit full"
     if inp.release_dir:
-        return load_pairs(inp.release_dir / "ctrg_combined_reports.csv"), "Reg2RG (authors)"
+        return load_pairs(ReleaseFolder(inp.release_dir).predictions), "Reg2RG (authors)"
     return None
 
 
@@ -263,7 +265,7 @@ def make_table1(inp: Any) -> dict[str, Path] | None:
 def make_table2(inp: Any) -> dict[str, Path] | None:
     """Table 2 (CE) from the release (as released and recomputed from its labels) and the kit's `full` run."""
     recomputed = recompute_release_ce(inp.release_dir) if inp.release_dir else None
-    kit = {run: ce_averages(load_json(d / "ce_metrics.json")) for run, d in _kit_rows(inp).items()}
+    kit = {run: ce_averages(load_json(MetricsFolder(d).ce_json)) for run, d in _kit_rows(inp).items()}
     df = table2_ce(inp.release_dir, recomputed, kit or None, inp.profile, crg=_crg_values(inp))
     return _save_nonempty(
         _release_rows(df, inp, "table2"),
@@ -277,7 +279,7 @@ def make_table2(inp: Any) -> dict[str, Path] | None:
 
 def make_table3(inp: Any) -> dict[str, Path] | None:
     """Table 3 (region recognition) from the release's region report and the kit's `full` run."""
-    kit = {run: region_rows(load_json(d / "region_metrics.json")) for run, d in _kit_rows(inp).items()}
+    kit = {run: region_rows(load_json(MetricsFolder(d).region_json)) for run, d in _kit_rows(inp).items()}
     return _save_nonempty(
         _release_rows(table3_region_recognition(inp.release_dir, kit or None, inp.profile), inp, "table3"),
         inp,
@@ -332,10 +334,11 @@ def _crg_values(inp: Any) -> dict[str, float | None]:
     """Table 2's CRG column: recomputed from the release's labels, and each kit row's `crg.json` (the
     VLM3D challenge's metric, which the paper did not report)."""
     out: dict[str, float | None] = {}
-    if inp.release_dir and (inp.release_dir / "label_inferred.csv").is_file():
+    if inp.release_dir and ReleaseFolder(inp.release_dir).labels.is_file():
         out["recomputed"] = recompute_release_crg(inp.release_dir)
     for run, folder in _kit_rows(inp).items():
-        out[run] = load_json(folder / "crg.json")["CRG"] if (folder / "crg.json").is_file() else None
+        crg = MetricsFolder(folder).crg
+        out[run] = load_json(crg)["CRG"] if crg.is_file() else None
     return out
 
 
@@ -356,7 +359,7 @@ def make_table8(inp: Any) -> dict[str, Path] | None:
 def make_table9(inp: Any) -> dict[str, Path] | None:
     """Table 9 (the kit's): per-label CE of `full`, beside the frozen encoders' validation probes (notebook
     02)."""
-    labels_csv = inp.metrics_dir("full") / "ce_labels.csv"
+    labels_csv = MetricsFolder(inp.metrics_dir("full")).ce_labels
     if "full" not in inp.runs() or not labels_csv.is_file():
         return None
     report = inp.paths.vision / "pretrain.json"

@@ -21,6 +21,7 @@ from reg2rg_lib.metrics.ce import ce_metrics, read_label_table
 from reg2rg_lib.metrics.crg import NoPositiveLabelError, crg_score
 from reg2rg_lib.metrics.csv_inputs import read_report_pairs
 from reg2rg_lib.metrics.nlg import evaluate_nlg
+from reg2rg_lib.paths import ReleaseFolder
 
 #: CE averages in the order sklearn's classification_report prints them.
 CE_AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
@@ -115,7 +116,7 @@ def recompute_release_nlg(release_dir: str | os.PathLike[str]) -> dict[str, floa
     """The kit's NLG metrics on the released `ctrg_combined_reports_rm_region_text.csv`, used as-is (as the
     authors
     did: that file is what their numbers were computed on). Per-sample means and `Overall_*` values."""
-    pairs = read_report_pairs(Path(release_dir) / "ctrg_combined_reports_rm_region_text.csv")
+    pairs = read_report_pairs(ReleaseFolder(release_dir).predictions_without_regions)
     return evaluate_nlg(pairs.references, pairs.predictions, pairs.ids, bootstrap=0).headline()
 
 
@@ -138,14 +139,14 @@ def ce_averages(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 def recompute_release_ce(release_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """CE averages computed by the kit from the released RadBERT labels (`label_inferred.csv`)."""
-    y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
+    y_true, y_pred, _ = read_label_table(ReleaseFolder(release_dir).labels)
     return ce_averages(ce_metrics(y_true, y_pred))
 
 
 def recompute_release_crg(release_dir: str | os.PathLike[str]) -> float | None:
     """CRG (`metrics.crg`) of the released RadBERT label table `label_inferred.csv`; None without a
     positive."""
-    y_true, y_pred, _ = read_label_table(Path(release_dir) / "label_inferred.csv")
+    y_true, y_pred, _ = read_label_table(ReleaseFolder(release_dir).labels)
     try:
         return crg_score(y_true, y_pred)["CRG"]
     except NoPositiveLabelError:

@@ -30,7 +30,7 @@ from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
 from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
 from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
-from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
+from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, ReleaseFolder, RunFolder, RunPaths
 from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.narrative import release_agreement
 from reg2rg_lib.report.seed_spread import (
@@ -104,7 +104,7 @@ FINDING_F1, FINDING_SUPPORT = 0.5, 3
 def _findings(summary_path: Path) -> str:
     """"; of the N findings in the test split it writes X (F1 0.94)" from `full`'s ce_labels.csv (Table 9's
     numbers), "" without that file."""
-    labels = RunFolder(RunPaths(summary_path.parent).run(REFERENCE)).metrics() / "ce_labels.csv"
+    labels = MetricsFolder(RunFolder(RunPaths(summary_path.parent).run(REFERENCE)).metrics()).ce_labels
     if not labels.is_file():
         return ""
     table = table9_ce_per_label(labels)
@@ -295,7 +295,8 @@ def _release_line(tables_dir: Path, name: str) -> tuple[str, str]:
     if name == "table2_ce":
         table = table[table["average"].isin(["weighted"]) | table["average"].isna()].drop(
             columns=["average", "support", "CRG", "decimals", "labeler"], errors="ignore")
-        table["source"] = table["source"].str.replace("metrics_manual.csv", "metrics_manual.csv, as released")
+        manual = ReleaseFolder(".").ce_manual.name  # the release's CE file, named in the row's source
+        table["source"] = table["source"].str.replace(manual, f"{manual}, as released")
     check = release_agreement(table)
     if check.ok is None:
         return (

@@ -38,6 +38,7 @@ from reg2rg_lib.experiments.baselines import is_near_constant
 from reg2rg_lib.experiments.grid import ABLATIONS
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
 from reg2rg_lib.metrics.stats import format_p
+from reg2rg_lib.paths import MetricsFolder, ReleaseFolder
 from reg2rg_lib.regions import LABELS, REGIONS
 from reg2rg_lib.report.release_readers import (
     read_ce_manual,
@@ -84,12 +85,12 @@ def table1_nlg(
     """
     rows = []
     if release_dir is not None:
-        path = Path(release_dir) / "nlg_evaluation_results.csv"
+        path = ReleaseFolder(release_dir).nlg_results
         rows.append(
             {
                 "dataset": CTRG,
                 "model": "Reg2RG (authors)",
-                "source": f"{RELEASED_BY}: nlg_evaluation_results.csv, as released",
+                "source": f"{RELEASED_BY}: {path.name}, as released",
                 **read_nlg_results(path),
             }
         )
@@ -103,7 +104,7 @@ def table1_nlg(
             }
         )
     for run, folder in (kit_runs or {}).items():
-        path = Path(folder) / "nlg_evaluation_results.csv"
+        path = MetricsFolder(folder).nlg_results
         rows.append({"dataset": BENCHMARK, "model": f"kit: {run}", "source": _kit_source(run, profile),
                      **read_nlg_results(path)})
     cols = ["dataset", "model", "source", *NLG_METRICS]
@@ -142,15 +143,15 @@ def table2_ce(
     rows = []
     crg = crg or {}
     if release_dir is not None:
-        rel = Path(release_dir)
-        manual = read_ce_manual(rel / "metrics_manual.csv")
+        rel = ReleaseFolder(release_dir)
+        manual = read_ce_manual(rel.ce_manual)
         w = manual[manual["Label"] == "Weighted Average"].iloc[0]
         rows.append(
             {
                 "dataset": CTRG,
                 "model": "Reg2RG (authors)",
                 "labeler": "RadBERT (authors)",
-                "source": f"{RELEASED_BY}: metrics_manual.csv",
+                "source": f"{RELEASED_BY}: {rel.ce_manual.name}",
                 "average": "weighted",
                 "precision": float(w["Precision"]),
                 "recall": float(w["Recall"]),
@@ -158,11 +159,11 @@ def table2_ce(
                 "support": int(w["Support"]),
             }
         )
-        printed = read_classification_report(rel / "test_classification_report.txt")
+        printed = read_classification_report(rel.ce_report)
         # weighted: full precision above
         for r in printed[printed["average"] != "weighted"].itertuples(index=False):
             rows.append({"dataset": CTRG, "model": "Reg2RG (authors)", "labeler": "RadBERT (authors)",
-                         "source": f"{RELEASED_BY}: test_classification_report.txt", "average": r.average,
+                         "source": f"{RELEASED_BY}: {rel.ce_report.name}", "average": r.average,
                          "precision": r.precision, "recall": r.recall, "F1": r.F1, "support": r.support,
                          "decimals": 2})
     if recomputed is not None:
@@ -200,9 +201,10 @@ def table3_region_recognition(
     # (dataset, model, source, accuracy, per region)
     sources: list[tuple[str, str, str, float, pd.DataFrame]] = []
     if release_dir is not None:
-        acc, per = read_region_report(Path(release_dir) / "region_classification_report.txt")
+        report = ReleaseFolder(release_dir).region_report
+        acc, per = read_region_report(report)
         per = per.replace({"region": {"trachea": "trachea and bronchie"}})
-        sources.append((CTRG, "Reg2RG (authors)", f"{RELEASED_BY}: region_classification_report.txt "
+        sources.append((CTRG, "Reg2RG (authors)", f"{RELEASED_BY}: {report.name} "
                         "(from an unreleased prediction file)", acc, per))
     for run, (acc, per) in (kit_runs or {}).items():
         sources.append((BENCHMARK, f"kit: {run}", _kit_source(run, profile), acc, per))
@@ -393,7 +395,7 @@ def table8_grounded(kit_runs: Mapping[str, str | os.PathLike[str]], profile: str
     for each run {run: metrics folder} with a `grounded_by_kind.csv`, one row per finding kind and `all`."""
     frames = []
     for run, folder in kit_runs.items():
-        path = Path(folder) / "grounded_by_kind.csv"
+        path = MetricsFolder(folder).grounded_by_kind
         if not path.is_file():
             continue
         table = pd.read_csv(path).reindex(columns=list(TABLE8_COLUMNS))

@@ -8,6 +8,7 @@ inference).
                       `use_feature_cache`
     device.py         `to_device` (batches onto a device) and `batch_names` (a batch's cases, for errors)
     inputs.py         `ensure_inputs`: the profile folder's prep cache and tokenizer, before training
+                      (`ensure_inputs_once` under torchrun; `check_inputs`: what training reads)
 
 It sits between the model (which it builds inputs for) and the stages that run the model: train and infer.
 """

@@ -20,13 +20,14 @@ through the same `vision_checkpoint` path as RadFM's real weights.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ from reg2rg_lib.io import atomic_path, write_json_atomic
 from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.paths import RunPaths
-from reg2rg_lib.profiles import PretrainSection, load_profile
+from reg2rg_lib.profiles import PretrainSection, Profile, load_profile
 from reg2rg_lib.regions import LABELS, REGIONS
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ CHECKPOINT_NAME = "RadFM_vit3d.pth"  # RadFM's file name for its ViT3D weights
 REPORT_NAME = "pretrain.json"
 GLOBAL_CLASS = len(REGIONS)  # organ class of a global (whole-CT) image
 MASK_RATIO = 0.6  # simmim: share of patches replaced by the mask token
+#: The config fields of the encoder that `pretrain.json` records (`vision_config`)
+VISION_FIELDS = ("image_size", "in_channels", "vit_patch", "vit_dim", "vit_depth", "vit_heads",
+                 "vit_dim_head", "vit_mlp", "vit_pos_rows", "seed")
 
 #: texts -> (N, len(LABELS)) 0/1 array; the CLI passes the rule labeler (metrics sits above train)
 TextLabeler = Callable[[Sequence[str]], np.ndarray]
@@ -315,9 +319,7 @@ def pretrain_vision(
     ckpt = save_vision_checkpoint(encoder, out / CHECKPOINT_NAME)
     report = {
         "objective": settings.objective, "settings": asdict(settings),
-        "vision_config": {f: getattr(cfg, f) for f in ("image_size", "in_channels", "vit_patch", "vit_dim",
-                                                        "vit_depth", "vit_heads", "vit_dim_head", "vit_mlp",
-                                                        "vit_pos_rows", "seed")},
+        "vision_config": {f: getattr(cfg, f) for f in VISION_FIELDS},
         "cache": str(cache.root), "crops": {"train": len(train), "validation": len(val)},
         "epoch_loss": losses, "epoch_validation_score": scores,
         "best_epoch": int(np.argmax(scores)) + 1 if scores else None,
@@ -349,6 +351,104 @@ def pretrain_for_profile(profile: Any, out_dir: str | os.PathLike[str], labeler:
     return pretrain_vision(
         cfg, cache, out, settings, labeler, threads=profile.train.threads, progress=progress
     )
+
+
+class PlannedRun(Protocol):
+    """A model that will be trained (an `experiments.grid.Ablation`): its name, its model config changes and
+    its LLM architecture (None: the profile's)."""
+
+    name: str
+    changes: Mapping[str, Any]
+    llm_arch: str | None
+
+
+@dataclass(frozen=True)
+class PretrainedVision:
+    """What `ensure_pretrained_vision` decided: which runs load the profile folder's pretrained ViT, what it
+    did about it, and the encoder's `pretrain.json` (notebook 02 prints `message` and shows `probe_table` of
+    `report`)."""
+
+    needed_by: tuple[str, ...]  # the runs that load `checkpoint`; empty: none, nothing was pretrained
+    checkpoint: Path  # OUT/vision/RadFM_vit3d.pth
+    pretrained: bool  # True: pretrained by this call; False: reused, or not needed
+    report: dict[str, Any] | None  # its pretrain.json; None when not needed (or written without one)
+    message: str  # one line: what was pretrained or reused, or why nothing is
+
+
+def ensure_pretrained_vision(profile: Profile | str, paths: RunPaths, labeler: TextLabeler,
+                             runs: Sequence[PlannedRun] | None = None, *, objective: str | None = None,
+                             force: bool = False, progress: bool = True) -> PretrainedVision:
+    """Pretrain the profile folder's ViT (`paths.vision`, as `reg2rg pretrain-vision`) when a run needs it and
+    no matching one is there; reuse it otherwise.
+
+    A run needs it when its model config (`Reg2RGConfig.from_profile` with the run's changes) loads
+    `paths.vision_checkpoint`: the profile's `model.vision_checkpoint: pretrained`, or an ablation such as
+    `vit_pretrained`. `runs` are the runs that will train (notebook 02: the profile's grid; the ablation
+    runner: its runs); None: the profile's own model only. An existing encoder is reused unless `force`, its
+    `pretrain.json` records another ViT architecture than the profile's, or `objective` (None: whatever
+    objective it was pretrained with) differs. `labeler` labels the train split's texts (the callers pass the
+    rule labeler: the metrics stage sits above this one)."""
+    profile = load_profile(profile)
+    planned = list(runs) if runs is not None else [_OwnModel()]
+    needed = tuple(r.name for r in planned if _loads(profile, paths, r))
+    ckpt = paths.vision_checkpoint
+    if not needed:
+        message = (f"profile {profile.name!r}: model.vision_checkpoint = {profile.model.vision_checkpoint!r} "
+                   "and no vit_pretrained ablation: no pretraining here (None: a random frozen ViT)")
+        return PretrainedVision(needed, ckpt, False, None, message)
+    why = _pretrain_reason(profile, paths, objective, force)
+    if why:
+        logger.info(f"[pretrain-vision] {', '.join(needed)} need the pretrained ViT ({why}): pretraining it "
+                    f"-> {paths.vision}")
+        pretrain_for_profile(profile, paths.vision, labeler, cache_dir=paths.cache, progress=progress,
+                             objective=objective)
+    report_file = paths.vision / REPORT_NAME
+    report = json.loads(report_file.read_text()) if report_file.is_file() else None
+    if report is None:
+        message = f"ViT3D reused (no {REPORT_NAME} beside it: pretrained elsewhere) -> {ckpt}"
+    else:
+        message = (f"ViT3D pretrained ({report['objective']}, {report['settings']['epochs']} epochs on "
+                   f"{report['crops']['train']} train crops) -> {ckpt}")
+    return PretrainedVision(needed, ckpt, bool(why), report, message)
+
+
+@dataclass(frozen=True)
+class _OwnModel:
+    """The profile's own model (no changes): what `ensure_pretrained_vision` checks without `runs`."""
+
+    name: str = "full"
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    llm_arch: str | None = None
+
+
+def _loads(profile: Profile, paths: RunPaths, run: PlannedRun) -> bool:
+    """True when `run`'s model loads the profile folder's pretrained ViT (`paths.vision_checkpoint`)."""
+    cfg = Reg2RGConfig.from_profile(profile, run.changes, paths, llm_arch=run.llm_arch)
+    return cfg.vision_checkpoint == str(paths.vision_checkpoint)
+
+
+def _pretrain_reason(profile: Profile, paths: RunPaths, objective: str | None, force: bool) -> str | None:
+    """Why the profile folder's ViT must be pretrained (again), or None when the one there serves."""
+    if force:
+        return "asked to pretrain again"
+    if not paths.vision_checkpoint.is_file():
+        return "missing"
+    report_file = paths.vision / REPORT_NAME
+    if not report_file.is_file():  # a checkpoint put there by hand: trust it
+        return None
+    report = json.loads(report_file.read_text())
+    wanted = _vision_config(Reg2RGConfig.from_profile(profile, {"vision_checkpoint": None}))
+    have = {k: v for k, v in report.get("vision_config", {}).items() if k != "seed"}
+    if have != {k: v for k, v in wanted.items() if k != "seed"}:
+        return "the one there is another ViT architecture or image size"
+    if objective is not None and report.get("objective") != objective:
+        return f"the one there was pretrained with {report.get('objective')!r}, not {objective!r}"
+    return None
+
+
+def _vision_config(cfg: Reg2RGConfig) -> dict[str, Any]:
+    """The vision fields of `cfg` as `pretrain.json` records them (JSON types: tuples become lists)."""
+    return json.loads(json.dumps({f: getattr(cfg, f) for f in VISION_FIELDS}))
 
 
 def probe_table(report: dict[str, Any]) -> Any:

@@ -1,10 +1,11 @@
 """The Reg2RG training run: the profile's model on the prep cache, handed to the generic loop
 (`reg2rg train`).
 
-`train_run` makes sure the inputs exist (`samples.inputs.ensure_inputs`: the prep cache, for the CPU presets a
-tokenizer trained on the train reports), builds the model with the profile's seed, feeds it cached frozen-ViT
-features when `use_feature_cache` says so, records `run_config.json` and calls `loop.fit` with `reg2rg_step`,
-the LM loss with the organ-name tokens optionally weighted up (`weighted_lm_loss`).
+`train_run` only trains: it reads the prep cache and, for the CPU presets, the tokenizer that its caller made
+sure of (`samples.inputs.ensure_inputs`; a missing one is a one-line error saying what builds it), builds the
+model with the profile's seed, feeds it cached frozen-ViT features when `use_feature_cache` says so, records
+`run_config.json` and calls `loop.fit` with `reg2rg_step`, the LM loss with the organ-name tokens optionally
+weighted up (`weighted_lm_loss`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
-from reg2rg_lib.samples.inputs import ensure_inputs
+from reg2rg_lib.samples.inputs import check_inputs
 from reg2rg_lib.train.checkpoints import check_resume_config
 from reg2rg_lib.train.fast import FastTrainData, fast_step_fn, unsupported_reason
 from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelerator, seed_everything
@@ -89,7 +90,8 @@ def train_run(
     """Train the profile's Reg2RG on the prep cache's train split into `run_dir` (checkpoints, log, summary).
 
     `cache_dir` / `tokenizer_dir` default to the profile folder's `cache/` and `tokenizer/`
-    (`RunPaths.of_run`); the smoke profile builds them when missing. `model_changes` are config fields for
+    (`RunPaths.of_run`); they must exist (`samples.inputs.ensure_inputs` builds them; `check_inputs` names
+    what is missing). `model_changes` are config fields for
     ablations (`{"rra": False}`), `llm_arch` swaps the LLM size. `feature_cache` (default: the profile's,
     `use_feature_cache`) runs the frozen ViT once per case instead of at every step.
     `on_checkpoint(step, folder)`: see `loop.fit` (notebook 03 scores each checkpoint's validation reports
@@ -101,12 +103,9 @@ def train_run(
     paths = RunPaths.of_run(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else paths.cache
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else paths.tokenizer
-    with acc.main_process_first():  # rank 0 builds what is missing, the others then read it
-        if acc.is_main_process:
-            ensure_inputs(profile, paths, cache_dir, tokenizer_dir)
-        cache = load_cache(cache_dir)
-        llm_path = profile.model.llm_path
-        tokenizer = load_tokenizer(llm_path or tokenizer_dir)  # the paper preset: the LLM's own tokenizer
+    check_inputs(profile, cache_dir, tokenizer_dir)
+    cache = load_cache(cache_dir)
+    tokenizer = load_tokenizer(profile.model.llm_path or tokenizer_dir)  # paper preset: the LLM's tokenizer
 
     cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():

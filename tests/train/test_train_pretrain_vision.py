@@ -146,3 +146,39 @@ def test_training_without_the_pretrained_vit_says_what_to_run(smoke, tmp_path):
         KitError, match="no pretrained vision encoder; run `reg2rg pretrain-vision --profile smoke"
     ):
         train_run(profile, other.run("full"), max_steps=1, progress=False)
+
+
+def test_ensure_pretrained_vision_pretrains_what_a_run_loads_then_reuses_it(smoke, tmp_path, monkeypatch):
+    import shutil
+
+    from reg2rg_lib.experiments.grid import grid
+    from reg2rg_lib.paths import RunPaths
+    from reg2rg_lib.train import pretrain_vision as pv
+
+    paths = RunPaths(tmp_path / "out")
+    shutil.copytree(smoke.cache, paths.cache)
+    profile = load_profile("smoke")  # model.vision_checkpoint null; its grid has vit_pretrained
+    alone = pv.ensure_pretrained_vision(profile, paths, labels, progress=False)  # the profile's own model
+    assert alone.needed_by == () and alone.report is None and not alone.pretrained
+    assert "no pretraining here" in alone.message and not paths.vision.exists()
+
+    first = pv.ensure_pretrained_vision(profile, paths, labels, grid(profile.ablations), progress=False)
+    assert first.needed_by == ("vit_pretrained",) and first.pretrained and first.checkpoint.is_file()
+    assert first.report == json.loads((paths.vision / REPORT_NAME).read_text())
+    assert first.report["objective"] == profile.pretrain.objective
+    assert first.message.startswith(f"ViT3D pretrained ({profile.pretrain.objective}, ")
+    stamp = first.checkpoint.stat().st_mtime_ns
+    again = pv.ensure_pretrained_vision(profile, paths, labels, grid(profile.ablations), progress=False)
+    assert not again.pretrained and again.report == first.report and again.message == first.message
+    assert first.checkpoint.stat().st_mtime_ns == stamp
+
+    calls = []  # what would be pretrained again, and why (without pretraining)
+    monkeypatch.setattr(pv, "pretrain_for_profile", lambda *a, **k: calls.append(k.get("objective")))
+    other = "findings" if profile.pretrain.objective != "findings" else "simmim"
+    pv.ensure_pretrained_vision(profile, paths, labels, grid(profile.ablations), objective=other)
+    pv.ensure_pretrained_vision(profile, paths, labels, grid(profile.ablations), force=True)
+    report = json.loads((paths.vision / REPORT_NAME).read_text())
+    report["vision_config"]["vit_dim"] += 1  # pretrained for another ViT than the profile's
+    (paths.vision / REPORT_NAME).write_text(json.dumps(report))
+    pv.ensure_pretrained_vision(profile, paths, labels, grid(profile.ablations))
+    assert calls == [other, None, None]

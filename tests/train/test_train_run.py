@@ -143,6 +143,38 @@ def test_missing_inputs_say_what_to_run(tmp_path):
         train_run("demo", tmp_path / "runs" / "full", max_steps=1, progress=False)
 
 
+def test_training_only_trains_a_missing_input_is_one_line_naming_it(smoke, tmp_path):
+    # train_run builds nothing, not even for the smoke profile (its callers run samples.inputs.ensure_inputs)
+    missing = tmp_path / "no_cache"
+    with pytest.raises(KitError) as err:
+        train_run("smoke", tmp_path / "run", cache_dir=missing, tokenizer_dir=smoke.tokenizer, max_steps=1,
+                  progress=False)
+    message = str(err.value)
+    assert "\n" not in message and str(missing) in message and "`reg2rg prepare --profile smoke" in message
+    assert not missing.exists()
+    with pytest.raises(KitError, match="missing prep cache .* notebook 01"):
+        train_run("smoke", tmp_path / "out" / "runs" / "full", max_steps=1, progress=False)
+    assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "cache").exists()
+    no_tokenizer = tmp_path / "no_tokenizer"
+    with pytest.raises(KitError) as err:
+        train_run("smoke", tmp_path / "run", cache_dir=smoke.cache, tokenizer_dir=no_tokenizer, max_steps=1,
+                  progress=False)
+    assert "\n" not in str(err.value) and f"missing tokenizer {no_tokenizer}: `reg2rg train" in str(err.value)
+    assert not no_tokenizer.exists()
+
+
+def test_the_cli_builds_the_inputs_it_trains_on(smoke, tmp_path):
+    # `reg2rg train` makes sure of the inputs before training: here the tokenizer, trained on the cache
+    from reg2rg_lib.cli import main
+    from reg2rg_lib.model import load_tokenizer
+
+    tokenizer = tmp_path / "tokenizer"
+    code = main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--cache", str(smoke.cache),
+                 "--tokenizer", str(tokenizer), "--max-steps", "1"])
+    assert code == 0 and len(read_train_log(tmp_path / "run")) == 1
+    assert load_tokenizer(tokenizer).get_vocab() == load_tokenizer(smoke.tokenizer).get_vocab()
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
     run = tmp_path / "ddp"
@@ -150,15 +182,18 @@ def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
+    # no tokenizer yet: rank 0 trains it (samples.inputs.ensure_inputs_once) while rank 1 waits, then reads it
+    tokenizer = tmp_path / "tokenizer"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "reg2rg_lib.cli", "train", "--profile", "smoke", "--max-steps", "4", "--out", str(run),
-           "--cache", str(smoke.cache), "--tokenizer", str(smoke.tokenizer)]
+           "--cache", str(smoke.cache), "--tokenizer", str(tokenizer)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "world_size 2" in res.stdout
     digests = dict(re.findall(r"rank (\d) weights_sha256 ([0-9a-f]{64})", res.stdout))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     assert len(read_train_log(run)) == 4
+    assert (res.stdout + res.stderr).count("training the tokenizer") == 1  # by rank 0 only
 
 
 def test_accelerate_configs_load(repo_root):

@@ -9,7 +9,9 @@ that grid:
 * pleura: a one-voxel shell around the lungs (in-plane), on tissue no other class claims;
 * breast: the anterior chest-wall soft tissue in front of the lungs, ribs and sternum, at heart level.
 
-`REGION_MAPPING` is the documented table (also in data_manifests/region_mapping.md).
+`REGION_MAPPING` is the documented table (also in data_manifests/region_mapping.md). The steps
+`source_fine_lut`, `majority_vote` and `derive_regions` also serve `data.segmentation` (a user's CT) and
+`reg2rg bench preprocess`.
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Atlas:
     affine: np.ndarray
 
 
-def _source_fine_lut(structures_csv) -> np.ndarray:
+def source_fine_lut(structures_csv) -> np.ndarray:
     """TotalSegmentator label id -> fine class index, from structures.csv."""
     lut = np.zeros(256, np.uint8)
     with open(structures_csv, newline="") as f:
@@ -196,7 +198,7 @@ def _source_fine_lut(structures_csv) -> np.ndarray:
     return lut
 
 
-def _majority_vote(labels: np.ndarray, shape: tuple[int, int, int], n_classes: int) -> np.ndarray:
+def majority_vote(labels: np.ndarray, shape: tuple[int, int, int], n_classes: int) -> np.ndarray:
     """Downsample a label map: each output voxel takes the most frequent label among the input voxels whose
     centres fall in it (one pass with bincount, no one-hot volume)."""
     idx = []
@@ -208,7 +210,7 @@ def _majority_vote(labels: np.ndarray, shape: tuple[int, int, int], n_classes: i
     return counts.reshape(*shape, n_classes).argmax(-1).astype(np.uint8)  # (X, Y, Z)
 
 
-def _derive_regions(ct: np.ndarray, fine: np.ndarray) -> np.ndarray:
+def derive_regions(ct: np.ndarray, fine: np.ndarray) -> np.ndarray:
     """Add the mediastinal fill, pleural shell and breast classes the organ label map lacks."""
     fine = fine.copy()
     bg = fine == FINE["background"]
@@ -300,13 +302,13 @@ def _build_atlas(shape: tuple[int, int, int]) -> Atlas:
     raw = np.asarray(vol.dataobj.get_unscaled())  # (512, 512, 133) int16, stored HU + 1024 (scl_inter -1024)
     slope, inter = float(vol.dataobj.slope or 1.0), float(vol.dataobj.inter or 0.0)
     labels = np.asarray(nib.load(src.labels).dataobj.get_unscaled()).astype(np.uint8)
-    fine_src = _source_fine_lut(src.structures)[labels]
+    fine_src = source_fine_lut(src.structures)[labels]
     # voxels outside the scan field hold the minimum value: treat them as air so averaging does not drag edges
     # down
     ct_t = torch.from_numpy(np.maximum(raw.astype(np.float32) * slope + inter, -1024.0))[None]
     ct = area_resize(ct_t, shape)[0].numpy()  # (X, Y, Z)
-    fine = _majority_vote(fine_src, shape, len(FINE_CLASSES))
-    fine = _derive_regions(ct, fine)
+    fine = majority_vote(fine_src, shape, len(FINE_CLASSES))
+    fine = derive_regions(ct, fine)
     factor = np.array(raw.shape) / np.array(shape)
     affine = vol.affine.copy()
     affine[:3, :3] = vol.affine[:3, :3] * factor[None, :]
