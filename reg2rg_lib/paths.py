@@ -410,6 +410,8 @@ class ModelFolder:
         llm_adapter/                 the LoRA as a peft adapter (adapter_config.json +
                                      adapter_model.safetensors)
         model.safetensors            folders written before the peft/transformers layout: every saved tensor
+        reference_inputs.safetensors each organ's average inputs over the train cases, for image-contrastive
+                                     decoding (`samples.reference`; written when the profile decodes with it)
     """
 
     root: Path
@@ -440,6 +442,10 @@ class ModelFolder:
     @property
     def legacy_weights(self) -> Path:
         return self.root / "model.safetensors"
+
+    @property
+    def reference(self) -> Path:
+        return self.root / "reference_inputs.safetensors"
 
 
 #: What a `ModelFolder`'s embedding_layer/ holds (transformers' own file names).

@@ -116,6 +116,8 @@ class GenerateSection:
     do_sample: bool  # False: greedy; True: sampling (temperature, top_p: the Llama-2-chat generation config)
     top_k: int | None = None  # sampling only; None: the generation config's
     num_beams: int = 1  # > 1: beam search (`infer.beam`), the most probable report among num_beams hypotheses
+    image_contrast: float = 0.0  # > 0: image-contrastive greedy search (`samples.reference`); the paper: 0
+    contrast_plausible: float = 0.3  # its candidates: tokens with >= this share of the top probability
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--paper-decoding", action="store_true", help="the paper's sampling (top_k=30, top_p=0.9, T=0.6)"
     )
+    p.add_argument("--image-contrast", type=float, default=None, metavar="C",
+                   help="image-contrastive greedy search with contrast C (0: plain greedy; default: the "
+                        "profile's, else 0)")
     p.add_argument(
         "--labeler", default="rules", help="'rules' (default) or a local RadBERT-style classifier folder"
     )
@@ -110,7 +113,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.official and not args.llm_path:
         raise KitError("--official needs --llm-path (LLaMA-2-7B-chat)")
     section = load_profile(args.profile).generate if args.profile else None
-    decode = DecodeSettings.paper() if args.paper_decoding else DecodeSettings.from_profile(section)
+    decode = (DecodeSettings.paper() if args.paper_decoding
+              else DecodeSettings.from_profile(section, image_contrast=args.image_contrast))
     if args.official:
         model = load_official_model(args.official, args.llm_path, device=args.device)
     else:

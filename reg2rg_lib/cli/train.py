@@ -95,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sample as the paper: top_k=30, top_p=0.9, temperature=0.6, max_new_tokens=500")
     p.add_argument("--num-beams", type=int, default=None,
                    help="beam search with N hypotheses (default: profile's, else 1 = greedy)")
+    p.add_argument("--image-contrast", type=float, default=None, metavar="C",
+                   help="image-contrastive greedy search with contrast C (0: plain greedy; default: the "
+                        "profile's, else 0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (only with sampling)")
     p.add_argument("--limit", type=int, default=None, help="only the first N cases of the split")
     p.set_defaults(func=_generate)
@@ -131,7 +134,7 @@ def _generate_unlocked(args: argparse.Namespace) -> int:
         decode = DecodeSettings.paper(seed=args.seed)
     else:
         decode = DecodeSettings.from_profile(section, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                             num_beams=args.num_beams)
+                                             num_beams=args.num_beams, image_contrast=args.image_contrast)
     batch_size = args.batch_size or (section.batch_size if section is not None else 8)
 
     if (args.checkpoint is None) == (args.official is None):

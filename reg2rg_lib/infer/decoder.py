@@ -17,6 +17,7 @@ The pieces the loops are built from are public, so that `infer.beam` builds beam
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -175,7 +176,8 @@ def rope_table(llm: torch.nn.Module, like: torch.Tensor, length: int) -> tuple[t
 @torch.inference_mode()
 def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                     max_new_tokens: int = 256, drop_finished: bool = True, eos_token_id: int | None = None,
-                    step_logits: list[torch.Tensor] | None = None, **visual: Any) -> torch.Tensor:
+                    step_logits: list[torch.Tensor] | None = None, contrast: float = 0.0,
+                    plausible: float = 0.3, **visual: Any) -> torch.Tensor:
     """Greedy reports for a LEFT-padded batch, the tokens `Reg2RG.generate(..., do_sample=False)` writes (new
     ids (B, steps), finished rows padded with the pad token), at a fraction of its per-step cost.
 
@@ -184,7 +186,8 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
     a quarter of the rows are done, so that the moves stay rare), and the step cost follows the reports still
     being written. `eos_token_id`: the token that ends a report (default: the tokenizer's). `step_logits`: a
     list that receives each step's raw logits (live rows, float32), for checks. Check `fast_greedy_blocker`
-    first.
+    first. `contrast`, `plausible`: image-contrastive greedy search, as in `greedy_generate_rereference` (the
+    batch's second half holds the reference inputs; rows are then kept to the end). Ids (B/2, steps).
     """
     llm, tok = model.llm(), model.tokenizer
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
@@ -193,6 +196,7 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
         raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
     embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D)
     b, p, _ = embeds.shape
+    half, drop_finished = _halves(b, contrast), drop_finished and not contrast
     cols = p + max_new_tokens
     valid = torch.ones(b, cols, dtype=torch.bool, device=embeds.device)  # generated columns count too
     if attention_mask is not None:
@@ -217,13 +221,13 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
     for step in range(max_new_tokens):
         if step_logits is not None:
             step_logits.append(logits.clone())
-        nxt = logits.masked_fill_(suppress, float("-inf")).argmax(-1)  # (rows,)
+        nxt = _next_tokens(tok, logits, suppress, out[:half, :step], half, contrast, plausible)  # (rows,)
         nxt = nxt.masked_fill(done, pad)  # a finished row writes (and is fed) padding, as in HF generate
         out[rows, step] = nxt
         done = done | (nxt == eos)
         n_done = int(done.sum())
         if n_done == len(rows) or step + 1 == max_new_tokens:
-            return out[:, : step + 1]
+            return out[:half, : step + 1]
         col = p + step
         if drop_finished and n_done and n_done * 4 >= len(rows):
             keep = (~done).nonzero().squeeze(1)
@@ -233,7 +237,7 @@ def greedy_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torc
         last = last + 1
         mask = step_mask[:, :, :, : col + 1] if step_mask is not None else None
         logits = decoder_pass(llm, layers, embed(nxt[:, None]), last, rope, kv, col, mask)
-    return out[:, :0]
+    return out[:half, :0]
 
 
 class RowWriter:
@@ -302,6 +306,71 @@ def heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has
     return heads
 
 
+#: A region head being written ("The region", "The region 3 is hea"): its digit and organ name are chosen
+#: without the contrast (the reference inputs show the same organ: contrasting would only add noise there).
+_IN_HEAD = re.compile(r"The region[^:.]*$")
+
+
+def _writing_head(tok: Any, written: torch.Tensor) -> torch.Tensor:
+    """(rows,) bool: the row's text ends inside a region head."""
+    return torch.tensor([bool(_IN_HEAD.search(tok.decode(row[-12:].tolist()))) for row in written],
+                        dtype=torch.bool, device=written.device)
+
+
+def _halves(rows: int, contrast: float) -> int:
+    """The rows whose reports are returned: all, or with `contrast` the first half (the second holds the
+    reference inputs)."""
+    if contrast and rows % 2:
+        raise KitError("contrastive decoding needs the batch's reference half: an even number of rows")
+    return rows // 2 if contrast else rows
+
+
+def _next_tokens(tok: Any, logits: torch.Tensor, suppress: torch.Tensor, written: torch.Tensor, half: int,
+                 contrast: float, plausible: float) -> torch.Tensor:
+    """The next token of every row (B,): greedy's, or the image-contrastive choice (`_pick`), which leaves a
+    region head being written (`written`: the first half's ids so far) to greedy."""
+    plain = _writing_head(tok, written) if contrast else None
+    return _pick(logits.masked_fill(suppress, float("-inf")), half, contrast, plausible, plain)
+
+
+def _pick(scores: torch.Tensor, half: int, contrast: float, plausible: float,
+          plain: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy's next tokens (B,) from the masked logits (B, V); with `contrast`, the contrastive choice of
+    rows :half (against rows half:), given to both halves; rows flagged in `plain` (half,) stay greedy."""
+    if not contrast:
+        return scores.argmax(-1)
+    real, reference = scores[:half], scores[half:]
+    logp = real.log_softmax(-1)
+    keep = logp >= logp.max(-1, keepdim=True).values + math.log(plausible)  # the plausible tokens
+    mixed = (real + contrast * (real - reference)).masked_fill(~keep, float("-inf"))
+    nxt = mixed.argmax(-1)
+    if plain is not None:
+        nxt = torch.where(plain, real.argmax(-1), nxt)
+    return torch.cat([nxt, nxt])
+
+
+def _prompt_columns(attention_mask: torch.Tensor | None, b: int, p: int, cols: int, dev: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(valid (B, cols): the prompt's non-padding columns, positions (B, P) as HF generate numbers them, the
+    prompt pass's (B, 1, P, P) causal mask without padding, None when no row is padded)."""
+    valid = torch.zeros(b, cols, dtype=torch.bool, device=dev)
+    valid[:, :p] = attention_mask.to(dev).bool() if attention_mask is not None else True
+    positions = (valid[:, :p].long().cumsum(-1) - 1).clamp(min=0)
+    prompt_mask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril()[None, None]
+                   & valid[:, None, None, :p]) if not bool(valid[:, :p].all()) else None
+    return valid, positions, prompt_mask
+
+
+def _head_and_placeholder_tokens(model: Reg2RG, vocab: int, dev: torch.device
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens that can end a region head (a colon in them), the Reg2RG placeholder tokens never written)."""
+    names = model.tokenizer.convert_ids_to_tokens(list(range(len(model.token_kind))))
+    colon = torch.tensor([":" in t for t in names], device=dev)
+    suppress = torch.zeros(vocab, dtype=torch.bool, device=dev)
+    suppress[model.reg2rg_token_ids] = True
+    return colon, suppress
+
+
 @torch.inference_mode()
 def greedy_generate_rereference(
     model: Reg2RG,
@@ -312,6 +381,8 @@ def greedy_generate_rereference(
     eos_token_id: int | None = None,
     step_logits: list[torch.Tensor] | None = None,
     forced: torch.Tensor | None = None,
+    contrast: float = 0.0,
+    plausible: float = 0.3,
     **visual: Any,
 ) -> torch.Tensor:
     """Greedy reports of a re-reference model (`Reg2RGConfig.rereference`): as `greedy_generate`, and when a
@@ -323,6 +394,12 @@ def greedy_generate_rereference(
     `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks
     that compare these logits with a teacher-forced pass. `step_logits` receives each step's logits (every
     row).
+
+    `contrast` > 0: image-contrastive greedy search (`samples.reference`). The batch's second half holds the
+    first half's prompts with reference inputs (every region's average image); both halves are fed the same
+    tokens, chosen on the first half as the argmax of `real + contrast * (real - reference)` (logits) among
+    the tokens whose probability is at least `plausible` times the most probable one's, except inside a region
+    head (its digit and organ name stay greedy's). Ids (B/2, steps).
     """
     llm, tok, cfg = model.llm(), model.tokenizer, model.config
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
@@ -331,22 +408,15 @@ def greedy_generate_rereference(
         raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
     embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D)
     b, p, _ = embeds.shape
-    dev, per = embeds.device, cfg.region_tokens
+    half, dev, per = _halves(b, contrast), embeds.device, cfg.region_tokens
     table, has_region = region_tables(model, input_ids, embeds)
     cols = p + max_new_tokens + cfg.max_regions * per  # room for one re-reference of every region
-    valid = torch.zeros(b, cols, dtype=torch.bool, device=dev)
-    valid[:, :p] = attention_mask.to(dev).bool() if attention_mask is not None else True
-    positions = (valid[:, :p].long().cumsum(-1) - 1).clamp(min=0)
-    prompt_mask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril()[None, None]
-                   & valid[:, None, None, :p]) if not bool(valid[:, :p].all()) else None
+    valid, positions, prompt_mask = _prompt_columns(attention_mask, b, p, cols, dev)
     layers = [DecoderLayer.of(layer) for layer in llm.model.layers]
     kv = StaticKV(len(layers), b, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
     rope = rope_table(llm, embeds, cols)
     logits = decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
-    colon = torch.tensor([":" in t for t in tok.convert_ids_to_tokens(list(range(len(model.token_kind))))],
-                         device=dev)  # tokens that can end a head
-    suppress = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
-    suppress[model.reg2rg_token_ids] = True
+    colon, suppress = _head_and_placeholder_tokens(model, logits.shape[-1], dev)
     out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=dev)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     inserted = torch.zeros(b, cfg.max_regions, dtype=torch.bool, device=dev)
@@ -367,18 +437,18 @@ def greedy_generate_rereference(
     for step in range(max_new_tokens):
         if step_logits is not None:
             step_logits.append(logits.clone())
-        nxt = logits.masked_fill(suppress, float("-inf")).argmax(-1)
+        nxt = _next_tokens(tok, logits, suppress, out[:half, :step], half, contrast, plausible)
         if forced is not None and step < forced.shape[1]:
             nxt = torch.where(forced[:, step].to(dev) >= 0, forced[:, step].to(dev), nxt)
         nxt = nxt.masked_fill(done, pad)
         out[:, step] = nxt
         done = done | (nxt == eos)
         if bool(done.all()) or step + 1 == max_new_tokens:
-            return out[:, : step + 1]
+            return out[:half, : step + 1]
         logits = run(all_rows, embed(nxt[:, None]))
         heads = heads_written(tok, out[:, : step + 1], (colon[nxt] & ~done), has_region, inserted)
         if heads:
             rows = torch.tensor([r for r, _ in heads], device=dev)
             which = torch.tensor([i for _, i in heads], device=dev)
             logits[rows] = run(rows, table[rows, which])  # (rows, P, D): region i's own tokens again
-    return out[:, :0]
+    return out[:half, :0]

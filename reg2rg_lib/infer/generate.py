@@ -38,6 +38,7 @@ from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.samples.device import batch_names, to_device
 from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
+from reg2rg_lib.samples.reference import reference_for, with_reference
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class DecodeSettings:
     temperature: float | None = None
     seed: int = 0  # for sampling: the same seed gives the same reports
     num_beams: int = 1  # > 1: beam search (`infer.beam.beam_generate`) instead of greedy
+    # > 0: image-contrastive greedy search (`samples.reference`): next token by own + c * (own - reference)
+    image_contrast: float = 0.0
+    contrast_plausible: float = 0.3  # ... among tokens with at least this share of the top probability
 
     @classmethod
     def paper(cls, seed: int = 0) -> DecodeSettings:
@@ -64,7 +68,8 @@ class DecodeSettings:
     def from_profile(cls, section: GenerateSection | None, **overrides: Any) -> DecodeSettings:
         """The profile's `generate` settings (None: the defaults); `overrides` that are not None win. Sampling
         without a temperature takes the Llama-2-chat generation config's (temperature 0.6, top_p 0.9)."""
-        keys = {"max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "seed", "num_beams"}
+        keys = {"max_new_tokens", "do_sample", "top_k", "top_p", "temperature", "seed", "num_beams",
+                "image_contrast", "contrast_plausible"}
         given = asdict(section) if section is not None else {}
         values = {k: v for k, v in given.items() if k in keys and v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -76,6 +81,9 @@ class DecodeSettings:
     def describe(self) -> str:
         if not self.do_sample and self.num_beams > 1:
             return f"beam search, num_beams={self.num_beams}, max_new_tokens={self.max_new_tokens}"
+        if not self.do_sample and self.image_contrast:
+            return (f"image-contrastive greedy, contrast={self.image_contrast:g}, plausible="
+                    f"{self.contrast_plausible:g}, max_new_tokens={self.max_new_tokens}")
         if not self.do_sample:
             return f"greedy, max_new_tokens={self.max_new_tokens}"
         return (f"sampling top_k={self.top_k}, top_p={self.top_p}, temperature={self.temperature}, "
@@ -83,7 +91,11 @@ class DecodeSettings:
 
     def hf_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for a Hugging Face `generate` call."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("seed",) and v is not None}
+        if self.image_contrast:
+            raise KitError("image-contrastive decoding runs in the kit's greedy loop only, not Hugging Face "
+                           "generate; set generate.image_contrast: 0")
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("seed", "image_contrast", "contrast_plausible") and v is not None}
         if self.num_beams == 1:
             out.pop("num_beams")
         if not self.do_sample:
@@ -109,6 +121,12 @@ def decode_engine(model: Reg2RG, decode: DecodeSettings, engine: str = "auto") -
     `decode` on `model`, as `engine` asks."""
     if engine not in ("auto", "hf", "kit"):
         raise KitError(f"unknown generation engine {engine!r}; expected auto, hf or kit")
+    if decode.image_contrast and (decode.do_sample or decode.num_beams > 1 or engine == "hf"):
+        raise KitError("generate.image_contrast: image-contrastive decoding is a greedy search (kit engine, "
+                       "do_sample: false, num_beams: 1); set image_contrast: 0 for the other decodings")
+    if decode.image_contrast < 0 or not 0.0 < decode.contrast_plausible <= 1.0:
+        raise KitError(f"generate.image_contrast must be >= 0 (got {decode.image_contrast}) and "
+                       f"generate.contrast_plausible in (0, 1] (got {decode.contrast_plausible})")
     if decode.num_beams < 1 or (decode.do_sample and decode.num_beams > 1):
         raise KitError(
             f"generate.num_beams={decode.num_beams}: expected 1, or more than 1 with do_sample: false "
@@ -184,6 +202,7 @@ def generate_predictions(
     # position
     data = ReportDataset(cache, split, tok, cfg, features=features,
                          shuffle_regions=region_order == "shuffled", with_targets=False, names=names)
+    reference = _reference(model, cache, features) if decode.image_contrast else None
     device = next(model.parameters()).device
     collate = Collator(tok.pad_token_id, padding_side="left")
     model.eval()
@@ -197,22 +216,13 @@ def generate_predictions(
         bar = tqdm(total=len(data), initial=len(data) - len(todo), desc=f"generate ({split})",
                    disable=not progress, dynamic_ncols=True)
         for group in batch_groups(todo, [len(data.records[i].regions) for i in todo], batch_size):
-            batch = collate([data[i] for i in group])
+            items = [data[i] for i in group]
+            batch = collate(items + [with_reference(it, reference) for it in items] if reference else items)
             inputs = {k: v for k, v in model_inputs(to_device(batch, device)).items() if k != "labels"}
             if decode.do_sample:  # sampling is seeded per batch: a resumed run draws what it would have
                 torch.manual_seed(decode.seed + group[0])
             try:
-                with torch.inference_mode():
-                    if use_kit and decode.num_beams > 1:
-                        ids = beam_generate(model, **inputs, num_beams=decode.num_beams,
-                                            max_new_tokens=decode.max_new_tokens)
-                    elif use_kit and cfg.rereference:
-                        ids = greedy_generate_rereference(model, **inputs,
-                                                          max_new_tokens=decode.max_new_tokens)
-                    elif use_kit:
-                        ids = greedy_generate(model, **inputs, max_new_tokens=decode.max_new_tokens)
-                    else:
-                        ids = model.generate(**inputs, **decode.hf_kwargs())  # (B, new_tokens)
+                ids = _decode_batch(model, inputs, decode, use_kit)
             except torch.OutOfMemoryError as err:
                 raise KitError(f"out of memory generating case(s) {batch_names(batch)}: lower generate."
                                f"batch_size (now {batch_size})") from err
@@ -220,7 +230,7 @@ def generate_predictions(
                 raise KitError(f"generation failed on case(s) {batch_names(batch)}: {type(err).__name__}: "
                                f"{str(err).splitlines()[0] if str(err) else ''}") from err
             rows = []
-            for i, sample, text in zip(group, batch["samples"], model.decode(ids)):
+            for i, sample, text in zip(group, batch["samples"][: len(group)], model.decode(ids)):
                 rec = data.records[i]
                 gt = build_target(sample.regions, rec.reports, cfg)  # the prompt's region order
                 rows.append((rec.name, sample.prompt, gt, " ".join(text.split())))
@@ -231,6 +241,32 @@ def generate_predictions(
     rows = sorted(read_predictions(out_csv), key=lambda r: order.get(r["AccNum"], len(order)))
     write_csv_atomic(out_csv, PRED_COLUMNS, rows, lineterminator="\n")
     return Path(out_csv)
+
+
+@torch.inference_mode()
+def _decode_batch(model: Reg2RG, inputs: dict[str, Any], decode: DecodeSettings, use_kit: bool
+                  ) -> torch.Tensor:
+    """The new token ids (B, steps) of one batch: the kit's beam search or greedy loop, else HF generate."""
+    if use_kit and decode.num_beams > 1:
+        return beam_generate(model, **inputs, num_beams=decode.num_beams,
+                             max_new_tokens=decode.max_new_tokens)
+    if use_kit:
+        loop = greedy_generate_rereference if model.config.rereference else greedy_generate
+        return loop(model, **inputs, max_new_tokens=decode.max_new_tokens, contrast=decode.image_contrast,
+                    plausible=decode.contrast_plausible)
+    return model.generate(**inputs, **decode.hf_kwargs())
+
+
+def _reference(model: Reg2RG, cache: PrepCache, features: FeatureCache | None) -> dict[str, torch.Tensor]:
+    """The reference inputs of image-contrastive decoding: the model's own, else computed from the prep
+    cache's train split (with the generated split's feature setting)."""
+    train = None
+    if not getattr(model, "reference_inputs", None) and cache.cases("train"):
+        names = [r.name for r in cache.cases("train")]
+        train_features = None if features is None else feature_cache_for(model, cache, names, progress=False)
+        train = ReportDataset(cache, "train", model.tokenizer, model.config, features=train_features,
+                              shuffle_regions=False, with_targets=False)
+    return reference_for(model, train)
 
 
 def check_image_size(model_dir: Path, cache: PrepCache) -> None:

@@ -46,6 +46,7 @@ from reg2rg_lib.model.weights import (
     load_saved_state,
     read_llm,
     read_pretrained,
+    read_reference,
     save_pretrained,
 )
 
@@ -191,6 +192,8 @@ class Reg2RG(nn.Module):
         else:
             add_reg2rg_tokens(tokenizer, cfg)
         self.config, self.tokenizer = cfg, tokenizer
+        # each organ's average inputs over the train cases (`samples.reference`), saved with the model if set
+        self.reference_inputs: dict[str, torch.Tensor] | None = None
         vocab = tokenizer.get_vocab()
         self.base_vocab = vocab[STRUCT_TOKENS[0]]  # rows of the LLM's original table (official `weight`)
 
@@ -424,6 +427,7 @@ class Reg2RG(nn.Module):
         load_saved_state(model, state, where)
         if not legacy and cfg.llm_finetune == "lora":
             load_adapter(model, path)
+        model.reference_inputs = read_reference(path)
         return model.to(device) if device is not None else model
 
 

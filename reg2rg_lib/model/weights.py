@@ -50,7 +50,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reg2rg_lib.errors import BadInputError, KitError
-from reg2rg_lib.io import atomic_dir, write_json_atomic
+from reg2rg_lib.io import atomic_dir, atomic_path, write_json_atomic
 from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.tokenizer import load_tokenizer, save_tokenizer
@@ -162,6 +162,12 @@ def save_pretrained(model, out_dir: str | os.PathLike[str]) -> Path:
         write_json_atomic(tmp / EMBEDDING_CONFIG, {"llm_dim": model.llm_dim, "reg2rg_config": cfg.to_dict()})
         save_file(embedding, str(tmp / EMBEDDING_WEIGHTS), metadata={"format": "pt"})
     stale = [folder.legacy_weights]
+    reference = getattr(model, "reference_inputs", None)
+    if reference:
+        with atomic_path(folder.reference) as tmp:
+            save_file({k: v.contiguous() for k, v in reference.items()}, str(tmp), metadata={"format": "pt"})
+    else:
+        stale.append(folder.reference)
     if _llm_is_saved(model, cfg):
         _save_llm(model.lang_model, folder.llm)
     else:
@@ -320,3 +326,14 @@ def load_saved_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             found = list(own[key].shape) if key in own else "absent"
             raise BadInputError(where, f"{key} {list(tensor.shape)} does not fit the model ({found})")
     model.load_state_dict(state, strict=False)
+
+
+def read_reference(path: str | os.PathLike[str]) -> dict[str, torch.Tensor] | None:
+    """The model folder's reference inputs (`samples.reference`), None where it has none."""
+    file = ModelFolder(path).reference
+    if not file.is_file():
+        return None
+    try:
+        return load_file(str(file))
+    except Exception as err:
+        raise BadInputError(file, f"unreadable reference inputs ({err}); delete it to recompute") from None

@@ -9,6 +9,8 @@ inference).
     device.py         `to_device` (batches onto a device) and `batch_names` (a batch's cases, for errors)
     inputs.py         `ensure_inputs`: the profile folder's prep cache and tokenizer, before training
                       (`ensure_inputs_once` under torchrun; `check_inputs`: what training reads)
+    reference.py      each organ's average inputs over the train cases, the reference that image-contrastive
+                      decoding (`generate.image_contrast`) compares a case's own inputs with
 
 It sits between the model (which it builds inputs for) and the stages that run the model: train and infer.
 """

@@ -146,6 +146,15 @@ class ReportDataset(torch.utils.data.Dataset):
         drop = set(rng.sample(keep, rng.randint(1, min(self.region_dropout_max, n - 1))))
         return [i for i in keep if i not in drop]
 
+    def case_tensors(self, index: int) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """Case `index`'s regions and visual tensors in the canonical order (no prompt, no dropout): what
+        `samples.reference.reference_inputs` averages."""
+        rec = self.records[index]
+        tensors = dict(self._images[rec.name])
+        if self.features is not None:
+            tensors.update(self.features.get(rec.name))
+        return list(rec.regions), tensors
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         rng = self.region_rng(rec.name)

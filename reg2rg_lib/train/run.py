@@ -32,6 +32,7 @@ from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
 from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, use_feature_cache
 from reg2rg_lib.samples.inputs import check_inputs
+from reg2rg_lib.samples.reference import reference_inputs
 from reg2rg_lib.train.checkpoints import check_resume_config
 from reg2rg_lib.train.fast import FastTrainData, fast_step_fn, unsupported_reason
 from reg2rg_lib.train.loop import TrainResult, TrainSettings, fit, make_accelerator, seed_everything
@@ -125,6 +126,8 @@ def train_run(
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
                             region_dropout_max=settings.region_dropout_max, region_few=settings.region_few)
+    if profile.generate.image_contrast:  # saved with every checkpoint's model (samples.reference)
+        model.reference_inputs = reference_inputs(dataset.case_tensors(i) for i in range(len(dataset)))
     if acc.is_main_process:
         _write_run_config(
             Path(run_dir), profile, cache_dir, tokenizer_dir, len(dataset), features, settings, cfg
