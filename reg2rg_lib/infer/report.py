@@ -43,6 +43,7 @@ from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.model import Reg2RG
 from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.regions import REGIONS, RegionParagraph, split_regions
+from reg2rg_lib.samples.features import feature_cache_for, use_feature_cache
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +175,12 @@ def generate_case(model: Reg2RG, ct: str | os.PathLike[str], regions_dir: str | 
         cache, skipped = one_case_cache(entry, params, Path(tmp))
         regions = cache.cases(CASE_SPLIT)[0].regions
         out_csv = RunFolder(tmp).predictions()
+        # the frozen ViT's features as `reg2rg generate` feeds them (and as image-contrastive decoding's
+        # reference was averaged)
+        features = feature_cache_for(model, cache, [entry.name], progress=False) \
+            if use_feature_cache(model, None) else None
         generate_predictions(model, cache, out_csv, split=CASE_SPLIT, decode=decode, batch_size=1,
-                             names=[entry.name], progress=False)
+                             names=[entry.name], progress=False, features=features)
         rows = read_predictions(out_csv)
     if len(rows) != 1:
         raise KitError(f"generation wrote {len(rows)} rows for case {entry.name}, expected 1")

@@ -110,8 +110,9 @@ def test_report_command_says_which_region_got_no_paragraph(tmp_path, monkeypatch
         row = {"AccNum": NAME, "Question": "q", "GT_combined_report": "-", "Pred_combined_report": text}
         return write_csv_atomic(out_csv, PRED_COLUMNS, [row], lineterminator="\n")
 
-    monkeypatch.setattr("reg2rg_lib.infer.generate.load_model",
-                        lambda *a, **k: SimpleNamespace(config=SimpleNamespace(image_size=(16, 16, 8))))
+    model = SimpleNamespace(config=SimpleNamespace(image_size=(16, 16, 8)),
+                            embedding_layer=SimpleNamespace(vision_encoder=None))  # no ViT: no feature cache
+    monkeypatch.setattr("reg2rg_lib.infer.generate.load_model", lambda *a, **k: model)
     monkeypatch.setattr("reg2rg_lib.infer.report.generate_predictions", fake_generation)
     assert (
         cli_main(

@@ -57,6 +57,11 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
     assert not _row(table, "organ-name loss weight") and not _row(table, "learning-rate schedule")
     more_dropout = deviations(load_profile("demo", overrides={"train.region_dropout": 0.5}))
     assert _row(more_dropout, "region dropout")["demo"].startswith("50%")
+    few = _row(deviations(load_profile("demo", overrides={"train.region_few": 0.25})), "region dropout")
+    assert "25% keep only 1-3 regions" in few["demo"]
+    greedy = deviations(load_profile("demo", overrides={"generate.image_contrast": 0.0}))
+    assert "contrastive" not in _row(greedy, "decoding")["demo"]
+    assert "contrastive" in _row(deviations(load_profile("demo")), "decoding")["demo"]
     pretrained = deviations(load_profile("demo", overrides={"model.vision_checkpoint": "pretrained"}))
     assert "CPU-pretrained stand-in" in _row(pretrained, "vision encoder")["demo"]
     random_vit = deviations(load_profile("demo", overrides={"model.vision_checkpoint": None}))
