@@ -1,7 +1,9 @@
 """The kit's own LLaMA decoding loops over a preallocated key/value cache: greedy search (`greedy_generate`,
 the tokens Hugging Face `generate(do_sample=False)` writes at a fraction of its per-step cost) and greedy
 search for re-reference models (`greedy_generate_rereference`, region i's tokens fed again after each "The
-region i is <organ>:"). `infer.generate` picks the loop for a run.
+region i is <organ>:"). Either loop can instead run image-contrastive greedy search (`contrast`, `plausible`):
+each token is chosen against the same prompts with reference inputs (`samples.reference`), fed in the batch's
+second half. `infer.generate` picks the loop for a run.
 
 The pieces the loops are built from are public, so that `infer.beam` builds beam search from the same ones:
 
@@ -13,6 +15,9 @@ The pieces the loops are built from are public, so that `infer.beam` builds beam
   the last position's logits;
 - `region_tables(model, input_ids, embeds)`, `heads_written(...)`: what re-reference inserts, and which rows
   have just written "The region i is <organ>:".
+
+One file over 400 lines: both loops are built from the same cache and layer pass and the same private token
+choice (`_next_tokens`, `_pick`, `_halves`); split, that choice would become an API between files.
 """
 
 from __future__ import annotations
