@@ -21,6 +21,10 @@ The paper labelled reports with a RadBERT classifier from the hub. Two labelers 
 `get_labeler("rules" | PATH)` picks one. Agreement of the rules with the released RadBERT labels and with the
 exact labels of the embedded benchmark is measured by `agreement()` and written up in
 data_manifests/labeler_agreement.md.
+
+One file over 400 lines: about 150 lines are `PATTERNS` and the cue expressions, the rule labeler's own record
+of what counts as a mention; the clause and negation rules read them, and `find_mentions` lends the same rules
+to grounded findings.
 """
 
 from __future__ import annotations

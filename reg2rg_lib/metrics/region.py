@@ -1,7 +1,8 @@
-"""Region recognition: does the model name the organ of each prompt region correctly?
+"""Per-region scores of numbered reports: region recognition, topic consistency, region-level CE.
 
-Reg2RG's region-report alignment makes the model start each paragraph with "The region i is <organ>:", where
-region i is the i-th mask of the prompt. Comparing those names with the reference's gives:
+Region recognition: does the model name the organ of each prompt region correctly? Reg2RG's region-report
+alignment makes the model start each paragraph with "The region i is <organ>:", where region i is the i-th
+mask of the prompt. Comparing those names with the reference's gives:
 - per-sample accuracy: share of the reference's numbered regions whose predicted name is right (mean±std over
   samples with at least one numbered region);
 - per-region precision/recall/F1 over all (sample, index) slots: a slot whose reference is R counts as TP for
