@@ -7,6 +7,10 @@ Each case's tensors are computed by `data.case_tensors.prepare_case`. Cache layo
 recomputed only when the parameters or its input files (size, mtime) change. Case files are byte-reproducible
 (`stable_safetensors`). At dataset scale, `prepare(shard=(k, n))` prepares one of n disjoint parts and
 `merge_shards` joins their manifests (`reg2rg prepare --shard K/N`, `--merge`).
+
+One file over 400 lines: writing, sharding, merging and reading the cache all go through its manifest
+(`_read_manifest`, the case records and their source keys), and the shards' manifests must merge into exactly
+the one an unsharded run writes.
 """
 
 from __future__ import annotations
