@@ -7,6 +7,8 @@ run's files with their numbers in them, so that no sentence can contradict the o
                                        printed?
     region_accuracy_check(metrics, p)  notebook 04: the profile's region-accuracy goal, checked
     topic_consistency_check(metrics, p)  notebook 04: the profile's topic-consistency goal, checked
+    image_use_check(table, p)          notebook 04: the profile's image-use goal, checked
+    component_checks(summary, stats)   notebook 05: the paper's claims of Tables 4-7, checked on the grid
     expectation(cond, text, measured)  an expectation stated in a notebook: a visible "Warning:" box when it
                                        fails
 
@@ -15,6 +17,10 @@ seed placement) is `report.results`'s, built on these.
 
 Each story function returns Markdown (a `str`); a notebook shows it with `display(Markdown(...))`.
 `expectation` returns an `Expectation`, which Jupyter renders as Markdown by itself.
+
+One file over 400 lines: every sentence and expectation the notebooks state about a run, on one `Expectation`
+type and one wording of p-values and verdicts (`p_in_words`, `_p_of`), so that the same finding reads the same
+in each notebook.
 """
 
 from __future__ import annotations

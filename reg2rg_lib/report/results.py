@@ -10,6 +10,9 @@ taken from the ablation registry (`experiments.grid`).
 
 The p-values in words (`narrative.ablation_story`) stay in notebook 05 and benchmarks/RESULTS.md; here a run's
 tests against `full` and the baselines become the verdict's and the paper lines' words.
+
+One file over 400 lines: the verdict, the table, the paper lines and the glossary are parts of one generated
+README block, read from the same summary and stats with the same tests (`_tested`, `ALPHA`).
 """
 
 from __future__ import annotations

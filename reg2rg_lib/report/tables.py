@@ -22,6 +22,10 @@ No number "as printed in the paper" is typed in here: the released files are the
 (`report.release_readers` reads and recomputes them), and the kit's numbers are computed. Every table is
 written by `report.table_writer.save_table` (CSV + Markdown + LaTeX); a rerun on the same inputs writes
 identical bytes. `grounded_view` is notebook 04's view of the grounded findings.
+
+One file over 400 lines: one builder per table, and Tables 1-8 name each row's source by one rule
+(`_kit_source`, `CTRG`, `BENCHMARK`, `RELEASED_BY`), so that the two kinds of numbers are kept apart in one
+place.
 """
 
 from __future__ import annotations
