@@ -1,4 +1,4 @@
-"""`Reg2RGConfig`: every size and switch of the model in one dataclass, with named presets.
+"""`Reg2RGConfig`: every size and switch of the model in one dataclass, with named presets and LLM shapes.
 
 Presets (`Reg2RGConfig.preset(name, image_size=...)`):
 - `cpu-tiny`: trains on 2 CPU cores in minutes (LLM `scratch-2x128`: a 2-layer, 128-wide LLaMA-architecture
@@ -14,6 +14,9 @@ configs and run names keep working.
 
 The image size always comes from the profile (`profile.data.image_size`), never from the preset: a preset only
 fixes patch sizes, and `validate()` checks that they divide the image size.
+
+One file over 400 lines: one dataclass of some fifty commented fields; the presets, LLM architectures and
+instructions around it are values of those fields.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ embeddings.
 Module names follow the official checkpoint: `embedding_layer.{vision_encoder, mask_encoder, perceiver, fc,
 mask_fc, image_token_weight, region_token_weight}` and `lang_model` (the peft-wrapped LLM), so `checkpoint.py`
 maps the released weights with almost no renaming.
+
+One file over 400 lines: `Reg2RG` and the `Reg2RGEmbedding` it owns are one module tree, the official
+checkpoint's, which `official_key_shapes` reads from these classes; the folder format is `weights.py`'s.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ arithmetic:
 It needs cached ViT features (`train.feature_cache`), a LLaMA-architecture LLM without dropout in attention
 and without gradient checkpointing, and one process (it calls the model's parts, not a DDP wrapper's forward);
 `unsupported_reason` says why it does not apply.
+
+One file over 400 lines: `FastTrainData`'s batches are laid out for `fast_loss` alone (the splice index, the
+normalised media, the target rows), and `verify` checks its items against the dataset's before that loss
+trains on them; split, the batch layout would become an API between files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Vision pretraining: the CPU stand-in for RadFM's pretrained ViT3D (`reg2rg pretrain-vision`).
+"""Vision pretraining: the CPU stand-in for RadFM's pretrained ViT3D (`reg2rg pretrain-vision`), and whether a
+profile's runs need it.
 
 The paper freezes RadFM's ViT3D, pretrained on millions of radiology images; the CPU presets' ViT is far
 smaller and, without this step, random. Here the preset's ViT3D is trained on the prep cache's **train split
@@ -16,6 +17,12 @@ tokens, fit on train crops and scored on validation crops (micro-F1 over the abn
 organ accuracy), for the random initialisation and for the pretrained encoder. The encoder is written as RadFM
 writes its ViT (`RadFM_vit3d.pth`: a plain state dict with the kit's ViT3D key names), so the model loads it
 through the same `vision_checkpoint` path as RadFM's real weights.
+
+`ensure_pretrained_vision` (notebook 02, the ablation runner) pretrains the profile folder's ViT when a run
+loads it and no matching one is there, and reuses it otherwise; `probe_table` shows `pretrain.json`'s probes.
+
+One file over 400 lines: the reuse check trusts the `pretrain.json` this file writes (`VISION_FIELDS`, the
+objective), so the record and the check that reads it back stay together.
 """
 
 from __future__ import annotations
