@@ -1,4 +1,5 @@
-"""Where each stage reads and writes inside one profile run's output folder.
+"""Where each stage reads and writes: one profile run's output folder, and the file names of every folder the
+kit reads or writes (a run, its metrics, a saved model, a checkpoint, a case report, the authors' release).
 
 A later stage reads only what an earlier one wrote here, so any notebook can run on its own once its inputs
 exist.
@@ -14,6 +15,10 @@ exist.
       summary.json         the main job's summary (headline metrics per run)
       ablation_stats.csv   bootstrap CIs and paired tests of the ablation grid
       baselines.json       the reference-free baselines (`baselines/<name>/` hold their own run files)
+
+One file over 400 lines: it is the kit's table of file names, mostly two-line properties, one per file, so
+that each name is written once; the folders name files of each other (`RunFolder.metrics_summary`,
+`ReleaseFolder.nlg_results`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ Where the data comes from, in order of preference:
    elsewhere).
 
 `reg2rg doctor` reports which source is in use (`check_nltk`).
+
+One file over 400 lines: the kit's copy is built where the lookup searches (`kit_nltk_dir`, the two resource
+paths), and `fetch_nltk_data` skips what the same lookup already finds; split, that folder layout would be
+stated in two files that must agree.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ writes at run time (captions, messages; docstrings are not read). What is checke
   that describes the rule quotes the code's rule string.
 
     python -m reg2rg_lib.nbtools.prose        # list the drift found (exit 1), or say that there is none
+
+One file over 400 lines: one checker; its checks read the same sources (notebooks, table captions, library
+strings), most of them sentence by sentence (`sentences`), and `check_kit` runs them together.
 """
 
 from __future__ import annotations
