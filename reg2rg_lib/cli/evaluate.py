@@ -251,7 +251,7 @@ def _grounded(args: argparse.Namespace) -> int:
 
 def _region_ce(args: argparse.Namespace) -> int:
     from reg2rg_lib.metrics.labeler import get_labeler
-    from reg2rg_lib.metrics.region import (
+    from reg2rg_lib.metrics.region_ce import (
         region_ce,
         region_ce_from_folder,
         region_report_tables,

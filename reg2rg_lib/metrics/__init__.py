@@ -6,9 +6,9 @@ Modules
 - `nltk_assets`: WordNet + Punkt for METEOR without nltk's downloader (`reg2rg assets fetch` builds them).
 - `labeler`: report -> 18 CT-RATE labels (`RuleLabeler`, or a local transformers classifier).
 - `ce`: clinical-efficacy precision/recall/F1 in the authors' file formats (`evaluate_ce`).
-- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`), topic consistency (the
-  share of generated paragraphs whose sentences belong to the organ they name: `topic_consistency`), and
-  region-level CE (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
+- `region`: region-recognition accuracy and per-region P/R/F1 (`region_recognition`) and topic consistency
+  (the share of generated paragraphs whose sentences belong to the organ they name: `topic_consistency`).
+- `region_ce`: region-level CE (`region_ce`, the authors' `all_regions_macro_avg_results.csv`).
 - `image_use`: does the model read the image? Per benchmark label, a probe of the spliced region vectors
   (carried), the teacher-forced log-odds AUC with the case's own vectors (used) and another case's (control)
   (`evaluate_image_use`, `image_use_table`).

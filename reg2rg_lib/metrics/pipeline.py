@@ -42,13 +42,12 @@ from reg2rg_lib.metrics.grounded import (
 from reg2rg_lib.metrics.labeler import get_labeler
 from reg2rg_lib.metrics.model_based import evaluate_model_based
 from reg2rg_lib.metrics.nlg import evaluate_nlg, evaluate_nlg_by_region, nlg_replicates, write_nlg_outputs
-from reg2rg_lib.metrics.region import (
+from reg2rg_lib.metrics.region import region_recognition, write_region_outputs
+from reg2rg_lib.metrics.region_ce import (
     region_ce,
     region_ce_headline,
-    region_recognition,
     region_report_tables,
     write_region_ce_outputs,
-    write_region_outputs,
 )
 from reg2rg_lib.metrics.stats import bootstrap_indices, nanmean_replicates, paired_test
 from reg2rg_lib.paths import MetricsFolder

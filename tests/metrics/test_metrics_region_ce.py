@@ -8,7 +8,7 @@ import pytest
 
 from reg2rg_lib.cli import main
 from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.metrics.region import (
+from reg2rg_lib.metrics.region_ce import (
     REGION_CE_COLUMNS,
     numbered_paragraphs,
     region_ce,
