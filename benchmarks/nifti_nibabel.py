@@ -1,4 +1,4 @@
-"""nibabel against the hand-written NIfTI code it replaced: decoding (`data.layout.read_nifti`) and
+"""nibabel against the hand-written NIfTI code it replaced: decoding (`data.nifti.read_nifti`) and
 nearest-neighbour label resampling (`data.segmentation.nearest_labels`), timed and compared voxel for voxel.
 
     python benchmarks/nifti_nibabel.py [--rev 468a197] [--case-dir DIR] [--repeat 3] [--json]
@@ -26,7 +26,7 @@ import numpy as np
 
 from reg2rg_lib.bench.common import report
 from reg2rg_lib.bench.preprocess import write_fullres_case
-from reg2rg_lib.data import layout, prep, segmentation
+from reg2rg_lib.data import nifti, prep, segmentation
 from reg2rg_lib.data.manifest import CaseEntry
 from reg2rg_lib.env.assets import find_ct_source
 from reg2rg_lib.env.doctor import machine
@@ -58,7 +58,7 @@ def best(fn, repeat: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def same(a: layout.Nifti, b: layout.Nifti) -> bool:
+def same(a: nifti.Nifti, b: nifti.Nifti) -> bool:
     return (a.data.dtype == b.data.dtype and a.data.tobytes() == b.data.tobytes()
             and np.array_equal(a.affine, b.affine) and a.spacing == b.spacing)
 
@@ -69,18 +69,18 @@ def run(rev: str, folder: Path, repeat: int) -> dict:
     volume, masks = write_fullres_case(folder)
     files = [(volume, "volume"), *[(p, "mask") for p in masks.values()]]
     figures = {**machine(), "rev": rev}
-    equal = all(same(old_layout.read_nifti(p, k), layout.read_nifti(p, k)) for p, k in files)
-    for name, read in (("old", old_layout.read_nifti), ("new", layout.read_nifti)):
+    equal = all(same(old_layout.read_nifti(p, k), nifti.read_nifti(p, k)) for p, k in files)
+    for name, read in (("old", old_layout.read_nifti), ("new", nifti.read_nifti)):
         figures[f"decode_{name}_s"], figures[f"decode_{name}_cpu_s"] = best(
             lambda read=read: [read(p, k) for p, k in files], repeat)
     entry = CaseEntry("cxr", "test", volume, masks, {r: "" for r in masks}, "", {})
     params = prep.PrepParams(image_size=(256, 256, 64))
-    for name, read in (("old", old_layout.read_nifti), ("new", layout.read_nifti)):
+    for name, read in (("old", old_layout.read_nifti), ("new", nifti.read_nifti)):
         prep.read_nifti = read  # prepare_case decodes through this name
         figures[f"prepare_case_{name}_s"], _ = best(
             lambda: prep.prepare_case(entry, params, threads=2), repeat
         )
-    prep.read_nifti = layout.read_nifti
+    prep.read_nifti = nifti.read_nifti
     labels_img = nib.load(find_ct_source().labels)
     labels, src = np.asarray(labels_img.dataobj).astype(np.uint8), labels_img.affine
     turn = np.deg2rad(3.0)

@@ -44,12 +44,6 @@ MAX_MODULE_LINES = 400
 #: What a longer module's docstring says, in a sentence of its own: "One file over 400 lines: <why this is one
 #: job that does not split well>".
 LONG_MODULE_REASON = "One file over"
-#: Modules over MAX_MODULE_LINES that do two jobs, and so have no such reason: each waits for the split named
-#: here (issue 28). An entry that no longer needs its place here fails the test too.
-SPLIT_PENDING = {
-    "reg2rg_lib/data/layout.py": "NIfTI reading and writing (`Nifti`, `read_nifti`, `check_aligned`, "
-                                 "`write_nifti`) apart from the dataset layout",
-}
 
 
 @dataclass(frozen=True)
@@ -342,16 +336,10 @@ def test_functions_fit_on_a_screen(package):
 
 
 def test_long_modules_say_why_they_are_one_file(package):
-    found = {p.rsplit(" (", 1)[0]: p for p in unexplained_long_modules(package)}
     problems = [
         f"{p}: its module docstring gives no reason; add \"{LONG_MODULE_REASON} {MAX_MODULE_LINES} lines: "
         "<why this is one job>\", or split it"
-        for rel, p in found.items() if rel not in SPLIT_PENDING
-    ]
-    problems += [
-        f"{rel}: listed in SPLIT_PENDING ({why}), but it is no longer over {MAX_MODULE_LINES} lines without "
-        "a reason: take it off the list"
-        for rel, why in SPLIT_PENDING.items() if rel not in found
+        for p in unexplained_long_modules(package)
     ]
     assert not problems, _report(problems)
 

@@ -34,7 +34,8 @@ def write_fullres_case(folder: Path) -> tuple[Path, dict[str, Path]]:
     # runs
     import nibabel as nib
 
-    from reg2rg_lib.data.layout import mask_filename, write_nifti
+    from reg2rg_lib.data.layout import mask_filename
+    from reg2rg_lib.data.nifti import write_nifti
     from reg2rg_lib.data.resize import area_resize
     from reg2rg_lib.data.synth.anatomy import (
         FINE,

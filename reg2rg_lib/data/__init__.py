@@ -1,7 +1,7 @@
 """Data: the RadGenome-ChestCT layout (real or embedded), the embedded benchmark, the paper's preprocessing.
 
-    layout.py     find volumes, region masks and CSVs in the RadGenome-ChestCT layout; read/write NIfTI
-                  safely
+    layout.py     find volumes, region masks and CSVs in the RadGenome-ChestCT layout; read its tables
+    nifti.py      read/write NIfTI safely (checked reading, byte-reproducible writing)
     manifest.py   index a dataset (cases, splits, files, what was skipped and why) and write its manifest
     synth/        the embedded benchmark: a real CT -> N patients with known findings and reports
                   (`reg2rg synth`)

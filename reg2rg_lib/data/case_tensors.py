@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reg2rg_lib.data.layout import Nifti, check_aligned, read_nifti
 from reg2rg_lib.data.manifest import CaseEntry
+from reg2rg_lib.data.nifti import Nifti, check_aligned, read_nifti
 from reg2rg_lib.data.params import PrepParams
 from reg2rg_lib.errors import BadInputError
 

@@ -13,7 +13,7 @@ Readers, and why:
   PixelSpacing, RescaleSlope/Intercept, GantryDetectorTilt, TransferSyntaxUID) and says, per transfer syntax,
   whether a pixel decoder is installed, so a compressed series without one fails with a clear message instead
   of a traceback.
-- NIfTI: nibabel, through the kit's own checked reader (`data.layout.read_nifti`).
+- NIfTI: nibabel, through the kit's own checked reader (`data.nifti.read_nifti`).
 - NRRD / MHA / MHD: SimpleITK (the `io` extra: `pip install "reg2rg-kit[io]"`), imported only when such a file
   comes.
 
@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
-from reg2rg_lib.data.layout import NIFTI_SUFFIX, SPLIT_PREFIXES, read_nifti, volume_relpath, write_nifti
+from reg2rg_lib.data.layout import NIFTI_SUFFIX, SPLIT_PREFIXES, volume_relpath
+from reg2rg_lib.data.nifti import read_nifti, write_nifti
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.io import atomic_path, write_json_atomic
 

@@ -43,15 +43,8 @@ import numpy as np
 import yaml
 from nibabel.processing import resample_from_to
 
-from reg2rg_lib.data.layout import (
-    NIFTI_SUFFIX,
-    Nifti,
-    case_id,
-    mask_dirname,
-    mask_filename,
-    read_nifti,
-    write_nifti,
-)
+from reg2rg_lib.data.layout import NIFTI_SUFFIX, case_id, mask_dirname, mask_filename
+from reg2rg_lib.data.nifti import Nifti, read_nifti, write_nifti
 from reg2rg_lib.data.resize import bounding_box
 from reg2rg_lib.data.synth.anatomy import (
     FINE,

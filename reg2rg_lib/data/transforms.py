@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from monai.transforms import Compose, DeleteItemsd, MapTransform
 
-from reg2rg_lib.data.layout import check_aligned, read_nifti
 from reg2rg_lib.data.manifest import index_dataset
+from reg2rg_lib.data.nifti import check_aligned, read_nifti
 from reg2rg_lib.data.params import PrepParams
 from reg2rg_lib.data.resize import Box, area_resize, bounding_box, mask_resize_block, normalise_hu
 from reg2rg_lib.regions import REGIONS

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reg2rg_lib.data.layout import mask_filename, read_nifti
+from reg2rg_lib.data.layout import mask_filename
+from reg2rg_lib.data.nifti import read_nifti
 from reg2rg_lib.data.sources import ArraySource, CacheSource, LayoutSource, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore.case_sources import Explorable

@@ -42,7 +42,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from nibabel.orientations import apply_orientation, io_orientation
 
-from reg2rg_lib.data.layout import check_aligned, mask_filename, read_nifti
+from reg2rg_lib.data.layout import mask_filename
+from reg2rg_lib.data.nifti import check_aligned, read_nifti
 from reg2rg_lib.data.segmentation import region_geometry
 from reg2rg_lib.data.slices import ViewState, best_slice, render_slice
 from reg2rg_lib.infer.predictions import PRED_COLUMNS

@@ -12,7 +12,8 @@ import pytest
 
 from reg2rg_lib.cli import main as cli_main
 from reg2rg_lib.data.importer import write_dicom_series
-from reg2rg_lib.data.layout import volume_relpath, write_nifti
+from reg2rg_lib.data.layout import volume_relpath
+from reg2rg_lib.data.nifti import write_nifti
 from reg2rg_lib.env.assets import find_ct_source
 from reg2rg_lib.infer.predictions import PRED_COLUMNS
 from reg2rg_lib.io import write_csv_atomic

@@ -13,7 +13,8 @@ import pytest
 
 from reg2rg_lib.cli import main
 from reg2rg_lib.data import prep
-from reg2rg_lib.data.layout import mask_dirname, mask_filename, read_labels, volume_relpath, write_nifti
+from reg2rg_lib.data.layout import mask_dirname, mask_filename, read_labels, volume_relpath
+from reg2rg_lib.data.nifti import write_nifti
 from reg2rg_lib.data.prep import PrepParams, load_cache, prepare
 from reg2rg_lib.data.synth.build import synthesize
 from reg2rg_lib.errors import BadInputError

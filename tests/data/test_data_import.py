@@ -13,7 +13,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from reg2rg_lib.data.importer import ORIENTATION, import_ct, read_ct, write_dicom_series
-from reg2rg_lib.data.layout import read_nifti, volume_relpath
+from reg2rg_lib.data.layout import volume_relpath
+from reg2rg_lib.data.nifti import read_nifti
 from reg2rg_lib.env.assets import find_ct_source
 from reg2rg_lib.errors import BadInputError, KitError
 

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import read_nifti
+from reg2rg_lib.data.nifti import read_nifti
 from reg2rg_lib.data.segmentation import nearest_labels
 from reg2rg_lib.errors import BadInputError
 

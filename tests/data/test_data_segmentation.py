@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import read_nifti, write_nifti
+from reg2rg_lib.data.nifti import read_nifti, write_nifti
 from reg2rg_lib.data.segmentation import (
     TOTALSEG_V1_IDS,
     map_regions,

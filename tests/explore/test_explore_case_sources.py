@@ -8,7 +8,8 @@ import csv
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import case_id, mask_dirname, mask_filename, volume_relpath, write_nifti
+from reg2rg_lib.data.layout import case_id, mask_dirname, mask_filename, volume_relpath
+from reg2rg_lib.data.nifti import write_nifti
 from reg2rg_lib.data.sources import LayoutSource, region_report_text, to_ras
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_dataset, open_explorer, run_predictions

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import write_nifti
+from reg2rg_lib.data.nifti import write_nifti
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.explore import open_explorer
 from reg2rg_lib.infer.report import CaseGeneration

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from reg2rg_lib.data.layout import read_nifti, scan_layout, write_nifti
+from reg2rg_lib.data.layout import scan_layout
+from reg2rg_lib.data.nifti import read_nifti, write_nifti
 from reg2rg_lib.infer.generate import DecodeSettings, load_model
 from reg2rg_lib.infer.report import CaseGeneration, assign_paragraphs, generate_case
 from reg2rg_lib.regions import REGIONS

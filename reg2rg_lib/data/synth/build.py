@@ -34,10 +34,10 @@ from reg2rg_lib.data.layout import (
     mask_filename,
     scan_layout,
     volume_relpath,
-    write_nifti,
     write_validation_list,
 )
 from reg2rg_lib.data.manifest import build_manifest, write_manifest
+from reg2rg_lib.data.nifti import write_nifti
 from reg2rg_lib.data.synth.anatomy import REGION_MAPPING, Atlas, build_atlas
 from reg2rg_lib.data.synth.generator import SynthCase, make_case
 from reg2rg_lib.env.assets import PROVENANCE
