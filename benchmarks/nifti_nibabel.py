@@ -5,10 +5,10 @@ nearest-neighbour label resampling (`data.segmentation.nearest_labels`), timed a
 
 The hand-written versions are read from git at `--rev` (the last commit that had them). The case is the one of
 `reg2rg bench preprocess`: the real 512x512x133 CT and 10 full-resolution region masks (written under
-`--case-dir`, or a temporary folder). Decoding: the 11 files one after another and in `prep.prepare_case` (2
-threads); resampling: the CT's full-resolution TotalSegmentator labels onto a grid 1.3x coarser and turned by
-3 degrees (no block relation, so nearest neighbour). Ratios are new / old: below 1 is faster. Results:
-benchmarks/RESULTS.md.
+`--case-dir`, or a temporary folder). Decoding: the 11 files one after another and in
+`case_tensors.prepare_case` (2 threads); resampling: the CT's full-resolution TotalSegmentator labels onto a
+grid 1.3x coarser and turned by 3 degrees (no block relation, so nearest neighbour). Ratios are new / old:
+below 1 is faster. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import nibabel as nib
@@ -26,16 +27,18 @@ import numpy as np
 
 from reg2rg_lib.bench.common import report
 from reg2rg_lib.bench.preprocess import write_fullres_case
-from reg2rg_lib.data import nifti, prep, segmentation
+from reg2rg_lib.data import case_tensors, nifti, prep, segmentation
 from reg2rg_lib.data.manifest import CaseEntry
+from reg2rg_lib.data.synth import anatomy
 from reg2rg_lib.env.assets import find_ct_source
 from reg2rg_lib.env.doctor import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def old_module(rev: str, relpath: str, name: str):
-    """The module at `relpath` as it was at git revision `rev`."""
+def old_module(rev: str, relpath: str, name: str, imports: dict | None = None):
+    """The module at `relpath` as it was at git revision `rev`; `imports` maps kit module names to the old
+    modules its imports must see while it loads (names that have moved since)."""
     source = subprocess.run(["git", "show", f"{rev}:{relpath}"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout
     path = Path(tempfile.mkdtemp(prefix="reg2rg-old-")) / f"{name}.py"
@@ -43,8 +46,25 @@ def old_module(rev: str, relpath: str, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    saved = {k: sys.modules.get(k) for k in imports or {}}
+    sys.modules.update(imports or {})
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
     return module
+
+
+def with_old_private_names(module):
+    """A copy of `module` that also answers to `_name` for each public name (helpers made public since)."""
+    compat = types.ModuleType(module.__name__)
+    compat.__dict__.update(module.__dict__)
+    compat.__dict__.update({f"_{k}": v for k, v in module.__dict__.items() if not k.startswith("_")})
+    return compat
 
 
 def best(fn, repeat: int) -> tuple[float, float]:
@@ -65,7 +85,9 @@ def same(a: nifti.Nifti, b: nifti.Nifti) -> bool:
 
 def run(rev: str, folder: Path, repeat: int) -> dict:
     old_layout = old_module(rev, "reg2rg_lib/data/layout.py", "old_layout")
-    old_seg = old_module(rev, "reg2rg_lib/data/segmentation.py", "old_segmentation")
+    old_seg = old_module(rev, "reg2rg_lib/data/segmentation.py", "old_segmentation",
+                         imports={"reg2rg_lib.data.layout": old_layout,  # its NIfTI names were there then
+                                  "reg2rg_lib.data.synth.anatomy": with_old_private_names(anatomy)})
     volume, masks = write_fullres_case(folder)
     files = [(volume, "volume"), *[(p, "mask") for p in masks.values()]]
     figures = {**machine(), "rev": rev}
@@ -76,11 +98,11 @@ def run(rev: str, folder: Path, repeat: int) -> dict:
     entry = CaseEntry("cxr", "test", volume, masks, {r: "" for r in masks}, "", {})
     params = prep.PrepParams(image_size=(256, 256, 64))
     for name, read in (("old", old_layout.read_nifti), ("new", nifti.read_nifti)):
-        prep.read_nifti = read  # prepare_case decodes through this name
+        case_tensors.read_nifti = read  # prepare_case (data.case_tensors) decodes through this name
         figures[f"prepare_case_{name}_s"], _ = best(
-            lambda: prep.prepare_case(entry, params, threads=2), repeat
+            lambda: case_tensors.prepare_case(entry, params, threads=2), repeat
         )
-    prep.read_nifti = nifti.read_nifti
+    case_tensors.read_nifti = nifti.read_nifti
     labels_img = nib.load(find_ct_source().labels)
     labels, src = np.asarray(labels_img.dataobj).astype(np.uint8), labels_img.affine
     turn = np.deg2rad(3.0)
