@@ -13,7 +13,13 @@ import torch
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.decoder import _pick, greedy_generate, greedy_generate_rereference
-from reg2rg_lib.infer.generate import DecodeSettings, decode_engine, generate_predictions
+from reg2rg_lib.infer.generate import (
+    DecodeSettings,
+    decode_engine,
+    generate_predictions,
+    load_model,
+    resolve_checkpoint,
+)
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.paths import ModelFolder
@@ -136,3 +142,13 @@ def test_generate_predictions_with_contrast_and_its_settings(models, tmp_path):
         DecodeSettings(image_contrast=1.0).hf_kwargs()
     section = load_profile("smoke").generate
     assert DecodeSettings.from_profile(section, image_contrast=0.5).image_contrast == 0.5
+
+
+def test_training_saves_the_reference_when_the_profile_decodes_with_a_contrast(trained):
+    """The smoke profile decodes as the demo does (`generate.image_contrast` > 0): every checkpoint's model
+    folder carries the train cases' reference inputs, in the keys generation feeds (cached ViT features)."""
+    assert load_profile("smoke").generate.image_contrast > 0
+    model = load_model(trained)
+    assert ModelFolder(resolve_checkpoint(trained)).reference.is_file() and model.reference_inputs
+    assert "global_feats" in model.reference_inputs or "global_images" in model.reference_inputs
+    assert any(k.startswith("region_masks/") for k in model.reference_inputs)
