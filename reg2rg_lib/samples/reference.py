@@ -96,8 +96,9 @@ def reference_for(model: Any, dataset_for_train: Any | None) -> dict[str, torch.
         return model.reference_inputs
     if dataset_for_train is None:
         raise KitError("image-contrastive decoding needs the model's reference inputs: its folder has no "
-                       "reference_inputs.safetensors and no train split is at hand to compute them; set "
-                       "generate.image_contrast: 0 (plain greedy) or generate from the profile's prep cache")
+                       "reference_inputs.safetensors and no train split is at hand to compute them; pass "
+                       "--image-contrast 0 (plain greedy; the profile's generate.image_contrast) or "
+                       "generate from the profile's prep cache")
     logger.info(f"[generate] reference inputs: each organ's average over {len(dataset_for_train)} train "
                 "cases")
     model.reference_inputs = reference_inputs(dataset_for_train.case_tensors(i)
