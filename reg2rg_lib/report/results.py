@@ -425,3 +425,15 @@ def write_readme_results(summary: str | os.PathLike[str], readme: str | os.PathL
     write_text_atomic(readme, text)
     logger.info(f"[report] {readme}: demo results from {summary}")
     return readme
+
+
+
+def update_readme_results(profile: str, summary: str | os.PathLike[str], readme: str | os.PathLike[str],
+                          update: bool | None = None, **kwargs: Any) -> Path | None:
+    """Notebook 06's README step: write `summary`'s block into `readme` (`write_readme_results`, `kwargs`
+    passed on) when asked (`update`), or, with `update` None, for the `demo` profile only, whose results the
+    README reports; None when nothing is written (another profile, not asked, or no README there)."""
+    wanted = update if update is not None else profile == "demo"
+    if not wanted or not Path(readme).is_file():
+        return None
+    return write_readme_results(summary, readme, **kwargs)

@@ -26,6 +26,7 @@ from reg2rg_lib.report.results import (
     paper_lines,
     readme_results,
     results_table,
+    update_readme_results,
     verdict_lines,
     write_readme_results,
 )
@@ -265,3 +266,16 @@ def test_write_readme_results_replaces_only_its_block(tmp_path: Path) -> None:
     readme.write_text("no markers")
     with pytest.raises(BadInputError, match="demo-results:start"):
         write_readme_results(paths.summary, readme, machine=MACHINE)
+
+
+def test_the_readme_is_updated_for_the_demo_profile_or_when_asked(tmp_path: Path) -> None:
+    paths = _run(tmp_path)
+    readme = tmp_path / "README.md"
+    fresh = f"# kit\n{README_START}\nold numbers 0.123\n{README_END}\n"
+    kwargs = {"machine": MACHINE, "tables_dir": tmp_path, "spread_csv": _seeds(tmp_path)}
+    for profile, update, written in (("smoke", None, False), ("demo", False, False), ("demo", None, True),
+                                     ("smoke", True, True)):
+        readme.write_text(fresh)
+        got = update_readme_results(profile, paths.summary, readme, update=update, **kwargs)
+        assert (got == readme) is written and ("old numbers" not in readme.read_text()) is written
+    assert update_readme_results("demo", paths.summary, tmp_path / "absent.md", **kwargs) is None
