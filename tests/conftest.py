@@ -133,3 +133,21 @@ def hold_lock() -> Callable[..., Any]:
             proc.wait()
 
     return held
+
+
+@pytest.fixture(scope="session")
+def rotated_affine() -> Callable[[int], Any]:
+    """`rotated_affine(seed=0)`: a non-trivial NIfTI affine (rotated about all three axes, anisotropic, a
+    little sheared, translated), for the NIfTI reading and label resampling tests."""
+    import numpy as np
+
+    def _rotated(seed: int = 0) -> np.ndarray:
+        """A non-trivial affine: rotated about all three axes, anisotropic, sheared a little, translated."""
+        rng = np.random.default_rng(seed)
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        affine = np.eye(4)
+        affine[:3, :3] = q @ np.diag([0.7, 0.9, 2.5]) @ np.array([[1, 0.05, 0], [0, 1, 0], [0, 0, 1]])
+        affine[:3, 3] = [-120.5, 33.25, 410.0]
+        return affine
+
+    return _rotated

@@ -12,6 +12,7 @@ from reg2rg_lib.data.nifti import read_nifti, write_nifti
 from reg2rg_lib.data.segmentation import (
     TOTALSEG_V1_IDS,
     map_regions,
+    nearest_labels,
     region_geometry,
     region_masks,
     totalseg_v2_ids,
@@ -223,3 +224,45 @@ def test_a_failed_write_keeps_the_old_mask_folder_and_leaves_no_partial_one(tmp_
     assert [p.name for p in (tmp_path / "masks").iterdir()] == [f"seg_{NAME}"]
     assert sorted(p.name for p in folder.iterdir()) == ["lung.nii.gz", "regions.json"]
     assert (folder / "lung.nii.gz").read_bytes() == before
+
+
+def _sample_centres(labels, src_affine, dst_shape, dst_affine) -> tuple[np.ndarray, np.ndarray]:
+    """Each destination voxel centre mapped into the source's voxel coordinates and sampled at the nearest
+    voxel (0 outside), one voxel at a time; and where a centre lies exactly halfway between two source
+    centres."""
+    t = np.linalg.inv(src_affine) @ dst_affine
+    idx = np.stack(np.meshgrid(*map(np.arange, dst_shape), indexing="ij"), -1).reshape(-1, 3)
+    coords = idx @ t[:3, :3].T + t[:3, 3]
+    nearest = np.floor(coords + 0.5).astype(int)
+    inside = np.all((nearest >= 0) & (nearest < labels.shape), axis=1)
+    out = np.zeros(len(idx), labels.dtype)
+    out[inside] = labels[tuple(nearest[inside].T)]
+    tie = np.any(np.isclose(np.abs(coords - np.floor(coords)), 0.5, atol=1e-6), axis=1)
+    return out.reshape(dst_shape), tie.reshape(dst_shape)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nearest_labels_samples_each_voxel_centre_in_world_coordinates(seed, rotated_affine):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, (21, 18, 11)).astype(np.uint8)
+    src = np.diag([*rng.uniform(0.6, 2.0, 3), 1.0])
+    src[:3, 3] = rng.uniform(-4, 4, 3)
+    dst = rotated_affine(seed)  # centred on the source, give or take a few mm: the grids overlap in part
+    dst[:3, 3] = src[:3, :3] @ (np.array(labels.shape) - 1) / 2 + src[:3, 3] - dst[:3, :3] @ [9, 11, 4]
+    dst[:3, 3] += rng.uniform(-6, 6, 3)
+    got = nearest_labels(labels, src, (19, 23, 9), dst)
+    expected, _ = _sample_centres(labels, src, (19, 23, 9), dst)
+    assert got.dtype == np.uint8 and got.any() and (got == 0).any(), (
+        "the grid overlaps the source only in part"
+    )
+    assert np.array_equal(got, expected)
+
+
+def test_a_centre_halfway_between_two_source_voxels_takes_the_higher_one():
+    labels = np.arange(1, 11, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    dst = np.diag([1.0, 1.0, 1.0, 1.0])
+    dst[0, 3] = 0.5  # every destination centre halfway between two source centres along x
+    got = nearest_labels(labels, np.eye(4), (10, 2, 2), dst)
+    expected, tie = _sample_centres(labels, np.eye(4), (10, 2, 2), dst)
+    assert tie.all() and np.array_equal(got, expected)
+    assert got[:, 0, 0].tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 10, 0]
