@@ -30,6 +30,7 @@ from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.table_writer import to_markdown
+from reg2rg_lib.samples.dataset import FEW_REGIONS
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _dropout(p: Profile, cfg: Reg2RGConfig) -> str:
     most = p.train.region_dropout_max
     parts = [f"{r:.0%} of training samples lose 1-{most} regions"] if r else []
     if p.train.region_few:
-        parts.append(f"{p.train.region_few:.0%} keep only 1-3 regions")
+        parts.append(f"{p.train.region_few:.0%} keep only 1-{FEW_REGIONS} regions")
     return "; ".join(parts) or "none"
 
 

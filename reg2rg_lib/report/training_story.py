@@ -20,6 +20,7 @@ from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.paths import RunFolder
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.report.narrative import Expectation, expectation
+from reg2rg_lib.samples.dataset import FEW_REGIONS
 from reg2rg_lib.train.loop import TrainSettings, lr_multiplier, read_train_log
 
 PLATEAU_TAIL = 0.2  # the share of the last steps `loss_trend` looks at
@@ -109,7 +110,8 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
             f"1-{s.region_dropout_max} regions (not in the paper)."
         )
     if s.region_few and rra:
-        text += f" {s.region_few:.0%} of the samples keep only 1-3 of their regions (not in the paper)."
+        text += (f" {s.region_few:.0%} of the samples keep only 1-{FEW_REGIONS} of their regions (not in the "
+                 "paper).")
     return text
 
 
