@@ -244,7 +244,8 @@ REASONS: dict[str, str] = {
         "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions; "
         "few-region samples teach the look-up for a user's CT with a few masks (a lung + bone CT)"
     ),
-    "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget",
+    "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget "
+    "(3 chosen on validation over 1, 3 and 10: benchmarks/RESULTS.md)",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "
     "budget, to "
     "find region i's tokens among ten regions where it writes region i's findings; "
