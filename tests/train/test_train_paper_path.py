@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,7 +130,7 @@ def test_paper_settings_train_in_bf16_with_checkpointing_lora_and_accumulation_a
 # One launch, three runs (each reads only what the one before wrote to disk): 4 steps uninterrupted; 2 steps;
 # the 2-step run resumed to 4. One launch, because starting 2 processes that import torch is most of the cost.
 _TRAIN_SCRIPT = """
-import json, sys
+import json, os, sys
 from reg2rg_lib.io import enable_logging
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.train.run import train_run
@@ -141,8 +142,10 @@ for name, folder, steps, resume in (
     result = train_run(load_profile("paper", overrides=overrides), f"{root}/{folder}", cache_dir=cache,
                        tokenizer_dir=tokenizer, max_steps=steps, resume=resume,
                        model_changes={"llm_finetune": "lora"}, progress=False)
-    print("RESULT", json.dumps({"run": name, "steps": result.steps, "resumed_from": result.resumed_from,
-                                "world": result.world_size, "weights_sha256": result.weights_sha256}))
+    # one file per rank: two ranks printing to one shared stdout pipe can interleave their lines
+    with open(f"{root}/results_rank{os.environ.get('RANK', '0')}.jsonl", "a") as out:
+        out.write(json.dumps({"run": name, "steps": result.steps, "resumed_from": result.resumed_from,
+                              "world": result.world_size, "weights_sha256": result.weights_sha256}) + "\\n")
 """
 
 
@@ -156,15 +159,14 @@ def _launch(tmp_path, launcher: list[str]) -> list[str]:
     return [*launcher, port, str(script)]
 
 
-def _run_script(cmd: list[str], timeout: int = 600) -> list[dict]:
-    """Run a launch of `_TRAIN_SCRIPT`; its RESULT lines (one per run and rank)."""
+def _run_script(cmd: list[str], root: Path, timeout: int = 600) -> list[dict]:
+    """Run a launch of `_TRAIN_SCRIPT` writing into `root`; its results (one per run and rank)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "precision bf16" in res.stdout
-    return [
-        json.loads(line.split(" ", 1)[1]) for line in res.stdout.splitlines() if line.startswith("RESULT")
-    ]
+    return [json.loads(line) for f in sorted(root.glob("results_rank*.jsonl"))
+            for line in f.read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -177,7 +179,7 @@ def test_paper_settings_on_two_gloo_processes_resume_to_the_same_weights(smoke, 
         str(smoke.cache),
         str(smoke.tokenizer),
     ]
-    results = _run_script(cmd, timeout=300)
+    results = _run_script(cmd, tmp_path, timeout=300)
     by_run: dict[str, list[dict]] = {}
     for r in results:
         by_run.setdefault(r["run"], []).append(r)
@@ -207,7 +209,7 @@ def test_on_gpus_each_accelerate_config_trains_the_tiny_paper_profile_and_resume
         str(smoke.cache),
         str(smoke.tokenizer),
     ]
-    results = _run_script(cmd)
+    results = _run_script(cmd, tmp_path)
     resumed = [r for r in results if r["run"] == "resumed"]
     assert resumed and all((r["resumed_from"], r["steps"]) == (2, 4) for r in resumed)
     assert resumed[0]["world"] == torch.cuda.device_count()
