@@ -24,13 +24,18 @@ For each label, with `region` the organ whose paragraph reports it (`LABEL_FINDI
   than the text (re-reference tokens) are scored at the right positions; each sample is cut after the
   candidate's last token (a causal LM: what follows cannot change the score).
 - **control**: the same log-odds with every region tensor of the region (ViT features or images, and its mask)
-  taken from another case of the split: case k gets case (k + shift) mod n's, the first case from there on
-  that has the region (`shift` drawn once from `seed`). A model that reads the region's own vectors falls to
-  ~0.5 here; a model that ignores them gives the same number as *used*.
+  taken from another case of the split: for each of `CONTROL_SHIFTS` shifts s (drawn once from `seed`), case k
+  gets case (k + s) mod n's, the first case from there on that has the region; the AUC pools every (case,
+  donor) pair against the case's own label. A model that reads the region's own vectors falls to about the
+  *chance* level here; a model that ignores them gives the same number as *used*.
+- **control_chance_auc**: the control AUC of a model that reads only the region's vectors, perfectly: each
+  pair scored by its donor's true label. With one donor per case and few positives the donors' labels line up
+  with the cases' by chance (on the demo's test split, one shift put pleural effusion's at 0.79), so the
+  control is read against this level; pooling several shifts brings it near 0.5.
 - **gap_flag**: carried but not used: `carried_auc >= GAP_THRESHOLD` (0.9) and `used_auc < GAP_THRESHOLD`.
 
 NaN, with a reason in `note`, where a label has fewer than 2 classes among the train cases (carried) or the
-evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shift,
+evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shifts,
 cases), `write_image_use` writes DIR/image_use.csv and DIR/image_use.json (with `image_use_headline`: the
 lowest used and highest control AUC over the carried labels, the number of gaps), `image_use_text` a
 one-screen summary.
@@ -93,6 +98,7 @@ BENCHMARK_LABELS: tuple[str, ...] = tuple(lab for lab in LABELS if lab in LABEL_
 #: Values written into a slot that is not scored (only the words before the first slot are).
 SLOT_FILL: dict[str, Any] = {"size_mm": 10, "lobe": "lower lobe of the right lung", "side": "right"}
 GAP_THRESHOLD = 0.9
+CONTROL_SHIFTS = 3  # donors per case in the control (distinct shifts), pooled
 COLUMNS: tuple[str, ...] = (
     "label",
     "region",
@@ -101,6 +107,7 @@ COLUMNS: tuple[str, ...] = (
     "carried_auc",
     "used_auc",
     "control_auc",
+    "control_chance_auc",
     "gap_flag",
     "carried_texture_auc",
     "carried_geometry_auc",
@@ -299,24 +306,26 @@ def _donors(records: Sequence[Any], region: str, shift: int) -> dict[int, int]:
 
 
 def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[str, Any]],
-                          regions: dict[str, list[str | None]], *, shift: int = 1, batch_size: int = 16,
+                          regions: dict[str, list[str | None]], *, shifts: Sequence[int] = (1,),
+                          batch_size: int = 16,
                           progress: bool = False) -> pd.DataFrame:
     """Scores of every candidate of each region in `regions` ({region: labels, None for its normal sentences})
     for each case of `data` that has the region, with the case's own region vectors ("own") and a donor's
-    ("control"). Returns rows case, region, label ("" for normal), scored (the scored words), mode, score."""
+    ("control", one donor per shift in `shifts`). Returns rows case, donor ("" for own), region, label ("" for
+    normal), scored (the scored words), mode, score."""
     tok, cfg = model.tokenizer, model.config
     records = data.records
     plan = []  # (case index, region, label, candidate, mode, donor)
     for region, labels in regions.items():
-        donors = _donors(records, region, shift)
+        donors = [_donors(records, region, shift) for shift in shifts]
         for k, rec in enumerate(records):
             if region not in rec.regions:
                 continue
+            mine = list(dict.fromkeys(d[k] for d in donors if k in d))  # distinct donors of case k
             for label in labels:
                 for cand in candidates(label, region):
                     plan.append((k, region, label, cand, "own", None))
-                    if k in donors:
-                        plan.append((k, region, label, cand, "control", donors[k]))
+                    plan += [(k, region, label, cand, "control", j) for j in mine]
     # one case's region's samples together: similar lengths once cut after the candidate, less padding
     plan.sort(key=lambda p: (p[0], records[p[0]].regions.index(p[1])))
     rows, jobs, meta = [], [], []
@@ -342,13 +351,13 @@ def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[
             end = max(positions) + 1
             job["sample"] = replace(sample, input_ids=sample.input_ids[:end], labels=sample.labels[:end])
         jobs.append((job, positions))
-        meta.append({"case": rec.name, "region": region, "label": label or "", "scored": cand.scored,
-                     "mode": mode})
+        meta.append({"case": rec.name, "donor": records[donor].name if donor is not None else "",
+                     "region": region, "label": label or "", "scored": cand.scored, "mode": mode})
         if len(jobs) >= batch_size:
             flush()
     flush()
     bar.close()
-    return pd.DataFrame(rows, columns=["case", "region", "label", "scored", "mode", "score"])
+    return pd.DataFrame(rows, columns=["case", "donor", "region", "label", "scored", "mode", "score"])
 
 
 def _lse(values: pd.Series) -> float:
@@ -358,10 +367,12 @@ def _lse(values: pd.Series) -> float:
 
 
 def log_odds(scores: pd.DataFrame, label: str, region: str, mode: str = "own") -> pd.Series:
-    """Per case, logsumexp(label's candidates) - logsumexp(region's normal candidates)."""
+    """Per (case, donor) pair (donor "" for "own"), logsumexp(label's candidates) - logsumexp(region's normal
+    candidates)."""
     s = scores[(scores["region"] == region) & (scores["mode"] == mode)]
-    pos = s[s["label"] == label].groupby("case", sort=False)["score"].agg(_lse)
-    neg = s[s["label"] == ""].groupby("case", sort=False)["score"].agg(_lse)
+    keys = ["case", "donor"]
+    pos = s[s["label"] == label].groupby(keys, sort=False)["score"].agg(_lse)
+    neg = s[s["label"] == ""].groupby(keys, sort=False)["score"].agg(_lse)
     return (pos - neg).dropna()
 
 
@@ -380,13 +391,15 @@ def image_use_table(
     probe: bool = True,
     progress: bool = False,
     return_scores: bool = False,
+    control_shifts: int = CONTROL_SHIFTS,
 ) -> pd.DataFrame:
     """The instrument's table for `split` of the prep `cache` (module docstring): one row per label (`labels`,
     default every label the benchmark inserts) with the columns of `COLUMNS`.
 
     `feature_cache`: feed cached frozen-ViT features (None: when the ViT is frozen, as generation does; built
     for the cases that lack them). `probe=False` skips the carried probe (and the train split).
-    `return_scores`: the per-candidate scores are kept in `attrs["scores"]` too."""
+    `return_scores`: the per-candidate scores are kept in `attrs["scores"]` too. `control_shifts`: donors per
+    case in the control."""
     labels = list(labels) if labels is not None else list(BENCHMARK_LABELS)
     unknown = [lab for lab in labels if lab not in LABEL_FINDINGS]
     if unknown:
@@ -419,8 +432,10 @@ def image_use_table(
     by_region: dict[str, list[str | None]] = {}
     for lab in labels:
         by_region.setdefault(label_region(lab), [None]).append(lab)
-    shift = int(np.random.default_rng(seed).integers(1, len(records))) if len(records) > 1 else 0
-    scores = teacher_forced_scores(model, data, items, by_region, shift=shift, batch_size=batch_size,
+    n = len(records)
+    shifts = sorted(int(v) for v in np.random.default_rng(seed).choice(
+        np.arange(1, n), size=min(control_shifts, n - 1), replace=False)) if n > 1 else []
+    scores = teacher_forced_scores(model, data, items, by_region, shifts=shifts, batch_size=batch_size,
                                    progress=progress)
     carried = _carried(model, cache, data, items, labels, features, batch_size, seed) if probe else {}
     table = pd.DataFrame(
@@ -430,14 +445,14 @@ def image_use_table(
         {
             "split": split,
             "cases": len(records),
-            "shift": shift,
+            "shifts": shifts,
             "seed": seed,
             "vectors": vectors_note(model) if probe else "not probed",
             "scoring": SCORING,
             "gap_rule": f"carried_auc >= {GAP_THRESHOLD} and used_auc < {GAP_THRESHOLD} "
             "(NaN used counts as not used)",
-            "control": f"region vectors of case (k + {shift}) mod {len(records)} (the next case with "
-            "the region)",
+            "control": f"region vectors of case (k + s) mod {n} for s in {shifts} (the next case with the "
+            "region), pooled; chance: the control AUC of a perfect reader of those vectors",
         }
     )
     if return_scores:
@@ -499,7 +514,7 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
     region = label_region(label)
     truth = {r.name: int(r.labels.get(label, 0)) for r in records}
     own, ctrl = log_odds(scores, label, region, "own"), log_odds(scores, label, region, "control")
-    y_own, y_ctrl = [truth[c] for c in own.index], [truth[c] for c in ctrl.index]
+    y_own, y_ctrl = [truth[c] for c, _ in own.index], [truth[c] for c, _ in ctrl.index]
     n_pos = int(sum(y_own))
     probe = carried.get(label, {"auc": math.nan, "note": "carried: not probed"})
     c_auc = probe["auc"]
@@ -517,6 +532,7 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
         "carried_geometry_auc": probe.get("geometry_auc", math.nan),
         "used_auc": used,
         "control_auc": control,
+        "control_chance_auc": _auc(y_ctrl, [truth[d] for _, d in ctrl.index]),
         "gap_flag": bool(c_auc >= GAP_THRESHOLD and not used >= GAP_THRESHOLD),
         "used_logodds_pos": _mean(own, y_own, 1),
         "used_logodds_neg": _mean(own, y_own, 0),
@@ -590,11 +606,12 @@ def image_use_text(table: pd.DataFrame) -> str:
     a = table.attrs
     width = max([len(str(lab)) for lab in table["label"]] + [5])
     lines = [f"Does the model read the image? {a.get('split', '?')} split, {a.get('cases', '?')} cases",
-             f"{'label':<{width}}  {'region':<11} pos/neg  carried  used  control",]
+             f"{'label':<{width}}  {'region':<11} pos/neg  carried  used  control  chance",]
     for r in table.itertuples(index=False):
         flag = "  <- carried, not used" if r.gap_flag else ""
+        chance = cell(getattr(r, "control_chance_auc", None))  # absent from tables written before it
         lines.append(f"{r.label:<{width}}  {r.region:<11} {r.n_pos:>3}/{r.n_neg:<3}  {cell(r.carried_auc)}  "
-                     f"{cell(r.used_auc)}  {cell(r.control_auc)}{flag}")
+                     f"{cell(r.used_auc)}  {cell(r.control_auc)}    {chance}{flag}")
     gaps = [str(lab) for lab in table.loc[table["gap_flag"], "label"]]
     lines.append(
         "carried but not used ("

@@ -23,6 +23,7 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.metrics.image_use import (
     BENCHMARK_LABELS,
+    CONTROL_SHIFTS,
     LABEL_FINDINGS,
     candidate,
     candidates,
@@ -151,13 +152,21 @@ def test_a_model_that_copies_the_heart_vector_uses_the_image(cache, tokenizer_te
     assert row["carried_auc"] == 1.0  # the heart's geometry token separates the two mask sizes
     # every texture is the same
     assert row["carried_geometry_auc"] == 1.0 and row["carried_texture_auc"] == 0.5
-    # the control reads the donor's heart: its AUC is the donor's label ranked against the case's own
-    shift = table.attrs["shift"]
-    donor_y = y[(np.arange(len(y)) + shift) % len(y)]
-    assert row["control_auc"] == pytest.approx(roc_auc_score(y, donor_y))
-    assert row["control_auc"] < 0.8 and not row["gap_flag"]
+    # the control reads the donors' hearts: its AUC is the donors' labels ranked against the cases' own, over
+    # one donor per case for each shift, pooled; that is also the chance level a perfect reader gets
+    shifts = table.attrs["shifts"]
+    assert len(shifts) == min(CONTROL_SHIFTS, len(y) - 1) and len(set(shifts)) == len(shifts)
+    pairs = [(k, (k + s) % len(y)) for s in shifts for k in range(len(y))]
+    expected = roc_auc_score([y[k] for k, _ in pairs], [y[d] for _, d in pairs])
+    assert row["control_auc"] == pytest.approx(expected)
+    assert row["control_chance_auc"] == pytest.approx(expected)
+    assert not row["gap_flag"]
     scores = table.attrs["scores"]
     assert set(scores["mode"]) == {"own", "control"} and set(scores["label"]) == {"", "Cardiomegaly"}
+    control = scores[scores["mode"] == "control"]
+    assert (control.groupby(["case", "scored"])["donor"].nunique() == len(shifts)).all()
+    assert (control["donor"] != control["case"]).all()
+    assert (scores.loc[scores["mode"] == "own", "donor"] == "").all()
 
 
 def test_a_model_that_ignores_the_region_vectors_scores_the_same_with_another_cases(cache, tokenizer_texts):
@@ -171,10 +180,12 @@ def test_a_model_that_ignores_the_region_vectors_scores_the_same_with_another_ca
     table = image_use_table(model, cache, "test", labels=["Cardiomegaly", "Lung nodule"], feature_cache=False,
                             batch_size=16, return_scores=True)
     scores = table.attrs["scores"]
-    own = scores[scores["mode"] == "own"].set_index(["case", "region", "scored"])["score"]
-    control = scores[scores["mode"] == "control"].set_index(["case", "region", "scored"])["score"]
-    assert len(own) == len(control) > 0
-    np.testing.assert_allclose(own.sort_index().to_numpy(), control.sort_index().to_numpy(), atol=1e-4)
+    keys = ["case", "region", "label", "scored"]
+    own = scores[scores["mode"] == "own"]
+    control = scores[scores["mode"] == "control"].merge(own[keys + ["score"]], on=keys, suffixes=("", "_own"))
+    # every donor's row has its own row
+    assert len(control) == (scores["mode"] == "control").sum() >= len(own) > 0
+    np.testing.assert_allclose(control["score"].to_numpy(), control["score_own"].to_numpy(), atol=1e-4)
     cardio = table.set_index("label").loc["Cardiomegaly"]
     assert cardio["used_auc"] == pytest.approx(cardio["control_auc"])
     assert cardio["carried_auc"] == 0.5  # all-zero vectors carry nothing
