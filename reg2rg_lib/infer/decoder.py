@@ -72,8 +72,11 @@ class StaticKV:
         self, layers: int, rows: int, heads: int, columns: int, head_dim: int, like: torch.Tensor
     ) -> None:
         shape = (rows, heads, columns, head_dim)
-        self.keys = [like.new_empty(shape) for _ in range(layers)]
-        self.values = [like.new_empty(shape) for _ in range(layers)]
+        # zeros, not uninitialised memory: attention masks a left-padded row's unused columns, but a masked
+        # column still enters the products (its weight is 0, and 0 * NaN is NaN), so garbage left there by
+        # earlier work in the process (training, in a grid worker) changed or cut reports
+        self.keys = [like.new_zeros(shape) for _ in range(layers)]
+        self.values = [like.new_zeros(shape) for _ in range(layers)]
         self.rows = rows
 
     def write(
