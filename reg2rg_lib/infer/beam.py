@@ -25,6 +25,7 @@ from reg2rg_lib.infer.decoder import (
     DecoderLayer,
     RowWriter,
     StaticKV,
+    check_finite,
     decoder_pass,
     heads_written,
     region_tables,
@@ -121,6 +122,7 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
         return decoder_pass(llm, layers, x, where, rope, writer, 0, mask)
 
     for step in range(max_new_tokens):
+        check_finite(logits)
         logp = torch.log_softmax(logits.masked_fill(suppress, float("-inf")), -1)  # (BK, V)
         logp[st.done] = float("-inf")
         logp[st.done, pad] = 0.0  # an ended hypothesis only writes padding, at no cost

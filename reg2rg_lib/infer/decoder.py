@@ -337,8 +337,17 @@ def _next_tokens(tok: Any, logits: torch.Tensor, suppress: torch.Tensor, written
                  contrast: float, plausible: float) -> torch.Tensor:
     """The next token of every row (B,): greedy's, or the image-contrastive choice (`_pick`), which leaves a
     region head being written (`written`: the first half's ids so far) to greedy."""
+    check_finite(logits)
     plain = _writing_head(tok, written) if contrast else None
     return _pick(logits.masked_fill(suppress, float("-inf")), half, contrast, plausible, plain)
+
+
+def check_finite(logits: torch.Tensor) -> None:
+    """Refuse NaN or infinite logits: an argmax over them picks an arbitrary token (often the end of the
+    report), so the report would be silently cut or wrong."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model's next-token logits are NaN or infinite (a checkpoint or an input "
+                         "holding NaN/Inf, or an overflow): no report is written from them")
 
 
 def _pick(scores: torch.Tensor, half: int, contrast: float, plausible: float,

@@ -184,3 +184,18 @@ def test_generate_run_refuses_a_cache_of_another_image_size_before_loading(smoke
     ):
         generate_run(trained, other, tmp_path / "p.csv", progress=False)
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_a_model_that_computes_nan_is_refused_naming_the_cases_not_cut_short(smoke, trained, tmp_path,
+                                                                              num_beams):
+    """NaN logits make an argmax pick an arbitrary token, often the end of the report: the loop refuses them,
+    and generation names the batch's cases instead of writing cut reports."""
+    model = load_model(trained, device="cpu")
+    with torch.no_grad():
+        model.llm().get_output_embeddings().weight[5, 0] = float("nan")  # one vocabulary row
+    out = tmp_path / "pred.csv"
+    with pytest.raises(KitError, match=r"generation failed on case\(s\) .*NaN or infinite"):
+        generate_predictions(model, load_cache(smoke.cache), out, batch_size=2, progress=False,
+                             decode=DecodeSettings(max_new_tokens=6, num_beams=num_beams))
+    assert not out.exists() or read_predictions(out) == []  # no report of the refused batch was kept
