@@ -72,9 +72,10 @@ class StaticKV:
         self, layers: int, rows: int, heads: int, columns: int, head_dim: int, like: torch.Tensor
     ) -> None:
         shape = (rows, heads, columns, head_dim)
-        # zeros, not uninitialised memory: attention masks a left-padded row's unused columns, but a masked
-        # column still enters the products (its weight is 0, and 0 * NaN is NaN), so garbage left there by
-        # earlier work in the process (training, in a grid worker) changed or cut reports
+        # zeros, not uninitialised memory: re-reference rows advance by different numbers of columns, so a
+        # row has columns it never writes; they are masked, but a masked column still enters the products
+        # (its weight is 0, and 0 * NaN is NaN), and NaN left there by earlier work in the process (training,
+        # in a grid worker) cut reports
         self.keys = [like.new_zeros(shape) for _ in range(layers)]
         self.values = [like.new_zeros(shape) for _ in range(layers)]
         self.rows = rows
