@@ -128,6 +128,9 @@ class AblationsSection:
     max_steps: int | None  # steps per run; None: train.max_steps, so notebook 03's `full` is reused
     resamples: int  # bootstrap resamples for CIs and paired tests
     parallel: int  # runs trained at once in worker processes (sharing the cores); 1: in this process
+    #: runs of `runs` this profile's job does not train: their committed predictions
+    #: (benchmarks/imported/<profile>_<run>/, made by `reg2rg ablate --train-imported`) are evaluated instead
+    imported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,10 @@ class Profile:
             raise ProfileError(f"profile {name!r}: missing setting description")
         description = _check(name, "description", data["description"], str)
         sections = {key: _section(name, key, data.get(key), section) for key, section in SECTIONS.items()}
+        stray = [r for r in sections["ablations"].imported if r not in sections["ablations"].runs]
+        if stray:
+            raise ProfileError(f"profile {name!r}: ablations.imported names {stray[0]!r}, which is not "
+                               "one of ablations.runs")
         return cls(name, description, **sections)
 
     def to_dict(self) -> dict[str, Any]:

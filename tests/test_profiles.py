@@ -61,7 +61,7 @@ def test_demo_is_base_with_its_own_block_over_it():
     assert (demo.data.cases_train, demo.data.cases_validation, demo.data.cases_test) == (600, 40, 50)
     assert demo.data.workers == 2
     assert demo.model.llm_arch == "scratch-2x64"
-    assert demo.train.max_steps == 6000 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
+    assert demo.train.max_steps == 7500 and demo.train.lr_schedule == "cosine" and demo.train.threads == 1
     assert demo.train.region_dropout == 0.15 and demo.train.region_name_weight == 3.0
     assert (demo.generate.batch_size, demo.generate.max_new_tokens) == (32, 320)
     assert demo.model.rereference and demo.model.mask_coverage and demo.train.region_dropout_max == 9
@@ -146,7 +146,7 @@ def test_a_profile_passes_where_a_name_does():
     p = load_profile("demo")
     assert load_profile(p) is p
     shorter = load_profile(p, {"train.max_steps": 3})
-    assert shorter.name == "demo" and shorter.train.max_steps == 3 and p.train.max_steps == 6000
+    assert shorter.name == "demo" and shorter.train.max_steps == 3 and p.train.max_steps == 7500
     assert dataclasses.replace(shorter, train=p.train) == p
 
 

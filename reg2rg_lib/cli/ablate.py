@@ -1,7 +1,7 @@
 """`reg2rg ablate`: the ablation grid of Tables 4-7 on the embedded benchmark (`reg2rg_lib.experiments`).
 
     reg2rg ablate --profile demo [--out outputs/demo] [--runs full,no_rra,llm_small] \
-        [--max-steps N] [--parallel K] [--force]
+        [--max-steps N] [--parallel K] [--force] [--train-imported]
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="runs trained at once in worker processes (default: the profile's ablations.parallel)",
     )
+    p.add_argument(
+        "--train-imported",
+        action="store_true",
+        help="train the runs the profile imports (ablations.imported, e.g. demo's llm_scratch-2x128) "
+        "instead of evaluating their committed predictions; copy the run's files to "
+        "benchmarks/imported/<profile>_<run>/ to refresh them",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_ablate)
 
@@ -50,7 +57,8 @@ def _ablate(args: argparse.Namespace) -> int:
     out = args.out or default_out_dir(args.profile)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     summary = run_ablations(args.profile, out, runs=runs, max_steps=args.max_steps, force=args.force,
-                            n_resamples=args.resamples, progress=not args.quiet, parallel=args.parallel)
+                            n_resamples=args.resamples, progress=not args.quiet, parallel=args.parallel,
+                            train_imported=args.train_imported)
     width = max(map(len, summary["runs"]))
     print(f"{'run':<{width}}  " + "  ".join(f"{m:>15}" for m in SUMMARY_METRICS))
     for name, metrics in summary["runs"].items():

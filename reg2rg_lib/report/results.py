@@ -30,7 +30,7 @@ from reg2rg_lib.env import doctor
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
-from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family
+from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family, imported_folder
 from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, SUMMARY_METRICS, read_summary
 from reg2rg_lib.io import write_text_atomic
 from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, ReleaseFolder, RunFolder, RunPaths
@@ -215,8 +215,9 @@ def verdict_lines(summary_path: str | os.PathLike[str], spread_csv: str | os.Pat
 # The compact table, the paper's tables in one line each, the glossary
 
 
-def _flag(run: str, metrics: Mapping[str, Any], same: Sequence[str]) -> str:
-    """The table's one flag: near-constant output, another recipe, or the runs that are this run's model."""
+def _flag(run: str, metrics: Mapping[str, Any], same: Sequence[str], profile: str = "") -> str:
+    """The table's one flag: near-constant output, another recipe, imported, or the runs that are this run's
+    model."""
     flags = []
     distinct, n = metrics.get("distinct_reports"), metrics.get("n_test_cases")
     if distinct is not None and n is not None and is_near_constant(float(distinct), float(n),
@@ -224,6 +225,8 @@ def _flag(run: str, metrics: Mapping[str, Any], same: Sequence[str]) -> str:
         flags.append(f"near-constant ({int(distinct)} distinct of {int(n)})")
     if not _comparable(run):
         flags.append("other recipe: not comparable")
+    elif profile and (folder := imported_folder(profile, run)):
+        flags.append(f"imported: same recipe, trained outside this job ({folder})")
     if same:
         flags.append("also " + ", ".join(f"`{s}`" for s in same) + " (same model)")
     return "; ".join(flags)
@@ -248,7 +251,8 @@ def results_table(summary_path: str | os.PathLike[str], spread_csv: str | os.Pat
         for m in SHOWN_METRICS:
             cell = _cell(stats, run, metrics.get(m) if run not in extras else extras[run].get(m), m)
             row[m] = cell + (f" {OUTSIDE}" if (run, m) in outside else "")
-        row["flag"] = _flag(run, metrics, [r for r, s in same.items() if s == run])
+        twins = [r for r, s in same.items() if s == run]
+        row["flag"] = _flag(run, metrics, twins, summary.get("profile", ""))
         rows.append(row)
     return pd.DataFrame(rows, columns=["run", *SHOWN_METRICS, "flag"])
 

@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from reg2rg_lib.experiments.baselines import is_near_constant
-from reg2rg_lib.experiments.grid import ABLATIONS
+from reg2rg_lib.experiments.grid import imported_folder
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS
 from reg2rg_lib.metrics.stats import format_p
 from reg2rg_lib.paths import MetricsFolder, ReleaseFolder
@@ -69,7 +69,7 @@ def _kit_source(run: str, profile: str) -> str:
     """The source column of a kit run's row (relative, so tables do not depend on the machine)."""
     if run.startswith("baseline_"):  # experiments.baselines: a constant report, scored like a run
         return f"kit baseline, profile {profile or '?'}: baselines/{run}/metrics"
-    imported = ABLATIONS[run].imported if run in ABLATIONS else None
+    imported = imported_folder(profile, run)
     if imported:  # trained outside the grid (too long for its budget); its committed predictions scored here
         return f"kit run imported from {imported} (see its PROVENANCE.md), scored in profile {profile or '?'}"
     return f"kit run, profile {profile or '?'}: runs/{run}/metrics"

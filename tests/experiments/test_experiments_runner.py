@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -145,3 +146,72 @@ def test_a_workers_messages_come_back_labelled_with_its_run_and_are_printed_nowh
     assert lines == ["[no_lfd] [train] world_size 1", "[no_lfd] [ablate] no_lfd: done"]
     assert not [r for r in caplog.records if r.name.startswith("reg2rg_lib")]
     assert kit.propagate and not [h for h in kit.handlers if isinstance(h, runner._Collect)]  # restored
+
+
+def test_a_profile_imports_a_run_it_can_train_and_refuses_one_trained_with_another_recipe(
+    smoke, trained, tmp_path, monkeypatch
+):
+    # ablations.imported: the demo imports llm_scratch-2x128 (trained by `reg2rg ablate --train-imported`)
+    import shutil
+
+    from reg2rg_lib.errors import BadInputError
+    from reg2rg_lib.experiments import grid as grid_module
+    from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.profiles import ProfileError, load_profile
+
+    prof = load_profile("smoke", {"ablations.imported": ["no_rra"]})
+    with pytest.raises(ProfileError, match="ablations.imported names 'no_lfd', which is not one of"):
+        load_profile("smoke", {"ablations.imported": ["no_lfd"]})
+    committed = tmp_path / "committed"
+    monkeypatch.setattr(grid_module, "IMPORTED_DIR", str(committed))
+    assert grid_module.imported_folder(prof, "no_rra") == f"{committed}/smoke_no_rra"
+    assert grid_module.imported_folder(prof, "full") is None
+    trained_here = grid_module.grid_for(prof, ["full", "no_rra"], train_imported=True)
+    assert [a.imported for a in trained_here] == [None, None]
+
+    def inputs(root):
+        for sub in ("cache", "tokenizer", "data"):
+            shutil.copytree(smoke.root / sub, root / sub)
+        shutil.copytree(trained, root / "runs" / "full")
+        return root
+
+    made = inputs(tmp_path / "made")
+    first = run_ablations(prof, made, runs=["full", "no_rra"], n_resamples=20, progress=False,
+                          train_imported=True)
+    assert (made / "runs" / "no_rra" / "train_summary.json").is_file()  # trained there
+    folder = committed / "smoke_no_rra"
+    folder.mkdir(parents=True)
+    for name in ("predictions.csv", "predictions.decoding.json", "run_config.json", "train_log.csv",
+                 "train_summary.json"):
+        shutil.copyfile(made / "runs" / "no_rra" / name, folder / name)
+    (folder / "PROVENANCE.md").write_text("made by the test\n")
+
+    again = inputs(tmp_path / "again")
+    summary = run_ablations(prof, again, runs=["full", "no_rra"], n_resamples=20, progress=False)
+    run = again / "runs" / "no_rra"
+    assert not (run / "checkpoints").exists() and (run / "PROVENANCE.md").is_file()  # imported, not trained
+    assert summary["runs"]["no_rra"]["BLEU-4"] == first["runs"]["no_rra"]["BLEU-4"]
+
+    config = json.loads((folder / "run_config.json").read_text())
+    config["settings"]["lr"] = 0.5
+    (folder / "run_config.json").write_text(json.dumps(config))
+    shutil.rmtree(run)
+    with pytest.raises(BadInputError, match=r"trained with settings.lr = 0.5, the grid trains 0\.\d+"):
+        run_ablations(prof, again, runs=["full", "no_rra"], n_resamples=20, progress=False)
+
+
+def test_the_demos_imported_llm_run_was_trained_with_the_demos_recipe(tmp_path):
+    # the committed llm_scratch-2x128 row must be the run the demo's grid would train (steps, seed, model)
+    from reg2rg_lib.experiments.grid import grid_for, run_steps
+    from reg2rg_lib.experiments.runner import recipe_of
+    from reg2rg_lib.paths import REPO_ROOT
+    from reg2rg_lib.profiles import load_profile
+
+    demo = load_profile("demo")
+    assert "llm_scratch-2x128" in demo.ablations.imported
+    (ab,) = [a for a in grid_for(demo) if a.name == "llm_scratch-2x128"]
+    saved = json.loads((REPO_ROOT / str(ab.imported) / "run_config.json").read_text())
+    want = recipe_of(demo, ab, run_steps(demo), RunPaths(tmp_path))
+    assert want["settings"]["max_steps"] == demo.train.max_steps and want["model"]["llm_hidden"] == 128
+    for part, values in want.items():
+        assert {k: saved[part][k] for k in values} == json.loads(json.dumps(values)), part
