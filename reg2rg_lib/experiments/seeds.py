@@ -18,11 +18,14 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.io import write_csv_atomic
 from reg2rg_lib.paths import RunPaths
+
+if TYPE_CHECKING:
+    from reg2rg_lib.profiles import Profile
 
 #: The metrics the spread file keeps for each run (the README's demo table).
 SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1",
@@ -173,8 +176,8 @@ def check_within(rows: Sequence[Mapping[str, Any]], capability: str, reference: 
     return out
 
 
-def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[str], parallel: int | None,
-             progress: bool, threads: int | None = None) -> dict[str, Any]:
+def run_seed(profile: str | Profile, seed: int, source: Path, out: Path, runs: Sequence[str],
+             parallel: int | None, progress: bool, threads: int | None = None) -> dict[str, Any]:
     """Train, generate and evaluate `runs` at training seed `seed` in `out` (inputs linked from `source`),
     with `train.threads` = `threads` when given."""
     from reg2rg_lib.experiments.runner import run_ablations
@@ -185,7 +188,8 @@ def run_seed(profile: str, seed: int, source: Path, out: Path, runs: Sequence[st
     if threads is not None:
         overrides["train.threads"] = threads
     prof = load_profile(profile, overrides=overrides)
-    run_ablations(prof, out, runs=list(runs), progress=progress, parallel=parallel)
+    # every run trained at this seed, the ones the profile imports (committed at its own seed) included
+    run_ablations(prof, out, runs=list(runs), progress=progress, parallel=parallel, train_imported=True)
     return json.loads(RunPaths(out).summary.read_text())
 
 

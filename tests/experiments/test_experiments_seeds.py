@@ -121,3 +121,17 @@ def test_conclusions_are_the_directions_every_seed_agrees_on(tmp_path):
 def test_rows_of_another_thread_count_are_their_own_family():
     rows = sp.rows_from_summary(_summary("AVX512", full=0.9), 0, ["full"], threads=2)
     assert rows[0]["cpu_capability"] == "AVX512, 2 threads"
+
+
+def test_a_seed_trains_the_runs_its_profile_imports_instead_of_reading_seed_0s(smoke, tmp_path, monkeypatch):
+    # the demo imports llm_scratch-2x128 at seed 0; at another seed that row must be trained, not the import
+    from reg2rg_lib.experiments import grid as grid_module
+    from reg2rg_lib.profiles import load_profile
+
+    monkeypatch.setattr(grid_module, "IMPORTED_DIR", str(tmp_path / "nothing_committed"))
+    prof = load_profile("smoke", {"ablations.imported": ["no_rra"], "train.max_steps": 2})
+    summary = sp.run_seed(prof, 1, smoke.root, tmp_path / "seed1", ["full", "no_rra"], parallel=1,
+                          progress=False)
+    run = tmp_path / "seed1" / "runs" / "no_rra"
+    assert (run / "train_summary.json").is_file() and not (run / "PROVENANCE.md").exists()
+    assert set(summary["runs"]) == {"full", "no_rra"}
