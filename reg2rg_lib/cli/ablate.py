@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ablate(args: argparse.Namespace) -> int:
     # each handler imports its stage when it runs, so `reg2rg --help` stays fast
     from reg2rg_lib.experiments.runner import run_ablations
-    from reg2rg_lib.experiments.summary import SUMMARY_METRICS
+    from reg2rg_lib.experiments.summary import SHOWN_METRICS
 
     out = args.out or default_out_dir(args.profile)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
@@ -60,10 +60,10 @@ def _ablate(args: argparse.Namespace) -> int:
                             n_resamples=args.resamples, progress=not args.quiet, parallel=args.parallel,
                             train_imported=args.train_imported)
     width = max(map(len, summary["runs"]))
-    print(f"{'run':<{width}}  " + "  ".join(f"{m:>15}" for m in SUMMARY_METRICS))
+    print(f"{'run':<{width}}  " + "  ".join(f"{m:>15}" for m in SHOWN_METRICS))
     for name, metrics in summary["runs"].items():
         cells = (
-            f"{metrics[m]:>15.4f}" if metrics.get(m) is not None else f"{'n/a':>15}" for m in SUMMARY_METRICS
+            f"{metrics[m]:>15.4f}" if metrics.get(m) is not None else f"{'n/a':>15}" for m in SHOWN_METRICS
         )
         print(f"{name:<{width}}  " + "  ".join(cells))
     print(f"[ablate] wrote {RunPaths(out).summary}")

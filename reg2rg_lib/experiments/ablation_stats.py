@@ -36,6 +36,11 @@ from reg2rg_lib.paths import MetricsFolder, RunFolder, RunPaths
 # ------------------------------------------------------------------------------------------------------------
 # Bootstrap CIs and paired tests
 
+#: The metrics with a row per run: the contract's, each with a CI and a paired test against `full`, and topic
+#: consistency (shown beside region accuracy), with a CI only: it is no claim of the paper's, and testing it
+#: would add tests to every table's Holm family and so change the verdicts on the paper's metrics.
+STATS_METRICS: tuple[str, ...] = (*SUMMARY_METRICS, "topic_consistency")
+
 
 @dataclass
 class PerCase:
@@ -45,6 +50,7 @@ class PerCase:
     scores: dict[str, np.ndarray]  # metric -> (N,) per-case score (NaN: not scored)
     y_true: np.ndarray | None = None  # (N, L) ground-truth labels
     y_pred: np.ndarray | None = None  # (N, L) predicted labels
+    topic: np.ndarray | None = None  # (N, 2) numbered paragraphs and on-topic ones of each case
 
     def take(self, ids: Sequence[str], where: Path) -> PerCase:
         """The same data in the order of `ids` (every id must be present)."""
@@ -56,12 +62,12 @@ class PerCase:
             )
         order = np.array([pos[i] for i in ids], dtype=np.int64)
         return PerCase(list(ids), {k: v[order] for k, v in self.scores.items()},
-                       None if self.y_true is None else self.y_true[order],
-                       None if self.y_pred is None else self.y_pred[order])
+                       *(None if a is None else a[order] for a in (self.y_true, self.y_pred, self.topic)))
 
 
 def per_case(metrics_dir: Path) -> PerCase:
-    """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L and CE labels from a run's evaluation folder."""
+    """Per-case region accuracy, BLEU-4, METEOR, ROUGE-L, CE labels and topic counts from a run's evaluation
+    folder (the topic counts only where its region_metrics.json has them: evaluated since 2026-12-07)."""
     files = MetricsFolder(metrics_dir)
     nlg = read_csv_checked(files.nlg_per_sample, required=("id", "BLEU-4"), what="per-sample NLG")
     ids = nlg["id"].astype(str).tolist()
@@ -70,7 +76,9 @@ def per_case(metrics_dir: Path) -> PerCase:
     acc = [math.nan if a is None else float(a) for a in region.get("per_sample_accuracy", [])]
     if len(acc) == len(ids):
         scores["region_accuracy"] = np.array(acc)
-    out = PerCase(ids, scores)
+    counts = (region.get("topic") or {}).get("per_sample")
+    topic = np.asarray(counts, dtype=np.float64) if counts is not None and len(counts) == len(ids) else None
+    out = PerCase(ids, scores, topic=topic)
     labels_csv = files.ce_labels
     if labels_csv.is_file():
         out.y_true, out.y_pred = read_label_table(labels_csv)[:2]
@@ -82,6 +90,9 @@ def replicates(data: PerCase, idx: np.ndarray) -> dict[str, np.ndarray]:
     reps = {m: nanmean_replicates(v, idx) for m, v in data.scores.items() if not np.isnan(v).all()}
     if data.y_true is not None and data.y_pred is not None:
         reps["CE_micro_F1"] = ce_replicates(data.y_true, data.y_pred, idx)["micro_f1"]
+    if data.topic is not None and data.topic[:, 0].sum() > 0:  # pooled over the resample's paragraphs
+        taken = data.topic[idx]  # (B, N, 2)
+        reps["topic_consistency"] = taken[..., 1].sum(1) / np.maximum(taken[..., 0].sum(1), 1)
     return reps
 
 
@@ -131,11 +142,12 @@ def ablation_stats(
             "distinct_reports": values[run].get("distinct_reports", math.nan),
             "n_test_cases": values[run].get("n_test_cases", math.nan),
         }
-        for metric in SUMMARY_METRICS:
+        for metric in STATS_METRICS:
             given = values[run].get(metric)
+            tested = run != reference and not extra["same_as"] and metric in SUMMARY_METRICS
             rows.append({"run": run, "metric": metric, **_compare(
                 reps, ref_reps, metric, float(given) if given is not None else math.nan,
-                values[reference].get(metric), run != reference and not extra["same_as"]), **extra})
+                values[reference].get(metric), tested), **extra})
     return _holm_by_family(pd.DataFrame(rows))
 
 
@@ -208,7 +220,8 @@ def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENC
     rows = []
     kinds = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
     ref = _extras(stats, reference)
-    for r in stats[(stats["run"] != reference) & (kinds != "baseline")].to_dict("records"):
+    tested = stats["metric"].isin(SUMMARY_METRICS)  # topic consistency has a CI, not a test (`STATS_METRICS`)
+    for r in stats[(stats["run"] != reference) & (kinds != "baseline") & tested].to_dict("records"):
         p = r.get("p_holm", math.nan)
         p = r["p_vs_full"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
         same = r.get("same_as", "")

@@ -38,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 CURVE_DIR = "curve"
 STEP_TABLE = "region_accuracy_by_step.csv"
-CURVE_COLUMNS = ("step", "region_accuracy", "n_scored", "n_cases", "split", "predictions")
+#: topic_consistency (the share of the reports' paragraphs on their named organ's topic) is empty in tables
+#: written before it was added.
+CURVE_COLUMNS = ("step", "region_accuracy", "topic_consistency", "n_scored", "n_cases", "split",
+                 "predictions")
 #: Validation cases whose reports score each checkpoint: a few seconds of greedy decoding on the demo.
 CURVE_CASES = 16
 
@@ -60,7 +63,8 @@ def score_checkpoint(
 ) -> dict[str, Any]:
     """The curve's row of the checkpoint `folder` (step `step`): its reports of the first `limit` cases of
     `split` (`run_dir/curve/<split>-step-N.csv`, reused while newer than the checkpoint and complete) and
-    their region accuracy (None where no reference region is numbered, e.g. a run without RRA)."""
+    their region accuracy (None where no reference region is numbered, e.g. a run without RRA) and topic
+    consistency (None where the reports number no paragraph)."""
     out = run_dir / CURVE_DIR / f"{split}-step-{step}.csv"
     want = _expected_cases(cache_dir, split, limit)
     if out.is_file() and (out.stat().st_mtime < (folder / COMPLETE).stat().st_mtime
@@ -83,13 +87,16 @@ def score_checkpoint(
     row = {
         "step": step,
         "region_accuracy": m["accuracy"] if m["n_scored"] else None,
+        "topic_consistency": m["topic_consistency"],
         "n_scored": m["n_scored"],
         "n_cases": m["n"],
         "split": split,
         "predictions": str(out.relative_to(run_dir)),
     }
-    acc = "n/a" if row["region_accuracy"] is None else f"{row['region_accuracy']:.4f}"
-    logger.info(f"[curve] step {step}: region accuracy {acc} on {m['n']} {split} cases")
+    acc, topic = (f"{v:.4f}" if v is not None else "n/a" for v in (row["region_accuracy"],
+                                                                     row["topic_consistency"]))
+    logger.info(f"[curve] step {step}: region accuracy {acc}, topic consistency {topic} on {m['n']} {split} "
+                "cases")
     return row
 
 
@@ -100,7 +107,8 @@ def read_step_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     for col in ("step", "n_scored", "n_cases"):
         table[col] = pd.to_numeric(table[col]).astype(int)
-    table["region_accuracy"] = pd.to_numeric(table["region_accuracy"].replace("", None), errors="coerce")
+    for col in ("region_accuracy", "topic_consistency"):  # "" or a missing column (older tables): NaN
+        table[col] = pd.to_numeric(table[col].replace("", None), errors="coerce")
     return table
 
 
@@ -162,9 +170,8 @@ def region_accuracy_by_step(
     for r in read_step_table(run_dir).to_dict("records"):
         if (r["step"] not in on_disk and r["split"] == split and r["n_cases"] == want
                 and (last is None or r["step"] < last)):
-            rows.append(
-                {**r, "region_accuracy": None if pd.isna(r["region_accuracy"]) else r["region_accuracy"]}
-            )
+            rows.append({**r, **{k: None if pd.isna(r[k]) else r[k]
+                                 for k in ("region_accuracy", "topic_consistency")}})
     return pd.DataFrame(sorted(rows, key=lambda r: r["step"]), columns=list(CURVE_COLUMNS))
 
 
@@ -178,11 +185,13 @@ def curve_story(curve: pd.DataFrame, baseline: float | None = None) -> str:
         )
     points = ", ".join(
         f"step {int(r.step)}: " + ("n/a" if pd.isna(r.region_accuracy) else f"{r.region_accuracy:.4f}")
+        + ("" if pd.isna(topic := getattr(r, "topic_consistency", None)) else f" (topic {topic:.4f})")
         for r in curve.itertuples()
     )
     n, split = int(curve["n_cases"].iloc[-1]), curve["split"].iloc[-1]
     text = (
-        f"Region accuracy of the greedy reports of {n} {split} cases at {len(curve)} checkpoint(s): {points}."
+        "Region accuracy (and topic consistency: the share of paragraphs on their named organ's topic) of "
+        f"the reports of {n} {split} cases at {len(curve)} checkpoint(s): {points}."
     )
     last = curve["region_accuracy"].iloc[-1]
     if baseline is not None and not pd.isna(last):

@@ -31,7 +31,7 @@ from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.experiments.ablation_stats import ablation_stats
 from reg2rg_lib.experiments.baselines import annotate_runs
 from reg2rg_lib.experiments.grid import Ablation, grid_for, profile_for, run_folder, run_steps, same_model_as
-from reg2rg_lib.experiments.summary import EVALUATION_METRICS, SUMMARY_METRICS, write_summary
+from reg2rg_lib.experiments.summary import EVALUATION_METRICS, SHOWN_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
 from reg2rg_lib.infer.predictions import read_predictions
 from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
@@ -157,7 +157,7 @@ def run_one(
     headline = _headline(evaluate_predictions(pred, files.metrics(), labels=labels,
                                               ground_truth=benchmark_manifest(paths.data)), run_dir)
     logger.info(f"[ablate] {ab.name}: done in {time.perf_counter() - start:.0f} s: "
-                + ", ".join(f"{k} {headline[k]:.4f}" for k in SUMMARY_METRICS if headline.get(k) is not None))
+                + ", ".join(f"{k} {headline[k]:.4f}" for k in SHOWN_METRICS if headline.get(k) is not None))
     return headline
 
 

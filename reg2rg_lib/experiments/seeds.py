@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 #: The metrics the spread file keeps for each run (the README's demo table).
 SPREAD_METRICS: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1",
-                                   "distinct_reports")
+                                   "distinct_reports", "topic_consistency")
 COLUMNS: tuple[str, ...] = ("run", "seed", "cpu_capability", *SPREAD_METRICS)
+#: Columns of `COLUMNS` that files written before them lack (read as None).
+LATER_COLUMNS: tuple[str, ...] = ("topic_consistency",)
 #: Written after `COLUMNS`: the torch threads a row's run trained with (`train.threads`; older files lack it).
 THREADS = "threads"
 #: What a seed folder shares with the reproduce folder (read-only inputs; the runs/ and summaries are its
@@ -86,15 +88,16 @@ def rows_from_summary(summary: Mapping[str, Any], seed: int, runs: Iterable[str]
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a spread CSV (metrics as floats, empty cells as None, `threads` None where the file has no
-    such column or cell); [] when the file does not exist."""
+    """The rows of a spread CSV (metrics as floats, empty cells as None, `threads` and `LATER_COLUMNS` None
+    where the file has no such column or cell); [] when the file does not exist."""
     path = Path(path)
     if not path.is_file():
         return []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or not set(COLUMNS) <= set(reader.fieldnames):
-            raise BadInputError(path, f"not a seed-spread file (needs the columns {', '.join(COLUMNS)})")
+        needed = [c for c in COLUMNS if c not in LATER_COLUMNS]
+        if reader.fieldnames is None or not set(needed) <= set(reader.fieldnames):
+            raise BadInputError(path, f"not a seed-spread file (needs the columns {', '.join(needed)})")
         rows = []
         for r in reader:
             row: dict[str, Any] = {
@@ -102,7 +105,8 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 "seed": int(r["seed"]),
                 "cpu_capability": r["cpu_capability"],
             }
-            row.update({m: float(r[m]) if r[m] not in ("", "None") else None for m in SPREAD_METRICS})
+            cells = {m: r.get(m) for m in SPREAD_METRICS}
+            row.update({m: float(v) if v not in (None, "", "None") else None for m, v in cells.items()})
             threads = r.get(THREADS) or ""
             row[THREADS] = int(float(threads)) if threads not in ("", "None") else None
             rows.append(row)

@@ -305,13 +305,16 @@ def sentence_on_topic(sentence: str, organ: str, rule: str = "auto") -> bool:
 def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: int = 10) -> dict[str, Any]:
     """Topic consistency of generated reports: {"share" (None when no report has a numbered paragraph),
     "paragraphs", "consistent", "empty", "per_region" {organ: {"share", "paragraphs", "consistent"}},
+    "per_sample" ([paragraphs, consistent] of each report, in order: what a bootstrap over cases resamples),
     "sentences" (how many were read by the bank, by keywords, neutral, off topic), "rule", "off_topic" (up to
     `examples` (organ, sentence) pairs)}."""
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # organ -> [paragraphs, consistent]
     counts = {"bank": 0, "keywords": 0, "neutral": 0, "off_topic": 0}
     off: list[dict[str, str]] = []
+    per_sample: list[list[int]] = []
     empty = 0
     for text in predictions:
+        mine = [0, 0]  # this report's [paragraphs, consistent]
         for p in split_regions(text or ""):
             if p.index is None:
                 continue
@@ -328,8 +331,10 @@ def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: 
                     counts["off_topic"] += 1
                     if len(off) < examples:
                         off.append({"region": p.region, "sentence": s})
-            per[p.region][0] += 1
-            per[p.region][1] += ok
+            for tally in (per[p.region], mine):
+                tally[0] += 1
+                tally[1] += ok
+        per_sample.append(mine)
     total, good = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
     names = [r for r in REGIONS if r in per] + sorted(set(per) - set(REGIONS))
     return {
@@ -341,6 +346,7 @@ def topic_consistency(predictions: Sequence[str], rule: str = "auto", examples: 
             r: {"share": per[r][1] / per[r][0], "paragraphs": per[r][0], "consistent": per[r][1]}
             for r in names
         },
+        "per_sample": per_sample,
         "sentences": counts,
         "rule": rule,
         "off_topic": off,

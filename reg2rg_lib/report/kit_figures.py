@@ -288,7 +288,8 @@ def kit_fig5_region_accuracy_by_step(
     run: str = "full",
 ) -> list[Path]:
     """Kit Fig. 5: region accuracy of each saved checkpoint against its step
-    (`experiments.curves.region_accuracy_by_step`), with the canonical-order baseline (organ names by position
+    (`experiments.curves.region_accuracy_by_step`), with its topic consistency (paragraphs on the named
+    organ's topic; where the curve has it) beside it and the canonical-order baseline (organ names by position
     alone, `experiments.baselines`) as a dashed line when given. A step whose reports name no region at all is
     marked "n/a" on the axis, not drawn as 0."""
     need = {"step", "region_accuracy"}
@@ -300,18 +301,21 @@ def kit_fig5_region_accuracy_by_step(
         fig = new_figure(5.0, 3.0)
         ax = fig.add_subplot()
         ok = ~np.isnan(acc)
-        ax.plot(steps[ok], acc[ok], marker="o", color=RUN_PALETTE[0], label=f"{run}: generated reports")
+        ax.plot(steps[ok], acc[ok], marker="o", color=RUN_PALETTE[0], label=f"{run}: region accuracy")
+        topic = pd.to_numeric(curve.get("topic_consistency", pd.Series(np.nan, index=curve.index)),
+                              errors="coerce").to_numpy(float)
+        if (~np.isnan(topic)).any():
+            has = ~np.isnan(topic)
+            ax.plot(steps[has], topic[has], marker="s", markersize=4, linestyle=":", color=RUN_PALETTE[1],
+                    label=f"{run}: topic consistency")
         for s in steps[~ok]:
             ax.text(s, 0.02, "n/a", ha="center", fontsize=7, color="#555555")
         if baseline is not None:
             ax.axhline(baseline, color="black", linestyle="--", linewidth=1.0,
                        label=f"organ names in canonical order ({baseline:.3f})")
         ax.set_xlabel("training step (saved checkpoints)")
-        ax.set_ylabel(
-            f"region accuracy ({curve['split'].iloc[0]} split)"
-            if "split" in curve.columns
-            else "region accuracy"
-        )
+        split = f" ({curve['split'].iloc[0]} split)" if "split" in curve.columns else ""
+        ax.set_ylabel(f"share of regions{split}")
         ax.set_ylim(0, 1.05)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(frameon=False, loc="lower right")

@@ -21,7 +21,7 @@ from reg2rg_lib.experiments.seeds import check_within as seed_check
 from reg2rg_lib.experiments.seeds import directions as seed_directions
 from reg2rg_lib.experiments.seeds import read_rows as seed_rows
 from reg2rg_lib.experiments.seeds import robust_conclusions as seed_robust
-from reg2rg_lib.experiments.summary import REFERENCE, SUMMARY_METRICS, read_summary
+from reg2rg_lib.experiments.summary import REFERENCE, read_summary
 from reg2rg_lib.paths import REPO_ROOT, RunFolder, RunPaths
 from reg2rg_lib.report.table_writer import DIGITS, to_markdown
 
@@ -84,7 +84,8 @@ def _seed_conclusions(rows: Sequence[Mapping[str, Any]], main: str, others: set[
 
 
 #: The spread table's metrics (the seed CSV keeps more).
-SPREAD_SHOWN: tuple[str, ...] = ("region_accuracy", "BLEU-4", "METEOR", "ROUGE-L", "CE_micro_F1")
+SPREAD_SHOWN: tuple[str, ...] = ("region_accuracy", "topic_consistency", "BLEU-4", "METEOR", "ROUGE-L",
+                                 "CE_micro_F1")
 
 
 def seed_spread_markdown(
@@ -186,7 +187,7 @@ def spread_placement(summary_path: str | os.PathLike[str], spread_csv: str | os.
     committed = spread(rows)
     out = []
     for run, metrics in summary["runs"].items():
-        for metric in SUMMARY_METRICS:
+        for metric in SPREAD_SHOWN:
             cell, value = committed.get(run, {}).get(metric), metrics.get(metric)
             interval = prediction_interval(cell) if cell else None
             if interval is None or value is None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.experiments.ablation_stats import PerCase, ablation_stats, verdicts
+from reg2rg_lib.experiments.ablation_stats import PerCase, ablation_stats, replicates, verdicts
 from reg2rg_lib.experiments.grid import ablation, grid, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.summary import SUMMARY_METRICS, write_summary
 from reg2rg_lib.metrics.stats import bootstrap_indices, mean_replicates, paired_test, percentile_ci
@@ -173,3 +173,24 @@ def test_ablation_stats_are_the_metrics_bootstrap(tmp_path):
     test = paired_test(a, b, float(np.mean(full)), float(np.mean(other)))
     assert stats.loc[("no_lfd", "BLEU-4"), "p_vs_full"] == test["p_value"]
     assert stats.loc[("no_lfd", "BLEU-4"), "delta_vs_full"] == test["delta"]
+
+
+def test_topic_consistency_gets_a_pooled_bootstrap_ci_and_no_test():
+    # per case [paragraphs, on topic]: the share is pooled over a resample's paragraphs, as the headline is
+    counts = np.array([[10, 10], [2, 0], [4, 3]], dtype=float)
+    data = PerCase(["a", "b", "c"], {}, topic=counts)
+    identity = np.array([[0, 1, 2], [1, 1, 1], [0, 0, 2]])
+    reps = replicates(data, identity)["topic_consistency"]
+    assert reps == pytest.approx([13 / 16, 0.0, 23 / 24])  # not the mean of the per-case shares (0.583)
+    assert replicates(data.take(["c", "a", "b"], None), np.array([[0, 1]]))["topic_consistency"] == (
+        pytest.approx([13 / 14]))
+    stats = pd.DataFrame([
+        {"run": "full", "metric": "topic_consistency", "value": 0.9, "ci_low": 0.8, "ci_high": 1.0,
+         "delta_vs_full": math.nan, "p_vs_full": math.nan, "kind": "run"},
+        {"run": "no_lfd", "metric": "topic_consistency", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+         "delta_vs_full": math.nan, "p_vs_full": math.nan, "kind": "run"},
+        {"run": "no_lfd", "metric": "BLEU-4", "value": 0.3, "ci_low": 0.2, "ci_high": 0.4,
+         "delta_vs_full": -0.1, "p_vs_full": 0.001, "kind": "run"},
+    ])
+    # a verdict per tested metric only: topic consistency is shown with its CI, never called "not applicable"
+    assert verdicts(stats)[["run", "metric"]].values.tolist() == [["no_lfd", "BLEU-4"]]

@@ -18,7 +18,7 @@ from reg2rg_lib.experiments.curves import (
     region_accuracy_by_step,
 )
 from reg2rg_lib.infer.predictions import read_predictions
-from reg2rg_lib.metrics.region import region_recognition
+from reg2rg_lib.metrics.region import region_recognition, topic_consistency
 from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.report.kit_figures import kit_fig5_region_accuracy_by_step
@@ -31,6 +31,11 @@ def test_every_checkpoint_gives_one_scored_point_and_a_rerun_only_scores(trained
     assert list(curve["step"]) == [2, 4]  # the fixture's checkpoints
     assert (curve["split"] == "validation").all()  # a training-time look: never the test split
     assert (curve["n_cases"] == 2).all() and curve["region_accuracy"].between(0, 1).all()
+    # topic consistency beside region accuracy at every step: that of the step's own reports (None: the
+    # 4-step fixture numbers no paragraph)
+    for row in curve.itertuples():
+        written = [r["Pred_combined_report"] for r in read_predictions(trained / row.predictions)]
+        assert row.topic_consistency == topic_consistency(written)["share"]
     first = trained / curve.loc[0, "predictions"]
     stamp = first.stat().st_mtime_ns
     again = region_accuracy_by_step(trained, smoke.cache, "smoke", limit=2)
@@ -75,6 +80,17 @@ def test_curve_story_follows_the_rows():
     assert "No canonical-order baseline" in curve_story(curve)
     assert "One point is no curve" in curve_story(curve.iloc[1:])
     assert "No checkpoint was scored" in curve_story(curve.iloc[:0])
+    topical = curve_story(curve.assign(topic_consistency=[None, 0.75]))
+    assert "step 500: n/a, step 1000: 0.9000 (topic 0.7500)." in topical
+
+
+def test_a_step_table_from_before_topic_consistency_still_reads(tmp_path):
+    (tmp_path / "region_accuracy_by_step.csv").write_text(
+        "step,region_accuracy,n_scored,n_cases,split,predictions\n500,0.9,160,16,validation,curve/a.csv\n")
+    table = read_step_table(tmp_path)
+    assert table.loc[0, "region_accuracy"] == 0.9 and pd.isna(table.loc[0, "topic_consistency"])
+    files = kit_fig5_region_accuracy_by_step(table, tmp_path)  # drawn without the topic line
+    assert all(os.path.getsize(p) > 0 for p in files)
 
 
 @pytest.mark.slow  # reuses the training fixture; scores one constant report

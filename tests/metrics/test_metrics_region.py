@@ -49,6 +49,9 @@ def test_topic_consistency_reads_the_benchmark_bank_exactly():
         "off_topic"
     ]
     assert t["sentences"]["bank"] == 5 and t["sentences"]["off_topic"] == 2
+    # each report's own [paragraphs, on topic], for a bootstrap over cases; an unnumbered report has none
+    per_sample = topic_consistency([on_topic, off_topic, "No regions here."])["per_sample"]
+    assert per_sample == [[2, 2], [2, 0], [0, 0]]
 
 
 def test_topic_consistency_keyword_rule_for_free_text():

@@ -166,7 +166,7 @@ def test_a_rerun_outside_the_committed_spread_is_flagged_with_both_machines(tmp_
     assert not placed[("full", "region_accuracy")]["inside"] and placed[("full", "METEOR")]["inside"]
     last = verdict_lines(outside.summary, spread_csv=csv)[-1]
     assert last.startswith("**This run against the committed seeds:**")
-    assert f"outside {OUTSIDE}: `full` region_accuracy 0.558" in last and "4 of 5 figures inside" in last
+    assert f"outside {OUTSIDE}: `full` region_accuracy 0.558" in last and "5 of 6 figures inside" in last
     assert "This run: DEFAULT, 4 training threads; the committed seeds: AVX512, 1 training thread" in last
     table = results_table(outside.summary, csv).set_index("run")
     assert table.loc["`full`", "region_accuracy"].endswith(OUTSIDE)
@@ -186,6 +186,7 @@ def test_seed_files_record_the_training_threads_and_older_files_still_read(tmp_p
         "full,0,AVX512,1.0,0.35,0.56,0.50,0.22,50.0\nfull,1,AVX512,0.99,0.36,0.57,0.51,0.25,50.0\n"
     )
     assert read_rows(old)[0]["threads"] is None
+    assert read_rows(old)[0]["topic_consistency"] is None  # a column added later (seeds.LATER_COLUMNS)
     paths = _run(tmp_path / "r")
     assert "the committed seeds: AVX512, training threads not recorded" in verdict_lines(
         paths.summary, spread_csv=old)[-1]
