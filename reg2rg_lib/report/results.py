@@ -131,14 +131,16 @@ def _does_lines(summary: Mapping[str, Any], stats: pd.DataFrame | None, findings
             continue
         all_beaten, top = _against_baselines(stats, m)
         (does if all_beaten else does_not).append(f"{m} {_figure(stats, summary, m)} vs {top}")
-    topic = full.get("topic_consistency")
+    topic = "" if full.get("topic_consistency") is None else (
+        f"; beside them, topic consistency {_figure(stats, summary, 'topic_consistency')} (not tested: a "
+        "constant normal report is on every organ's topic too)")
     lines = []
     if does:
         lines.append(
             f"**Does:** `{REFERENCE}` scores clearly above every constant-report baseline (the highest "
             "shown) on "
             + "; ".join(does)
-            + (f"; topic consistency {float(topic):.{DIGITS}f}" if topic is not None else "")
+            + topic
             + findings
             + "."
         )
