@@ -123,7 +123,7 @@ def test_the_verdict_is_computed_from_the_run(tmp_path: Path) -> None:
         and "region_accuracy 0.994 [0.964, 1.024] vs `baseline_normal` 0.834" in does
     )
     assert "CE_micro_F1 0.230" in does and "topic consistency 0.917" in does
-    assert "(not tested: a constant normal report" in does  # shown beside the tested metrics, never among them
+    assert "(not tested: a constant normal report" in does  # beside the tested metrics, never among them
     assert (
         does_not.startswith("**Does not:**")
         and "BLEU-4 0.387 [0.357, 0.417] vs `baseline_normal` 0.392" in does_not
