@@ -220,8 +220,8 @@ def verdicts(stats: pd.DataFrame, alpha: float = 0.05, reference: str = REFERENC
     rows = []
     kinds = stats["kind"] if "kind" in stats.columns else pd.Series("run", index=stats.index)
     ref = _extras(stats, reference)
-    tested = stats["metric"].isin(SUMMARY_METRICS)  # topic consistency has a CI, not a test (`STATS_METRICS`)
-    for r in stats[(stats["run"] != reference) & (kinds != "baseline") & tested].to_dict("records"):
+    has_test = stats["metric"].isin(SUMMARY_METRICS)  # topic consistency: a CI, not a test (`STATS_METRICS`)
+    for r in stats[(stats["run"] != reference) & (kinds != "baseline") & has_test].to_dict("records"):
         p = r.get("p_holm", math.nan)
         p = r["p_vs_full"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
         same = r.get("same_as", "")

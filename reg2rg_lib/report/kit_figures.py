@@ -304,8 +304,8 @@ def kit_fig5_region_accuracy_by_step(
         ax.plot(steps[ok], acc[ok], marker="o", color=RUN_PALETTE[0], label=f"{run}: region accuracy")
         topic = pd.to_numeric(curve.get("topic_consistency", pd.Series(np.nan, index=curve.index)),
                               errors="coerce").to_numpy(float)
-        if (~np.isnan(topic)).any():
-            has = ~np.isnan(topic)
+        has = ~np.isnan(topic)
+        if has.any():
             ax.plot(steps[has], topic[has], marker="s", markersize=4, linestyle=":", color=RUN_PALETTE[1],
                     label=f"{run}: topic consistency")
         for s in steps[~ok]:
