@@ -131,6 +131,9 @@ class AblationsSection:
     #: runs of `runs` this profile's job does not train: their committed predictions
     #: (benchmarks/imported/<profile>_<run>/, made by `reg2rg ablate --train-imported`) are evaluated instead
     imported: tuple[str, ...] = ()
+    #: runs of `runs` that notebook 03 trains in a second process while `full` trains, on the core its one
+    #: thread leaves idle; notebook 05's grid reuses them (`experiments.beside`)
+    beside_full: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,12 @@ class Profile:
             raise ProfileError(f"profile {name!r}: missing setting description")
         description = _check(name, "description", data["description"], str)
         sections = {key: _section(name, key, data.get(key), section) for key, section in SECTIONS.items()}
-        stray = [r for r in sections["ablations"].imported if r not in sections["ablations"].runs]
-        if stray:
-            raise ProfileError(f"profile {name!r}: ablations.imported names {stray[0]!r}, which is not "
-                               "one of ablations.runs")
+        ablations = sections["ablations"]
+        for key in ("imported", "beside_full"):
+            stray = [r for r in getattr(ablations, key) if r not in ablations.runs]
+            if stray:
+                raise ProfileError(f"profile {name!r}: ablations.{key} names {stray[0]!r}, which is not "
+                                   "one of ablations.runs")
         return cls(name, description, **sections)
 
     def to_dict(self) -> dict[str, Any]:

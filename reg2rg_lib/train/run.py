@@ -108,13 +108,7 @@ def train_run(
     cache = load_cache(cache_dir)
     tokenizer = load_tokenizer(profile.model.llm_path or tokenizer_dir)  # paper preset: the LLM's tokenizer
 
-    cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
-    if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
-        raise KitError(
-            f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
-            f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first"
-        )
-    cfg = cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
+    cfg = _model_config(profile, settings, paths, model_changes, llm_arch)
     if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
         check_resume_config(RunFolder(run_dir).checkpoints, cfg.to_dict())
     seed_everything(settings.seed)
@@ -142,6 +136,40 @@ def train_run(
                    progress=progress, on_checkpoint=on_checkpoint)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _model_config(profile: Profile, settings: TrainSettings, paths: RunPaths,
+                  model_changes: Mapping[str, Any] | None, llm_arch: str | None) -> Reg2RGConfig:
+    """The config `train_run` builds its model from (a one-line error when its pretrained ViT is missing)."""
+    cfg = Reg2RGConfig.from_profile(profile, model_changes, paths, llm_arch=llm_arch)
+    if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
+        raise KitError(
+            f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
+            f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first"
+        )
+    return cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
+
+
+def train_features(profile: str | Profile, run_dir: str | os.PathLike[str],
+                   progress: bool = True) -> FeatureCache | None:
+    """The frozen ViT's train-split features exactly as `train_run(profile, run_dir)` computes them (its seed,
+    its model, this process's threads), computed now where missing; None when the profile does not cache them.
+
+    `experiments.beside` calls it before it starts a second process that reads the same features, so that the
+    two never compute them at once: a process on another thread count can round them differently, and the
+    last writer would decide which bits `full` trains on.
+    """
+    profile = load_profile(profile)
+    settings = TrainSettings.from_profile(profile.train)
+    paths = RunPaths.of_run(run_dir)
+    check_inputs(profile, paths.cache, paths.tokenizer)
+    tokenizer = load_tokenizer(profile.model.llm_path or paths.tokenizer)
+    cfg = _model_config(profile, settings, paths, None, None)
+    seed_everything(settings.seed)
+    model = Reg2RG(cfg, tokenizer)
+    if not use_feature_cache(model, profile.train.feature_cache):
+        return None
+    return _train_features(model, load_cache(paths.cache), make_accelerator(settings), settings, progress)
 
 
 def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settings: TrainSettings,

@@ -114,6 +114,7 @@ def test_demo_smollm2_is_demo_with_only_the_llm_settings_changed():
         ("ablations", "runs"),
         ("ablations", "parallel"),
         ("ablations", "imported"),  # the grid's own imports (demo: llm_scratch-2x128), not a model setting
+        ("ablations", "beside_full"),  # which grid rows notebook 03 trains beside full: scheduling only
         ("notebooks", "cell_timeout_s"),
     }
     differ = {(sec, key) for sec, values in demo.items() if isinstance(values, dict)

@@ -1,0 +1,86 @@
+"""Grid rows trained beside notebook 03's `full` (`experiments.beside`), reused by notebook 05's grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import shutil
+
+import pytest
+
+from reg2rg_lib.errors import KitError
+from reg2rg_lib.experiments.beside import beside_full, rows_beside
+from reg2rg_lib.profiles import ProfileError, load_profile
+
+
+def test_the_rows_are_grid_rows_other_than_full_its_twins_and_imports():
+    assert [a.name for a in rows_beside(load_profile("demo"))] == ["no_reref"]
+    assert rows_beside(load_profile("paper")) == []
+    smoke = load_profile("smoke")
+    # llm_scratch-2x128 is the smoke preset's own LLM (full's model): the grid reuses full for it
+    assert [a.name for a in rows_beside(smoke, ["full", "no_rra", "llm_scratch-2x128"])] == ["no_rra"]
+    imported = load_profile("smoke", {"ablations.imported": ["no_rra"]})
+    assert rows_beside(imported, ["no_rra"]) == []
+    with pytest.raises(KitError, match="no_lfd not in profile smoke's grid"):
+        rows_beside(smoke, ["no_lfd"])
+    with pytest.raises(ProfileError, match="ablations.beside_full names 'no_lfd', which is not one of"):
+        load_profile("smoke", {"ablations.beside_full": ["no_lfd"]})
+
+
+def _inputs(smoke, root):
+    for sub in ("cache", "tokenizer", "data"):
+        shutil.copytree(smoke.root / sub, root / sub)
+    return root
+
+
+@pytest.mark.slow  # trains two 4-step smoke runs side by side and evaluates one: ~40-80 s
+def test_a_row_trained_beside_full_is_reused_by_the_grid(smoke, tmp_path, caplog):
+    from reg2rg_lib.experiments.runner import run_ablations
+    from reg2rg_lib.train.run import train_run
+
+    root = _inputs(smoke, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="reg2rg_lib"):
+        with beside_full("smoke", root, ["no_rra"]) as rows:
+            assert rows == ["no_rra"]
+            train_run("smoke", root / "runs" / "full", progress=False)
+    logs = caplog.messages
+    run = root / "runs" / "no_rra"
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == load_profile("smoke").train.max_steps
+    assert (run / "predictions.csv").is_file() and (run / "metrics" / "summary.json").is_file()
+    # the frozen ViT's features were computed once, by this process, before the second one started
+    computed = [m for m in logs if "frozen-ViT features" in m]
+    assert len(computed) == 3 and "(0 computed" not in computed[0]
+    assert all("(0 computed" in m for m in computed[1:]) and computed[2].startswith("[no_rra]")
+    assert "[beside] no_rra finished" in logs and not mp.active_children()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reg2rg_lib"):
+        summary = run_ablations("smoke", root, runs=["full", "no_rra"], n_resamples=20, progress=False)
+    assert any(m.startswith("[ablate] no_rra: reusing") for m in caplog.messages)
+    assert not any(m.startswith("[ablate] no_rra: training") for m in caplog.messages)
+    assert set(summary["runs"]) == {"full", "no_rra"}
+
+
+def test_an_interrupted_block_stops_the_second_process_and_a_failed_row_is_one_error(smoke, tmp_path):
+    root = _inputs(smoke, tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        with beside_full("smoke", root, ["no_rra"]):
+            raise KeyboardInterrupt
+    assert not mp.active_children()
+    assert not (root / "runs" / "no_rra" / "train_summary.json").exists()
+    # vit_pretrained needs the pretrained ViT, which nothing made here: the second process fails, in one line
+    with pytest.raises(KitError, match=r"training vit_pretrained beside full failed: .*no pretrained vision"):
+        with beside_full("smoke", root, ["vit_pretrained"]):
+            pass
+    assert not mp.active_children()
+
+
+def test_nothing_starts_on_one_core(smoke, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    root = _inputs(smoke, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="reg2rg_lib"):
+        with beside_full("smoke", root, ["no_rra"]) as rows:
+            assert rows == [] and not mp.active_children()
+    assert "[beside] one core: no_rra will train in notebook 05" in caplog.messages
+    assert not (root / "runs" / "no_rra").exists()
