@@ -13,10 +13,11 @@ checks every case's item against the dataset's). The loss check then runs both l
 `--check` batches at the same (initial) weights: the difference is float rounding. During the timed steps the
 two copies train in lockstep; their losses drift apart only by rounding (`trajectory_max_abs_diff`).
 `--breakdown` adds where a step of today's loop spends its time (forward and backward per component, by module
-hooks; the optimizer).
+hooks; the optimizer). `--roofline` adds each arm's counted FLOPs per sample and its rate against this core's
+float32 matrix-product peak (`roofline.py`).
 
-One file over 400 lines: one benchmark, whose inputs, loss check, timed arms and breakdown all run on the same
-`DemoSetup` (one model, dataset and fast path built once).
+One file over 400 lines: one benchmark, whose inputs, loss check, timed arms, breakdown and work count all run
+on the same `DemoSetup` (one model, dataset and fast path built once).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
                    help="model config change, as `reg2rg train --set` (e.g. --set rereference=true)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the components of today's step (at the first batch size)")
+    p.add_argument("--roofline", action="store_true",
+                   help="also count each arm's FLOPs per sample and compare its rate with this core's "
+                        "float32 matrix-product peak (bench/roofline.py)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_train_demo)
 
@@ -193,6 +197,22 @@ def loss_check(setup: DemoSetup, batches: list[list[int]]) -> dict[str, Any]:
     return {"check_batches": len(batches), "loss_old": old_losses, "loss_new": new_losses,
             "loss_max_abs_diff": max(abs(a - b) for a, b in zip(old_losses, new_losses)),
             "grad_max_rel_diff": grad_rel}
+
+
+def work_per_sample(setup: DemoSetup, batches: list[list[int]]) -> dict[str, float]:
+    """Counted FLOPs of one step of today's loop per sample on `batches` (`roofline.step_flops`), and the
+    share of them in attention."""
+    from reg2rg_lib.bench.roofline import step_flops
+    from reg2rg_lib.samples.collate import Collator
+
+    model, ds = setup.model, setup.dataset
+    collate = Collator(ds.tokenizer.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    counts = [step_flops(lambda idx=idx: setup.old_step(model, collate([ds[i] for i in idx])), params)
+              for idx in batches]
+    total = sum(f["total"] for f in counts)
+    return {"flops": total / sum(len(idx) for idx in batches),
+            "attention_share": sum(f["attention"] for f in counts) / total}
 
 
 # ---- the timed arms ----------------------------------------------------------------------------------------
@@ -394,7 +414,8 @@ def old_breakdown(setup: DemoSetup, steps: int, warmup: int = 3) -> dict[str, fl
 # ---- the command -------------------------------------------------------------------------------------------
 def train_demo(profile_name: str = "demo", work: str | None = None, batch_sizes: list[int] | None = None,
                steps: int = 30, warmup: int = 2, check: int = 3, threads: int | None = None,
-               breakdown: bool = False, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+               breakdown: bool = False, changes: dict[str, Any] | None = None,
+               roofline: bool = False) -> dict[str, Any]:
     """The figures `reg2rg bench train-demo` prints (see the module docstring)."""
     profile = load_profile(profile_name)
     paths = demo_inputs(profile, work)
@@ -421,6 +442,10 @@ def train_demo(profile_name: str = "demo", work: str | None = None, batch_sizes:
                 if breakdown:
                     figures["breakdown_ms"] = old_breakdown(setup, steps)
             rows.append(time_arms(setup, steps, warmup))
+            if roofline:
+                plan = [b for _, b in _batches(len(setup.dataset), setup.settings.seed, size, check)]
+                setup.dataset.set_epoch(0)
+                rows[-1]["work"] = work_per_sample(setup, plan)
         load.append(os.getloadavg()[0])
         figures["rows"] = rows
         for row in rows:
@@ -431,11 +456,26 @@ def train_demo(profile_name: str = "demo", work: str | None = None, batch_sizes:
         figures["today_batch_size"] = base["batch_size"]  # the profile's: today's recipe
         figures["speedup_best_vs_today"] = best["new_samples_per_s"] / base["old_samples_per_s"]
         figures["trajectory_max_abs_diff"] = max(r["trajectory_max_abs_diff"] for r in rows)
+        if roofline:
+            _add_roofline(rows)
         figures["load_avg_1min"] = [round(x, 2) for x in load]
         figures.update({k: v for k, v in machine().items() if k not in figures})
         return figures
     finally:
         torch.set_num_threads(before)
+
+
+def _add_roofline(rows: list[dict[str, Any]]) -> None:
+    """Each row's `roofline` figures against one matrix-product peak measured now, on the same threads."""
+    from reg2rg_lib.bench.roofline import matmul_peak
+    from reg2rg_lib.bench.roofline import roofline as bound
+
+    peak = matmul_peak()
+    for row in rows:
+        work = row.pop("work")
+        rates = {"old": row["old_samples_per_s"], "new": row["new_samples_per_s"]}
+        row["roofline"] = bound(work["flops"], rates, peak)
+        row["roofline"]["attention_share"] = work["attention_share"]
 
 
 def cpu_model() -> str:
@@ -454,7 +494,7 @@ def cpu_model() -> str:
 def _train_demo(args: argparse.Namespace) -> int:
     changes = parse_assignments(args.set)
     figures = train_demo(args.profile, args.work, args.batch_size, args.steps, args.warmup, args.check,
-                         args.threads, args.breakdown, changes)
+                         args.threads, args.breakdown, changes, args.roofline)
     if args.json:
         return report(figures, True)
     rows, parts = figures.pop("rows"), figures.pop("breakdown_ms", None)
@@ -473,4 +513,13 @@ def _train_demo(args: argparse.Namespace) -> int:
         print(f"{r['batch_size']:>5}  {r['old_samples_per_s']:>15.1f}  {r['new_samples_per_s']:>14.1f}  "
               f"{r['speedup']:>7.2f}  {r['old_step_ms']:>13.1f}  {r['new_step_ms']:>12.1f}  "
               f"{r['trajectory_max_abs_diff']:>10.2e}")
+    for r in rows:
+        if "roofline" in r:
+            f = r["roofline"]
+            print(f"batch {r['batch_size']}: today's step {f['gflop_per_sample']:.2f} GFLOP a sample "
+                  f"(attention {f['attention_share']:.0%}); done at {f['old_gflops']:.1f} GFLOP/s today, "
+                  f"{f['new_gflops']:.1f} by the fast path = {f['old_share_of_peak']:.0%} / "
+                  f"{f['new_share_of_peak']:.0%} of the {f['matmul_peak_gflops']:.0f} GFLOP/s matrix-product "
+                  f"peak; at that peak {f['bound_vs_today']:.1f}x today's samples/s; 3x would take "
+                  f"{f['three_x_share_of_peak']:.0%} of it")
     return report(figures, False)

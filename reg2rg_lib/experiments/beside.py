@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from reg2rg_lib.errors import KitError
-from reg2rg_lib.experiments.grid import Ablation, grid_for, run_steps, same_model_as
+from reg2rg_lib.experiments.grid import Ablation, grid_for, same_model_as
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.train.run import train_features
@@ -51,16 +51,13 @@ def rows_beside(profile: Profile, runs: Sequence[str] | None = None) -> list[Abl
 
 
 def _train_rows(profile: Profile, out_dir: str, rows: Sequence[Ablation], conn: Connection) -> None:
-    """The spawned process: each row as the grid's worker runs it; sends back (messages, error or None)."""
-    from reg2rg_lib.experiments.runner import _test_names, _worker
+    """The spawned process: the rows as the grid's worker runs them; sends back (messages, error or None)."""
+    from reg2rg_lib.experiments.runner import train_rows
 
     lines: list[str] = []
     error = None
     try:
-        names = _test_names(RunPaths(out_dir).cache)
-        for ab in rows:
-            _, _, messages = _worker(profile, out_dir, ab, run_steps(profile), names, False, 1)
-            lines.extend(messages)
+        lines = train_rows(profile, out_dir, rows)
     except BaseException as exc:  # reported in the parent, in one line
         error = f"{type(exc).__name__}: {exc}"
         lines.append(traceback.format_exc(limit=3))

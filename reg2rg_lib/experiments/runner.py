@@ -333,6 +333,19 @@ def _worker(
     return ab.name, headline, collect.lines
 
 
+def train_rows(profile: Profile, out_dir: str | os.PathLike[str], rows: Sequence[Ablation],
+               threads: int = 1) -> list[str]:
+    """Train, generate and evaluate `rows` one after the other in this process, each as a grid worker does
+    (`threads` torch threads, messages labelled with the run); return the messages. `experiments.beside` runs
+    it in its second process, beside notebook 03's `full`."""
+    names = _test_names(RunPaths(out_dir).cache)
+    steps = run_steps(profile)
+    lines: list[str] = []
+    for ab in rows:
+        lines += _worker(profile, str(out_dir), ab, steps, names, False, threads)[2]
+    return lines
+
+
 def _run_parallel(profile: Profile, paths: RunPaths, runs: Sequence[Ablation], steps: int | None,
                   names: Sequence[str], force: bool, workers: int) -> dict[str, dict[str, Any]]:
     """`runs` in `workers` spawned processes, each with an equal share of the cores (small models train faster

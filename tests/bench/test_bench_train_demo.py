@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reg2rg_lib.cli import main as cli_main
 
 
@@ -57,7 +59,18 @@ def test_bench_train_demo_prints_a_table(smoke, capsys):
     assert cli_main(["bench", "train-demo", "--profile", "smoke", "--work", str(smoke.root), "--steps", "1",
                      "--warmup", "0", "--check", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "today samples/s" in out and "loss_max_abs_diff" in out
+    assert "today samples/s" in out and "loss_max_abs_diff" in out and "GFLOP" not in out
+
+
+def test_bench_train_demo_roofline_counts_todays_work_against_the_matmul_peak(smoke, capsys):
+    assert cli_main(["bench", "train-demo", "--profile", "smoke", "--work", str(smoke.root), "--steps", "1",
+                     "--warmup", "0", "--check", "1", "--threads", "1", "--roofline", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (row,) = figures["rows"]
+    f = row["roofline"]
+    assert f["gflop_per_sample"] > 0 and 0 < f["attention_share"] < 1  # the CPU attention kernel is counted
+    assert f["old_gflops"] == pytest.approx(f["gflop_per_sample"] * row["old_samples_per_s"])
+    assert f["bound_vs_today"] == pytest.approx(1 / f["old_share_of_peak"])
 
 
 def test_bench_train_demo_with_model_changes(smoke, capsys):

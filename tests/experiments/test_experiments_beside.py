@@ -31,6 +31,7 @@ def test_the_rows_are_grid_rows_other_than_full_its_twins_and_imports():
 def _inputs(smoke, root):
     for sub in ("cache", "tokenizer", "data"):
         shutil.copytree(smoke.root / sub, root / sub)
+    shutil.rmtree(root / "cache" / "vit_features", ignore_errors=True)  # other tests' runs may have made them
     return root
 
 
@@ -46,7 +47,8 @@ def test_a_row_trained_beside_full_is_reused_by_the_grid(smoke, tmp_path, caplog
             train_run("smoke", root / "runs" / "full", progress=False)
     logs = caplog.messages
     run = root / "runs" / "no_rra"
-    assert json.loads((run / "train_summary.json").read_text())["steps"] == load_profile("smoke").train.max_steps
+    steps = json.loads((run / "train_summary.json").read_text())["steps"]
+    assert steps == load_profile("smoke").train.max_steps
     assert (run / "predictions.csv").is_file() and (run / "metrics" / "summary.json").is_file()
     # the frozen ViT's features were computed once, by this process, before the second one started
     computed = [m for m in logs if "frozen-ViT features" in m]
