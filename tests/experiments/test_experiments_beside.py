@@ -64,18 +64,22 @@ def test_a_row_trained_beside_full_is_reused_by_the_grid(smoke, tmp_path, caplog
     assert set(summary["runs"]) == {"full", "no_rra"}
 
 
-def test_an_interrupted_block_stops_the_second_process_and_a_failed_row_is_one_error(smoke, tmp_path):
+def test_an_interrupted_block_stops_the_second_process_and_a_failed_row_is_a_warning(smoke, tmp_path, caplog):
     root = _inputs(smoke, tmp_path / "out")
     with pytest.raises(KeyboardInterrupt):
         with beside_full("smoke", root, ["no_rra"]):
             raise KeyboardInterrupt
     assert not mp.active_children()
     assert not (root / "runs" / "no_rra" / "train_summary.json").exists()
-    # vit_pretrained needs the pretrained ViT, which nothing made here: the second process fails, in one line
-    with pytest.raises(KitError, match=r"training vit_pretrained beside full failed: .*no pretrained vision"):
-        with beside_full("smoke", root, ["vit_pretrained"]):
-            pass
-    assert not mp.active_children()
+    # vit_pretrained needs the pretrained ViT, which nothing made here: the second process fails; full's block
+    # is not failed for it (notebook 05 trains the row again, where the error shows)
+    with caplog.at_level(logging.INFO, logger="reg2rg_lib"):
+        with beside_full("smoke", root, ["vit_pretrained"]) as rows:
+            assert rows == ["vit_pretrained"]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "[beside]" in r.getMessage()]
+    assert len(warned) == 1 and "no pretrained vision encoder" in warned[0].getMessage()
+    assert "notebook 05 trains what did not finish" in warned[0].getMessage()
+    assert "\n" not in warned[0].getMessage() and not mp.active_children()  # one line
 
 
 def test_nothing_starts_on_one_core(smoke, tmp_path, monkeypatch, caplog):
