@@ -12,7 +12,8 @@ features both processes read are computed first, in this process, as `full`'s tr
 
 Nothing starts on a single core, or when the profile names no rows. If the cell that trains `full` fails or is
 interrupted, the second process is stopped; a row it left half trained resumes from its newest checkpoint in
-notebook 05, and a row that failed there is a warning in notebook 03 and trained again in notebook 05.
+notebook 05, and a row that failed there is a warning in notebook 03 and trained again in notebook 05. If the
+notebook's kernel is killed outright, the second process notices within a second and ends too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import threading
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -50,10 +53,24 @@ def rows_beside(profile: Profile, runs: Sequence[str] | None = None) -> list[Abl
             if n != "full" and not grid[n].imported and not same_model_as(profile, grid[n], full)]
 
 
-def _train_rows(profile: Profile, out_dir: str, rows: Sequence[Ablation], conn: Connection) -> None:
+def _exit_with(parent: int, every_s: float = 1.0) -> None:
+    """End this process soon after process `parent` has gone (killed with -9, so it could not stop us): a
+    daemon thread that checks the parent's pid every `every_s` seconds. What the rows wrote is atomic, and the
+    folder lock goes with the process, so notebook 05 resumes them."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="reg2rg-beside-watch", daemon=True).start()
+
+
+def _train_rows(profile: Profile, out_dir: str, rows: Sequence[Ablation], conn: Connection,
+                parent: int) -> None:
     """The spawned process: the rows as the grid's worker runs them; sends back (messages, error or None)."""
     from reg2rg_lib.experiments.runner import train_rows
 
+    _exit_with(parent)
     lines: list[str] = []
     error = None
     try:
@@ -86,7 +103,8 @@ def beside_full(profile: str | Profile, out_dir: str | os.PathLike[str],
     train_features(prof, paths.run("full"))  # here first, as full's training would: never by both at once
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_train_rows, args=(prof, str(paths.root), rows, send), name="reg2rg-beside")
+    proc = ctx.Process(target=_train_rows, args=(prof, str(paths.root), rows, send, os.getpid()),
+                       name="reg2rg-beside")
     proc.start()
     send.close()
     names = [a.name for a in rows]

@@ -90,3 +90,60 @@ def test_nothing_starts_on_one_core(smoke, tmp_path, monkeypatch, caplog):
             assert rows == [] and not mp.active_children()
     assert "[beside] one core: no_rra will train in notebook 05" in caplog.messages
     assert not (root / "runs" / "no_rra").exists()
+
+
+_KILLED_NOTEBOOK = """import multiprocessing as mp, sys, time
+from reg2rg_lib.experiments.beside import beside_full
+from reg2rg_lib.profiles import load_profile
+if __name__ == "__main__":
+    long = load_profile("smoke", {"train.max_steps": 20000})  # the row trains for minutes
+    with beside_full(long, sys.argv[1], ["no_rra"]):
+        print(mp.active_children()[0].pid, flush=True)
+        time.sleep(300)  # killed with -9 here, as a notebook kernel can be
+"""
+
+
+def test_the_second_process_ends_when_the_notebook_is_killed_outright(smoke, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = _inputs(smoke, tmp_path / "out")
+    script = tmp_path / "notebook.py"
+    script.write_text(_KILLED_NOTEBOOK)
+    proc = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE, text=True)
+    log, child = root / "runs" / "no_rra" / "train_log.csv", None
+    try:
+        child = int(proc.stdout.readline())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > 5):
+            time.sleep(0.2)  # the second process is training
+        assert _alive(child), "the second process ended before it trained"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.2)
+        assert not _alive(child)  # it would have trained for minutes
+        assert not (root / "runs" / "no_rra" / "train_summary.json").exists()
+    finally:
+        proc.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, ended but not yet reaped by init, counts as ended)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = f"/proc/{pid}/status"
+    if os.path.exists(status):
+        with open(status) as f:
+            return "zombie" not in f.read()
+    return True
