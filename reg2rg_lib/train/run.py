@@ -111,12 +111,8 @@ def train_run(
     cfg = _model_config(profile, settings, paths, model_changes, llm_arch)
     if resume:  # another model config (an ablation switch, the LLM size, the image size) must not resume here
         check_resume_config(RunFolder(run_dir).checkpoints, cfg.to_dict())
-    seed_everything(settings.seed)
-    model = Reg2RG(cfg, tokenizer)  # same seed on every rank: identical initial weights
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
-    features = (
-        _train_features(model, cache, acc, settings, progress) if use_feature_cache(model, setting) else None
-    )
+    model, features = _model_and_features(cfg, tokenizer, cache, acc, settings, setting, progress)
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
                             region_dropout_max=settings.region_dropout_max, region_few=settings.region_few)
@@ -165,11 +161,20 @@ def train_features(profile: str | Profile, run_dir: str | os.PathLike[str],
     check_inputs(profile, paths.cache, paths.tokenizer)
     tokenizer = load_tokenizer(profile.model.llm_path or paths.tokenizer)
     cfg = _model_config(profile, settings, paths, None, None)
+    return _model_and_features(cfg, tokenizer, load_cache(paths.cache), make_accelerator(settings), settings,
+                               profile.train.feature_cache, progress)[1]
+
+
+def _model_and_features(cfg: Reg2RGConfig, tokenizer: Any, cache: PrepCache, acc: Accelerator,
+                        settings: TrainSettings, feature_cache: bool | None,
+                        progress: bool) -> tuple[Reg2RG, FeatureCache | None]:
+    """The seeded model (the same seed on every rank: identical initial weights) and, where `feature_cache`
+    (`use_feature_cache`) says so, its frozen ViT's train features: one code path for `train_run` and
+    `train_features`, so that both compute the same bits."""
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tokenizer)
-    if not use_feature_cache(model, profile.train.feature_cache):
-        return None
-    return _train_features(model, load_cache(paths.cache), make_accelerator(settings), settings, progress)
+    use = use_feature_cache(model, feature_cache)
+    return model, (_train_features(model, cache, acc, settings, progress) if use else None)
 
 
 def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settings: TrainSettings,
