@@ -68,6 +68,8 @@ class ModelSection:
     rereference: bool = False  # region i's tokens again after "The region i is <organ>:" (the paper: false)
     # the geometry encoder reads the masks' area-resized coverage, not binarised masks
     mask_coverage: bool = False
+    # the frozen ViT's LayerNorm over each patch's raw values (RadFM's, the paper's); false drops it
+    vision_patch_norm: bool = True
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,9 @@ class Reg2RGConfig:
     # rows of the per-axis position tables; RadFM built its ViT for 512x512x512, so (16, 16, 128), and samples
     # every (rows // grid)-th row for a smaller grid. None = exactly the grid of `image_size`.
     vit_pos_rows: Size3 | None = (16, 16, 128)
+    # the LayerNorm over each patch's raw values (RadFM's); False: an identity there, for a random frozen ViT,
+    # which cannot learn around the patch mean and scale that LayerNorm removes (vit3d.py)
+    vit_patch_norm: bool = True
     freeze_vision: bool = True  # the paper freezes the ViT; its outputs can then be cached
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth; None = random init (CPU presets)
 
@@ -226,6 +229,8 @@ class Reg2RGConfig:
         for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
             if getattr(profile.model, switch):
                 overrides[switch] = True
+        if not profile.model.vision_patch_norm:  # on in the presets; a profile turns it off
+            overrides["vit_patch_norm"] = False
         if profile.model.vision_checkpoint:
             overrides["vision_checkpoint"] = vision_checkpoint_path(
                 profile.model.vision_checkpoint, profile, paths
@@ -305,6 +310,11 @@ class Reg2RGConfig:
                                  ("mask_pos_rows", self.mask_pos_rows, self.mask_grid)):
             if rows is not None and any(r < g for r, g in zip(rows, grid)):
                 raise KitError(f"model config: {name} {rows} has fewer rows than the patch grid {grid}")
+        if self.vision_checkpoint and not self.vit_patch_norm:
+            raise KitError(
+                f"model config: vision_checkpoint {self.vision_checkpoint} is a RadFM ViT3D, which has the "
+                "patch LayerNorm; set model.vision_patch_norm: true to load it"
+            )
         if self.llm_finetune not in ("lora", "full", "frozen"):
             raise KitError(f"model config: llm_finetune={self.llm_finetune!r}; expected lora, full or frozen")
         if self.region_tokens == 0:

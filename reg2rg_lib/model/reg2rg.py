@@ -83,6 +83,7 @@ class Reg2RGEmbedding(nn.Module):
                 cfg.vit_mlp,
                 cfg.in_channels,
                 cfg.vit_pos_rows,
+                patch_norm=cfg.vit_patch_norm,
             )
         if cfg.geometry_tokens:
             self.mask_encoder = MaskEncoder.from_config(cfg)

@@ -9,6 +9,13 @@ Parameter names follow the official checkpoint so that RadFM's `RadFM_vit3d.pth`
 load without renaming: `to_patch_embedding.{1,2,3}` (LayerNorm, Linear, LayerNorm after a parameter-free
 patchify at index 0), `pos_embedding.{row,col,dep}_embed`, and `transformer.layers.<i>.<0 attention | 1
 MLP>.{norm, fn}`.
+
+`patch_norm=False` replaces the first LayerNorm (the one over each patch's raw values) by an identity (no
+parameters, so `to_patch_embedding.1.*` is absent and a RadFM checkpoint does not load). That LayerNorm
+removes each patch's mean and scale: a patch of uniform consolidation and one of uniform aerated lung embed
+alike, and a patch holding only two levels (a region's edge against the masked background) embeds the same
+whatever the two levels are. A pretrained encoder has learnt what it can from what is left; a frozen random
+one cannot (`model.vision_patch_norm`, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -150,6 +157,7 @@ class ViT3D(nn.Module):
         image_size: (H, W, D) of the inputs it will see; only used to check divisibility.
         patch: (ph, pw, pd).
         pos_rows: rows of the per-axis position tables (None = the patch grid of `image_size`).
+        patch_norm: False replaces the LayerNorm over each patch's values by an identity (module docstring).
     """
 
     def __init__(
@@ -164,6 +172,7 @@ class ViT3D(nn.Module):
         channels: int,
         pos_rows: Size3 | None = None,
         dropout: float = 0.0,
+        patch_norm: bool = True,
     ) -> None:
         super().__init__()
         grid = tuple(s // p for s, p in zip(image_size, patch))
@@ -172,7 +181,10 @@ class ViT3D(nn.Module):
         self.patch, self.channels, self.dim = tuple(patch), channels, dim
         patch_dim = channels * patch[0] * patch[1] * patch[2]
         self.to_patch_embedding = nn.Sequential(
-            Patchify3D(patch), nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim)
+            Patchify3D(patch),
+            nn.LayerNorm(patch_dim) if patch_norm else nn.Identity(),
+            nn.Linear(patch_dim, dim),
+            nn.LayerNorm(dim),
         )
         self.pos_embedding = PositionEmbedding3D(dim, tuple(pos_rows) if pos_rows else grid)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp, dropout)

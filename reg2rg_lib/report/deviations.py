@@ -79,6 +79,12 @@ def _vision(p: Profile, cfg: Reg2RGConfig) -> str:
     )
 
 
+def _patch_norm(p: Profile, cfg: Reg2RGConfig) -> str:
+    if cfg.vit_patch_norm:
+        return "a LayerNorm over each patch's raw values before the patch embedding (RadFM's ViT3D)"
+    return "no LayerNorm over each patch's raw values (an identity there)"
+
+
 def _perceiver(p: Profile, cfg: Reg2RGConfig) -> str:
     return (
         f"{cfg.perceiver_latents} latents per image, {_layers(cfg.perceiver_depth)} x {cfg.perceiver_heads} "
@@ -182,6 +188,7 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("data", _data, "`data.cases_train/cases_test: null` + your data folder"),
     Aspect("image size", lambda p, c: _size(p.data.image_size), "`data.image_size`"),
     Aspect("vision encoder", _vision, "`model.preset: paper` + `model.vision_checkpoint` (RadFM's ViT3D)"),
+    Aspect("vision encoder: patch norm", _patch_norm, "`model.vision_patch_norm: true`"),
     Aspect("Perceiver resampler", _perceiver, "`model.preset: paper`"),
     Aspect("geometry encoder", _geometry, "`model.preset: paper`"),
     Aspect("LLM", _llm, "`model.preset: paper`, `model.llm_path`, `model.llm_arch: null`"),
@@ -223,6 +230,10 @@ REASONS: dict[str, str] = {
     ),
     "vision encoder": "RadFM's weights are not available offline; the CPU ViT (random, or pretrained on the "
     "benchmark's train split by `reg2rg pretrain-vision`) is small enough for 2 cores",
+    "vision encoder: patch norm": "that LayerNorm removes each patch's mean intensity and scale, so a frozen "
+    "random ViT cannot tell aerated lung from consolidation or atelectasis (a probe on its tokens: "
+    "consolidation AUC 0.41 with it, 0.85 without, on validation); a pretrained RadFM ViT has learnt "
+    "around it, a random one cannot (benchmarks/RESULTS.md)",
     "Perceiver resampler": (
         "fewer visual tokens per image keep the prompt (the global image and up to 10 "
         "regions) short for a tiny LLM"

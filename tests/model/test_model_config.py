@@ -73,3 +73,13 @@ def test_training_flops_counted_on_meta():
     layer = 4 * cfg.llm_hidden**2 + 3 * cfg.llm_hidden * cfg.llm_intermediate
     assert raw["forward_by_component"]["llm"] >= 2 * cfg.llm_layers * layer * raw["seq_len"]
     assert raw["backward"] > raw["forward_by_component"]["llm"]  # the fully trained LLM: ~2x its forward
+
+
+def test_vision_patch_norm_switch_from_the_profile():
+    """`model.vision_patch_norm: false` reaches the config and the built ViT; a RadFM checkpoint, which has
+    the patch LayerNorm, is refused with it off."""
+    assert Reg2RGConfig.from_profile(load_profile("paper")).vit_patch_norm is True
+    off = Reg2RGConfig.from_profile(load_profile("smoke", overrides={"model.vision_patch_norm": False}))
+    assert off.vit_patch_norm is False
+    with pytest.raises(KitError, match="RadFM_vit3d.pth is a RadFM ViT3D, which has the patch LayerNorm"):
+        off.replace(vision_checkpoint="RadFM_vit3d.pth")

@@ -1,0 +1,113 @@
+"""Where are the lung findings lost? Per-label probes on the texture crops, with and without the ViT's patch
+LayerNorm (issue 25; validation only).
+
+    python benchmarks/probe_patch_norm.py [--out outputs/demo] [--seed 0]
+
+For each CT-RATE label the embedded benchmark inserts, the texture crop of the region that reports it (the
+prep cache's, as the model reads it: masked, cropped, windowed to [-1000, 200] HU, area-resized to the
+profile's size) is read three ways, each probed by the instrument's probe (`metrics.image_use.probe_auc`: fit
+on the train cases, AUC on the validation cases):
+
+- **crop**: a model-free read-out: the region's intensity histogram (32 bins), 8 quantiles, max, mean, std,
+  the voxel count and the counts above 4 levels, all over the voxels inside the region;
+- **ViT**: a frozen random ViT3D of the profile's size (seed `--seed`), its tokens mean-pooled (as the
+  instrument's *carried* averages the texture tokens);
+- **ViT, no patch LN**: the same weights with the LayerNorm over each patch's raw values replaced by an
+  identity (`ViT3D(patch_norm=False)`, profile key `model.vision_patch_norm`).
+
+The test split is never read. Results: benchmarks/RESULTS.md ("The ViT's patch LayerNorm").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from reg2rg_lib.data.prep import load_cache
+from reg2rg_lib.metrics.image_use import LABEL_FINDINGS, label_region, probe_auc
+from reg2rg_lib.model.config import Reg2RGConfig
+from reg2rg_lib.model.vit3d import ViT3D
+from reg2rg_lib.paths import RunPaths
+from reg2rg_lib.profiles import load_profile
+
+SPLITS = ("train", "validation")
+READS = ("crop", "ViT", "ViT, no patch LN")
+
+
+def crop_features(texture: torch.Tensor) -> np.ndarray:
+    """The model-free read-out of one texture crop (values in [-1, 1]; the masked background is -1)."""
+    x = texture.flatten().numpy()
+    inside = x[x > -0.999]
+    if inside.size == 0:
+        inside = np.array([-1.0])
+    quantiles = np.percentile(inside, [1, 5, 25, 50, 75, 95, 99, 99.9])
+    hist = np.histogram(inside, bins=32, range=(-1, 1))[0] / inside.size
+    above = np.log1p([(inside > level).sum() for level in (0.8, 0.9, 0.95, 0.99)])
+    moments = [inside.max(), inside.mean(), inside.std(), np.log1p(inside.size)]
+    return np.concatenate([quantiles, moments, above, hist])
+
+
+def encoders(profile: str, seed: int) -> dict[str, ViT3D]:
+    cfg = Reg2RGConfig.from_profile(load_profile(profile))
+    torch.manual_seed(seed)
+    vit = ViT3D(cfg.image_size, cfg.vit_patch, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.vit_dim_head,
+                cfg.vit_mlp, cfg.in_channels, cfg.vit_pos_rows).eval()
+    no_norm = copy.deepcopy(vit)
+    no_norm.to_patch_embedding[1] = nn.Identity()
+    return {"ViT": vit, "ViT, no patch LN": no_norm}
+
+
+def read_split(cache, split: str, vits: dict[str, ViT3D]) -> list[tuple[dict[str, int], dict[str, dict]]]:
+    """Per case: (labels, {region: {read: features}})."""
+    rows = []
+    for record in cache.cases(split):
+        texture = cache.load(record.name, ["texture"])["texture"]
+        per_region = {region: {"crop": crop_features(texture[i])} for i, region in enumerate(record.regions)}
+        with torch.no_grad():
+            for name, vit in vits.items():
+                pooled = vit(texture.unsqueeze(1)).mean(1).numpy()
+                for i, region in enumerate(record.regions):
+                    per_region[region][name] = pooled[i]
+        rows.append((record.labels, per_region))
+    return rows
+
+
+def table(data: dict[str, list], labels: list[str]) -> list[dict[str, object]]:
+    out = []
+    for label in labels:
+        region = label_region(label)
+        row: dict[str, object] = {"label": label, "region": region}
+        for read in READS:
+            xy = {}
+            for split in SPLITS:
+                pairs = [(f[region][read], lab[label]) for lab, f in data[split] if region in f]
+                xy[split] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+            row["positives"] = f"{int(xy['validation'][1].sum())} / {len(xy['validation'][1])}"
+            row[read] = probe_auc(*xy["train"], *xy["validation"])[0]
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="outputs/demo", help="a profile run's folder (its cache/ is read)")
+    ap.add_argument("--profile", default="demo", help="the profile whose ViT size is built")
+    ap.add_argument("--seed", type=int, default=0, help="the random ViT's seed")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cache = load_cache(RunPaths(args.out).cache)
+    vits = encoders(args.profile, args.seed)
+    data = {split: read_split(cache, split, vits) for split in SPLITS}
+    print("| label | region | validation positives | " + " | ".join(READS) + " |")
+    print("|---|---|---|" + "---|" * len(READS))
+    for row in table(data, list(LABEL_FINDINGS)):
+        cells = " | ".join("-" if np.isnan(row[r]) else f"{row[r]:.2f}" for r in READS)
+        print(f"| {row['label']} | {row['region']} | {row['positives']} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
