@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +210,13 @@ def check_imported_recipe(profile: Profile, ab: Ablation, steps: int | None, pat
         raise BadInputError(config, f"run {ab.name} is imported without a run_config.json to tell its recipe")
     saved = json.loads(config.read_text())
     want = recipe_of(profile, ab, steps, paths)
+    # a setting added after the run was trained is absent from its run_config; the kit adds a setting with
+    # its old behaviour as the default, so the run was trained with that default
+    defaults = {part: {f.name: f.default for f in fields(kind) if f.default is not MISSING}
+                for part, kind in (("settings", TrainSettings), ("model", Reg2RGConfig))}
     for part, values in want.items():
         for key, value in values.items():
-            had = (saved.get(part) or {}).get(key, "missing")
+            had = (saved.get(part) or {}).get(key, defaults[part].get(key, "missing"))
             if json.loads(json.dumps(had)) != json.loads(json.dumps(value)):
                 raise BadInputError(
                     REPO_ROOT / str(ab.imported),

@@ -7,6 +7,8 @@ import logging
 
 import pytest
 
+from reg2rg_lib.errors import BadInputError
+from reg2rg_lib.experiments.runner import check_imported_recipe, recipe_of
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.train.loop import read_train_log
 
@@ -209,7 +211,6 @@ def test_a_profile_imports_a_run_it_can_train_and_refuses_one_trained_with_anoth
 def test_the_demos_imported_llm_run_was_trained_with_the_demos_recipe(tmp_path):
     # the committed llm_scratch-2x128 row must be the run the demo's grid would train (steps, seed, model)
     from reg2rg_lib.experiments.grid import grid_for, run_steps
-    from reg2rg_lib.experiments.runner import recipe_of
     from reg2rg_lib.paths import REPO_ROOT
     from reg2rg_lib.profiles import load_profile
 
@@ -219,5 +220,27 @@ def test_the_demos_imported_llm_run_was_trained_with_the_demos_recipe(tmp_path):
     saved = json.loads((REPO_ROOT / str(ab.imported) / "run_config.json").read_text())
     want = recipe_of(demo, ab, run_steps(demo), RunPaths(tmp_path))
     assert want["settings"]["max_steps"] == demo.train.max_steps and want["model"]["llm_hidden"] == 128
-    for part, values in want.items():
-        assert {k: saved[part][k] for k in values} == json.loads(json.dumps(values)), part
+    assert saved["settings"]["max_steps"] == demo.train.max_steps and saved["model"]["llm_hidden"] == 128
+    check_imported_recipe(demo, ab, run_steps(demo), RunPaths(tmp_path), REPO_ROOT / str(ab.imported))
+
+
+def test_a_setting_added_after_an_imported_run_counts_as_its_default(tmp_path):
+    """A run_config written before a setting existed lacks it: the run was trained with the setting's default
+    (the kit adds a setting with its old behaviour as the default), so it passes while the profile keeps the
+    default and is refused once the profile changes it."""
+    from reg2rg_lib.experiments.grid import grid_for, run_steps
+    from reg2rg_lib.profiles import load_profile
+
+    demo = load_profile("demo")
+    (ab,) = [a for a in grid_for(demo) if a.name == "llm_scratch-2x128"]
+    saved = recipe_of(demo, ab, run_steps(demo), RunPaths(tmp_path))
+    del saved["model"]["vit_patch_norm"]
+    run = tmp_path / "imported"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps(saved))
+    check_imported_recipe(demo, ab, run_steps(demo), RunPaths(tmp_path), run)
+    changed = load_profile("demo", overrides={"model.vision_patch_norm": False})
+    (ab,) = [a for a in grid_for(changed) if a.name == "llm_scratch-2x128"]
+    refused = "trained with model.vit_patch_norm = True, the grid trains False"
+    with pytest.raises(BadInputError, match=refused):
+        check_imported_recipe(changed, ab, run_steps(changed), RunPaths(tmp_path), run)
