@@ -8,8 +8,8 @@ prep cache's, as the model reads it: masked, cropped, windowed to [-1000, 200] H
 profile's size) is read three ways, each probed by the instrument's probe (`metrics.image_use.probe_auc`: fit
 on the train cases, AUC on the validation cases):
 
-- **crop**: a model-free read-out: the region's intensity histogram (32 bins), 8 quantiles, max, mean, std,
-  the voxel count and the counts above 4 levels, all over the voxels inside the region;
+- **crop**: the instrument's model-free read-out (`metrics.crop_readout.crop_features`: the region's
+  intensity histogram, quantiles, max, mean, std, voxel count and counts near the window's top);
 - **ViT**: a frozen random ViT3D of the profile's size (seed `--seed`), its tokens mean-pooled (as the
   instrument's *carried* averages the texture tokens);
 - **ViT, no patch LN**: the same weights with the LayerNorm over each patch's raw values replaced by an
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from reg2rg_lib.data.prep import load_cache
+from reg2rg_lib.metrics.crop_readout import crop_features
 from reg2rg_lib.metrics.image_use import LABEL_FINDINGS, label_region, probe_auc
 from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.vit3d import ViT3D
@@ -36,19 +37,6 @@ from reg2rg_lib.profiles import load_profile
 
 SPLITS = ("train", "validation")
 READS = ("crop", "ViT", "ViT, no patch LN")
-
-
-def crop_features(texture: torch.Tensor) -> np.ndarray:
-    """The model-free read-out of one texture crop (values in [-1, 1]; the masked background is -1)."""
-    x = texture.flatten().numpy()
-    inside = x[x > -0.999]
-    if inside.size == 0:
-        inside = np.array([-1.0])
-    quantiles = np.percentile(inside, [1, 5, 25, 50, 75, 95, 99, 99.9])
-    hist = np.histogram(inside, bins=32, range=(-1, 1))[0] / inside.size
-    above = np.log1p([(inside > level).sum() for level in (0.8, 0.9, 0.95, 0.99)])
-    moments = [inside.max(), inside.mean(), inside.std(), np.log1p(inside.size)]
-    return np.concatenate([quantiles, moments, above, hist])
 
 
 def encoders(profile: str, seed: int) -> dict[str, ViT3D]:

@@ -33,6 +33,10 @@ For each label, with `region` the organ whose paragraph reports it (`LABEL_FINDI
   with the cases' by chance (on the demo's test split, one shift put pleural effusion's at 0.79), so the
   control is read against this level; pooling several shifts brings it near 0.5.
 - **gap_flag**: carried but not used: `carried_auc >= GAP_THRESHOLD` (0.9) and `used_auc < GAP_THRESHOLD`.
+- **crop**: what the input itself holds, before any model: the same probe on a model-free read-out of the
+  region's texture crop (`crop_readout`: its intensity histogram and quantiles), fit on the train cases.
+  **lost_flag**: in the crop but not carried (`crop_auc >= 0.9`, `carried_auc` below): lost by the encoder,
+  not absent from the input. Together the columns follow a finding along the chain: crop -> carried -> used.
 
 NaN, with a reason in `note`, where a label has fewer than 2 classes among the train cases (carried) or the
 evaluated cases (all three). `image_use_table` returns a DataFrame (attrs: split, vectors, scoring, shifts,
@@ -68,6 +72,7 @@ from reg2rg_lib.data.synth.reports import ABNORMAL, NORMAL
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.generate import load_model
 from reg2rg_lib.io import atomic_path, write_json_atomic
+from reg2rg_lib.metrics.crop_readout import crop_arrays
 from reg2rg_lib.metrics.grounded import HOME_REGION
 from reg2rg_lib.model import build_sample
 from reg2rg_lib.model.prompt import GEOMETRY, TEXTURE
@@ -104,11 +109,13 @@ COLUMNS: tuple[str, ...] = (
     "region",
     "n_pos",
     "n_neg",
+    "crop_auc",
     "carried_auc",
     "used_auc",
     "control_auc",
     "control_chance_auc",
     "gap_flag",
+    "lost_flag",
     "carried_texture_auc",
     "carried_geometry_auc",
     "used_logodds_pos",
@@ -438,26 +445,34 @@ def image_use_table(
     scores = teacher_forced_scores(model, data, items, by_region, shifts=shifts, batch_size=batch_size,
                                    progress=progress)
     carried = _carried(model, cache, data, items, labels, features, batch_size, seed) if probe else {}
+    crop = _crop(cache, split, labels, seed) if probe else {}
     table = pd.DataFrame(
-        [_row(lab, scores, records, carried, split) for lab in labels], columns=list(COLUMNS)
+        [_row(lab, scores, records, carried, crop, split) for lab in labels], columns=list(COLUMNS)
     )
-    table.attrs.update(
-        {
-            "split": split,
-            "cases": len(records),
-            "shifts": shifts,
-            "seed": seed,
-            "vectors": vectors_note(model) if probe else "not probed",
-            "scoring": SCORING,
-            "gap_rule": f"carried_auc >= {GAP_THRESHOLD} and used_auc < {GAP_THRESHOLD} "
-            "(NaN used counts as not used)",
-            "control": f"region vectors of case (k + s) mod {n} for s in {shifts} (the next case with the "
-            "region), pooled; chance: the control AUC of a perfect reader of those vectors",
-        }
-    )
+    table.attrs.update(_table_attrs(split, n, shifts, seed, vectors_note(model) if probe else None))
     if return_scores:
         table.attrs["scores"] = scores
     return table
+
+
+def _table_attrs(split: str, n: int, shifts: Sequence[int], seed: int, vectors: str | None
+                 ) -> dict[str, Any]:
+    """How the table was computed (its `attrs`; `vectors` None: not probed)."""
+    return {
+        "split": split,
+        "cases": n,
+        "shifts": shifts,
+        "seed": seed,
+        "vectors": vectors or "not probed",
+        "scoring": SCORING,
+        "gap_rule": f"carried_auc >= {GAP_THRESHOLD} and used_auc < {GAP_THRESHOLD} "
+        "(NaN used counts as not used)",
+        "lost_rule": f"crop_auc >= {GAP_THRESHOLD} and carried_auc < {GAP_THRESHOLD}",
+        "crop": "a model-free read-out of the region's texture crop (metrics.crop_readout: intensity "
+        "histogram and quantiles inside the region), probed as carried" if vectors else "not probed",
+        "control": f"region vectors of case (k + s) mod {n} for s in {shifts} (the next case with the "
+        "region), pooled; chance: the control AUC of a perfect reader of those vectors",
+    }
 
 
 def _carried(
@@ -508,9 +523,18 @@ def _carried(
     return out
 
 
+def _crop(cache: Any, split: str, labels: Sequence[str], seed: int) -> dict[str, dict[str, Any]]:
+    """{label: {"auc", "note"}}: the probe on the crop read-out of the label's region (`crop_readout`)."""
+    out = {}
+    for lab, arrays in crop_arrays(cache, split, {lab: label_region(lab) for lab in labels}).items():
+        auc, note = (math.nan, arrays) if isinstance(arrays, str) else probe_auc(*arrays, seed=seed)
+        out[lab] = {"auc": auc, "note": note.replace("carried:", "crop:")}
+    return out
+
+
 def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict[str, dict[str, Any]],
-         split: str) -> dict[str, Any]:
-    """One label's row of the table from the teacher-forced scores and the probe's result."""
+         crop: dict[str, dict[str, Any]], split: str) -> dict[str, Any]:
+    """One label's row of the table from the teacher-forced scores and the two probes' results."""
     region = label_region(label)
     truth = {r.name: int(r.labels.get(label, 0)) for r in records}
     own, ctrl = log_odds(scores, label, region, "own"), log_odds(scores, label, region, "control")
@@ -518,7 +542,8 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
     n_pos = int(sum(y_own))
     probe = carried.get(label, {"auc": math.nan, "note": "carried: not probed"})
     c_auc = probe["auc"]
-    notes = [probe["note"]] if probe["note"] else []
+    in_crop = crop.get(label, {"auc": math.nan, "note": ""})
+    notes = [n for n in (in_crop["note"], probe["note"]) if n]
     if len(set(y_own)) < 2:
         notes.append(f"{n_pos} positive of {len(y_own)} {split} cases with the {region} (needs both classes)")
     used, control = _auc(y_own, own.to_numpy()), _auc(y_ctrl, ctrl.to_numpy())
@@ -527,6 +552,7 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
         "region": region,
         "n_pos": n_pos,
         "n_neg": len(y_own) - n_pos,
+        "crop_auc": in_crop["auc"],
         "carried_auc": c_auc,
         "carried_texture_auc": probe.get("texture_auc", math.nan),
         "carried_geometry_auc": probe.get("geometry_auc", math.nan),
@@ -534,6 +560,7 @@ def _row(label: str, scores: pd.DataFrame, records: Sequence[Any], carried: dict
         "control_auc": control,
         "control_chance_auc": _auc(y_ctrl, [truth[d] for _, d in ctrl.index]),
         "gap_flag": bool(c_auc >= GAP_THRESHOLD and not used >= GAP_THRESHOLD),
+        "lost_flag": bool(in_crop["auc"] >= GAP_THRESHOLD and not c_auc >= GAP_THRESHOLD),
         "used_logodds_pos": _mean(own, y_own, 1),
         "used_logodds_neg": _mean(own, y_own, 0),
         "control_logodds_pos": _mean(ctrl, y_ctrl, 1),
@@ -576,6 +603,7 @@ def write_image_use(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dic
             **meta,
             "headline": image_use_headline(table),
             "gap_labels": [r["label"] for r in rows if r["gap_flag"]],
+            "lost_labels": [r["label"] for r in rows if r.get("lost_flag")],
             "rows": rows,
         },
     )
@@ -606,12 +634,14 @@ def image_use_text(table: pd.DataFrame) -> str:
     a = table.attrs
     width = max([len(str(lab)) for lab in table["label"]] + [5])
     lines = [f"Does the model read the image? {a.get('split', '?')} split, {a.get('cases', '?')} cases",
-             f"{'label':<{width}}  {'region':<11} pos/neg  carried  used  control  chance",]
+             f"{'label':<{width}}  {'region':<11} pos/neg  crop  carried  used  control  chance",]
     for r in table.itertuples(index=False):
-        flag = "  <- carried, not used" if r.gap_flag else ""
-        chance = cell(getattr(r, "control_chance_auc", None))  # absent from tables written before it
-        lines.append(f"{r.label:<{width}}  {r.region:<11} {r.n_pos:>3}/{r.n_neg:<3}  {cell(r.carried_auc)}  "
-                     f"{cell(r.used_auc)}  {cell(r.control_auc)}    {chance}{flag}")
+        # crop_auc, lost_flag and control_chance_auc are absent from tables written before them
+        lost, crop = getattr(r, "lost_flag", False), cell(getattr(r, "crop_auc", None))
+        flag = "  <- carried, not used" if r.gap_flag else "  <- in the crop, not carried" if lost else ""
+        chance = cell(getattr(r, "control_chance_auc", None))
+        lines.append(f"{r.label:<{width}}  {r.region:<11} {r.n_pos:>3}/{r.n_neg:<3} {crop}  "
+                     f"{cell(r.carried_auc)}  {cell(r.used_auc)}  {cell(r.control_auc)}    {chance}{flag}")
     gaps = [str(lab) for lab in table.loc[table["gap_flag"], "label"]]
     lines.append(
         "carried but not used ("
@@ -619,6 +649,11 @@ def image_use_text(table: pd.DataFrame) -> str:
         + "): "
         + (", ".join(gaps) if gaps else "none")
     )
+    if "lost_flag" in table:
+        lost = [str(lab) for lab in table.loc[table["lost_flag"], "label"]]
+        rule = a.get("lost_rule", f"crop >= {GAP_THRESHOLD}, carried below")
+        lines.append(f"in the crop but not carried ({rule}): " + (", ".join(lost) if lost else "none"))
+        lines.append(f"crop: {a.get('crop', '?')}")
     lines.append(f"carried: {a.get('vectors', '?')}")
     lines.append(f"used: {a.get('scoring', SCORING)}; control: {a.get('control', '?')}")
     return "\n".join(lines)

@@ -63,10 +63,14 @@ def _mask(big: bool) -> torch.Tensor:
 class MemoryCache:
     """A prep cache in memory: `cases(split)` and `load(name, keys)` as `PrepCache` has them."""
 
-    def __init__(self, n_train: int = 16, n_test: int = 16, seed: int = 0) -> None:
+    def __init__(self, n_train: int = 16, n_test: int = 16, seed: int = 0,
+                 brighter_heart: float = 0.0) -> None:
+        """`brighter_heart` 0: every case has the same texture (only the masks differ); else each case has its
+        own noise, and a positive case's heart crop is that much brighter (a uniform shift, as consolidation
+        raises a lung's density)."""
         rng = random.Random(seed)
         noise = torch.Generator().manual_seed(seed)
-        texture = torch.randn((2, *SIZE), generator=noise)  # the same for every case: only the masks differ
+        texture = torch.randn((2, *SIZE), generator=noise)
         lung = _mask(True)
         self.root, self.params, self.records, self.tensors = "memory-cache", {}, [], {}
         for split, n in (("train", n_train), ("test", n_test)):
@@ -78,7 +82,11 @@ class MemoryCache:
                 self.records.append(CaseRecord(name, split, list(REGIONS),
                                                {"heart": heart, "lung": NORMAL["lung"][rng.randrange(3)]},
                                                labels, heart))
-                self.tensors[name] = {"image": texture[:1], "full": texture[:1], "texture": texture.clone(),
+                own = texture.clone()
+                if brighter_heart:
+                    own = torch.randn((2, *SIZE), generator=noise) * 0.2
+                    own[0] += brighter_heart * positive
+                self.tensors[name] = {"image": own[:1], "full": own[:1], "texture": own,
                                       "geometry": torch.stack([_mask(positive), lung])}
 
     def cases(self, split: str | None = None) -> list[CaseRecord]:
@@ -152,6 +160,7 @@ def test_a_model_that_copies_the_heart_vector_uses_the_image(cache, tokenizer_te
     assert row["carried_auc"] == 1.0  # the heart's geometry token separates the two mask sizes
     # every texture is the same
     assert row["carried_geometry_auc"] == 1.0 and row["carried_texture_auc"] == 0.5
+    assert row["crop_auc"] == 0.5 and not row["lost_flag"]  # nor does the crop read-out see a difference
     # the control reads the donors' hearts: its AUC is the donors' labels ranked against the cases' own, over
     # one donor per case for each shift, pooled; that is also the chance level a perfect reader gets
     shifts = table.attrs["shifts"]
@@ -191,6 +200,24 @@ def test_a_model_that_ignores_the_region_vectors_scores_the_same_with_another_ca
     assert cardio["carried_auc"] == 0.5  # all-zero vectors carry nothing
     nodule = table.set_index("label").loc["Lung nodule"]
     assert math.isnan(nodule["used_auc"]) and "0 positive" in nodule["note"]
+
+
+def test_a_finding_the_crop_holds_and_the_patch_layernorm_removes_is_flagged_lost(tokenizer_texts) -> None:
+    """A positive case's heart crop is uniformly brighter: the model-free read-out finds it (crop AUC 1), the
+    ViT with RadFM's patch LayerNorm removes exactly that (each patch's mean) so the texture tokens do not
+    carry it (`lost_flag`), and the same ViT without the LayerNorm (`vit_patch_norm=False`) carries it."""
+    bright = MemoryCache(brighter_heart=0.6)
+    rows = {}
+    for patch_norm in (True, False):
+        model = _model(tokenizer_texts, use_geometry=False, vit_patch_norm=patch_norm)
+        table = image_use_table(model, bright, "test", labels=["Cardiomegaly"], feature_cache=False,
+                                batch_size=16)
+        rows[patch_norm] = table.set_index("label").loc["Cardiomegaly"]
+    assert rows[True]["crop_auc"] == rows[False]["crop_auc"] == 1.0  # the input is the same
+    assert rows[True]["lost_flag"] and rows[True]["carried_auc"] < rows[False]["carried_auc"]
+    assert rows[False]["carried_auc"] >= 0.95 and not rows[False]["lost_flag"]
+    text = image_use_text(table)
+    assert "Cardiomegaly" in text and "in the crop but not carried (" in text
 
 
 def test_probe_reads_separable_vectors_and_not_random_ones() -> None:
