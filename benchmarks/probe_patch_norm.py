@@ -24,68 +24,60 @@ benchmarks/RESULTS.md ("The ViT's patch LayerNorm").
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
-from torch import nn
 
 from reg2rg_lib.data.case_tensors import prepare_case
 from reg2rg_lib.data.manifest import index_dataset
 from reg2rg_lib.data.params import PrepParams
 from reg2rg_lib.data.prep import load_cache
-from reg2rg_lib.metrics.crop_readout import crop_features
+from reg2rg_lib.metrics.crop_readout import crop_arrays, stack_features
 from reg2rg_lib.metrics.image_use import LABEL_FINDINGS, label_region, probe_auc
 from reg2rg_lib.model.config import Reg2RGConfig
 from reg2rg_lib.model.vit3d import ViT3D
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 
-SPLITS = ("train", "validation")
-READS = ("crop", "ViT", "ViT, no patch LN")
-
 
 def encoders(profile: str, seed: int) -> dict[str, ViT3D]:
+    """The profile's ViT3D with and without its patch LayerNorm, the same seeded weights otherwise."""
     cfg = Reg2RGConfig.from_profile(load_profile(profile))
-    torch.manual_seed(seed)
-    vit = ViT3D(cfg.image_size, cfg.vit_patch, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.vit_dim_head,
-                cfg.vit_mlp, cfg.in_channels, cfg.vit_pos_rows).eval()
-    no_norm = copy.deepcopy(vit)
-    no_norm.to_patch_embedding[1] = nn.Identity()
-    return {"ViT": vit, "ViT, no patch LN": no_norm}
+    vits = {}
+    for name, patch_norm in (("ViT", True), ("ViT, no patch LN", False)):
+        torch.manual_seed(seed)
+        vits[name] = ViT3D(cfg.image_size, cfg.vit_patch, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads,
+                           cfg.vit_dim_head, cfg.vit_mlp, cfg.in_channels, cfg.vit_pos_rows,
+                           patch_norm=patch_norm).eval()
+    return vits
 
 
-def read_split(cache, split: str, vits: dict[str, ViT3D], rebuild=None
-               ) -> list[tuple[dict[str, int], dict[str, dict]]]:
-    """Per case: (labels, {region: {read: features}}); `rebuild(record)`, when given, makes the texture crops
-    (another window) instead of reading the prep cache's."""
-    rows = []
-    for record in cache.cases(split):
-        texture = rebuild(record) if rebuild else cache.load(record.name, ["texture"])["texture"]
-        per_region = {region: {"crop": crop_features(texture[i])} for i, region in enumerate(record.regions)}
+def pooled(vit: ViT3D):
+    """A case's texture stack (R, H, W, D) -> each region's mean-pooled tokens."""
+    def read(textures: torch.Tensor) -> list[np.ndarray]:
         with torch.no_grad():
-            for name, vit in vits.items():
-                pooled = vit(texture.unsqueeze(1)).mean(1).numpy()
-                for i, region in enumerate(record.regions):
-                    per_region[region][name] = pooled[i]
-        rows.append((record.labels, per_region))
-    return rows
+            return list(vit(textures.unsqueeze(1)).mean(1).numpy())
+    return read
 
 
-def table(data: dict[str, list], labels: list[str]) -> list[dict[str, object]]:
-    out = []
-    for label in labels:
-        region = label_region(label)
-        row: dict[str, object] = {"label": label, "region": region}
-        for read in READS:
-            xy = {}
-            for split in SPLITS:
-                pairs = [(f[region][read], lab[label]) for lab, f in data[split] if region in f]
-                xy[split] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
-            row["positives"] = f"{int(xy['validation'][1].sum())} / {len(xy['validation'][1])}"
-            row[read] = probe_auc(*xy["train"], *xy["validation"])[0]
-        out.append(row)
-    return out
+class Rebuilt:
+    """The prep cache's cases with their texture crops made again with another HU window (kept in memory)."""
+
+    def __init__(self, cache, data_dir, params: PrepParams) -> None:
+        self.cache, self.params, self.made = cache, params, {}
+        self.entries = {e.name: e for e in index_dataset(data_dir).cases}
+
+    def cases(self, split=None):
+        return self.cache.cases(split)
+
+    def load(self, name, keys=None):
+        if name not in self.made:
+            case = prepare_case(self.entries[name], self.params)
+            regions = next(r.regions for r in self.cache.cases() if r.name == name)
+            if case.regions != regions:
+                raise SystemExit(f"{name}: regions {case.regions}, the cache has {regions}")
+            self.made[name] = case.tensors["texture"]
+        return {"texture": self.made[name]}
 
 
 def main() -> None:
@@ -98,26 +90,24 @@ def main() -> None:
     torch.set_num_threads(1)
     paths = RunPaths(args.out)
     cache = load_cache(paths.cache)
-    vits = encoders(args.profile, args.seed)
-    rebuild = None
     if args.window:
         lo, hi = (float(v) for v in args.window.split(","))
         size = tuple(load_profile(args.profile).data.image_size)
-        params = PrepParams(image_size=size, hu_min=lo, hu_max=hi, centre=(lo + hi) / 2, scale=(hi - lo) / 2)
-        entries = {e.name: e for e in index_dataset(paths.data).cases}
-
-        def rebuild(record):
-            case = prepare_case(entries[record.name], params)
-            if case.regions != record.regions:
-                raise SystemExit(f"{record.name}: regions {case.regions}, the cache has {record.regions}")
-            return case.tensors["texture"]
-    data = {split: read_split(cache, split, vits, rebuild) for split in SPLITS}
-    print("| label | region | validation positives | " + " | ".join(READS) + " |")
-    print("|---|---|---|" + "---|" * len(READS))
-    for row in table(data, list(LABEL_FINDINGS)):
-        cells = " | ".join("-" if np.isnan(row[r]) else f"{row[r]:.2f}" for r in READS)
-        print(f"| {row['label']} | {row['region']} | {row['positives']} | {cells} |")
-
+        cache = Rebuilt(cache, paths.data, PrepParams(image_size=size, hu_min=lo, hu_max=hi,
+                                                      centre=(lo + hi) / 2, scale=(hi - lo) / 2))
+    vits = encoders(args.profile, args.seed)
+    reads = {"crop": stack_features, **{name: pooled(vit) for name, vit in vits.items()}}
+    label_regions = {label: label_region(label) for label in LABEL_FINDINGS}
+    arrays = {name: crop_arrays(cache, "validation", label_regions, read) for name, read in reads.items()}
+    print("| label | region | validation positives | " + " | ".join(reads) + " |")
+    print("|---|---|---|" + "---|" * len(reads))
+    for label, region in label_regions.items():
+        if isinstance(arrays["crop"][label], str):
+            print(f"| {label} | {region} | {arrays['crop'][label]} |")
+            continue
+        y_eval = arrays["crop"][label][3]
+        cells = " | ".join(f"{probe_auc(*arrays[name][label])[0]:.2f}" for name in reads)
+        print(f"| {label} | {region} | {int(y_eval.sum())} / {len(y_eval)} | {cells} |")
 
 if __name__ == "__main__":
     main()

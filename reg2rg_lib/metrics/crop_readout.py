@@ -17,7 +17,7 @@ what the geometry token carries, so a low `crop_auc` says only that the intensit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,27 +45,40 @@ def crop_features(texture: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.concatenate([quantiles, moments, above, hist])
 
 
-def region_crop_features(cache: Any, records: Sequence[Any], regions: set[str]
-                         ) -> list[dict[str, np.ndarray]]:
-    """Per case of `records`: {region: crop_features} for the regions in `regions` that the case has (one
-    case's texture tensor read at a time)."""
+def stack_features(textures: torch.Tensor) -> list[np.ndarray]:
+    """`crop_features` of each region's crop in a case's texture stack (R, H, W, D)."""
+    return [crop_features(t) for t in textures]
+
+
+#: a read-out of a case's texture stack (R, H, W, D) -> one vector per region
+Features = Callable[[torch.Tensor], Sequence[np.ndarray]]
+
+
+def region_crop_features(cache: Any, records: Sequence[Any], regions: set[str],
+                         features: Features = stack_features) -> list[dict[str, np.ndarray]]:
+    """Per case of `records`: {region: its vector} for the regions in `regions` that the case has (one case's
+    texture tensor read at a time)."""
     out = []
     for rec in records:
-        wanted = [(i, r) for i, r in enumerate(rec.regions) if r in regions]
-        texture = cache.load(rec.name, ["texture"])["texture"] if wanted else None
-        out.append({r: crop_features(texture[i]) for i, r in wanted})
+        if not regions & set(rec.regions):
+            out.append({})
+            continue
+        vectors = features(cache.load(rec.name, ["texture"])["texture"])
+        out.append({r: vectors[i] for i, r in enumerate(rec.regions) if r in regions})
     return out
 
 
-def crop_arrays(cache: Any, split: str, label_regions: dict[str, str]
+def crop_arrays(cache: Any, split: str, label_regions: dict[str, str], features: Features = stack_features
                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | str]:
-    """{label: (x_train, y_train, x_eval, y_eval)} of the crop features of the label's region
-    (`label_regions`: label -> region) over the train split's cases and `split`'s that have the region, or
-    a note saying which split has no such case. The instrument probes them (`image_use`)."""
+    """{label: (x_train, y_train, x_eval, y_eval)} of the crop vectors (`features`, default the model-free
+    read-out) of the label's region (`label_regions`: label -> region) over the train split's cases and
+    `split`'s that have the region, or a note saying which split has no such case. The instrument probes
+    them (`image_use`); benchmarks/probe_patch_norm.py passes ViT read-outs too."""
     regions = set(label_regions.values())
     train, evaluated = cache.cases("train"), cache.cases(split)
-    feats = {"train": region_crop_features(cache, train, regions)}
-    feats[split] = feats["train"] if split == "train" else region_crop_features(cache, evaluated, regions)
+    feats = {"train": region_crop_features(cache, train, regions, features)}
+    feats[split] = (feats["train"] if split == "train"
+                    else region_crop_features(cache, evaluated, regions, features))
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | str] = {}
     for label, region in label_regions.items():
         arrays = []

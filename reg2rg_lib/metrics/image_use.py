@@ -170,9 +170,9 @@ def candidates(label: str | None, region: str) -> list[Candidate]:
 
 
 def probe_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
-              seed: int = 0) -> tuple[float, str]:
+              seed: int = 0, name: str = "carried") -> tuple[float, str]:
     """(AUC on the eval vectors, "" or why NaN) of a standardised L2 logistic regression fit on the train
-    vectors."""
+    vectors; `name` heads a note about the train cases (the column it fills)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -182,7 +182,7 @@ def probe_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_ev
     if len(set(y_train.tolist())) < 2:
         return (
             math.nan,
-            f"carried: {int(y_train.sum())} positive of {len(y_train)} train cases (needs both classes)",
+            f"{name}: {int(y_train.sum())} positive of {len(y_train)} train cases (needs both classes)",
         )
     if len(set(y_eval.tolist())) < 2:
         return math.nan, f"{int(y_eval.sum())} positive of {len(y_eval)} evaluated cases (needs both classes)"
@@ -527,8 +527,8 @@ def _crop(cache: Any, split: str, labels: Sequence[str], seed: int) -> dict[str,
     """{label: {"auc", "note"}}: the probe on the crop read-out of the label's region (`crop_readout`)."""
     out = {}
     for lab, arrays in crop_arrays(cache, split, {lab: label_region(lab) for lab in labels}).items():
-        auc, note = (math.nan, arrays) if isinstance(arrays, str) else probe_auc(*arrays, seed=seed)
-        out[lab] = {"auc": auc, "note": note.replace("carried:", "crop:")}
+        auc, note = (math.nan, arrays) if isinstance(arrays, str) else probe_auc(*arrays, seed, "crop")
+        out[lab] = {"auc": auc, "note": note}
     return out
 
 

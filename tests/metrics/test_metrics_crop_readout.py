@@ -63,3 +63,11 @@ def test_arrays_pair_each_case_with_its_label_and_say_when_a_region_is_missing()
     assert probe_auc(xt, yt, xe, ye)[0] == 1.0  # the bright lungs are the positive ones
     assert probe_auc(*arrays["Lung nodule"])[0] < 0.75  # a label the crops do not show
     assert arrays["Thyroid thing"] == "crop: no train case has the thyroid"
+
+
+def test_a_single_class_train_split_is_named_in_the_columns_note():
+    from reg2rg_lib.metrics.image_use import probe_auc
+
+    x = np.zeros((4, 2))
+    auc, note = probe_auc(x, np.zeros(4), x, np.array([0, 1, 0, 1]), name="crop")
+    assert np.isnan(auc) and note == "crop: 0 positive of 4 train cases (needs both classes)"
