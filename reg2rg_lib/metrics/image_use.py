@@ -259,10 +259,14 @@ def _candidate_span(sample: Any, index: int, region: str, cand: Candidate) -> tu
     return start, start + len(cand.scored)
 
 
-def _swap_region(item: dict[str, Any], index: int, donor: dict[str, Any], donor_index: int) -> dict[str, Any]:
-    """`item` with every region tensor row `index` taken from `donor`'s row `donor_index`."""
+def _swap_region(item: dict[str, Any], index: int, donor: dict[str, Any], donor_index: int,
+                 keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """`item` with region tensor row `index` taken from `donor`'s row `donor_index`: every region tensor, or
+    those of `keys` that the item has."""
     out = dict(item)
     for key in _region_tensors(item):
+        if keys is not None and key not in keys:
+            continue
         value = item[key].clone()
         value[index] = donor[key][donor_index]
         out[key] = value
@@ -314,12 +318,13 @@ def _donors(records: Sequence[Any], region: str, shift: int) -> dict[int, int]:
 
 def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[str, Any]],
                           regions: dict[str, list[str | None]], *, shifts: Sequence[int] = (1,),
-                          batch_size: int = 16,
+                          batch_size: int = 16, control_keys: Sequence[str] | None = None,
                           progress: bool = False) -> pd.DataFrame:
     """Scores of every candidate of each region in `regions` ({region: labels, None for its normal sentences})
     for each case of `data` that has the region, with the case's own region vectors ("own") and a donor's
     ("control", one donor per shift in `shifts`). Returns rows case, donor ("" for own), region, label ("" for
-    normal), scored (the scored words), mode, score."""
+    normal), scored (the scored words), mode, score. `control_keys`: which region tensors the control takes
+    from the donor (default all: texture and mask; `("region_masks",)`: the geometry branch alone)."""
     tok, cfg = model.tokenizer, model.config
     records = data.records
     plan = []  # (case index, region, label, candidate, mode, donor)
@@ -352,7 +357,7 @@ def teacher_forced_scores(model: Any, data: ReportDataset, items: Sequence[dict[
         sample = build_sample(rec.regions, reports, tok, cfg)  # canonical order: no rng
         job = {**item, "sample": sample}
         if mode == "control":
-            job = _swap_region(job, index, items[donor], records[donor].regions.index(region))
+            job = _swap_region(job, index, items[donor], records[donor].regions.index(region), control_keys)
         positions = target_token_positions(sample, tok, [_candidate_span(sample, index, region, cand)])
         if positions:  # a causal LM: what follows the candidate's last token cannot change its score
             end = max(positions) + 1
@@ -399,6 +404,7 @@ def image_use_table(
     progress: bool = False,
     return_scores: bool = False,
     control_shifts: int = CONTROL_SHIFTS,
+    control_keys: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The instrument's table for `split` of the prep `cache` (module docstring): one row per label (`labels`,
     default every label the benchmark inserts) with the columns of `COLUMNS`.
@@ -406,7 +412,8 @@ def image_use_table(
     `feature_cache`: feed cached frozen-ViT features (None: when the ViT is frozen, as generation does; built
     for the cases that lack them). `probe=False` skips the carried probe (and the train split).
     `return_scores`: the per-candidate scores are kept in `attrs["scores"]` too. `control_shifts`: donors per
-    case in the control."""
+    case in the control; `control_keys`: the region tensors it takes from them (default all; one branch's:
+    `teacher_forced_scores`)."""
     labels = list(labels) if labels is not None else list(BENCHMARK_LABELS)
     unknown = [lab for lab in labels if lab not in LABEL_FINDINGS]
     if unknown:
@@ -443,13 +450,15 @@ def image_use_table(
     shifts = sorted(int(v) for v in np.random.default_rng(seed).choice(
         np.arange(1, n), size=min(control_shifts, n - 1), replace=False)) if n > 1 else []
     scores = teacher_forced_scores(model, data, items, by_region, shifts=shifts, batch_size=batch_size,
-                                   progress=progress)
+                                   control_keys=control_keys, progress=progress)
     carried = _carried(model, cache, data, items, labels, features, batch_size, seed) if probe else {}
     crop = _crop(cache, split, labels, seed) if probe else {}
     table = pd.DataFrame(
         [_row(lab, scores, records, carried, crop, split) for lab in labels], columns=list(COLUMNS)
     )
     table.attrs.update(_table_attrs(split, n, shifts, seed, vectors_note(model) if probe else None))
+    if control_keys is not None:
+        table.attrs["control"] += f"; only the donor's {', '.join(control_keys)} (the case's own otherwise)"
     if return_scores:
         table.attrs["scores"] = scores
     return table

@@ -31,12 +31,14 @@ from reg2rg_lib.metrics.image_use import (
     image_use_text,
     label_region,
     probe_auc,
+    teacher_forced_scores,
     write_image_use,
 )
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, train_tokenizer
 from reg2rg_lib.model.prompt import GEOMETRY
 from reg2rg_lib.model.reg2rg import KIND_CODES
 from reg2rg_lib.regions import LABELS
+from reg2rg_lib.samples.dataset import ReportDataset
 
 SIZE = (32, 32, 8)
 REGIONS = ["heart", "lung"]  # canonical order: the heart is region 0
@@ -320,3 +322,36 @@ def test_the_scored_tokens_are_the_candidates_opening_words_in_its_own_paragraph
             )
             assert tok.decode([sample.input_ids[p] for p in positions]).strip() == cand.scored
             assert min(positions) >= sample.n_prompt  # in the target, not the prompt
+
+
+def test_the_control_can_swap_one_branch(cache, tokenizer_texts):
+    """`teacher_forced_scores(control_keys=...)` takes only those region tensors from the donor: a reader of
+    the heart's geometry token keeps its own scores when only the texture is swapped, and loses them to the
+    donor's when only the mask is (benchmarks/probe_branches.py)."""
+    model = _model(tokenizer_texts)
+    copy_heart_geometry(model)
+    data = ReportDataset(cache, "test", model.tokenizer, model.config, shuffle_regions=False,
+                         with_targets=False)
+    items = [data[i] for i in range(len(data))]
+    regions = {"heart": [None, "Cardiomegaly"]}
+    keys = ["case", "label", "scored"]
+
+    def control_vs_own(control_keys):
+        scores = teacher_forced_scores(model, data, items, regions, shifts=(1,), control_keys=control_keys)
+        own = scores[scores["mode"] == "own"][keys + ["score"]]
+        ctrl = scores[scores["mode"] == "control"].merge(own, on=keys, suffixes=("", "_own"))
+        assert len(ctrl) == len(own) > 0
+        return ctrl["score"].to_numpy(), ctrl["score_own"].to_numpy()
+
+    texture_swapped, own = control_vs_own(("region_feats", "region_images"))
+    np.testing.assert_allclose(texture_swapped, own, atol=1e-5)
+    mask_swapped, own = control_vs_own(("region_masks",))
+    both_swapped, _ = control_vs_own(None)
+    np.testing.assert_allclose(mask_swapped, both_swapped, atol=1e-5)
+    assert np.abs(mask_swapped - own).max() > 1.0  # the donor's mask moves the reader
+    # the table's control with one branch swapped: the texture's leaves the reader at its own AUC
+    table = image_use_table(model, cache, "test", labels=["Cardiomegaly"], feature_cache=False, probe=False,
+                            control_keys=("region_feats", "region_images"))
+    row = table.set_index("label").loc["Cardiomegaly"]
+    assert row["used_auc"] == row["control_auc"] == 1.0
+    assert "only the donor's region_feats, region_images" in table.attrs["control"]
