@@ -13,6 +13,8 @@ Each run, what it changes and, in brackets, the paper's table it belongs to ("ki
 - `no_reref`: `rereference=False`: region i's tokens only in the prompt, the paper's prompt (the demo's
   `full` re-references them after "The region i is X:") [kit]
 - `no_region_dropout`: training setting `region_dropout=0` (the paper's), model as `full` [Table 6]
+- `no_branch_dropout`: training setting `branch_dropout=0` (the paper's: no region's texture or geometry
+  tokens zeroed in training), model as `full` [kit; Table 5's family]
 - `name_weight_1`: training setting `region_name_weight=1` (the paper's plain cross-entropy), model as
   `full` [Table 6]
 - `vit_random` / `vit_pretrained`: `vision_checkpoint` None / "pretrained": the frozen ViT random, or
@@ -100,6 +102,12 @@ ABLATIONS: dict[str, Ablation] = {
             train={"region_dropout": 0.0},
         ),
         Ablation(
+            "no_branch_dropout",
+            "branch dropout 0 (the paper's: every region's texture and geometry tokens in every sample); "
+            "model as full",
+            train={"branch_dropout": 0.0},
+        ),
+        Ablation(
             "name_weight_1",
             "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
             train={"region_name_weight": 1.0},
@@ -161,6 +169,7 @@ FAMILIES: dict[str, str] = {
     "no_rra": "table6_rra",
     "no_reref": "table6_rra",
     "no_region_dropout": "table6_rra",
+    "no_branch_dropout": "table5_region_features",
     "name_weight_1": "table6_rra",
     "vit_random": "table5_region_features",
     "vit_pretrained": "table5_region_features",

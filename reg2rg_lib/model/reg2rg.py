@@ -55,6 +55,22 @@ from reg2rg_lib.model.weights import (
 
 #: Integer codes of the per-token kind table (a buffer indexed by token id).
 KIND_CODES: dict[str, int] = {TEXT: 0, STRUCT: 1, GLOBAL: 2, TEXTURE: 3, GEOMETRY: 4}
+#: Branch dropout codes, one per region row (`region_drop`; training only): which branch is zeroed.
+BRANCH_KEEP, BRANCH_TEXTURE, BRANCH_GEOMETRY = 0, 1, 2
+
+
+def drop_branches(tokens: dict[str, torch.Tensor], region_drop: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Branch dropout on `visual_tokens`' output: texture tokens (N*L, D) and geometry tokens (N, D) of the
+    regions whose code in `region_drop` (N,) says so multiplied by 0 (the re-referenced copies follow)."""
+    out = dict(tokens)
+    codes = region_drop.to(next(iter(tokens.values())).device)
+    if TEXTURE in out:
+        tex = out[TEXTURE]
+        keep = (codes != BRANCH_TEXTURE).to(tex.dtype)
+        out[TEXTURE] = (tex.reshape(len(codes), -1, tex.shape[-1]) * keep[:, None, None]).reshape(tex.shape)
+    if GEOMETRY in out:
+        out[GEOMETRY] = out[GEOMETRY] * (codes != BRANCH_GEOMETRY).to(out[GEOMETRY].dtype)[:, None]
+    return out
 
 
 class Reg2RGEmbedding(nn.Module):
@@ -254,9 +270,10 @@ class Reg2RG(nn.Module):
         return enc(x)
 
     def visual_tokens(self, global_images=None, global_feats=None, region_images=None, region_feats=None,
-                      region_masks=None) -> dict[str, torch.Tensor]:
+                      region_masks=None, region_drop=None) -> dict[str, torch.Tensor]:
         """Kind -> (n, D_llm) tokens in prompt order: GLOBAL (B*L), TEXTURE (N*L), GEOMETRY (N) as
-        configured."""
+        configured. `region_drop` (N,) codes (training: branch dropout) zero a region's texture tokens
+        (`BRANCH_TEXTURE`) or its geometry token (`BRANCH_GEOMETRY`)."""
         cfg, el = self.config, self.embedding_layer
         media, sizes = [], []  # Perceiver inputs, batched together (the Perceiver is shared)
         for kind, arg, used, feats, images in (
@@ -284,7 +301,7 @@ class Reg2RG(nn.Module):
             # bool/uint8 or float: the encoder casts chunk by chunk
             masks = region_masks.to(device=self.device)
             out[GEOMETRY] = el.mask_fc(el.mask_encoder(masks))  # (N, D)
-        return out
+        return drop_branches(out, region_drop) if region_drop is not None else out
 
     def embed_inputs(self, input_ids: torch.Tensor, **visual: Any) -> torch.Tensor:
         """(B, L) ids -> (B, L, D) embeddings with structure tokens and visual tokens spliced in."""

@@ -137,6 +137,12 @@ def _dropout(p: Profile, cfg: Reg2RGConfig) -> str:
     return "; ".join(parts) or "none"
 
 
+def _branch_dropout(p: Profile, cfg: Reg2RGConfig) -> str:
+    b = p.train.branch_dropout
+    return (f"in training, each region's texture tokens zeroed with probability {b:g}, else its geometry "
+            f"token with {b:g}") if b else "none"
+
+
 def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:
     w = p.train.region_name_weight
     return "1 (plain cross-entropy)" if w == 1 else f"{w:g}x on the organ-name tokens"
@@ -202,6 +208,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "`train.max_steps/epochs`, `train.batch_size`, `train.grad_accum`",
     ),
     Aspect("region dropout", _dropout, "`train.region_dropout: 0`, `train.region_few: 0`"),
+    Aspect("branch dropout", _branch_dropout, "`train.branch_dropout: 0` (ablation `no_branch_dropout`)"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
     Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("geometry encoder input", _mask_input, "`model.mask_coverage: false`"),
@@ -255,6 +262,9 @@ REASONS: dict[str, str] = {
         "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions; "
         "few-region samples teach the look-up for a user's CT with a few masks (a lung + bone CT)"
     ),
+    "branch dropout": "the from-scratch LLM forms each finding's look-up from one branch, and at some "
+    "seeds from neither, though both carry it (cardiomegaly at seed 4); samples where one branch is "
+    "missing train the other's look-up too (validation: benchmarks/RESULTS.md, \"Branch dropout\")",
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget "
     "(3 chosen on validation over 1, 3 and 10: benchmarks/RESULTS.md)",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "

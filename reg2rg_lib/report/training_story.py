@@ -112,6 +112,10 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
     if s.region_few and rra:
         text += (f" {s.region_few:.0%} of the samples keep only 1-{FEW_REGIONS} of their regions (not in the "
                  "paper).")
+    if s.branch_dropout:
+        text += (f" Branch dropout: each region's texture tokens are zeroed with probability "
+                 f"{s.branch_dropout:g}, else its geometry token with {s.branch_dropout:g} (not in the "
+                 "paper).")
     return text
 
 

@@ -27,7 +27,7 @@ VISUAL_KEYS: tuple[str, ...] = (
     "region_masks",
 )
 #: Everything in a batch that `Reg2RG.forward` takes.
-MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels") + VISUAL_KEYS
+MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels") + VISUAL_KEYS + ("region_drop",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Collator:
             # global: B x (1, ...) -> (B, ...); regions: B x (R_i, ...) -> (sum R_i, ...), sample by sample
             # region_masks stay bool: the mask encoder casts them chunk by chunk
             batch[key] = torch.cat(parts)
+        if items and items[0].get("region_drop") is not None:  # branch dropout (training): (sum R_i,) codes
+            batch["region_drop"] = torch.cat([it["region_drop"] for it in items])
         # (B, L) mask of the target tokens the loss can weigh up: the organ names
         if self.padding_side == "right" and any(it.get("name_positions") for it in items):
             mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)

@@ -25,6 +25,7 @@ import torch
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import add_reg2rg_tokens, build_sample
+from reg2rg_lib.model.reg2rg import BRANCH_GEOMETRY, BRANCH_KEEP, BRANCH_TEXTURE
 from reg2rg_lib.regions import REGIONS
 from reg2rg_lib.samples.vision_inputs import vision_inputs, vision_keys
 
@@ -58,6 +59,7 @@ class ReportDataset(torch.utils.data.Dataset):
         region_dropout: float = 0.0,
         region_dropout_max: int = 3,
         region_few: float = 0.0,
+        branch_dropout: float = 0.0,
     ) -> None:
         records = cache.cases(split)
         if names is not None:
@@ -81,6 +83,9 @@ class ReportDataset(torch.utils.data.Dataset):
         if not 0.0 <= region_few < 1.0:
             raise KitError(f"region_few must be in [0, 1), got {region_few}")
         self.region_few = region_few if shuffle_regions else 0.0
+        if not 0.0 <= branch_dropout < 0.5:
+            raise KitError(f"branch_dropout must be in [0, 0.5), got {branch_dropout}")
+        self.branch_dropout = branch_dropout if shuffle_regions else 0.0  # training samples only
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         # read each case once: masks as bool, raw images only without the feature cache
@@ -146,6 +151,22 @@ class ReportDataset(torch.utils.data.Dataset):
         drop = set(rng.sample(keep, rng.randint(1, min(self.region_dropout_max, n - 1))))
         return [i for i in keep if i not in drop]
 
+    def branch_drop(self, name: str, n: int) -> torch.Tensor | None:
+        """Branch dropout (training only; None when off): for the n regions of a sample in prompt order, which
+        branch the model sees zeroed (`BRANCH_KEEP`; `BRANCH_TEXTURE`: its texture tokens; `BRANCH_GEOMETRY`:
+        its geometry token; each with probability `branch_dropout`, never both). A look-up the LLM formed from
+        one branch then fails on some samples, so the other branch's is trained too. Its own random stream:
+        the regions kept, their order and the target are the same as without it."""
+        if self.branch_dropout <= 0.0:
+            return None
+        rng = random.Random(f"{self.seed}:{self.epoch}:{name}:branch")
+        codes = []
+        for _ in range(n):
+            u = rng.random()
+            codes.append(BRANCH_TEXTURE if u < self.branch_dropout
+                         else BRANCH_GEOMETRY if u < 2 * self.branch_dropout else BRANCH_KEEP)
+        return torch.as_tensor(codes, dtype=torch.long)
+
     def case_tensors(self, index: int) -> tuple[list[str], dict[str, torch.Tensor]]:
         """Case `index`'s regions and visual tensors in the canonical order (no prompt, no dropout): what
         `samples.reference.reference_inputs` averages."""
@@ -185,6 +206,9 @@ class ReportDataset(torch.utils.data.Dataset):
         for key, value in tensors.items():
             # global tensors have one row per case; region tensors one per region, put into prompt order
             item[key] = value if key.startswith("global") else value[order]  # (R, ...) -> (R, ...) permuted
+        drop = self.branch_drop(rec.name, len(order))
+        if drop is not None:
+            item["region_drop"] = drop
         return item
 
 

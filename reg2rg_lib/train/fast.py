@@ -53,7 +53,7 @@ from reg2rg_lib.model.geometry import PatchTable, encode_patch_rows
 from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import normalize_media, resample_normed
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, STRUCT_TOKENS, TEXT, TEXTURE, rereference_target
-from reg2rg_lib.model.reg2rg import KIND_CODES, first_occurrence
+from reg2rg_lib.model.reg2rg import KIND_CODES, drop_branches, first_occurrence
 from reg2rg_lib.samples.dataset import name_positions
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class FastItem:
     labels: list[int]
     n_prompt: int
     names: list[int]
+    drop: torch.Tensor | None = None  # (R,) branch dropout codes, prompt order (`ReportDataset.branch_drop`)
 
 
 class FastTrainData(torch.utils.data.Dataset):
@@ -216,7 +217,8 @@ class FastTrainData(torch.utils.data.Dataset):
             labels += piece.labels
         ids.append(self.tok.eos_token_id)
         labels.append(self.tok.eos_token_id)
-        return FastItem(rec.name, index, rows, ids, labels, n_prompt, names)
+        return FastItem(rec.name, index, rows, ids, labels, n_prompt, names,
+                        self.ds.branch_drop(rec.name, len(order)))
 
     def _from_dataset(self, index: int, order: list[int], rows: torch.Tensor) -> FastItem:
         """The item's tokens as `ReportDataset` builds them (a target the pieces do not spell)."""
@@ -241,6 +243,7 @@ class FastTrainData(torch.utils.data.Dataset):
             list(sample.labels),
             sample.n_prompt,
             list(item.get("name_positions", [])),
+            item.get("region_drop"),
         )
 
     def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
@@ -258,6 +261,8 @@ class FastTrainData(torch.utils.data.Dataset):
                 "token ids": mine.ids == list(sample.input_ids),
                 "labels": mine.labels == list(sample.labels),
                 "organ-name positions": mine.names == list(ref.get("name_positions", [])),
+                "branch dropout": (mine.drop is None) == (ref.get("region_drop") is None)
+                and (mine.drop is None or torch.equal(mine.drop, ref["region_drop"])),
             }
             if self.region_hat is not None and "region_feats" in ref:
                 want = self._normalized(ref["region_feats"])
@@ -287,6 +292,8 @@ class FastTrainData(torch.utils.data.Dataset):
         rows = torch.cat([it.rows for it in items])
         cases = torch.as_tensor([it.case for it in items], dtype=torch.long)
         batch: dict[str, Any] = {"names": [it.name for it in items], "input_ids": ids, "labels": labels}
+        if items[0].drop is not None:
+            batch["region_drop"] = torch.cat([it.drop for it in items])
         # the splice: each position's row in [token table (V); 4 structure rows; global; texture; geometry
         # tokens]
         kinds = self.token_kind[ids]
@@ -348,16 +355,18 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> to
     emb = llm.get_input_embeddings()
     dtype = emb.weight.dtype
     parts = [emb.weight, el.struct_table.to(dtype)]
+    visual: dict[str, torch.Tensor] = {}
     if "media_hat" in batch:
         tokens = el.fc(resample_normed(el.perceiver, batch["media_hat"]))  # (B + N, latents, D)
         n_global = batch["n_global"]
-        parts += [
-            tokens[:n_global].reshape(-1, tokens.shape[-1]),
-            tokens[n_global:].reshape(-1, tokens.shape[-1]),
-        ]
+        parts.append(tokens[:n_global].reshape(-1, tokens.shape[-1]))
+        visual[TEXTURE] = tokens[n_global:].reshape(-1, tokens.shape[-1])
     if "patch_rows" in batch:
-        parts.append(el.mask_fc(encode_patch_rows(el.mask_encoder, batch["patch_rows"], batch["patch_index"],
-                                                  batch["mask_size"])))
+        visual[GEOMETRY] = el.mask_fc(encode_patch_rows(el.mask_encoder, batch["patch_rows"],
+                                                        batch["patch_index"], batch["mask_size"]))
+    if "region_drop" in batch:  # branch dropout, as `Reg2RG.visual_tokens` applies it
+        visual = drop_branches(visual, batch["region_drop"])
+    parts += [visual[kind] for kind in (TEXTURE, GEOMETRY) if kind in visual]
     table = torch.cat([p.to(dtype) for p in parts])
     embeds = F.embedding(batch["embed_index"], table, padding_idx=emb.padding_idx)  # (B, L, D)
     hidden = llama_tail_hidden(llm, embeds, batch["start"])  # (B, L - start, D)

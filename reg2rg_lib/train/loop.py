@@ -89,6 +89,8 @@ class TrainSettings:
     region_dropout: float = 0.0
     region_dropout_max: int = 3  # the most regions a dropped sample loses (9: down to a single region)
     region_few: float = 0.0  # P(a training sample keeps only 1-3 regions), before region dropout
+    # P(a region's texture tokens are zeroed in a training sample), else P(its geometry token); the paper: 0
+    branch_dropout: float = 0.0
     # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     fast_path: bool = True
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
@@ -120,6 +122,8 @@ class TrainSettings:
                 key["region_dropout_max"] = self.region_dropout_max
         if self.region_few:  # keyed only when set, so older checkpoints still resume
             key["region_few"] = self.region_few
+        if self.branch_dropout:  # keyed only when set, so older checkpoints still resume
+            key["branch_dropout"] = self.branch_dropout
         return key
 
 

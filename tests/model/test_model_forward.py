@@ -9,6 +9,8 @@ import torch
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import Reg2RG, build_sample, collate
+from reg2rg_lib.model.prompt import GEOMETRY, TEXTURE
+from reg2rg_lib.model.reg2rg import KIND_CODES
 from reg2rg_lib.samples.vision_inputs import vision_inputs
 
 REGIONS = ["heart", "lung", "pleura"]
@@ -202,3 +204,28 @@ def test_mask_encoder_binary_patch_embedding_equals_the_float_path_and_trains_th
         grads.append([p.grad.clone() for p in enc.to_patch_embedding.parameters()])
     for binary, plain in zip(*grads):
         torch.testing.assert_close(binary, plain, rtol=1e-4, atol=1e-5)  # summed in another order
+
+
+@pytest.mark.parametrize("rereference", [False, True], ids=["paper-prompt", "rereference"])
+def test_branch_dropout_zeroes_one_branch_of_one_region(tiny_cfg, tokenizer_factory, visual_batch,
+                                                        rereference):
+    """`region_drop` (training: branch dropout) zeroes region k's texture tokens or its geometry token
+    wherever they are spliced (re-referenced copies too), and nothing else; all-keep codes change nothing."""
+    model = Reg2RG(tiny_cfg.replace(rereference=rereference), tokenizer_factory()).eval()
+    batch = _batch(model, [REGIONS])
+    vis = visual_batch(model.config, 1, 3)
+    kinds = model.token_kind[batch["input_ids"][0]]
+    with torch.no_grad():
+        plain = model.embed_inputs(batch["input_ids"], **vis)[0]
+        same = model.embed_inputs(batch["input_ids"], **vis, region_drop=torch.tensor([0, 0, 0]))[0]
+        texture = model.embed_inputs(batch["input_ids"], **vis, region_drop=torch.tensor([0, 1, 0]))[0]
+        geometry = model.embed_inputs(batch["input_ids"], **vis, region_drop=torch.tensor([2, 0, 0]))[0]
+    torch.testing.assert_close(same, plain)
+    for dropped, code, region in ((texture, KIND_CODES[TEXTURE], 1), (geometry, KIND_CODES[GEOMETRY], 0)):
+        changed = (dropped != plain).any(-1)
+        assert torch.all(dropped[changed] == 0) and torch.all(kinds[changed] == code)
+        per_region = model.config.texture_tokens if code == KIND_CODES[TEXTURE] else 1
+        copies = 2 if rereference else 1  # the prompt's, and the re-referenced one after the region's head
+        assert int(changed.sum()) == per_region * copies
+        order = (kinds == code).nonzero().squeeze(1)[: 3 * per_region]  # the prompt's, regions in order
+        assert changed[order[region * per_region:(region + 1) * per_region]].all()

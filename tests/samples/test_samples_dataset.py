@@ -11,6 +11,7 @@ import torch
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, load_tokenizer
+from reg2rg_lib.model.reg2rg import BRANCH_GEOMETRY, BRANCH_TEXTURE
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.dataset import ReportDataset
 
@@ -89,3 +90,30 @@ def test_masks_binarised_or_as_coverage(smoke):
     assert binary.dtype == torch.bool and torch.equal(binary[:, 0], stored > 0)
     assert cover.dtype == torch.float16 and torch.allclose(cover[:, 0].float(), stored, atol=1e-3)
     assert bool(((stored > 0) & (stored < 1)).any())  # the smoke masks have fractional boundaries to keep
+
+
+def test_branch_dropout_codes_rates_and_stream(smoke):
+    """`branch_dropout` p: each region's texture is zeroed with probability p, else its geometry with p (never
+    both), from a stream of its own: the regions kept, their order and the tokens are those without it."""
+    ds = _dataset(smoke, branch_dropout=0.2)
+    codes = torch.cat([ds.branch_drop(f"case_{k}", 10) for k in range(300)])
+    share = torch.bincount(codes, minlength=3).float() / len(codes)
+    assert 0.15 < share[BRANCH_TEXTURE] < 0.25 and 0.15 < share[BRANCH_GEOMETRY] < 0.25
+    assert torch.equal(ds.branch_drop("case_1", 10), ds.branch_drop("case_1", 10))  # deterministic
+    ds.set_epoch(1)
+    assert not torch.equal(ds.branch_drop("case_1", 10), (ds.set_epoch(0), ds.branch_drop("case_1", 10))[1])
+    assert _dataset(smoke).branch_drop("case_1", 10) is None  # off: no codes, items as before
+    assert _dataset(smoke, branch_dropout=0.2, shuffle_regions=False).branch_drop("case_1", 10) is None
+    with pytest.raises(KitError, match="branch_dropout"):
+        _dataset(smoke, branch_dropout=0.5)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
+    cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
+    add_reg2rg_tokens(tok, cfg)
+    plain = ReportDataset(cache, "train", tok, cfg, region_dropout=0.5, seed=3)
+    dropped = ReportDataset(cache, "train", tok, cfg, region_dropout=0.5, seed=3, branch_dropout=0.3)
+    for i in range(len(plain)):
+        a, b = plain[i], dropped[i]
+        assert a["sample"].input_ids == b["sample"].input_ids and "region_drop" not in a
+        assert b["region_drop"].shape == (len(b["sample"].regions),)
+        assert torch.equal(a["region_feats" if "region_feats" in a else "region_masks"],
+                           b["region_feats" if "region_feats" in b else "region_masks"])

@@ -40,16 +40,19 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
     return float((a - b).abs().max()) <= rel * max(float(b.abs().max()), 1e-30)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "rereference"])
+@pytest.fixture(scope="module", params=[(False, 0.0), (True, 0.0), (True, 0.3)],
+                ids=["plain", "rereference", "rereference-branch-dropout"])
 def fast_setup(smoke, request):
-    """The smoke model (with re-reference or without), a training dataset with region dropout (cached
-    features), and its fast data."""
+    """The smoke model (with re-reference or without), a training dataset with region dropout (and branch
+    dropout; cached features), and its fast data."""
+    rereference, branch_dropout = request.param
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=request.param)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=rereference)
     seed_everything(0)
     model = Reg2RG(cfg, tok)
     features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)
-    ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, region_dropout=0.5)
+    ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, region_dropout=0.5,
+                       branch_dropout=branch_dropout)
     return model, ds, FastTrainData(model, ds)  # verify=True: every case's item equals the dataset's
 
 
@@ -62,6 +65,11 @@ def test_fast_items_equal_the_datasets_in_every_epoch(fast_setup):
         dropped += sum(len(fast[i].rows) < len(ds.records[i].regions) for i in range(len(ds)))
     fast.set_epoch(0)
     assert fast.fallbacks == 0 and dropped > 0  # region dropout happened, and the pieces spelled every target
+    codes = [fast[i].drop for i in range(len(ds))]
+    if ds.branch_dropout:  # verify() compared them with the dataset's; both branches were dropped somewhere
+        assert {1, 2} <= set(torch.cat(codes).tolist())
+    else:
+        assert all(c is None for c in codes)
     item = fast[0]
     inserted = item.labels[item.n_prompt:].count(-100)  # re-referenced placeholders: read, not written
     assert inserted == (len(item.rows) * model.config.region_tokens if model.config.rereference else 0)
