@@ -61,7 +61,8 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
     assert "25% keep only 1-3 regions" in few["demo"]
     branch = _row(deviations(load_profile("demo", overrides={"train.branch_dropout": 0.2})), "branch dropout")
     assert "texture tokens zeroed with probability 0.2" in branch["demo"] and branch["paper"] == "none"
-    assert not _row(deviations(load_profile("demo", overrides={"train.branch_dropout": 0.0})), "branch dropout")
+    off = deviations(load_profile("demo", overrides={"train.branch_dropout": 0.0}))
+    assert not _row(off, "branch dropout")
     greedy = deviations(load_profile("demo", overrides={"generate.image_contrast": 0.0}))
     assert "contrastive" not in _row(greedy, "decoding")["demo"]
     assert "contrastive" in _row(deviations(load_profile("demo")), "decoding")["demo"]
