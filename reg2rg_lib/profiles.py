@@ -70,6 +70,8 @@ class ModelSection:
     mask_coverage: bool = False
     # the frozen ViT's LayerNorm over each patch's raw values (RadFM's, the paper's); false drops it
     vision_patch_norm: bool = True
+    # the frozen ViT's features standardised with the train split's statistics (not the paper's)
+    vision_standardize: bool = False
 
 
 @dataclass(frozen=True)

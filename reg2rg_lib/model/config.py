@@ -113,6 +113,12 @@ class Reg2RGConfig:
     # the LayerNorm over each patch's raw values (RadFM's); False: an identity there, for a random frozen ViT,
     # which cannot learn around the patch mean and scale that LayerNorm removes (vit3d.py)
     vit_patch_norm: bool = True
+    # the frozen ViT's output standardised per dimension before the Perceiver, with the mean and standard
+    # deviation of the train split's features (one fixed affine map for every organ, global and region
+    # features each their own; `Reg2RGEmbedding.set_feature_statistics`). A random frozen ViT's features are
+    # nearly the same vector for every case of an organ, and the Perceiver then passes on no case-to-case
+    # difference the LLM can read (benchmarks/RESULTS.md, "The lung alone"). Not in the paper
+    vision_standardize: bool = False
     freeze_vision: bool = True  # the paper freezes the ViT; its outputs can then be cached
     vision_checkpoint: str | None = None  # RadFM_vit3d.pth; None = random init (CPU presets)
 
@@ -231,6 +237,8 @@ class Reg2RGConfig:
                 overrides[switch] = True
         if not profile.model.vision_patch_norm:  # on in the presets; a profile turns it off
             overrides["vit_patch_norm"] = False
+        if profile.model.vision_standardize:  # off in the presets; a profile turns it on
+            overrides["vision_standardize"] = True
         if profile.model.vision_checkpoint:
             overrides["vision_checkpoint"] = vision_checkpoint_path(
                 profile.model.vision_checkpoint, profile, paths
@@ -315,6 +323,9 @@ class Reg2RGConfig:
                 f"model config: vision_checkpoint {self.vision_checkpoint} is a RadFM ViT3D, which has the "
                 "patch LayerNorm; set model.vision_patch_norm: true to load it"
             )
+        if self.vision_standardize and not self.freeze_vision:
+            raise KitError("model config: vision_standardize needs a frozen ViT (its statistics are computed "
+                           "once, from the train split's features)")
         if self.llm_finetune not in ("lora", "full", "frozen"):
             raise KitError(f"model config: llm_finetune={self.llm_finetune!r}; expected lora, full or frozen")
         if self.region_tokens == 0:

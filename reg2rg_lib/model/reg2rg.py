@@ -73,6 +73,11 @@ def drop_branches(tokens: dict[str, torch.Tensor], region_drop: torch.Tensor) ->
     return out
 
 
+#: `Reg2RGEmbedding.feature_shift` / `feature_scale` rows (`vision_standardize`)
+FEATURE_ROWS = {"global_feats": 0, "region_feats": 1}
+FEATURE_SD_MIN = 1e-6  # a dimension that never varies over the train split is centred, not scaled up
+
+
 class Reg2RGEmbedding(nn.Module):
     """Everything between the CT and the LLM (the official `embedding_layer`), minus the LLM's own token
     table.
@@ -113,8 +118,33 @@ class Reg2RGEmbedding(nn.Module):
                 cfg.perceiver_ff_mult,
             )
             self.fc = nn.Linear(cfg.vit_dim, llm_dim)
+            if cfg.vision_standardize:  # rows: global, region features; set from the train split
+                self.register_buffer("feature_shift", torch.zeros(2, cfg.vit_dim))
+                self.register_buffer("feature_scale", torch.ones(2, cfg.vit_dim))
+                self.register_buffer("feature_count", torch.zeros(2, dtype=torch.long))  # 0: not set
         if cfg.geometry_tokens:
             self.mask_fc = nn.Linear(cfg.mask_dim, llm_dim)
+
+    def set_feature_statistics(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor, int]]) -> None:
+        """`vision_standardize`: {"global_feats" | "region_feats": (mean, sd, tokens counted)}, each
+        (vit_dim,), of the frozen ViT's train-split features (`samples.features.feature_statistics`)."""
+        for key, (mean, sd, count) in stats.items():
+            row = FEATURE_ROWS[key]
+            self.feature_shift[row] = mean.to(self.feature_shift)
+            self.feature_scale[row] = sd.to(self.feature_scale).clamp_min(FEATURE_SD_MIN)
+            self.feature_count[row] = int(count)
+
+    def standardize(self, key: str, feats: torch.Tensor) -> torch.Tensor:
+        """The frozen ViT's features `feats` (n, T, vit_dim) as the Perceiver takes them: standardised with
+        the train split's statistics when `vision_standardize` is on (an error when they were never set),
+        else as they are."""
+        if not hasattr(self, "feature_count"):
+            return feats
+        row = FEATURE_ROWS[key]
+        if not self.feature_count.is_meta and int(self.feature_count[row]) == 0:
+            raise KitError(f"vision_standardize is on but the {key} statistics were never set (train_run "
+                           "sets them from the train split's features; a saved model carries them)")
+        return (feats - self.feature_shift[row].to(feats)) / self.feature_scale[row].to(feats)
 
     @property
     def struct_table(self) -> torch.Tensor:
@@ -286,7 +316,7 @@ class Reg2RG(nn.Module):
                 if images is None:
                     raise KitError(f"the configuration uses {kind} tokens: pass {arg}_images or {arg}_feats")
                 feats = self.encode_vision(images)
-            media.append(feats.to(device=self.device))
+            media.append(el.standardize(f"{arg}_feats", feats.to(device=self.device)))
             sizes.append((kind, feats.shape[0]))
         out: dict[str, torch.Tensor] = {}
         if media:

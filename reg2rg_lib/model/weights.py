@@ -158,6 +158,9 @@ def save_pretrained(model, out_dir: str | os.PathLike[str]) -> Path:
     save_tokenizer(model.tokenizer, folder.tokenizer)
     embedding = {n: p.detach().cpu().contiguous() for n, p in model.embedding_layer.named_parameters()
                  if p.requires_grad or not _restorable_elsewhere(n, cfg)}
+    # `vision_standardize`'s train-split statistics (buffers: computed, not trained)
+    embedding.update({n: b.detach().cpu().contiguous() for n, b in model.embedding_layer.named_buffers()
+                      if n.startswith("feature_")})
     with atomic_dir(folder.embedding) as tmp:
         write_json_atomic(tmp / EMBEDDING_CONFIG, {"llm_dim": model.llm_dim, "reg2rg_config": cfg.to_dict()})
         save_file(embedding, str(tmp / EMBEDDING_WEIGHTS), metadata={"format": "pt"})

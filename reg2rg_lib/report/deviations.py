@@ -85,6 +85,12 @@ def _patch_norm(p: Profile, cfg: Reg2RGConfig) -> str:
     return "no LayerNorm over each patch's raw values (an identity there)"
 
 
+def _standardize(p: Profile, cfg: Reg2RGConfig) -> str:
+    if cfg.vision_standardize:
+        return "each dimension centred and scaled with the train split's mean and sd (global, region)"
+    return "as the ViT gives them"
+
+
 def _perceiver(p: Profile, cfg: Reg2RGConfig) -> str:
     return (
         f"{cfg.perceiver_latents} latents per image, {_layers(cfg.perceiver_depth)} x {cfg.perceiver_heads} "
@@ -195,6 +201,7 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("image size", lambda p, c: _size(p.data.image_size), "`data.image_size`"),
     Aspect("vision encoder", _vision, "`model.preset: paper` + `model.vision_checkpoint` (RadFM's ViT3D)"),
     Aspect("vision encoder: patch norm", _patch_norm, "`model.vision_patch_norm: true`"),
+    Aspect("vision features into the Perceiver", _standardize, "`model.vision_standardize: false`"),
     Aspect("Perceiver resampler", _perceiver, "`model.preset: paper`"),
     Aspect("geometry encoder", _geometry, "`model.preset: paper`"),
     Aspect("LLM", _llm, "`model.preset: paper`, `model.llm_path`, `model.llm_arch: null`"),
@@ -241,6 +248,10 @@ REASONS: dict[str, str] = {
     "random ViT cannot tell aerated lung from consolidation or atelectasis (a probe on its tokens: "
     "consolidation AUC 0.41 with it, 0.85 without, on validation); a pretrained RadFM ViT has learnt "
     "around it, a random one cannot (benchmarks/RESULTS.md)",
+    "vision features into the Perceiver": "a random frozen ViT's features are nearly one vector for every "
+    "case of an organ (without the patch LayerNorm, 1.5% of it varies between lungs), so the Perceiver "
+    "passes on no difference the LLM can read; standardised, the lung's consolidation is read from its "
+    "texture tokens (lung-only prompts; benchmarks/RESULTS.md, \"The lung alone\")",
     "Perceiver resampler": (
         "fewer visual tokens per image keep the prompt (the global image and up to 10 "
         "regions) short for a tiny LLM"

@@ -154,6 +154,31 @@ def source_fingerprint(cache: Any, name: str) -> str:
     return f"{entry.get('source_key', '')}:{size}"
 
 
+def feature_statistics(features: FeatureCache, names: Iterable[str]
+                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per feature key ("global_feats", "region_feats"): the mean and standard deviation of each dimension
+    over every token of every image of the cases `names` (float64 sums, returned as float32), and the number
+    of tokens counted: what `vision_standardize` centres and scales the frozen ViT's output by (one map for
+    every organ, so the organ stays recognisable from the features). A key no case has is absent."""
+    sums: dict[str, list[Any]] = {}
+    for name in names:
+        for key, value in features.get(name).items():
+            x = value.reshape(-1, value.shape[-1]).double()
+            acc = sums.setdefault(key, [0, 0.0, 0.0])
+            acc[0] += x.shape[0]
+            acc[1] = acc[1] + x.sum(0)
+            acc[2] = acc[2] + (x * x).sum(0)
+    out = {}
+    for key, (n, total, squares) in sums.items():
+        if n < 2:
+            raise KitError(f"vision_standardize: {n} {key} token(s) in the train split, too few for "
+                           "statistics")
+        mean = total / n
+        var = (squares - n * mean * mean).clamp_min(0.0) / (n - 1)
+        out[key] = (mean.float(), var.sqrt().float(), int(n))
+    return out
+
+
 def use_feature_cache(model: Reg2RG, setting: bool | None) -> bool:
     """Whether `model` is fed cached ViT features instead of running its ViT: never without a ViT; `setting`
     None (the default of `reg2rg train` and the profiles): exactly when the ViT is frozen; else `setting`.

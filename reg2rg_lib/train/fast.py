@@ -138,7 +138,7 @@ class FastTrainData(torch.utils.data.Dataset):
             n = len(rec.regions)
             for key, out in (("global_feats", global_hat), ("region_feats", region_hat)):
                 if key in feats:
-                    out.append(normalize_media(el.perceiver, feats[key]))
+                    out.append(normalize_media(el.perceiver, el.standardize(key, feats[key])))
             mask = dataset._images[rec.name].get("region_masks")  # (R, 1, H, W, D), as the dataset feeds them
             if mask is not None:
                 masks.append(mask)
@@ -148,6 +148,7 @@ class FastTrainData(torch.utils.data.Dataset):
         self.region_hat = torch.cat(region_hat) if region_hat else None  # (regions, T, vit_dim)
         self.patches = PatchTable.build(el.mask_encoder, torch.cat(masks)) if masks else None
         self.latents = model.config.perceiver_latents
+        self.standardize = el.standardize  # `vision_standardize` (identity when off)
         self.media_eps = next(iter({layer[0].norm_media.eps for layer in el.perceiver.layers}), 1e-5) \
             if el.perceiver is not None else 1e-5
         if verify:
@@ -246,8 +247,9 @@ class FastTrainData(torch.utils.data.Dataset):
             item.get("region_drop"),
         )
 
-    def _normalized(self, feats: torch.Tensor) -> torch.Tensor:
+    def _normalized(self, key: str, feats: torch.Tensor) -> torch.Tensor:
         """Features normalised as the tables hold them (for comparisons with the dataset's items)."""
+        feats = self.standardize(key, feats)
         return F.layer_norm(feats.float(), feats.shape[-1:], eps=self.media_eps)
 
     def verify(self, indices: list[int] | None = None) -> None:
@@ -265,11 +267,11 @@ class FastTrainData(torch.utils.data.Dataset):
                 and (mine.drop is None or torch.equal(mine.drop, ref["region_drop"])),
             }
             if self.region_hat is not None and "region_feats" in ref:
-                want = self._normalized(ref["region_feats"])
+                want = self._normalized("region_feats", ref["region_feats"])
                 checks["region order"] = torch.equal(self.region_hat[mine.rows], want)
             if self.global_hat is not None and "global_feats" in ref:
                 checks["global features"] = torch.equal(self.global_hat[i:i + 1],
-                                                        self._normalized(ref["global_feats"]))
+                                                        self._normalized("global_feats", ref["global_feats"]))
             bad = [k for k, ok in checks.items() if not ok]
             if bad:
                 raise KitError(f"case {mine.name}: the fast training path's item differs from the dataset's "

@@ -20,7 +20,7 @@ from reg2rg_lib.model.perceiver import PerceiverResampler, normalize_media, resa
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.collate import Collator
 from reg2rg_lib.samples.dataset import ReportDataset
-from reg2rg_lib.samples.features import feature_cache_for
+from reg2rg_lib.samples.features import feature_cache_for, feature_statistics
 from reg2rg_lib.train.fast import (
     FastTrainData,
     fast_loss,
@@ -40,17 +40,23 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
     return float((a - b).abs().max()) <= rel * max(float(b.abs().max()), 1e-30)
 
 
-@pytest.fixture(scope="module", params=[(False, 0.0), (True, 0.0), (True, 0.3)],
-                ids=["plain", "rereference", "rereference-branch-dropout"])
+@pytest.fixture(scope="module", params=[(False, 0.0, False), (True, 0.0, False), (True, 0.3, False),
+                                        (True, 0.0, True)],
+                ids=["plain", "rereference", "rereference-branch-dropout", "rereference-standardized"])
 def fast_setup(smoke, request):
-    """The smoke model (with re-reference or without), a training dataset with region dropout (and branch
-    dropout; cached features), and its fast data."""
-    rereference, branch_dropout = request.param
+    """The smoke model (with re-reference or without; with standardised ViT features and no patch LayerNorm
+    or without), a training dataset with region dropout (and branch dropout; cached features), and its fast
+    data."""
+    rereference, branch_dropout, standardize = request.param
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
-    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=rereference)
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(
+        rereference=rereference, vision_standardize=standardize, vit_patch_norm=not standardize)
     seed_everything(0)
     model = Reg2RG(cfg, tok)
-    features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)
+    train = [r.name for r in cache.cases("train")]
+    features = feature_cache_for(model, cache, train, progress=False)
+    if standardize:
+        model.embedding_layer.set_feature_statistics(feature_statistics(features, train))
     ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, region_dropout=0.5,
                        branch_dropout=branch_dropout)
     return model, ds, FastTrainData(model, ds)  # verify=True: every case's item equals the dataset's
