@@ -248,10 +248,11 @@ REASONS: dict[str, str] = {
     "random ViT cannot tell aerated lung from consolidation or atelectasis (a probe on its tokens: "
     "consolidation AUC 0.41 with it, 0.85 without, on validation); a pretrained RadFM ViT has learnt "
     "around it, a random one cannot (benchmarks/RESULTS.md)",
-    "vision features into the Perceiver": "a random frozen ViT's features are nearly one vector for every "
-    "case of an organ (without the patch LayerNorm, 1.5% of it varies between lungs), so the Perceiver "
-    "passes on no difference the LLM can read; standardised, the lung's consolidation is read from its "
-    "texture tokens (lung-only prompts; benchmarks/RESULTS.md, \"The lung alone\")",
+    "vision features into the Perceiver": "no shipped profile takes it: a random frozen ViT's features are "
+    "nearly one vector for every case of an organ (without the patch LayerNorm, 1.5% of it varies between "
+    "lungs), and standardised they reach the LLM as case-dependent tokens (consolidation carried 0.95), but "
+    "in the ten-region demo the LLM did not read them within 7,500 steps and validation CE fell (0.408 vs "
+    "0.426; benchmarks/RESULTS.md, \"The lung alone\")",
     "Perceiver resampler": (
         "fewer visual tokens per image keep the prompt (the global image and up to 10 "
         "regions) short for a tiny LLM"
