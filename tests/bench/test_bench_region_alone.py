@@ -38,6 +38,11 @@ def test_the_region_cache_keeps_one_region_of_every_case_that_has_it(smoke, tmp_
     item = ds[0]
     assert item["sample"].regions == ["lung"] and item["region_masks"].shape[0] == 1
     assert region_cache(Path(smoke.cache), tmp_path / "lung", "lung") == tmp_path / "lung"  # built once
+    two = load_cache(region_cache(Path(smoke.cache), tmp_path / "lung+heart", "lung", ("heart",)))
+    for before, after in zip(having, two.cases()):
+        assert after.regions == [r for r in before.regions if r in ("lung", "heart")]  # the cache's order
+        rows = [before.regions.index(r) for r in after.regions]
+        assert torch.equal(two.load(after.name)["geometry"], src.load(before.name)["geometry"][rows])
 
 
 def test_spread_is_small_for_a_constant_vector_with_a_ripple():
