@@ -97,6 +97,7 @@ class TrainSection:
     region_dropout_max: int = 3  # the most regions a dropped sample loses (at least one is always kept)
     region_few: float = 0.0  # P(a training sample keeps only 1-3 of its regions); the paper: 0
     branch_dropout: float = 0.0  # P(a region's texture tokens are zeroed), else P(its geometry token's); 0
+    geometry_dropout: float = 0.0  # P(a region's geometry token is zeroed) on top of branch_dropout's; 0
     fast_path: bool = True  # the fast training path (train.fast) where it applies; False: the plain loop
 
 

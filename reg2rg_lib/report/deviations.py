@@ -144,9 +144,13 @@ def _dropout(p: Profile, cfg: Reg2RGConfig) -> str:
 
 
 def _branch_dropout(p: Profile, cfg: Reg2RGConfig) -> str:
-    b = p.train.branch_dropout
-    return (f"in training, each region's texture tokens zeroed with probability {b:g}, else its geometry "
-            f"token with {b:g}") if b else "none"
+    b, g = p.train.branch_dropout, p.train.geometry_dropout
+    parts = [f"in training, each region's texture tokens zeroed with probability {b:g}, else its geometry "
+             f"token with {b:g}"] if b else []
+    if g:
+        parts.append(f"each region's geometry token zeroed with probability {g:g}"
+                     + (" more" if b else " in training, never its texture"))
+    return "; ".join(parts) or "none"
 
 
 def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:
@@ -215,7 +219,8 @@ ASPECTS: tuple[Aspect, ...] = (
         "`train.max_steps/epochs`, `train.batch_size`, `train.grad_accum`",
     ),
     Aspect("region dropout", _dropout, "`train.region_dropout: 0`, `train.region_few: 0`"),
-    Aspect("branch dropout", _branch_dropout, "`train.branch_dropout: 0` (ablation `no_branch_dropout`)"),
+    Aspect("branch dropout", _branch_dropout,
+           "`train.branch_dropout: 0` (ablation `no_branch_dropout`), `train.geometry_dropout: 0`"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
     Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("geometry encoder input", _mask_input, "`model.mask_coverage: false`"),

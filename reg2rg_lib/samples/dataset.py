@@ -60,6 +60,7 @@ class ReportDataset(torch.utils.data.Dataset):
         region_dropout_max: int = 3,
         region_few: float = 0.0,
         branch_dropout: float = 0.0,
+        geometry_dropout: float = 0.0,
     ) -> None:
         records = cache.cases(split)
         if names is not None:
@@ -86,6 +87,10 @@ class ReportDataset(torch.utils.data.Dataset):
         if not 0.0 <= branch_dropout < 0.5:
             raise KitError(f"branch_dropout must be in [0, 0.5), got {branch_dropout}")
         self.branch_dropout = branch_dropout if shuffle_regions else 0.0  # training samples only
+        if geometry_dropout < 0.0 or 2 * branch_dropout + geometry_dropout >= 1.0:
+            raise KitError(f"geometry_dropout must be >= 0 and 2 x branch_dropout + geometry_dropout < 1, "
+                           f"got {geometry_dropout} with branch_dropout {branch_dropout}")
+        self.geometry_dropout = geometry_dropout if shuffle_regions else 0.0
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         # read each case once: masks as bool, raw images only without the feature cache
@@ -154,17 +159,19 @@ class ReportDataset(torch.utils.data.Dataset):
     def branch_drop(self, name: str, n: int) -> torch.Tensor | None:
         """Branch dropout (training only; None when off): for the n regions of a sample in prompt order, which
         branch the model sees zeroed (`BRANCH_KEEP`; `BRANCH_TEXTURE`: its texture tokens; `BRANCH_GEOMETRY`:
-        its geometry token; each with probability `branch_dropout`, never both). A look-up the LLM formed from
-        one branch then fails on some samples, so the other branch's is trained too. Its own random stream:
-        the regions kept, their order and the target are the same as without it."""
-        if self.branch_dropout <= 0.0:
+        its geometry token; each with probability `branch_dropout`, never both; the geometry token with
+        `geometry_dropout` more). A look-up the LLM formed from one branch then fails on some samples, so the
+        other branch's is trained too. Its own random stream, one draw per region: the regions kept, their
+        order and the target are the same as without it."""
+        if self.branch_dropout <= 0.0 and self.geometry_dropout <= 0.0:
             return None
         rng = random.Random(f"{self.seed}:{self.epoch}:{name}:branch")
         codes = []
         for _ in range(n):
             u = rng.random()
             codes.append(BRANCH_TEXTURE if u < self.branch_dropout
-                         else BRANCH_GEOMETRY if u < 2 * self.branch_dropout else BRANCH_KEEP)
+                         else BRANCH_GEOMETRY if u < 2 * self.branch_dropout + self.geometry_dropout
+                         else BRANCH_KEEP)
         return torch.as_tensor(codes, dtype=torch.long)
 
     def case_tensors(self, index: int) -> tuple[list[str], dict[str, torch.Tensor]]:

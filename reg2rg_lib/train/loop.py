@@ -91,6 +91,8 @@ class TrainSettings:
     region_few: float = 0.0  # P(a training sample keeps only 1-3 regions), before region dropout
     # P(a region's texture tokens are zeroed in a training sample), else P(its geometry token); the paper: 0
     branch_dropout: float = 0.0
+    # P(a region's geometry token alone is zeroed in a training sample), on top of branch_dropout's; paper: 0
+    geometry_dropout: float = 0.0
     # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     fast_path: bool = True
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
@@ -124,6 +126,8 @@ class TrainSettings:
             key["region_few"] = self.region_few
         if self.branch_dropout:  # keyed only when set, so older checkpoints still resume
             key["branch_dropout"] = self.branch_dropout
+        if self.geometry_dropout:  # keyed only when set, so older checkpoints still resume
+            key["geometry_dropout"] = self.geometry_dropout
         return key
 
 

@@ -116,7 +116,8 @@ def train_run(
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             seed=settings.seed, region_dropout=settings.region_dropout,
                             region_dropout_max=settings.region_dropout_max, region_few=settings.region_few,
-                            branch_dropout=settings.branch_dropout)
+                            branch_dropout=settings.branch_dropout,
+                            geometry_dropout=settings.geometry_dropout)
     if profile.generate.image_contrast:  # saved with every checkpoint's model (samples.reference)
         model.reference_inputs = reference_inputs(dataset.case_tensors(i) for i in range(len(dataset)))
     if acc.is_main_process:

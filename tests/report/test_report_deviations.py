@@ -63,6 +63,13 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
     assert "texture tokens zeroed with probability 0.2" in branch["demo"] and branch["paper"] == "none"
     off = deviations(load_profile("demo", overrides={"train.branch_dropout": 0.0}))
     assert not _row(off, "branch dropout")
+    geo_profile = load_profile("demo", overrides={"train.geometry_dropout": 0.3})
+    geometry = _row(deviations(geo_profile), "branch dropout")["demo"]
+    assert geometry == ("each region's geometry token zeroed with probability 0.3 in training, never its "
+                        "texture")
+    standardised = deviations(load_profile("demo", overrides={"model.vision_standardize": True}))
+    assert "train split's mean and sd" in _row(standardised, "vision features into the Perceiver")["demo"]
+    assert not _row(deviations(load_profile("demo")), "vision features into the Perceiver")
     greedy = deviations(load_profile("demo", overrides={"generate.image_contrast": 0.0}))
     assert "contrastive" not in _row(greedy, "decoding")["demo"]
     assert "contrastive" in _row(deviations(load_profile("demo")), "decoding")["demo"]

@@ -14,6 +14,7 @@ from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, load_tokenizer
 from reg2rg_lib.model.reg2rg import BRANCH_GEOMETRY, BRANCH_TEXTURE
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.dataset import ReportDataset
+from reg2rg_lib.train.loop import TrainSettings
 
 
 def _dataset(smoke, **kwargs) -> ReportDataset:
@@ -106,6 +107,25 @@ def test_branch_dropout_codes_rates_and_stream(smoke):
     assert _dataset(smoke, branch_dropout=0.2, shuffle_regions=False).branch_drop("case_1", 10) is None
     with pytest.raises(KitError, match="branch_dropout"):
         _dataset(smoke, branch_dropout=0.5)
+    # geometry dropout: the geometry token alone, with its own probability, from the same one draw per region
+    geo = _dataset(smoke, geometry_dropout=0.3)
+    codes = torch.cat([geo.branch_drop(f"case_{k}", 10) for k in range(300)])
+    share = torch.bincount(codes, minlength=3).float() / len(codes)
+    assert share[BRANCH_TEXTURE] == 0 and 0.25 < share[BRANCH_GEOMETRY] < 0.35
+    both = _dataset(smoke, branch_dropout=0.1, geometry_dropout=0.2)
+    codes = torch.cat([both.branch_drop(f"case_{k}", 10) for k in range(300)])
+    share = torch.bincount(codes, minlength=3).float() / len(codes)
+    assert 0.07 < share[BRANCH_TEXTURE] < 0.13 and 0.25 < share[BRANCH_GEOMETRY] < 0.35
+    same_texture = ds.branch_drop("case_2", 10) == BRANCH_TEXTURE  # branch_dropout 0.2 alone
+    more = _dataset(smoke, branch_dropout=0.2, geometry_dropout=0.1).branch_drop("case_2", 10)
+    assert torch.equal(more == BRANCH_TEXTURE, same_texture)  # adding it moves only keep -> geometry
+    assert _dataset(smoke, geometry_dropout=0.3, shuffle_regions=False).branch_drop("case_1", 10) is None
+    geo_profile = load_profile("smoke", overrides={"train.geometry_dropout": 0.3})
+    settings = TrainSettings.from_profile(geo_profile.train)
+    assert settings.geometry_dropout == 0.3 and settings.order_key(1)["geometry_dropout"] == 0.3  # resume key
+    assert "geometry_dropout" not in TrainSettings.from_profile(load_profile("smoke").train).order_key(1)
+    with pytest.raises(KitError, match="geometry_dropout"):
+        _dataset(smoke, branch_dropout=0.3, geometry_dropout=0.4)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     add_reg2rg_tokens(tok, cfg)
