@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.infer.generate import load_model
 from reg2rg_lib.metrics.image_use import BENCHMARK_LABELS, label_region
-from reg2rg_lib.profiles import load_profile
+from reg2rg_lib.profiles import load_profile, parse_assignments
 from reg2rg_lib.samples.features import feature_cache_for
 from reg2rg_lib.samples.inputs import tokenizer_from_cache
 from reg2rg_lib.train.run import train_run
@@ -109,16 +109,6 @@ def stage_spread(run: Path, cache_dir: Path, label: str, region: str) -> dict[st
     }
 
 
-def _value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="the profile folder holding cache/ (notebooks 01-02)")
@@ -142,7 +132,7 @@ def main() -> None:
         if not tokenizer.is_dir():
             tokenizer_from_cache(load_cache(out / "cache"), tokenizer)
     overrides = {"train.seed": args.seed, "train.max_steps": args.steps, "train.save_every": args.steps,
-                 **{k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}}
+                 **parse_assignments(args.set)}
     tag = "_".join([name, f"s{args.seed}", f"{args.steps}"] + [s.replace("=", "-") for s in args.set])
     run = work / f"run_{tag}"
     torch.set_num_threads(1)

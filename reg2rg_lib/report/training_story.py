@@ -116,7 +116,7 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
         text += (f" Branch dropout: each region's texture tokens are zeroed with probability "
                  f"{s.branch_dropout:g}, else its geometry token with {s.branch_dropout:g} (not in the "
                  "paper).")
-    if getattr(s, "geometry_dropout", 0.0):
+    if s.geometry_dropout:
         text += (f" Geometry dropout: each region's geometry token is zeroed with probability "
                  f"{s.geometry_dropout:g} more, never its texture (not in the paper).")
     return text

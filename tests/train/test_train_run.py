@@ -255,3 +255,25 @@ def test_gradient_checkpointing_run_logs_the_same_losses(smoke, trained):
     assert [r["loss"] for r in read_train_log(run)] == pytest.approx(
         [r["loss"] for r in read_train_log(trained)][:2], rel=1e-5)
 
+
+
+def test_train_run_hands_the_profiles_dropout_settings_to_the_dataset(smoke, monkeypatch):
+    """`train.geometry_dropout` and `train.branch_dropout` reach the training dataset, whose codes then zero
+    geometry tokens (the run's resume key records them too)."""
+    import reg2rg_lib.train.run as run_module
+    from reg2rg_lib.model.reg2rg import BRANCH_GEOMETRY
+
+    built = []
+
+    class Recording(run_module.ReportDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(run_module, "ReportDataset", Recording)
+    profile = load_profile("smoke", overrides={"train.geometry_dropout": 0.3, "train.branch_dropout": 0.1})
+    train_run(profile, smoke.run("geometry_dropout"), max_steps=1, progress=False)
+    (ds,) = built
+    assert (ds.geometry_dropout, ds.branch_dropout) == (0.3, 0.1)
+    codes = torch.cat([ds.branch_drop(f"case_{k}", 10) for k in range(50)])
+    assert (codes == BRANCH_GEOMETRY).float().mean() > 0.25  # geometry zeroed in ~0.1 + 0.3 of the regions
