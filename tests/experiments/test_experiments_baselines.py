@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -121,6 +122,27 @@ def test_one_change_per_ablation():
     assert family("llm_small") == "table7_llm_size" and family("no_lfd") == "table4_lfd"
     for ab in ABLATIONS.values():  # every run names one kind of change
         assert len(ab.changes) <= 2 and len(ab.train) <= 1 and not (ab.changes and ab.train)
+
+
+def test_the_demos_vision_and_geometry_dropout_rows():
+    """The demo's standardised features without the patch LayerNorm and its geometry dropout each have a row
+    that puts the paper's setting back; under smoke (the paper's settings already) they are full itself; and
+    the pretrained-ViT row still builds under the demo (a RadFM ViT3D has the LayerNorm)."""
+    smoke, demo = load_profile("smoke"), load_profile("demo")
+    full = Reg2RGConfig.from_profile(demo)
+    assert not full.vit_patch_norm and full.vision_standardize and demo.train.geometry_dropout == 0.3
+    as_is = Reg2RGConfig.from_profile(demo, ablation("vision_as_is").changes)
+    assert as_is.vit_patch_norm and not as_is.vision_standardize
+    assert as_is.replace(vit_patch_norm=False, vision_standardize=True) == full  # nothing else moves
+    no_geometry_dropout = profile_for(demo, ablation("no_geometry_dropout")).train
+    assert no_geometry_dropout.geometry_dropout == 0.0
+    assert dataclasses.replace(no_geometry_dropout, geometry_dropout=0.3) == demo.train  # nothing else moves
+    for row in ("vision_as_is", "no_geometry_dropout"):
+        assert not same_model_as(demo, ablation(row), ablation("full"))
+        assert same_model_as(smoke, ablation(row), ablation("full"))
+        assert family(row) == "table5_region_features"
+    pretrained = Reg2RGConfig.from_profile(demo, ablation("vit_pretrained").changes)  # no KitError
+    assert pretrained.vit_patch_norm and pretrained.vision_standardize and pretrained.vision_checkpoint
 
 
 def test_stats_carry_holm_seeds_baselines_and_near_constant_notes(tmp_path):

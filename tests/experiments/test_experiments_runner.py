@@ -231,7 +231,7 @@ def test_a_setting_added_after_an_imported_run_counts_as_its_default(tmp_path):
     from reg2rg_lib.experiments.grid import grid_for, run_steps
     from reg2rg_lib.profiles import load_profile
 
-    demo = load_profile("demo")
+    demo = load_profile("demo", overrides={"model.vision_patch_norm": True})  # the setting at its default
     (ab,) = [a for a in grid_for(demo) if a.name == "llm_scratch-2x128"]
     saved = recipe_of(demo, ab, run_steps(demo), RunPaths(tmp_path))
     del saved["model"]["vit_patch_norm"]
@@ -239,7 +239,7 @@ def test_a_setting_added_after_an_imported_run_counts_as_its_default(tmp_path):
     run.mkdir()
     (run / "run_config.json").write_text(json.dumps(saved))
     check_imported_recipe(demo, ab, run_steps(demo), RunPaths(tmp_path), run)
-    changed = load_profile("demo", overrides={"model.vision_patch_norm": False})
+    changed = load_profile("demo")  # the shipped demo turns it off
     (ab,) = [a for a in grid_for(changed) if a.name == "llm_scratch-2x128"]
     refused = "trained with model.vit_patch_norm = True, the grid trains False"
     with pytest.raises(BadInputError, match=refused):

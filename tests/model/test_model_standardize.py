@@ -19,7 +19,7 @@ KEYS = ("global_feats", "region_feats")
 
 def test_the_profile_switch_reaches_the_config_and_needs_a_frozen_vit():
     assert Reg2RGConfig.from_profile(load_profile("paper")).vision_standardize is False
-    assert Reg2RGConfig.from_profile(load_profile("demo")).vision_standardize is False
+    assert Reg2RGConfig.from_profile(load_profile("demo")).vision_standardize is True  # shipped 2026-12-07
     on = Reg2RGConfig.from_profile(load_profile("smoke", overrides={"model.vision_standardize": True}))
     assert on.vision_standardize is True
     with pytest.raises(KitError, match="vision_standardize needs a frozen ViT"):

@@ -61,19 +61,24 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
     assert "25% keep only 1-3 regions" in few["demo"]
     branch = _row(deviations(load_profile("demo", overrides={"train.branch_dropout": 0.2})), "branch dropout")
     assert "texture tokens zeroed with probability 0.2" in branch["demo"] and branch["paper"] == "none"
-    off = deviations(load_profile("demo", overrides={"train.branch_dropout": 0.0}))
+    no_dropout = {"train.branch_dropout": 0.0, "train.geometry_dropout": 0.0}
+    off = deviations(load_profile("demo", overrides=no_dropout))
     assert not _row(off, "branch dropout")
-    geo_profile = load_profile("demo", overrides={"train.geometry_dropout": 0.3})
-    geometry = _row(deviations(geo_profile), "branch dropout")["demo"]
+    geometry = _row(deviations(load_profile("demo")), "branch dropout")["demo"]  # the demo's 0.3
     assert geometry == ("each region's geometry token zeroed with probability 0.3 in training, never its "
                         "texture")
-    standardised = deviations(load_profile("demo", overrides={"model.vision_standardize": True}))
+    standardised = deviations(load_profile("demo"))  # the demo standardises, without the patch LayerNorm
     assert "train split's mean and sd" in _row(standardised, "vision features into the Perceiver")["demo"]
-    assert not _row(deviations(load_profile("demo")), "vision features into the Perceiver")
+    assert "no LayerNorm" in _row(standardised, "vision encoder: patch norm")["demo"]
+    as_is = load_profile("demo", overrides={"model.vision_standardize": False,
+                                            "model.vision_patch_norm": True})
+    assert not _row(deviations(as_is), "vision features into the Perceiver")
+    assert not _row(deviations(as_is), "vision encoder: patch norm")
     greedy = deviations(load_profile("demo", overrides={"generate.image_contrast": 0.0}))
     assert "contrastive" not in _row(greedy, "decoding")["demo"]
     assert "contrastive" in _row(deviations(load_profile("demo")), "decoding")["demo"]
-    pretrained = deviations(load_profile("demo", overrides={"model.vision_checkpoint": "pretrained"}))
+    pretrained = deviations(load_profile("demo", overrides={"model.vision_checkpoint": "pretrained",
+                                                            "model.vision_patch_norm": True}))
     assert "CPU-pretrained stand-in" in _row(pretrained, "vision encoder")["demo"]
     random_vit = deviations(load_profile("demo", overrides={"model.vision_checkpoint": None}))
     assert "random init" in _row(random_vit, "vision encoder")["demo"]
