@@ -134,7 +134,7 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     from reg2rg_lib.data.prep import load_cache
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
     from reg2rg_lib.samples.dataset import ReportDataset
-    from reg2rg_lib.samples.features import feature_cache_for
+    from reg2rg_lib.samples.features import feature_cache_for, set_train_statistics
     from reg2rg_lib.train.fast import FastTrainData, fast_step_fn
     from reg2rg_lib.train.loop import TrainSettings, seed_everything
     from reg2rg_lib.train.run import reg2rg_step
@@ -146,7 +146,9 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
         cfg = cfg.replace(vision_checkpoint=None)  # throughput does not depend on the ViT's weights
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tok)
-    features = feature_cache_for(model, cache, [r.name for r in cache.cases("train")], progress=False)
+    names = [r.name for r in cache.cases("train")]
+    features = feature_cache_for(model, cache, names, progress=False)
+    set_train_statistics(model, features, names)  # as train_run (vision_standardize)
     dataset = ReportDataset(
         cache,
         "train",
@@ -158,6 +160,8 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
         region_dropout=settings.region_dropout,
         region_dropout_max=settings.region_dropout_max,
         region_few=settings.region_few,
+        branch_dropout=settings.branch_dropout,
+        geometry_dropout=settings.geometry_dropout,
     )
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)

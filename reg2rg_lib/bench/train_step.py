@@ -126,7 +126,7 @@ def _train_step(args: argparse.Namespace) -> int:
     from reg2rg_lib.model import Reg2RG, Reg2RGConfig
     from reg2rg_lib.samples.collate import Collator
     from reg2rg_lib.samples.dataset import ReportDataset
-    from reg2rg_lib.samples.features import feature_cache_for, use_feature_cache
+    from reg2rg_lib.samples.features import feature_cache_for, set_train_statistics, use_feature_cache
     from reg2rg_lib.train.loop import seed_everything
 
     with tempfile.TemporaryDirectory(prefix="reg2rg-bench-") as tmp:
@@ -139,6 +139,8 @@ def _train_step(args: argparse.Namespace) -> int:
         features = (
             feature_cache_for(model, cache, names, progress=False) if use_feature_cache(model, True) else None
         )
+        if features is not None:  # vision_standardize: these cases' statistics (timing does not need more)
+            set_train_statistics(model, features, names)
         kit_ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, names=names)
         raw_ds = ReportDataset(cache, "train", tok, cfg, features=None, seed=0, names=names)
         collate = Collator(tok.pad_token_id)

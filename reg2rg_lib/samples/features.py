@@ -179,6 +179,18 @@ def feature_statistics(features: FeatureCache, names: Iterable[str]
     return out
 
 
+def set_train_statistics(model: Reg2RG, features: FeatureCache, names: Iterable[str]
+                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]] | None:
+    """`vision_standardize`: set `model`'s feature statistics from the cases `names` of `features`
+    (`feature_statistics`; `train_run` passes the train split) and return them; None, and nothing set, when
+    the model does not standardise. Every path that trains or times a freshly built model calls it."""
+    if not model.config.vision_standardize:
+        return None
+    stats = feature_statistics(features, names)
+    model.embedding_layer.set_feature_statistics(stats)
+    return stats
+
+
 def use_feature_cache(model: Reg2RG, setting: bool | None) -> bool:
     """Whether `model` is fed cached ViT features instead of running its ViT: never without a ViT; `setting`
     None (the default of `reg2rg train` and the profiles): exactly when the ViT is frozen; else `setting`.

@@ -30,7 +30,12 @@ from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
-from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, feature_statistics, use_feature_cache
+from reg2rg_lib.samples.features import (
+    FeatureCache,
+    feature_cache_for,
+    set_train_statistics,
+    use_feature_cache,
+)
 from reg2rg_lib.samples.inputs import check_inputs
 from reg2rg_lib.samples.reference import reference_inputs
 from reg2rg_lib.train.checkpoints import check_resume_config
@@ -178,9 +183,9 @@ def _model_and_features(cfg: Reg2RGConfig, tokenizer: Any, cache: PrepCache, acc
     use = use_feature_cache(model, feature_cache)
     wanted = use or cfg.vision_standardize
     features = _train_features(model, cache, acc, settings, progress) if wanted else None
-    if cfg.vision_standardize:  # the train split's statistics, saved with the model (a frozen ViT: fixed)
-        stats = feature_statistics(features, [r.name for r in cache.cases("train")])
-        model.embedding_layer.set_feature_statistics(stats)
+    # vision_standardize: the train split's statistics, saved with the model (a frozen ViT: fixed)
+    stats = set_train_statistics(model, features, [r.name for r in cache.cases("train")])
+    if stats is not None:
         logger.info("[train] vision_standardize: frozen-ViT features standardised with the statistics of "
                     + ", ".join(f"{n:,} {k} tokens" for k, (_, _, n) in stats.items()))
     return model, (features if use else None)

@@ -83,3 +83,21 @@ def test_bench_train_demo_with_model_changes(smoke, capsys):
     assert figures["model_changes"] == {"rereference": True, "mask_coverage": True}
     assert figures["loss_max_abs_diff"] <= 1e-5 * max(map(abs, figures["loss_old"]))
     assert figures["grad_max_rel_diff"] <= 1e-4
+
+
+def test_the_bench_builds_the_demos_standardised_recipe(smoke):
+    """Under the demo's vision switches and geometry dropout the bench's model carries the train split's
+    feature statistics, as `train_run`'s does (before, its first forward pass refused: no statistics), and its
+    two training paths agree on the loss."""
+    from reg2rg_lib.bench.train_demo import build_setup, loss_check
+    from reg2rg_lib.profiles import load_profile
+
+    demo_switches = {"model.vision_patch_norm": False, "model.vision_standardize": True,
+                     "train.geometry_dropout": 0.3}
+    profile = load_profile("smoke", overrides=demo_switches)
+    setup = build_setup(profile, smoke, batch_size=2)
+    el = setup.model.embedding_layer
+    assert el.feature_count.tolist()[0] > 0 and el.feature_count.tolist()[1] > 0
+    assert setup.dataset.geometry_dropout == 0.3
+    check = loss_check(setup, [[0, 1]])
+    assert check["loss_max_abs_diff"] <= 1e-5 * abs(check["loss_old"][0])
