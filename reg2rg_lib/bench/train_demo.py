@@ -149,20 +149,8 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     names = [r.name for r in cache.cases("train")]
     features = feature_cache_for(model, cache, names, progress=False)
     set_train_statistics(model, features, names)  # as train_run (vision_standardize)
-    dataset = ReportDataset(
-        cache,
-        "train",
-        tok,
-        cfg,
-        features=features,
-        shuffle_regions=True,
-        seed=settings.seed,
-        region_dropout=settings.region_dropout,
-        region_dropout_max=settings.region_dropout_max,
-        region_few=settings.region_few,
-        branch_dropout=settings.branch_dropout,
-        geometry_dropout=settings.geometry_dropout,
-    )
+    dataset = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=True,
+                            **settings.sampling())  # train_run's samples
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)
     fast_setup_s = time.perf_counter() - t0

@@ -181,9 +181,10 @@ def feature_statistics(features: FeatureCache, names: Iterable[str]
 
 def set_train_statistics(model: Reg2RG, features: FeatureCache, names: Iterable[str]
                          ) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]] | None:
-    """`vision_standardize`: set `model`'s feature statistics from the cases `names` of `features`
-    (`feature_statistics`; `train_run` passes the train split) and return them; None, and nothing set, when
-    the model does not standardise. Every path that trains or times a freshly built model calls it."""
+    """`vision_standardize`: set `model`'s feature statistics from the cases `names` of `features` (a
+    `FeatureCache`, or any mapping name -> {key: features}; `feature_statistics`) and return them; None, and
+    nothing set, when the model does not standardise. `train_run` passes the train split, the training
+    benches theirs, notebook 02 one random batch."""
     if not model.config.vision_standardize:
         return None
     stats = feature_statistics(features, names)

@@ -112,6 +112,13 @@ class TrainSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def sampling(self) -> dict[str, Any]:
+        """The `ReportDataset` arguments that decide what a training sample holds (its seed, the regions it
+        keeps, the branches zeroed): one list for `train_run` and the training benches."""
+        return {"seed": self.seed, "region_dropout": self.region_dropout,
+                "region_dropout_max": self.region_dropout_max, "region_few": self.region_few,
+                "branch_dropout": self.branch_dropout, "geometry_dropout": self.geometry_dropout}
+
     def order_key(self, world_size: int) -> dict[str, Any]:
         """The settings that fix the data order and the update rule: a resume must not change them."""
         key = {"seed": self.seed, "batch_size": self.batch_size, "grad_accum": self.grad_accum,

@@ -119,10 +119,7 @@ def train_run(
     setting = profile.train.feature_cache if feature_cache is None else feature_cache
     model, features = _model_and_features(cfg, tokenizer, cache, acc, settings, setting, progress)
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
-                            seed=settings.seed, region_dropout=settings.region_dropout,
-                            region_dropout_max=settings.region_dropout_max, region_few=settings.region_few,
-                            branch_dropout=settings.branch_dropout,
-                            geometry_dropout=settings.geometry_dropout)
+                            **settings.sampling())
     if profile.generate.image_contrast:  # saved with every checkpoint's model (samples.reference)
         model.reference_inputs = reference_inputs(dataset.case_tensors(i) for i in range(len(dataset)))
     if acc.is_main_process:

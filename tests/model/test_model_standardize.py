@@ -11,7 +11,7 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.generate import load_model
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig
 from reg2rg_lib.profiles import load_profile
-from reg2rg_lib.samples.features import feature_cache_for, feature_statistics
+from reg2rg_lib.samples.features import feature_cache_for, feature_statistics, set_train_statistics
 from reg2rg_lib.train.run import train_run
 
 KEYS = ("global_feats", "region_feats")
@@ -83,3 +83,24 @@ def test_train_run_sets_the_train_splits_statistics_and_the_model_folder_keeps_t
         z = el.standardize(key, tokens).double()
         assert float(z.mean(0).abs().max()) < 1e-4
         assert float((z.std(0) - 1).abs().max()) < 1e-3
+
+
+def test_set_train_statistics_on_one_batch_as_notebook_02_does(tiny_cfg, tokenizer_factory, visual_batch):
+    """`set_train_statistics` takes any mapping name -> features (notebook 02 passes one random batch): the
+    model then runs, with that batch's mean and sd; a model without the switch is left as it is."""
+    tok = tokenizer_factory()
+    vis = visual_batch(tiny_cfg, 1, 3)
+    on = Reg2RG(tiny_cfg.replace(vision_standardize=True), tok).eval()
+    with torch.no_grad():
+        feats = {"global_feats": on.encode_vision(vis["global_images"]),
+                 "region_feats": on.encode_vision(vis["region_images"])}
+        with pytest.raises(KitError, match="never set"):
+            on.visual_tokens(**vis)
+        stats = set_train_statistics(on, {"random batch": feats}, ["random batch"])
+        mean, sd, n = stats["region_feats"]
+        flat = feats["region_feats"].flatten(0, -2)
+        assert n == flat.shape[0] and torch.allclose(mean, flat.mean(0), atol=1e-5)
+        assert torch.allclose(sd, flat.std(0), atol=1e-5)
+        assert on.visual_tokens(**vis)["texture"].isfinite().all()
+    plain = Reg2RG(tiny_cfg, tok)
+    assert set_train_statistics(plain, {"random batch": feats}, ["random batch"]) is None
