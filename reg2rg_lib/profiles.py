@@ -66,6 +66,7 @@ class ModelSection:
     vision_checkpoint: str | None = None
     #                                       output (OUT/vision/RadFM_vit3d.pth); None: a random frozen ViT
     rereference: bool = False  # region i's tokens again after "The region i is <organ>:" (the paper: false)
+    rereference_sentences: bool = False  # ... and after each sentence of its paragraph (the paper: false)
     # the geometry encoder reads the masks' area-resized coverage, not binarised masks
     mask_coverage: bool = False
     # the frozen ViT's LayerNorm over each patch's raw values (RadFM's, the paper's); false drops it

@@ -78,6 +78,9 @@ def beam_generate(model: Reg2RG, input_ids: torch.Tensor, attention_mask: torch.
     after each head a hypothesis writes (`greedy_generate_rereference`'s rule)."""
     if num_beams < 1:
         raise KitError(f"num_beams must be >= 1, got {num_beams}")
+    if model.config.rereference_sentences:
+        raise KitError("beam search does not insert the sentence re-references of this model "
+                       "(model.rereference_sentences); decode it greedily (generate.num_beams: 1)")
     llm, tok, cfg = model.llm(), model.tokenizer, model.config
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos

@@ -14,7 +14,8 @@ The pieces the loops are built from are public, so that `infer.beam` builds beam
 - `decoder_pass(llm, layers, x, positions, rope, kv, start, mask)`: new inputs through every layer ->
   the last position's logits;
 - `region_tables(model, input_ids, embeds)`, `heads_written(...)`: what re-reference inserts, and which rows
-  have just written "The region i is <organ>:".
+  have just written "The region i is <organ>:"; `References`: which rows get region tokens again after a
+  step (a head, and with `rereference_sentences` a full stop inside a region's paragraph).
 
 One file over 400 lines: both loops are built from the same cache and layer pass and the same private token
 choice (`_next_tokens`, `_pick`, `_halves`); split, that choice would become an API between files.
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import Reg2RG
-from reg2rg_lib.model.prompt import HEAD_RE
+from reg2rg_lib.model.prompt import HEAD_RE, ends_sentence
 
 #: Generation-config fields that add a logits processor or a stopping rule to HF greedy search, with the value
 #: that adds none; the kit's loop runs only when every one is at that value.
@@ -315,6 +316,55 @@ def heads_written(tok: Any, written: torch.Tensor, candidates: torch.Tensor, has
     return heads
 
 
+#: Sentence re-references one row may take in a report (`References`): a cap, so that the KV cache is
+#: allocated once; a report that ends more sentences than this (a loop) goes on without them.
+SENTENCE_REFERENCES = 48
+
+
+class References:
+    """Where a re-reference model's decoder feeds region tokens again (`model.prompt.rereference_target`'s
+    rule): after a row writes "The region i is <organ>:" (once per region i of its prompt), and with
+    `cfg.rereference_sentences` after each token that ends a sentence inside region i's paragraph
+    (`prompt.ends_sentence`), at most `SENTENCE_REFERENCES` of those a row."""
+
+    def __init__(self, model: Reg2RG, rows: int, vocab: int, dev: torch.device) -> None:
+        cfg, self.tok = model.config, model.tokenizer
+        self.colon, self.suppress = _head_and_placeholder_tokens(model, vocab, dev)
+        self.sentences = bool(cfg.rereference_sentences)
+        self.inserted = torch.zeros(rows, cfg.max_regions, dtype=torch.bool, device=dev)
+        self.current = torch.full((rows,), -1, dtype=torch.long, device=dev)  # the paragraph being written
+        self.left = torch.full((rows,), SENTENCE_REFERENCES if self.sentences else 0, device=dev)
+        stops = torch.zeros(vocab, dtype=torch.bool, device=dev)
+        if self.sentences:
+            ids = list(range(len(model.token_kind)))
+            stops[: len(ids)] = torch.tensor([ends_sentence(self.tok.decode([i])) for i in ids])
+            stops &= ~self.suppress
+        self.stops = stops
+
+    @staticmethod
+    def columns(model: Reg2RG) -> int:
+        """KV-cache columns a row may need for its re-references."""
+        cfg = model.config
+        count = cfg.max_regions + (SENTENCE_REFERENCES if cfg.rereference_sentences else 0)
+        return count * cfg.region_tokens
+
+    def after(self, written: torch.Tensor, nxt: torch.Tensor, done: torch.Tensor, has_region: torch.Tensor
+              ) -> list[tuple[int, int]]:
+        """(row, region) pairs to feed after the token `nxt` (B,) each row has just written (`written`: its
+        ids so far)."""
+        heads = heads_written(self.tok, written, self.colon[nxt] & ~done, has_region, self.inserted)
+        for r, i in heads:
+            self.current[r] = i
+        if not self.sentences:
+            return heads
+        taken = {r for r, _ in heads}
+        stop = self.stops[nxt] & ~done & (self.current >= 0) & (self.left > 0)
+        more = [(r, int(self.current[r])) for r in stop.nonzero().flatten().tolist() if r not in taken]
+        for r, _ in more:
+            self.left[r] -= 1
+        return heads + more
+
+
 #: A region head being written ("The region", "The region 3 is hea"): its digit and organ name are chosen
 #: without the contrast (the reference inputs show the same organ: contrasting would only add noise there).
 _IN_HEAD = re.compile(r"The region[^:.]*$")
@@ -405,8 +455,9 @@ def greedy_generate_rereference(
 ) -> torch.Tensor:
     """Greedy reports of a re-reference model (`Reg2RGConfig.rereference`): as `greedy_generate`, and when a
     row has written "The region i is <organ>:" (i a region of its prompt, once per region), region i's own
-    spliced placeholder embeddings are fed right after the colon, as in training
-    (`model.prompt.rereference_target`). They take KV-cache columns but are not part of the returned ids (B,
+    spliced placeholder embeddings are fed right after the colon, and with `rereference_sentences` after each
+    full stop of its paragraph, as in training (`model.prompt.rereference_target`; `References`). They take
+    KV-cache columns but are not part of the returned ids (B,
     steps).
 
     `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks
@@ -419,25 +470,24 @@ def greedy_generate_rereference(
     the tokens whose probability is at least `plausible` times the most probable one's, except inside a region
     head (its digit and organ name stay greedy's). Ids (B/2, steps).
     """
-    llm, tok, cfg = model.llm(), model.tokenizer, model.config
+    llm, tok = model.llm(), model.tokenizer
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
     if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
         raise KitError("generate expects left-padded prompts (collate(..., padding_side='left'))")
     embeds = model.embed_inputs(input_ids, **visual)  # (B, P, D)
     b, p, _ = embeds.shape
-    half, dev, per = _halves(b, contrast), embeds.device, cfg.region_tokens
+    half, dev = _halves(b, contrast), embeds.device
     table, has_region = region_tables(model, input_ids, embeds)
-    cols = p + max_new_tokens + cfg.max_regions * per  # room for one re-reference of every region
+    cols = p + max_new_tokens + References.columns(model)  # room for every re-reference a row may take
     valid, positions, prompt_mask = _prompt_columns(attention_mask, b, p, cols, dev)
     layers = [DecoderLayer.of(layer) for layer in llm.model.layers]
     kv = StaticKV(len(layers), b, llm.config.num_key_value_heads, cols, layers[0].head_dim, embeds)
     rope = rope_table(llm, embeds, cols)
     logits = decoder_pass(llm, layers, embeds, positions, rope, kv, 0, prompt_mask)
-    colon, suppress = _head_and_placeholder_tokens(model, logits.shape[-1], dev)
+    refs = References(model, b, logits.shape[-1], dev)
     out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=dev)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
-    inserted = torch.zeros(b, cfg.max_regions, dtype=torch.bool, device=dev)
     ptr = torch.full((b,), p, dtype=torch.long, device=dev)  # next free column of each row
     pos = positions[:, -1] + 1  # next position id of each row
     embed, all_rows = llm.get_input_embeddings(), torch.arange(b, device=dev)
@@ -455,7 +505,7 @@ def greedy_generate_rereference(
     for step in range(max_new_tokens):
         if step_logits is not None:
             step_logits.append(logits.clone())
-        nxt = _next_tokens(tok, logits, suppress, out[:half, :step], half, contrast, plausible)
+        nxt = _next_tokens(tok, logits, refs.suppress, out[:half, :step], half, contrast, plausible)
         if forced is not None and step < forced.shape[1]:
             nxt = torch.where(forced[:, step].to(dev) >= 0, forced[:, step].to(dev), nxt)
         nxt = nxt.masked_fill(done, pad)
@@ -464,9 +514,9 @@ def greedy_generate_rereference(
         if bool(done.all()) or step + 1 == max_new_tokens:
             return out[:half, : step + 1]
         logits = run(all_rows, embed(nxt[:, None]))
-        heads = heads_written(tok, out[:, : step + 1], (colon[nxt] & ~done), has_region, inserted)
-        if heads:
-            rows = torch.tensor([r for r, _ in heads], device=dev)
-            which = torch.tensor([i for _, i in heads], device=dev)
+        again = refs.after(out[:, : step + 1], nxt, done, has_region)
+        if again:
+            rows = torch.tensor([r for r, _ in again], device=dev)
+            which = torch.tensor([i for _, i in again], device=dev)
             logits[rows] = run(rows, table[rows, which])  # (rows, P, D): region i's own tokens again
     return out[:half, :0]

@@ -176,6 +176,10 @@ class Reg2RGConfig:
     # the tokens a paragraph is written from sit next to it; the decoder inserts them when it has written the
     # head. Without RRA there are no heads, so it has no effect
     rereference: bool = False
+    # with `rereference`: region i's placeholders also after each sentence of its paragraph (after every
+    # token that ends in "."), so each finding-or-stop decision sits next to the tokens it is read from; the
+    # decoder inserts them when it has written such a token inside region i's paragraph
+    rereference_sentences: bool = False
     # the geometry encoder's input: False, the region mask binarised (any coverage -> 1); True, the prep
     # cache's area-resized coverage (fractions at the boundary, so a region's volume is read to within a
     # voxel's part)
@@ -232,7 +236,7 @@ class Reg2RGConfig:
         the profile folder `paths` (default: outputs/<profile>) is named by path; `changes` may set it back to
         None."""
         overrides: dict[str, Any] = {"llm_path": profile.model.llm_path} if profile.model.llm_path else {}
-        for switch in ("rereference", "mask_coverage"):  # off in the presets; a profile turns them on
+        for switch in ("rereference", "rereference_sentences", "mask_coverage"):  # off in the presets
             if getattr(profile.model, switch):
                 overrides[switch] = True
         if not profile.model.vision_patch_norm:  # on in the presets; a profile turns it off
@@ -326,6 +330,9 @@ class Reg2RGConfig:
         if self.vision_standardize and not self.freeze_vision:
             raise KitError("model config: vision_standardize needs a frozen ViT (its statistics are computed "
                            "once, from the train split's features)")
+        if self.rereference_sentences and not self.rereference:
+            raise KitError("model config: rereference_sentences needs rereference (the sentence insertions "
+                           "repeat the ones after each region head)")
         if self.llm_finetune not in ("lora", "full", "frozen"):
             raise KitError(f"model config: llm_finetune={self.llm_finetune!r}; expected lora, full or frozen")
         if self.region_tokens == 0:

@@ -184,12 +184,13 @@ def region_placeholder_ids(tokenizer, cfg: Reg2RGConfig, i: int) -> list[int]:
 
 
 def rereference_target(target: str, tokenizer, cfg: Reg2RGConfig) -> tuple[list[int], list[int], list[int]]:
-    """Target ids with region i's placeholders inserted after each "The region i is <organ>:" (re-reference).
+    """Target ids with region i's placeholders inserted after each "The region i is <organ>:" (re-reference)
+    and, with `cfg.rereference_sentences`, after each token of region i's paragraph that ends in "." too.
 
     Returns (ids, labels, index): the inserted placeholders are -100 in `labels` (the model reads them, it is
     not asked to write them), and `index[t]` is where token t of the plain tokenized target now sits. The
-    insertion point is the end of the token that holds the head's colon, so the text's own tokens are
-    unchanged.
+    insertion point is the end of the token that holds the head's colon (or the full stop), so the text's own
+    tokens are unchanged.
     """
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     plain, offsets = list(enc["input_ids"]), enc["offset_mapping"]
@@ -199,6 +200,8 @@ def rereference_target(target: str, tokenizer, cfg: Reg2RGConfig) -> tuple[list[
         t = next((k for k, (_, end) in enumerate(offsets) if end >= m.end()), None)
         if t is not None and region < cfg.max_regions:
             after[t] = region
+    if cfg.rereference_sentences:
+        after = _sentence_ends(target, offsets, after)
     ids: list[int] = []
     labels: list[int] = []
     index: list[int] = []
@@ -211,6 +214,24 @@ def rereference_target(target: str, tokenizer, cfg: Reg2RGConfig) -> tuple[list[
             ids += extra
             labels += [IGNORE_INDEX] * len(extra)
     return ids, labels, index
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a token's text ends a sentence for `Reg2RGConfig.rereference_sentences` (its last visible
+    character is a full stop): the one rule of training targets and the decoder."""
+    return text.rstrip().endswith(".")
+
+
+def _sentence_ends(target: str, offsets: Sequence[tuple[int, int]], heads: dict[int, int]) -> dict[int, int]:
+    """`heads` (token index of a head's colon -> region) plus every later token that ends a sentence, mapped
+    to the region whose paragraph it is in."""
+    out, region = dict(heads), None
+    for t, (start, end) in enumerate(offsets):
+        if t in heads:
+            region = heads[t]
+        elif region is not None and ends_sentence(target[start:end]):
+            out[t] = region
+    return out
 
 
 def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right"):

@@ -1,15 +1,18 @@
-"""Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:",
-in the training target (`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`)
-and in the kit's greedy decoder (`infer.decoder.greedy_generate_rereference`), which must agree with a
-teacher-forced pass."""
+"""Re-reference (`Reg2RGConfig.rereference`): region i's placeholders again after "The region i is <organ>:"
+(and with `rereference_sentences` after each full stop of its paragraph), in the training target
+(`model.prompt.rereference_target`), in the splice (`model.reg2rg.first_occurrence`) and in the kit's greedy
+decoder (`infer.decoder.greedy_generate_rereference`), which must agree with a teacher-forced pass."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.infer.beam import beam_generate
 from reg2rg_lib.infer.decoder import greedy_generate_rereference
 from reg2rg_lib.infer.generate import DecodeSettings, decode_engine
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
@@ -24,6 +27,14 @@ def reref(smoke):
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=True)
+    return cache, tok, cfg, Reg2RG(cfg, tok).eval()
+
+
+@pytest.fixture(scope="module")
+def reref_sentences(reref):
+    cache, tok, cfg, _ = reref
+    torch.manual_seed(0)
+    cfg = cfg.replace(rereference_sentences=True)
     return cache, tok, cfg, Reg2RG(cfg, tok).eval()
 
 
@@ -71,15 +82,62 @@ def _prompt_only(item):
 def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
     """Forced tokens (the reference targets) through the decoder: every step's logits equal the teacher-forced
     pass over the same target with its re-references, for two left-padded rows with 9 and 10 regions."""
-    cache, tok, cfg, model = reref
+    forced = _decoder_equals_teacher_forcing(*reref, steps=80)
+    for f in forced:
+        assert reref[1].decode(f).count("The region") >= 2  # at least two re-references were exercised
+
+
+def test_sentence_rereference_inserts_after_each_full_stop_of_a_paragraph(reref_sentences):
+    cache, tok, cfg, _ = reref_sentences
+    data = ReportDataset(cache, "train", tok, cfg, shuffle_regions=True, seed=0)
+    s = next(it["sample"] for it in (data[k] for k in range(len(data)))  # a paragraph with two sentences
+             if it["sample"].target.count(".") > len(it["sample"].regions))
+    plain = tok(s.target, add_special_tokens=False)["input_ids"]
+    assert [s.input_ids[p] for p in s.target_positions] == plain  # the text's own tokens, unchanged
+    stops = [t for t in range(len(plain)) if tok.decode([plain[t]]).rstrip().endswith(".")]
+    assert len(stops) > len(s.regions)
+    per = cfg.region_tokens
+    assert len(s.input_ids) == s.n_prompt + len(plain) + (len(s.regions) + len(stops)) * per + 1  # + eos
+    text = tok.decode(plain)
+    for t in stops:  # after each full stop: the placeholders of the region whose paragraph it ends
+        at = s.target_positions[t] + 1
+        heads = [int(i) for i in re.findall(r"The region (\d+) is", tok.decode(plain[: t + 1]))]
+        assert s.input_ids[at: at + per] == region_placeholder_ids(tok, cfg, heads[-1])
+        assert s.labels[at: at + per] == [IGNORE_INDEX] * per
+    assert text.count(".") == len(stops)
+
+
+def test_greedy_loop_inserts_sentence_references_like_the_teacher_forced_pass(reref_sentences):
+    """As above with `rereference_sentences`: the decoder feeds region i's tokens after each full stop it
+    writes inside region i's paragraph, exactly where training put them."""
+    forced = _decoder_equals_teacher_forcing(*reref_sentences, steps=160)
+    tok = reref_sentences[1]
+    for f in forced:  # several paragraphs, and a sentence re-reference inside them
+        text = tok.decode(f)
+        assert text.count("The region") >= 2 and text.count(".") >= 3
+
+
+def test_beam_search_refuses_sentence_rereference(reref_sentences):
+    cache, tok, cfg, model = reref_sentences
+    data = ReportDataset(cache, "test", tok, cfg, shuffle_regions=False, with_targets=False)
+    batch = Collator(tok.pad_token_id, padding_side="left")([data[0]])
+    with pytest.raises(KitError, match="rereference_sentences"):
+        beam_generate(model, **{k: v for k, v in model_inputs(batch).items() if k != "labels"}, num_beams=2)
+    with pytest.raises(KitError, match="needs rereference"):
+        cfg.replace(rereference=False).validate()
+
+
+def _decoder_equals_teacher_forcing(cache, tok, cfg, model, steps: int) -> list[list[int]]:
+    """Force the first `steps` target tokens of two test cases (the fewest and the most regions: left
+    padding) through the decoder and assert its logits equal a teacher-forced pass's; the forced ids."""
     data = ReportDataset(cache, "test", tok, cfg, shuffle_regions=False)
     items = [data[k] for k in range(len(data))]
     items = sorted(items, key=lambda it: len(it["sample"].regions))[:1] + \
         sorted(items, key=lambda it: -len(it["sample"].regions))[:1]
     assert len({len(it["sample"].regions) for it in items}) == 2  # different prompt lengths: left padding
-    forced = [[it["sample"].input_ids[p] for p in it["sample"].target_positions][:80] for it in items]
-    steps = max(map(len, forced))
-    force = torch.full((2, steps), -1)
+    forced = [[it["sample"].input_ids[p] for p in it["sample"].target_positions][:steps] for it in items]
+    width = max(map(len, forced))
+    force = torch.full((2, width), -1)
     for r, f in enumerate(forced):
         force[r, :len(f)] = torch.tensor(f)
     batch = Collator(tok.pad_token_id, padding_side="left")([_prompt_only(it) for it in items])
@@ -87,7 +145,7 @@ def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
     ids = greedy_generate_rereference(
         model,
         **{k: v for k, v in model_inputs(batch).items() if k != "labels"},
-        max_new_tokens=steps,
+        max_new_tokens=width,
         step_logits=logits,
         forced=force,
     )
@@ -99,7 +157,7 @@ def test_greedy_loop_inserts_regions_like_the_teacher_forced_pass(reref):
         pos = it["sample"].target_positions
         diff = max((ref[pos[t] - 1] - logits[t][r]).abs().max().item() for t in range(len(forced[r])))
         assert diff < 1e-4, f"row {r}: the decoder's logits differ from the teacher-forced pass by {diff}"
-        assert tok.decode(forced[r]).count("The region") >= 2  # at least two re-references were exercised
+    return forced
 
 
 def test_a_head_for_a_region_not_in_the_prompt_inserts_nothing(reref):

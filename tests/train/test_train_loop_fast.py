@@ -40,17 +40,20 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
     return float((a - b).abs().max()) <= rel * max(float(b.abs().max()), 1e-30)
 
 
-@pytest.fixture(scope="module", params=[(False, 0.0, False), (True, 0.0, False), (True, 0.3, False),
-                                        (True, 0.0, True)],
-                ids=["plain", "rereference", "rereference-branch-dropout", "rereference-standardized"])
+@pytest.fixture(scope="module", params=[(False, 0.0, False, False), (True, 0.0, False, False),
+                                        (True, 0.3, False, False), (True, 0.0, True, False),
+                                        (True, 0.0, True, True)],
+                ids=["plain", "rereference", "rereference-branch-dropout", "rereference-standardized",
+                     "rereference-sentences"])
 def fast_setup(smoke, request):
     """The smoke model (with re-reference or without; with standardised ViT features and no patch LayerNorm
     or without), a training dataset with region dropout (and branch dropout; cached features), and its fast
     data."""
-    rereference, branch_dropout, standardize = request.param
+    rereference, branch_dropout, standardize, sentences = request.param
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(
-        rereference=rereference, vision_standardize=standardize, vit_patch_norm=not standardize)
+        rereference=rereference, vision_standardize=standardize, vit_patch_norm=not standardize,
+        rereference_sentences=sentences)
     seed_everything(0)
     model = Reg2RG(cfg, tok)
     train = [r.name for r in cache.cases("train")]
@@ -76,9 +79,11 @@ def test_fast_items_equal_the_datasets_in_every_epoch(fast_setup):
         assert {1, 2} <= set(torch.cat(codes).tolist())
     else:
         assert all(c is None for c in codes)
-    item = fast[0]
+    item, cfg = fast[0], model.config
     inserted = item.labels[item.n_prompt:].count(-100)  # re-referenced placeholders: read, not written
-    assert inserted == (len(item.rows) * model.config.region_tokens if model.config.rereference else 0)
+    # one insertion after each region head, and with rereference_sentences one after each full stop
+    stops = ds.tokenizer.decode(item.ids[item.n_prompt:]).count(".") if cfg.rereference_sentences else 0
+    assert inserted == ((len(item.rows) + stops) * cfg.region_tokens if cfg.rereference else 0)
 
 
 @pytest.mark.parametrize("name_weight", [1.0, 10.0])
