@@ -18,7 +18,7 @@ from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
 from reg2rg_lib.paths import RunPaths
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.dataset import ReportDataset
-from reg2rg_lib.samples.features import FeatureCache
+from reg2rg_lib.samples.features import FeatureCache, feature_cache_for, set_train_statistics
 from reg2rg_lib.samples.inputs import ensure_inputs
 from reg2rg_lib.train.run import train_run
 
@@ -75,16 +75,36 @@ def trained(smoke: RunPaths) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_dataset(smoke: RunPaths) -> Callable[..., tuple[ReportDataset, Reg2RG, PrepCache]]:
-    """`smoke_dataset(shuffle=True, features=None)` -> (the training ReportDataset, a fresh untrained Reg2RG,
-    the prep cache): a new model each call, so a test may change its weights."""
+def fresh_model(smoke: RunPaths) -> Callable[..., Reg2RG]:
+    """`fresh_model(cfg=None, tok=None)` -> a new untrained Reg2RG (the smoke profile's config by default)
+    that can run as `train_run` starts one: with `vision_standardize` (smoke's, as the demo's) its feature
+    statistics are set from the smoke cache's train split (`samples.features.set_train_statistics`)."""
+    cache = load_cache(smoke.cache)
+    train = [r.name for r in cache.cases("train")]
+
+    def build(cfg: Reg2RGConfig | None = None, tok: Any = None) -> Reg2RG:
+        cfg = cfg or Reg2RGConfig.from_profile(load_profile("smoke"))
+        model = Reg2RG(cfg, tok if tok is not None else load_tokenizer(smoke.tokenizer))
+        if cfg.vision_standardize:
+            set_train_statistics(model, feature_cache_for(model, cache, train, progress=False), train)
+        return model
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(
+    smoke: RunPaths, fresh_model: Callable[..., Reg2RG]
+) -> Callable[..., tuple[ReportDataset, Reg2RG, PrepCache]]:
+    """`smoke_dataset(shuffle=True, features=None)` -> (the training ReportDataset, a fresh untrained Reg2RG
+    (`fresh_model`), the prep cache): a new model each call, so a test may change its weights."""
 
     def build(
         shuffle: bool = True, features: FeatureCache | None = None
     ) -> tuple[ReportDataset, Reg2RG, PrepCache]:
         cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
         cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
-        model = Reg2RG(cfg, tok)
+        model = fresh_model(cfg, tok)
         ds = ReportDataset(cache, "train", tok, cfg, features=features, shuffle_regions=shuffle, seed=0)
         return ds, model, cache
 

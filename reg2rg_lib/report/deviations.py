@@ -163,9 +163,9 @@ def _rereference(p: Profile, cfg: Reg2RGConfig) -> str:
         return "none: region i's tokens appear once, in the prompt"
     if cfg.rereference_sentences:
         return (
-            're-reference: region i\'s own tokens again right after "The region i is <organ>:" and after each '
-            "full stop of its paragraph (loss-masked in training; the decoder inserts them when it has written "
-            "the head or the full stop)"
+            're-reference: region i\'s own tokens again right after "The region i is <organ>:" and after '
+            "each full stop of its paragraph (loss-masked in training; the decoder inserts them when it has "
+            "written the head or the full stop)"
         )
     return (
         're-reference: region i\'s own tokens again right after "The region i is <organ>:" (loss-masked in '

@@ -51,7 +51,7 @@ def test_a_row_trained_beside_full_is_reused_by_the_grid(smoke, tmp_path, caplog
     assert steps == load_profile("smoke").train.max_steps
     assert (run / "predictions.csv").is_file() and (run / "metrics" / "summary.json").is_file()
     # the frozen ViT's features were computed once, by this process, before the second one started
-    computed = [m for m in logs if "frozen-ViT features" in m]
+    computed = [m for m in logs if "frozen-ViT features of" in m]
     assert len(computed) == 3 and "(0 computed" not in computed[0]
     assert all("(0 computed" in m for m in computed[1:]) and computed[2].startswith("[no_rra]")
     assert "[beside] no_rra finished" in logs and not mp.active_children()

@@ -68,11 +68,11 @@ def test_pick_prefers_what_the_image_adds_among_plausible_tokens():
 
 
 @pytest.fixture(scope="module")
-def models(smoke):
+def models(smoke, fresh_model):
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
-    plain, reref = Reg2RG(cfg, tok).eval(), Reg2RG(cfg.replace(rereference=True), tok).eval()
+    plain, reref = fresh_model(cfg, tok).eval(), fresh_model(cfg.replace(rereference=True), tok).eval()
     return cache, tok, {False: plain, True: reref}
 
 

@@ -20,7 +20,7 @@ from reg2rg_lib.infer.generate import (
     load_model,
 )
 from reg2rg_lib.infer.predictions import PRED_COLUMNS, decoding_path, read_predictions
-from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
+from reg2rg_lib.model import Reg2RGConfig
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset
@@ -114,12 +114,12 @@ def test_kit_greedy_loop_writes_hf_generate_tokens_and_batch_size_one_text(smoke
     _assert_kit_equals_hf_and_single(model, batch, singles, max_new_tokens=12)
 
 
-def test_kit_greedy_loop_with_grouped_query_attention_and_rows_finishing_apart(smoke):
+def test_kit_greedy_loop_with_grouped_query_attention_and_rows_finishing_apart(smoke, fresh_model):
     """Key/value heads shared by several query heads (SmolLM2, LLaMA-2-70B), and reports of different lengths:
     the rows that finish leave the batch while the others carry on."""
     seed_everything(0)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_heads=4, llm_kv_heads=2)
-    model = Reg2RG(cfg, load_tokenizer(smoke.tokenizer)).eval()
+    model = fresh_model(cfg).eval()
     assert model.llm().model.layers[0].self_attn.num_key_value_groups == 2
     batch, singles = _left_padded_test_batch(model, smoke, "the left lung shows a small nodule")
     kit = _assert_kit_equals_hf_and_single(model, batch, singles, max_new_tokens=12)
@@ -159,12 +159,11 @@ def test_generation_engine_choice_and_identical_predictions(smoke, trained, tmp_
     assert texts["hf"] == texts["auto"]
 
 
-def test_kit_greedy_loop_through_lora_adapters(smoke):
+def test_kit_greedy_loop_through_lora_adapters(smoke, fresh_model):
     """The paper's LoRA on q/v: the loop calls the adapted projections (made non-zero here), as HF generate
     does."""
     seed_everything(0)
-    model = Reg2RG(Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_finetune="lora"),
-                   load_tokenizer(smoke.tokenizer)).eval()
+    model = fresh_model(Reg2RGConfig.from_profile(load_profile("smoke")).replace(llm_finetune="lora")).eval()
     with torch.no_grad():
         for name, p in model.lang_model.named_parameters():
             if "lora_B" in name:  # zero at initialisation: the adapters would change nothing

@@ -13,7 +13,7 @@ import torch
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.infer.beam import beam_generate
 from reg2rg_lib.infer.decoder import greedy_generate, greedy_generate_rereference
-from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
+from reg2rg_lib.model import Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.prompt import Sample
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
@@ -31,14 +31,14 @@ def _nan_filled_new_empty(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "new_empty", garbage)
 
 
-def _left_padded_batch(smoke, rereference: bool):
+def _left_padded_batch(smoke, fresh_model, rereference: bool):
     """Two test cases with different region counts (so left padding), and their targets' first 60 tokens:
     forced, they make the re-reference decoder insert regions at different steps in the two rows, which
     leaves unwritten cache columns between a row's text and the batch's last column."""
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=rereference)
-    model = Reg2RG(cfg, tok).eval()
+    model = fresh_model(cfg, tok).eval()
     data = ReportDataset(cache, "test", tok, cfg, shuffle_regions=False)
     items = sorted((data[k] for k in range(len(data))), key=lambda it: len(it["sample"].regions))
     items = [items[0], items[-1]]
@@ -54,8 +54,8 @@ def _left_padded_batch(smoke, rereference: bool):
 
 
 @pytest.mark.parametrize("decoder", ["greedy", "rereference", "beam"])
-def test_reports_do_not_depend_on_what_the_cache_memory_held(smoke, monkeypatch, decoder):
-    model, inputs, forced = _left_padded_batch(smoke, rereference=decoder != "greedy")
+def test_reports_do_not_depend_on_what_the_cache_memory_held(smoke, fresh_model, monkeypatch, decoder):
+    model, inputs, forced = _left_padded_batch(smoke, fresh_model, rereference=decoder != "greedy")
     logits: list[torch.Tensor] = []
     run = {
         "greedy": lambda: greedy_generate(model, **inputs, max_new_tokens=40),

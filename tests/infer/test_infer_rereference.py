@@ -15,7 +15,7 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.beam import beam_generate
 from reg2rg_lib.infer.decoder import greedy_generate_rereference
 from reg2rg_lib.infer.generate import DecodeSettings, decode_engine
-from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
+from reg2rg_lib.model import Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.prompt import IGNORE_INDEX, Sample, region_placeholder_ids
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
@@ -23,19 +23,19 @@ from reg2rg_lib.samples.dataset import ReportDataset, name_positions
 
 
 @pytest.fixture(scope="module")
-def reref(smoke):
+def reref(smoke, fresh_model):
     torch.manual_seed(0)
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(rereference=True)
-    return cache, tok, cfg, Reg2RG(cfg, tok).eval()
+    return cache, tok, cfg, fresh_model(cfg, tok).eval()
 
 
 @pytest.fixture(scope="module")
-def reref_sentences(reref):
+def reref_sentences(reref, fresh_model):
     cache, tok, cfg, _ = reref
     torch.manual_seed(0)
     cfg = cfg.replace(rereference_sentences=True)
-    return cache, tok, cfg, Reg2RG(cfg, tok).eval()
+    return cache, tok, cfg, fresh_model(cfg, tok).eval()
 
 
 def test_target_gets_each_regions_placeholders_after_its_head_loss_masked(reref):

@@ -74,6 +74,10 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
                                             "model.vision_patch_norm": True})
     assert not _row(deviations(as_is), "vision features into the Perceiver")
     assert not _row(deviations(as_is), "vision encoder: patch norm")
+    heads_only = _row(deviations(load_profile("demo")), "prompt: region tokens")["demo"]
+    assert "full stop" not in heads_only
+    sentences = deviations(load_profile("demo", overrides={"model.rereference_sentences": True}))
+    assert "after each full stop of its paragraph" in _row(sentences, "prompt: region tokens")["demo"]
     greedy = deviations(load_profile("demo", overrides={"generate.image_contrast": 0.0}))
     assert "contrastive" not in _row(greedy, "decoding")["demo"]
     assert "contrastive" in _row(deviations(load_profile("demo")), "decoding")["demo"]

@@ -123,7 +123,8 @@ def test_branch_dropout_codes_rates_and_stream(smoke):
     geo_profile = load_profile("smoke", overrides={"train.geometry_dropout": 0.3})
     settings = TrainSettings.from_profile(geo_profile.train)
     assert settings.geometry_dropout == 0.3 and settings.order_key(1)["geometry_dropout"] == 0.3  # resume key
-    assert "geometry_dropout" not in TrainSettings.from_profile(load_profile("smoke").train).order_key(1)
+    no_geo = load_profile("smoke", overrides={"train.geometry_dropout": 0.0})  # smoke's own 0.3: as demo
+    assert "geometry_dropout" not in TrainSettings.from_profile(no_geo.train).order_key(1)
     with pytest.raises(KitError, match="geometry_dropout"):
         _dataset(smoke, branch_dropout=0.3, geometry_dropout=0.4)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke"))

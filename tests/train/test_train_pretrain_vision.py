@@ -28,6 +28,9 @@ from reg2rg_lib.train.pretrain_vision import (
 from reg2rg_lib.train.run import train_run
 
 _RULES = RuleLabeler()
+#: a RadFM-format ViT3D has the patch LayerNorm, which the smoke profile (as the demo's) drops; the
+#: `vit_pretrained` ablation row turns it back on the same way
+RADFM = {"model.vision_patch_norm": True}
 
 
 def labels(texts):
@@ -63,7 +66,7 @@ def test_radfm_format_round_trip_through_vision_checkpoint(pretrained):
     smoke, _ = pretrained
     ckpt = smoke.vision / CHECKPOINT_NAME
     state = read_state_dict(ckpt)  # torch.load(weights_only=True): tensors only
-    cfg = Reg2RGConfig.from_profile(load_profile("smoke"))
+    cfg = Reg2RGConfig.from_profile(load_profile("smoke", RADFM))
     assert set(state) == set(build_encoder(cfg).state_dict())
     model = Reg2RG(cfg.replace(vision_checkpoint=str(ckpt)), load_tokenizer(smoke.tokenizer))
     loaded = model.embedding_layer.vision_encoder.state_dict()
@@ -77,7 +80,7 @@ def test_radfm_format_round_trip_through_vision_checkpoint(pretrained):
 
 def test_a_trained_model_carries_its_pretrained_vit(pretrained, tmp_path):
     smoke, _ = pretrained
-    profile = load_profile("smoke", {"model.vision_checkpoint": "pretrained"})
+    profile = load_profile("smoke", {"model.vision_checkpoint": "pretrained", **RADFM})
     run = smoke.run("vit_pretrained")
     train_run(profile, run, max_steps=2, save_every=2, progress=False)
     config = json.loads((run / "run_config.json").read_text())["model"]
@@ -141,7 +144,7 @@ def test_training_without_the_pretrained_vit_says_what_to_run(smoke, tmp_path):
     other = RunPaths(tmp_path / "out")  # the smoke inputs, but no vision/ folder
     shutil.copytree(smoke.cache, other.cache)
     shutil.copytree(smoke.tokenizer, other.tokenizer)
-    profile = load_profile("smoke", {"model.vision_checkpoint": "pretrained"})
+    profile = load_profile("smoke", {"model.vision_checkpoint": "pretrained", **RADFM})
     with pytest.raises(
         KitError, match="no pretrained vision encoder; run `reg2rg pretrain-vision --profile smoke"
     ):
