@@ -12,8 +12,9 @@ import torch
 
 from reg2rg_lib.data.prep import load_cache
 from reg2rg_lib.errors import KitError
+from reg2rg_lib.infer import decoder
 from reg2rg_lib.infer.beam import beam_generate
-from reg2rg_lib.infer.decoder import greedy_generate_rereference
+from reg2rg_lib.infer.decoder import References, greedy_generate_rereference
 from reg2rg_lib.infer.generate import DecodeSettings, decode_engine
 from reg2rg_lib.model import Reg2RGConfig, load_tokenizer
 from reg2rg_lib.model.prompt import IGNORE_INDEX, Sample, region_placeholder_ids
@@ -115,6 +116,28 @@ def test_greedy_loop_inserts_sentence_references_like_the_teacher_forced_pass(re
     for f in forced:  # several paragraphs, and a sentence re-reference inside them
         text = tok.decode(f)
         assert text.count("The region") >= 2 and text.count(".") >= 3
+
+
+def test_sentence_references_follow_the_paragraph_and_stop_at_the_cap(reref_sentences, reref, monkeypatch):
+    """`References.after`, token by token over a written text: the head's region after its colon, that
+    region again after each full stop of its paragraph, nothing before the first head, and no more sentence
+    references than the cap (a report stuck in a loop of sentences still decodes)."""
+    _, tok, _, model = reref_sentences
+    text = "No head yet. The region 1 is lung: One. Two. The region 0 is heart: Three. Four. Five."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+
+    def fed(m, cap: int) -> list[int]:
+        monkeypatch.setattr(decoder, "SENTENCE_REFERENCES", cap)
+        refs = References(m, 1, len(m.token_kind), torch.device("cpu"))
+        has, out = torch.ones(1, m.config.max_regions, dtype=torch.bool), []
+        for k in range(len(ids)):
+            written = torch.tensor([ids[: k + 1]])
+            out += [i for _, i in refs.after(written, written[:, -1], torch.tensor([False]), has)]
+        return out
+
+    assert fed(model, 48) == [1, 1, 1, 0, 0, 0, 0]  # heads 1 and 0, and the paragraphs' five full stops
+    assert fed(model, 2) == [1, 1, 1, 0]  # the cap: two sentence references, the heads still fed
+    assert fed(reref[3], 48) == [1, 0]  # without rereference_sentences: the heads only
 
 
 def test_beam_search_refuses_sentence_rereference(reref_sentences):
