@@ -457,8 +457,7 @@ def greedy_generate_rereference(
     row has written "The region i is <organ>:" (i a region of its prompt, once per region), region i's own
     spliced placeholder embeddings are fed right after the colon, and with `rereference_sentences` after each
     full stop of its paragraph, as in training (`model.prompt.rereference_target`; `References`). They take
-    KV-cache columns but are not part of the returned ids (B,
-    steps).
+    KV-cache columns but are not part of the returned ids (B, steps).
 
     `forced` (B, n): the tokens to write in the first n steps instead of the argmax (-1: free), for checks
     that compare these logits with a teacher-forced pass. `step_logits` receives each step's logits (every
