@@ -99,6 +99,7 @@ class TrainSection:
     region_few: float = 0.0  # P(a training sample keeps only 1-3 of its regions); the paper: 0
     branch_dropout: float = 0.0  # P(a region's texture tokens are zeroed), else P(its geometry token's); 0
     geometry_dropout: float = 0.0  # P(a region's geometry token is zeroed) on top of branch_dropout's; 0
+    label_weight: float = 0.0  # the region label head's auxiliary loss weight (not the paper's: 0)
     fast_path: bool = True  # the fast training path (train.fast) where it applies; False: the plain loop
 
 

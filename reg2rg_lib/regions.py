@@ -45,6 +45,31 @@ LABELS: tuple[str, ...] = (
     "Interlobular septal thickening",
 )
 
+#: The region whose paragraph reports each label (the embedded benchmark's own placement, and where CT-RATE's
+#: findings sit anatomically; medical material: the benchmark's sternotomy wires, in the bone paragraph).
+#: `train.label_weight` reads a case's labels as its regions' targets through it.
+LABEL_REGIONS: dict[str, str] = {
+    "Medical material": "bone",
+    "Arterial wall calcification": "mediastinum",
+    "Cardiomegaly": "heart",
+    "Pericardial effusion": "heart",
+    "Coronary artery wall calcification": "heart",
+    "Hiatal hernia": "esophagus",
+    "Lymphadenopathy": "mediastinum",
+    "Emphysema": "lung",
+    "Atelectasis": "lung",
+    "Lung nodule": "lung",
+    "Lung opacity": "lung",
+    "Pulmonary fibrotic sequela": "lung",
+    "Pleural effusion": "pleura",
+    "Mosaic attenuation pattern": "lung",
+    "Peribronchial thickening": "trachea and bronchie",
+    "Consolidation": "lung",
+    "Bronchiectasis": "trachea and bronchie",
+    "Interlobular septal thickening": "lung",
+}
+assert tuple(LABEL_REGIONS) == LABELS and set(LABEL_REGIONS.values()) <= set(REGIONS)
+
 #: One colour per region (matplotlib-compatible hex), stable across all figures and the explorer.
 REGION_COLORS: dict[str, str] = {
     "abdomen": "#8c564b",

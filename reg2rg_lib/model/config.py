@@ -180,6 +180,10 @@ class Reg2RGConfig:
     # token that ends in "."), so each finding-or-stop decision sits next to the tokens it is read from; the
     # decoder inserts them when it has written such a token inside region i's paragraph
     rereference_sentences: bool = False
+    # a linear head on the LLM's last hidden state where region i's paragraph begins, predicting the region's
+    # CT-RATE labels (`regions.LABEL_REGIONS`) as an auxiliary training loss (`train.label_weight`; not the
+    # paper's); unused in generation
+    label_head: bool = False
     # the geometry encoder's input: False, the region mask binarised (any coverage -> 1); True, the prep
     # cache's area-resized coverage (fractions at the boundary, so a region's volume is read to within a
     # voxel's part)

@@ -52,6 +52,7 @@ from reg2rg_lib.model.weights import (
     read_reference,
     save_pretrained,
 )
+from reg2rg_lib.regions import LABELS
 
 #: Integer codes of the per-token kind table (a buffer indexed by token id).
 KIND_CODES: dict[str, int] = {TEXT: 0, STRUCT: 1, GLOBAL: 2, TEXTURE: 3, GEOMETRY: 4}
@@ -124,6 +125,8 @@ class Reg2RGEmbedding(nn.Module):
                 self.register_buffer("feature_count", torch.zeros(2, dtype=torch.long))  # 0: not set
         if cfg.geometry_tokens:
             self.mask_fc = nn.Linear(cfg.mask_dim, llm_dim)
+        if cfg.label_head:  # the LLM's hidden state where a region's paragraph begins -> its labels' logits
+            self.label_head = nn.Linear(llm_dim, len(LABELS))
 
     def set_feature_statistics(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor, int]]) -> None:
         """`vision_standardize`: {"global_feats" | "region_feats": (mean, sd, tokens counted)}, each

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import collate
 
 #: Visual inputs of `Reg2RG.forward` / `generate`; a batch holds those the dataset produced.
@@ -56,9 +57,23 @@ class Collator:
             for row, it in enumerate(items):
                 mask[row, it.get("name_positions", [])] = True
             batch["name_mask"] = mask
+        if items and "label_positions" in items[0]:  # train.label_weight: every kept region's targets
+            batch.update(_label_batch(items, self.padding_side))
         batch["names"] = [it["name"] for it in items]
         batch["samples"] = [it["sample"] for it in items]
         return batch
+
+
+def _label_batch(items: Sequence[dict[str, Any]], padding_side: str) -> dict[str, torch.Tensor]:
+    """The items' `region_label_targets`, one row per region whose paragraph is in the target: `label_rows`
+    (its batch row), `label_positions`, `label_targets`, `label_mask`."""
+    if padding_side != "right":
+        raise KitError("region label targets need right padding (their positions are the unpadded ones)")
+    rows = torch.cat([torch.full((len(it["label_positions"]),), r, dtype=torch.long)
+                      for r, it in enumerate(items)])
+    cat = {k: torch.cat([it[k] for it in items]) for k in ("label_positions", "label_targets", "label_mask")}
+    keep = cat["label_positions"] >= 0
+    return {"label_rows": rows[keep], **{k: v[keep] for k, v in cat.items()}}
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.model import add_reg2rg_tokens, build_sample
+from reg2rg_lib.model.prompt import HEAD_RE
 from reg2rg_lib.model.reg2rg import BRANCH_GEOMETRY, BRANCH_KEEP, BRANCH_TEXTURE
-from reg2rg_lib.regions import REGIONS
+from reg2rg_lib.regions import LABEL_REGIONS, LABELS, REGIONS
 from reg2rg_lib.samples.vision_inputs import vision_inputs, vision_keys
 
 #: "The region i is <organ>:" in a target; group 1 is the organ name.
@@ -61,6 +62,7 @@ class ReportDataset(torch.utils.data.Dataset):
         region_few: float = 0.0,
         branch_dropout: float = 0.0,
         geometry_dropout: float = 0.0,
+        region_labels: bool = False,
     ) -> None:
         records = cache.cases(split)
         if names is not None:
@@ -91,6 +93,7 @@ class ReportDataset(torch.utils.data.Dataset):
             raise KitError(f"geometry_dropout must be >= 0 and 2 x branch_dropout + geometry_dropout < 1, "
                            f"got {geometry_dropout} with branch_dropout {branch_dropout}")
         self.geometry_dropout = geometry_dropout if shuffle_regions else 0.0
+        self.region_labels = region_labels  # items carry `region_label_targets` (train.label_weight)
         self.with_targets, self.seed, self.epoch = with_targets, seed, 0
         self._images: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in records}
         # read each case once: masks as bool, raw images only without the feature cache
@@ -216,6 +219,8 @@ class ReportDataset(torch.utils.data.Dataset):
         drop = self.branch_drop(rec.name, len(order))
         if drop is not None:
             item["region_drop"] = drop
+        if self.region_labels and self.with_targets:
+            item.update(region_label_targets(rec.labels, sample, self.tokenizer))
         return item
 
 
@@ -226,6 +231,38 @@ def name_positions(sample: Any, tokenizer: Any) -> list[int]:
     if not sample.target:
         return []
     return target_token_positions(sample, tokenizer, [m.span(1) for m in _NAME_RE.finditer(sample.target)])
+
+
+def paragraph_starts(sample: Any, tokenizer: Any) -> dict[int, int]:
+    """Prompt region i -> the position in `sample.input_ids` whose output predicts the first word of
+    region i's paragraph (after "The region i is <organ>:" and, with re-reference, after its inserted
+    tokens); regions whose paragraph the target's length cut are left out."""
+    if not sample.target:
+        return {}
+    enc = tokenizer(sample.target, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    where = sample.target_positions or [sample.n_prompt + t for t in range(len(offsets))]
+    out = {}
+    for m in HEAD_RE.finditer(sample.target):
+        t = next((k for k, (start, end) in enumerate(offsets)  # the first word (a lone space: not yet)
+                  if end > m.end() and sample.target[max(start, m.end()):end].strip()), None)
+        if t is not None and t < len(where) and where[t] < len(sample.input_ids):
+            out[int(m.group(1))] = where[t] - 1
+    return out
+
+
+def region_label_targets(labels: Mapping[str, int], sample: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
+    """`train.label_weight`'s targets for one sample, its regions in prompt order: `label_positions` (R,) as
+    `paragraph_starts` gives them (-1: the paragraph was cut), `label_targets` (R, 18) the case's labels,
+    `label_mask` (R, 18) the labels region i's paragraph reports (`regions.LABEL_REGIONS`; none when the case
+    has no label table)."""
+    starts = paragraph_starts(sample, tokenizer)
+    n = len(sample.regions)
+    values = torch.tensor([float(labels.get(label, 0)) for label in LABELS])
+    mask = torch.tensor([[LABEL_REGIONS[label] == region for label in LABELS] for region in sample.regions],
+                        dtype=torch.bool).reshape(n, len(LABELS))
+    return {"label_positions": torch.tensor([starts.get(i, -1) for i in range(n)], dtype=torch.long),
+            "label_targets": values.expand(n, -1).clone(), "label_mask": mask & bool(labels)}
 
 
 def target_token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) -> list[int]:

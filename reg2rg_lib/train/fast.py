@@ -65,6 +65,8 @@ def unsupported_reason(model: Any, dataset: Any) -> str | None:
     """Why the fast path cannot train `model` on `dataset` (None: it can)."""
     if getattr(dataset, "features", None) is None:
         return "it needs cached frozen-ViT features (train.feature_cache)"
+    if getattr(model.config, "label_head", False):
+        return "the region label head (train.label_weight) trains in the plain loop"
     if not getattr(dataset, "with_targets", True):
         return "it trains on targets (the dataset was built without them)"
     llm = base_llm(model.lang_model)

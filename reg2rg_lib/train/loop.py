@@ -96,6 +96,8 @@ class TrainSettings:
     # train.run: the fast path (train.fast) where it applies; the same loss up to rounding
     fast_path: bool = True
     region_name_weight: float = 1.0  # loss weight of the organ-name tokens of RRA targets (the paper: 1)
+    # weight of the region label head's loss (`Reg2RGConfig.label_head`, `run.region_label_loss`); paper: 0
+    label_weight: float = 0.0
     num_workers: int = 0  # DataLoader workers; 0 is fastest when the inputs are cached tensors
     # AdamW's fused kernel: one call updates every tensor (the same update up to
     fused_optimizer: bool = False
@@ -117,7 +119,8 @@ class TrainSettings:
         keeps, the branches zeroed): one list for `train_run` and the training benches."""
         return {"seed": self.seed, "region_dropout": self.region_dropout,
                 "region_dropout_max": self.region_dropout_max, "region_few": self.region_few,
-                "branch_dropout": self.branch_dropout, "geometry_dropout": self.geometry_dropout}
+                "branch_dropout": self.branch_dropout, "geometry_dropout": self.geometry_dropout,
+                "region_labels": self.label_weight > 0}
 
     def order_key(self, world_size: int) -> dict[str, Any]:
         """The settings that fix the data order and the update rule: a resume must not change them."""

@@ -66,10 +66,36 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, name_mask: torc
     return (ce * weight * valid).sum() / valid.sum().clamp(min=1)
 
 
-def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
+def region_label_loss(hidden: torch.Tensor, batch: dict[str, Any], head: torch.nn.Module) -> torch.Tensor:
+    """The region label head's loss: binary cross-entropy of `head` on the LLM's last hidden states `hidden`
+    (B, L, D) where each region's paragraph begins (`samples.dataset.region_label_targets`), over the labels
+    that region reports, averaged.
+
+    Not the paper's: an auxiliary target that asks the LLM's state at the place a paragraph's first word is
+    chosen to hold the region's findings, so that the look-up of region i's tokens is trained on every sample
+    and not only where the text writes a (rare) finding."""
+    rows, pos = batch["label_rows"].to(hidden.device), batch["label_positions"].to(hidden.device)
+    logits = head(hidden[rows, pos]).float()  # (N, 18)
+    mask = batch["label_mask"].to(logits.device).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, batch["label_targets"].to(logits.device), reduction="none")
+    return (bce * mask).sum() / mask.sum().clamp(min=1)
+
+
+def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0,
+                label_weight: float = 0.0) -> torch.Tensor:
     """The loss of one collated micro-batch: the model's LM loss, or with the organ-name tokens weighted by
-    `name_weight` (`weighted_lm_loss`) when the batch marks them."""
+    `name_weight` (`weighted_lm_loss`) when the batch marks them, plus `label_weight` x `region_label_loss`
+    when the batch has region label targets."""
     names = batch.get("name_mask") if name_weight != 1.0 else None
+    if label_weight and "label_positions" in batch:
+        inputs = model_inputs(batch)
+        labels, ids, mask = inputs.pop("labels"), inputs.pop("input_ids"), inputs.pop("attention_mask", None)
+        out = model.lang_model(inputs_embeds=model.embed_inputs(ids, **inputs), attention_mask=mask,
+                               output_hidden_states=True, use_cache=False)
+        lm = weighted_lm_loss(out.logits, labels, names, name_weight)
+        return lm + label_weight * region_label_loss(out.hidden_states[-1], batch,
+                                                     model.embedding_layer.label_head)
     if names is None:
         return model(**model_inputs(batch)).loss
     inputs = model_inputs(batch)
@@ -120,6 +146,9 @@ def train_run(
     model, features = _model_and_features(cfg, tokenizer, cache, acc, settings, setting, progress)
     dataset = ReportDataset(cache, "train", tokenizer, cfg, features=features, shuffle_regions=True,
                             **settings.sampling())
+    if settings.label_weight and not any(r.labels for r in dataset.records):
+        raise KitError(f"{cache_dir}: train.label_weight needs the dataset's label table "
+                       "(<split>_predicted_labels.csv), and no train case has labels")
     if profile.generate.image_contrast:  # saved with every checkpoint's model (samples.reference)
         model.reference_inputs = reference_inputs(dataset.case_tensors(i) for i in range(len(dataset)))
     if acc.is_main_process:
@@ -147,7 +176,10 @@ def _model_config(profile: Profile, settings: TrainSettings, paths: RunPaths,
             f"{cfg.vision_checkpoint}: no pretrained vision encoder; run `reg2rg pretrain-vision --profile "
             f"{profile.name} --out {Path(cfg.vision_checkpoint).parent}` (or notebook 02) first"
         )
-    return cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
+    if settings.label_weight < 0:
+        raise KitError(f"train.label_weight must be >= 0, got {settings.label_weight}")
+    return cfg.replace(gradient_checkpointing=settings.gradient_checkpointing,
+                       label_head=cfg.label_head or settings.label_weight > 0)
 
 
 def train_features(profile: str | Profile, run_dir: str | os.PathLike[str],
@@ -202,7 +234,8 @@ def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settin
         return (data, data.collate, fast_step_fn(settings.region_name_weight),
                 replace(settings, fused_optimizer=True))
     logger.info(f"[train] the plain training loop ({why})")
-    step = functools.partial(reg2rg_step, name_weight=settings.region_name_weight)
+    step = functools.partial(reg2rg_step, name_weight=settings.region_name_weight,
+                             label_weight=settings.label_weight)
     return dataset, Collator(tokenizer.pad_token_id), step, settings
 
 
