@@ -144,6 +144,7 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     cfg = Reg2RGConfig.from_profile(profile, changes, paths)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
         cfg = cfg.replace(vision_checkpoint=None)  # throughput does not depend on the ViT's weights
+    cfg = cfg.replace(label_head=cfg.label_head or settings.label_weight > 0)  # as train_run's model
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tok)
     names = [r.name for r in cache.cases("train")]
@@ -154,15 +155,15 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     t0 = time.perf_counter()
     fast = FastTrainData(model, dataset)
     fast_setup_s = time.perf_counter() - t0
-    weight = settings.region_name_weight
+    weight, labels = settings.region_name_weight, settings.label_weight
     return DemoSetup(
         profile,
         settings,
         model,
         dataset,
         fast,
-        functools.partial(reg2rg_step, name_weight=weight),
-        fast_step_fn(weight),
+        functools.partial(reg2rg_step, name_weight=weight, label_weight=labels),
+        fast_step_fn(weight, labels),
         fast_setup_s,
     )
 

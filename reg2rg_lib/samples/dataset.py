@@ -257,12 +257,20 @@ def region_label_targets(labels: Mapping[str, int], sample: Any, tokenizer: Any)
     `label_mask` (R, 18) the labels region i's paragraph reports (`regions.LABEL_REGIONS`; none when the case
     has no label table)."""
     starts = paragraph_starts(sample, tokenizer)
-    n = len(sample.regions)
+    targets, mask = label_rows(labels, sample.regions)
+    return {"label_positions": torch.tensor([starts.get(i, -1) for i in range(len(sample.regions))],
+                                            dtype=torch.long),
+            "label_targets": targets, "label_mask": mask}
+
+
+def label_rows(labels: Mapping[str, int], regions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, 18) targets (the case's labels on every row) and (R, 18) mask (the labels each region reports;
+    none when the case has no label table) of `regions` in their order."""
+    n = len(regions)
     values = torch.tensor([float(labels.get(label, 0)) for label in LABELS])
-    mask = torch.tensor([[LABEL_REGIONS[label] == region for label in LABELS] for region in sample.regions],
+    mask = torch.tensor([[LABEL_REGIONS[label] == region for label in LABELS] for region in regions],
                         dtype=torch.bool).reshape(n, len(LABELS))
-    return {"label_positions": torch.tensor([starts.get(i, -1) for i in range(n)], dtype=torch.long),
-            "label_targets": values.expand(n, -1).clone(), "label_mask": mask & bool(labels)}
+    return values.expand(n, -1).clone(), mask & bool(labels)
 
 
 def target_token_positions(sample: Any, tokenizer: Any, spans: list[tuple[int, int]]) -> list[int]:

@@ -27,6 +27,10 @@ arithmetic:
   attention, MLP and the final norm only from the first position that predicts a target token on, and the
   output layer and cross-entropy only at positions whose next token is a target (the prompt, ~55% of a demo
   sample, is skipped there).
+- **Region label head** (`train.label_weight`): its rows are the last layer's states at the positions that
+  predict each paragraph's first word (`_Piece.start`, found once per piece as
+  `samples.dataset.paragraph_starts` finds them), through the final norm, as `run.region_label_loss` reads
+  them.
 
 It needs cached ViT features (`train.feature_cache`), a LLaMA-architecture LLM without dropout in attention
 and without gradient checkpointing, and one process (it calls the model's parts, not a DDP wrapper's forward);
@@ -54,7 +58,7 @@ from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import normalize_media, resample_normed
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, STRUCT_TOKENS, TEXT, TEXTURE, rereference_target
 from reg2rg_lib.model.reg2rg import KIND_CODES, drop_branches, first_occurrence
-from reg2rg_lib.samples.dataset import name_positions
+from reg2rg_lib.samples.dataset import label_rows, name_positions, paragraph_starts
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +69,6 @@ def unsupported_reason(model: Any, dataset: Any) -> str | None:
     """Why the fast path cannot train `model` on `dataset` (None: it can)."""
     if getattr(dataset, "features", None) is None:
         return "it needs cached frozen-ViT features (train.feature_cache)"
-    if getattr(model.config, "label_head", False):
-        return "the region label head (train.label_weight) trains in the plain loop"
     if not getattr(dataset, "with_targets", True):
         return "it trains on targets (the dataset was built without them)"
     llm = base_llm(model.lang_model)
@@ -95,6 +97,7 @@ class _Piece:
     ids: list[int]
     labels: list[int]
     names: list[int]
+    start: int = -1  # the position (within the piece) that predicts its paragraph's first word
 
 
 @dataclass
@@ -110,6 +113,10 @@ class FastItem:
     n_prompt: int
     names: list[int]
     drop: torch.Tensor | None = None  # (R,) branch dropout codes, prompt order (`ReportDataset.branch_drop`)
+    # the region label head's targets (`samples.dataset.region_label_targets`), prompt order; None without it
+    label_positions: list[int] | None = None
+    label_targets: torch.Tensor | None = None  # (R, 18)
+    label_mask: torch.Tensor | None = None  # (R, 18)
 
 
 class FastTrainData(torch.utils.data.Dataset):
@@ -184,7 +191,9 @@ class FastTrainData(torch.utils.data.Dataset):
                 labels, where = list(ids), []
             probe = Sample(input_ids=ids, labels=[], order=[], regions=[], prompt="", target=text, n_prompt=0,
                            target_positions=where)
-            piece = self._pieces[key] = _Piece(ids, labels, name_positions(probe, self.tok))
+            starts = list(paragraph_starts(probe, self.tok).values())
+            piece = self._pieces[key] = _Piece(ids, labels, name_positions(probe, self.tok),
+                                               starts[0] if len(starts) == 1 else -1)
         return piece
 
     def _texts(self, regions: list[str], reports: dict[str, str]) -> list[str]:
@@ -212,16 +221,21 @@ class FastTrainData(torch.utils.data.Dataset):
         ids, n_prompt = self._prompt(len(order))
         ids = list(ids)
         labels = [IGNORE_INDEX] * n_prompt
-        names = []
+        names, starts = [], []
         for k, text in enumerate(texts):
             piece = self._piece(text, k == 0)
             names += [len(ids) + p for p in piece.names]
+            starts.append(len(ids) + piece.start if piece.start >= 0 else -1)
             ids += piece.ids
             labels += piece.labels
         ids.append(self.tok.eos_token_id)
         labels.append(self.tok.eos_token_id)
-        return FastItem(rec.name, index, rows, ids, labels, n_prompt, names,
+        item = FastItem(rec.name, index, rows, ids, labels, n_prompt, names,
                         self.ds.branch_drop(rec.name, len(order)))
+        if self.ds.region_labels:  # as `region_label_targets`
+            item.label_positions = starts
+            item.label_targets, item.label_mask = label_rows(rec.labels, in_prompt)
+        return item
 
     def _from_dataset(self, index: int, order: list[int], rows: torch.Tensor) -> FastItem:
         """The item's tokens as `ReportDataset` builds them (a target the pieces do not spell)."""
@@ -238,7 +252,7 @@ class FastTrainData(torch.utils.data.Dataset):
                 f"case {item['name']}: the dataset ordered the regions {sample.order}, the fast path "
                 f"{order}; train without the fast path"
             )
-        return FastItem(
+        out = FastItem(
             item["name"],
             index,
             rows,
@@ -248,6 +262,10 @@ class FastTrainData(torch.utils.data.Dataset):
             list(item.get("name_positions", [])),
             item.get("region_drop"),
         )
+        if "label_positions" in item:
+            out.label_positions = item["label_positions"].tolist()
+            out.label_targets, out.label_mask = item["label_targets"], item["label_mask"]
+        return out
 
     def _normalized(self, key: str, feats: torch.Tensor) -> torch.Tensor:
         """Features normalised as the tables hold them (for comparisons with the dataset's items)."""
@@ -267,6 +285,11 @@ class FastTrainData(torch.utils.data.Dataset):
                 "organ-name positions": mine.names == list(ref.get("name_positions", [])),
                 "branch dropout": (mine.drop is None) == (ref.get("region_drop") is None)
                 and (mine.drop is None or torch.equal(mine.drop, ref["region_drop"])),
+                "region label targets": (mine.label_positions is None) == ("label_positions" not in ref)
+                and (mine.label_positions is None or (
+                    mine.label_positions == ref["label_positions"].tolist()
+                    and torch.equal(mine.label_targets, ref["label_targets"])
+                    and torch.equal(mine.label_mask, ref["label_mask"]))),
             }
             if self.region_hat is not None and "region_feats" in ref:
                 want = self._normalized("region_feats", ref["region_feats"])
@@ -344,12 +367,21 @@ class FastTrainData(torch.utils.data.Dataset):
         valid = nxt != IGNORE_INDEX
         batch.update(start=start, target_index=valid.flatten().nonzero().squeeze(1), targets=nxt[valid],
                      name_targets=names[:, start + 1:][valid])
+        if items[0].label_positions is not None:  # rows of hidden[:, :-1] (positions start..L-2), flattened
+            pos = torch.as_tensor([p for it in items for p in it.label_positions], dtype=torch.long)
+            row = torch.cat([torch.full((len(it.label_positions),), r) for r, it in enumerate(items)])
+            keep = pos >= 0
+            batch.update(label_index=row[keep] * (width - start - 1) + pos[keep] - start,
+                         label_targets=torch.cat([it.label_targets for it in items])[keep],
+                         label_mask=torch.cat([it.label_mask for it in items])[keep])
         return batch
 
 
 # ---- the loss ----------------------------------------------------------------------------------------------
-def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> torch.Tensor:
-    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight)`, up to float rounding,
+def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0,
+              label_weight: float = 0.0) -> torch.Tensor:
+    """`run.reg2rg_step(model, <the Collator batch of the same items>, name_weight, label_weight)`, up to
+    float rounding,
     from a `FastTrainData.collate` batch."""
     # a DDP-style wrapper: its forward would be bypassed, and its sync
     if not hasattr(model, "embedding_layer"):
@@ -380,14 +412,21 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0) -> to
     weight = torch.ones_like(ce)
     if name_weight != 1.0:
         weight = torch.where(batch["name_targets"], torch.full_like(weight, name_weight), weight)
-    return (ce * weight).sum() / max(1, ce.shape[0])
+    loss = (ce * weight).sum() / max(1, ce.shape[0])
+    if label_weight and "label_index" in batch:  # `run.region_label_loss` at the paragraphs' first words
+        at = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch["label_index"])
+        logits = el.label_head(llm.model.norm(at)).float()
+        mask = batch["label_mask"].float()
+        bce = F.binary_cross_entropy_with_logits(logits, batch["label_targets"], reduction="none")
+        loss = loss + label_weight * (bce * mask).sum() / mask.sum().clamp(min=1)
+    return loss
 
 
-def fast_step_fn(name_weight: float = 1.0):
+def fast_step_fn(name_weight: float = 1.0, label_weight: float = 0.0):
     """A `step_fn(model, batch)` for `fit` with the fast batches (as
     `functools.partial(reg2rg_step, ...)`)."""
     def step(model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        return fast_loss(model, batch, name_weight)
+        return fast_loss(model, batch, name_weight, label_weight)
     return step
 
 

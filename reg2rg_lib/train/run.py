@@ -231,7 +231,7 @@ def _training_path(model: Reg2RG, dataset: ReportDataset, tokenizer: Any, settin
     if why is None:
         data = FastTrainData(model, dataset)
         logger.info("[train] the fast training path (train.fast)")
-        return (data, data.collate, fast_step_fn(settings.region_name_weight),
+        return (data, data.collate, fast_step_fn(settings.region_name_weight, settings.label_weight),
                 replace(settings, fused_optimizer=True))
     logger.info(f"[train] the plain training loop ({why})")
     step = functools.partial(reg2rg_step, name_weight=settings.region_name_weight,

@@ -1,5 +1,6 @@
 """The region label head (`train.label_weight`, `Reg2RGConfig.label_head`): where its targets sit in a
-sample, the loss it adds, and a run that trains it, saves it and generates without it."""
+sample, the loss it adds, and a run that trains it and saves it (the fast path's loss with the head equals the
+plain loop's: tests/train/test_train_loop_fast.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from reg2rg_lib.errors import KitError
 from reg2rg_lib.infer.generate import load_model
 from reg2rg_lib.model import Reg2RGConfig, add_reg2rg_tokens, load_tokenizer
 from reg2rg_lib.model.prompt import region_placeholder_ids
+from reg2rg_lib.model.weights import read_pretrained
 from reg2rg_lib.profiles import load_profile
 from reg2rg_lib.regions import LABEL_REGIONS, LABELS
 from reg2rg_lib.samples.collate import Collator, model_inputs
 from reg2rg_lib.samples.dataset import ReportDataset, paragraph_starts
+from reg2rg_lib.train.checkpoints import step_dir_name
 from reg2rg_lib.train.loop import TrainSettings
 from reg2rg_lib.train.run import reg2rg_step, region_label_loss, train_run, weighted_lm_loss
 
@@ -77,15 +80,18 @@ def test_the_loss_is_the_lm_loss_plus_the_weighted_label_loss_and_trains_the_loo
     assert model.embedding_layer.fc.weight.grad.abs().sum() > 0  # it reaches the region's texture tokens
 
 
-def test_a_run_with_the_label_head_trains_in_the_plain_loop_and_saves_it(smoke, tmp_path, caplog):
+def test_a_run_with_the_label_head_trains_it_on_the_fast_path_and_saves_it(smoke, tmp_path, caplog):
     profile = load_profile("smoke", overrides={"train.label_weight": 1.0})
     assert TrainSettings.from_profile(profile.train).sampling()["region_labels"] is True
     with caplog.at_level("INFO", logger="reg2rg_lib"):
         train_run(profile, tmp_path / "run", cache_dir=smoke.cache, tokenizer_dir=smoke.tokenizer,
-                  max_steps=2, save_every=2, progress=False)
-    assert any("plain training loop (the region label head" in m for m in caplog.messages)
+                  max_steps=2, save_every=1, progress=False)
+    assert any("the fast training path" in m for m in caplog.messages)
+    heads = [read_pretrained(tmp_path / "run" / "checkpoints" / step_dir_name(k) / "model")[2][
+        "embedding_layer.label_head.weight"] for k in (1, 2)]
+    assert not torch.equal(*heads)  # trained: the second step moved it
     model = load_model(tmp_path / "run", device="cpu")
-    assert model.config.label_head and model.embedding_layer.label_head.weight.abs().sum() > 0
+    assert model.config.label_head and torch.equal(model.embedding_layer.label_head.weight, heads[1])
     with pytest.raises(KitError, match="label_weight must be >= 0"):
         train_run(load_profile("smoke", overrides={"train.label_weight": -1.0}), tmp_path / "bad",
                   cache_dir=smoke.cache, tokenizer_dir=smoke.tokenizer, max_steps=1, progress=False)

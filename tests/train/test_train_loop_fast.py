@@ -42,18 +42,18 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
 
 @pytest.fixture(scope="module", params=[(False, 0.0, False, False), (True, 0.0, False, False),
                                         (True, 0.3, False, False), (True, 0.0, True, False),
-                                        (True, 0.0, True, True)],
+                                        (True, 0.0, True, True), (True, 0.0, True, "labels")],
                 ids=["plain", "rereference", "rereference-branch-dropout", "rereference-standardized",
-                     "rereference-sentences"])
+                     "rereference-sentences", "rereference-label-head"])
 def fast_setup(smoke, request):
     """The smoke model (with re-reference or without; with standardised ViT features and no patch LayerNorm
     or without), a training dataset with region dropout (and branch dropout; cached features), and its fast
     data."""
-    rereference, branch_dropout, standardize, sentences = request.param
+    rereference, branch_dropout, standardize, extra = request.param
     cache, tok = load_cache(smoke.cache), load_tokenizer(smoke.tokenizer)
     cfg = Reg2RGConfig.from_profile(load_profile("smoke")).replace(
         rereference=rereference, vision_standardize=standardize, vit_patch_norm=not standardize,
-        rereference_sentences=sentences)
+        rereference_sentences=extra is True, label_head=extra == "labels")
     seed_everything(0)
     model = Reg2RG(cfg, tok)
     train = [r.name for r in cache.cases("train")]
@@ -61,7 +61,7 @@ def fast_setup(smoke, request):
     if standardize:
         model.embedding_layer.set_feature_statistics(feature_statistics(features, train))
     ds = ReportDataset(cache, "train", tok, cfg, features=features, seed=0, region_dropout=0.5,
-                       branch_dropout=branch_dropout)
+                       branch_dropout=branch_dropout, region_labels=cfg.label_head)
     return model, ds, FastTrainData(model, ds)  # verify=True: every case's item equals the dataset's
 
 
@@ -95,8 +95,11 @@ def test_fast_loss_and_gradients_equal_todays_step(fast_setup, name_weight):
     for epoch in (0, 1):
         fast.set_epoch(epoch)
         for idx in epoch_batches(len(ds), epoch, 0, 0, 1, 3)[:2]:
-            old = reg2rg_step(model, collate([ds[i] for i in idx]), name_weight)
-            new = fast_loss(model, fast.collate([fast[i] for i in idx]), name_weight)
+            labels = 0.7 if model.config.label_head else 0.0  # the region label head's loss too
+            old = reg2rg_step(model, collate([ds[i] for i in idx]), name_weight, labels)
+            new = fast_loss(model, fast.collate([fast[i] for i in idx]), name_weight, labels)
+            if labels:  # and it is part of the loss
+                assert new.item() > fast_loss(model, fast.collate([fast[i] for i in idx]), name_weight).item()
             assert new.item() == pytest.approx(old.item(), rel=1e-5)
             for a, b in zip(torch.autograd.grad(new, params), torch.autograd.grad(old, params)):
                 assert _close(a, b, 1e-4)
