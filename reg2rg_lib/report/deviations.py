@@ -158,6 +158,14 @@ def _name_weight(p: Profile, cfg: Reg2RGConfig) -> str:
     return "1 (plain cross-entropy)" if w == 1 else f"{w:g}x on the organ-name tokens"
 
 
+def _label_head(p: Profile, cfg: Reg2RGConfig) -> str:
+    w = p.train.label_weight
+    if not w:
+        return "none: the LM loss alone"
+    return (f"the LM loss + {w:g} x a region label loss (a linear head on the LLM's state where each "
+            "region's paragraph begins predicts the region's CT-RATE labels; training only)")
+
+
 def _rereference(p: Profile, cfg: Reg2RGConfig) -> str:
     if not cfg.rereference:
         return "none: region i's tokens appear once, in the prompt"
@@ -231,6 +239,7 @@ ASPECTS: tuple[Aspect, ...] = (
            "`train.branch_dropout: 0` (ablation `no_branch_dropout`), `train.geometry_dropout: 0` "
            "(ablation `no_geometry_dropout`)"),
     Aspect("organ-name loss weight", _name_weight, "`train.region_name_weight: 1`"),
+    Aspect("auxiliary loss", _label_head, "`train.label_weight: 0`"),
     Aspect("prompt: region tokens", _rereference, "`model.rereference: false` (ablation `no_reref`)"),
     Aspect("geometry encoder input", _mask_input, "`model.mask_coverage: false`"),
     Aspect(
@@ -295,6 +304,9 @@ REASONS: dict[str, str] = {
     "lowered CE on fresh seeds (0.356 vs 0.381) and is off (benchmarks/RESULTS.md)",
     "organ-name loss weight": "helps a tiny from-scratch LLM learn the region look-up within the step budget "
     "(3 chosen on validation over 1, 3 and 10: benchmarks/RESULTS.md)",
+    "auxiliary loss": "the LM loss trains the look-up of a region's tokens only through its paragraph's "
+    "first word, where findings are rare; the label head trains it on every sample (the lung's findings read "
+    "from its texture at fresh validation seeds where the LM loss alone did not: benchmarks/RESULTS.md)",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "
     "budget, to "
     "find region i's tokens among ten regions where it writes region i's findings; "

@@ -74,6 +74,9 @@ def test_changing_a_demo_setting_changes_the_table() -> None:
                                             "model.vision_patch_norm": True})
     assert not _row(deviations(as_is), "vision features into the Perceiver")
     assert not _row(deviations(as_is), "vision encoder: patch norm")
+    labelled = _row(deviations(load_profile("demo", overrides={"train.label_weight": 0.5})), "auxiliary loss")
+    assert "0.5 x a region label loss" in labelled["demo"] and labelled["paper"] == "none: the LM loss alone"
+    assert not _row(deviations(load_profile("demo", overrides={"train.label_weight": 0.0})), "auxiliary loss")
     heads_only = _row(deviations(load_profile("demo")), "prompt: region tokens")["demo"]
     assert "full stop" not in heads_only
     sentences = deviations(load_profile("demo", overrides={"model.rereference_sentences": True}))
