@@ -89,6 +89,9 @@ def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: floa
     when the batch has region label targets."""
     names = batch.get("name_mask") if name_weight != 1.0 else None
     if label_weight and "label_positions" in batch:
+        if not hasattr(model, "embed_inputs"):  # a DDP-style wrapper: its forward and sync would be bypassed
+            raise KitError("train.label_weight trains in one process for now (the label head reads the LLM's "
+                           "states outside a distributed wrapper's forward)")
         inputs = model_inputs(batch)
         labels, ids, mask = inputs.pop("labels"), inputs.pop("input_ids"), inputs.pop("attention_mask", None)
         out = model.lang_model(inputs_embeds=model.embed_inputs(ids, **inputs), attention_mask=mask,

@@ -74,6 +74,10 @@ def test_the_loss_is_the_lm_loss_plus_the_weighted_label_loss_and_trains_the_loo
     total = reg2rg_step(model, batch, 3.0, label_weight=0.5)
     assert total.item() == pytest.approx((lm + 0.5 * labels).item(), rel=1e-5)
     assert reg2rg_step(model, batch, 3.0).item() == pytest.approx(lm.item(), rel=1e-5)  # weight 0: LM only
+    wrapped = torch.nn.Module()  # a distributed wrapper's shape: the model one attribute down
+    wrapped.module = model
+    with pytest.raises(KitError, match="one process"):
+        reg2rg_step(wrapped, batch, 3.0, label_weight=0.5)
     model.zero_grad()
     labels.backward()
     assert model.embedding_layer.label_head.weight.grad.abs().sum() > 0
