@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, TextIO
 
-from reg2rg_lib.errors import KitError
+from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.folder_lock import LOCK_NAME as LOCK_NAME  # re-exported: the stages import the lock from here
 from reg2rg_lib.folder_lock import FolderBusyError as FolderBusyError
 from reg2rg_lib.folder_lock import folder_lock as folder_lock
@@ -84,6 +85,17 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return Path(target)
+
+
+def rewrite_block(target: str | os.PathLike[str], start: str, end: str, body: str) -> Path:
+    """Replace the lines between the marker lines `start` and `end` in the text file `target` by `body`
+    (markers kept; the rest of the file as it was), atomically. A file without the markers is refused."""
+    target = Path(target)
+    text = target.read_text()
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise BadInputError(target, f"no generated block: add the lines {start} and {end} where it goes")
+    return write_text_atomic(target, pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1))
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:

@@ -18,6 +18,7 @@ import pytest
 
 from reg2rg_lib import folder_lock as lock_module
 from reg2rg_lib import io as io_module
+from reg2rg_lib.errors import BadInputError
 from reg2rg_lib.folder_lock import MUTEX_NAME
 from reg2rg_lib.io import (
     LOCK_NAME,
@@ -28,6 +29,7 @@ from reg2rg_lib.io import (
     folder_lock,
     lock_holder,
     read_complete_csv,
+    rewrite_block,
     write_json_atomic,
 )
 from reg2rg_lib.paths import RunPaths
@@ -50,6 +52,18 @@ def test_append_only_csv_keeps_complete_rows_and_drops_a_cut_one(tmp_path):
     assert path.read_bytes() == b"a,b\r\n1,x\r\n4,y\r\n"
     (tmp_path / "half.csv").write_text("a,b")  # a header that never finished
     assert read_complete_csv(tmp_path / "half.csv") == (None, [])
+
+
+def test_rewrite_block_replaces_only_between_the_markers_and_refuses_a_file_without_them(tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text("# top\n<!-- a -->\nold 1\nold 2\n<!-- b -->\n## kept\n")
+    rewrite_block(page, "<!-- a -->", "<!-- b -->", "\nnew table\n\n")
+    assert page.read_text() == "# top\n<!-- a -->\nnew table\n<!-- b -->\n## kept\n"
+    bare = tmp_path / "bare.md"
+    bare.write_text("# nothing generated\n")
+    with pytest.raises(BadInputError, match="bare.md.*no generated block"):
+        rewrite_block(bare, "<!-- a -->", "<!-- b -->", "x")
+    assert bare.read_text() == "# nothing generated\n"
 
 
 def test_run_paths_of_run_and_of_checkpoint(tmp_path):

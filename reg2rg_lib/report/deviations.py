@@ -25,8 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from reg2rg_lib.errors import BadInputError
-from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.io import rewrite_block
 from reg2rg_lib.model.config import PAPER_INSTRUCTION, Reg2RGConfig
 from reg2rg_lib.profiles import PROFILE_NAMES, Profile, load_profile
 from reg2rg_lib.report.table_writer import to_markdown
@@ -259,8 +258,7 @@ ASPECTS: tuple[Aspect, ...] = (
 #: benchmarks/RESULTS.md).
 REASONS: dict[str, str] = {
     "data": "RadGenome-ChestCT is not redistributable and too large for a CPU; the benchmark is built "
-    "offline "
-    "from the CT in a PyPI wheel, with exact labels for every inserted finding",
+    "offline from the CT in a PyPI wheel, with exact labels for every inserted finding",
     "image size": (
         "a 2-core CPU trains on small volumes in minutes; the paper's size multiplies the voxels "
         "and the ViT tokens"
@@ -285,11 +283,9 @@ REASONS: dict[str, str] = {
     "LLM fine-tuning": "a randomly initialised LLM has nothing pretrained to preserve, so all of it trains",
     "instruction": "the paper's long instruction would dominate a tiny model's context",
     "learning rate": "chosen for the CPU model and its step budget (a model trained from scratch takes a "
-    "larger "
-    "rate than LoRA on LLaMA-2-7B)",
+    "larger rate than LoRA on LLaMA-2-7B)",
     "learning-rate schedule": "a small model trained from scratch settles when the rate decays to 0 "
-    "instead of "
-    "hopping between solutions late in training",
+    "instead of hopping between solutions late in training",
     "training length and batch": (
         "the step budget of a <= 30 min CPU job; the paper trains for epochs on 8 GPUs"
     ),
@@ -308,20 +304,17 @@ REASONS: dict[str, str] = {
     "first word, where findings are rare; the label head trains it on every sample (the lung's findings read "
     "from its texture at fresh validation seeds where the LM loss alone did not: benchmarks/RESULTS.md)",
     "prompt: region tokens": "the demo's 2-layer LLM trained from scratch does not learn, within a CPU "
-    "budget, to "
-    "find region i's tokens among ten regions where it writes region i's findings; "
+    "budget, to find region i's tokens among ten regions where it writes region i's findings; "
     "placed next to the paragraph they are read (benchmarks/RESULTS.md)",
     "geometry encoder input": "binarising the resized mask drops the boundary fractions that tell a "
-    "region's volume "
-    "(pericardial-effusion log-odds AUC 0.77 -> 0.98 on validation with coverage); the "
-    "kit's `paper` profile binarises, as the kit did before, and the released code's "
-    "choice is not checked here",
+    "region's volume (pericardial-effusion log-odds AUC 0.77 -> 0.98 on validation with coverage); the "
+    "kit's `paper` profile binarises, as the kit did before, and the released code's choice is not "
+    "checked here",
     "decoding": "greedy decoding is deterministic: a rerun gives the same reports and numbers; the "
     "contrast lets a small LLM write a finding its image makes more likely than the average image does, "
     "where greedy writes the more frequent normal sentence (benchmarks/RESULTS.md)",
     "clinical-efficacy labeler": "RadBERT's checkpoint is not available offline; the benchmark's exact "
-    "labels "
-    "score the references, the rule labeler the predictions",
+    "labels score the references, the rule labeler the predictions",
 }
 
 
@@ -367,14 +360,6 @@ def deviations_markdown(profile: str | Profile = "demo", reference: str | Profil
     return head + "\n\n" + to_markdown(table.rename(columns={"paper": f"paper (`{ref.name}`)"}))
 
 
-def replace_block(text: str, start: str, end: str, body: str, where: str | os.PathLike[str]) -> str:
-    """`text` with the lines between the markers `start` and `end` replaced by `body` (markers kept)."""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise BadInputError(where, f"no generated block: add the lines {start} and {end} where it goes")
-    return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
-
-
 def readme_block(readme: str | os.PathLike[str]) -> str:
     """The text between DEVIATIONS_START and DEVIATIONS_END in `readme` ("" when there is none)."""
     text = Path(readme).read_text()
@@ -384,9 +369,7 @@ def readme_block(readme: str | os.PathLike[str]) -> str:
 
 def write_readme_deviations(readme: str | os.PathLike[str], profile: str = "demo") -> Path:
     """Rewrite the README's deviations block from the profiles, atomically; the rest of the file is kept."""
-    readme = Path(readme)
-    write_text_atomic(readme, replace_block(readme.read_text(), DEVIATIONS_START, DEVIATIONS_END,
-                                            deviations_markdown(profile), readme))
+    readme = rewrite_block(readme, DEVIATIONS_START, DEVIATIONS_END, deviations_markdown(profile))
     logger.info(f"[report] {readme}: deviations of profile {profile} from the paper")
     return readme
 

@@ -32,9 +32,8 @@ from reg2rg_lib.experiments.ablation_stats import read_stats, verdicts
 from reg2rg_lib.experiments.baselines import BASELINE_SETTINGS, is_near_constant
 from reg2rg_lib.experiments.grid import ABBREVIATIONS, ABLATIONS, ablation, family, imported_folder
 from reg2rg_lib.experiments.summary import REFERENCE, SHOWN_METRICS, SUMMARY_METRICS, read_summary
-from reg2rg_lib.io import write_text_atomic
+from reg2rg_lib.io import rewrite_block
 from reg2rg_lib.paths import REPO_ROOT, MetricsFolder, ReleaseFolder, RunFolder, RunPaths
-from reg2rg_lib.report.deviations import replace_block
 from reg2rg_lib.report.narrative import release_agreement
 from reg2rg_lib.report.seed_spread import (
     OUTSIDE,
@@ -427,8 +426,7 @@ def write_readme_results(summary: str | os.PathLike[str], readme: str | os.PathL
     if not readme.is_file():
         raise BadInputError(readme, "README not found")
     block = readme_results(summary, machine, tables_dir, spread_csv)
-    text = replace_block(readme.read_text(), README_START, README_END, block, readme)
-    write_text_atomic(readme, text)
+    rewrite_block(readme, README_START, README_END, block)
     logger.info(f"[report] {readme}: demo results from {summary}")
     return readme
 
