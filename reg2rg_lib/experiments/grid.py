@@ -17,6 +17,8 @@ Each run, what it changes and, in brackets, the paper's table it belongs to ("ki
   tokens zeroed in training), model as `full` [kit; Table 5's family]
 - `no_geometry_dropout`: training setting `geometry_dropout=0` (the paper's: every region's geometry token in
   every sample), model as `full` [kit; Table 5's family]
+- `no_label_head`: training setting `label_weight=0` (the paper's: the LM loss alone, no region label head),
+  model as `full` [kit; Table 6's family]
 - `name_weight_1`: training setting `region_name_weight=1` (the paper's plain cross-entropy), model as
   `full` [Table 6]
 - `vision_as_is`: `vit_patch_norm=True, vision_standardize=False`: the frozen ViT with RadFM's patch
@@ -118,6 +120,11 @@ ABLATIONS: dict[str, Ablation] = {
             train={"geometry_dropout": 0.0},
         ),
         Ablation(
+            "no_label_head",
+            "label weight 0 (the paper's: the LM loss alone, no region label head); model as full",
+            train={"label_weight": 0.0},
+        ),
+        Ablation(
             "name_weight_1",
             "organ-name loss weight 1 (the paper's plain cross-entropy); model as full",
             train={"region_name_weight": 1.0},
@@ -189,6 +196,7 @@ FAMILIES: dict[str, str] = {
     "no_geometry_dropout": "table5_region_features",
     "vision_as_is": "table5_region_features",
     "name_weight_1": "table6_rra",
+    "no_label_head": "table6_rra",
     "vit_random": "table5_region_features",
     "vit_pretrained": "table5_region_features",
 }

@@ -232,7 +232,7 @@ ABLATION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("table5_region_features", "Table 5: region features (texture, + geometry, + global = full)",
      ("texture_only", "texture_geometry", "full")),
     ("table6_rra", "Table 6: region-report alignment (RRA) and the training settings that came with it",
-     ("full", "no_rra", "no_region_dropout", "name_weight_1")),
+     ("full", "no_rra", "no_region_dropout", "name_weight_1", "no_label_head")),
     ("table7_llm_size", "Table 7: LLM size", ("llm_*",)),
 )
 

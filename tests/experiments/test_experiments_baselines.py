@@ -148,6 +148,18 @@ def test_the_demos_vision_and_geometry_dropout_rows():
     assert pretrained.vit_patch_norm and pretrained.vision_standardize and pretrained.vision_checkpoint
 
 
+def test_the_label_head_row_trains_the_lm_loss_alone_and_is_full_under_the_paper():
+    """`no_label_head` puts the paper's LM loss alone back (label weight 0), nothing else; the paper's profile
+    has no label head, so there the row is full itself."""
+    demo, paper = load_profile("demo"), load_profile("paper")
+    assert demo.train.label_weight == 1.0 and paper.train.label_weight == 0.0
+    row = profile_for(demo, ablation("no_label_head")).train
+    assert row.label_weight == 0.0 and dataclasses.replace(row, label_weight=1.0) == demo.train
+    assert not same_model_as(demo, ablation("no_label_head"), ablation("full"))
+    assert same_model_as(paper, ablation("no_label_head"), ablation("full"))
+    assert family("no_label_head") == "table6_rra"
+
+
 def test_stats_carry_holm_seeds_baselines_and_near_constant_notes(tmp_path):
     paths = RunPaths(tmp_path)
     rng = np.random.default_rng(0)
