@@ -119,6 +119,11 @@ def _loss_sentence(s: TrainSettings, model: Mapping[str, Any]) -> str:
     if s.geometry_dropout:
         text += (f" Geometry dropout: each region's geometry token is zeroed with probability "
                  f"{s.geometry_dropout:g} more, never its texture (not in the paper).")
+    if s.label_weight:
+        text += (f" Added to it, {s.label_weight:g} x a region label loss: a linear head on the LLM's last "
+                 "state where each region's paragraph begins predicts that region's CT-RATE labels (binary "
+                 "cross-entropy; `train.label_weight`, not in the paper; the reports are written without "
+                 "it).")
     return text
 
 

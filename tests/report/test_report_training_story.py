@@ -88,3 +88,10 @@ def test_loss_without_rra_says_the_weight_has_nothing_to_weigh(tmp_path: Path) -
     config["model"]["rra"] = False
     (run / "run_config.json").write_text(json.dumps(config))
     assert "no organ names to weigh" in training_story(run)
+
+
+def test_loss_names_the_label_head_only_when_the_run_trained_one(tmp_path: Path) -> None:
+    plain = training_story(_write_run(tmp_path / "a", [3.0, 2.0], label_weight=0.0))
+    assert "label loss" not in plain
+    headed = training_story(_write_run(tmp_path / "b", [3.0, 2.0], label_weight=0.5))
+    assert "0.5 x a region label loss" in headed and "`train.label_weight`" in headed
