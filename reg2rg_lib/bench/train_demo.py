@@ -144,7 +144,6 @@ def build_setup(profile: Any, paths: RunPaths, batch_size: int, changes: dict[st
     cfg = Reg2RGConfig.from_profile(profile, changes, paths)
     if cfg.vision_checkpoint and not Path(cfg.vision_checkpoint).is_file():
         cfg = cfg.replace(vision_checkpoint=None)  # throughput does not depend on the ViT's weights
-    cfg = cfg.replace(label_head=cfg.label_head or settings.label_weight > 0)  # as train_run's model
     seed_everything(settings.seed)
     model = Reg2RG(cfg, tok)
     names = [r.name for r in cache.cases("train")]

@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from the newest complete checkpoint in OUT"
     )
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="model config change for an ablation, e.g. --set rra=false (value parsed as YAML)")
+                   help="model config change for an ablation, e.g. --set rra=false, or with a section a "
+                        "profile setting, e.g. --set train.label_weight=0 (value parsed as YAML)")
     p.add_argument(
         "--llm",
         default=None,
@@ -110,8 +111,9 @@ def _train(args: argparse.Namespace) -> int:
     from reg2rg_lib.samples.inputs import ensure_inputs_once
     from reg2rg_lib.train.run import train_run
 
-    changes = parse_assignments(args.set)
-    profile = load_profile(args.profile)
+    assigned = parse_assignments(args.set)
+    changes = {k: v for k, v in assigned.items() if "." not in k}  # model config fields
+    profile = load_profile(args.profile, {k: v for k, v in assigned.items() if "." in k})  # profile settings
     # the inputs first (the smoke profile builds its own; under torchrun rank 0 builds, the others wait)
     ensure_inputs_once(profile, RunPaths.of_run(args.out), args.cache, args.tokenizer)
     train_run(profile, args.out, cache_dir=args.cache, tokenizer_dir=args.tokenizer,

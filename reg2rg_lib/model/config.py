@@ -247,6 +247,8 @@ class Reg2RGConfig:
             overrides["vit_patch_norm"] = False
         if profile.model.vision_standardize:  # off in the presets; a profile turns it on
             overrides["vision_standardize"] = True
+        if profile.train.label_weight > 0:  # the head that `train.label_weight` trains is part of the model
+            overrides["label_head"] = True
         if profile.model.vision_checkpoint:
             overrides["vision_checkpoint"] = vision_checkpoint_path(
                 profile.model.vision_checkpoint, profile, paths

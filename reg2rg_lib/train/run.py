@@ -135,6 +135,10 @@ def train_run(
     profile = load_profile(profile)
     settings = TrainSettings.from_profile(profile.train, max_steps=max_steps, save_every=save_every)
     acc = make_accelerator(settings)
+    if settings.label_weight and acc.num_processes > 1:  # before any input is read or weight is built
+        raise KitError(f"profile {profile.name}: train.label_weight trains in one process for now (the label "
+                       "head reads the LLM's states outside the distributed wrapper's forward); run "
+                       "without torchrun/accelerate, or add --set train.label_weight=0")
     paths = RunPaths.of_run(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else paths.cache
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else paths.tokenizer
@@ -181,8 +185,7 @@ def _model_config(profile: Profile, settings: TrainSettings, paths: RunPaths,
         )
     if settings.label_weight < 0:
         raise KitError(f"train.label_weight must be >= 0, got {settings.label_weight}")
-    return cfg.replace(gradient_checkpointing=settings.gradient_checkpointing,
-                       label_head=cfg.label_head or settings.label_weight > 0)
+    return cfg.replace(gradient_checkpointing=settings.gradient_checkpointing)
 
 
 def train_features(profile: str | Profile, run_dir: str | os.PathLike[str],

@@ -157,6 +157,8 @@ def test_the_label_head_row_trains_the_lm_loss_alone_and_is_full_under_the_paper
     assert row.label_weight == 0.0 and dataclasses.replace(row, label_weight=1.0) == demo.train
     assert not same_model_as(demo, ablation("no_label_head"), ablation("full"))
     assert same_model_as(paper, ablation("no_label_head"), ablation("full"))
+    assert Reg2RGConfig.from_profile(demo).label_head  # the head is part of the model the profile trains
+    assert not Reg2RGConfig.from_profile(profile_for(demo, ablation("no_label_head"))).label_head
     assert family("no_label_head") == "table6_rra"
 
 

@@ -187,13 +187,20 @@ def test_torchrun_two_processes_end_with_the_same_weights(smoke, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "reg2rg_lib.cli", "train", "--profile", "smoke", "--max-steps", "4", "--out", str(run),
            "--cache", str(smoke.cache), "--tokenizer", str(tokenizer)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    # smoke trains the region label head, which is one process only: refused at once, in one line
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    # (torchrun adds its own launcher traceback after a child's error line)
+    assert refused.returncode != 0 and not (run / "train_log.csv").exists()
+    assert "error: profile smoke: train.label_weight trains in one process" in refused.stderr
+    res = subprocess.run(cmd + ["--set", "train.label_weight=0"], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "world_size 2" in res.stdout
     digests = dict(re.findall(r"rank (\d) weights_sha256 ([0-9a-f]{64})", res.stdout))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     assert len(read_train_log(run)) == 4
-    assert (res.stdout + res.stderr).count("training the tokenizer") == 1  # by rank 0 only
+    # by rank 0 only (in the refused launch, which builds the inputs before training starts)
+    assert (refused.stdout + refused.stderr + res.stdout + res.stderr).count("training the tokenizer") == 1
 
 
 def test_accelerate_configs_load(repo_root):
