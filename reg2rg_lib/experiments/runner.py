@@ -33,7 +33,7 @@ from reg2rg_lib.experiments.baselines import annotate_runs
 from reg2rg_lib.experiments.grid import Ablation, grid_for, profile_for, run_folder, run_steps, same_model_as
 from reg2rg_lib.experiments.summary import EVALUATION_METRICS, SHOWN_METRICS, write_summary
 from reg2rg_lib.infer.generate import DecodeSettings, generate_run
-from reg2rg_lib.infer.predictions import read_predictions
+from reg2rg_lib.infer.predictions import decoding_path, read_predictions, same_decoding
 from reg2rg_lib.io import KIT_LOGGER, atomic_path, one_writer
 from reg2rg_lib.metrics import evaluate_predictions
 from reg2rg_lib.metrics.grounded import benchmark_manifest
@@ -130,10 +130,17 @@ def run_one(
     if force:
         for stale in (pred, files.metrics_summary(), files.train_summary):
             stale.unlink(missing_ok=True)
+    decode = DecodeSettings.from_profile(profile.generate)
     if ab.imported:
         import_run(ab, run_dir, names)
         if ab.name in profile.ablations.imported:  # a row of this grid, trained by its command elsewhere
             check_imported_recipe(profile, ab, steps, paths, run_dir)
+            check_imported_decoding(profile, ab, decode, pred)
+    elif same_decoding(pred, asdict(decode), "test") is False:  # the profile's decoding changed since
+        logger.warning(f"[ablate] WARNING {ab.name}: its predictions were generated with another decoding "
+                       f"than the profile's ({decode.describe()}): generating them again")
+        for stale in (pred, decoding_path(pred), files.metrics_summary()):
+            stale.unlink(missing_ok=True)
     done = metrics_of(run_dir, labels)
     if done is not None and predictions_complete(pred, names) and trained_steps(run_dir) in (steps, None):
         logger.info(f"[ablate] {ab.name}: reusing {run_dir} ({trained_steps(run_dir)} steps)")
@@ -151,7 +158,6 @@ def run_one(
                   llm_arch=ab.llm_arch, progress=progress)
         pred.unlink(missing_ok=True)  # predictions of an older model must not be resumed into
     if not predictions_complete(pred, names):
-        decode = DecodeSettings.from_profile(profile.generate)
         generate_run(run_dir, paths.cache, pred, decode=decode, batch_size=profile.generate.batch_size,
                      progress=progress)
     headline = _headline(evaluate_predictions(pred, files.metrics(), labels=labels,
@@ -224,6 +230,18 @@ def check_imported_recipe(profile: Profile, ab: Ablation, steps: int | None, pat
                     f"{value!r}: retrain it (`reg2rg ablate --profile {profile.name} --runs {ab.name} "
                     f"--train-imported`) and commit its files here again",
                 )
+
+
+def check_imported_decoding(profile: Profile, ab: Ablation, decode: DecodeSettings, pred: Path) -> None:
+    """A one-line error when the committed predictions of a row the profile imports were generated with
+    another decoding than the profile's: the row would compare two decodings."""
+    if same_decoding(pred, asdict(decode), "test") is False:
+        raise BadInputError(
+            REPO_ROOT / str(ab.imported),
+            f"imported run {ab.name} was generated with another decoding than the profile's "
+            f"({decode.describe()}): regenerate it (`reg2rg ablate --profile {profile.name} --runs {ab.name} "
+            f"--train-imported`) and commit its files here again",
+        )
 
 
 @one_writer("out_dir", "ablate")  # its runs train and generate under this lock (worker processes too)

@@ -29,7 +29,14 @@ from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import BadInputError, KitError
 from reg2rg_lib.infer.beam import beam_generate
 from reg2rg_lib.infer.decoder import fast_greedy_blocker, greedy_generate, greedy_generate_rereference
-from reg2rg_lib.infer.predictions import PRED_COLUMNS, PredictionWriter, decoding_path, read_predictions
+from reg2rg_lib.infer.predictions import (
+    PRED_COLUMNS,
+    PredictionWriter,
+    decoding_path,
+    read_predictions,
+    same_decoding,
+    written_with,
+)
 from reg2rg_lib.io import write_csv_atomic, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, build_target, load_official_checkpoint, load_tokenizer
 from reg2rg_lib.paths import COMPLETE, ModelFolder, latest_checkpoint
@@ -169,6 +176,19 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
                               "(checkpoints/)")
 
 
+def _check_resume_decoding(out_csv: str | os.PathLike[str], decode: DecodeSettings, split: str) -> None:
+    """A one-line error when `out_csv` already holds rows that its decoding record says another decoding (or
+    another split) wrote: resuming would mix two decodings in one file."""
+    if not (Path(out_csv).is_file() and read_predictions(out_csv)):
+        return
+    if same_decoding(out_csv, asdict(decode), split) is False:
+        before = written_with(out_csv) or {}
+        raise BadInputError(out_csv, f"its rows were written with another decoding or split "
+                            f"({before.get('decoding')}, {before.get('split')}) than this one "
+                            f"({decode.describe()}, {split}); a resume would mix them: delete it and "
+                            f"{decoding_path(out_csv).name} to generate again")
+
+
 def generate_predictions(
     model: Reg2RG,
     cache: PrepCache,
@@ -206,6 +226,7 @@ def generate_predictions(
     device = next(model.parameters()).device
     collate = Collator(tok.pad_token_id, padding_side="left")
     model.eval()
+    _check_resume_decoding(out_csv, decode, split)
     write_json_atomic(decoding_path(out_csv), {
         "decoding": decode.describe(), "settings": asdict(decode), "batch_size": batch_size, "split": split,
         "engine": ("kit beam search" if decode.num_beams > 1 else "kit greedy loop") if use_kit

@@ -9,6 +9,7 @@ resumes by skipping the AccNums already written; a last row cut short by a crash
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,27 @@ def decoding_path(out_csv: str | os.PathLike[str]) -> Path:
     """`predictions.decoding.json` next to `predictions.csv`: which decoding produced the file."""
     out_csv = Path(out_csv)
     return out_csv.with_name(f"{out_csv.stem}.decoding.json")
+
+
+def written_with(out_csv: str | os.PathLike[str]) -> dict | None:
+    """What `predictions.decoding.json` says produced `out_csv` (its `decoding`, `settings`, `split`, ...);
+    None when there is no such record (a file from elsewhere, or from before the kit wrote it)."""
+    record = decoding_path(out_csv)
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except json.JSONDecodeError as err:
+        raise BadInputError(record, f"not a decoding record ({err})") from None
+
+
+def same_decoding(out_csv: str | os.PathLike[str], settings: dict, split: str) -> bool | None:
+    """Whether `out_csv` was written with the decoding `settings` (a `DecodeSettings` as a dict) on `split`;
+    None when no record says how it was written."""
+    record = written_with(out_csv)
+    if record is None:
+        return None
+    return record.get("settings") == settings and record.get("split", split) == split
 
 
 def side_by_side(

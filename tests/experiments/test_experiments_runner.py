@@ -207,6 +207,18 @@ def test_a_profile_imports_a_run_it_can_train_and_refuses_one_trained_with_anoth
     with pytest.raises(BadInputError, match=r"trained with settings.lr = 0.5, the grid trains 0\.\d+"):
         run_ablations(prof, again, runs=["full", "no_rra"], n_resamples=20, progress=False)
 
+    # the profile's decoding changed since: an imported row is refused, a row trained here is generated again
+    config["settings"]["lr"] = prof.train.lr
+    (folder / "run_config.json").write_text(json.dumps(config))
+    shutil.rmtree(run)
+    other = load_profile("smoke", {"ablations.imported": ["no_rra"], "generate.image_contrast": 1.0})
+    with pytest.raises(BadInputError, match="no_rra was generated with another decoding than the profile's"):
+        run_ablations(other, again, runs=["full", "no_rra"], n_resamples=20, progress=False)
+    run_ablations(other, made, runs=["full", "no_rra"], n_resamples=20, progress=False, train_imported=True)
+    for row in ("full", "no_rra"):
+        record = json.loads((made / "runs" / row / "predictions.decoding.json").read_text())
+        assert record["settings"]["image_contrast"] == 1.0  # regenerated with the profile's decoding
+
 
 def test_the_demos_imported_llm_run_was_trained_with_the_demos_recipe(tmp_path):
     # the committed llm_scratch-2x128 row must be the run the demo's grid would train (steps, seed, model)

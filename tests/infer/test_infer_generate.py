@@ -44,6 +44,19 @@ def test_generate_cli_writes_the_released_format_and_resumes(smoke, trained, tmp
     assert "greedy" in capsys.readouterr().out
 
 
+def test_a_resume_with_another_decoding_is_refused_and_the_file_kept(smoke, trained, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    args = ["generate", "--checkpoint", str(trained), "--out", str(out), "--limit", "2"]
+    assert cli_main([*args, "--max-new-tokens", "8"]) == 0
+    written, record = out.read_text(), decoding_path(out).read_text()
+    capsys.readouterr()
+    assert cli_main([*args, "--max-new-tokens", "9"]) == 2  # rows of max_new_tokens=8 would be mixed in
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "another decoding" in err and "pred.decoding.json" in err
+    assert out.read_text() == written and decoding_path(out).read_text() == record
+    assert cli_main([*args, "--max-new-tokens", "8", "--batch-size", "1"]) == 0  # the same decoding resumes
+
+
 # ---- the kit's greedy loop against Hugging Face generate and against batch size 1 --------------------------
 def _left_padded_test_batch(model, smoke, extra_words: str = ""):
     """The smoke test cases as one left-padded batch and one by one; row i's prompt ends with the first 2i + 1
