@@ -155,6 +155,17 @@ class Reg2RGEmbedding(nn.Module):
         return torch.cat([self.image_token_weight, self.region_token_weight], dim=0)
 
 
+def label_head_loss(head: nn.Module, states: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+                    ) -> torch.Tensor:
+    """The region label head's loss (`Reg2RGConfig.label_head`): binary cross-entropy of `head` on the LLM's
+    final-norm states (N, D) where N regions' paragraphs begin, against their (N, 18) `targets`, averaged over
+    the labels each region reports (`mask`, (N, 18))."""
+    logits = head(states).float()
+    mask = mask.to(logits.device).float()
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.device), reduction="none")
+    return (bce * mask).sum() / mask.sum().clamp(min=1)
+
+
 def splice(embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor, what: str) -> torch.Tensor:
     """Write `features` (n, D) into the positions where `mask` (B, L) is True, in row-major order.
 

@@ -57,7 +57,7 @@ from reg2rg_lib.model.geometry import PatchTable, encode_patch_rows
 from reg2rg_lib.model.llm import base_llm
 from reg2rg_lib.model.perceiver import normalize_media, resample_normed
 from reg2rg_lib.model.prompt import GEOMETRY, GLOBAL, STRUCT, STRUCT_TOKENS, TEXT, TEXTURE, rereference_target
-from reg2rg_lib.model.reg2rg import KIND_CODES, drop_branches, first_occurrence
+from reg2rg_lib.model.reg2rg import KIND_CODES, drop_branches, first_occurrence, label_head_loss
 from reg2rg_lib.samples.dataset import label_rows, name_positions, paragraph_starts
 
 logger = logging.getLogger(__name__)
@@ -415,10 +415,8 @@ def fast_loss(model: Any, batch: dict[str, Any], name_weight: float = 1.0,
     loss = (ce * weight).sum() / max(1, ce.shape[0])
     if label_weight and "label_index" in batch:  # `run.region_label_loss` at the paragraphs' first words
         at = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch["label_index"])
-        logits = el.label_head(llm.model.norm(at)).float()
-        mask = batch["label_mask"].float()
-        bce = F.binary_cross_entropy_with_logits(logits, batch["label_targets"], reduction="none")
-        loss = loss + label_weight * (bce * mask).sum() / mask.sum().clamp(min=1)
+        head = label_head_loss(el.label_head, llm.model.norm(at), batch["label_targets"], batch["label_mask"])
+        loss = loss + label_weight * head
     return loss
 
 

@@ -26,6 +26,7 @@ from reg2rg_lib.data.prep import PrepCache, load_cache
 from reg2rg_lib.errors import KitError
 from reg2rg_lib.io import one_writer, write_json_atomic
 from reg2rg_lib.model import Reg2RG, Reg2RGConfig, load_tokenizer
+from reg2rg_lib.model.reg2rg import label_head_loss
 from reg2rg_lib.paths import RunFolder, RunPaths
 from reg2rg_lib.profiles import Profile, load_profile
 from reg2rg_lib.samples.collate import Collator, model_inputs
@@ -75,11 +76,7 @@ def region_label_loss(hidden: torch.Tensor, batch: dict[str, Any], head: torch.n
     chosen to hold the region's findings, so that the look-up of region i's tokens is trained on every sample
     and not only where the text writes a (rare) finding."""
     rows, pos = batch["label_rows"].to(hidden.device), batch["label_positions"].to(hidden.device)
-    logits = head(hidden[rows, pos]).float()  # (N, 18)
-    mask = batch["label_mask"].to(logits.device).float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, batch["label_targets"].to(logits.device), reduction="none")
-    return (bce * mask).sum() / mask.sum().clamp(min=1)
+    return label_head_loss(head, hidden[rows, pos], batch["label_targets"], batch["label_mask"])
 
 
 def reg2rg_step(model: torch.nn.Module, batch: dict[str, Any], name_weight: float = 1.0,
